@@ -1,0 +1,152 @@
+//! What a backend reports back: instances and their power state, templates, capacity,
+//! capabilities, and the outcome types of mutating calls.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::InstanceId;
+use crate::spec::GuestKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PowerState {
+    Running,
+    Stopped,
+    Paused,
+    /// Still being made (e.g. a Proxmox clone holds its lock), or being destroyed.
+    Provisioning,
+    Unknown,
+}
+
+impl fmt::Display for PowerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PowerState::Running => "running",
+            PowerState::Stopped => "stopped",
+            PowerState::Paused => "paused",
+            PowerState::Provisioning => "provisioning",
+            PowerState::Unknown => "unknown",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum PowerOp {
+    Start,
+    /// Hard stop (power off).
+    Stop,
+    /// Graceful shutdown; after `timeout_secs` without the guest powering off, a hard stop.
+    Shutdown { timeout_secs: u64 },
+    Reboot,
+}
+
+impl fmt::Display for PowerOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PowerOp::Start => f.write_str("start"),
+            PowerOp::Stop => f.write_str("stop"),
+            PowerOp::Shutdown { timeout_secs } => write!(f, "shutdown (timeout {timeout_secs}s)"),
+            PowerOp::Reboot => f.write_str("reboot"),
+        }
+    }
+}
+
+/// A machine as a backend sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Berth's id, from the ownership marker; `None` for machines Berth does not own.
+    pub instance_id: Option<InstanceId>,
+    /// The backend's own id (Proxmox VMID, libvirt domain name, ...).
+    pub backend_id: String,
+    pub kind: GuestKind,
+    /// Hypervisor node or host the machine lives on.
+    pub node: Option<String>,
+    pub name: String,
+    pub state: PowerState,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub cores: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk_gib: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Template {
+    /// What `VmSpec::template` takes to select it.
+    pub id: String,
+    pub name: String,
+    pub kind: GuestKind,
+    pub node: Option<String>,
+    pub disk_gib: Option<u64>,
+}
+
+/// Totals and usage of the host or node a backend places machines on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capacity {
+    pub cpus_total: u32,
+    pub memory_mib_total: u64,
+    pub memory_mib_used: u64,
+    pub disk_gib_total: u64,
+    pub disk_gib_free: u64,
+    /// Machines currently placed there (all of them, not only Berth's).
+    pub instances: u32,
+}
+
+/// What a backend can do, read live (a conformance suite skips what a backend cannot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    pub vms: bool,
+    pub containers: bool,
+    pub graceful_shutdown: bool,
+    pub reboot: bool,
+    pub reconfigure: bool,
+    pub static_ip: bool,
+    pub ipv6: bool,
+    pub list_templates: bool,
+    pub capacity: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeleteOutcome {
+    Deleted,
+    /// Nothing was there: delete is idempotent.
+    AlreadyAbsent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReconfigureOutcome {
+    /// The change is recorded but takes effect only after the machine restarts.
+    pub restart_required: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Ok,
+    Warn,
+    Fail,
+}
+
+/// One line of `berth doctor`: what was checked and what was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub status: CheckStatus,
+    pub detail: String,
+}
+
+impl Check {
+    pub fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Check { name: name.into(), status: CheckStatus::Ok, detail: detail.into() }
+    }
+    pub fn warn(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Check { name: name.into(), status: CheckStatus::Warn, detail: detail.into() }
+    }
+    pub fn fail(name: impl Into<String>, detail: impl Into<String>) -> Self {
+        Check { name: name.into(), status: CheckStatus::Fail, detail: detail.into() }
+    }
+}

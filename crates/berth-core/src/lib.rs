@@ -1,0 +1,21 @@
+//! Berth's domain: typed IDs, the VM spec, instances, stages, capabilities, the error taxonomy
+//! and the `Provider` contract every backend implements. No I/O lives here.
+
+pub mod error;
+pub mod ids;
+pub mod instance;
+pub mod provider;
+pub mod secret;
+pub mod spec;
+pub mod stage;
+
+pub use error::{ErrorCode, ProviderError};
+pub use ids::{InstanceId, InstanceRef};
+pub use instance::{
+    Capabilities, Capacity, Check, CheckStatus, DeleteOutcome, Instance, PowerOp, PowerState,
+    ReconfigureOutcome, Template,
+};
+pub use provider::{ListFilter, Provider};
+pub use secret::Secret;
+pub use spec::{GuestKind, Ipv4Config, Ipv6Config, NetworkSpec, Resize, SshPublicKey, VmSpec};
+pub use stage::{NoProgress, ProgressSink, Stage, StageEvent, StagePhase};

@@ -1,0 +1,56 @@
+//! The Provider contract: what every backend (Proxmox, libvirt, script, manual, Multipass)
+//! implements, and what the agent, the CLI and the declarative planner drive.
+//!
+//! Rules every implementation keeps (the conformance suite checks them):
+//! - `create` is idempotent by `spec.instance_id`: the backend stores that id in an ownership
+//!   marker and, before making anything, looks it up and resumes or returns the existing machine.
+//!   Cancelling `create` at any await point (a crash) and calling it again finishes the job with
+//!   exactly one machine. If a later step fails, `create` removes what it made.
+//! - `delete` of something absent is `Ok(AlreadyAbsent)`. Mutating calls act only on machines
+//!   that carry Berth's marker; others are a `Conflict`.
+//! - A transient backend failure is never reported as `NotFound`.
+
+use async_trait::async_trait;
+
+use crate::error::ProviderError;
+use crate::ids::InstanceRef;
+use crate::instance::{Capabilities, Capacity, Check, DeleteOutcome, Instance, PowerOp, ReconfigureOutcome, Template};
+use crate::spec::{GuestKind, Resize, VmSpec};
+use crate::stage::ProgressSink;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListFilter {
+    /// Include machines without Berth's ownership marker.
+    pub all: bool,
+    /// Only this kind; `None` lists every kind.
+    pub kind: Option<GuestKind>,
+}
+
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// Short backend name (`proxmox`, `libvirt`, ...).
+    fn backend(&self) -> &'static str;
+
+    /// Credentials, reachability, permissions and prerequisites, one `Check` per thing checked.
+    async fn validate(&self) -> Vec<Check>;
+
+    async fn capabilities(&self) -> Result<Capabilities, ProviderError>;
+
+    async fn create(&self, spec: &VmSpec, progress: &dyn ProgressSink) -> Result<Instance, ProviderError>;
+
+    async fn describe(&self, id: &InstanceRef) -> Result<Instance, ProviderError>;
+
+    async fn list(&self, filter: ListFilter) -> Result<Vec<Instance>, ProviderError>;
+
+    /// Performs the operation and returns the machine as it is afterwards. Idempotent: starting
+    /// a running machine or stopping a stopped one succeeds.
+    async fn power(&self, id: &InstanceRef, op: PowerOp) -> Result<Instance, ProviderError>;
+
+    async fn reconfigure(&self, id: &InstanceRef, change: &Resize) -> Result<ReconfigureOutcome, ProviderError>;
+
+    async fn delete(&self, id: &InstanceRef) -> Result<DeleteOutcome, ProviderError>;
+
+    async fn list_templates(&self) -> Result<Vec<Template>, ProviderError>;
+
+    async fn capacity(&self) -> Result<Capacity, ProviderError>;
+}
