@@ -75,22 +75,33 @@ impl ProviderError {
         ProviderError::NotFound { what: what.into() }
     }
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ProviderError::InvalidSpec { field: field.into(), reason: reason.into() }
+        ProviderError::InvalidSpec {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
     pub fn unsupported(what: impl Into<String>) -> Self {
         ProviderError::Unsupported { what: what.into() }
     }
     pub fn conflict(message: impl Into<String>) -> Self {
-        ProviderError::Conflict { message: message.into() }
+        ProviderError::Conflict {
+            message: message.into(),
+        }
     }
     pub fn unavailable(message: impl Into<String>) -> Self {
-        ProviderError::Unavailable { message: message.into() }
+        ProviderError::Unavailable {
+            message: message.into(),
+        }
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        ProviderError::Internal { message: message.into() }
+        ProviderError::Internal {
+            message: message.into(),
+        }
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        ProviderError::Unauthorized { message: message.into() }
+        ProviderError::Unauthorized {
+            message: message.into(),
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -112,33 +123,43 @@ impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ProviderError::RateLimited { .. }
-                | ProviderError::Timeout { .. }
-                | ProviderError::Unavailable { .. }
+            ProviderError::RateLimited { .. } | ProviderError::Timeout { .. } | ProviderError::Unavailable { .. }
         )
     }
 
     /// Prefix the human message with context, keeping the code.
     pub fn context(self, ctx: impl std::fmt::Display) -> Self {
         match self {
-            ProviderError::NotFound { what } => ProviderError::NotFound { what: format!("{ctx}: {what}") },
-            ProviderError::InvalidSpec { field, reason } => {
-                ProviderError::InvalidSpec { field, reason: format!("{ctx}: {reason}") }
-            }
-            ProviderError::Unauthorized { message } => {
-                ProviderError::Unauthorized { message: format!("{ctx}: {message}") }
-            }
-            ProviderError::Unsupported { what } => ProviderError::Unsupported { what: format!("{ctx}: {what}") },
-            ProviderError::Conflict { message } => ProviderError::Conflict { message: format!("{ctx}: {message}") },
-            ProviderError::QuotaExceeded { message } => {
-                ProviderError::QuotaExceeded { message: format!("{ctx}: {message}") }
-            }
+            ProviderError::NotFound { what } => ProviderError::NotFound {
+                what: format!("{ctx}: {what}"),
+            },
+            ProviderError::InvalidSpec { field, reason } => ProviderError::InvalidSpec {
+                field,
+                reason: format!("{ctx}: {reason}"),
+            },
+            ProviderError::Unauthorized { message } => ProviderError::Unauthorized {
+                message: format!("{ctx}: {message}"),
+            },
+            ProviderError::Unsupported { what } => ProviderError::Unsupported {
+                what: format!("{ctx}: {what}"),
+            },
+            ProviderError::Conflict { message } => ProviderError::Conflict {
+                message: format!("{ctx}: {message}"),
+            },
+            ProviderError::QuotaExceeded { message } => ProviderError::QuotaExceeded {
+                message: format!("{ctx}: {message}"),
+            },
             e @ ProviderError::RateLimited { .. } => e,
-            ProviderError::Timeout { what, after } => ProviderError::Timeout { what: format!("{ctx}: {what}"), after },
-            ProviderError::Unavailable { message } => {
-                ProviderError::Unavailable { message: format!("{ctx}: {message}") }
-            }
-            ProviderError::Internal { message } => ProviderError::Internal { message: format!("{ctx}: {message}") },
+            ProviderError::Timeout { what, after } => ProviderError::Timeout {
+                what: format!("{ctx}: {what}"),
+                after,
+            },
+            ProviderError::Unavailable { message } => ProviderError::Unavailable {
+                message: format!("{ctx}: {message}"),
+            },
+            ProviderError::Internal { message } => ProviderError::Internal {
+                message: format!("{ctx}: {message}"),
+            },
         }
     }
 }
@@ -151,7 +172,13 @@ mod tests {
     fn retryable_classes() {
         assert!(ProviderError::unavailable("x").is_retryable());
         assert!(ProviderError::RateLimited { retry_after: None }.is_retryable());
-        assert!(ProviderError::Timeout { what: "x".into(), after: Duration::from_secs(1) }.is_retryable());
+        assert!(
+            ProviderError::Timeout {
+                what: "x".into(),
+                after: Duration::from_secs(1)
+            }
+            .is_retryable()
+        );
         assert!(!ProviderError::not_found("x").is_retryable());
         assert!(!ProviderError::invalid("cores", "must be at least 1").is_retryable());
         assert!(!ProviderError::internal("x").is_retryable());
@@ -167,7 +194,10 @@ mod tests {
 
     #[test]
     fn codes_serialize_snake_case() {
-        assert_eq!(serde_json::to_string(&ErrorCode::QuotaExceeded).unwrap(), "\"quota_exceeded\"");
+        assert_eq!(
+            serde_json::to_string(&ErrorCode::QuotaExceeded).unwrap(),
+            "\"quota_exceeded\""
+        );
         assert_eq!(ErrorCode::RateLimited.as_str(), "rate_limited");
     }
 }

@@ -25,7 +25,10 @@ impl InstanceId {
         if s.len() > Self::MAX_LEN {
             return Err(invalid("must be at most 63 characters"));
         }
-        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return Err(invalid("may contain only lowercase letters, digits and '-'"));
         }
         if s.starts_with('-') || s.ends_with('-') {

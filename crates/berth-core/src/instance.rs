@@ -39,7 +39,9 @@ pub enum PowerOp {
     /// Hard stop (power off).
     Stop,
     /// Graceful shutdown; after `timeout_secs` without the guest powering off, a hard stop.
-    Shutdown { timeout_secs: u64 },
+    Shutdown {
+        timeout_secs: u64,
+    },
     Reboot,
 }
 
@@ -141,12 +143,24 @@ pub struct Check {
 
 impl Check {
     pub fn ok(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        Check { name: name.into(), status: CheckStatus::Ok, detail: detail.into() }
+        Check {
+            name: name.into(),
+            status: CheckStatus::Ok,
+            detail: detail.into(),
+        }
     }
     pub fn warn(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        Check { name: name.into(), status: CheckStatus::Warn, detail: detail.into() }
+        Check {
+            name: name.into(),
+            status: CheckStatus::Warn,
+            detail: detail.into(),
+        }
     }
     pub fn fail(name: impl Into<String>, detail: impl Into<String>) -> Self {
-        Check { name: name.into(), status: CheckStatus::Fail, detail: detail.into() }
+        Check {
+            name: name.into(),
+            status: CheckStatus::Fail,
+            detail: detail.into(),
+        }
     }
 }

@@ -12,8 +12,8 @@ pub mod stage;
 pub use error::{ErrorCode, ProviderError};
 pub use ids::{InstanceId, InstanceRef};
 pub use instance::{
-    Capabilities, Capacity, Check, CheckStatus, DeleteOutcome, Instance, PowerOp, PowerState,
-    ReconfigureOutcome, Template,
+    Capabilities, Capacity, Check, CheckStatus, DeleteOutcome, Instance, PowerOp, PowerState, ReconfigureOutcome,
+    Template,
 };
 pub use provider::{ListFilter, Provider};
 pub use secret::Secret;

@@ -69,7 +69,11 @@ impl VmSpec {
         if self.memory_mib < Self::MIN_MEMORY_MIB {
             return Err(ProviderError::invalid(
                 "memory_mib",
-                format!("must be at least {} MiB (got {})", Self::MIN_MEMORY_MIB, self.memory_mib),
+                format!(
+                    "must be at least {} MiB (got {})",
+                    Self::MIN_MEMORY_MIB,
+                    self.memory_mib
+                ),
             ));
         }
         if self.disk_gib == 0 {
@@ -78,12 +82,16 @@ impl VmSpec {
         if let Some(user) = &self.user {
             let ok = !user.is_empty()
                 && user.len() <= 32
-                && user.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                && user
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
                 && !user.starts_with('-');
             if !ok {
                 return Err(ProviderError::invalid(
                     "user",
-                    format!("must be a Unix user name (lowercase letters, digits, '_' or '-', at most 32) (got {user:?})"),
+                    format!(
+                        "must be a Unix user name (lowercase letters, digits, '_' or '-', at most 32) (got {user:?})"
+                    ),
                 ));
             }
         }
@@ -100,7 +108,10 @@ impl VmSpec {
 /// length limits.
 pub fn validate_dns_name(field: &str, name: &str) -> Result<(), ProviderError> {
     let bad = |why: &str| {
-        ProviderError::invalid(field, format!("{why}; expected a DNS name like \"web1\" or \"web1.example.com\" (got {name:?})"))
+        ProviderError::invalid(
+            field,
+            format!("{why}; expected a DNS name like \"web1\" or \"web1.example.com\" (got {name:?})"),
+        )
     };
     if name.is_empty() {
         return Err(bad("must not be empty"));
@@ -141,7 +152,14 @@ impl SshPublicKey {
     pub fn parse(line: &str) -> Result<Self, ProviderError> {
         let line = line.trim();
         let shown: String = line.chars().take(40).collect();
-        let bad = |why: String| ProviderError::invalid("ssh_key", format!("{why}; expected an OpenSSH public key line like \"ssh-ed25519 AAAAC3Nz... user@host\" (got {shown:?}...)"));
+        let bad = |why: String| {
+            ProviderError::invalid(
+                "ssh_key",
+                format!(
+                    "{why}; expected an OpenSSH public key line like \"ssh-ed25519 AAAAC3Nz... user@host\" (got {shown:?}...)"
+                ),
+            )
+        };
         if line.contains('\n') || line.contains('\r') {
             return Err(bad("must be a single line".into()));
         }
@@ -211,12 +229,18 @@ impl NetworkSpec {
         if let Ipv4Config::Static { prefix_len, .. } = self.ipv4
             && !(1..=32).contains(&prefix_len)
         {
-            return Err(ProviderError::invalid("ip", format!("prefix length must be 1-32 (got {prefix_len})")));
+            return Err(ProviderError::invalid(
+                "ip",
+                format!("prefix length must be 1-32 (got {prefix_len})"),
+            ));
         }
         if let Some(Ipv6Config::Static { prefix_len, .. }) = self.ipv6
             && !(1..=128).contains(&prefix_len)
         {
-            return Err(ProviderError::invalid("ip6", format!("prefix length must be 1-128 (got {prefix_len})")));
+            return Err(ProviderError::invalid(
+                "ip6",
+                format!("prefix length must be 1-128 (got {prefix_len})"),
+            ));
         }
         Ok(())
     }
@@ -227,14 +251,23 @@ impl NetworkSpec {
 pub enum Ipv4Config {
     #[default]
     Dhcp,
-    Static { address: Ipv4Addr, prefix_len: u8, gateway: Option<Ipv4Addr> },
+    Static {
+        address: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Option<Ipv4Addr>,
+    },
 }
 
 impl Ipv4Config {
     /// The CLI form: `dhcp`, or `CIDR[,gw=GATEWAY]` (`10.0.0.5/24,gw=10.0.0.1`).
     pub fn parse(s: &str) -> Result<Self, ProviderError> {
         let bad = |why: &str| {
-            ProviderError::invalid("ip", format!("{why}; expected \"dhcp\" or \"ADDRESS/PREFIX[,gw=GATEWAY]\" like \"10.0.0.5/24,gw=10.0.0.1\" (got {s:?})"))
+            ProviderError::invalid(
+                "ip",
+                format!(
+                    "{why}; expected \"dhcp\" or \"ADDRESS/PREFIX[,gw=GATEWAY]\" like \"10.0.0.5/24,gw=10.0.0.1\" (got {s:?})"
+                ),
+            )
         };
         if s.eq_ignore_ascii_case("dhcp") {
             return Ok(Ipv4Config::Dhcp);
@@ -255,7 +288,11 @@ impl Ipv4Config {
                 _ => return Err(bad(&format!("unknown option {k:?}"))),
             }
         }
-        Ok(Ipv4Config::Static { address, prefix_len, gateway })
+        Ok(Ipv4Config::Static {
+            address,
+            prefix_len,
+            gateway,
+        })
     }
 }
 
@@ -265,7 +302,11 @@ pub enum Ipv6Config {
     Dhcp,
     /// Stateless autoconfiguration (SLAAC).
     Auto,
-    Static { address: Ipv6Addr, prefix_len: u8, gateway: Option<Ipv6Addr> },
+    Static {
+        address: Ipv6Addr,
+        prefix_len: u8,
+        gateway: Option<Ipv6Addr>,
+    },
 }
 
 /// A change of size for an existing machine. `None` leaves the value as it is. Disks only grow.
@@ -279,17 +320,26 @@ pub struct Resize {
 impl Resize {
     pub fn validate(&self) -> Result<(), ProviderError> {
         if self.cores.is_none() && self.memory_mib.is_none() && self.disk_gib.is_none() {
-            return Err(ProviderError::invalid("resize", "nothing to change: give cores, memory_mib or disk_gib"));
+            return Err(ProviderError::invalid(
+                "resize",
+                "nothing to change: give cores, memory_mib or disk_gib",
+            ));
         }
         if let Some(c) = self.cores
             && (c == 0 || c > VmSpec::MAX_CORES)
         {
-            return Err(ProviderError::invalid("cores", format!("must be between 1 and {} (got {c})", VmSpec::MAX_CORES)));
+            return Err(ProviderError::invalid(
+                "cores",
+                format!("must be between 1 and {} (got {c})", VmSpec::MAX_CORES),
+            ));
         }
         if let Some(m) = self.memory_mib
             && m < VmSpec::MIN_MEMORY_MIB
         {
-            return Err(ProviderError::invalid("memory_mib", format!("must be at least 16 MiB (got {m})")));
+            return Err(ProviderError::invalid(
+                "memory_mib",
+                format!("must be at least 16 MiB (got {m})"),
+            ));
         }
         if self.disk_gib == Some(0) {
             return Err(ProviderError::invalid("disk_gib", "must be at least 1 GiB (got 0)"));
@@ -326,7 +376,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut VmSpec)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut VmSpec)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|s| s.cores = 0), "cores"),
             (Box::new(|s| s.memory_mib = 8), "memory_mib"),
             (Box::new(|s| s.disk_gib = 0), "disk_gib"),
@@ -373,15 +424,41 @@ mod tests {
                 gateway: Some("10.0.0.1".parse().unwrap())
             }
         );
-        for bad in ["10.0.0.5", "10.0.0.5/33", "x/24", "10.0.0.5/24,gw=nope", "10.0.0.5/24,foo=1"] {
-            assert!(Ipv4Config::parse(bad).unwrap_err().to_string().starts_with("invalid ip:"), "{bad}");
+        for bad in [
+            "10.0.0.5",
+            "10.0.0.5/33",
+            "x/24",
+            "10.0.0.5/24,gw=nope",
+            "10.0.0.5/24,foo=1",
+        ] {
+            assert!(
+                Ipv4Config::parse(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .starts_with("invalid ip:"),
+                "{bad}"
+            );
         }
     }
 
     #[test]
     fn resize_needs_something() {
         assert!(Resize::default().validate().is_err());
-        assert!(Resize { cores: Some(4), ..Default::default() }.validate().is_ok());
-        assert!(Resize { cores: Some(0), ..Default::default() }.validate().is_err());
+        assert!(
+            Resize {
+                cores: Some(4),
+                ..Default::default()
+            }
+            .validate()
+            .is_ok()
+        );
+        assert!(
+            Resize {
+                cores: Some(0),
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 }

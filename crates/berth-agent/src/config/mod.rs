@@ -1,0 +1,189 @@
+//! `berth.toml`: parsing, validation and secret resolution. Every error names the file, the line,
+//! the key and what was expected, and never repeats a secret's value.
+
+mod locate;
+
+use std::path::{Path, PathBuf};
+
+use berth_core::Secret;
+use berth_proxmox::ProxmoxConfig;
+use serde::Deserialize;
+
+pub use locate::ConfigFileError;
+use locate::{Locator, is_secret_key};
+
+/// Environment variable that may hold the Proxmox API token secret.
+pub const PROXMOX_SECRET_ENV: &str = "BERTH_PROXMOX_TOKEN_SECRET";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    Proxmox,
+    Script,
+    Manual,
+    Multipass,
+    Libvirt,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Proxmox => "proxmox",
+            BackendKind::Script => "script",
+            BackendKind::Manual => "manual",
+            BackendKind::Multipass => "multipass",
+            BackendKind::Libvirt => "libvirt",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    provisioner: RawProvisioner,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvisioner {
+    #[serde(rename = "type")]
+    kind: BackendKind,
+    proxmox: Option<ProxmoxConfig>,
+}
+
+/// A loaded, validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub backend: BackendKind,
+    /// Present when `backend` is Proxmox, with its token secret resolved.
+    pub proxmox: Option<ProxmoxConfig>,
+}
+
+/// Reads and validates `path`, resolving secrets from files and the environment.
+pub fn load_config(path: &Path) -> Result<Config, ConfigFileError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigFileError {
+        path: path.to_owned(),
+        line: None,
+        column: None,
+        key: None,
+        message: format!("cannot read the configuration file: {e}"),
+    })?;
+    parse_config(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Parses and validates `text` (the contents of `path`); `env` looks up environment variables.
+pub fn parse_config(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigFileError> {
+    let loc = Locator::new(path, text);
+    let raw: RawConfig = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
+    let p = raw.provisioner;
+    match p.kind {
+        BackendKind::Proxmox => {
+            let mut px = p.proxmox.ok_or_else(|| {
+                loc.at_key(
+                    "provisioner.type",
+                    "type = \"proxmox\" needs a [provisioner.proxmox] table (api_url, api_token_id, node, template_vmid, storage)",
+                )
+            })?;
+            resolve_proxmox_secret(&mut px, path, &loc, env)?;
+            px.validate().map_err(|e| {
+                let key = format!("provisioner.proxmox.{}", e.key);
+                let msg = if is_secret_key(&e.key) {
+                    "invalid value (not shown: it is a secret)".to_owned()
+                } else {
+                    e.message
+                };
+                loc.at_key(&key, &msg)
+            })?;
+            Ok(Config {
+                path: path.to_owned(),
+                backend: p.kind,
+                proxmox: Some(px),
+            })
+        }
+        other => Err(loc.at_key(
+            "provisioner.type",
+            &format!(
+                "backend \"{}\" is not available in this build of berth; expected \"proxmox\"",
+                other.as_str()
+            ),
+        )),
+    }
+}
+
+fn resolve_proxmox_secret(
+    px: &mut ProxmoxConfig,
+    config_path: &Path,
+    loc: &Locator,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigFileError> {
+    const KEY: &str = "provisioner.proxmox.api_token_secret";
+    const FILE_KEY: &str = "provisioner.proxmox.api_token_secret_file";
+    let secret = match (&px.api_token_secret, &px.api_token_secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(loc.at_key(
+                FILE_KEY,
+                "give either api_token_secret or api_token_secret_file, not both",
+            ));
+        }
+        (Some(s), None) => s.clone(),
+        (None, Some(file)) => {
+            let file = if file.is_relative() {
+                config_path.parent().unwrap_or(Path::new(".")).join(file)
+            } else {
+                file.clone()
+            };
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                loc.at_key(
+                    FILE_KEY,
+                    &format!("cannot read the token secret file {}: {e}", file.display()),
+                )
+            })?;
+            warn_if_readable_by_others(&file);
+            Secret::new(text.trim_end_matches(['\n', '\r']))
+        }
+        (None, None) => match env(PROXMOX_SECRET_ENV) {
+            Some(v) => Secret::new(v),
+            None => {
+                return Err(loc.at_key(
+                    "provisioner.proxmox",
+                    &format!("missing the API token secret: set api_token_secret, api_token_secret_file, or the {PROXMOX_SECRET_ENV} environment variable"),
+                ));
+            }
+        },
+    };
+    if secret.is_empty() {
+        return Err(loc.at_key(KEY, "the API token secret is empty"));
+    }
+    if looks_like_placeholder(secret.expose()) {
+        return Err(loc.at_key(
+            KEY,
+            "the API token secret is still a placeholder; create a token with `pveum user token add` and use its secret",
+        ));
+    }
+    px.api_token_secret = Some(secret);
+    Ok(())
+}
+
+fn looks_like_placeholder(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    lower.contains("xxxx")
+        || lower.starts_with('<')
+        || ["changeme", "secret", "token", "todo"].contains(&lower.as_str())
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(file = %path.display(), "secret file is readable by group or others; chmod 600 it");
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
+
+#[cfg(test)]
+mod tests;

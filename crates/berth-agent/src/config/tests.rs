@@ -1,0 +1,135 @@
+//! Config loading: good files, and each kind of bad input naming file, line and key.
+
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"# Berth on a Proxmox cluster
+[provisioner]
+type = "proxmox"
+
+[provisioner.proxmox]
+api_url = "https://pve.example.com:8006"
+api_token_id = "berth@pve!agent"
+api_token_secret = "6f1c7d2e-9a41-4f3b-8e55-0c2d9b7a1e34"
+node = "pve1"
+template_vmid = 9000
+storage = "local-lvm"
+pool = "berth"
+tls_fingerprint = "sha256:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
+"#;
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn parse(text: &str) -> Result<Config, ConfigFileError> {
+    parse_config(Path::new("berth.toml"), text, &no_env)
+}
+
+#[test]
+fn good_file_loads() {
+    let cfg = parse(GOOD).unwrap();
+    assert_eq!(cfg.backend, BackendKind::Proxmox);
+    let px = cfg.proxmox.unwrap();
+    assert_eq!(px.node, "pve1");
+    assert_eq!(px.template_vmid, 9000);
+    assert!(px.verify_ssl, "TLS verification is on by default");
+}
+
+#[test]
+fn malformed_toml_names_the_line() {
+    let err = parse("[provisioner\ntype = \"proxmox\"\n").unwrap_err();
+    assert_eq!(err.line, Some(1), "{err}");
+    assert!(err.to_string().starts_with("berth.toml:1:"), "{err}");
+}
+
+#[test]
+fn missing_key_names_key_and_table_line() {
+    let text = GOOD.replace("node = \"pve1\"\n", "");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.proxmox.node"), "{err}");
+    assert_eq!(err.line, Some(5), "{err}");
+    assert!(err.message.contains("missing required key 'node'"), "{err}");
+}
+
+#[test]
+fn non_numeric_vmid_names_the_key_and_line() {
+    let text = GOOD.replace("template_vmid = 9000", "template_vmid = \"abc\"");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.proxmox.template_vmid"), "{err}");
+    assert_eq!(err.line, Some(10), "{err}");
+    assert!(
+        err.message.contains("whole number") || err.message.contains("integer"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_key_is_rejected_with_alternatives() {
+    let text = GOOD.replace("pool = \"berth\"", "poool = \"berth\"");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.proxmox.poool"), "{err}");
+    assert!(err.message.contains("unknown key 'poool'"), "{err}");
+    assert!(err.message.contains("pool"), "{err}");
+}
+
+#[test]
+fn validation_errors_point_at_the_key() {
+    let text = GOOD.replace("api_url = \"https://pve.example.com:8006\"", "api_url = \"not a url\"");
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.proxmox.api_url"), "{err}");
+    assert_eq!(err.line, Some(6), "{err}");
+}
+
+#[test]
+fn secret_values_never_appear_in_errors() {
+    let text = GOOD.replace(
+        "api_token_secret = \"6f1c7d2e-9a41-4f3b-8e55-0c2d9b7a1e34\"",
+        "api_token_secret = 987654321987",
+    );
+    let err = parse(&text).unwrap_err();
+    assert!(!err.to_string().contains("987654321987"), "{err}");
+    assert_eq!(err.key.as_deref(), Some("provisioner.proxmox.api_token_secret"));
+}
+
+#[test]
+fn secret_from_env_and_file() {
+    let text = GOOD.replace("api_token_secret = \"6f1c7d2e-9a41-4f3b-8e55-0c2d9b7a1e34\"\n", "");
+    let err = parse(&text).unwrap_err();
+    assert!(err.message.contains(PROXMOX_SECRET_ENV), "{err}");
+
+    let env = |k: &str| (k == PROXMOX_SECRET_ENV).then(|| "from-env-1234".to_owned());
+    let cfg = parse_config(Path::new("berth.toml"), &text, &env).unwrap();
+    assert_eq!(cfg.proxmox.unwrap().api_token_secret.unwrap().expose(), "from-env-1234");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "from-file-5678\n").unwrap();
+    let with_file = format!("{text}api_token_secret_file = \"token\"\n");
+    let cfg = parse_config(&dir.path().join("berth.toml"), &with_file, &no_env).unwrap();
+    assert_eq!(
+        cfg.proxmox.unwrap().api_token_secret.unwrap().expose(),
+        "from-file-5678"
+    );
+}
+
+#[test]
+fn placeholder_secret_is_refused() {
+    let text = GOOD.replace(
+        "6f1c7d2e-9a41-4f3b-8e55-0c2d9b7a1e34",
+        "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx",
+    );
+    let err = parse(&text).unwrap_err();
+    assert!(err.message.contains("placeholder"), "{err}");
+    assert!(!err.to_string().contains("xxxxxxxx-xxxx"), "{err}");
+}
+
+#[test]
+fn unavailable_backend_is_a_clear_error() {
+    let err = parse("[provisioner]\ntype = \"multipass\"\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.type"));
+    assert_eq!(err.line, Some(2));
+    let err = parse("[provisioner]\ntype = \"vmware\"\n").unwrap_err();
+    assert_eq!(err.line, Some(2), "{err}");
+    assert!(err.message.contains("proxmox"), "{err}");
+}

@@ -1,0 +1,150 @@
+//! `berth-bench`: measures Berth's own overhead for `vm create` against the PVE emulator, whose
+//! task times are fixed, so wall time minus the emulator's task time is what Berth adds.
+//!
+//! `cargo run --release -p berth-bench -- [--runs 5] [--concurrent 32] [--poll-ms N]`
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use berth_core::{GuestKind, InstanceId, NetworkSpec, NoProgress, Provider, SshPublicKey, VmSpec};
+use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    /// Sequential single creates to take the median of.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// VMs created at once in the concurrency run.
+    #[arg(long, default_value_t = 32)]
+    concurrent: usize,
+    /// Task/agent poll interval cap in ms (`poll_interval_ms`); the config default when absent.
+    #[arg(long)]
+    poll_ms: Option<u64>,
+}
+
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench@berth";
+
+fn timings() -> Timings {
+    Timings {
+        clone: Duration::from_secs(2),
+        start: Duration::from_secs(1),
+        agent_ready: Duration::from_secs(1),
+        resize: Duration::ZERO,
+        ..Timings::fast()
+    }
+}
+
+/// The emulator's own time for one create: clone, resize, start, then the agent's delay.
+fn ideal(t: &Timings) -> Duration {
+    t.clone + t.resize + t.start + t.agent_ready
+}
+
+fn provider(emu: &EmulatorHandle, poll_ms: Option<u64>) -> anyhow::Result<Arc<dyn Provider>> {
+    let mut text = format!(
+        "[provisioner]\ntype = \"proxmox\"\n[provisioner.proxmox]\napi_url = \"{}\"\napi_token_id = \"{}\"\n\
+         api_token_secret = \"{}\"\nnode = \"pve1\"\ntemplate_vmid = 9000\nstorage = \"local-lvm\"\n\
+         tls_fingerprint = \"sha256:{}\"\n",
+        emu.base_url(),
+        emu.token_id(),
+        emu.token_secret(),
+        emu.fingerprint().context("TLS emulator")?
+    );
+    if let Some(ms) = poll_ms {
+        text.push_str(&format!("poll_interval_ms = {ms}\n"));
+    }
+    let cfg = berth_agent::parse_config(Path::new("bench.toml"), &text, &|_| None)?;
+    Ok(berth_agent::build_provider(&cfg)?)
+}
+
+fn spec(tag: &str) -> anyhow::Result<VmSpec> {
+    Ok(VmSpec {
+        instance_id: InstanceId::parse(tag)?,
+        name: tag.to_owned(),
+        kind: GuestKind::Vm,
+        cores: 2,
+        memory_mib: 2048,
+        disk_gib: 20,
+        template: None,
+        ssh_keys: vec![SshPublicKey::parse(KEY)?],
+        user: None,
+        network: NetworkSpec::default(),
+    })
+}
+
+async fn timed_create(p: &Arc<dyn Provider>, tag: &str) -> anyhow::Result<Duration> {
+    let s = spec(tag)?;
+    let t0 = Instant::now();
+    p.create(&s, &NoProgress)
+        .await
+        .with_context(|| format!("create {tag}"))?;
+    Ok(t0.elapsed())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let t = timings();
+    let emu = Emulator::start(EmulatorConfig {
+        timings: t.clone(),
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let p = provider(&emu, args.poll_ms)?;
+    let ideal = ideal(&t);
+    println!(
+        "emulator: clone {:?}, start {:?}, agent ready {:?}; ideal per create {:?}",
+        t.clone, t.start, t.agent_ready, ideal
+    );
+    println!(
+        "poll_interval_ms: {}",
+        args.poll_ms.map_or("config default".to_owned(), |m| m.to_string())
+    );
+
+    // Warm-up: TLS handshake and connection pool, not measured.
+    timed_create(&p, "warmup").await?;
+
+    let mut walls = Vec::new();
+    for i in 0..args.runs {
+        walls.push(timed_create(&p, &format!("single-{i}")).await?);
+    }
+    walls.sort();
+    let median = walls[walls.len() / 2];
+    let overheads: Vec<String> = walls
+        .iter()
+        .map(|w| format!("{:.0}", ms(w.saturating_sub(ideal))))
+        .collect();
+    println!(
+        "single create: median wall {:.0} ms, overhead (wall - ideal) median {:.0} ms; all overheads ms: [{}]",
+        ms(median),
+        ms(median.saturating_sub(ideal)),
+        overheads.join(", ")
+    );
+
+    let t0 = Instant::now();
+    let results = futures::future::join_all((0..args.concurrent).map(|i| {
+        let p = p.clone();
+        async move { timed_create(&p, &format!("conc-{i}")).await }
+    }))
+    .await;
+    let wall = t0.elapsed();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        eprintln!("first failure: {e:#}");
+    }
+    println!(
+        "{} concurrent creates: wall {:.0} ms, ideal {:.0} ms, ratio {:.3}, failed {failed}",
+        args.concurrent,
+        ms(wall),
+        ms(ideal),
+        wall.as_secs_f64() / ideal.as_secs_f64()
+    );
+    emu.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! Typed calls for every PVE endpoint Berth uses: cluster and node inventory, storage, pools,
+//! permissions, and the VM/container lifecycle (clone, create, config, resize, power, delete,
+//! guest interfaces).
+
+use serde_json::Value;
+
+use super::error::PveError;
+use super::http::{Method, PveClient};
+use super::params::{Params, path_segment};
+use super::task::Upid;
+use super::types::{
+    AgentInterfaces, ClusterResource, GuestConfig, GuestStatus, NetInterface, NodeInfo, NodeStatus, Permissions,
+    PoolInfo, StorageInfo, StorageVolume, VersionInfo, lenient_u64,
+};
+
+/// The two guest types, and their path segment (`qemu`, `lxc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GuestType {
+    Qemu,
+    Lxc,
+}
+
+impl GuestType {
+    pub fn segment(self) -> &'static str {
+        match self {
+            GuestType::Qemu => "qemu",
+            GuestType::Lxc => "lxc",
+        }
+    }
+    /// From a `/cluster/resources` `type`.
+    pub fn from_kind(kind: &str) -> Option<Self> {
+        match kind {
+            "qemu" => Some(GuestType::Qemu),
+            "lxc" => Some(GuestType::Lxc),
+            _ => None,
+        }
+    }
+    /// "VM" or "CT", as PVE's messages say.
+    pub fn label(self) -> &'static str {
+        match self {
+            GuestType::Qemu => "VM",
+            GuestType::Lxc => "CT",
+        }
+    }
+}
+
+/// Power actions under `.../status/{action}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    Start,
+    Stop,
+    Shutdown,
+    Reboot,
+    /// Resume a paused VM.
+    Resume,
+}
+
+impl PowerAction {
+    fn segment(self) -> &'static str {
+        match self {
+            PowerAction::Start => "start",
+            PowerAction::Stop => "stop",
+            PowerAction::Shutdown => "shutdown",
+            PowerAction::Reboot => "reboot",
+            PowerAction::Resume => "resume",
+        }
+    }
+}
+
+fn node_path(node: &str) -> String {
+    format!("/nodes/{}", path_segment(node))
+}
+
+fn guest_path(node: &str, ty: GuestType, vmid: u32) -> String {
+    format!("{}/{}/{vmid}", node_path(node), ty.segment())
+}
+
+fn upid_from(method: Method, path: &str, data: Value) -> Result<Upid, PveError> {
+    match data {
+        Value::String(s) => Upid::parse(&s),
+        other => Err(PveError::Decode {
+            method: method.as_str(),
+            path: path.to_owned(),
+            message: format!("expected a task ID (UPID), got {other}"),
+        }),
+    }
+}
+
+impl PveClient {
+    pub async fn version(&self) -> Result<VersionInfo, PveError> {
+        self.get("/version", &Params::new()).await
+    }
+
+    /// `GET /cluster/resources[?type=…]`.
+    pub async fn cluster_resources(&self, kind: Option<&str>) -> Result<Vec<ClusterResource>, PveError> {
+        self.get("/cluster/resources", &Params::new().opt_str("type", kind))
+            .await
+    }
+
+    /// `GET /cluster/nextid?vmid=N`: `true` if N is free (at the time of asking; nothing is
+    /// reserved), `false` on `400 … already exists`.
+    pub async fn vmid_is_free(&self, vmid: u32) -> Result<bool, PveError> {
+        match self
+            .get::<Value>("/cluster/nextid", &Params::new().int("vmid", vmid))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(400) && e.is_already_exists() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET /cluster/nextid`: PVE's suggestion (returned as a string on the wire).
+    pub async fn next_id(&self) -> Result<u32, PveError> {
+        let v: Value = self.get("/cluster/nextid", &Params::new()).await?;
+        lenient_u64(&v)
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| PveError::Decode {
+                method: "GET",
+                path: "/cluster/nextid".into(),
+                message: format!("expected a VMID, got {v}"),
+            })
+    }
+
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, PveError> {
+        self.get("/nodes", &Params::new()).await
+    }
+
+    pub async fn node_status(&self, node: &str) -> Result<NodeStatus, PveError> {
+        self.get(&format!("{}/status", node_path(node)), &Params::new()).await
+    }
+
+    /// Storages usable on a node, optionally only those holding `content` (`images`, `vztmpl`…).
+    pub async fn storages(&self, node: &str, content: Option<&str>) -> Result<Vec<StorageInfo>, PveError> {
+        self.get(
+            &format!("{}/storage", node_path(node)),
+            &Params::new().opt_str("content", content),
+        )
+        .await
+    }
+
+    pub async fn storage_status(&self, node: &str, storage: &str) -> Result<StorageInfo, PveError> {
+        self.get(
+            &format!("{}/storage/{}/status", node_path(node), path_segment(storage)),
+            &Params::new(),
+        )
+        .await
+    }
+
+    pub async fn storage_content(
+        &self,
+        node: &str,
+        storage: &str,
+        content: Option<&str>,
+    ) -> Result<Vec<StorageVolume>, PveError> {
+        let path = format!("{}/storage/{}/content", node_path(node), path_segment(storage));
+        self.get(&path, &Params::new().opt_str("content", content)).await
+    }
+
+    pub async fn pools(&self, poolid: Option<&str>) -> Result<Vec<PoolInfo>, PveError> {
+        self.get("/pools", &Params::new().opt_str("poolid", poolid)).await
+    }
+
+    /// The calling token's effective privileges, for one path or every path with an ACL.
+    pub async fn permissions(&self, path: Option<&str>) -> Result<Permissions, PveError> {
+        self.get("/access/permissions", &Params::new().opt_str("path", path))
+            .await
+    }
+
+    pub async fn guest_status(&self, node: &str, ty: GuestType, vmid: u32) -> Result<GuestStatus, PveError> {
+        self.get(
+            &format!("{}/status/current", guest_path(node, ty, vmid)),
+            &Params::new(),
+        )
+        .await
+    }
+
+    pub async fn guest_config(&self, node: &str, ty: GuestType, vmid: u32) -> Result<GuestConfig, PveError> {
+        self.get(&format!("{}/config", guest_path(node, ty, vmid)), &Params::new())
+            .await
+    }
+
+    /// `PUT .../config` (synchronous); retried on lock timeouts.
+    pub async fn update_config(&self, node: &str, ty: GuestType, vmid: u32, params: &Params) -> Result<(), PveError> {
+        let path = format!("{}/config", guest_path(node, ty, vmid));
+        self.write::<Value>(Method::Put, &path, params).await.map(|_| ())
+    }
+
+    /// `PUT .../resize` to an absolute size like `20G`. Older PVE answers `null` (done), newer
+    /// a UPID to wait for.
+    pub async fn resize_disk(
+        &self,
+        node: &str,
+        ty: GuestType,
+        vmid: u32,
+        disk: &str,
+        size: &str,
+    ) -> Result<Option<Upid>, PveError> {
+        let path = format!("{}/resize", guest_path(node, ty, vmid));
+        let data: Value = self
+            .write(Method::Put, &path, &Params::new().str("disk", disk).str("size", size))
+            .await?;
+        match data {
+            Value::Null => Ok(None),
+            other => upid_from(Method::Put, &path, other).map(Some),
+        }
+    }
+
+    /// `POST .../status/{start|stop|shutdown|reboot}`: the task's UPID.
+    pub async fn power(
+        &self,
+        node: &str,
+        ty: GuestType,
+        vmid: u32,
+        action: PowerAction,
+        params: &Params,
+    ) -> Result<Upid, PveError> {
+        let path = format!("{}/status/{}", guest_path(node, ty, vmid), action.segment());
+        let data = self.write(Method::Post, &path, params).await?;
+        upid_from(Method::Post, &path, data)
+    }
+
+    /// `DELETE /nodes/{node}/{type}/{vmid}` with `purge=1&destroy-unreferenced-disks=1`.
+    pub async fn delete_guest(&self, node: &str, ty: GuestType, vmid: u32) -> Result<Upid, PveError> {
+        let path = guest_path(node, ty, vmid);
+        let params = Params::new()
+            .bool("purge", true)
+            .bool("destroy-unreferenced-disks", true);
+        let data = self.write(Method::Delete, &path, &params).await?;
+        upid_from(Method::Delete, &path, data)
+    }
+
+    /// `POST /nodes/{node}/qemu/{vmid}/clone`, sent once: a retried clone must first check
+    /// whether the previous attempt created the VM.
+    pub async fn clone_vm(&self, node: &str, vmid: u32, params: &Params) -> Result<Upid, PveError> {
+        let path = format!("{}/clone", guest_path(node, GuestType::Qemu, vmid));
+        let data = self.write_once(Method::Post, &path, params).await?;
+        upid_from(Method::Post, &path, data)
+    }
+
+    /// `POST /nodes/{node}/lxc`, sent once (same reason as `clone_vm`).
+    pub async fn create_container(&self, node: &str, params: &Params) -> Result<Upid, PveError> {
+        let path = format!("{}/lxc", node_path(node));
+        let data = self.write_once(Method::Post, &path, params).await?;
+        upid_from(Method::Post, &path, data)
+    }
+
+    /// `GET .../agent/network-get-interfaces`, once (the caller polls).
+    pub async fn agent_interfaces(&self, node: &str, vmid: u32) -> Result<Vec<NetInterface>, PveError> {
+        let path = format!(
+            "{}/agent/network-get-interfaces",
+            guest_path(node, GuestType::Qemu, vmid)
+        );
+        let r: AgentInterfaces = self.get_once(&path, &Params::new()).await?;
+        Ok(r.result.unwrap_or_default())
+    }
+
+    /// `GET /nodes/{node}/lxc/{vmid}/interfaces`, once.
+    pub async fn lxc_interfaces(&self, node: &str, vmid: u32) -> Result<Vec<NetInterface>, PveError> {
+        let path = format!("{}/interfaces", guest_path(node, GuestType::Lxc, vmid));
+        let r: Option<Vec<NetInterface>> = self.get_once(&path, &Params::new()).await?;
+        Ok(r.unwrap_or_default())
+    }
+}

@@ -1,0 +1,19 @@
+//! The typed Proxmox VE REST client: HTTP and TLS, errors and their classes, retries, tasks,
+//! response types, and one method per endpoint Berth uses. Usable without the provider.
+
+pub mod api;
+pub mod error;
+pub mod http;
+pub mod params;
+pub mod retry;
+pub mod task;
+pub mod tls;
+pub mod types;
+
+pub use api::{GuestType, PowerAction};
+pub use error::PveError;
+pub use http::{ClientOptions, Envelope, Method, PveClient};
+pub use params::{Params, pve_urlencode};
+pub use retry::RetryPolicy;
+pub use task::{TaskOutcome, Upid};
+pub use tls::{Fingerprint, TlsOptions};

@@ -1,0 +1,317 @@
+//! Creating a VM, resumably: find the instance's marker first; otherwise check the spec against
+//! the cluster, clone the template (carrying the description marker and name), wait for the
+//! task and the lock, configure (tags, cloud-init, size), grow the disk, start, and wait for
+//! an address. A VM this call made is removed again if a later step fails.
+
+use std::collections::HashSet;
+
+use berth_core::{GuestKind, Instance, Ipv4Config, ProviderError, Stage, VmSpec};
+
+use super::ProxmoxProvider;
+use super::dispatch::Dispatched;
+use super::guest::{Guest, gib};
+use super::marker::{description, instance_tag, merged_tags};
+use super::preflight::ClonePlan;
+use super::pve_params::{agent_enabled, cloudinit_slot, drive_size, ipconfig0, nameserver, prop, ssh_keys};
+use super::stages::Stages;
+use super::steps::root_disk;
+use crate::client::types::{ClusterResource, GuestConfig};
+use crate::client::{GuestType, Params, PveError, pve_urlencode};
+
+/// Clone attempts when the clone task itself fails transiently (storage lock timeout).
+const CLONE_TASK_ATTEMPTS: u32 = 2;
+
+impl ProxmoxProvider {
+    pub(crate) async fn create_vm(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
+        let (guest, made_now) = self.obtain_guest(spec, stages).await?;
+        let half_made = made_now || !guest.tagged;
+        match self.finish_vm(spec, &guest, stages).await {
+            Ok(instance) => Ok(instance),
+            Err(e) => {
+                if half_made {
+                    self.remove_half_made(&guest, &spec.instance_id).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The instance's guest, found (and waited for, if a clone still runs) or newly cloned.
+    /// `true` when this call made it.
+    async fn obtain_guest(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<(Guest, bool), ProviderError> {
+        loop {
+            let resources = self.client.cluster_resources(Some("vm")).await?;
+            if let Some(found) = self.find_owned(&spec.instance_id, Some(&spec.name), &resources).await? {
+                check_kind(&found, spec.kind)?;
+                if let Some(g) = self.resume_existing(found, stages).await? {
+                    return Ok((g, false));
+                }
+                continue; // the earlier attempt's guest vanished (its task failed): start afresh
+            }
+            let plan = self.preflight_vm(spec, &resources).await?;
+            return Ok((self.clone_stage(spec, &plan, &resources, stages).await?, true));
+        }
+    }
+
+    /// A found guest: wait for a running clone/create to finish; `None` if it disappeared.
+    pub(crate) async fn resume_existing(&self, g: Guest, stages: &Stages<'_>) -> Result<Option<Guest>, ProviderError> {
+        let stage = Stage::CloneTemplate;
+        let Some(lock) = g.lock.clone() else {
+            stages.skipped(stage, format!("{} already exists", g.label()));
+            return Ok(Some(g));
+        };
+        stages.started(stage, format!("waiting for {} (locked: {lock})", g.label()));
+        let cur = self.wait_unlocked(&g, self.clone_timeout()).await?;
+        if let Some(cur) = &cur {
+            stages.completed(stage, cur.label());
+        }
+        Ok(cur)
+    }
+
+    async fn clone_stage(
+        &self,
+        spec: &VmSpec,
+        plan: &ClonePlan,
+        resources: &[ClusterResource],
+        stages: &Stages<'_>,
+    ) -> Result<Guest, ProviderError> {
+        let used: HashSet<u32> = resources.iter().filter_map(|r| r.vmid).collect();
+        stages.started(
+            Stage::CloneTemplate,
+            format!("cloning {} to node {}", plan.template.label(), self.config.node),
+        );
+        let mut next = 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let what = format!("clone of {}", plan.template.label());
+            let dispatched = self
+                .dispatch_new(
+                    &spec.instance_id,
+                    GuestType::Qemu,
+                    &used,
+                    &mut next,
+                    |vmid| {
+                        let params = self.clone_params(spec, plan, vmid);
+                        async move {
+                            self.client
+                                .clone_vm(&plan.template.node, plan.template.vmid, &params)
+                                .await
+                        }
+                    },
+                    |e| clone_error(e, plan),
+                )
+                .await?;
+            let guest = match dispatched {
+                Dispatched::Ours(g) => g,
+                Dispatched::Task { vmid, upid } => {
+                    let guest = self.new_guest(spec, GuestType::Qemu, vmid);
+                    if let Err(e) = self.run_task(&upid, self.clone_timeout(), &what).await {
+                        if matches!(e, ProviderError::Timeout { .. }) {
+                            let _ = self.client.stop_task(&upid).await;
+                        }
+                        let removed = self.remove_half_made(&guest, &spec.instance_id).await;
+                        let transient = matches!(e, ProviderError::Unavailable { .. });
+                        if transient && removed && attempt < CLONE_TASK_ATTEMPTS {
+                            tracing::warn!(error = %e, "clone task failed transiently; cloning again");
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                    guest
+                }
+            };
+            let Some(done) = self.wait_unlocked(&guest, self.clone_timeout()).await? else {
+                return Err(ProviderError::internal(format!(
+                    "{what}: the new VM {} disappeared",
+                    guest.vmid
+                )));
+            };
+            stages.completed(Stage::CloneTemplate, done.label());
+            return Ok(done);
+        }
+    }
+
+    fn clone_params(&self, spec: &VmSpec, plan: &ClonePlan, vmid: u32) -> Params {
+        let mut p = Params::new()
+            .int("newid", vmid)
+            .str("name", spec.name.clone())
+            .str("description", description(&spec.instance_id))
+            .bool("full", plan.full)
+            .opt_str("storage", plan.storage.clone())
+            .opt_str("pool", self.config.pool.clone());
+        if plan.cross_node {
+            p.push("target", self.config.node.clone());
+        }
+        p
+    }
+
+    /// A guest this call just asked PVE to make.
+    pub(crate) fn new_guest(&self, spec: &VmSpec, ty: GuestType, vmid: u32) -> Guest {
+        Guest {
+            vmid,
+            node: self.config.node.clone(),
+            ty,
+            name: spec.name.clone(),
+            owner: Some(spec.instance_id.clone()),
+            tagged: ty == GuestType::Lxc,
+            lock: Some(if ty == GuestType::Qemu { "clone" } else { "create" }.into()),
+            status: None,
+            template: false,
+            cores: Some(spec.cores),
+            memory_mib: Some(spec.memory_mib),
+            disk_gib: Some(spec.disk_gib),
+        }
+    }
+
+    /// configure_vm (tags, cloud-init, size, agent; disk growth), start_vm, wait_network.
+    async fn finish_vm(&self, spec: &VmSpec, g: &Guest, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
+        let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
+        let needs_config = !cfg.tags().contains(&instance_tag(&spec.instance_id));
+        let disk_small = root_disk(g.ty, &cfg)
+            .and_then(|(_, v)| drive_size(&v))
+            .is_none_or(|size| size < gib(spec.disk_gib));
+        if needs_config || disk_small {
+            stages.started(Stage::ConfigureVm, format!("configuring {}", g.label()));
+            if needs_config {
+                self.apply_vm_config(spec, g, &cfg).await?;
+            }
+            self.grow_disk(g, &cfg, spec.disk_gib).await?;
+            stages.completed(
+                Stage::ConfigureVm,
+                format!("{} cores, {} MiB, {} GiB", spec.cores, spec.memory_mib, spec.disk_gib),
+            );
+        } else {
+            stages.skipped(Stage::ConfigureVm, format!("{} is already configured", g.label()));
+        }
+        self.start_and_wait(spec, g, stages).await
+    }
+
+    async fn apply_vm_config(&self, spec: &VmSpec, g: &Guest, cfg: &GuestConfig) -> Result<(), ProviderError> {
+        let user = spec.user.clone().unwrap_or_else(|| self.config.ci_user.clone());
+        let mut p = Params::new()
+            .str("tags", merged_tags(&cfg.tags(), &spec.instance_id))
+            .str("ciuser", user)
+            .int("cores", spec.cores)
+            .int("memory", spec.memory_mib)
+            .str("ipconfig0", ipconfig0(&spec.network))
+            .opt_str("sshkeys", ssh_keys(spec).map(|k| pve_urlencode(&k)))
+            .opt_str("nameserver", nameserver(spec, &self.config));
+        if !agent_enabled(cfg) {
+            p.push("agent", "1");
+        }
+        if let Some(slot) = cloudinit_slot(cfg) {
+            tracing::info!(
+                vmid = g.vmid,
+                "the template has no cloud-init drive; adding one as {slot}"
+            );
+            p.push(slot, format!("{}:cloudinit", self.config.storage));
+        }
+        if let Some(net0) = cfg.get("net0")
+            && prop(&net0, "bridge").as_deref() != Some(self.config.bridge.as_str())
+        {
+            p.push("net0", with_bridge(&net0, &self.config.bridge));
+        }
+        let what = format!("configuring {}", g.label());
+        match self.client.update_config(&g.node, g.ty, g.vmid, &p).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.locked_by().is_some() => {
+                self.wait_unlocked(g, self.clone_timeout()).await?;
+                self.client
+                    .update_config(&g.node, g.ty, g.vmid, &p)
+                    .await
+                    .map_err(|e| ProviderError::from(e).context(&what))
+            }
+            Err(e) => Err(ProviderError::from(e).context(&what)),
+        }
+    }
+
+    /// start_vm (skipped if running) and wait_network; the finished instance.
+    pub(crate) async fn start_and_wait(
+        &self,
+        spec: &VmSpec,
+        g: &Guest,
+        stages: &Stages<'_>,
+    ) -> Result<Instance, ProviderError> {
+        let st = self.client.guest_status(&g.node, g.ty, g.vmid).await?;
+        let mut cur = g.clone();
+        cur.apply_status(&st);
+        if cur.is_running() {
+            stages.skipped(Stage::StartVm, format!("{} is already running", g.label()));
+        } else {
+            stages.started(Stage::StartVm, format!("starting {}", g.label()));
+            self.start_guest(g).await?;
+            stages.completed(Stage::StartVm, format!("{} is running", g.label()));
+        }
+        stages.started(Stage::WaitNetwork, format!("waiting for an address of {}", g.label()));
+        let expected = match spec.network.ipv4 {
+            Ipv4Config::Static { address, .. } => Some(address),
+            Ipv4Config::Dhcp => None,
+        };
+        let ips = self.wait_network(g, expected).await?;
+        let shown = ips.v4.map(|a| a.to_string()).unwrap_or_default();
+        stages.completed(Stage::WaitNetwork, shown);
+        // Report the guest as PVE has it now (sizes included), not as we asked for it.
+        let st = self.client.guest_status(&g.node, g.ty, g.vmid).await?;
+        cur.apply_status(&st);
+        Ok(cur.to_instance(ips.v4, ips.v6))
+    }
+}
+
+/// Replaces the `bridge=` of a `net0` property string, keeping model, MAC and the rest.
+fn with_bridge(net0: &str, bridge: &str) -> String {
+    let mut parts: Vec<String> = net0
+        .split(',')
+        .filter(|p| !p.starts_with("bridge="))
+        .map(str::to_owned)
+        .collect();
+    parts.insert(1.min(parts.len()), format!("bridge={bridge}"));
+    parts.join(",")
+}
+
+pub(crate) fn check_kind(g: &Guest, want: GuestKind) -> Result<(), ProviderError> {
+    if g.kind() == want {
+        return Ok(());
+    }
+    Err(ProviderError::conflict(format!(
+        "instance {} already exists as {} (a {}), not as a {want}",
+        g.owner.as_ref().map(ToString::to_string).unwrap_or_default(),
+        g.label(),
+        g.kind()
+    )))
+}
+
+/// Clone refusals that are about the template or the clone mode, named as such.
+fn clone_error(e: PveError, plan: &ClonePlan) -> ProviderError {
+    let text = e.to_string();
+    let tpl = plan.template.label();
+    if text.contains("uses local storage")
+        || text.contains("non-shared storage")
+        || text.contains("not available on node")
+    {
+        return ProviderError::invalid("template", format!("{tpl} cannot be cloned to this node: {text}"));
+    }
+    if text.contains("clone feature is not supported") {
+        return ProviderError::unsupported(format!(
+            "cloning {tpl} this way is not supported by its storage ({text}); set full_clone = true"
+        ));
+    }
+    ProviderError::from(e).context(format!("clone of {tpl}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bridge_is_replaced_in_place() {
+        assert_eq!(
+            with_bridge("virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1", "vmbr1"),
+            "virtio=BC:24:11:00:00:01,bridge=vmbr1,firewall=1"
+        );
+        assert_eq!(
+            with_bridge("virtio=BC:24:11:00:00:01", "vmbr1"),
+            "virtio=BC:24:11:00:00:01,bridge=vmbr1"
+        );
+    }
+}

@@ -1,0 +1,201 @@
+//! Building blocks shared by create, power and delete: waiting for a task or a lock, starting
+//! and stopping a guest, resizing its disk, and removing a half-made guest after a failure.
+
+use std::time::{Duration, Instant};
+
+use berth_core::{InstanceId, ProviderError};
+
+use super::ProxmoxProvider;
+use super::guest::{Guest, gib};
+use super::marker::{owner_from_description, owner_from_tags};
+use super::pve_params::{boot_disk, drive_size};
+use crate::client::types::GuestConfig;
+use crate::client::{GuestType, Params, PowerAction, PveError, Upid};
+
+impl ProxmoxProvider {
+    /// Waits for a task; the error names `what` and carries PVE's exit status and log tail.
+    pub(crate) async fn run_task(&self, upid: &Upid, timeout: Duration, what: &str) -> Result<(), ProviderError> {
+        match self.client.wait_task(upid, timeout).await {
+            Ok(outcome) => {
+                if !outcome.warnings.is_empty() {
+                    tracing::warn!(task = %upid, "{what} finished with warnings: {}", outcome.warnings.join(" | "));
+                }
+                Ok(())
+            }
+            Err(e) => Err(task_error(e, what)),
+        }
+    }
+
+    /// Polls until the guest has no lock. `Ok(None)` if it disappeared meanwhile (a failed
+    /// clone removes itself). Creation locks (`clone`, `create`) may last up to `timeout`;
+    /// any other lock (backup, migrate, …) at most the task timeout.
+    pub(crate) async fn wait_unlocked(&self, g: &Guest, timeout: Duration) -> Result<Option<Guest>, ProviderError> {
+        let started = Instant::now();
+        let short = timeout.min(self.task_timeout());
+        let max = self.poll_interval();
+        let mut pause = Duration::from_millis(20).min(max);
+        loop {
+            let st = match self.client.guest_status(&g.node, g.ty, g.vmid).await {
+                Ok(st) => st,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let mut cur = g.clone();
+            cur.apply_status(&st);
+            let Some(lock) = cur.lock.clone() else {
+                return Ok(Some(cur));
+            };
+            let limit = if matches!(lock.as_str(), "clone" | "create") {
+                timeout
+            } else {
+                short
+            };
+            if started.elapsed() >= limit {
+                return Err(ProviderError::Timeout {
+                    what: format!("{} to lose its '{lock}' lock", g.label()),
+                    after: limit,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(max);
+        }
+    }
+
+    /// Starts a guest and waits for the start task; an already running guest is fine.
+    pub(crate) async fn start_guest(&self, g: &Guest) -> Result<(), ProviderError> {
+        self.power_task(g, PowerAction::Start, Params::new(), self.task_timeout())
+            .await
+    }
+
+    /// Hard-stops a guest and waits; an already stopped guest is fine.
+    pub(crate) async fn stop_guest(&self, g: &Guest) -> Result<(), ProviderError> {
+        self.power_task(g, PowerAction::Stop, Params::new(), self.task_timeout())
+            .await
+    }
+
+    pub(crate) async fn power_task(
+        &self,
+        g: &Guest,
+        action: PowerAction,
+        params: Params,
+        timeout: Duration,
+    ) -> Result<(), ProviderError> {
+        let what = format!("{action:?} of {}", g.label()).to_lowercase();
+        let upid = match self.client.power(&g.node, g.ty, g.vmid, action, &params).await {
+            Ok(u) => u,
+            Err(e) if already_in_state(&e, action) => return Ok(()),
+            Err(e) => return Err(ProviderError::from(e).context(&what)),
+        };
+        match self.client.wait_task(&upid, timeout).await {
+            Ok(_) => Ok(()),
+            Err(e) if already_in_state(&e, action) => Ok(()),
+            Err(e) => Err(task_error(e, &what)),
+        }
+    }
+
+    /// Grows the boot disk (VM) or root disk (container) to `disk_gib` if it is smaller.
+    /// Returns whether it resized. Never shrinks.
+    pub(crate) async fn grow_disk(&self, g: &Guest, cfg: &GuestConfig, disk_gib: u64) -> Result<bool, ProviderError> {
+        let Some((key, value)) = root_disk(g.ty, cfg) else {
+            return Err(ProviderError::internal(format!(
+                "{} has no boot disk to resize",
+                g.label()
+            )));
+        };
+        let current = drive_size(&value).unwrap_or(0);
+        if gib(disk_gib) <= current {
+            return Ok(false);
+        }
+        let what = format!("resize of {} {key} to {disk_gib} GiB", g.label());
+        let upid = self
+            .client
+            .resize_disk(&g.node, g.ty, g.vmid, &key, &format!("{disk_gib}G"))
+            .await
+            .map_err(|e| ProviderError::from(e).context(&what))?;
+        if let Some(upid) = upid {
+            self.run_task(&upid, self.task_timeout(), &what).await?;
+        }
+        Ok(true)
+    }
+
+    /// Removes a guest this create made before it failed: stop, delete with purge, wait. Only a
+    /// guest that carries `id`'s marker is touched. Errors are logged (the caller returns the
+    /// original error); `true` when the guest is gone afterwards.
+    pub(crate) async fn remove_half_made(&self, g: &Guest, id: &InstanceId) -> bool {
+        let cfg = match self.client.guest_config(&g.node, g.ty, g.vmid).await {
+            Ok(cfg) => cfg,
+            Err(e) if e.is_not_found() => return true,
+            Err(e) => {
+                tracing::error!(vmid = g.vmid, error = %e, "cannot check half-made {} for removal", g.label());
+                return false;
+            }
+        };
+        let by_desc = cfg.get("description").as_deref().and_then(owner_from_description);
+        let by_tags = owner_from_tags(&cfg.tags());
+        if by_desc.as_ref() != Some(id) && by_tags.as_ref() != Some(id) {
+            tracing::warn!(
+                vmid = g.vmid,
+                "not removing {}: it does not carry the marker of {id}",
+                g.label()
+            );
+            return false;
+        }
+        tracing::warn!(vmid = g.vmid, node = %g.node, "removing half-made {}", g.label());
+        match self.destroy(g).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(vmid = g.vmid, error = %e, "could not remove half-made {}; remove it by hand", g.label());
+                false
+            }
+        }
+    }
+
+    /// Stops (if running) and deletes a guest, waiting for each task. Absent is success.
+    pub(crate) async fn destroy(&self, g: &Guest) -> Result<bool, ProviderError> {
+        let Some(cur) = self.wait_unlocked(g, self.clone_timeout()).await? else {
+            return Ok(false);
+        };
+        if cur.is_running() || cur.status.as_deref() == Some("paused") {
+            self.stop_guest(&cur).await?;
+        }
+        let what = format!("delete of {}", cur.label());
+        let upid = match self.client.delete_guest(&cur.node, cur.ty, cur.vmid).await {
+            Ok(u) => u,
+            Err(e) if e.is_not_found() => return Ok(false),
+            Err(e) => return Err(ProviderError::from(e).context(&what)),
+        };
+        self.run_task(&upid, self.task_timeout(), &what).await?;
+        Ok(true)
+    }
+}
+
+/// The disk that `disk_gib` describes: the boot disk of a VM, `rootfs` of a container.
+pub(crate) fn root_disk(ty: GuestType, cfg: &GuestConfig) -> Option<(String, String)> {
+    match ty {
+        GuestType::Qemu => boot_disk(cfg),
+        GuestType::Lxc => cfg.get("rootfs").map(|v| ("rootfs".to_owned(), v)),
+    }
+}
+
+/// PVE's ways of saying the power action has nothing to do.
+fn already_in_state(e: &PveError, action: PowerAction) -> bool {
+    let text = e.to_string();
+    match action {
+        PowerAction::Start => text.contains("already running"),
+        PowerAction::Stop | PowerAction::Shutdown => text.contains("not running"),
+        PowerAction::Reboot | PowerAction::Resume => false,
+    }
+}
+
+/// A failed wait as a `ProviderError`: timeouts stay timeouts; a task that failed on a lock
+/// timeout is transient; other task failures are internal errors with PVE's text.
+pub(crate) fn task_error(e: PveError, what: &str) -> ProviderError {
+    match &e {
+        PveError::TaskFailed { .. } if e.is_lock_timeout() => ProviderError::unavailable(format!("{what}: {e}")),
+        PveError::Timeout { after, .. } => ProviderError::Timeout {
+            what: format!("{what} ({e})"),
+            after: *after,
+        },
+        _ => ProviderError::from(e).context(what),
+    }
+}

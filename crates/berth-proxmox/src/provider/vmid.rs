@@ -1,0 +1,140 @@
+//! VMID allocation in `[vmid_min, vmid_max]`. Candidates are pseudo-random but derived from the
+//! instance id (SHA-256 of `id:n`), so a re-run of an interrupted create tries the same VMIDs
+//! first and meets its own half-made guest there (recognised by the marker, never by the VMID
+//! alone). Each candidate is checked with `GET /cluster/nextid?vmid=N`; nothing is reserved, so
+//! the clone/create itself may still find the id taken and the caller moves on.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use berth_core::{InstanceId, ProviderError};
+use sha2::{Digest, Sha256};
+
+use super::ProxmoxProvider;
+use super::guest::Guest;
+use super::marker::owner_from_description;
+use crate::client::GuestType;
+
+/// Candidates tried before giving up on finding a free VMID.
+pub(crate) const MAX_CANDIDATES: u32 = 32;
+
+/// The `n`-th VMID candidate for `id`.
+pub(crate) fn candidate(id: &InstanceId, n: u32, min: u32, max: u32) -> u32 {
+    let digest = Sha256::digest(format!("{id}:{n}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&digest[..8]);
+    let span = u64::from(max - min) + 1;
+    min + (u64::from_be_bytes(b) % span) as u32
+}
+
+/// The first `count` distinct candidates.
+pub(crate) fn candidates(id: &InstanceId, min: u32, max: u32, count: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for n in 0..count {
+        let c = candidate(id, n, min, max);
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What a candidate VMID turned out to be.
+#[derive(Debug)]
+pub(crate) enum Allocation {
+    /// Free when asked: use it.
+    Free(u32),
+    /// Already holds this instance's guest (an earlier, interrupted attempt).
+    Ours(Guest),
+}
+
+impl ProxmoxProvider {
+    /// The next usable candidate from `*next` on. A candidate already in use (`used`, or per
+    /// `nextid`) is checked for this instance's marker (waiting while it is still being made),
+    /// so an interrupted earlier attempt is found instead of duplicated.
+    pub(crate) async fn allocate_vmid(
+        &self,
+        id: &InstanceId,
+        ty: GuestType,
+        used: &HashSet<u32>,
+        next: &mut u32,
+    ) -> Result<Allocation, ProviderError> {
+        let (min, max) = (self.config.vmid_min, self.config.vmid_max);
+        while *next < MAX_CANDIDATES {
+            let vmid = candidate(id, *next, min, max);
+            *next += 1;
+            if !used.contains(&vmid) && self.client.vmid_is_free(vmid).await? {
+                return Ok(Allocation::Free(vmid));
+            }
+            if let Some(g) = self.probe_ours(id, ty, vmid).await? {
+                return Ok(Allocation::Ours(g));
+            }
+        }
+        Err(ProviderError::unavailable(format!(
+            "no free VMID found in [{min}, {max}] after {MAX_CANDIDATES} tries; widen vmid_min/vmid_max"
+        )))
+    }
+
+    /// Whether `vmid` on the configured node is this instance's guest. A guest still locked
+    /// without a visible marker (lock `clone`/`create`: still being made) is waited for, then checked again.
+    pub(crate) async fn probe_ours(
+        &self,
+        id: &InstanceId,
+        ty: GuestType,
+        vmid: u32,
+    ) -> Result<Option<Guest>, ProviderError> {
+        let node = self.config.node.clone();
+        let deadline = Instant::now() + self.clone_timeout();
+        let mut pause = Duration::from_millis(50).min(self.poll_interval());
+        loop {
+            let cfg = match self.client.guest_config(&node, ty, vmid).await {
+                Ok(c) => c,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            let owner = cfg.get("description").as_deref().and_then(owner_from_description);
+            if owner.as_ref() == Some(id) {
+                let name = cfg
+                    .get(if ty == GuestType::Qemu { "name" } else { "hostname" })
+                    .unwrap_or_default();
+                return Ok(Some(Guest {
+                    vmid,
+                    node,
+                    ty,
+                    name,
+                    tagged: super::marker::owner_from_tags(&cfg.tags()).as_ref() == Some(id),
+                    owner,
+                    lock: cfg.lock(),
+                    status: None,
+                    template: false,
+                    cores: None,
+                    memory_mib: None,
+                    disk_gib: None,
+                }));
+            }
+            let being_made = matches!(cfg.lock().as_deref(), Some("clone" | "create"));
+            if owner.is_some() || !being_made || Instant::now() >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(self.poll_interval());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_are_stable_and_in_range() {
+        let id = InstanceId::parse("web1").unwrap();
+        let a = candidates(&id, 10_000, 99_999, 8);
+        assert_eq!(a, candidates(&id, 10_000, 99_999, 8));
+        assert!(a.iter().all(|v| (10_000..=99_999).contains(v)));
+        assert!(a.len() >= 7, "distinct enough: {a:?}");
+        let other = candidates(&InstanceId::parse("web2").unwrap(), 10_000, 99_999, 8);
+        assert_ne!(a, other);
+        assert_eq!(candidates(&id, 500, 500, 4), vec![500]);
+    }
+}

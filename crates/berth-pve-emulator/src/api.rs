@@ -1,0 +1,169 @@
+//! Handler plumbing: the error type that maps onto PVE's statuses, replies, parameters and request context.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, MutexGuard};
+
+use serde_json::Value;
+
+use crate::perms::Token;
+use crate::server::Shared;
+use crate::state::World;
+
+/// A failed request, as PVE's `rest_handler` would map it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum ApiError {
+    /// 400 `Parameter verification failed.` with per-parameter messages (`raise_param_exc`).
+    #[error("Parameter verification failed.")]
+    Param(BTreeMap<String, String>),
+    /// 403 `Permission check failed (<path>, <privilege>)`.
+    #[error("Permission check failed ({0})")]
+    Perm(String),
+    /// 500 with the `die` text.
+    #[error("{0}")]
+    Fail(String),
+    /// Any other status with its message (501, 595, 596, 599, ...).
+    #[error("{1}")]
+    Status(u16, String),
+}
+
+impl ApiError {
+    pub fn param(name: &str, msg: impl Into<String>) -> ApiError {
+        ApiError::Param(BTreeMap::from([(name.to_string(), msg.into())]))
+    }
+    pub fn fail(msg: impl Into<String>) -> ApiError {
+        ApiError::Fail(msg.into())
+    }
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Param(_) => 400,
+            ApiError::Perm(_) => 403,
+            ApiError::Fail(_) => 500,
+            ApiError::Status(code, _) => *code,
+        }
+    }
+    pub fn errors(&self) -> Option<&BTreeMap<String, String>> {
+        match self {
+            ApiError::Param(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+pub(crate) type ApiResult = Result<Reply, ApiError>;
+
+/// A successful answer: `{"data": ..., "total"?: N}`.
+pub(crate) struct Reply {
+    pub data: Value,
+    pub total: Option<u64>,
+}
+
+impl Reply {
+    pub fn data(data: Value) -> ApiResult {
+        Ok(Reply { data, total: None })
+    }
+    pub fn null() -> ApiResult {
+        Ok(Reply {
+            data: Value::Null,
+            total: None,
+        })
+    }
+}
+
+/// Query + body parameters (query overrides body), decoded.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Params(pub Vec<(String, String)>);
+
+impl Params {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    pub fn required(&self, name: &str) -> Result<&str, ApiError> {
+        self.get(name)
+            .ok_or_else(|| ApiError::param(name, "property is missing and it is not optional"))
+    }
+
+    pub fn int(&self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => parse_int(name, v).map(Some),
+        }
+    }
+
+    pub fn vmid(&self, name: &str) -> Result<Option<u32>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => parse_vmid(name, v).map(Some),
+        }
+    }
+
+    pub fn bool(&self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some("1") => Ok(Some(true)),
+            Some("0") => Ok(Some(false)),
+            Some(v) => Err(ApiError::param(
+                name,
+                format!("type check ('boolean') failed - got '{v}'"),
+            )),
+        }
+    }
+
+    pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        Ok(self.bool(name)?.unwrap_or(false))
+    }
+
+    /// Parameters other than the listed ones, in request order, last value winning.
+    pub fn without(&self, skip: &[&str]) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for (k, v) in &self.0 {
+            if skip.contains(&k.as_str()) {
+                continue;
+            }
+            if let Some(slot) = out.iter_mut().find(|(ok, _)| ok == k) {
+                slot.1 = v.clone();
+            } else {
+                out.push((k.clone(), v.clone()));
+            }
+        }
+        out
+    }
+}
+
+pub(crate) fn parse_int(name: &str, v: &str) -> Result<i64, ApiError> {
+    v.trim()
+        .parse::<i64>()
+        .map_err(|_| ApiError::param(name, format!("type check ('integer') failed - got '{v}'")))
+}
+
+pub(crate) fn parse_vmid(name: &str, v: &str) -> Result<u32, ApiError> {
+    let n = parse_int(name, v)?;
+    if n < 100 {
+        return Err(ApiError::param(name, "value must have a minimum value of 100"));
+    }
+    if n > 999_999_999 {
+        return Err(ApiError::param(name, "value must have a maximum value of 999999999"));
+    }
+    Ok(n as u32)
+}
+
+/// What injected fault (if any) the task started by this request must show.
+#[derive(Clone, Debug)]
+pub(crate) enum TaskFault {
+    Failure(String),
+    Warnings(u32),
+}
+
+/// One request being handled.
+pub(crate) struct Ctx {
+    pub shared: Arc<Shared>,
+    pub token: Token,
+    pub params: Params,
+    pub task_fault: Option<TaskFault>,
+}
+
+impl Ctx {
+    pub fn world(&self) -> MutexGuard<'_, World> {
+        self.shared.world()
+    }
+}

@@ -1,0 +1,252 @@
+//! Routing: maps `(method, path)` to an endpoint and runs its handler.
+
+mod access;
+mod cluster;
+mod guest;
+mod lxc;
+mod pools;
+mod qemu;
+mod storage;
+mod tasks;
+
+use crate::api::{ApiResult, Ctx};
+use crate::state::Kind;
+
+/// Power actions shared by qemu and lxc.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Power {
+    Start,
+    Stop,
+    Shutdown,
+    Reboot,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Version,
+    Nodes,
+    NodeIndex,
+    NodeStatus,
+    ClusterResources,
+    ClusterNextId,
+    AccessPermissions,
+    PoolsList,
+    PoolsCreate,
+    PoolGet,
+    StorageList,
+    StorageStatus,
+    StorageContent,
+    TaskList,
+    TaskStatus,
+    TaskLog,
+    TaskStop,
+    GuestList,
+    LxcCreate,
+    GuestIndex,
+    GuestDestroy,
+    ConfigGet,
+    ConfigPut,
+    ConfigPost,
+    Pending,
+    CloudinitGet,
+    CloudinitPut,
+    Resize,
+    StatusCurrent,
+    Power(Power),
+    AgentInterfaces,
+    AgentPing,
+    LxcInterfaces,
+    Clone,
+}
+
+/// A matched endpoint with its path parameters.
+#[derive(Clone, Debug)]
+pub(crate) struct Route {
+    pub ep: Endpoint,
+    pub node: Option<String>,
+    pub kind: Option<Kind>,
+    pub vmid: Option<String>,
+    pub storage: Option<String>,
+    pub upid: Option<String>,
+    pub poolid: Option<String>,
+}
+
+impl Route {
+    fn new(ep: Endpoint) -> Route {
+        Route {
+            ep,
+            node: None,
+            kind: None,
+            vmid: None,
+            storage: None,
+            upid: None,
+            poolid: None,
+        }
+    }
+    fn node(mut self, n: &str) -> Route {
+        self.node = Some(n.to_string());
+        self
+    }
+
+    /// (name, value) of the parameters that come from the URI.
+    pub fn path_params(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (name, v) in [
+            ("node", &self.node),
+            ("vmid", &self.vmid),
+            ("storage", &self.storage),
+            ("upid", &self.upid),
+            ("poolid", &self.poolid),
+        ] {
+            if let Some(v) = v {
+                out.push((name, v.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// The endpoint for a request, or None (501 not implemented).
+pub(crate) fn route(method: &str, segs: &[String]) -> Option<Route> {
+    use Endpoint as E;
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let r = match (method, s.as_slice()) {
+        ("GET", ["version"]) => Route::new(E::Version),
+        ("GET", ["nodes"]) => Route::new(E::Nodes),
+        ("GET", ["nodes", n]) => Route::new(E::NodeIndex).node(n),
+        ("GET", ["nodes", n, "status"]) => Route::new(E::NodeStatus).node(n),
+        ("GET", ["cluster", "resources"]) => Route::new(E::ClusterResources),
+        ("GET", ["cluster", "nextid"]) => Route::new(E::ClusterNextId),
+        ("GET", ["access", "permissions"]) => Route::new(E::AccessPermissions),
+        ("GET", ["pools"]) => Route::new(E::PoolsList),
+        ("POST", ["pools"]) => Route::new(E::PoolsCreate),
+        ("GET", ["pools", p]) => {
+            let mut r = Route::new(E::PoolGet);
+            r.poolid = Some(p.to_string());
+            r
+        }
+        ("GET", ["nodes", n, "storage"]) => Route::new(E::StorageList).node(n),
+        ("GET", ["nodes", n, "storage", st, rest]) => {
+            let ep = match *rest {
+                "status" => E::StorageStatus,
+                "content" => E::StorageContent,
+                _ => return None,
+            };
+            let mut r = Route::new(ep).node(n);
+            r.storage = Some(st.to_string());
+            r
+        }
+        ("GET", ["nodes", n, "tasks"]) => Route::new(E::TaskList).node(n),
+        (m, ["nodes", n, "tasks", upid, rest @ ..]) => {
+            let ep = match (m, rest) {
+                ("GET", ["status"]) => E::TaskStatus,
+                ("GET", ["log"]) => E::TaskLog,
+                ("DELETE", []) => E::TaskStop,
+                _ => return None,
+            };
+            let mut r = Route::new(ep).node(n);
+            r.upid = Some(upid.to_string());
+            r
+        }
+        ("GET", ["nodes", n, k @ ("qemu" | "lxc")]) => {
+            let mut r = Route::new(E::GuestList).node(n);
+            r.kind = Some(if *k == "qemu" { Kind::Qemu } else { Kind::Lxc });
+            r
+        }
+        ("POST", ["nodes", n, "lxc"]) => {
+            let mut r = Route::new(E::LxcCreate).node(n);
+            r.kind = Some(Kind::Lxc);
+            r
+        }
+        (m, ["nodes", n, k @ ("qemu" | "lxc"), id, rest @ ..]) => {
+            let kind = if *k == "qemu" { Kind::Qemu } else { Kind::Lxc };
+            let ep = guest_endpoint(m, kind, rest)?;
+            let mut r = Route::new(ep).node(n);
+            r.kind = Some(kind);
+            r.vmid = Some(id.to_string());
+            r
+        }
+        _ => return None,
+    };
+    Some(r)
+}
+
+fn guest_endpoint(method: &str, kind: Kind, rest: &[&str]) -> Option<Endpoint> {
+    use Endpoint as E;
+    let qemu = kind == Kind::Qemu;
+    Some(match (method, rest) {
+        ("GET", []) => E::GuestIndex,
+        ("DELETE", []) => E::GuestDestroy,
+        ("GET", ["config"]) => E::ConfigGet,
+        ("PUT", ["config"]) => E::ConfigPut,
+        ("POST", ["config"]) if qemu => E::ConfigPost,
+        ("GET", ["pending"]) => E::Pending,
+        ("GET", ["cloudinit"]) if qemu => E::CloudinitGet,
+        ("PUT", ["cloudinit"]) if qemu => E::CloudinitPut,
+        ("PUT", ["resize"]) => E::Resize,
+        ("GET", ["status", "current"]) => E::StatusCurrent,
+        ("POST", ["status", "start"]) => E::Power(Power::Start),
+        ("POST", ["status", "stop"]) => E::Power(Power::Stop),
+        ("POST", ["status", "shutdown"]) => E::Power(Power::Shutdown),
+        ("POST", ["status", "reboot"]) => E::Power(Power::Reboot),
+        ("GET", ["agent", "network-get-interfaces"]) if qemu => E::AgentInterfaces,
+        ("POST", ["agent", "ping"]) if qemu => E::AgentPing,
+        ("GET", ["interfaces"]) if !qemu => E::LxcInterfaces,
+        ("POST", ["clone"]) if qemu => E::Clone,
+        _ => return None,
+    })
+}
+
+/// Runs the endpoint's handler.
+pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
+    use Endpoint as E;
+    let node = route.node.clone().unwrap_or_default();
+    match route.ep {
+        E::Version => cluster::version(),
+        E::Nodes => cluster::nodes(ctx),
+        E::NodeIndex => cluster::node_index(),
+        E::NodeStatus => cluster::node_status(ctx, &node),
+        E::ClusterResources => cluster::resources(ctx),
+        E::ClusterNextId => cluster::nextid(ctx),
+        E::AccessPermissions => access::permissions(ctx),
+        E::PoolsList => pools::list(ctx),
+        E::PoolsCreate => pools::create(ctx),
+        E::PoolGet => pools::get(ctx, route.poolid.as_deref().unwrap_or_default()),
+        E::StorageList => storage::list(ctx, &node),
+        E::StorageStatus => storage::status(ctx, &node, route.storage.as_deref().unwrap_or_default()),
+        E::StorageContent => storage::content(ctx, &node, route.storage.as_deref().unwrap_or_default()),
+        E::TaskList => tasks::list(ctx, &node),
+        E::TaskStatus => tasks::status(ctx, &node, route.upid.as_deref().unwrap_or_default()),
+        E::TaskLog => tasks::log(ctx, &node, route.upid.as_deref().unwrap_or_default()),
+        E::TaskStop => tasks::stop(ctx, &node, route.upid.as_deref().unwrap_or_default()),
+        E::GuestList => guest::list(ctx, &node, route.kind.unwrap_or(Kind::Qemu)),
+        E::LxcCreate => lxc::create(ctx, &node),
+        _ => {
+            let kind = route.kind.unwrap_or(Kind::Qemu);
+            let vmid = crate::api::parse_vmid("vmid", route.vmid.as_deref().unwrap_or_default())?;
+            guest_dispatch(ctx, route.ep, &node, kind, vmid)
+        }
+    }
+}
+
+fn guest_dispatch(ctx: &mut Ctx, ep: Endpoint, node: &str, kind: Kind, vmid: u32) -> ApiResult {
+    use Endpoint as E;
+    match ep {
+        E::GuestIndex => guest::index(ctx, node, kind, vmid),
+        E::GuestDestroy => guest::destroy(ctx, node, kind, vmid),
+        E::ConfigGet => guest::config_get(ctx, node, kind, vmid),
+        E::ConfigPut => guest::config_put(ctx, node, kind, vmid),
+        E::ConfigPost => qemu::config_post(ctx, node, vmid),
+        E::Pending => guest::pending(ctx, node, kind, vmid),
+        E::CloudinitGet => qemu::cloudinit_get(ctx, node, vmid),
+        E::CloudinitPut => qemu::cloudinit_put(ctx, node, vmid),
+        E::Resize => guest::resize(ctx, node, kind, vmid),
+        E::StatusCurrent => guest::status_current(ctx, node, kind, vmid),
+        E::Power(p) => guest::power(ctx, node, kind, vmid, p),
+        E::AgentInterfaces => qemu::agent_interfaces(ctx, node, vmid),
+        E::AgentPing => qemu::agent_ping(ctx, node, vmid),
+        E::LxcInterfaces => lxc::interfaces(ctx, node, vmid),
+        E::Clone => qemu::clone(ctx, node, vmid),
+        _ => Err(crate::api::ApiError::Status(501, "Method not implemented".to_string())),
+    }
+}

@@ -1,0 +1,167 @@
+//! The command line: every subcommand, flag and default, in one place.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about = "VM provisioning for hosting providers")]
+pub struct Cli {
+    /// More detailed logs (or set BERTH_LOG, e.g. BERTH_LOG=debug).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a configuration file and everything it names; one line per check.
+    Doctor(DoctorArgs),
+    /// Write a new Ed25519 key pair (OpenSSH format, private key mode 0600).
+    Keygen(KeygenArgs),
+    /// Drive VMs on the configured backend directly.
+    Vm(VmArgs),
+    /// Drive containers (LXC) on the configured backend directly (same as `vm --kind container`).
+    Ct(VmArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, short, env = "BERTH_CONFIG", default_value = "berth.toml", global = true)]
+    pub config: PathBuf,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum OutputFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+#[derive(Args, Debug)]
+pub struct OutputArg {
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Human, global = true)]
+    pub output: OutputFormat,
+}
+
+#[derive(Args, Debug)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Private key path; the public key goes to PATH.pub. Existing files are never overwritten.
+    #[arg(long, short = 'f')]
+    pub out: PathBuf,
+    /// Comment stored in the key.
+    #[arg(long, default_value = "berth")]
+    pub comment: String,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    Vm,
+    Container,
+}
+
+#[derive(Args, Debug)]
+pub struct VmArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub output: OutputArg,
+    /// Machine kind (`berth ct` implies container).
+    #[arg(long, value_enum, global = true)]
+    pub kind: Option<KindArg>,
+    #[command(subcommand)]
+    pub action: VmAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmAction {
+    /// Create a machine (idempotent by --instance-id) and wait until it has an address.
+    Create(CreateArgs),
+    /// List Berth's machines (all machines with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one machine. ID is Berth's instance id or the backend's own id (the VMID).
+    Describe {
+        id: String,
+    },
+    Start {
+        id: String,
+    },
+    /// Power off at once.
+    Stop {
+        id: String,
+    },
+    /// Shut down gracefully; power off if still running after the timeout.
+    Shutdown {
+        id: String,
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    Reboot {
+        id: String,
+    },
+    /// Change cores, memory or disk size (disks only grow).
+    Resize {
+        id: String,
+        #[arg(long)]
+        cores: Option<u32>,
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        #[arg(long)]
+        disk_gib: Option<u64>,
+    },
+    /// Delete a machine and its disks. Deleting something already gone succeeds.
+    Delete {
+        id: String,
+    },
+    /// List the templates machines can be created from.
+    Templates,
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Host name (a DNS name).
+    #[arg(long)]
+    pub name: String,
+    #[arg(long, default_value_t = 1)]
+    pub cores: u32,
+    #[arg(long, default_value_t = 1024)]
+    pub memory_mib: u64,
+    #[arg(long, default_value_t = 10)]
+    pub disk_gib: u64,
+    /// SSH public key line; repeatable.
+    #[arg(long = "ssh-key")]
+    pub ssh_keys: Vec<String>,
+    /// File with SSH public key lines (e.g. ~/.ssh/id_ed25519.pub); repeatable.
+    #[arg(long = "ssh-key-file")]
+    pub ssh_key_files: Vec<PathBuf>,
+    /// Berth's stable id for this machine; running create again with it never makes a second
+    /// machine. Generated when absent (and printed).
+    #[arg(long)]
+    pub instance_id: Option<String>,
+    /// IPv4: `dhcp` or `ADDRESS/PREFIX[,gw=GATEWAY]`.
+    #[arg(long, default_value = "dhcp")]
+    pub ip: String,
+    /// DNS server; repeatable.
+    #[arg(long)]
+    pub nameserver: Vec<std::net::IpAddr>,
+    /// Login user created by cloud-init (backend default when absent).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Template (Proxmox: VMID or name; containers: ostemplate volume). Backend default when absent.
+    #[arg(long)]
+    pub template: Option<String>,
+}

@@ -1,0 +1,161 @@
+//! `berth vm …` and `berth ct …`: drive the configured backend directly.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use berth_core::{
+    ErrorCode, GuestKind, InstanceId, InstanceRef, Ipv4Config, ListFilter, NetworkSpec, PowerOp, Provider,
+    ProviderError, Resize, SshPublicKey, VmSpec,
+};
+
+use crate::cli::{CreateArgs, KindArg, OutputFormat, VmAction, VmArgs};
+use crate::output::Printer;
+use crate::progress::StageDisplay;
+
+pub async fn run(args: VmArgs, forced: Option<GuestKind>) -> anyhow::Result<ExitCode> {
+    let kind = forced.or(args.kind.map(|k| match k {
+        KindArg::Vm => GuestKind::Vm,
+        KindArg::Container => GuestKind::Container,
+    }));
+    let out = Printer::new(args.output.output);
+    // Bad flags are reported before the configuration is even read: nothing is touched.
+    let spec = match &args.action {
+        VmAction::Create(c) => match build_spec(c, kind.unwrap_or_default()) {
+            Ok(s) => Some(s),
+            Err(e) => return Ok(out.error(&e)),
+        },
+        _ => None,
+    };
+    let config = berth_agent::load_config(&args.config.config)?;
+    let provider = berth_agent::build_provider(&config)?;
+    let result = dispatch(&provider, args.action, spec, kind, &out).await;
+    Ok(match result {
+        Ok(code) => code,
+        Err(e) => out.error(&e),
+    })
+}
+
+async fn dispatch(
+    p: &Arc<dyn Provider>,
+    action: VmAction,
+    spec: Option<VmSpec>,
+    kind: Option<GuestKind>,
+    out: &Printer,
+) -> Result<ExitCode, ProviderError> {
+    let backend = p.backend();
+    match action {
+        VmAction::Create(_) => {
+            let spec = spec.expect("spec is built for create");
+            let display = StageDisplay::new(&spec, out.format() == OutputFormat::Human);
+            let result = p.create(&spec, &display).await;
+            display.finish(result.is_ok());
+            out.instance(backend, &result?);
+        }
+        VmAction::List { all } => {
+            let list = p.list(ListFilter { all, kind }).await?;
+            out.instances(backend, &list);
+        }
+        VmAction::Describe { id } => {
+            let r = resolve(p, &id).await?;
+            out.instance(backend, &p.describe(&r).await?);
+        }
+        VmAction::Start { id } => power(p, &id, PowerOp::Start, out).await?,
+        VmAction::Stop { id } => power(p, &id, PowerOp::Stop, out).await?,
+        VmAction::Reboot { id } => power(p, &id, PowerOp::Reboot, out).await?,
+        VmAction::Shutdown { id, timeout } => power(p, &id, PowerOp::Shutdown { timeout_secs: timeout }, out).await?,
+        VmAction::Resize {
+            id,
+            cores,
+            memory_mib,
+            disk_gib,
+        } => {
+            let change = Resize {
+                cores,
+                memory_mib,
+                disk_gib,
+            };
+            change.validate()?;
+            let r = resolve(p, &id).await?;
+            let outcome = p.reconfigure(&r, &change).await?;
+            out.reconfigured(&id, &outcome);
+        }
+        VmAction::Delete { id } => {
+            let r = resolve(p, &id).await?;
+            let outcome = p.delete(&r).await?;
+            out.deleted(&id, outcome);
+        }
+        VmAction::Templates => {
+            let mut templates = p.list_templates().await?;
+            if let Some(k) = kind {
+                templates.retain(|t| t.kind == k);
+            }
+            out.templates(&templates);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn power(p: &Arc<dyn Provider>, id: &str, op: PowerOp, out: &Printer) -> Result<(), ProviderError> {
+    let r = resolve(p, id).await?;
+    let inst = p.power(&r, op).await?;
+    out.instance(p.backend(), &inst);
+    Ok(())
+}
+
+/// An ID on the command line is Berth's instance id, or else the backend's own id. A purely
+/// numeric string can be either: the instance id wins when a machine carries it.
+async fn resolve(p: &Arc<dyn Provider>, s: &str) -> Result<InstanceRef, ProviderError> {
+    let Ok(id) = InstanceId::parse(s) else {
+        return Ok(InstanceRef::Backend(s.to_owned()));
+    };
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(InstanceRef::Id(id));
+    }
+    match p.describe(&InstanceRef::Id(id.clone())).await {
+        Ok(_) => Ok(InstanceRef::Id(id)),
+        Err(e) if e.code() == ErrorCode::NotFound => Ok(InstanceRef::Backend(s.to_owned())),
+        Err(e) => Err(e),
+    }
+}
+
+fn build_spec(c: &CreateArgs, kind: GuestKind) -> Result<VmSpec, ProviderError> {
+    let instance_id = match &c.instance_id {
+        Some(s) => InstanceId::parse(s)?,
+        None => InstanceId::generate(),
+    };
+    let mut ssh_keys = Vec::new();
+    for k in &c.ssh_keys {
+        ssh_keys.push(SshPublicKey::parse(k)?);
+    }
+    for f in &c.ssh_key_files {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read {}", f.display()))
+            .map_err(|e| ProviderError::invalid("ssh_key_file", format!("{e:#}")))?;
+        for line in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            ssh_keys.push(SshPublicKey::parse(line)?);
+        }
+    }
+    let spec = VmSpec {
+        instance_id,
+        name: c.name.clone(),
+        kind,
+        cores: c.cores,
+        memory_mib: c.memory_mib,
+        disk_gib: c.disk_gib,
+        template: c.template.clone(),
+        ssh_keys,
+        user: c.user.clone(),
+        network: NetworkSpec {
+            ipv4: Ipv4Config::parse(&c.ip)?,
+            ipv6: None,
+            nameservers: c.nameserver.clone(),
+        },
+    };
+    spec.validate()?;
+    Ok(spec)
+}

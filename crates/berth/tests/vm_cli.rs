@@ -1,0 +1,158 @@
+//! `berth vm` and `berth ct` as a user runs them, against the PVE emulator over HTTPS.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_lifecycle_through_the_cli() {
+    let env = start(timings()).await;
+    let create = [
+        "vm",
+        "create",
+        "--name",
+        "web1",
+        "--cores",
+        "2",
+        "--memory-mib",
+        "2048",
+        "--disk-gib",
+        "20",
+        "--ssh-key",
+        KEY,
+        "--instance-id",
+        "web1-order-42",
+    ];
+    let inst = env.json(&create).await;
+    assert_eq!(inst["instance_id"], "web1-order-42");
+    assert_eq!(inst["state"], "running");
+    assert_eq!(inst["node"], "pve1");
+    assert_eq!(inst["name"], "web1");
+    assert!(inst["ipv4"].is_string(), "create waits for the address: {inst}");
+    let vmid = inst["vmid"].as_u64().expect("vmid in JSON");
+
+    // The second create with the same instance id returns the same VM.
+    let again = env.json(&create).await;
+    assert_eq!(again["vmid"].as_u64(), Some(vmid));
+    assert_eq!(env.machines().len(), 1, "one VM after two creates");
+
+    // The VM got what was asked for.
+    let g = env.machines().pop().unwrap();
+    assert_eq!(g.config.get("cores").map(String::as_str), Some("2"));
+    assert!(
+        g.tags.iter().any(|t| t == "berth-web1-order-42"),
+        "ownership tag: {:?}",
+        g.tags
+    );
+    assert!(
+        g.config.get("sshkeys").is_some_and(|k| k.contains("AAAAC3Nz")),
+        "ssh key applied"
+    );
+
+    let list = env.json(&["vm", "list"]).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    let by_vmid = env.json(&["vm", "describe", &vmid.to_string()]).await;
+    assert_eq!(by_vmid["instance_id"], "web1-order-42");
+
+    assert_eq!(env.json(&["vm", "stop", "web1-order-42"]).await["state"], "stopped");
+    assert_eq!(env.json(&["vm", "start", "web1-order-42"]).await["state"], "running");
+    assert_eq!(env.json(&["vm", "reboot", "web1-order-42"]).await["state"], "running");
+    assert_eq!(
+        env.json(&["vm", "shutdown", "web1-order-42", "--timeout", "30"]).await["state"],
+        "stopped"
+    );
+
+    let human = env.run(&["vm", "describe", "web1-order-42"]).await;
+    assert!(human.status.success());
+    let text = stdout(&human);
+    assert!(
+        text.contains("vmid") && text.contains(&vmid.to_string()) && text.contains("stopped"),
+        "{text}"
+    );
+
+    let del = env.json(&["vm", "delete", "web1-order-42"]).await;
+    assert_eq!(del["outcome"], "deleted");
+    assert!(env.machines().is_empty());
+    let del = env.json(&["vm", "delete", "web1-order-42"]).await;
+    assert_eq!(del["outcome"], "already_absent", "delete of a missing VM succeeds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_hides_foreign_vms_unless_all() {
+    let env = start(timings()).await;
+    env.emu.add_foreign_vm("pve1", 555, "not-ours");
+    let owned = env.json(&["vm", "list"]).await;
+    assert_eq!(owned.as_array().map(Vec::len), Some(0), "{owned}");
+    let all = env.json(&["vm", "list", "--all"]).await;
+    assert!(all.as_array().unwrap().iter().any(|i| i["name"] == "not-ours"), "{all}");
+    // Berth refuses to delete what it does not own.
+    let out = env.run(&["vm", "delete", "555"]).await;
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not managed by Berth"), "{}", stderr(&out));
+    assert_eq!(env.machines().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_through_the_cli() {
+    let env = start(timings()).await;
+    let inst = env
+        .json(&[
+            "ct",
+            "create",
+            "--name",
+            "ct1",
+            "--cores",
+            "1",
+            "--memory-mib",
+            "512",
+            "--disk-gib",
+            "8",
+            "--ssh-key",
+            KEY,
+            "--instance-id",
+            "ct1",
+        ])
+        .await;
+    assert_eq!(inst["kind"], "container");
+    assert_eq!(inst["state"], "running");
+    let g = env.machines().pop().unwrap();
+    assert_eq!(g.kind, "lxc");
+    assert_eq!(env.json(&["ct", "stop", "ct1"]).await["state"], "stopped");
+    assert_eq!(env.json(&["ct", "start", "ct1"]).await["state"], "running");
+    let list = env.json(&["ct", "list"]).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    let vms = env.json(&["vm", "list", "--kind", "vm"]).await;
+    assert_eq!(vms.as_array().map(Vec::len), Some(0));
+    assert_eq!(env.json(&["ct", "delete", "ct1"]).await["outcome"], "deleted");
+    assert!(env.machines().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_each_check() {
+    let env = start(timings()).await;
+    let out = env.run(&["doctor"]).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert!(text.lines().count() >= 5, "one line per check: {text}");
+    assert!(!text.contains("FAIL"), "{text}");
+
+    // A wrong token secret: the token check fails, doctor exits non-zero, the secret is not shown.
+    std::fs::write(&env.config, config_text(&env.emu, "wrong-secret-0000")).unwrap();
+    let out = env.run(&["doctor"]).await;
+    let text = stdout(&out) + &stderr(&out);
+    assert!(!out.status.success());
+    assert!(text.contains("FAIL"), "{text}");
+    assert!(!text.contains("wrong-secret-0000"), "secret leaked: {text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keygen_writes_usable_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("k");
+    let out = berth().args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let public = std::fs::read_to_string(dir.path().join("k.pub")).unwrap();
+    berth_core::SshPublicKey::parse(public.trim()).unwrap();
+    let again = berth().args(["keygen", "--out"]).arg(&key).output().unwrap();
+    assert!(!again.status.success(), "keygen never overwrites");
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up everything Berth's test suite needs on a fresh Debian machine, then runs it all:
+# formatting, clippy (warnings are errors) and every test with cargo-nextest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+berth_need_rust
+berth_need_nextest
+
+if [ -f ../shared/pve/apidata.json ]; then
+    echo "==> PVE schema found: requests to the emulator are validated against ../shared/pve/apidata.json"
+else
+    echo "==> ../shared/pve/apidata.json is absent: schema-dependent tests will skip (and say so)"
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo nextest"
+cargo nextest run --workspace --locked --no-fail-fast
