@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::error::PveError;
 use super::params::Params;
+use super::poll::{Durations, Poll};
 use super::retry::{RetryPolicy, retry};
 use super::tls::{self, TlsOptions};
 
@@ -86,6 +87,7 @@ struct Inner {
     auth: HeaderValue,
     retry: RetryPolicy,
     poll_interval: Duration,
+    durations: Durations,
 }
 
 impl std::fmt::Debug for PveClient {
@@ -123,6 +125,7 @@ impl PveClient {
                 auth,
                 retry: opts.retry,
                 poll_interval: opts.poll_interval,
+                durations: Durations::default(),
             }),
         })
     }
@@ -133,6 +136,16 @@ impl PveClient {
 
     pub fn poll_interval(&self) -> Duration {
         self.inner.poll_interval
+    }
+
+    /// A poll schedule for a wait of kind `key`, paced by how long such waits took lately.
+    pub fn poller(&self, key: &str) -> Poll {
+        Poll::expecting(self.inner.poll_interval, self.inner.durations.expected(key))
+    }
+
+    /// Remembers that a wait of kind `key` took `took`.
+    pub fn learned(&self, key: &str, took: Duration) {
+        self.inner.durations.record(key, took)
     }
 
     /// GET, retried on transient failures; `data` decoded into `T`.

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::sync::LazyLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use regex::Regex;
 
@@ -58,6 +58,15 @@ impl Upid {
         &self.node
     }
     /// `qmclone`, `qmstart`, `vzcreate`, …
+    /// What kind of wait this task is, for learning its duration: the node and task type, and
+    /// for clones the source guest (clones of one template take similar times).
+    pub fn wait_key(&self) -> String {
+        match self.task_type.as_str() {
+            "qmclone" | "vzclone" => format!("{}/{}/{}", self.node, self.task_type, self.id),
+            t => format!("{}/{t}", self.node),
+        }
+    }
+
     pub fn task_type(&self) -> &str {
         &self.task_type
     }
@@ -130,36 +139,34 @@ impl PveClient {
             .map(|_| ())
     }
 
-    /// Polls the task until it stops or `timeout` passes. The first poll comes after 50 ms (or
-    /// the poll interval if shorter); the pause doubles up to the poll interval.
+    /// Polls the task (on the `Poll` schedule) until it stops or `timeout` passes.
     pub async fn wait_task(&self, upid: &Upid, timeout: Duration) -> Result<TaskOutcome, PveError> {
-        let started = Instant::now();
-        let max = self.poll_interval();
-        let mut pause = Duration::from_millis(50).min(max);
+        let key = upid.wait_key();
+        let poll = self.poller(&key);
         let mut failures = 0;
         loop {
-            tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
+            poll.sleep(timeout).await;
             match self.task_status(upid).await {
                 Ok(st) if st.status.as_deref() == Some("stopped") => {
+                    self.learned(&key, poll.elapsed());
                     return self
                         .finish(upid, st.exitstatus.unwrap_or_else(|| "unexpected status".into()))
                         .await;
                 }
                 Ok(_) => failures = 0,
-                Err(e) if e.is_no_such_task() && started.elapsed() < NO_SUCH_TASK_GRACE => {}
+                Err(e) if e.is_no_such_task() && poll.elapsed() < NO_SUCH_TASK_GRACE => {}
                 Err(e) if e.is_transient(true) && failures < MAX_POLL_FAILURES => {
                     failures += 1;
                     tracing::warn!(upid = %upid, error = %e, "task status poll failed; polling again");
                 }
                 Err(e) => return Err(e),
             }
-            if started.elapsed() >= timeout {
+            if poll.elapsed() >= timeout {
                 return Err(PveError::Timeout {
                     what: format!("task {upid}"),
                     after: timeout,
                 });
             }
-            pause = (pause * 2).min(max);
         }
     }
 

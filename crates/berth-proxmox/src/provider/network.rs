@@ -3,7 +3,6 @@
 //! comes up well after the VM; "not running" means "not yet").
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::time::{Duration, Instant};
 
 use berth_core::ProviderError;
 
@@ -85,20 +84,25 @@ impl ProxmoxProvider {
     }
 
     /// Polls until the guest reports a usable IPv4 (the static one, when `expected` is given),
-    /// backing off from 50 ms to the poll interval, up to `network_timeout_secs`.
+    /// on the `Poll` schedule, up to `network_timeout_secs`.
     pub(crate) async fn wait_network(&self, g: &Guest, expected: Option<Ipv4Addr>) -> Result<GuestIps, ProviderError> {
         let timeout = self.network_timeout();
-        let started = Instant::now();
-        let max = self.poll_interval();
-        let mut pause = Duration::from_millis(50).min(max);
+        let key = format!("{}/agent-address", g.node);
+        let poll = self.client.poller(&key);
         let mut last;
         loop {
             match self.interfaces(g).await {
                 Ok(ifaces) => {
                     let ips = pick_ips(&ifaces);
                     match (ips.v4, expected) {
-                        (Some(got), Some(want)) if got == want => return Ok(ips),
-                        (Some(_), None) => return Ok(ips),
+                        (Some(got), Some(want)) if got == want => {
+                            self.client.learned(&key, poll.elapsed());
+                            return Ok(ips);
+                        }
+                        (Some(_), None) => {
+                            self.client.learned(&key, poll.elapsed());
+                            return Ok(ips);
+                        }
                         (Some(got), Some(want)) => last = format!("guest reports {got}, waiting for {want}"),
                         (None, _) => last = "guest reports no usable IPv4 address yet".into(),
                     }
@@ -115,14 +119,13 @@ impl ProxmoxProvider {
                 Err(e) if e.is_agent_not_ready() || e.is_transient(true) => last = e.to_string(),
                 Err(e) => return Err(ProviderError::from(e).context(format!("reading the addresses of {}", g.label()))),
             }
-            if started.elapsed() >= timeout {
+            if poll.elapsed() >= timeout {
                 return Err(ProviderError::Timeout {
                     what: format!("an IP address from {} (last: {last})", g.label()),
                     after: timeout,
                 });
             }
-            tokio::time::sleep(pause.min(timeout.saturating_sub(started.elapsed()))).await;
-            pause = (pause * 2).min(max);
+            poll.sleep(timeout).await;
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Building blocks shared by create, power and delete: waiting for a task or a lock, starting
 //! and stopping a guest, resizing its disk, and removing a half-made guest after a failure.
 
-use std::time::{Duration, Instant};
+use crate::client::Poll;
+use std::time::Duration;
 
 use berth_core::{InstanceId, ProviderError};
 
@@ -30,10 +31,8 @@ impl ProxmoxProvider {
     /// clone removes itself). Creation locks (`clone`, `create`) may last up to `timeout`;
     /// any other lock (backup, migrate, …) at most the task timeout.
     pub(crate) async fn wait_unlocked(&self, g: &Guest, timeout: Duration) -> Result<Option<Guest>, ProviderError> {
-        let started = Instant::now();
+        let poll = Poll::new(self.poll_interval());
         let short = timeout.min(self.task_timeout());
-        let max = self.poll_interval();
-        let mut pause = Duration::from_millis(20).min(max);
         loop {
             let st = match self.client.guest_status(&g.node, g.ty, g.vmid).await {
                 Ok(st) => st,
@@ -50,14 +49,13 @@ impl ProxmoxProvider {
             } else {
                 short
             };
-            if started.elapsed() >= limit {
+            if poll.elapsed() >= limit {
                 return Err(ProviderError::Timeout {
                     what: format!("{} to lose its '{lock}' lock", g.label()),
                     after: limit,
                 });
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(max);
+            poll.sleep(limit).await;
         }
     }
 

@@ -4,8 +4,8 @@
 //! alone). Each candidate is checked with `GET /cluster/nextid?vmid=N`; nothing is reserved, so
 //! the clone/create itself may still find the id taken and the caller moves on.
 
+use crate::client::Poll;
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
 
 use berth_core::{InstanceId, ProviderError};
 use sha2::{Digest, Sha256};
@@ -84,8 +84,8 @@ impl ProxmoxProvider {
         vmid: u32,
     ) -> Result<Option<Guest>, ProviderError> {
         let node = self.config.node.clone();
-        let deadline = Instant::now() + self.clone_timeout();
-        let mut pause = Duration::from_millis(50).min(self.poll_interval());
+        let limit = self.clone_timeout();
+        let poll = Poll::new(self.poll_interval());
         loop {
             let cfg = match self.client.guest_config(&node, ty, vmid).await {
                 Ok(c) => c,
@@ -113,11 +113,10 @@ impl ProxmoxProvider {
                 }));
             }
             let being_made = matches!(cfg.lock().as_deref(), Some("clone" | "create"));
-            if owner.is_some() || !being_made || Instant::now() >= deadline {
+            if owner.is_some() || !being_made || poll.elapsed() >= limit {
                 return Ok(None);
             }
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(self.poll_interval());
+            poll.sleep(limit).await;
         }
     }
 }
