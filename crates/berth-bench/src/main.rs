@@ -109,7 +109,11 @@ async fn main() -> anyhow::Result<()> {
 
     // The first create: TLS handshake, and nothing learned yet about how long waits take.
     let cold = timed_create(&p, "cold").await?;
-    println!("first (cold) create: wall {:.0} ms, overhead {:.0} ms", ms(cold), ms(cold.saturating_sub(ideal)));
+    println!(
+        "first (cold) create: wall {:.0} ms, overhead {:.0} ms",
+        ms(cold),
+        ms(cold.saturating_sub(ideal))
+    );
 
     let before = emu.requests().len();
     let mut walls = Vec::new();

@@ -22,7 +22,7 @@ pub enum PowerState {
 
 impl fmt::Display for PowerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             PowerState::Running => "running",
             PowerState::Stopped => "stopped",
             PowerState::Paused => "paused",
@@ -162,5 +162,16 @@ impl Check {
             status: CheckStatus::Fail,
             detail: detail.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_honours_width_for_tables() {
+        assert_eq!(format!("{:<9}|", GuestKind::Vm), "vm       |");
+        assert_eq!(format!("{:<9}|", PowerState::Running), "running  |");
     }
 }

@@ -23,7 +23,7 @@ pub enum GuestKind {
 
 impl fmt::Display for GuestKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+        f.pad(match self {
             GuestKind::Vm => "vm",
             GuestKind::Container => "container",
         })

@@ -22,7 +22,7 @@ impl StageDisplay {
             if let Ok(style) = ProgressStyle::with_template("{spinner} {prefix} {wide_msg} {elapsed}") {
                 bar.set_style(style);
             }
-            bar.set_prefix(format!("{} ({})", spec.name, spec.instance_id));
+            bar.set_prefix(spec.name.clone());
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });

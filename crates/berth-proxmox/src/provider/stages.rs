@@ -13,7 +13,7 @@ impl<'a> Stages<'a> {
     }
 
     fn emit(&self, stage: Stage, phase: StagePhase, detail: String) {
-        tracing::info!(stage = stage.as_str(), phase = ?phase, "{detail}");
+        tracing::debug!(stage = stage.as_str(), phase = ?phase, "{detail}");
         self.sink.event(StageEvent {
             stage,
             phase,
