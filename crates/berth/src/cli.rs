@@ -10,6 +10,10 @@ pub struct Cli {
     /// More detailed logs (or set BERTH_LOG, e.g. BERTH_LOG=debug).
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[command(flatten)]
+    pub output: OutputArg,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -48,12 +52,7 @@ pub struct OutputArg {
 }
 
 #[derive(Args, Debug)]
-pub struct DoctorArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
-    #[command(flatten)]
-    pub output: OutputArg,
-}
+pub struct DoctorArgs {}
 
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
@@ -73,10 +72,6 @@ pub enum KindArg {
 
 #[derive(Args, Debug)]
 pub struct VmArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
-    #[command(flatten)]
-    pub output: OutputArg,
     /// Machine kind (`berth ct` implies container).
     #[arg(long, value_enum, global = true)]
     pub kind: Option<KindArg>,

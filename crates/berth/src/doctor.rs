@@ -1,14 +1,14 @@
 //! `berth doctor`: the configuration file first, then every check the backend offers, one line
 //! each; exits non-zero if anything failed.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use berth_core::{Check, CheckStatus};
 
-use crate::cli::{DoctorArgs, OutputFormat};
+use crate::cli::OutputFormat;
 
-pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
-    let path = &args.config.config;
+pub async fn run(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
     let mut checks = Vec::new();
     match berth_agent::load_config(path) {
         Err(e) => checks.push(Check::fail("config", e.to_string())),
@@ -24,7 +24,7 @@ pub async fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
-    if args.output.output == OutputFormat::Json {
+    if output == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         for c in &checks {

@@ -16,7 +16,7 @@ fn init_logging(verbose: bool) {
     let default = if verbose {
         "info,berth=debug,berth_proxmox=debug"
     } else {
-        "warn,berth=info,berth_proxmox=info"
+        "warn,rustls=off,berth=info,berth_proxmox=info"
     };
     let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
     tracing_subscriber::fmt()
@@ -38,11 +38,12 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
+        let (config, output) = (&cli.config.config, cli.output.output);
         match cli.command {
-            cli::Command::Doctor(args) => doctor::run(args).await,
+            cli::Command::Doctor(_) => doctor::run(config, output).await,
             cli::Command::Keygen(args) => keygen::run(&args),
-            cli::Command::Vm(args) => vm::run(args, None).await,
-            cli::Command::Ct(args) => vm::run(args, Some(berth_core::GuestKind::Container)).await,
+            cli::Command::Vm(args) => vm::run(args, config, output, None).await,
+            cli::Command::Ct(args) => vm::run(args, config, output, Some(berth_core::GuestKind::Container)).await,
         }
     });
     match result {

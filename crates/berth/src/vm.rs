@@ -1,5 +1,6 @@
 //! `berth vm …` and `berth ct …`: drive the configured backend directly.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -13,12 +14,17 @@ use crate::cli::{CreateArgs, KindArg, OutputFormat, VmAction, VmArgs};
 use crate::output::Printer;
 use crate::progress::StageDisplay;
 
-pub async fn run(args: VmArgs, forced: Option<GuestKind>) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    args: VmArgs,
+    config: &Path,
+    output: OutputFormat,
+    forced: Option<GuestKind>,
+) -> anyhow::Result<ExitCode> {
     let kind = forced.or(args.kind.map(|k| match k {
         KindArg::Vm => GuestKind::Vm,
         KindArg::Container => GuestKind::Container,
     }));
-    let out = Printer::new(args.output.output);
+    let out = Printer::new(output);
     // Bad flags are reported before the configuration is even read: nothing is touched.
     let spec = match &args.action {
         VmAction::Create(c) => match build_spec(c, kind.unwrap_or_default()) {
@@ -27,7 +33,7 @@ pub async fn run(args: VmArgs, forced: Option<GuestKind>) -> anyhow::Result<Exit
         },
         _ => None,
     };
-    let config = berth_agent::load_config(&args.config.config)?;
+    let config = berth_agent::load_config(config)?;
     let provider = berth_agent::build_provider(&config)?;
     let result = dispatch(&provider, args.action, spec, kind, &out).await;
     Ok(match result {

@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use berth_core::{Instance, ProviderError, Stage, VmSpec};
 
 use super::ProxmoxProvider;
-use super::create_vm::check_kind;
 use super::dispatch::Dispatched;
 use super::guest::{Guest, gib};
 use super::marker::{TAG, description, instance_tag, merged_tags};
@@ -19,35 +18,7 @@ use crate::client::types::ClusterResource;
 use crate::client::{GuestType, Params};
 
 impl ProxmoxProvider {
-    pub(crate) async fn create_ct(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
-        let (guest, made_now) = self.obtain_ct(spec, stages).await?;
-        match self.finish_ct(spec, &guest, made_now, stages).await {
-            Ok(instance) => Ok(instance),
-            Err(e) => {
-                if made_now {
-                    self.remove_half_made(&guest, &spec.instance_id).await;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    async fn obtain_ct(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<(Guest, bool), ProviderError> {
-        loop {
-            let resources = self.client.cluster_resources(Some("vm")).await?;
-            if let Some(found) = self.find_owned(&spec.instance_id, Some(&spec.name), &resources).await? {
-                check_kind(&found, spec.kind)?;
-                if let Some(g) = self.resume_existing(found, stages).await? {
-                    return Ok((g, false));
-                }
-                continue;
-            }
-            let ostemplate = self.preflight_ct(spec).await?;
-            return Ok((self.create_ct_stage(spec, &ostemplate, &resources, stages).await?, true));
-        }
-    }
-
-    async fn create_ct_stage(
+    pub(crate) async fn create_ct_stage(
         &self,
         spec: &VmSpec,
         ostemplate: &str,
@@ -74,29 +45,21 @@ impl ProxmoxProvider {
                 |e| ProviderError::from(e).context(format!("creating a container from {ostemplate}")),
             )
             .await?;
+        let what = format!("creating a container from {ostemplate}");
         let guest = match dispatched {
-            Dispatched::Ours(g) => g,
+            Dispatched::Ours(g) => self
+                .wait_unlocked(&g, self.clone_timeout())
+                .await?
+                .ok_or_else(|| ProviderError::internal(format!("{what}: the new container {} disappeared", g.vmid)))?,
             Dispatched::Task { vmid, upid } => {
                 let guest = self.new_guest(spec, GuestType::Lxc, vmid);
-                let what = format!("creation of container {vmid}");
-                if let Err(e) = self.run_task(&upid, self.clone_timeout(), &what).await {
-                    if matches!(e, ProviderError::Timeout { .. }) {
-                        let _ = self.client.stop_task(&upid).await;
-                    }
-                    self.remove_half_made(&guest, &spec.instance_id).await;
-                    return Err(e);
-                }
-                guest
+                self.await_creation(&guest, &upid, &what, &spec.instance_id)
+                    .await
+                    .map_err(|f| f.error)?
             }
         };
-        let Some(done) = self.wait_unlocked(&guest, self.clone_timeout()).await? else {
-            return Err(ProviderError::internal(format!(
-                "the new container {} disappeared",
-                guest.vmid
-            )));
-        };
-        stages.completed(Stage::CloneTemplate, done.label());
-        Ok(done)
+        stages.completed(Stage::CloneTemplate, guest.label());
+        Ok(guest)
     }
 
     fn ct_params(&self, spec: &VmSpec, ostemplate: &str, vmid: u32) -> Params {
@@ -117,7 +80,7 @@ impl ProxmoxProvider {
     }
 
     /// configure_vm (tags and size were set at creation; repaired if missing), start, network.
-    async fn finish_ct(
+    pub(crate) async fn finish_ct(
         &self,
         spec: &VmSpec,
         g: &Guest,

@@ -22,53 +22,7 @@ use crate::client::{GuestType, Params, PveError, pve_urlencode};
 const CLONE_TASK_ATTEMPTS: u32 = 2;
 
 impl ProxmoxProvider {
-    pub(crate) async fn create_vm(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
-        let (guest, made_now) = self.obtain_guest(spec, stages).await?;
-        let half_made = made_now || !guest.tagged;
-        match self.finish_vm(spec, &guest, stages).await {
-            Ok(instance) => Ok(instance),
-            Err(e) => {
-                if half_made {
-                    self.remove_half_made(&guest, &spec.instance_id).await;
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// The instance's guest, found (and waited for, if a clone still runs) or newly cloned.
-    /// `true` when this call made it.
-    async fn obtain_guest(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<(Guest, bool), ProviderError> {
-        loop {
-            let resources = self.client.cluster_resources(Some("vm")).await?;
-            if let Some(found) = self.find_owned(&spec.instance_id, Some(&spec.name), &resources).await? {
-                check_kind(&found, spec.kind)?;
-                if let Some(g) = self.resume_existing(found, stages).await? {
-                    return Ok((g, false));
-                }
-                continue; // the earlier attempt's guest vanished (its task failed): start afresh
-            }
-            let plan = self.preflight_vm(spec, &resources).await?;
-            return Ok((self.clone_stage(spec, &plan, &resources, stages).await?, true));
-        }
-    }
-
-    /// A found guest: wait for a running clone/create to finish; `None` if it disappeared.
-    pub(crate) async fn resume_existing(&self, g: Guest, stages: &Stages<'_>) -> Result<Option<Guest>, ProviderError> {
-        let stage = Stage::CloneTemplate;
-        let Some(lock) = g.lock.clone() else {
-            stages.skipped(stage, format!("{} already exists", g.label()));
-            return Ok(Some(g));
-        };
-        stages.started(stage, format!("waiting for {} (locked: {lock})", g.label()));
-        let cur = self.wait_unlocked(&g, self.clone_timeout()).await?;
-        if let Some(cur) = &cur {
-            stages.completed(stage, cur.label());
-        }
-        Ok(cur)
-    }
-
-    async fn clone_stage(
+    pub(crate) async fn clone_stage(
         &self,
         spec: &VmSpec,
         plan: &ClonePlan,
@@ -103,32 +57,27 @@ impl ProxmoxProvider {
                 )
                 .await?;
             let guest = match dispatched {
-                Dispatched::Ours(g) => g,
+                Dispatched::Ours(g) => self
+                    .wait_unlocked(&g, self.clone_timeout())
+                    .await?
+                    .ok_or_else(|| ProviderError::internal(format!("{what}: the new VM {} disappeared", g.vmid)))?,
                 Dispatched::Task { vmid, upid } => {
                     let guest = self.new_guest(spec, GuestType::Qemu, vmid);
-                    if let Err(e) = self.run_task(&upid, self.clone_timeout(), &what).await {
-                        if matches!(e, ProviderError::Timeout { .. }) {
-                            let _ = self.client.stop_task(&upid).await;
+                    match self.await_creation(&guest, &upid, &what, &spec.instance_id).await {
+                        Ok(done) => done,
+                        Err(f) => {
+                            let transient = matches!(f.error, ProviderError::Unavailable { .. });
+                            if transient && f.removed && attempt < CLONE_TASK_ATTEMPTS {
+                                tracing::warn!(error = %f.error, "clone task failed transiently; cloning again");
+                                continue;
+                            }
+                            return Err(f.error);
                         }
-                        let removed = self.remove_half_made(&guest, &spec.instance_id).await;
-                        let transient = matches!(e, ProviderError::Unavailable { .. });
-                        if transient && removed && attempt < CLONE_TASK_ATTEMPTS {
-                            tracing::warn!(error = %e, "clone task failed transiently; cloning again");
-                            continue;
-                        }
-                        return Err(e);
                     }
-                    guest
                 }
             };
-            let Some(done) = self.wait_unlocked(&guest, self.clone_timeout()).await? else {
-                return Err(ProviderError::internal(format!(
-                    "{what}: the new VM {} disappeared",
-                    guest.vmid
-                )));
-            };
-            stages.completed(Stage::CloneTemplate, done.label());
-            return Ok(done);
+            stages.completed(Stage::CloneTemplate, guest.label());
+            return Ok(guest);
         }
     }
 
@@ -165,7 +114,12 @@ impl ProxmoxProvider {
     }
 
     /// configure_vm (tags, cloud-init, size, agent; disk growth), start_vm, wait_network.
-    async fn finish_vm(&self, spec: &VmSpec, g: &Guest, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
+    pub(crate) async fn finish_vm(
+        &self,
+        spec: &VmSpec,
+        g: &Guest,
+        stages: &Stages<'_>,
+    ) -> Result<Instance, ProviderError> {
         let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
         let needs_config = !cfg.tags().contains(&instance_tag(&spec.instance_id));
         let disk_small = root_disk(g.ty, &cfg)

@@ -2,6 +2,7 @@
 //! cloud-init template) and LXC containers. The work is split by concern into the modules below;
 //! this file holds the provider value and the trait wiring.
 
+mod create;
 mod create_ct;
 mod create_vm;
 mod dispatch;
@@ -22,8 +23,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_core::{
-    Capabilities, Capacity, Check, DeleteOutcome, GuestKind, Instance, InstanceRef, ListFilter, PowerOp, ProgressSink,
-    Provider, ProviderError, ReconfigureOutcome, Resize, Template, VmSpec,
+    Capabilities, Capacity, Check, DeleteOutcome, Instance, InstanceRef, ListFilter, PowerOp, ProgressSink, Provider,
+    ProviderError, ReconfigureOutcome, Resize, Template, VmSpec,
 };
 
 use crate::client::tls::{parse_fingerprints, parse_pem_certs};
@@ -131,11 +132,7 @@ impl Provider for ProxmoxProvider {
 
     async fn create(&self, spec: &VmSpec, progress: &dyn ProgressSink) -> Result<Instance, ProviderError> {
         spec.validate()?;
-        let stages = Stages::new(progress);
-        match spec.kind {
-            GuestKind::Vm => self.create_vm(spec, &stages).await,
-            GuestKind::Container => self.create_ct(spec, &stages).await,
-        }
+        self.create_guest(spec, &Stages::new(progress)).await
     }
 
     async fn describe(&self, id: &InstanceRef) -> Result<Instance, ProviderError> {

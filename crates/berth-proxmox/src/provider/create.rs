@@ -1,0 +1,102 @@
+//! The create flow both guest kinds share: find the instance's guest by its marker (resuming
+//! one whose creation still runs) or make it, finish it, and remove a half-made guest when a
+//! later step fails. The kind-specific steps live in `create_vm` and `create_ct`.
+
+use berth_core::{GuestKind, Instance, ProviderError, Stage, VmSpec};
+
+use super::ProxmoxProvider;
+use super::create_vm::check_kind;
+use super::guest::Guest;
+use super::stages::Stages;
+use crate::client::Upid;
+
+impl ProxmoxProvider {
+    pub(crate) async fn create_guest(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
+        let (guest, made_now) = self.obtain(spec, stages).await?;
+        // A guest without its tags never finished configure_vm: it is ours to remove on failure.
+        let half_made = made_now || !guest.tagged;
+        let result = match spec.kind {
+            GuestKind::Vm => self.finish_vm(spec, &guest, stages).await,
+            GuestKind::Container => self.finish_ct(spec, &guest, made_now, stages).await,
+        };
+        if result.is_err() && half_made {
+            self.remove_half_made(&guest, &spec.instance_id).await;
+        }
+        result
+    }
+
+    /// The instance's guest, found (and waited for, if its creation still runs) or newly made.
+    /// `true` when this call made it.
+    async fn obtain(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<(Guest, bool), ProviderError> {
+        loop {
+            let resources = self.client.cluster_resources(Some("vm")).await?;
+            if let Some(found) = self.find_owned(&spec.instance_id, Some(&spec.name), &resources).await? {
+                check_kind(&found, spec.kind)?;
+                if let Some(g) = self.resume_existing(found, stages).await? {
+                    return Ok((g, false));
+                }
+                continue; // the earlier attempt's guest vanished (its task failed): start afresh
+            }
+            let made = match spec.kind {
+                GuestKind::Vm => {
+                    let plan = self.preflight_vm(spec, &resources).await?;
+                    self.clone_stage(spec, &plan, &resources, stages).await?
+                }
+                GuestKind::Container => {
+                    let ostemplate = self.preflight_ct(spec).await?;
+                    self.create_ct_stage(spec, &ostemplate, &resources, stages).await?
+                }
+            };
+            return Ok((made, true));
+        }
+    }
+
+    /// A found guest: wait for a running clone/create to finish; `None` if it disappeared.
+    pub(crate) async fn resume_existing(&self, g: Guest, stages: &Stages<'_>) -> Result<Option<Guest>, ProviderError> {
+        let stage = Stage::CloneTemplate;
+        let Some(lock) = g.lock.clone() else {
+            stages.skipped(stage, format!("{} already exists", g.label()));
+            return Ok(Some(g));
+        };
+        stages.started(stage, format!("waiting for {} (locked: {lock})", g.label()));
+        let cur = self.wait_unlocked(&g, self.clone_timeout()).await?;
+        if let Some(cur) = &cur {
+            stages.completed(stage, cur.label());
+        }
+        Ok(cur)
+    }
+
+    /// Waits for the task that makes `guest` (a clone or a container create) and then for its
+    /// lock to go. On a failed task the half-made guest is removed (a timed-out task is stopped
+    /// first); the error says whether that removal succeeded, so a transient failure may be
+    /// tried again on a fresh VMID.
+    pub(crate) async fn await_creation(
+        &self,
+        guest: &Guest,
+        upid: &Upid,
+        what: &str,
+        id: &berth_core::InstanceId,
+    ) -> Result<Guest, CreationFailed> {
+        if let Err(error) = self.run_task(upid, self.clone_timeout(), what).await {
+            if matches!(error, ProviderError::Timeout { .. }) {
+                let _ = self.client.stop_task(upid).await;
+            }
+            let removed = self.remove_half_made(guest, id).await;
+            return Err(CreationFailed { error, removed });
+        }
+        match self.wait_unlocked(guest, self.clone_timeout()).await {
+            Ok(Some(done)) => Ok(done),
+            Ok(None) => Err(CreationFailed {
+                error: ProviderError::internal(format!("{what}: the new guest {} disappeared", guest.vmid)),
+                removed: true,
+            }),
+            Err(error) => Err(CreationFailed { error, removed: false }),
+        }
+    }
+}
+
+/// A creating task that failed, and whether its half-made guest is gone.
+pub(crate) struct CreationFailed {
+    pub error: ProviderError,
+    pub removed: bool,
+}
