@@ -6,19 +6,19 @@ use berth_core::{GuestKind, Instance, ProviderError, Stage, VmSpec};
 
 use super::ProxmoxProvider;
 use super::create_vm::check_kind;
-use super::guest::Guest;
+use super::guest::{Guest, gib};
+use super::marker::{instance_tag, merged_tags};
+use super::pve_params::drive_size;
 use super::stages::Stages;
-use crate::client::Upid;
+use super::steps::root_disk;
+use crate::client::{GuestType, Params, Upid};
 
 impl ProxmoxProvider {
     pub(crate) async fn create_guest(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
         let (guest, made_now) = self.obtain(spec, stages).await?;
         // A guest without its tags never finished configure_vm: it is ours to remove on failure.
         let half_made = made_now || !guest.tagged;
-        let result = match spec.kind {
-            GuestKind::Vm => self.finish_vm(spec, &guest, stages).await,
-            GuestKind::Container => self.finish_ct(spec, &guest, made_now, stages).await,
-        };
+        let result = self.finish(spec, &guest, made_now, stages).await;
         if result.is_err() && half_made {
             self.remove_half_made(&guest, &spec.instance_id).await;
         }
@@ -49,6 +49,41 @@ impl ProxmoxProvider {
             };
             return Ok((made, true));
         }
+    }
+
+    /// configure_vm, start_vm, wait_network. A VM gets its tags, cloud-init and size in one
+    /// config update (so its tags prove it was configured); a container got all of that at
+    /// creation and only has missing tags repaired. Disks grow to the requested size.
+    async fn finish(
+        &self,
+        spec: &VmSpec,
+        g: &Guest,
+        made_now: bool,
+        stages: &Stages<'_>,
+    ) -> Result<Instance, ProviderError> {
+        let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
+        let tagged = cfg.tags().contains(&instance_tag(&spec.instance_id));
+        let disk_small = root_disk(g.ty, &cfg)
+            .and_then(|(_, v)| drive_size(&v))
+            .is_none_or(|size| size < gib(spec.disk_gib));
+        if made_now || !tagged || disk_small {
+            stages.started(Stage::ConfigureVm, format!("configuring {}", g.label()));
+            if !tagged {
+                match g.ty {
+                    GuestType::Qemu => self.apply_vm_config(spec, g, &cfg).await?,
+                    GuestType::Lxc => {
+                        let p = Params::new().str("tags", merged_tags(&cfg.tags(), &spec.instance_id));
+                        self.client.update_config(&g.node, g.ty, g.vmid, &p).await?;
+                    }
+                }
+            }
+            self.grow_disk(g, &cfg, spec.disk_gib).await?;
+            let size = format!("{} cores, {} MiB, {} GiB", spec.cores, spec.memory_mib, spec.disk_gib);
+            stages.completed(Stage::ConfigureVm, size);
+        } else {
+            stages.skipped(Stage::ConfigureVm, format!("{} is already configured", g.label()));
+        }
+        self.start_and_wait(spec, g, stages).await
     }
 
     /// A found guest: wait for a running clone/create to finish; `None` if it disappeared.

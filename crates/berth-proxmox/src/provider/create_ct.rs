@@ -1,19 +1,17 @@
-//! Creating an LXC container, resumably: the create call carries the tags and description
-//! marker itself, so a found container is resumed; otherwise the spec is checked, the
-//! container created from its template volume, started, and waited for. A container this call
-//! made is removed again if a later step fails.
+//! The container steps of `create`: make an LXC container from its template volume, with the
+//! tags and the description marker in the create call itself (so a container is never
+//! unmarked), and wait for the creating task.
 
 use std::collections::HashSet;
 
-use berth_core::{Instance, ProviderError, Stage, VmSpec};
+use berth_core::{ProviderError, Stage, VmSpec};
 
 use super::ProxmoxProvider;
 use super::dispatch::Dispatched;
-use super::guest::{Guest, gib};
-use super::marker::{TAG, description, instance_tag, merged_tags};
-use super::pve_params::{drive_size, lxc_net0, nameserver, ssh_keys};
+use super::guest::Guest;
+use super::marker::{TAG, description, instance_tag};
+use super::pve_params::{lxc_net0, nameserver, ssh_keys};
 use super::stages::Stages;
-use super::steps::root_disk;
 use crate::client::types::ClusterResource;
 use crate::client::{GuestType, Params};
 
@@ -77,38 +75,5 @@ impl ProxmoxProvider {
             .opt_str("pool", self.config.pool.clone())
             .opt_str("nameserver", nameserver(spec, &self.config))
             .bool("unprivileged", true)
-    }
-
-    /// configure_vm (tags and size were set at creation; repaired if missing), start, network.
-    pub(crate) async fn finish_ct(
-        &self,
-        spec: &VmSpec,
-        g: &Guest,
-        made_now: bool,
-        stages: &Stages<'_>,
-    ) -> Result<Instance, ProviderError> {
-        let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
-        let tagged = cfg.tags().contains(&instance_tag(&spec.instance_id));
-        let disk_small = root_disk(g.ty, &cfg)
-            .and_then(|(_, v)| drive_size(&v))
-            .is_none_or(|size| size < gib(spec.disk_gib));
-        if made_now || !tagged || disk_small {
-            stages.started(
-                Stage::ConfigureVm,
-                format!("checking the configuration of {}", g.label()),
-            );
-            if !tagged {
-                let p = Params::new().str("tags", merged_tags(&cfg.tags(), &spec.instance_id));
-                self.client.update_config(&g.node, g.ty, g.vmid, &p).await?;
-            }
-            self.grow_disk(g, &cfg, spec.disk_gib).await?;
-            stages.completed(
-                Stage::ConfigureVm,
-                format!("{} cores, {} MiB, {} GiB", spec.cores, spec.memory_mib, spec.disk_gib),
-            );
-        } else {
-            stages.skipped(Stage::ConfigureVm, format!("{} is already configured", g.label()));
-        }
-        self.start_and_wait(spec, g, stages).await
     }
 }

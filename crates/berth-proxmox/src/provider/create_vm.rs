@@ -1,7 +1,7 @@
-//! Creating a VM, resumably: find the instance's marker first; otherwise check the spec against
-//! the cluster, clone the template (carrying the description marker and name), wait for the
-//! task and the lock, configure (tags, cloud-init, size), grow the disk, start, and wait for
-//! an address. A VM this call made is removed again if a later step fails.
+//! The VM steps of `create`: clone the template (the clone carries the description marker and
+//! name, since a clone cannot carry tags), on the template's node with `target` when it lives
+//! elsewhere, retrying a transiently failed clone on a fresh VMID; then one config update with
+//! tags, cloud-init, size and agent.
 
 use std::collections::HashSet;
 
@@ -9,12 +9,11 @@ use berth_core::{GuestKind, Instance, Ipv4Config, ProviderError, Stage, VmSpec};
 
 use super::ProxmoxProvider;
 use super::dispatch::Dispatched;
-use super::guest::{Guest, gib};
-use super::marker::{description, instance_tag, merged_tags};
+use super::guest::Guest;
+use super::marker::{description, merged_tags};
 use super::preflight::ClonePlan;
-use super::pve_params::{agent_enabled, cloudinit_slot, drive_size, ipconfig0, nameserver, prop, ssh_keys};
+use super::pve_params::{agent_enabled, cloudinit_slot, ipconfig0, nameserver, prop, ssh_keys};
 use super::stages::Stages;
-use super::steps::root_disk;
 use crate::client::types::{ClusterResource, GuestConfig};
 use crate::client::{GuestType, Params, PveError, pve_urlencode};
 
@@ -113,35 +112,12 @@ impl ProxmoxProvider {
         }
     }
 
-    /// configure_vm (tags, cloud-init, size, agent; disk growth), start_vm, wait_network.
-    pub(crate) async fn finish_vm(
+    pub(crate) async fn apply_vm_config(
         &self,
         spec: &VmSpec,
         g: &Guest,
-        stages: &Stages<'_>,
-    ) -> Result<Instance, ProviderError> {
-        let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
-        let needs_config = !cfg.tags().contains(&instance_tag(&spec.instance_id));
-        let disk_small = root_disk(g.ty, &cfg)
-            .and_then(|(_, v)| drive_size(&v))
-            .is_none_or(|size| size < gib(spec.disk_gib));
-        if needs_config || disk_small {
-            stages.started(Stage::ConfigureVm, format!("configuring {}", g.label()));
-            if needs_config {
-                self.apply_vm_config(spec, g, &cfg).await?;
-            }
-            self.grow_disk(g, &cfg, spec.disk_gib).await?;
-            stages.completed(
-                Stage::ConfigureVm,
-                format!("{} cores, {} MiB, {} GiB", spec.cores, spec.memory_mib, spec.disk_gib),
-            );
-        } else {
-            stages.skipped(Stage::ConfigureVm, format!("{} is already configured", g.label()));
-        }
-        self.start_and_wait(spec, g, stages).await
-    }
-
-    async fn apply_vm_config(&self, spec: &VmSpec, g: &Guest, cfg: &GuestConfig) -> Result<(), ProviderError> {
+        cfg: &GuestConfig,
+    ) -> Result<(), ProviderError> {
         let user = spec.user.clone().unwrap_or_else(|| self.config.ci_user.clone());
         let mut p = Params::new()
             .str("tags", merged_tags(&cfg.tags(), &spec.instance_id))
