@@ -345,8 +345,7 @@ fn clone(world: &mut World, job: CloneJob) -> Result<Vec<String>, String> {
                 ctime: unix_now(),
                 parent: Some(volid.clone()),
             };
-            let new = vol.volid();
-            world.insert_volume(&node, vol);
+            let new = world.insert_volume(&node, vol);
             log.extend(lvm_note(world, &sid, &new));
             conf.insert(k.to_string(), set_drive_volume(v, &new));
         }

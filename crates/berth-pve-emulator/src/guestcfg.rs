@@ -94,27 +94,27 @@ pub(crate) fn config_json(g: &Guest, current: bool) -> Value {
     Value::Object(map)
 }
 
-/// `GET .../pending`: every key with its current value, pending value and delete flag.
-pub(crate) fn pending_json(g: &Guest) -> Value {
-    let mut keys: Vec<&String> = g
-        .config
-        .keys()
-        .chain(g.pending.keys())
-        .chain(g.pending_delete.iter())
-        .collect();
+/// PVE's pending-style list: per key (sorted, once) `{key, value?, pending?, delete?}`, where `entry` gives the
+/// value in effect, the value waiting to take effect and whether the key is waiting to be removed.
+fn pending_list<'a>(
+    keys: impl Iterator<Item = &'a String>,
+    entry: impl Fn(&str) -> (Option<&'a String>, Option<&'a String>, bool),
+) -> Value {
+    let mut keys: Vec<&String> = keys.collect();
     keys.sort();
     keys.dedup();
     let items: Vec<Value> = keys
         .into_iter()
         .map(|k| {
+            let (value, pending, delete) = entry(k);
             let mut item = json!({ "key": k });
-            if let Some(v) = g.config.get(k) {
+            if let Some(v) = value {
                 item["value"] = render_value(k, v);
             }
-            if let Some(v) = g.pending.get(k) {
+            if let Some(v) = pending {
                 item["pending"] = render_value(k, v);
             }
-            if g.pending_delete.contains(k) {
+            if delete {
                 item["delete"] = json!(1);
             }
             item
@@ -123,39 +123,26 @@ pub(crate) fn pending_json(g: &Guest) -> Value {
     Value::Array(items)
 }
 
+/// `GET .../pending`: every key with its current value, pending value and delete flag.
+pub(crate) fn pending_json(g: &Guest) -> Value {
+    let keys = g.config.keys().chain(g.pending.keys()).chain(g.pending_delete.iter());
+    pending_list(keys, |k| {
+        (g.config.get(k), g.pending.get(k), g.pending_delete.contains(k))
+    })
+}
+
 /// `GET .../cloudinit`: cloud-init keys, with `pending` where the drive is out of date.
 pub(crate) fn cloudinit_json(g: &Guest) -> Value {
-    let mut keys: Vec<&String> = g
+    let keys = g
         .config
         .keys()
         .chain(g.cloudinit_applied.keys())
-        .filter(|k| is_cloudinit_key(k))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    let items: Vec<Value> = keys
-        .into_iter()
-        .map(|k| {
-            let mut item = json!({ "key": k });
-            let cur = g.config.get(k);
-            let applied = g.cloudinit_applied.get(k);
-            match (applied, cur) {
-                (Some(a), Some(c)) if a == c => item["value"] = render_value(k, c),
-                (Some(a), Some(c)) => {
-                    item["value"] = render_value(k, a);
-                    item["pending"] = render_value(k, c);
-                }
-                (Some(a), None) => {
-                    item["value"] = render_value(k, a);
-                    item["delete"] = json!(1);
-                }
-                (None, Some(c)) => item["pending"] = render_value(k, c),
-                (None, None) => {}
-            }
-            item
-        })
-        .collect();
-    Value::Array(items)
+        .filter(|k| is_cloudinit_key(k));
+    // The drive's value is in effect; a config value that differs (or is gone) is pending.
+    pending_list(keys, |k| match (g.cloudinit_applied.get(k), g.config.get(k)) {
+        (Some(applied), Some(cur)) if applied == cur => (Some(cur), None, false),
+        (applied, cur) => (applied, cur, applied.is_some() && cur.is_none()),
+    })
 }
 
 /// Which privileges (any of) a qemu config key needs; None = root only.
@@ -320,77 +307,150 @@ fn parse_update(params: &Params, token: &Token) -> Result<Update, ApiError> {
     })
 }
 
-/// `PUT /nodes/{node}/qemu/{vmid}/config`.
-pub(crate) fn qemu_update(
+/// `PUT /nodes/{node}/{qemu|lxc}/{vmid}/config` (and the qemu `POST` that runs it as a worker).
+pub(crate) fn update(
     world: &mut World,
     token: &Token,
     node: &str,
+    kind: Kind,
     vmid: u32,
     params: &Params,
 ) -> Result<(), ApiError> {
     let mut up = parse_update(params, token)?;
     // Value checks that PVE does before taking the lock.
     for (k, v) in up.changes.iter_mut() {
-        match k.as_str() {
-            "sshkeys" => {
-                if !propstr::is_urlencoded(v) {
-                    return Err(ApiError::param(
-                        "sshkeys",
-                        format!("invalid format - invalid urlencoded string: {v}"),
-                    ));
-                }
-                if !propstr::validate_ssh_keys(&propstr::uri_unescape(v)) {
-                    return Err(ApiError::fail("SSH public key validation error"));
-                }
-            }
-            "cipassword" => *v = propstr::hash_password(v),
-            "memory" => match propstr::memory_current(v) {
-                Some(m) if m >= 16 => *v = m.to_string(),
-                Some(_) => {
-                    return Err(ApiError::param(
-                        "memory",
-                        "invalid format - value must have a minimum value of 16",
-                    ));
-                }
-                None => {
-                    return Err(ApiError::param(
-                        "memory",
-                        format!("invalid format - value '{v}' does not look like a valid memory size"),
-                    ));
-                }
-            },
-            "tags" => *v = propstr::normalize_tags(v).map_err(|e| ApiError::param("tags", e))?,
-            _ if indexed(k, "net") && propstr::net_mac(v).is_none() => {
-                *v = propstr::qemu_net_with_mac(v, &propstr::random_mac());
-            }
-            _ => {}
+        match kind {
+            Kind::Qemu => qemu_value(k, v)?,
+            Kind::Lxc => lxc_value(k, v)?,
         }
     }
-    // Permissions: one VM.Config.* privilege to enter, then per key.
-    let entry = [
-        "VM.Config.Disk",
-        "VM.Config.CDROM",
-        "VM.Config.CPU",
-        "VM.Config.Memory",
-        "VM.Config.Network",
-        "VM.Config.HWType",
-        "VM.Config.Options",
-        "VM.Config.Cloudinit",
-    ];
-    token.check_vm(world, vmid, &entry, true)?;
-    let keys: Vec<(String, Option<String>)> = up
+    check_update_perms(world, token, kind, vmid, &up)?;
+    let missing = || ApiError::fail(kind.missing_config(node, vmid));
+    let g = world.guest_on(node, kind, vmid).ok_or_else(missing)?;
+    check_digest_and_lock(g, &up.digest, up.skiplock)?;
+    if kind == Kind::Qemu {
+        qemu_alloc(world, node, vmid, &mut up.changes)?;
+    }
+    let g = world.guest_on_mut(node, kind, vmid).ok_or_else(missing)?;
+    let freed = match kind {
+        Kind::Qemu => qemu_apply(g, up.changes, up.delete),
+        Kind::Lxc => {
+            for (k, v) in up.changes {
+                g.pending.remove(&k);
+                g.config.insert(k, v);
+            }
+            for k in up.delete {
+                g.pending.remove(&k);
+                g.config.remove(&k);
+            }
+            Vec::new()
+        }
+    };
+    for k in up.revert {
+        g.pending.remove(&k);
+        g.pending_delete.remove(&k);
+    }
+    for volid in freed {
+        world.remove_volume(node, &volid);
+    }
+    Ok(())
+}
+
+/// Checks and normalizes one qemu value (ssh keys, password hash, memory, tags, a MAC for new NICs).
+fn qemu_value(k: &str, v: &mut String) -> Result<(), ApiError> {
+    match k {
+        "sshkeys" => {
+            if !propstr::is_urlencoded(v) {
+                return Err(ApiError::param(
+                    "sshkeys",
+                    format!("invalid format - invalid urlencoded string: {v}"),
+                ));
+            }
+            if !propstr::validate_ssh_keys(&propstr::uri_unescape(v)) {
+                return Err(ApiError::fail("SSH public key validation error"));
+            }
+        }
+        "cipassword" => *v = propstr::hash_password(v),
+        "memory" => match propstr::memory_current(v) {
+            Some(m) if m >= 16 => *v = m.to_string(),
+            Some(_) => {
+                return Err(ApiError::param(
+                    "memory",
+                    "invalid format - value must have a minimum value of 16",
+                ));
+            }
+            None => {
+                return Err(ApiError::param(
+                    "memory",
+                    format!("invalid format - value '{v}' does not look like a valid memory size"),
+                ));
+            }
+        },
+        "tags" => *v = propstr::normalize_tags(v).map_err(|e| ApiError::param("tags", e))?,
+        _ if indexed(k, "net") && propstr::net_mac(v).is_none() => {
+            *v = propstr::qemu_net_with_mac(v, &propstr::random_mac());
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Checks and normalizes one lxc value (tags, read-only keys, a MAC for new NICs).
+fn lxc_value(k: &str, v: &mut String) -> Result<(), ApiError> {
+    match k {
+        "tags" => *v = propstr::normalize_tags(v).map_err(|e| ApiError::param("tags", e))?,
+        "unprivileged" | "arch" => {
+            return Err(ApiError::fail(format!("unable to modify read-only option: '{k}'")));
+        }
+        _ if indexed(k, "net") && propstr::get_kv(v, "hwaddr").is_none() => {
+            *v = format!("{v},hwaddr={}", propstr::random_mac());
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Permissions: one VM.Config.* privilege to enter, then per changed or deleted key (qemu also checks the
+/// bridge of a NIC and the storage of a new disk).
+fn check_update_perms(world: &World, token: &Token, kind: Kind, vmid: u32, up: &Update) -> Result<(), ApiError> {
+    let entry: &[&str] = match kind {
+        Kind::Qemu => &[
+            "VM.Config.Disk",
+            "VM.Config.CDROM",
+            "VM.Config.CPU",
+            "VM.Config.Memory",
+            "VM.Config.Network",
+            "VM.Config.HWType",
+            "VM.Config.Options",
+            "VM.Config.Cloudinit",
+        ],
+        Kind::Lxc => &[
+            "VM.Config.Disk",
+            "VM.Config.CPU",
+            "VM.Config.Memory",
+            "VM.Config.Network",
+            "VM.Config.Options",
+        ],
+    };
+    token.check_vm(world, vmid, entry, true)?;
+    let keys = up
         .changes
         .iter()
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .chain(up.delete.iter().map(|k| (k.clone(), None)))
-        .collect();
-    for (k, v) in &keys {
-        match qemu_key_privs(k, v.as_deref()) {
+        .map(|(k, v)| (k, Some(v.as_str())))
+        .chain(up.delete.iter().map(|k| (k, None)));
+    for (k, v) in keys {
+        let privs = match kind {
+            Kind::Qemu => qemu_key_privs(k, v),
+            Kind::Lxc => lxc_key_privs(k),
+        };
+        match privs {
             Some(privs) => token.check_vm(world, vmid, privs, true)?,
             None if token.is_root() => {}
             None => return Err(ApiError::fail(format!("only root can set '{k}' config"))),
         }
-        if let Some(v) = v {
+        if kind == Kind::Qemu
+            && let Some(v) = v
+        {
             if indexed(k, "net")
                 && let Some(bridge) = propstr::get_kv(v, "bridge")
             {
@@ -402,12 +462,12 @@ pub(crate) fn qemu_update(
             }
         }
     }
-    let g = world
-        .guest_on(node, Kind::Qemu, vmid)
-        .ok_or_else(|| ApiError::fail(Kind::Qemu.missing_config(node, vmid)))?;
-    check_digest_and_lock(g, &up.digest, up.skiplock)?;
-    // Disk allocations (`STORAGE:N` / `STORAGE:cloudinit`).
-    for (_, v) in up.changes.iter_mut() {
+    Ok(())
+}
+
+/// Disk allocations (`STORAGE:N` / `STORAGE:cloudinit`): each is replaced by the new volume.
+fn qemu_alloc(world: &mut World, node: &str, vmid: u32, changes: &mut [(String, String)]) -> Result<(), ApiError> {
+    for (_, v) in changes.iter_mut() {
         let Some(a) = alloc_request(v) else { continue };
         let (Alloc::Disk { storage, .. } | Alloc::Cloudinit { storage }) = &a;
         let sdef = world
@@ -445,12 +505,15 @@ pub(crate) fn qemu_update(
         };
         *v = new;
     }
-    let g = world
-        .guest_on_mut(node, Kind::Qemu, vmid)
-        .ok_or_else(|| ApiError::fail(Kind::Qemu.missing_config(node, vmid)))?;
+    Ok(())
+}
+
+/// Writes qemu changes and deletions: pending where a running VM cannot take them live, else into the
+/// config, retiring replaced or deleted drives. Returns the volumes to free.
+fn qemu_apply(g: &mut Guest, changes: Vec<(String, String)>, delete: Vec<String>) -> Vec<String> {
     let running = g.running;
     let mut freed: Vec<String> = Vec::new();
-    for (k, v) in std::mem::take(&mut up.changes) {
+    for (k, v) in changes {
         if running && !qemu_hotpluggable(g, &k) {
             g.pending_delete.remove(&k);
             g.pending.insert(k, v);
@@ -465,7 +528,7 @@ pub(crate) fn qemu_update(
             g.config.insert(k, v);
         }
     }
-    for k in up.delete {
+    for k in delete {
         if running && !qemu_hotpluggable(g, &k) {
             g.pending.remove(&k);
             if g.config.contains_key(&k) {
@@ -482,14 +545,7 @@ pub(crate) fn qemu_update(
             }
         }
     }
-    for k in up.revert {
-        g.pending.remove(&k);
-        g.pending_delete.remove(&k);
-    }
-    for volid in freed {
-        world.remove_volume(node, &volid);
-    }
-    Ok(())
+    freed
 }
 
 /// A replaced or deleted drive: cloud-init volumes are freed, other disks become `unusedN`.
@@ -519,61 +575,6 @@ fn check_digest_and_lock(g: &Guest, digest_param: &Option<String>, skiplock: boo
     }
     if !skiplock && let Some(lock) = g.lock() {
         return Err(ApiError::fail(format!("{} is locked ({lock})", g.kind.label())));
-    }
-    Ok(())
-}
-
-/// `PUT /nodes/{node}/lxc/{vmid}/config`.
-pub(crate) fn lxc_update(
-    world: &mut World,
-    token: &Token,
-    node: &str,
-    vmid: u32,
-    params: &Params,
-) -> Result<(), ApiError> {
-    let mut up = parse_update(params, token)?;
-    for (k, v) in up.changes.iter_mut() {
-        match k.as_str() {
-            "tags" => *v = propstr::normalize_tags(v).map_err(|e| ApiError::param("tags", e))?,
-            "unprivileged" | "arch" => {
-                return Err(ApiError::fail(format!("unable to modify read-only option: '{k}'")));
-            }
-            _ if indexed(k, "net") && propstr::get_kv(v, "hwaddr").is_none() => {
-                *v = format!("{v},hwaddr={}", propstr::random_mac());
-            }
-            _ => {}
-        }
-    }
-    let entry = [
-        "VM.Config.Disk",
-        "VM.Config.CPU",
-        "VM.Config.Memory",
-        "VM.Config.Network",
-        "VM.Config.Options",
-    ];
-    token.check_vm(world, vmid, &entry, true)?;
-    for k in up.changes.iter().map(|(k, _)| k).chain(up.delete.iter()) {
-        match lxc_key_privs(k) {
-            Some(privs) => token.check_vm(world, vmid, privs, true)?,
-            None if token.is_root() => {}
-            None => return Err(ApiError::fail(format!("only root can set '{k}' config"))),
-        }
-    }
-    let g = world
-        .guest_on_mut(node, Kind::Lxc, vmid)
-        .ok_or_else(|| ApiError::fail(Kind::Lxc.missing_config(node, vmid)))?;
-    check_digest_and_lock(g, &up.digest, up.skiplock)?;
-    for (k, v) in std::mem::take(&mut up.changes) {
-        g.pending.remove(&k);
-        g.config.insert(k, v);
-    }
-    for k in up.delete {
-        g.pending.remove(&k);
-        g.config.remove(&k);
-    }
-    for k in up.revert {
-        g.pending.remove(&k);
-        g.pending_delete.remove(&k);
     }
     Ok(())
 }

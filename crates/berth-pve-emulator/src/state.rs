@@ -331,12 +331,15 @@ impl World {
         self.volumes.get_mut(&(scope, volid.to_string()))
     }
 
-    pub fn insert_volume(&mut self, node: &str, vol: Volume) {
+    /// Adds `vol` where `node` sees its storage and returns its volid.
+    pub fn insert_volume(&mut self, node: &str, vol: Volume) -> String {
         let scope = self
             .storage(&vol.storage)
             .map(|s| s.scope(node))
             .unwrap_or_else(|| node.to_string());
-        self.volumes.insert((scope, vol.volid()), vol);
+        let volid = vol.volid();
+        self.volumes.insert((scope, volid.clone()), vol);
+        volid
     }
 
     pub fn remove_volume(&mut self, node: &str, volid: &str) -> Option<Volume> {
@@ -376,56 +379,44 @@ impl World {
         content: &str,
     ) -> String {
         let n = self.next_disk_index(storage, node, vmid);
-        let (file_based, default_format) = match self.storage(storage) {
-            Some(s) => (s.is_file_based(), s.default_format()),
-            None => (false, "raw"),
-        };
-        let format = if file_based {
-            format.unwrap_or(default_format).to_string()
-        } else {
-            "raw".to_string()
-        };
-        let volname = if file_based {
-            format!("{vmid}/vm-{vmid}-disk-{n}.{format}")
-        } else {
-            format!("vm-{vmid}-disk-{n}")
-        };
-        let vol = Volume {
-            storage: storage.to_string(),
-            volname,
-            size,
-            format,
-            content: content.to_string(),
-            vmid: Some(vmid),
-            ctime: unix_now(),
-            parent: None,
-        };
-        let volid = vol.volid();
-        self.insert_volume(node, vol);
-        volid
+        let vol = self.new_volume(storage, vmid, &format!("disk-{n}"), size, format, content);
+        self.insert_volume(node, vol)
     }
 
     /// Allocates the cloud-init volume of `vmid` on `storage`.
     pub fn alloc_cloudinit(&mut self, node: &str, storage: &str, vmid: u32) -> String {
-        let file_based = self.storage(storage).is_some_and(|s| s.is_file_based());
-        let (volname, format) = if file_based {
-            (format!("{vmid}/vm-{vmid}-cloudinit.qcow2"), "qcow2")
-        } else {
-            (format!("vm-{vmid}-cloudinit"), "raw")
+        let vol = self.new_volume(storage, vmid, "cloudinit", 4 * 1024 * 1024, Some("qcow2"), "images");
+        self.insert_volume(node, vol)
+    }
+
+    /// A volume `vm-{vmid}-{name}` owned by `vmid`: on file-based storage in the `{vmid}/` directory with the
+    /// format (else the storage's default) as extension, elsewhere a raw block device.
+    fn new_volume(
+        &self,
+        storage: &str,
+        vmid: u32,
+        name: &str,
+        size: u64,
+        format: Option<&str>,
+        content: &str,
+    ) -> Volume {
+        let (volname, format) = match self.storage(storage).filter(|s| s.is_file_based()) {
+            Some(s) => {
+                let format = format.unwrap_or(s.default_format());
+                (format!("{vmid}/vm-{vmid}-{name}.{format}"), format)
+            }
+            None => (format!("vm-{vmid}-{name}"), "raw"),
         };
-        let vol = Volume {
+        Volume {
             storage: storage.to_string(),
             volname,
-            size: 4 * 1024 * 1024,
+            size,
             format: format.to_string(),
-            content: "images".to_string(),
+            content: content.to_string(),
             vmid: Some(vmid),
             ctime: unix_now(),
             parent: None,
-        };
-        let volid = vol.volid();
-        self.insert_volume(node, vol);
-        volid
+        }
     }
 
     /// All volumes owned by `vmid` (any storage visible from `node`).

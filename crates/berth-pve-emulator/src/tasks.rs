@@ -50,7 +50,8 @@ impl Task {
         }
     }
 
-    pub fn status_json(&self) -> Value {
+    /// The fields the status view and the task list share.
+    fn base_json(&self) -> Value {
         let (user, tokenid) = self.user_and_token();
         let mut v = json!({
             "upid": self.upid,
@@ -61,32 +62,26 @@ impl Task {
             "type": self.kind,
             "id": self.id,
             "user": user,
-            "status": if self.running { "running" } else { "stopped" },
         });
         if let Some(t) = tokenid {
             v["tokenid"] = json!(t);
         }
+        v
+    }
+
+    /// `GET .../tasks/{upid}/status`: `status` is running/stopped, the exit status is its own field.
+    pub fn status_json(&self) -> Value {
+        let mut v = self.base_json();
+        v["status"] = json!(if self.running { "running" } else { "stopped" });
         if let Some(e) = &self.exitstatus {
             v["exitstatus"] = json!(e);
         }
         v
     }
 
+    /// `GET .../tasks`: `status` is the exit status (absent while running), with `endtime`.
     pub fn list_json(&self) -> Value {
-        let (user, tokenid) = self.user_and_token();
-        let mut v = json!({
-            "upid": self.upid,
-            "node": self.node,
-            "pid": self.pid,
-            "pstart": self.pstart,
-            "starttime": self.starttime,
-            "type": self.kind,
-            "id": self.id,
-            "user": user,
-        });
-        if let Some(t) = tokenid {
-            v["tokenid"] = json!(t);
-        }
+        let mut v = self.base_json();
         if let Some(e) = &self.exitstatus {
             v["status"] = json!(e);
         }
@@ -214,26 +209,19 @@ pub(crate) fn finish(world: &mut World, upid: &str) {
     task.endtime = Some(unix_now());
 }
 
-/// `DELETE /nodes/{node}/tasks/{upid}`: the worker is interrupted and cleans up after itself.
+/// `DELETE /nodes/{node}/tasks/{upid}`: the worker is interrupted and cleans up after itself, ending
+/// like a worker that failed.
 pub(crate) fn stop(world: &mut World, upid: &str) {
     let Some(task) = world.tasks.get_mut(upid) else { return };
     if !task.running {
         return;
     }
-    let action = task.action.take();
-    task.fault = None;
-    let msg = match &action {
-        Some(TaskAction::Clone(_)) => "clone failed: received interrupt".to_string(),
-        _ => "received interrupt".to_string(),
+    let msg = match &task.action {
+        Some(TaskAction::Clone(_)) => "clone failed: received interrupt",
+        _ => "received interrupt",
     };
-    if let Some(a) = action {
-        actions::abort(world, a);
-    }
-    let Some(task) = world.tasks.get_mut(upid) else { return };
-    task.log.push(format!("TASK ERROR: {msg}"));
-    task.exitstatus = Some(msg);
-    task.running = false;
-    task.endtime = Some(unix_now());
+    task.fault = Some(TaskFault::Failure(msg.to_string()));
+    finish(world, upid);
 }
 
 /// Decodes a UPID: (node, type, id, user); None if it is malformed.

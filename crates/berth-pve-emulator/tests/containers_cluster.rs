@@ -87,6 +87,49 @@ async fn containers_are_created_started_and_destroyed() {
 }
 
 #[tokio::test]
+async fn container_power_needs_the_right_state_and_config_keeps_read_only_keys() {
+    let api = start().await;
+    let tmpl = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst";
+    let form = [("vmid", "202"), ("ostemplate", tmpl), ("rootfs", "local-lvm:4")];
+    assert_eq!(
+        api.run_task(api.post("/nodes/pve1/lxc", &form).await).await["exitstatus"],
+        "OK"
+    );
+    let base = "/nodes/pve1/lxc/202";
+    for op in ["stop", "shutdown", "reboot"] {
+        let r = api.post(&format!("{base}/status/{op}"), &[]).await;
+        assert_eq!((r.status, r.reason.as_str()), (500, "CT 202 not running"), "{op}");
+    }
+    for (op, task_type) in [
+        ("start", "vzstart"),
+        ("reboot", "vzreboot"),
+        ("shutdown", "vzshutdown"),
+        ("start", "vzstart"),
+        ("stop", "vzstop"),
+    ] {
+        let upid = api.post(&format!("{base}/status/{op}"), &[]).await.upid();
+        assert!(upid.contains(&format!(":{task_type}:202:")), "{upid}");
+        assert_eq!(api.wait_task(&upid).await["exitstatus"], "OK", "{op}");
+    }
+    api.run_task(api.post(&format!("{base}/status/start"), &[]).await).await;
+    let r = api.post(&format!("{base}/status/start"), &[]).await;
+    assert_eq!((r.status, r.reason.as_str()), (500, "CT 202 already running"));
+
+    let r = api.put(&format!("{base}/config"), &[("arch", "arm64")]).await;
+    assert_eq!(r.reason, "unable to modify read-only option: 'arch'");
+    let r = api
+        .put(&format!("{base}/config"), &[("swap", "256"), ("delete", "memory")])
+        .await;
+    assert_eq!(r.status, 200);
+    let cfg = api.get(&format!("{base}/config")).await;
+    assert_eq!(
+        (cfg.data()["swap"].clone(), cfg.data().get("memory")),
+        (json!(256), None)
+    );
+    assert_eq!(api.get(&format!("{base}/pending")).await.data()[0]["key"], "arch");
+}
+
+#[tokio::test]
 async fn cluster_views_show_guests_storages_and_pools() {
     let api = start().await;
     api.clone_9000(115, &[("pool", "berth")]).await;

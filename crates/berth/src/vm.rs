@@ -20,14 +20,17 @@ pub async fn run(
     output: OutputFormat,
     forced: Option<GuestKind>,
 ) -> anyhow::Result<ExitCode> {
-    let kind = forced.or(args.kind.map(|k| match k {
-        KindArg::Vm => GuestKind::Vm,
-        KindArg::Container => GuestKind::Container,
-    }));
+    // `berth vm` is about VMs unless --kind says otherwise; `berth ct` about containers.
+    let kind = forced
+        .or(args.kind.map(|k| match k {
+            KindArg::Vm => GuestKind::Vm,
+            KindArg::Container => GuestKind::Container,
+        }))
+        .unwrap_or_default();
     let out = Printer::new(output);
     // Bad flags are reported before the configuration is even read: nothing is touched.
     let spec = match &args.action {
-        VmAction::Create(c) => match build_spec(c, kind.unwrap_or_default()) {
+        VmAction::Create(c) => match build_spec(c, kind) {
             Ok(s) => Some(s),
             Err(e) => return Ok(out.error(&e)),
         },
@@ -46,7 +49,7 @@ async fn dispatch(
     p: &Arc<dyn Provider>,
     action: VmAction,
     spec: Option<VmSpec>,
-    kind: Option<GuestKind>,
+    kind: GuestKind,
     out: &Printer,
 ) -> Result<ExitCode, ProviderError> {
     let backend = p.backend();
@@ -59,7 +62,7 @@ async fn dispatch(
             out.instance(backend, &result?);
         }
         VmAction::List { all } => {
-            let list = p.list(ListFilter { all, kind }).await?;
+            let list = p.list(ListFilter { all, kind: Some(kind) }).await?;
             out.instances(backend, &list);
         }
         VmAction::Describe { id } => {
@@ -93,9 +96,7 @@ async fn dispatch(
         }
         VmAction::Templates => {
             let mut templates = p.list_templates().await?;
-            if let Some(k) = kind {
-                templates.retain(|t| t.kind == k);
-            }
+            templates.retain(|t| t.kind == kind);
             out.templates(&templates);
         }
     }

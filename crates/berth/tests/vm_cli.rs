@@ -78,6 +78,35 @@ async fn vm_lifecycle_through_the_cli() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_are_listed_by_kind() {
+    let env = start(timings()).await;
+    let vms = env.json(&["vm", "templates"]).await;
+    let ids: Vec<_> = vms
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        ids.contains(&"9000".to_owned()) && ids.contains(&"9100".to_owned()),
+        "{ids:?}"
+    );
+    assert!(vms.as_array().unwrap().iter().all(|t| t["kind"] == "vm"), "{vms}");
+    let cts = env.json(&["ct", "templates"]).await;
+    assert!(
+        cts.as_array().unwrap().iter().all(|t| t["kind"] == "container"),
+        "{cts}"
+    );
+    assert!(
+        cts.as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"].as_str().unwrap().contains("vztmpl")),
+        "{cts}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_hides_foreign_vms_unless_all() {
     let env = start(timings()).await;
     env.emu.add_foreign_vm("pve1", 555, "not-ours");

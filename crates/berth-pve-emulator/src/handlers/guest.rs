@@ -1,6 +1,5 @@
 //! Endpoints qemu and lxc share: list, status, power, config, pending, resize, destroy.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -9,35 +8,46 @@ use super::Power;
 use crate::actions::TaskAction;
 use crate::api::{ApiError, ApiResult, Ctx, Reply};
 use crate::guestcfg;
-use crate::server::Shared;
+use crate::perms::Token;
 use crate::state::{Guest, Kind, World};
 use crate::tasks::TaskSpec;
 
-/// The task for this request (carrying any injected task fault).
-pub(super) fn task_spec(
+/// Starts a `task_type` worker for `vmid` (carrying any injected task fault) and answers with its UPID.
+pub(super) fn spawn(
     ctx: &mut Ctx,
+    world: &mut World,
     node: &str,
-    kind: &'static str,
-    id: String,
+    task_type: &'static str,
+    vmid: u32,
     duration: Duration,
     action: TaskAction,
-) -> TaskSpec {
-    TaskSpec {
+) -> ApiResult {
+    let spec = TaskSpec {
         node: node.to_string(),
-        kind,
-        id,
+        kind: task_type,
+        id: vmid.to_string(),
         user: ctx.token.tokenid.clone(),
         duration,
         action,
         fault: ctx.task_fault.take(),
         log: Vec::new(),
-    }
+    };
+    let upid = crate::tasks::start(&ctx.shared, world, spec);
+    Reply::data(json!(upid))
 }
 
-/// Starts the worker and answers with its UPID.
-pub(super) fn spawn(shared: &Arc<Shared>, world: &mut World, spec: TaskSpec) -> ApiResult {
-    let upid = crate::tasks::start(shared, world, spec);
-    Reply::data(json!(upid))
+/// A new guest `vmid`, optionally joining `pool`: the pool must exist, and `VM.Allocate` is needed on the
+/// pool or else on `/vms/{vmid}`.
+pub(super) fn check_allocate(world: &World, token: &Token, pool: Option<&str>, vmid: u32) -> Result<(), ApiError> {
+    if let Some(pool) = pool
+        && !world.pools.contains_key(pool)
+    {
+        return Err(ApiError::param("pool", format!("pool '{pool}' does not exist")));
+    }
+    if !pool.is_some_and(|pl| token.allowed(&format!("/pool/{pl}"), &["VM.Allocate"], false)) {
+        token.check(&format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
+    }
+    Ok(())
 }
 
 /// The guest whose config is on `node`, else PVE's "Configuration file ... does not exist".
@@ -160,107 +170,45 @@ pub(super) fn power(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32, p: Power) 
         ctx.params.bool(b)?;
     }
     ctx.params.int("timeout")?;
-    let g = guest(&world, node, kind, vmid)?;
-    let running = g.running;
-    let label = kind.label();
-    let t = world.timings.clone();
-    let (task_type, duration, action) = match (kind, p) {
-        (Kind::Qemu, Power::Start) => (
-            "qmstart",
-            t.start,
-            TaskAction::Start {
-                node: node.into(),
-                kind,
-                vmid,
-            },
-        ),
-        (Kind::Qemu, Power::Stop) => (
-            "qmstop",
-            t.stop,
-            TaskAction::Stop {
-                node: node.into(),
-                kind,
-                vmid,
-                skiplock,
-            },
-        ),
-        (Kind::Qemu, Power::Shutdown) => (
-            "qmshutdown",
-            t.shutdown,
-            TaskAction::Stop {
-                node: node.into(),
-                kind,
-                vmid,
-                skiplock,
-            },
-        ),
-        (Kind::Qemu, Power::Reboot) => {
-            if !running {
-                return Err(ApiError::fail(format!("{label} {vmid} not running")));
-            }
-            (
-                "qmreboot",
-                t.reboot,
-                TaskAction::Reboot {
-                    node: node.into(),
-                    kind,
-                    vmid,
-                },
-            )
-        }
-        (Kind::Lxc, Power::Start) => {
-            if running {
-                return Err(ApiError::fail(format!("CT {vmid} already running")));
-            }
-            (
-                "vzstart",
-                t.start,
-                TaskAction::Start {
-                    node: node.into(),
-                    kind,
-                    vmid,
-                },
-            )
-        }
-        (Kind::Lxc, other) => {
-            if !running {
-                return Err(ApiError::fail(format!("CT {vmid} not running")));
-            }
-            match other {
-                Power::Stop => (
-                    "vzstop",
-                    t.stop,
-                    TaskAction::Stop {
-                        node: node.into(),
-                        kind,
-                        vmid,
-                        skiplock,
-                    },
-                ),
-                Power::Shutdown => (
-                    "vzshutdown",
-                    t.shutdown,
-                    TaskAction::Stop {
-                        node: node.into(),
-                        kind,
-                        vmid,
-                        skiplock,
-                    },
-                ),
-                _ => (
-                    "vzreboot",
-                    t.reboot,
-                    TaskAction::Reboot {
-                        node: node.into(),
-                        kind,
-                        vmid,
-                    },
-                ),
-            }
-        }
+    let running = guest(&world, node, kind, vmid)?.running;
+    // The state each kind checks before it starts a worker.
+    if kind == Kind::Lxc && p == Power::Start && running {
+        return Err(ApiError::fail(format!("CT {vmid} already running")));
+    }
+    let needs_running = match kind {
+        Kind::Qemu => p == Power::Reboot,
+        Kind::Lxc => p != Power::Start,
     };
-    let spec = task_spec(ctx, node, task_type, vmid.to_string(), duration, action);
-    spawn(&shared, &mut world, spec)
+    if needs_running && !running {
+        return Err(ApiError::fail(format!("{} {vmid} not running", kind.label())));
+    }
+    let t = &world.timings;
+    let (duration, qm_type, vz_type) = match p {
+        Power::Start => (t.start, "qmstart", "vzstart"),
+        Power::Stop => (t.stop, "qmstop", "vzstop"),
+        Power::Shutdown => (t.shutdown, "qmshutdown", "vzshutdown"),
+        Power::Reboot => (t.reboot, "qmreboot", "vzreboot"),
+    };
+    let task_type = if kind == Kind::Qemu { qm_type } else { vz_type };
+    let action = match p {
+        Power::Start => TaskAction::Start {
+            node: node.into(),
+            kind,
+            vmid,
+        },
+        Power::Stop | Power::Shutdown => TaskAction::Stop {
+            node: node.into(),
+            kind,
+            vmid,
+            skiplock,
+        },
+        Power::Reboot => TaskAction::Reboot {
+            node: node.into(),
+            kind,
+            vmid,
+        },
+    };
+    spawn(ctx, &mut world, node, task_type, vmid, duration, action)
 }
 
 pub(super) fn destroy(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiResult {
@@ -306,8 +254,7 @@ pub(super) fn destroy(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiRe
     };
     let task_type = if kind == Kind::Qemu { "qmdestroy" } else { "vzdestroy" };
     let duration = world.timings.destroy;
-    let spec = task_spec(ctx, node, task_type, vmid.to_string(), duration, action);
-    spawn(&shared, &mut world, spec)
+    spawn(ctx, &mut world, node, task_type, vmid, duration, action)
 }
 
 pub(super) fn config_get(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiResult {
@@ -324,10 +271,7 @@ pub(super) fn config_get(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> Ap
 pub(super) fn config_put(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiResult {
     let shared = ctx.shared.clone();
     let mut world = shared.world();
-    match kind {
-        Kind::Qemu => guestcfg::qemu_update(&mut world, &ctx.token, node, vmid, &ctx.params)?,
-        Kind::Lxc => guestcfg::lxc_update(&mut world, &ctx.token, node, vmid, &ctx.params)?,
-    }
+    guestcfg::update(&mut world, &ctx.token, node, kind, vmid, &ctx.params)?;
     Reply::null()
 }
 
@@ -387,6 +331,5 @@ pub(super) fn resize(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiRes
         },
     };
     let duration = world.timings.resize;
-    let spec = task_spec(ctx, node, "resize", vmid.to_string(), duration, action);
-    spawn(&shared, &mut world, spec)
+    spawn(ctx, &mut world, node, "resize", vmid, duration, action)
 }

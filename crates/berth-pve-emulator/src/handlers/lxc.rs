@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::guest::{guest, spawn, task_spec};
+use super::guest::{check_allocate, guest, spawn};
 use crate::actions::{CreateCtJob, TaskAction};
 use crate::api::{ApiError, ApiResult, Ctx, Reply, parse_vmid};
 use crate::propstr;
@@ -55,17 +55,7 @@ pub(super) fn create(ctx: &mut Ctx, node: &str) -> ApiResult {
     let shared = ctx.shared.clone();
     let mut world = shared.world();
     let tok = &ctx.token;
-    if let Some(pool) = &pool
-        && !world.pools.contains_key(pool)
-    {
-        return Err(ApiError::param("pool", format!("pool '{pool}' does not exist")));
-    }
-    if !pool
-        .as_ref()
-        .is_some_and(|pl| tok.allowed(&format!("/pool/{pl}"), &["VM.Allocate"], false))
-    {
-        tok.check(&format!("/vms/{vmid}"), &["VM.Allocate"], false)?;
-    }
+    check_allocate(&world, tok, pool.as_deref(), vmid)?;
     if let Some(existing) = world.guests.get(&vmid) {
         return Err(ApiError::fail(format!(
             "{} {vmid} already exists on node '{}'",
@@ -204,15 +194,15 @@ pub(super) fn create(ctx: &mut Ctx, node: &str) -> ApiResult {
         start,
     };
     let duration = world.timings.create_ct;
-    let spec = task_spec(
+    spawn(
         ctx,
+        &mut world,
         node,
         "vzcreate",
-        vmid.to_string(),
+        vmid,
         duration,
         TaskAction::CreateCt(Box::new(job)),
-    );
-    spawn(&shared, &mut world, spec)
+    )
 }
 
 /// `GET /nodes/{node}/lxc/{vmid}/interfaces`.

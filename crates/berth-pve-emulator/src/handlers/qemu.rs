@@ -1,11 +1,11 @@
 //! qemu-only endpoints: clone, async config, cloud-init, guest agent.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::guest::{guest, spawn, task_spec};
+use super::guest::{check_allocate, guest, spawn};
 use crate::actions::{CloneJob, TaskAction};
 use crate::api::{ApiError, ApiResult, Ctx, Reply, parse_vmid};
 use crate::propstr::{drive_volume, get_kv, is_cdrom, is_cloudinit};
@@ -34,17 +34,7 @@ pub(super) fn clone(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
     let mut world = shared.world();
     let tok = &ctx.token;
     tok.check_vm(&world, vmid, &["VM.Clone"], false)?;
-    if let Some(pool) = &pool
-        && !world.pools.contains_key(pool)
-    {
-        return Err(ApiError::param("pool", format!("pool '{pool}' does not exist")));
-    }
-    if !pool
-        .as_ref()
-        .is_some_and(|pl| tok.allowed(&format!("/pool/{pl}"), &["VM.Allocate"], false))
-    {
-        tok.check(&format!("/vms/{newid}"), &["VM.Allocate"], false)?;
-    }
+    check_allocate(&world, tok, pool.as_deref(), newid)?;
 
     // `$load_and_check`, in PVE's order.
     if let Some(t) = &target
@@ -155,15 +145,15 @@ pub(super) fn clone(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
         conflict_elsewhere,
     };
     let duration = world.timings.clone;
-    let spec = task_spec(
+    spawn(
         ctx,
+        &mut world,
         node,
         "qmclone",
-        vmid.to_string(),
+        vmid,
         duration,
         TaskAction::Clone(Box::new(job)),
-    );
-    spawn(&shared, &mut world, spec)
+    )
 }
 
 /// `POST .../config`: the same update as PUT, run as a `qmconfig` worker (null with `background_delay`).
@@ -171,21 +161,21 @@ pub(super) fn config_post(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
     let background = ctx.params.int("background_delay")?;
     let shared = ctx.shared.clone();
     let mut world = shared.world();
-    let action = match crate::guestcfg::qemu_update(&mut world, &ctx.token, node, vmid, &ctx.params) {
+    let action = match crate::guestcfg::update(&mut world, &ctx.token, node, Kind::Qemu, vmid, &ctx.params) {
         Ok(()) if background.is_some() => return Reply::null(),
         Ok(()) => TaskAction::Noop,
         Err(e @ (ApiError::Param(_) | ApiError::Perm(_))) => return Err(e),
         Err(e) => TaskAction::Fail(e.to_string()),
     };
-    let spec = task_spec(
+    spawn(
         ctx,
+        &mut world,
         node,
         "qmconfig",
-        vmid.to_string(),
-        std::time::Duration::from_millis(5),
+        vmid,
+        Duration::from_millis(5),
         action,
-    );
-    spawn(&shared, &mut world, spec)
+    )
 }
 
 pub(super) fn cloudinit_get(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
