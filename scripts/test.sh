@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 berth_need_rust
 berth_need_nextest
+# The script backend's example backends: bash + jq, and Python 3.
+berth_need_packages jq python3
 
 if [ -f ../shared/pve/apidata.json ]; then
     echo "==> PVE schema found: requests to the emulator are validated against ../shared/pve/apidata.json"

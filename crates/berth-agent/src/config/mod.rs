@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use berth_core::Secret;
 use berth_proxmox::ProxmoxConfig;
+use berth_script::ScriptConfig;
 use serde::Deserialize;
 
 pub use locate::ConfigFileError;
@@ -49,6 +50,7 @@ struct RawProvisioner {
     #[serde(rename = "type")]
     kind: BackendKind,
     proxmox: Option<ProxmoxConfig>,
+    script: Option<ScriptConfig>,
 }
 
 /// A loaded, validated configuration.
@@ -58,6 +60,18 @@ pub struct Config {
     pub backend: BackendKind,
     /// Present when `backend` is Proxmox, with its token secret resolved.
     pub proxmox: Option<ProxmoxConfig>,
+    /// Present when `backend` is Script.
+    pub script: Option<ScriptConfig>,
+}
+
+impl Config {
+    /// The directory relative paths in the file are resolved against.
+    pub fn base_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+            _ => PathBuf::from("."),
+        }
+    }
 }
 
 /// Reads and validates `path`, resolving secrets from files and the environment.
@@ -99,12 +113,40 @@ pub fn parse_config(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
                 path: path.to_owned(),
                 backend: p.kind,
                 proxmox: Some(px),
+                script: None,
+            })
+        }
+        BackendKind::Script => {
+            let sc = p.script.ok_or_else(|| {
+                loc.at_key(
+                    "provisioner.type",
+                    "type = \"script\" needs a [provisioner.script] table (command, or provision/terminate/start/stop/status/list)",
+                )
+            })?;
+            let config = Config {
+                path: path.to_owned(),
+                backend: p.kind,
+                proxmox: None,
+                script: None,
+            };
+            sc.validate(&config.base_dir()).map_err(|e| {
+                let key = format!("provisioner.script.{}", e.key);
+                let msg = if is_secret_key(&e.key) {
+                    "invalid value (not shown: it is a secret)".to_owned()
+                } else {
+                    e.message
+                };
+                loc.at_key(&key, &msg)
+            })?;
+            Ok(Config {
+                script: Some(sc),
+                ..config
             })
         }
         other => Err(loc.at_key(
             "provisioner.type",
             &format!(
-                "backend \"{}\" is not available in this build of berth; expected \"proxmox\"",
+                "backend \"{}\" is not available in this build of berth; expected \"proxmox\" or \"script\"",
                 other.as_str()
             ),
         )),

@@ -129,7 +129,32 @@ fn unavailable_backend_is_a_clear_error() {
     let err = parse("[provisioner]\ntype = \"multipass\"\n").unwrap_err();
     assert_eq!(err.key.as_deref(), Some("provisioner.type"));
     assert_eq!(err.line, Some(2));
+    let err = parse("[provisioner]\ntype = \"script\"\n").unwrap_err();
+    assert!(err.message.contains("[provisioner.script]"), "{err}");
     let err = parse("[provisioner]\ntype = \"vmware\"\n").unwrap_err();
     assert_eq!(err.line, Some(2), "{err}");
     assert!(err.message.contains("proxmox"), "{err}");
+}
+
+#[test]
+fn script_backend_config_resolves_against_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("backend.sh");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let text =
+        "[provisioner]\ntype = \"script\"\n\n[provisioner.script]\ncommand = \"backend.sh\"\ntimeout_seconds = 60\n";
+    let cfg = parse_config(&dir.path().join("berth.toml"), text, &no_env).unwrap();
+    assert_eq!(cfg.backend, BackendKind::Script);
+    assert_eq!(cfg.base_dir(), dir.path());
+    crate::build_provider(&cfg).expect("a script provider is built");
+
+    let bad = text.replace("timeout_seconds = 60", "timeout_seconds = \"soon\"");
+    let err = parse_config(&dir.path().join("berth.toml"), &bad, &no_env).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.script.timeout_seconds"), "{err}");
+    assert_eq!(err.line, Some(6), "{err}");
 }

@@ -1,0 +1,264 @@
+//! Protocol v1 on the wire: the request Berth writes to a script's stdin, the response it reads
+//! from stdout, stage lines on stderr, and the checks that turn bad output into a clear error.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use berth_core::{
+    ErrorCode, GuestKind, Instance, InstanceId, NetworkSpec, PowerState, Secret, SshPublicKey, Stage, StageEvent,
+    StagePhase, VmSpec,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Action;
+
+/// The protocol version Berth speaks; sent as `"protocol": 1` in every request.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Prefix of a stderr line reporting a stage: `berth-stage: <stage> <started|completed|skipped> [detail]`.
+pub const STAGE_PREFIX: &str = "berth-stage:";
+
+/// How many bytes of bad output an error quotes (after redaction).
+const SNIPPET: usize = 200;
+
+#[derive(Debug, Serialize)]
+pub(crate) struct Request<'a> {
+    pub protocol: u32,
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contract_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offering: Option<Offering>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requester_ssh_pubkey: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_config: Option<InstanceConfig<'a>>,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(action: Action) -> Self {
+        Request {
+            protocol: PROTOCOL_VERSION,
+            action,
+            contract_id: None,
+            external_id: None,
+            offering: None,
+            requester_ssh_pubkey: None,
+            instance_config: None,
+        }
+    }
+
+    /// A `provision` request for `spec`.
+    pub fn provision(spec: &'a VmSpec) -> Self {
+        Request {
+            contract_id: Some(spec.instance_id.as_str()),
+            offering: Some(Offering {
+                id: None,
+                cpu_cores: spec.cores,
+                memory_gb: spec.memory_mib.div_ceil(1024),
+                memory_mib: spec.memory_mib,
+                storage_gb: spec.disk_gib,
+                disk_gib: spec.disk_gib,
+                bandwidth_mbps: None,
+            }),
+            requester_ssh_pubkey: spec.ssh_keys.first().map(SshPublicKey::as_str),
+            instance_config: Some(InstanceConfig {
+                name: &spec.name,
+                kind: spec.kind,
+                template: spec.template.as_deref(),
+                user: spec.user.as_deref(),
+                ssh_keys: &spec.ssh_keys,
+                network: &spec.network,
+            }),
+            ..Request::new(Action::Provision)
+        }
+    }
+}
+
+/// The seed's offering, plus exact sizes (`memory_gb` is `memory_mib` rounded up).
+#[derive(Debug, Serialize)]
+pub(crate) struct Offering {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub cpu_cores: u32,
+    pub memory_gb: u64,
+    pub memory_mib: u64,
+    pub storage_gb: u64,
+    pub disk_gib: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bandwidth_mbps: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct InstanceConfig<'a> {
+    pub name: &'a str,
+    pub kind: GuestKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
+    pub ssh_keys: &'a [SshPublicKey],
+    pub network: &'a NetworkSpec,
+}
+
+/// A script's answer. Unknown fields are refused so typos (`ip_adress`) are caught.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Response {
+    #[serde(default)]
+    pub protocol: Option<u32>,
+    pub success: bool,
+    #[serde(default)]
+    pub instance: Option<WireInstance>,
+    #[serde(default)]
+    pub instances: Option<Vec<WireInstance>>,
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub retry_possible: Option<bool>,
+    #[serde(default)]
+    pub code: Option<ErrorCode>,
+    /// With `code: invalid_spec`: the offending request field.
+    #[serde(default)]
+    pub field: Option<String>,
+    /// With `code: rate_limited`.
+    #[serde(default)]
+    pub retry_after_seconds: Option<u64>,
+}
+
+/// One machine as a script reports it. `root_password` is a [`Secret`]: it never prints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct WireInstance {
+    pub external_id: String,
+    #[serde(default)]
+    pub ip_address: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub ipv6_address: Option<Ipv6Addr>,
+    /// Checked to be a port number; Berth's instance record has no port field yet.
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub ssh_port: Option<u16>,
+    #[serde(default)]
+    pub root_password: Option<Secret>,
+    #[serde(default)]
+    pub state: Option<PowerState>,
+    #[serde(default)]
+    pub contract_id: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub cpu_cores: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    #[serde(default)]
+    pub disk_gib: Option<u64>,
+}
+
+impl WireInstance {
+    /// Berth's view of it. `Err` says what is wrong with the shape.
+    pub fn into_instance(self) -> Result<Instance, String> {
+        if self.external_id.trim().is_empty() {
+            return Err("instance.external_id is empty".into());
+        }
+        let instance_id = match &self.contract_id {
+            None => None,
+            Some(c) => Some(InstanceId::parse(c).map_err(|e| format!("instance.contract_id: {e}"))?),
+        };
+        if self.root_password.is_some() {
+            // Instance records carry no credentials; the handoff to the renter is not this layer's.
+            tracing::debug!(external_id = %self.external_id, "script returned a root password; not kept in the instance record");
+        }
+        Ok(Instance {
+            instance_id,
+            name: self.name.clone().unwrap_or_else(|| self.external_id.clone()),
+            backend_id: self.external_id,
+            kind: GuestKind::Vm,
+            node: None,
+            state: self.state.unwrap_or(PowerState::Unknown),
+            ipv4: self.ip_address,
+            ipv6: self.ipv6_address,
+            cores: self.cpu_cores,
+            memory_mib: self.memory_mib,
+            disk_gib: self.disk_gib,
+        })
+    }
+}
+
+/// Parses `berth-stage: configure_vm started [detail]`; `None` for any other line.
+pub(crate) fn parse_stage_line(line: &str) -> Option<Result<StageEvent, String>> {
+    let rest = line.trim().strip_prefix(STAGE_PREFIX)?;
+    let mut words = rest.split_whitespace();
+    let (Some(stage), Some(phase)) = (words.next(), words.next()) else {
+        return Some(Err(format!(
+            "expected `{STAGE_PREFIX} <stage> <started|completed>`, got {line:?}"
+        )));
+    };
+    let stage: Stage = match serde_json::from_value(serde_json::Value::String(stage.to_owned())) {
+        Ok(s) => s,
+        Err(_) => return Some(Err(format!("unknown stage {stage:?}"))),
+    };
+    let phase = match phase {
+        "started" => StagePhase::Started,
+        "completed" => StagePhase::Completed,
+        "skipped" => StagePhase::Skipped,
+        other => {
+            return Some(Err(format!(
+                "unknown phase {other:?} (expected started, completed or skipped)"
+            )));
+        }
+    };
+    let detail: Vec<&str> = words.collect();
+    Some(Ok(StageEvent {
+        stage,
+        phase,
+        detail: (!detail.is_empty()).then(|| detail.join(" ")),
+    }))
+}
+
+/// The first bytes of `output`, secrets redacted first, for an error message.
+pub(crate) fn snippet(output: &str) -> String {
+    let clean = berth_exec::redact_secrets(output);
+    let clean = clean.trim();
+    if clean.len() <= SNIPPET {
+        return format!("{clean:?}");
+    }
+    let mut end = SNIPPET;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}...", &clean[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_lines() {
+        let ev = parse_stage_line("berth-stage: start_vm completed vm-1 up")
+            .unwrap()
+            .unwrap();
+        assert_eq!(ev.stage, Stage::StartVm);
+        assert_eq!(ev.phase, StagePhase::Completed);
+        assert_eq!(ev.detail.as_deref(), Some("vm-1 up"));
+        assert!(parse_stage_line("booting...").is_none());
+        assert!(parse_stage_line("berth-stage: warp_drive started").unwrap().is_err());
+        assert!(parse_stage_line("berth-stage: start_vm done").unwrap().is_err());
+    }
+
+    #[test]
+    fn snippets_are_redacted_and_bounded() {
+        let out = format!(r#"{{"root_password": "hunter2", "pad": "{}"}}"#, "x".repeat(500));
+        let s = snippet(&out);
+        assert!(!s.contains("hunter2"), "{s}");
+        assert!(s.len() < 260, "{s}");
+    }
+
+    #[test]
+    fn debug_of_an_instance_hides_the_password() {
+        let w: WireInstance = serde_json::from_str(r#"{"external_id": "vm-1", "root_password": "hunter2"}"#).unwrap();
+        assert!(!format!("{w:?}").contains("hunter2"));
+    }
+}
