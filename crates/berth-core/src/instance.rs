@@ -7,6 +7,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use serde::{Deserialize, Serialize};
 
 use crate::ids::InstanceId;
+use crate::secret::Secret;
 use crate::spec::GuestKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,6 +74,13 @@ pub struct Instance {
     pub cores: Option<u32>,
     pub memory_mib: Option<u64>,
     pub disk_gib: Option<u64>,
+    /// SSH port when it is not 22 (a NAT'ed or manually provisioned machine); `None` = 22.
+    #[serde(default)]
+    pub ssh_port: Option<u16>,
+    /// A password the machine was born with (script or operator supplied). Never serialized
+    /// and never printed: it leaves the agent only encrypted to the requester's key.
+    #[serde(skip)]
+    pub root_password: Option<Secret>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +176,28 @@ impl Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_never_leave_an_instance_in_json_or_debug() {
+        let i = Instance {
+            instance_id: None,
+            backend_id: "vm-1".into(),
+            kind: GuestKind::Vm,
+            node: None,
+            name: "vm-1".into(),
+            state: PowerState::Running,
+            ipv4: None,
+            ipv6: None,
+            cores: None,
+            memory_mib: None,
+            disk_gib: None,
+            ssh_port: Some(2222),
+            root_password: Some(Secret::new("hunter2-root")),
+        };
+        let json = serde_json::to_string(&i).unwrap();
+        assert!(!json.contains("hunter2") && json.contains("2222"), "{json}");
+        assert!(!format!("{i:?}").contains("hunter2"));
+    }
 
     #[test]
     fn display_honours_width_for_tables() {

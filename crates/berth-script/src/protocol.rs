@@ -136,9 +136,7 @@ pub(crate) struct WireInstance {
     pub ip_address: Option<Ipv4Addr>,
     #[serde(default)]
     pub ipv6_address: Option<Ipv6Addr>,
-    /// Checked to be a port number; Berth's instance record has no port field yet.
     #[serde(default)]
-    #[allow(dead_code)]
     pub ssh_port: Option<u16>,
     #[serde(default)]
     pub root_password: Option<Secret>,
@@ -166,10 +164,6 @@ impl WireInstance {
             None => None,
             Some(c) => Some(InstanceId::parse(c).map_err(|e| format!("instance.contract_id: {e}"))?),
         };
-        if self.root_password.is_some() {
-            // Instance records carry no credentials; the handoff to the renter is not this layer's.
-            tracing::debug!(external_id = %self.external_id, "script returned a root password; not kept in the instance record");
-        }
         Ok(Instance {
             instance_id,
             name: self.name.clone().unwrap_or_else(|| self.external_id.clone()),
@@ -182,6 +176,8 @@ impl WireInstance {
             cores: self.cpu_cores,
             memory_mib: self.memory_mib,
             disk_gib: self.disk_gib,
+            ssh_port: self.ssh_port,
+            root_password: self.root_password,
         })
     }
 }

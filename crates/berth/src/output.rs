@@ -65,6 +65,7 @@ impl Printer {
             ("cores", dash(i.cores)),
             ("memory", dash(i.memory_mib.map(|m| format!("{m} MiB")))),
             ("disk", dash(i.disk_gib.map(|d| format!("{d} GiB")))),
+            ("ssh port", i.ssh_port.unwrap_or(22).to_string()),
         ];
         for (k, v) in rows {
             println!("{k:<10} {v}");

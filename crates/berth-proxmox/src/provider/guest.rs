@@ -119,6 +119,8 @@ impl Guest {
             cores: self.cores,
             memory_mib: self.memory_mib,
             disk_gib: self.disk_gib,
+            ssh_port: None,
+            root_password: None,
         }
     }
 }
