@@ -108,6 +108,8 @@ pub struct Capacity {
 /// What a backend can do, read live (a conformance suite skips what a backend cannot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Capabilities {
+    /// start / stop (and reboot / shutdown as flagged) are carried out by the backend.
+    pub power: bool,
     pub vms: bool,
     pub containers: bool,
     pub graceful_shutdown: bool,

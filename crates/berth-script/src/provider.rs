@@ -186,6 +186,7 @@ impl Provider for ScriptProvider {
 
     async fn capabilities(&self) -> Result<Capabilities, ProviderError> {
         Ok(Capabilities {
+            power: true,
             vms: true,
             containers: false,
             graceful_shutdown: false,

@@ -81,6 +81,7 @@ impl ProxmoxProvider {
     pub(crate) async fn read_capabilities(&self) -> Result<Capabilities, ProviderError> {
         self.client.version().await?;
         Ok(Capabilities {
+            power: true,
             vms: true,
             containers: true,
             graceful_shutdown: true,
