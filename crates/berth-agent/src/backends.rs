@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use berth_core::Provider;
+use berth_manual::ManualProvider;
+use berth_multipass::MultipassProvider;
 use berth_proxmox::ProxmoxProvider;
 use berth_script::ScriptProvider;
 
@@ -35,9 +37,39 @@ pub fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, ConfigFileEr
                 .map_err(|e| err(Some(format!("provisioner.script.{}", e.key)), e.message))?;
             Ok(Arc::new(provider))
         }
+        BackendKind::Multipass => {
+            let mc = config.multipass.clone().unwrap_or_default();
+            let provider = MultipassProvider::new(mc, config.base_dir())
+                .map_err(|e| err(Some(format!("provisioner.multipass.{}", e.key)), e.message))?;
+            Ok(Arc::new(provider))
+        }
+        BackendKind::Manual => Ok(Arc::new(manual_provider(config)?)),
         other => Err(err(
             Some("provisioner.type".into()),
             format!("backend \"{}\" is not available in this build of berth", other.as_str()),
         )),
     }
+}
+
+/// The manual backend as its own type, for the operator's commands (complete, fail, pending).
+pub fn manual_provider(config: &Config) -> Result<ManualProvider, ConfigFileError> {
+    let err = |key: Option<String>, message: String| ConfigFileError {
+        path: config.path.clone(),
+        line: None,
+        column: None,
+        key,
+        message,
+    };
+    if config.backend != BackendKind::Manual {
+        return Err(err(
+            Some("provisioner.type".into()),
+            format!(
+                "this command is for the manual backend; the configured backend is \"{}\"",
+                config.backend.as_str()
+            ),
+        ));
+    }
+    let mc = config.manual.clone().unwrap_or_default();
+    ManualProvider::new(mc, config.base_dir())
+        .map_err(|e| err(Some(format!("provisioner.manual.{}", e.key)), e.message))
 }

@@ -4,5 +4,5 @@
 pub mod backends;
 pub mod config;
 
-pub use backends::build_provider;
+pub use backends::{build_provider, manual_provider};
 pub use config::{BackendKind, Config, ConfigFileError, load_config, parse_config};

@@ -83,10 +83,13 @@ pub struct VmArgs {
 pub enum VmAction {
     /// Create a machine (idempotent by --instance-id) and wait until it has an address.
     Create(CreateArgs),
-    /// List Berth's machines (all machines with --all).
+    /// List Berth's machines (all machines with --all; requests waiting for an operator with
+    /// --pending, manual backend).
     List {
         #[arg(long)]
         all: bool,
+        #[arg(long, conflicts_with = "all")]
+        pending: bool,
     },
     /// Show one machine. ID is Berth's instance id or the backend's own id (the VMID).
     Describe {
@@ -124,6 +127,31 @@ pub enum VmAction {
     },
     /// List the templates machines can be created from.
     Templates,
+    /// Manual backend: submit the details of a machine an operator has built.
+    Complete {
+        id: String,
+        /// Its address (IPv4 and/or IPv6; repeatable).
+        #[arg(long = "ip", required = true)]
+        ips: Vec<std::net::IpAddr>,
+        /// SSH port, when not 22.
+        #[arg(long)]
+        ssh_port: Option<u16>,
+        /// File holding the root password the machine was given (never pass it on the command line).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Manual backend: fail a request; the reason reaches the requester.
+    Fail {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Manual backend: withdraw a request nobody should build.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -3,6 +3,7 @@
 mod cli;
 mod doctor;
 mod keygen;
+mod operator;
 mod output;
 mod progress;
 mod vm;

@@ -37,6 +37,9 @@ pub async fn run(
         _ => None,
     };
     let config = berth_agent::load_config(config)?;
+    if crate::operator::is_operator_action(&args.action) {
+        return crate::operator::run(&config, args.action, &out).await;
+    }
     let provider = berth_agent::build_provider(&config)?;
     let result = dispatch(&provider, args.action, spec, kind, &out).await;
     Ok(match result {
@@ -61,7 +64,7 @@ async fn dispatch(
             display.finish(result.is_ok());
             out.instance(backend, &result?);
         }
-        VmAction::List { all } => {
+        VmAction::List { all, .. } => {
             let list = p.list(ListFilter { all, kind: Some(kind) }).await?;
             out.instances(backend, &list);
         }
@@ -93,6 +96,9 @@ async fn dispatch(
             let r = resolve(p, &id).await?;
             let outcome = p.delete(&r).await?;
             out.deleted(&id, outcome);
+        }
+        VmAction::Complete { .. } | VmAction::Fail { .. } | VmAction::Cancel { .. } => {
+            unreachable!("operator actions are handled by crate::operator")
         }
         VmAction::Templates => {
             let mut templates = p.list_templates().await?;

@@ -6,6 +6,8 @@ mod locate;
 use std::path::{Path, PathBuf};
 
 use berth_core::Secret;
+use berth_manual::ManualConfig;
+use berth_multipass::MultipassConfig;
 use berth_proxmox::ProxmoxConfig;
 use berth_script::ScriptConfig;
 use serde::Deserialize;
@@ -51,6 +53,8 @@ struct RawProvisioner {
     kind: BackendKind,
     proxmox: Option<ProxmoxConfig>,
     script: Option<ScriptConfig>,
+    multipass: Option<MultipassConfig>,
+    manual: Option<ManualConfig>,
 }
 
 /// A loaded, validated configuration.
@@ -62,9 +66,24 @@ pub struct Config {
     pub proxmox: Option<ProxmoxConfig>,
     /// Present when `backend` is Script.
     pub script: Option<ScriptConfig>,
+    /// Present when `backend` is Multipass.
+    pub multipass: Option<MultipassConfig>,
+    /// Present when `backend` is Manual.
+    pub manual: Option<ManualConfig>,
 }
 
 impl Config {
+    fn new(path: &Path, backend: BackendKind) -> Self {
+        Config {
+            path: path.to_owned(),
+            backend,
+            proxmox: None,
+            script: None,
+            multipass: None,
+            manual: None,
+        }
+    }
+
     /// The directory relative paths in the file are resolved against.
     pub fn base_dir(&self) -> PathBuf {
         match self.path.parent() {
@@ -93,64 +112,65 @@ pub fn parse_config(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
     let p = raw.provisioner;
     match p.kind {
         BackendKind::Proxmox => {
-            let mut px = p.proxmox.ok_or_else(|| {
-                loc.at_key(
-                    "provisioner.type",
-                    "type = \"proxmox\" needs a [provisioner.proxmox] table (api_url, api_token_id, node, template_vmid, storage)",
-                )
-            })?;
+            let mut px = table(p.proxmox, "proxmox", "api_url, api_token_id, node, template_vmid, storage", &loc)?;
             resolve_proxmox_secret(&mut px, path, &loc, env)?;
-            px.validate().map_err(|e| {
-                let key = format!("provisioner.proxmox.{}", e.key);
-                let msg = if is_secret_key(&e.key) {
-                    "invalid value (not shown: it is a secret)".to_owned()
-                } else {
-                    e.message
-                };
-                loc.at_key(&key, &msg)
-            })?;
-            Ok(Config {
-                path: path.to_owned(),
-                backend: p.kind,
-                proxmox: Some(px),
-                script: None,
-            })
+            check(px.validate(), "proxmox", |e| (e.key, e.message), &loc)?;
+            Ok(Config { proxmox: Some(px), ..Config::new(path, p.kind) })
         }
         BackendKind::Script => {
-            let sc = p.script.ok_or_else(|| {
-                loc.at_key(
-                    "provisioner.type",
-                    "type = \"script\" needs a [provisioner.script] table (command, or provision/terminate/start/stop/status/list)",
-                )
-            })?;
-            let config = Config {
-                path: path.to_owned(),
-                backend: p.kind,
-                proxmox: None,
-                script: None,
-            };
-            sc.validate(&config.base_dir()).map_err(|e| {
-                let key = format!("provisioner.script.{}", e.key);
-                let msg = if is_secret_key(&e.key) {
-                    "invalid value (not shown: it is a secret)".to_owned()
-                } else {
-                    e.message
-                };
-                loc.at_key(&key, &msg)
-            })?;
-            Ok(Config {
-                script: Some(sc),
-                ..config
-            })
+            let sc = table(p.script, "script", "command, or provision/terminate/start/stop/status/list", &loc)?;
+            let config = Config::new(path, p.kind);
+            check(sc.validate(&config.base_dir()), "script", |e| (e.key, e.message), &loc)?;
+            Ok(Config { script: Some(sc), ..config })
+        }
+        BackendKind::Manual => {
+            let mc = p.manual.unwrap_or_default();
+            let config = Config::new(path, p.kind);
+            check(mc.validate(&config.base_dir()), "manual", |e| (e.key, e.message), &loc)?;
+            Ok(Config { manual: Some(mc), ..config })
+        }
+        BackendKind::Multipass => {
+            let mc = p.multipass.unwrap_or_default();
+            let config = Config::new(path, p.kind);
+            check(mc.validate(&config.base_dir()), "multipass", |e| (e.key, e.message), &loc)?;
+            Ok(Config { multipass: Some(mc), ..config })
         }
         other => Err(loc.at_key(
             "provisioner.type",
             &format!(
-                "backend \"{}\" is not available in this build of berth; expected \"proxmox\" or \"script\"",
+                "backend \"{}\" is not available in this build of berth; expected \"proxmox\", \"script\", \"multipass\" or \"manual\"",
                 other.as_str()
             ),
         )),
     }
+}
+
+/// The backend's own table, or an error pointing at `type` that says what the table needs.
+fn table<T>(t: Option<T>, name: &str, needs: &str, loc: &Locator) -> Result<T, ConfigFileError> {
+    t.ok_or_else(|| {
+        loc.at_key(
+            "provisioner.type",
+            &format!("type = \"{name}\" needs a [provisioner.{name}] table ({needs})"),
+        )
+    })
+}
+
+/// A backend's own validation error, placed at its key in the file (secret values not shown).
+fn check<E>(
+    r: Result<(), E>,
+    table: &str,
+    parts: impl FnOnce(E) -> (String, String),
+    loc: &Locator,
+) -> Result<(), ConfigFileError> {
+    r.map_err(|e| {
+        let (key, message) = parts(e);
+        let msg = if is_secret_key(&key) {
+            "invalid value (not shown: it is a secret)".to_owned()
+        } else {
+            message
+        };
+        loc.at_key(&format!("provisioner.{table}.{key}"), &msg)
+    })
 }
 
 fn resolve_proxmox_secret(

@@ -126,7 +126,7 @@ fn placeholder_secret_is_refused() {
 
 #[test]
 fn unavailable_backend_is_a_clear_error() {
-    let err = parse("[provisioner]\ntype = \"multipass\"\n").unwrap_err();
+    let err = parse("[provisioner]\ntype = \"libvirt\"\n").unwrap_err();
     assert_eq!(err.key.as_deref(), Some("provisioner.type"));
     assert_eq!(err.line, Some(2));
     let err = parse("[provisioner]\ntype = \"script\"\n").unwrap_err();
@@ -157,4 +157,14 @@ fn script_backend_config_resolves_against_the_file() {
     let err = parse_config(&dir.path().join("berth.toml"), &bad, &no_env).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("provisioner.script.timeout_seconds"), "{err}");
     assert_eq!(err.line, Some(6), "{err}");
+}
+
+#[test]
+fn multipass_backend_needs_no_table_and_names_bad_keys() {
+    let cfg = parse("[provisioner]\ntype = \"multipass\"\n").unwrap();
+    assert_eq!(cfg.backend, BackendKind::Multipass);
+    assert_eq!(cfg.multipass.unwrap().image, "24.04");
+    let err = parse("[provisioner]\ntype = \"multipass\"\n\n[provisioner.multipass]\nimage = 24\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.multipass.image"), "{err}");
+    assert_eq!(err.line, Some(5), "{err}");
 }

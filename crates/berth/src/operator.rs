@@ -1,0 +1,133 @@
+//! The operator's side of the manual backend: `berth vm list --pending`, `complete`, `fail` and
+//! `cancel`, working on the same state directory the waiting `create` (or agent) watches.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use berth_agent::Config;
+use berth_core::{InstanceId, ProviderError, Secret};
+use berth_manual::{OperatorDetails, OperatorError, PendingRequest};
+use serde_json::json;
+
+use crate::cli::{OutputFormat, VmAction};
+use crate::output::Printer;
+
+pub fn is_operator_action(a: &VmAction) -> bool {
+    matches!(
+        a,
+        VmAction::Complete { .. }
+            | VmAction::Fail { .. }
+            | VmAction::Cancel { .. }
+            | VmAction::List { pending: true, .. }
+    )
+}
+
+pub async fn run(config: &Config, action: VmAction, out: &Printer) -> anyhow::Result<ExitCode> {
+    let manual = berth_agent::manual_provider(config)?;
+    let result = match action {
+        VmAction::List { .. } => manual.pending().await.map(|p| print_pending(out, &p)),
+        VmAction::Complete {
+            id,
+            ips,
+            ssh_port,
+            password_file,
+        } => {
+            let id = parse_id(&id)?;
+            let details = OperatorDetails {
+                ipv4: ips.iter().find_map(|ip| match ip {
+                    IpAddr::V4(v4) => Some(*v4),
+                    IpAddr::V6(_) => None,
+                }),
+                ipv6: ips.iter().find_map(|ip| match ip {
+                    IpAddr::V6(v6) => Some(*v6),
+                    IpAddr::V4(_) => None,
+                }),
+                ssh_port,
+                root_password: password_file.as_deref().map(read_password).transpose()?,
+            };
+            manual.complete(&id, details).await.map(|i| out.instance("manual", &i))
+        }
+        VmAction::Fail { id, reason } => manual
+            .fail(&parse_id(&id)?, &reason)
+            .await
+            .map(|()| done(out, &id, "failed")),
+        VmAction::Cancel { id, reason } => manual
+            .cancel(&parse_id(&id)?, &reason)
+            .await
+            .map(|()| done(out, &id, "cancelled")),
+        _ => unreachable!("is_operator_action chose this action"),
+    };
+    Ok(match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => out.error(&operator_error(e)),
+    })
+}
+
+fn parse_id(s: &str) -> Result<InstanceId, ProviderError> {
+    InstanceId::parse(s)
+}
+
+fn read_password(path: &Path) -> anyhow::Result<Secret> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the password file {}", path.display()))?;
+    let pw = text.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!pw.is_empty(), "the password file {} is empty", path.display());
+    Ok(Secret::new(pw))
+}
+
+fn operator_error(e: OperatorError) -> ProviderError {
+    match e {
+        OperatorError::NotFound { .. } => ProviderError::not_found(e.to_string()),
+        OperatorError::NotPending { .. } => ProviderError::conflict(e.to_string()),
+        OperatorError::Invalid { field, message } => ProviderError::invalid(field, message),
+        OperatorError::Store(_) => ProviderError::internal(e.to_string()),
+    }
+}
+
+fn done(out: &Printer, id: &str, what: &str) {
+    if out.format() == OutputFormat::Json {
+        println!("{}", json!({ "id": id, "status": what }));
+    } else {
+        println!("{what} {id}");
+    }
+}
+
+fn print_pending(out: &Printer, list: &[PendingRequest]) {
+    if out.format() == OutputFormat::Json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|p| {
+                json!({
+                    "instance_id": p.instance_id, "name": p.name, "kind": p.kind, "cores": p.cores,
+                    "memory_mib": p.memory_mib, "disk_gib": p.disk_gib, "template": p.template,
+                    "age_secs": p.age.as_secs(), "notified": p.notified,
+                    "deadline_in_secs": p.deadline.duration_since(std::time::SystemTime::now()).map(|d| d.as_secs()).unwrap_or(0),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    println!(
+        "{:<38} {:<20} {:<24} {:>8} {:>10} NOTIFIED",
+        "INSTANCE", "NAME", "SIZE", "WAITING", "DEADLINE"
+    );
+    for p in list {
+        let left = p
+            .deadline
+            .duration_since(std::time::SystemTime::now())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        println!(
+            "{:<38} {:<20} {:<24} {:>7}m {:>9}m {}",
+            p.instance_id,
+            p.name,
+            p.size(),
+            p.age.as_secs() / 60,
+            left / 60,
+            if p.notified { "yes" } else { "no" }
+        );
+    }
+}
