@@ -1,6 +1,8 @@
-//! Berth's domain: typed IDs, the VM spec, instances, stages, capabilities, the error taxonomy
-//! and the `Provider` contract every backend implements. No I/O lives here.
+//! Berth's domain: typed IDs, the VM spec, instances, stages, capabilities, the error taxonomy,
+//! the configuration error every backend returns and the `Provider` contract every backend
+//! implements. No I/O lives here.
 
+pub mod config_error;
 pub mod error;
 pub mod ids;
 pub mod instance;
@@ -9,6 +11,7 @@ pub mod secret;
 pub mod spec;
 pub mod stage;
 
+pub use config_error::ConfigError;
 pub use error::{ErrorCode, ProviderError};
 pub use ids::{InstanceId, InstanceRef};
 pub use instance::{

@@ -13,15 +13,21 @@
 //! - [`ExecOutput`]: exit status, stdout bytes, stderr tail; [`ExecOutput::stdout_utf8`] and
 //!   [`ExecOutput::check_success`] turn the common follow-ups into [`ExecError`]s.
 //! - [`redact_secrets`]: masks values of `password`/`secret`/`token`-like keys in text (JSON or
-//!   `key=value`), used on every logged stderr line and available to callers for output snippets.
+//!   `key=value`), used on every logged stderr line; [`redacted_snippet`] is the redacted, bounded
+//!   start of a command's output for an error message.
+//! - [`check_env`], [`child_env`], [`RedactedEnv`]: a backend's `env` / `pass_env` settings —
+//!   checked (errors are `berth_core::ConfigError`s keyed `env.NAME` or `pass_env`), turned into
+//!   the child's variables for [`ExecSpec::envs`], and shown in `Debug` by name only.
 
+mod env;
 mod error;
 mod redact;
 mod run;
 mod spec;
 mod stderr;
 
+pub use env::{RedactedEnv, check_env, child_env};
 pub use error::ExecError;
-pub use redact::redact_secrets;
+pub use redact::{redact_secrets, redacted_snippet};
 pub use run::{ExecOutput, run};
 pub use spec::{DEFAULT_MAX_STDOUT, DEFAULT_PATH, DEFAULT_STDERR_TAIL, ExecSpec};

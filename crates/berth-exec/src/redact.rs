@@ -33,6 +33,21 @@ pub fn redact_secrets(text: &str) -> String {
         .into_owned()
 }
 
+/// The start of `output` for an error message: secrets redacted first, trimmed, quoted, and cut
+/// to at most `limit` bytes (on a character boundary, then marked with `...`).
+pub fn redacted_snippet(output: &str, limit: usize) -> String {
+    let clean = redact_secrets(output);
+    let clean = clean.trim();
+    if clean.len() <= limit {
+        return format!("{clean:?}");
+    }
+    let mut end = limit;
+    while !clean.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{:?}...", &clean[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,6 +67,13 @@ mod tests {
             assert!(!out.contains(secret), "{input} -> {out}");
             assert!(out.contains("<redacted>"), "{input} -> {out}");
         }
+    }
+
+    #[test]
+    fn snippets_are_redacted_quoted_and_cut_on_a_char_boundary() {
+        assert_eq!(redacted_snippet("  token=abc \n", 200), "\"token=<redacted>\"");
+        let long = format!("{}é{}", "a".repeat(9), "b".repeat(20));
+        assert_eq!(redacted_snippet(&long, 10), format!("{:?}...", "a".repeat(9)));
     }
 
     #[test]

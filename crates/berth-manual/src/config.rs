@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use berth_core::ConfigError;
+
 /// The manual backend's configuration. `state_dir` is absolute or relative to the directory of
 /// the config file (the `base_dir` given to [`ManualConfig::validate`] and `ManualProvider::new`).
 #[derive(Clone, Deserialize, PartialEq, Eq)]
@@ -77,24 +79,6 @@ impl Default for ManualConfig {
             webhook_retries: DEFAULT_WEBHOOK_RETRIES,
             webhook_backoff_ms: DEFAULT_WEBHOOK_BACKOFF_MS,
             poll_interval_ms: DEFAULT_POLL_INTERVAL_MS,
-        }
-    }
-}
-
-/// A configuration value that is wrong: which key, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// The key inside `[provisioner.manual]`, e.g. `notification_webhook`.
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(key: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.to_owned(),
-            message: message.into(),
         }
     }
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use base64::Engine as _;
+use berth_core::error::error_chain;
 use berth_core::{InstanceId, Ipv4Config, Ipv6Config, SshPublicKey, VmSpec};
 use sha2::Digest as _;
 
@@ -96,19 +97,6 @@ impl Webhook {
             last,
         })
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        let s = err.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = err.source();
-    }
-    parts.join(": ")
 }
 
 /// `SHA256:…` (OpenSSH's fingerprint form), followed by the key's comment when it has one.

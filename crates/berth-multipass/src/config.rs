@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use berth_core::ConfigError;
+
 pub const DEFAULT_BINARY: &str = "multipass";
 pub const DEFAULT_IMAGE: &str = "24.04";
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 60;
@@ -82,24 +84,6 @@ impl Default for MultipassConfig {
     }
 }
 
-/// A configuration value that is wrong: which key, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// The key inside `[provisioner.multipass]`, e.g. `image` or `env.HOME`.
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(key: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
 impl MultipassConfig {
     /// Checks every key without touching the file system (doctor checks the binary).
     pub fn validate(&self, base_dir: &Path) -> Result<(), ConfigError> {
@@ -131,19 +115,7 @@ impl MultipassConfig {
                 ),
             ));
         }
-        for name in self.env.keys() {
-            check_var_name(&format!("env.{name}"), name)?;
-        }
-        for name in &self.pass_env {
-            check_var_name("pass_env", name)?;
-            if self.env.contains_key(name) {
-                return Err(ConfigError::new(
-                    "pass_env",
-                    format!("{name:?} is also set in `env`: give each variable in one place"),
-                ));
-            }
-        }
-        Ok(())
+        berth_exec::check_env(&self.env, &self.pass_env)
     }
 
     /// Where `binary` is: a path resolves against `base_dir`; a bare name is searched on
@@ -189,20 +161,6 @@ pub(crate) fn is_unix_user(user: &str) -> bool {
         && !user.starts_with('-')
 }
 
-fn check_var_name(key: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            key,
-            format!("{name:?} is not a variable name: expected letters, digits and '_', not starting with a digit"),
-        ))
-    }
-}
-
 impl fmt::Debug for MultipassConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MultipassConfig")
@@ -211,10 +169,7 @@ impl fmt::Debug for MultipassConfig {
             .field("timeout_seconds", &self.timeout_seconds)
             .field("launch_timeout_seconds", &self.launch_timeout_seconds)
             .field("user", &self.user)
-            .field(
-                "env",
-                &self.env.keys().map(|k| (k, "<redacted>")).collect::<BTreeMap<_, _>>(),
-            )
+            .field("env", &berth_exec::RedactedEnv(&self.env))
             .field("pass_env", &self.pass_env)
             .finish()
     }

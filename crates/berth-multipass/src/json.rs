@@ -169,16 +169,7 @@ pub struct Version {
 const SNIPPET: usize = 200;
 
 fn snippet(text: &str) -> String {
-    let clean = berth_exec::redact_secrets(text);
-    let clean = clean.trim();
-    if clean.len() <= SNIPPET {
-        return format!("{clean:?}");
-    }
-    let mut end = SNIPPET;
-    while !clean.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}...", &clean[..end])
+    berth_exec::redacted_snippet(text, SNIPPET)
 }
 
 fn decode<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ParseError> {

@@ -38,17 +38,7 @@ impl MultipassProvider {
         config.validate(base_dir)?;
         let base_dir = std::path::absolute(base_dir)
             .map_err(|e| ConfigError::new("binary", format!("cannot resolve {}: {e}", base_dir.display())))?;
-        let mut env = config.env.clone();
-        for name in &config.pass_env {
-            match std::env::var(name) {
-                Ok(value) => {
-                    env.insert(name.clone(), value);
-                }
-                Err(_) => {
-                    tracing::warn!(variable = %name, "pass_env names a variable Berth's environment does not have")
-                }
-            }
-        }
+        let env = berth_exec::child_env(&config.env, &config.pass_env);
         Ok(MultipassProvider {
             cli: Cli { config, base_dir, env },
         })

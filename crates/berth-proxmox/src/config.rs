@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 use crate::client::tls::parse_fingerprints;
 
+pub use berth_core::ConfigError;
+
 /// The Proxmox backend's configuration. Every field without a default is required.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,24 +93,6 @@ fn default_network_timeout() -> u64 {
 }
 fn default_poll_interval() -> u64 {
     1000
-}
-
-/// A configuration value that is wrong: which key, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// The key inside `[provisioner.proxmox]`, e.g. `tls_fingerprint`.
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(key: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.to_owned(),
-            message: message.into(),
-        }
-    }
 }
 
 impl ProxmoxConfig {

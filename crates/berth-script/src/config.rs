@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use berth_core::ConfigError;
+
 /// The protocol actions. Each is handled by its own key's executable or, failing that, by
 /// `command`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -113,24 +115,6 @@ fn default_max_output() -> u64 {
     DEFAULT_MAX_OUTPUT_BYTES
 }
 
-/// A configuration value that is wrong: which key, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{key}: {message}")]
-pub struct ConfigError {
-    /// The key inside `[provisioner.script]`, e.g. `timeout_seconds` or `env.API_TOKEN`.
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub fn new(key: &str, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.to_owned(),
-            message: message.into(),
-        }
-    }
-}
-
 impl ScriptConfig {
     /// One executable for every action, every other setting at its default.
     pub fn with_command(command: impl Into<PathBuf>) -> Self {
@@ -220,33 +204,7 @@ impl ScriptConfig {
                 ),
             ));
         }
-        for name in self.env.keys() {
-            check_var_name(&format!("env.{name}"), name)?;
-        }
-        for name in &self.pass_env {
-            check_var_name("pass_env", name)?;
-            if self.env.contains_key(name) {
-                return Err(ConfigError::new(
-                    "pass_env",
-                    format!("{name:?} is also set in `env`: give each variable in one place"),
-                ));
-            }
-        }
-        Ok(())
-    }
-}
-
-fn check_var_name(key: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            key,
-            format!("{name:?} is not a variable name: expected letters, digits and '_', not starting with a digit"),
-        ))
+        berth_exec::check_env(&self.env, &self.pass_env)
     }
 }
 
@@ -262,10 +220,7 @@ impl fmt::Debug for ScriptConfig {
             .field("list", &self.list)
             .field("health_check", &self.health_check)
             .field("timeout_seconds", &self.timeout_seconds)
-            .field(
-                "env",
-                &self.env.keys().map(|k| (k, "<redacted>")).collect::<BTreeMap<_, _>>(),
-            )
+            .field("env", &berth_exec::RedactedEnv(&self.env))
             .field("pass_env", &self.pass_env)
             .field("max_output_bytes", &self.max_output_bytes)
             .finish()

@@ -215,16 +215,7 @@ pub(crate) fn parse_stage_line(line: &str) -> Option<Result<StageEvent, String>>
 
 /// The first bytes of `output`, secrets redacted first, for an error message.
 pub(crate) fn snippet(output: &str) -> String {
-    let clean = berth_exec::redact_secrets(output);
-    let clean = clean.trim();
-    if clean.len() <= SNIPPET {
-        return format!("{clean:?}");
-    }
-    let mut end = SNIPPET;
-    while !clean.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{:?}...", &clean[..end])
+    berth_exec::redacted_snippet(output, SNIPPET)
 }
 
 #[cfg(test)]

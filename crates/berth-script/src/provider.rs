@@ -34,17 +34,7 @@ impl ScriptProvider {
             .into_iter()
             .filter_map(|a| config.executable(a, &base_dir).map(|p| (a, p)))
             .collect();
-        let mut env = config.env.clone();
-        for name in &config.pass_env {
-            match std::env::var(name) {
-                Ok(value) => {
-                    env.insert(name.clone(), value);
-                }
-                Err(_) => {
-                    tracing::warn!(variable = %name, "pass_env names a variable Berth's environment does not have")
-                }
-            }
-        }
+        let env = berth_exec::child_env(&config.env, &config.pass_env);
         Ok(ScriptProvider {
             runner: Runner {
                 scripts,
