@@ -18,6 +18,7 @@ mkdir -p "$run"
 chmod 700 "$run"
 
 echo "==> starting the Proxmox VE emulator (clone 2 s, start 1 s, guest agent 1 s)"
+rm -f "$run/emulator.out"
 "$bin/berth-pve-emulator" --listen 127.0.0.1:0 --clone-ms 2000 --start-ms 1000 --agent-ready-ms 1000 \
     >"$run/emulator.out" 2>"$run/emulator.log" &
 emu=$!
@@ -27,6 +28,11 @@ for _ in $(seq 1 100); do
     kill -0 $emu 2>/dev/null || { cat "$run/emulator.log"; exit 1; }
     sleep 0.1
 done
+grep -q '^token_secret=' "$run/emulator.out" 2>/dev/null || {
+    echo "the emulator did not start:" >&2
+    cat "$run/emulator.log" >&2
+    exit 1
+}
 val() { sed -n "s/^$1=//p" "$run/emulator.out"; }
 url=$(val url)
 (umask 077 && val token_secret >"$run/token")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Example Berth script backend (protocol 1) in bash. Needs: bash, jq (Debian: apt-get install jq),
-# coreutils (sha256sum, mktemp, mv).
+# coreutils (sha256sum, mktemp, mv, sync).
 #
 # THIS IS AN EXAMPLE TO COPY AND ADAPT. It "makes" machines by writing JSON files into a state
 # directory ($BERTH_EXAMPLE_STATE) so that it runs anywhere, including Berth's test suite. A real
@@ -14,7 +14,8 @@
 # Rules this example keeps (every backend must): idempotent by contract_id; exit 0 exactly when
 # "success" is true; one JSON object on stdout, logs on stderr, progress as
 # `berth-stage: <stage> <phase>`; "code": "not_found" for missing machines; state written
-# atomically (temp file + mv), so a kill at any moment leaves no half-made machine.
+# atomically and durably (temp file, sync, mv, sync of the directory), so a kill or a crash at
+# any moment leaves no half-made machine.
 set -euo pipefail
 
 reply() { printf '%s\n' "$1"; exit 0; }
@@ -54,7 +55,9 @@ save() { # json
     dest="$(path_for "$(jq -r .external_id <<<"$1")")"
     tmp="$(mktemp "$STATE/.tmp-XXXXXX")"
     printf '%s\n' "$1" >"$tmp"
+    sync "$tmp"      # the data is on disk before the rename makes it visible
     mv -f "$tmp" "$dest"
+    sync "$STATE"    # and the rename itself survives a crash
 }
 # Sets MACHINE to the machine the request names (by contract_id, else external_id), or "".
 # (Globals, not $(...): `fail` must exit the script, not a subshell.)

@@ -15,11 +15,11 @@ use clap::Parser;
 #[derive(Parser)]
 struct Args {
     /// Sequential single creates to take the median of.
-    #[arg(long, default_value_t = 5)]
-    runs: usize,
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    runs: u16,
     /// VMs created at once in the concurrency run.
-    #[arg(long, default_value_t = 32)]
-    concurrent: usize,
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..))]
+    concurrent: u16,
     /// Task/agent poll interval cap in ms (`poll_interval_ms`); the config default when absent.
     #[arg(long)]
     poll_ms: Option<u64>,
@@ -133,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         overheads.join(", ")
     );
 
-    let per_create = (emu.requests().len() - before) as f64 / args.runs as f64;
+    let per_create = (emu.requests().len() - before) as f64 / f64::from(args.runs);
     println!("API requests per create (incl. task and agent polls): {per_create:.1}");
 
     let before = emu.requests().len();
@@ -161,5 +161,7 @@ async fn main() -> anyhow::Result<()> {
         total as f64 / wall.as_secs_f64()
     );
     emu.shutdown().await;
+    // Numbers from a run with failures would be wrong; never let them look like a result.
+    anyhow::ensure!(failed == 0, "{failed} of {} concurrent creates failed", args.concurrent);
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use berth_core::{GuestKind, InstanceRef, ProgressSink, Stage, StageEvent, StagePhase};
 use tokio::sync::Notify;
 
-use crate::{Fixture, Recorder, create, delete, machines_named, step};
+use crate::{Fixture, Recorder, create, delete, machines_of, step};
 
 /// A sink that fires `notify` (and remembers it did) when it sees `(stage, phase)`.
 struct Tripwire {
@@ -50,7 +50,7 @@ pub async fn crash_between_stages(f: &Fixture, kind: GuestKind) {
             // A create that returns in the same poll as its last event cannot be cut there: that
             // is a crash after the work was done, which the re-run below must handle too.
             let interrupted = tokio::select! {
-                res = f.provider.create(&spec, &trip) => {
+                res = step("create up to the crash point", f.provider.create(&spec, &trip)) => {
                     res.unwrap_or_else(|e| panic!("conformance: create before the crash point failed: {e}"));
                     false
                 }
@@ -63,7 +63,7 @@ pub async fn crash_between_stages(f: &Fixture, kind: GuestKind) {
 
             let inst = create(f, &spec, &Recorder::default()).await;
             assert_eq!(inst.instance_id.as_ref(), Some(&spec.instance_id));
-            let named = machines_named(f, &spec.name).await;
+            let named = machines_of(f, &spec).await;
             assert_eq!(
                 named.len(),
                 1,
@@ -71,7 +71,7 @@ pub async fn crash_between_stages(f: &Fixture, kind: GuestKind) {
             );
             let id = InstanceRef::Id(spec.instance_id.clone());
             delete(f, &id).await;
-            let left = step("list", async { machines_named(f, &spec.name).await }).await;
+            let left = machines_of(f, &spec).await;
             assert!(
                 left.is_empty(),
                 "conformance: crash at {stage} {phase:?} left {left:?} behind"

@@ -91,11 +91,16 @@ pub(crate) async fn delete(f: &Fixture, r: &InstanceRef) -> DeleteOutcome {
 
 /// Every machine (owned or not) whose name is `name`: catches half-made duplicates that carry
 /// no marker yet.
-pub(crate) async fn machines_named(f: &Fixture, name: &str) -> Vec<Instance> {
+/// Every machine (owned or not) that belongs to `spec`: carrying its instance id, or named as
+/// it asked (a half-made duplicate may not carry the marker yet; a backend may report its own
+/// name, e.g. Multipass's `berth-<id>`, so the id alone must also count).
+pub(crate) async fn machines_of(f: &Fixture, spec: &VmSpec) -> Vec<Instance> {
     let all = step("list --all", f.provider.list(ListFilter { all: true, kind: None }))
         .await
         .unwrap_or_else(|e| panic!("conformance: list(all) failed: {e}"));
-    all.into_iter().filter(|i| i.name == name).collect()
+    all.into_iter()
+        .filter(|i| i.name == spec.name || i.instance_id.as_ref() == Some(&spec.instance_id))
+        .collect()
 }
 
 fn id_ref(spec: &VmSpec) -> InstanceRef {
@@ -213,7 +218,7 @@ pub async fn lifecycle(f: &Fixture, kind: GuestKind) {
     );
     expect_not_found(f, &id).await;
     assert!(
-        machines_named(f, &spec.name).await.is_empty(),
+        machines_of(f, &spec).await.is_empty(),
         "conformance: delete leaves nothing named {}",
         spec.name
     );
@@ -244,7 +249,7 @@ pub async fn create_is_idempotent(f: &Fixture, kind: GuestKind) {
         first.backend_id, second.backend_id,
         "conformance: create twice with one key returns the same machine"
     );
-    let named = machines_named(f, &spec.name).await;
+    let named = machines_of(f, &spec).await;
     assert_eq!(
         named.len(),
         1,
@@ -317,7 +322,7 @@ pub async fn invalid_spec_creates_nothing(f: &Fixture, kind: GuestKind) {
             other => panic!("conformance: create with a bad {field} should be InvalidSpec({field}), got {other:?}"),
         }
         assert!(
-            machines_named(f, &spec.name).await.is_empty(),
+            machines_of(f, &spec).await.is_empty(),
             "conformance: a refused create (bad {field}) leaves nothing behind"
         );
     }
@@ -341,7 +346,13 @@ pub async fn list_filters_owned(f: &Fixture, kind: GuestKind) {
     let all = step("list", f.provider.list(ListFilter { all: true, kind: None }))
         .await
         .expect("list all");
-    assert!(all.len() >= owned.len(), "conformance: list --all is a superset");
+    for o in &owned {
+        assert!(
+            all.iter().any(|i| i.backend_id == o.backend_id),
+            "conformance: list --all includes every owned machine, missing {}",
+            o.backend_id
+        );
+    }
     let other = match kind {
         GuestKind::Vm => GuestKind::Container,
         GuestKind::Container => GuestKind::Vm,

@@ -4,11 +4,14 @@
 //!
 //! When the main process exits, whatever it left running in its group (background jobs that
 //! still hold the pipes) is killed too: a command that wants something to outlive it must
-//! detach it into its own session (`setsid`, `systemd-run`).
+//! detach it into its own session (`setsid`, `systemd-run`) and should also close or redirect
+//! stdin/stdout/stderr: once the main process has exited, the pipes are drained for a short
+//! grace period only, then `run` returns what it read so far (and warns).
 
 use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -83,6 +86,10 @@ impl Drop for GroupGuard {
     }
 }
 
+/// How long pipe draining may go on once the main process has exited and its group was killed:
+/// only a descendant that detached into its own session can still hold the pipes then.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
 enum Stop {
     TooLarge,
     Io(&'static str, std::io::Error),
@@ -132,6 +139,7 @@ pub async fn run(spec: ExecSpec) -> Result<ExecOutput, ExecError> {
         .ok_or_else(|| io_err("taking stderr")(std::io::Error::other("stderr was not captured")))?;
     let tail = Mutex::new(Tail::new(spec.stderr_tail));
 
+    let mut stdout_buf = Vec::new();
     let work = async {
         let feed = async {
             if let (Some(mut pipe), Some(bytes)) = (stdin_pipe, spec.stdin.as_deref()) {
@@ -143,19 +151,42 @@ pub async fn run(spec: ExecSpec) -> Result<ExecOutput, ExecError> {
             }
             Ok(())
         };
-        let out = read_limited(stdout, spec.max_stdout);
+        let out = read_limited(stdout, spec.max_stdout, &mut stdout_buf);
         let err = async {
             drain(stderr, &spec.name, &tail, spec.stderr_lines.as_ref())
                 .await
                 .map_err(|e| Stop::Io("reading stderr", e))
         };
+        let pipes = async { tokio::try_join!(feed, out, err).map(|_| ()) };
         let wait = async {
             let status = child.wait().await.map_err(|e| Stop::Io("waiting for exit", e))?;
             // Stragglers left in the group would hold the pipes open: end them now.
             guard.kill();
-            Ok(status)
+            Ok::<_, Stop>(status)
         };
-        tokio::try_join!(feed, out, err, wait)
+        tokio::pin!(pipes, wait);
+        let status = tokio::select! {
+            done = &mut pipes => {
+                done?;
+                wait.await?
+            }
+            status = &mut wait => {
+                let status = status?;
+                // Something the command started in its own session may still hold the pipes:
+                // drain what is already there, but do not wait for it to end.
+                match tokio::time::timeout(PIPE_GRACE, &mut pipes).await {
+                    Ok(done) => done?,
+                    Err(_) => tracing::warn!(
+                        cmd = %spec.name,
+                        grace_secs = PIPE_GRACE.as_secs(),
+                        "the command exited but a descendant in another session still holds its stdout/stderr; \
+                         returning the output read so far"
+                    ),
+                }
+                status
+            }
+        };
+        Ok::<_, Stop>(status)
     };
 
     let result = tokio::time::timeout(spec.timeout, work).await;
@@ -180,7 +211,8 @@ pub async fn run(spec: ExecSpec) -> Result<ExecOutput, ExecError> {
             context,
             source,
         }),
-        Ok(Ok(((), stdout, (), status))) => {
+        Ok(Ok(status)) => {
+            let stdout = stdout_buf;
             tracing::debug!(cmd = %spec.name, %status, stdout_bytes = stdout.len(), "finished");
             Ok(ExecOutput {
                 program,
@@ -192,13 +224,13 @@ pub async fn run(spec: ExecSpec) -> Result<ExecOutput, ExecError> {
     }
 }
 
-async fn read_limited<R: AsyncRead + Unpin>(mut reader: R, limit: usize) -> Result<Vec<u8>, Stop> {
-    let mut out = Vec::new();
+/// Reads `reader` to its end into `out` (which keeps what was read if this future is dropped).
+async fn read_limited<R: AsyncRead + Unpin>(mut reader: R, limit: usize, out: &mut Vec<u8>) -> Result<(), Stop> {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         let n = reader.read(&mut buf).await.map_err(|e| Stop::Io("reading stdout", e))?;
         if n == 0 {
-            return Ok(out);
+            return Ok(());
         }
         if out.len() + n > limit {
             return Err(Stop::TooLarge);

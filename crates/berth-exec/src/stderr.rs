@@ -41,9 +41,10 @@ impl Tail {
     pub(crate) fn text(&self) -> String {
         let mut out = self.lines.iter().cloned().collect::<Vec<_>>().join("\n");
         if out.len() > self.limit {
-            let cut = (0..=out.len() - self.limit)
+            // Keep (at most) the last `limit` bytes, starting on a char boundary.
+            let cut = ((out.len() - self.limit)..=out.len())
                 .find(|&i| out.is_char_boundary(i))
-                .unwrap_or(0);
+                .unwrap_or(out.len());
             out = out[cut..].to_owned();
         }
         out
@@ -114,5 +115,16 @@ mod tests {
         assert!(text.len() <= 20, "{text:?}");
         assert!(text.ends_with("line 9"), "{text:?}");
         assert!(!text.contains("line 1\n"), "{text:?}");
+    }
+
+    #[test]
+    fn one_over_long_line_is_cut_to_its_last_bytes_on_a_char_boundary() {
+        let mut t = Tail::new(100);
+        t.push(format!("{}{}end", "a".repeat(500), "é".repeat(100)));
+        let text = t.text();
+        assert!(text.len() <= 100, "{} bytes: {text:?}", text.len());
+        assert!(text.len() >= 99, "cut more than needed: {} bytes", text.len());
+        assert!(text.ends_with("end"), "{text:?}");
+        assert!(!text.contains('a'), "{text:?}");
     }
 }

@@ -115,6 +115,34 @@ async fn background_jobs_do_not_outlive_the_main_process() {
 }
 
 #[tokio::test]
+async fn a_detached_descendant_holding_the_pipes_does_not_cause_a_false_timeout() {
+    // `setsid` puts `sleep` in its own session, out of reach of the group kill, and it keeps
+    // stdout/stderr open: `run` must still return once the main process has exited.
+    // The main process waits until the descendant is in its own session (it touched the
+    // marker), so the group kill cannot race it.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("detached");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let res = run(ExecSpec::new("/bin/sh", Duration::from_secs(30))
+        .arg("-c")
+        .arg(
+            "setsid /bin/sh -c 'echo $$ >&2; : > \"$1\"; exec sleep 30' sh \"$1\" & \
+             while [ ! -e \"$1\" ]; do sleep 0.01; done; echo ok",
+        )
+        .arg("sh")
+        .arg(&marker)
+        .stderr_lines(tx))
+    .await;
+    let pid: Option<i32> = rx.recv().await.and_then(|l| l.trim().parse().ok());
+    if let Some(pid) = pid.and_then(rustix::process::Pid::from_raw) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    }
+    let out = res.expect("the command finished; a detached descendant is not a timeout");
+    out.check_success().unwrap();
+    assert_eq!(out.stdout_utf8().unwrap(), "ok\n");
+}
+
+#[tokio::test]
 async fn too_much_output_is_refused_and_the_command_killed() {
     let err = run(sh("yes berth").max_stdout(10_000)).await.unwrap_err();
     match &err {

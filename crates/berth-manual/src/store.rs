@@ -142,7 +142,9 @@ pub struct Locked<'a> {
 }
 
 impl Store {
-    /// Creates the directory (0700) when missing and tightens its mode when it exists.
+    /// Creates the directory (0700) when missing and tightens its mode when it exists, then
+    /// (under the lock) removes temp files a crash mid-write left behind: they may hold a root
+    /// password.
     pub fn open(dir: PathBuf) -> Result<Store, StoreError> {
         let err = |source| StoreError::Dir {
             dir: dir.clone(),
@@ -154,7 +156,9 @@ impl Store {
             .create(&dir)
             .map_err(err)?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(err)?;
-        Ok(Store { dir })
+        let store = Store { dir };
+        store.locked(|l| l.remove_stale_temp_files())?;
+        Ok(store)
     }
 
     pub fn dir(&self) -> &Path {
@@ -256,6 +260,42 @@ impl Locked<'_> {
         write_atomic(&self.store.dir, &self.store.path(&record.instance_id), &bytes)
     }
 
+    /// Removes every temp file [`write_atomic`] may have left (`.<id>.json.tmp-<uuid>`): with the
+    /// lock held no write is in progress, so each one is a leftover. A file that cannot be
+    /// removed is logged and left.
+    fn remove_stale_temp_files(&self) -> Result<(), StoreError> {
+        let dir = &self.store.dir;
+        let entries = std::fs::read_dir(dir).map_err(|source| StoreError::Dir {
+            dir: dir.clone(),
+            source,
+        })?;
+        let mut removed = false;
+        for entry in entries {
+            let entry = entry.map_err(|source| StoreError::Dir {
+                dir: dir.clone(),
+                source,
+            })?;
+            let name = entry.file_name();
+            if !name.to_str().is_some_and(is_temp_name) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    removed = true;
+                    tracing::info!(file = %entry.path().display(), "removed a temp file left by an interrupted write");
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(file = %entry.path().display(), error = %e, "could not remove a stale temp file")
+                }
+            }
+        }
+        if removed {
+            sync_dir(dir)?;
+        }
+        Ok(())
+    }
+
     /// Removes the record; `None` when there was none.
     pub fn remove(&self, id: &InstanceId) -> Result<Option<Record>, StoreError> {
         let Some(record) = self.load(id)? else {
@@ -303,11 +343,25 @@ fn read(path: &Path) -> Result<Option<Record>, StoreError> {
     Ok(Some(record))
 }
 
+/// The temp-file name [`write_atomic`] uses for `name`.
+fn temp_name(name: &str) -> String {
+    format!(".{name}.tmp-{}", uuid::Uuid::new_v4())
+}
+
+/// True for a name [`temp_name`] makes for a record file: `.<id>.json.tmp-<uuid>`.
+fn is_temp_name(name: &str) -> bool {
+    name.strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(".tmp-"))
+        .is_some_and(|(record, id)| {
+            record.len() > ".json".len() && record.ends_with(".json") && uuid::Uuid::try_parse(id).is_ok()
+        })
+}
+
 /// Temp file (0600, same directory) → write → fsync → rename over `path` → fsync the directory.
 /// The temp file is removed if any step fails.
 fn write_atomic(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("record");
-    let tmp = dir.join(format!(".{name}.tmp-{}", uuid::Uuid::new_v4()));
+    let tmp = dir.join(temp_name(name));
     let result = (|| {
         let mut f = OpenOptions::new().create_new(true).write(true).mode(0o600).open(&tmp)?;
         f.write_all(bytes)?;
@@ -386,6 +440,28 @@ mod tests {
         assert_eq!(store.all().unwrap().len(), 1);
         assert_eq!(store.locked(|l| l.remove(&r.instance_id)).unwrap(), Some(r.clone()));
         assert_eq!(store.locked(|l| l.remove(&r.instance_id)).unwrap(), None);
+    }
+
+    #[test]
+    fn open_removes_temp_files_left_by_a_crash_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(tmp.path().to_path_buf()).unwrap();
+        store.locked(|l| l.save(&record("a1"))).unwrap();
+        let stale = tmp.path().join(temp_name("a1.json"));
+        std::fs::write(&stale, b"{\"root_password\": \"pw-secret-9\"").unwrap();
+        // Names that only look similar are not the store's temp files.
+        let keep = [".a1.json.tmp-not-a-uuid", "a1.json.tmp-x", ".probe-x", "notes.txt"];
+        for k in keep {
+            std::fs::write(tmp.path().join(k), b"x").unwrap();
+        }
+        assert!(is_temp_name(stale.file_name().unwrap().to_str().unwrap()));
+
+        let store = Store::open(tmp.path().to_path_buf()).unwrap();
+        assert!(!stale.exists(), "the stale temp file survived open");
+        for k in keep {
+            assert!(tmp.path().join(k).exists(), "{k} was removed");
+        }
+        assert!(store.load(&InstanceId::parse("a1").unwrap()).unwrap().is_some());
     }
 
     #[test]

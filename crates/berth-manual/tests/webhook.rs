@@ -26,10 +26,25 @@ async fn a_request_is_announced_once_with_everything_the_operator_needs() {
     let (hook, url) = common::webhook(0).await;
     let agent = common::provider(dir.path(), Some(url.clone()));
     let spec = common::spec(GuestKind::Vm, "hook");
+    // Keep the create running until it has recorded the notification: the webhook receiving
+    // the message comes first, and dropping the create between the two would lose the record.
+    let recorded = async {
+        for _ in 0..2000 {
+            if agent.pending().await.unwrap().first().is_some_and(|r| r.notified) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "the notification was never recorded (webhook got {} messages)",
+            hook.count()
+        );
+    };
     tokio::select! {
         res = agent.create(&spec, &NoProgress) => panic!("create returned early: {res:?}"),
-        _ = until_notified(&hook, 1) => {}
+        _ = recorded => {}
     }
+    assert_eq!(hook.count(), 1, "{:?}", hook.texts());
     let text = &hook.texts()[0];
     for want in [
         "Instance: man-hook",
@@ -43,12 +58,6 @@ async fn a_request_is_announced_once_with_everything_the_operator_needs() {
         assert!(text.contains(want), "missing {want:?} in {text}");
     }
     // The notification is recorded once it was accepted.
-    for _ in 0..2000 {
-        if agent.pending().await.unwrap()[0].notified {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     assert!(agent.pending().await.unwrap()[0].notified);
 
     // A restarted agent resumes the wait without a second message.

@@ -94,7 +94,11 @@ pub(crate) fn classify(label: &str, code: Option<i32>, stderr: &str) -> Provider
         format!("{label}: {text}")
     };
     let has = |needle: &str| text.contains(needle);
-    if has("does not exist") {
+    // An unreachable daemon comes first: its messages may mention anything (even "does not
+    // exist"), and taking it for a missing instance would turn a delete into "already absent".
+    if code == Some(EXIT_DAEMON_FAIL) || has("cannot connect to the multipass socket") {
+        ProviderError::unavailable(msg)
+    } else if names_a_missing_instance(text) {
         ProviderError::not_found(msg)
     } else if has("already exists") {
         ProviderError::conflict(msg)
@@ -106,11 +110,21 @@ pub(crate) fn classify(label: &str, code: Option<i32>, stderr: &str) -> Provider
         ProviderError::invalid("disk_gib", msg)
     } else if has("Invalid number of CPUs") || has("Invalid CPU") {
         ProviderError::invalid("cores", msg)
-    } else if code == Some(EXIT_DAEMON_FAIL) || has("cannot connect to the multipass socket") {
-        ProviderError::unavailable(msg)
     } else {
         ProviderError::internal(msg)
     }
+}
+
+/// True when `text` holds Multipass's own message for a missing instance:
+/// `instance "<name>" does not exist` (with a non-empty quoted name).
+fn names_a_missing_instance(text: &str) -> bool {
+    const HEAD: &str = "instance \"";
+    const TAIL: &str = "\" does not exist";
+    text.match_indices(HEAD).any(|(at, _)| {
+        let rest = &text[at + HEAD.len()..];
+        rest.find('"')
+            .is_some_and(|end| end > 0 && !rest[..end].contains('\n') && rest[end..].starts_with(TAIL))
+    })
 }
 
 fn exec_error(e: ExecError, label: &str) -> ProviderError {
@@ -171,6 +185,27 @@ mod tests {
                 ErrorCode::Unavailable,
             ),
             ("start failed: something odd", Some(2), ErrorCode::Internal),
+            // The daemon failing outranks any wording, and only the quoted-name form is NotFound.
+            (
+                "delete failed: instance \"berth-x\" does not exist",
+                Some(3),
+                ErrorCode::Unavailable,
+            ),
+            (
+                "delete failed: the socket file does not exist",
+                Some(2),
+                ErrorCode::Internal,
+            ),
+            (
+                "cannot connect to the multipass socket: /run/multipass_socket does not exist",
+                Some(1),
+                ErrorCode::Unavailable,
+            ),
+            (
+                "info failed: instance \"\" does not exist",
+                Some(2),
+                ErrorCode::Internal,
+            ),
             ("", Some(2), ErrorCode::Internal),
         ];
         for (stderr, code, want) in cases {

@@ -180,3 +180,25 @@ async fn templates_come_from_find() {
         ErrorCode::Unsupported
     );
 }
+
+#[tokio::test]
+async fn a_failing_daemon_is_unavailable_even_when_its_message_says_does_not_exist() {
+    let fake = FakeMultipass::new(&[]);
+    // A stand-in whose every command fails like an unreachable daemon (exit 3), with wording
+    // that mentions "does not exist".
+    std::fs::write(
+        fake.binary(),
+        "#!/bin/sh\necho \"$1 failed: multipassd socket /run/multipass_socket does not exist\" >&2\nexit 3\n",
+    )
+    .unwrap();
+    let p = fake.provider();
+    let id = InstanceRef::Id(spec("d1").instance_id);
+    let err = p
+        .delete(&id)
+        .await
+        .expect_err("a daemon failure is not \"already absent\"");
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+    assert!(err.to_string().contains("multipass delete --purge"), "{err}");
+    let err = p.describe(&id).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+}

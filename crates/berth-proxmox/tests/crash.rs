@@ -117,3 +117,58 @@ async fn vm_create_survives_a_crash_at_any_moment() {
 async fn container_create_survives_a_crash_at_any_moment() {
     crash_at_many_moments(GuestKind::Container).await;
 }
+
+/// A cross-node clone (template 9100 on pve2, `target=pve1`) keeps the in-flight clone, locked
+/// `clone` and without its marker yet, on the template's node. A crash while it runs, then a
+/// re-run, must wait for that clone instead of cloning again.
+#[tokio::test]
+async fn cross_node_clone_interrupted_in_flight_is_not_cloned_again() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    // Slow enough clones that the re-run certainly meets the first one still in flight.
+    emu.set_timings(berth_pve_emulator::Timings {
+        clone: Duration::from_millis(600),
+        ..berth_pve_emulator::Timings::fast()
+    });
+    let mut spec = spec(GuestKind::Vm, "xnode");
+    spec.template = Some("9100".into());
+    let hit = Arc::new(Notify::new());
+    let trip = Tripwire {
+        at: (Stage::CloneTemplate, StagePhase::Started),
+        hit: hit.clone(),
+    };
+    let in_flight = |emu: &EmulatorHandle| {
+        emu.guests()
+            .into_iter()
+            .any(|g| g.node == "pve2" && !g.template && g.lock.as_deref() == Some("clone"))
+    };
+    let interrupted = tokio::select! {
+        biased;
+        _ = async {
+            hit.notified().await;
+            // Cancel once the clone was accepted: its half-made guest sits on pve2.
+            while !in_flight(&emu) {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        } => true,
+        r = p.create(&spec, &trip) => { r.expect("create"); false }
+    };
+    assert!(interrupted, "the clone was still running when cancelled");
+    assert!(
+        in_flight(&emu),
+        "the interrupted clone is in flight on the template's node"
+    );
+    let clones = || {
+        emu.requests()
+            .into_iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/clone") && r.status == 200)
+            .count()
+    };
+    assert_eq!(clones(), 1);
+    rerun_and_check(&emu, &p, &spec, "an interrupted cross-node clone").await;
+    assert_eq!(
+        clones(),
+        1,
+        "the re-run waited for the first clone instead of cloning again"
+    );
+}

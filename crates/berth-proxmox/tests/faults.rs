@@ -366,3 +366,103 @@ async fn random_transient_faults_never_duplicate_or_leak() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Reading a guest's description by VMID: a 5xx is an error, never "not Berth's" (which would
+/// turn into a permanent Conflict on delete).
+#[tokio::test]
+async fn a_5xx_reading_the_marker_by_vmid_is_not_a_conflict() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    emu.add_foreign_vm("pve1", 4343, "someone-else");
+    emu.inject(rule(
+        "GET",
+        "/qemu/4343/config",
+        Fault::Http {
+            status: 500,
+            message: "Internal Server Error".into(),
+        },
+        50,
+    ));
+    let e = p.delete(&InstanceRef::Backend("4343".into())).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Unavailable, "{e}");
+    emu.clear_faults();
+    let e = p.delete(&InstanceRef::Backend("4343".into())).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+}
+
+/// A found guest that "disappears" every time it is waited for (its status says the config does
+/// not exist while `/cluster/resources` still lists it) makes create give up after a few rounds
+/// with a clear error, instead of looping forever.
+#[tokio::test]
+async fn a_guest_that_keeps_vanishing_ends_create_with_an_error() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let spec = spec(GuestKind::Vm, "ghost");
+    let inst = p.create(&spec, &Events::default()).await.unwrap();
+    let vmid: u32 = inst.backend_id.parse().unwrap();
+    // Stopped, so the lock applies at once (not as a pending change).
+    p.power(&InstanceRef::Id(spec.instance_id.clone()), berth_core::PowerOp::Stop)
+        .await
+        .unwrap();
+    assert_eq!(set_lock(&emu, "pve1", vmid, "backup").await.as_deref(), Some("backup"));
+    emu.inject(rule(
+        "GET",
+        &format!("/qemu/{vmid}/status/current"),
+        Fault::Http {
+            status: 500,
+            message: format!("Configuration file 'nodes/pve1/qemu-server/{vmid}.conf' does not exist"),
+        },
+        10_000,
+    ));
+    let before = count(&emu, "GET", &format!("/qemu/{vmid}/status/current"));
+    // Only a guard against hanging the test run; nothing about speed is asserted.
+    let e = tokio::time::timeout(Duration::from_secs(60), p.create(&spec, &Events::default()))
+        .await
+        .expect("create gives up instead of looping forever")
+        .unwrap_err();
+    assert!(e.to_string().contains("disappeared"), "{e}");
+    let probes = count(&emu, "GET", &format!("/qemu/{vmid}/status/current")) - before;
+    assert!(probes <= 3, "a bounded number of rounds: {probes}");
+    emu.clear_faults();
+    assert_eq!(marked(&emu, spec.instance_id.as_str()).len(), 1, "nothing duplicated");
+}
+
+/// A hibernated VM (`lock: suspended`) is started at once (PVE resumes it), never waited for;
+/// delete and other locks fail fast with a Conflict naming the lock.
+#[tokio::test]
+async fn non_creation_locks_are_not_waited_for() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let spec = spec(GuestKind::Vm, "hibernated");
+    let inst = p.create(&spec, &Events::default()).await.unwrap();
+    let vmid: u32 = inst.backend_id.parse().unwrap();
+    let id = InstanceRef::Id(spec.instance_id.clone());
+    p.power(&id, berth_core::PowerOp::Stop).await.unwrap();
+    assert_eq!(
+        set_lock(&emu, "pve1", vmid, "suspended").await.as_deref(),
+        Some("suspended")
+    );
+
+    let starts = || count(&emu, "POST", &format!("/qemu/{vmid}/status/start"));
+    let before = starts();
+    // The emulator refuses any start of a locked VM (real PVE resumes a hibernated one), so
+    // only "sent at once, not waited for" is checked here.
+    let r = p.power(&id, berth_core::PowerOp::Start).await;
+    assert_eq!(starts() - before, 1, "start was sent: {r:?}");
+    if let Err(e) = &r {
+        assert_ne!(e.code(), ErrorCode::Timeout, "{e}");
+    }
+
+    let deletes = || emu.requests().iter().filter(|r| r.method == "DELETE").count();
+    let before = deletes();
+    let e = p.delete(&id).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+    assert!(e.to_string().contains("locked (suspended)"), "{e}");
+    assert_eq!(deletes(), before, "nothing deleted");
+
+    assert_eq!(set_lock(&emu, "pve1", vmid, "backup").await.as_deref(), Some("backup"));
+    let e = p.power(&id, berth_core::PowerOp::Start).await.unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Conflict, "{e}");
+    assert!(e.to_string().contains("locked (backup)"), "{e}");
+    assert_eq!(marked(&emu, spec.instance_id.as_str()).len(), 1);
+}

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use berth_core::{ErrorCode, ProgressSink, ProviderError};
-use berth_exec::{ExecError, ExecSpec};
+use berth_exec::{ExecError, ExecSpec, redact_secrets};
 
 use crate::config::Action;
 use crate::protocol::{PROTOCOL_VERSION, Request, Response, parse_stage_line, snippet};
@@ -70,7 +70,10 @@ impl Runner {
                             sink.event(event);
                         }
                     }
-                    Some(Err(why)) => tracing::warn!(script = %label, %action, "ignoring a bad stage line: {why}"),
+                    Some(Err(why)) => {
+                        let why = redact_secrets(&why);
+                        tracing::warn!(script = %label, %action, "ignoring a bad stage line: {why}")
+                    }
                 }
             }
         };
@@ -143,10 +146,12 @@ impl Runner {
 /// when given, decides retryability (a retryable answer with a non-retryable code becomes
 /// `unavailable`; a non-retryable answer with a retryable code becomes `internal`).
 fn script_failure(r: &Response, ctx: &dyn Fn(String) -> String, elapsed: Duration) -> ProviderError {
+    // The script's own text may quote secrets (a password it failed to set): redact it.
     let msg = ctx(r
         .error
-        .clone()
+        .as_deref()
         .filter(|m| !m.trim().is_empty())
+        .map(redact_secrets)
         .unwrap_or_else(|| "failed without an error message".into()));
     let code = r.code.unwrap_or(if r.retry_possible == Some(true) {
         ErrorCode::Unavailable

@@ -7,6 +7,7 @@ use berth_core::{
     ErrorCode, GuestKind, Instance, InstanceId, NetworkSpec, PowerState, Secret, SshPublicKey, Stage, StageEvent,
     StagePhase, VmSpec,
 };
+use berth_exec::redact_secrets;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Action;
@@ -182,18 +183,21 @@ impl WireInstance {
     }
 }
 
-/// Parses `berth-stage: configure_vm started [detail]`; `None` for any other line.
+/// Parses `berth-stage: configure_vm started [detail]`; `None` for any other line. The script's
+/// text (a bad line in the error, the detail) has secret-looking values redacted, since it goes
+/// to logs and progress events.
 pub(crate) fn parse_stage_line(line: &str) -> Option<Result<StageEvent, String>> {
     let rest = line.trim().strip_prefix(STAGE_PREFIX)?;
     let mut words = rest.split_whitespace();
     let (Some(stage), Some(phase)) = (words.next(), words.next()) else {
         return Some(Err(format!(
-            "expected `{STAGE_PREFIX} <stage> <started|completed>`, got {line:?}"
+            "expected `{STAGE_PREFIX} <stage> <started|completed>`, got {:?}",
+            redact_secrets(line)
         )));
     };
     let stage: Stage = match serde_json::from_value(serde_json::Value::String(stage.to_owned())) {
         Ok(s) => s,
-        Err(_) => return Some(Err(format!("unknown stage {stage:?}"))),
+        Err(_) => return Some(Err(format!("unknown stage {:?}", redact_secrets(stage)))),
     };
     let phase = match phase {
         "started" => StagePhase::Started,
@@ -201,7 +205,8 @@ pub(crate) fn parse_stage_line(line: &str) -> Option<Result<StageEvent, String>>
         "skipped" => StagePhase::Skipped,
         other => {
             return Some(Err(format!(
-                "unknown phase {other:?} (expected started, completed or skipped)"
+                "unknown phase {:?} (expected started, completed or skipped)",
+                redact_secrets(other)
             )));
         }
     };
@@ -209,7 +214,7 @@ pub(crate) fn parse_stage_line(line: &str) -> Option<Result<StageEvent, String>>
     Some(Ok(StageEvent {
         stage,
         phase,
-        detail: (!detail.is_empty()).then(|| detail.join(" ")),
+        detail: (!detail.is_empty()).then(|| redact_secrets(&detail.join(" "))),
     }))
 }
 
@@ -233,6 +238,24 @@ mod tests {
         assert!(parse_stage_line("booting...").is_none());
         assert!(parse_stage_line("berth-stage: warp_drive started").unwrap().is_err());
         assert!(parse_stage_line("berth-stage: start_vm done").unwrap().is_err());
+    }
+
+    #[test]
+    fn stage_lines_have_secrets_redacted() {
+        let ev = parse_stage_line("berth-stage: configure_vm completed set root_password=hunter2 ok")
+            .unwrap()
+            .unwrap();
+        let detail = ev.detail.unwrap();
+        assert!(!detail.contains("hunter2"), "{detail}");
+        assert!(detail.contains("root_password=<redacted>"), "{detail}");
+        for bad in [
+            "berth-stage: token=hunter2",
+            "berth-stage: token=hunter2 started",
+            "berth-stage: start_vm token=hunter2",
+        ] {
+            let why = parse_stage_line(bad).unwrap().unwrap_err();
+            assert!(!why.contains("hunter2"), "{bad}: {why}");
+        }
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_core::{
-    Capabilities, Capacity, Check, DeleteOutcome, GuestKind, Instance, InstanceRef, ListFilter, PowerOp, PowerState,
-    ProgressSink, Provider, ProviderError, ReconfigureOutcome, Resize, Stage, StageEvent, StagePhase, Template, VmSpec,
+    Capabilities, Capacity, Check, DeleteOutcome, GuestKind, Instance, InstanceId, InstanceRef, ListFilter, PowerOp,
+    PowerState, ProgressSink, Provider, ProviderError, ReconfigureOutcome, Resize, Stage, StageEvent, StagePhase,
+    Template, VmSpec,
 };
 
 use crate::config::{Action, ConfigError, ScriptConfig};
@@ -239,12 +240,26 @@ impl Provider for ScriptProvider {
     }
 
     async fn list(&self, filter: ListFilter) -> Result<Vec<Instance>, ProviderError> {
-        let resp = self.runner.call(&Request::new(Action::List), None).await?;
+        // Scripts manage VMs only: a containers-only listing needs no script run.
         if filter.kind == Some(GuestKind::Container) {
             return Ok(Vec::new());
         }
+        let resp = self.runner.call(&Request::new(Action::List), None).await?;
         let mut out = Vec::new();
-        for wire in resp.instances.unwrap_or_default() {
+        for mut wire in resp.instances.unwrap_or_default() {
+            // One machine with a contract id that is not Berth's must not hide the others: it is
+            // listed as not owned.
+            if let Some(contract) = &wire.contract_id
+                && let Err(e) = InstanceId::parse(contract)
+            {
+                tracing::warn!(
+                    external_id = %berth_exec::redact_secrets(&wire.external_id),
+                    contract_id = %berth_exec::redacted_snippet(contract, 80),
+                    error = %berth_exec::redact_secrets(&e.to_string()),
+                    "listed machine has a contract_id that is not a valid instance id; treating it as not owned by Berth"
+                );
+                wire.contract_id = None;
+            }
             let inst = self.instance(wire, Action::List)?;
             if filter.all || inst.instance_id.is_some() {
                 out.push(inst);

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::{
-    CheckStatus, DeleteOutcome, ErrorCode, GuestKind, InstanceId, InstanceRef, NetworkSpec, NoProgress, PowerOp,
-    Provider, ProviderError, VmSpec,
+    CheckStatus, DeleteOutcome, ErrorCode, GuestKind, InstanceId, InstanceRef, ListFilter, NetworkSpec, NoProgress,
+    PowerOp, Provider, ProviderError, VmSpec,
 };
 use berth_script::{ScriptConfig, ScriptProvider};
 
@@ -138,7 +138,8 @@ async fn timeout_kills_the_scripts_process_group() {
     let pidfile = env.path("pid");
     let p = env.provider(
         &format!("sleep 60 & echo $! > '{}'; sleep 60", pidfile.display()),
-        |c| c.timeout_seconds = 2,
+        // Long enough for the shell to start and write the pidfile on a loaded machine.
+        |c| c.timeout_seconds = 5,
     );
     let err = describe_err(&p).await;
     assert_eq!(err.code(), ErrorCode::Timeout, "{err}");
@@ -200,6 +201,19 @@ async fn retry_possible_and_codes_are_honoured() {
 }
 
 #[tokio::test]
+async fn a_scripts_error_text_has_secrets_redacted() {
+    let env = Env::new();
+    let p = env.provider(
+        r#"echo '{"success": false, "error": "password=hunter2 failed"}'; exit 1"#,
+        |_| {},
+    );
+    let err = describe_err(&p).await;
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("password=<redacted> failed"), "the rest is kept: {text}");
+}
+
+#[tokio::test]
 async fn not_found_code_means_not_found_and_delete_succeeds() {
     let env = Env::new();
     let p = env.provider(
@@ -210,6 +224,46 @@ async fn not_found_code_means_not_found_and_delete_succeeds() {
     assert_eq!(p.delete(&id("c1")).await.unwrap(), DeleteOutcome::AlreadyAbsent);
     let err = p.power(&id("c1"), PowerOp::Start).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::NotFound);
+}
+
+#[tokio::test]
+async fn a_listed_machine_with_a_bad_contract_id_is_not_owned_and_does_not_fail_the_list() {
+    let env = Env::new();
+    let p = env.provider(
+        r#"echo '{"success": true, "instances": [
+            {"external_id": "vm-1", "contract_id": "c1", "state": "running"},
+            {"external_id": "vm-2", "contract_id": "not a valid id!", "state": "running"}]}'"#,
+        |_| {},
+    );
+    let owned = p.list(ListFilter::default()).await.unwrap();
+    assert_eq!(owned.len(), 1, "{owned:?}");
+    assert_eq!(owned[0].backend_id, "vm-1");
+    let all = p.list(ListFilter { all: true, kind: None }).await.unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let bad = all.iter().find(|i| i.backend_id == "vm-2").unwrap();
+    assert_eq!(bad.instance_id, None);
+}
+
+#[tokio::test]
+async fn listing_only_containers_does_not_run_the_script() {
+    let env = Env::new();
+    let marker = env.path("ran");
+    let p = env.provider(
+        &format!(
+            r#": > '{}'; echo '{{"success": true, "instances": []}}'"#,
+            marker.display()
+        ),
+        |_| {},
+    );
+    let listed = p
+        .list(ListFilter {
+            all: true,
+            kind: Some(GuestKind::Container),
+        })
+        .await
+        .unwrap();
+    assert!(listed.is_empty());
+    assert!(!marker.exists(), "the script ran for a containers-only listing");
 }
 
 #[tokio::test]

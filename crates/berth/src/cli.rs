@@ -187,4 +187,8 @@ pub struct CreateArgs {
     /// Template (Proxmox: VMID or name; containers: ostemplate volume). Backend default when absent.
     #[arg(long)]
     pub template: Option<String>,
+    /// Where to write a root password the machine is born with (a new file, mode 0600). It is
+    /// never printed; without this flag it is dropped.
+    #[arg(long)]
+    pub password_out: Option<PathBuf>,
 }

@@ -38,7 +38,7 @@ pub fn write_key_pair(path: &Path, comment: &str) -> anyhow::Result<(PathBuf, Pa
     Ok((path.to_owned(), pub_path))
 }
 
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
+pub(crate) fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let mut opts = OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]

@@ -5,7 +5,6 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use berth_agent::Config;
 use berth_core::{InstanceId, ProviderError, Secret};
 use berth_manual::{OperatorDetails, OperatorError, PendingRequest};
@@ -25,7 +24,17 @@ pub fn is_operator_action(a: &VmAction) -> bool {
 }
 
 pub async fn run(config: &Config, action: VmAction, out: &Printer) -> anyhow::Result<ExitCode> {
-    let manual = berth_agent::manual_provider(config)?;
+    let manual = match berth_agent::manual_provider(config) {
+        Ok(m) => m,
+        Err(e) => return Ok(out.config_error(&e)),
+    };
+    Ok(match act(&manual, action, out).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => out.error(&e),
+    })
+}
+
+async fn act(manual: &berth_manual::ManualProvider, action: VmAction, out: &Printer) -> Result<(), ProviderError> {
     let result = match action {
         VmAction::List { .. } => manual.pending().await.map(|p| print_pending(out, &p)),
         VmAction::Complete {
@@ -59,21 +68,20 @@ pub async fn run(config: &Config, action: VmAction, out: &Printer) -> anyhow::Re
             .map(|()| done(out, &id, "cancelled")),
         _ => unreachable!("is_operator_action chose this action"),
     };
-    Ok(match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => out.error(&operator_error(e)),
-    })
+    result.map_err(operator_error)
 }
 
 fn parse_id(s: &str) -> Result<InstanceId, ProviderError> {
     InstanceId::parse(s)
 }
 
-fn read_password(path: &Path) -> anyhow::Result<Secret> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read the password file {}", path.display()))?;
+fn read_password(path: &Path) -> Result<Secret, ProviderError> {
+    let bad = |why: String| ProviderError::invalid("password_file", why);
+    let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
     let pw = text.trim_end_matches(['\n', '\r']);
-    anyhow::ensure!(!pw.is_empty(), "the password file {} is empty", path.display());
+    if pw.is_empty() {
+        return Err(bad(format!("{} is empty", path.display())));
+    }
     Ok(Secret::new(pw))
 }
 

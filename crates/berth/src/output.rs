@@ -137,6 +137,20 @@ impl Printer {
         }
     }
 
+    /// Reports a bad configuration file: `file:line:col: key: message` on stderr, and with
+    /// --output json an error object with `code: invalid_config`, `file`, `line` and `key`.
+    /// Exit code 2, as for any bad input.
+    pub fn config_error(&self, e: &berth_agent::ConfigFileError) -> ExitCode {
+        if self.format == OutputFormat::Json {
+            self.json(&json!({ "error": {
+                "code": "invalid_config", "message": e.to_string(), "file": e.path,
+                "line": e.line, "key": e.key, "retryable": false,
+            }}));
+        }
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    }
+
     /// Reports a failure (stderr for people; a JSON error object on stdout with --output json)
     /// and returns the exit code: 2 for bad input, 1 for everything else.
     pub fn error(&self, e: &ProviderError) -> ExitCode {

@@ -36,12 +36,22 @@ pub async fn run(
         },
         _ => None,
     };
-    let config = berth_agent::load_config(config)?;
+    let config = match berth_agent::load_config(config) {
+        Ok(c) => c,
+        Err(e) => return Ok(out.config_error(&e)),
+    };
     if crate::operator::is_operator_action(&args.action) {
         return crate::operator::run(&config, args.action, &out).await;
     }
-    let provider = berth_agent::build_provider(&config)?;
-    let result = dispatch(&provider, args.action, spec, kind, &out).await;
+    let provider = match berth_agent::build_provider(&config) {
+        Ok(p) => p,
+        Err(e) => return Ok(out.config_error(&e)),
+    };
+    let password_out = match &args.action {
+        VmAction::Create(c) => c.password_out.clone(),
+        _ => None,
+    };
+    let result = dispatch(&provider, args.action, spec, kind, password_out.as_deref(), &out).await;
     Ok(match result {
         Ok(code) => code,
         Err(e) => out.error(&e),
@@ -53,6 +63,7 @@ async fn dispatch(
     action: VmAction,
     spec: Option<VmSpec>,
     kind: GuestKind,
+    password_out: Option<&Path>,
     out: &Printer,
 ) -> Result<ExitCode, ProviderError> {
     let backend = p.backend();
@@ -62,7 +73,9 @@ async fn dispatch(
             let display = StageDisplay::new(&spec, out.format() == OutputFormat::Human);
             let result = p.create(&spec, &display).await;
             display.finish(result.is_ok());
-            out.instance(backend, &result?);
+            let inst = result?;
+            keep_password(&inst, password_out)?;
+            out.instance(backend, &inst);
         }
         VmAction::List { all, .. } => {
             let list = p.list(ListFilter { all, kind: Some(kind) }).await?;
@@ -116,19 +129,42 @@ async fn power(p: &Arc<dyn Provider>, id: &str, op: PowerOp, out: &Printer) -> R
     Ok(())
 }
 
-/// An ID on the command line is Berth's instance id, or else the backend's own id. A purely
-/// numeric string can be either: the instance id wins when a machine carries it.
+/// An ID on the command line is Berth's instance id, or else the backend's own id (a VMID, a
+/// Multipass name, a script's external id). The instance id wins when a machine carries it;
+/// when neither names a machine, the instance id is used (so deleting it succeeds and the other
+/// commands say NotFound). A transient failure is reported, never taken for absence.
 async fn resolve(p: &Arc<dyn Provider>, s: &str) -> Result<InstanceRef, ProviderError> {
+    let backend = InstanceRef::Backend(s.to_owned());
     let Ok(id) = InstanceId::parse(s) else {
-        return Ok(InstanceRef::Backend(s.to_owned()));
+        return Ok(backend);
     };
-    if !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(InstanceRef::Id(id));
-    }
     match p.describe(&InstanceRef::Id(id.clone())).await {
-        Ok(_) => Ok(InstanceRef::Id(id)),
-        Err(e) if e.code() == ErrorCode::NotFound => Ok(InstanceRef::Backend(s.to_owned())),
-        Err(e) => Err(e),
+        Ok(_) => return Ok(InstanceRef::Id(id)),
+        Err(e) if e.code() != ErrorCode::NotFound => return Err(e),
+        Err(_) => {}
+    }
+    match p.describe(&backend).await {
+        Ok(_) => Ok(backend),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(_) => Ok(InstanceRef::Id(id)),
+    }
+}
+
+/// A password the machine was born with is never printed: it goes to `--password-out` (a new
+/// file, mode 0600) or, without that flag, is dropped with a warning.
+fn keep_password(inst: &berth_core::Instance, out: Option<&Path>) -> Result<(), ProviderError> {
+    let Some(pw) = &inst.root_password else {
+        return Ok(());
+    };
+    match out {
+        Some(path) => crate::keygen::write_new(path, format!("{}\n", pw.expose()).as_bytes(), 0o600)
+            .map_err(|e| ProviderError::invalid("password_out", format!("{e:#}"))),
+        None => {
+            tracing::warn!(
+                "the machine was given a root password; it is not shown (use --password-out FILE to keep it)"
+            );
+            Ok(())
+        }
     }
 }
 

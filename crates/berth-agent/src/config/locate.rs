@@ -32,9 +32,15 @@ impl fmt::Display for ConfigFileError {
 
 impl std::error::Error for ConfigFileError {}
 
+/// Keys whose values must never be repeated: anything named like a secret, and every value of an
+/// `env` table (the variables handed to scripts and tools often are credentials).
 pub(crate) fn is_secret_key(key: &str) -> bool {
-    let k = key.rsplit('.').next().unwrap_or(key);
-    (k.contains("secret") || k.contains("password") || k.contains("private")) && !k.ends_with("_file")
+    let key = key.to_ascii_lowercase();
+    let k = key.rsplit('.').next().unwrap_or(&key);
+    let named = (k.contains("secret") || k.contains("password") || k.contains("private") || k.contains("token"))
+        && !k.ends_with("_file")
+        && !k.ends_with("_id");
+    named || key.contains(".env.") || key.ends_with(".env")
 }
 
 pub(crate) struct Locator<'a> {
@@ -130,6 +136,17 @@ impl<'a> Locator<'a> {
             if current == table && key_of_line(l).as_deref() == Some(leaf) {
                 let col = l.len() - l.trim_start().len() + 1;
                 return self.error(Some(i + 1), Some(col), Some(key.to_owned()), message.to_owned());
+            }
+        }
+        // A key inside an inline table (`env = { A = "x" }`) has no line of its own: point at the
+        // line that sets its parent.
+        if table_line.is_none() && table.contains('.') {
+            let parent = self.at_key(table, message);
+            if parent.line.is_some() {
+                return ConfigFileError {
+                    key: Some(key.to_owned()),
+                    ..parent
+                };
             }
         }
         self.error(

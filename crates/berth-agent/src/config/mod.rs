@@ -181,6 +181,8 @@ fn resolve_proxmox_secret(
 ) -> Result<(), ConfigFileError> {
     const KEY: &str = "provisioner.proxmox.api_token_secret";
     const FILE_KEY: &str = "provisioner.proxmox.api_token_secret_file";
+    // Where the secret came from: its errors point there (a key in the file, or the variable).
+    let mut source = KEY.to_owned();
     let secret = match (&px.api_token_secret, &px.api_token_secret_file) {
         (Some(_), Some(_)) => {
             return Err(loc.at_key(
@@ -202,10 +204,14 @@ fn resolve_proxmox_secret(
                 )
             })?;
             warn_if_readable_by_others(&file);
+            source = FILE_KEY.to_owned();
             Secret::new(text.trim_end_matches(['\n', '\r']))
         }
         (None, None) => match env(PROXMOX_SECRET_ENV) {
-            Some(v) => Secret::new(v),
+            Some(v) => {
+                source = format!("environment variable {PROXMOX_SECRET_ENV}");
+                Secret::new(v)
+            }
             None => {
                 return Err(loc.at_key(
                     "provisioner.proxmox",
@@ -214,16 +220,51 @@ fn resolve_proxmox_secret(
             }
         },
     };
-    if secret.is_empty() {
-        return Err(loc.at_key(KEY, "the API token secret is empty"));
-    }
-    if looks_like_placeholder(secret.expose()) {
-        return Err(loc.at_key(
-            KEY,
+    let problem = if secret.is_empty() {
+        Some("the API token secret is empty")
+    } else if looks_like_placeholder(secret.expose()) {
+        Some(
             "the API token secret is still a placeholder; create a token with `pveum user token add` and use its secret",
-        ));
+        )
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        return Err(if source.starts_with("provisioner.") {
+            loc.at_key(&source, problem)
+        } else {
+            ConfigFileError {
+                path: config_path.to_owned(),
+                line: None,
+                column: None,
+                key: None,
+                message: format!("{source}: {problem}"),
+            }
+        });
     }
+    resolve_ca_file(px, config_path, loc)?;
     px.api_token_secret = Some(secret);
+    Ok(())
+}
+
+/// A relative `ca_file` is relative to the configuration file, like every other path in it; it
+/// must be readable now, so the error can name its line.
+fn resolve_ca_file(px: &mut ProxmoxConfig, config_path: &Path, loc: &Locator) -> Result<(), ConfigFileError> {
+    let Some(ca) = &px.ca_file else {
+        return Ok(());
+    };
+    let ca = if ca.is_relative() {
+        config_path.parent().unwrap_or(Path::new(".")).join(ca)
+    } else {
+        ca.clone()
+    };
+    std::fs::metadata(&ca).map_err(|e| {
+        loc.at_key(
+            "provisioner.proxmox.ca_file",
+            &format!("cannot read the CA file {}: {e}", ca.display()),
+        )
+    })?;
+    px.ca_file = Some(ca);
     Ok(())
 }
 

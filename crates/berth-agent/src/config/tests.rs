@@ -168,3 +168,47 @@ fn multipass_backend_needs_no_table_and_names_bad_keys() {
     assert_eq!(err.key.as_deref(), Some("provisioner.multipass.image"), "{err}");
     assert_eq!(err.line, Some(5), "{err}");
 }
+
+#[test]
+fn keys_inside_inline_tables_point_at_their_line_and_env_values_stay_hidden() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("backend.sh");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = dir.path().join("berth.toml");
+    let bad_name = "[provisioner]\ntype = \"script\"\n\n[provisioner.script]\ncommand = \"backend.sh\"\nenv = { \"A-B\" = \"x\" }\n";
+    let err = parse_config(&path, bad_name, &no_env).unwrap_err();
+    assert_eq!(err.line, Some(6), "{err}");
+    let bad_type = "[provisioner]\ntype = \"script\"\n\n[provisioner.script]\ncommand = \"backend.sh\"\nenv = { API_TOKEN = 918273645 }\n";
+    let err = parse_config(&path, bad_type, &no_env).unwrap_err();
+    assert!(!err.to_string().contains("918273645"), "{err}");
+}
+
+#[test]
+fn secret_errors_name_where_the_secret_came_from() {
+    let text = GOOD.replace("api_token_secret = \"6f1c7d2e-9a41-4f3b-8e55-0c2d9b7a1e34\"\n", "");
+    let env = |k: &str| (k == PROXMOX_SECRET_ENV).then(|| "changeme".to_owned());
+    let err = parse_config(Path::new("berth.toml"), &text, &env).unwrap_err();
+    assert!(
+        err.message.contains(PROXMOX_SECRET_ENV) && err.message.contains("placeholder"),
+        "{err}"
+    );
+    assert_eq!(err.line, None, "the variable is not in the file: {err}");
+}
+
+#[test]
+fn relative_ca_file_is_resolved_next_to_the_config_and_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let with_ca = GOOD.replace("pool = \"berth\"", "pool = \"berth\"\nca_file = \"ca.pem\"");
+    let cfg = parse_config(&dir.path().join("berth.toml"), &with_ca, &no_env).unwrap();
+    assert_eq!(cfg.proxmox.unwrap().ca_file.unwrap(), dir.path().join("ca.pem"));
+    let missing = GOOD.replace("pool = \"berth\"", "pool = \"berth\"\nca_file = \"nope.pem\"");
+    let err = parse_config(&dir.path().join("berth.toml"), &missing, &no_env).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.proxmox.ca_file"), "{err}");
+    assert_eq!(err.line, Some(13), "{err}");
+}

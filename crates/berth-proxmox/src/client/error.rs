@@ -2,6 +2,7 @@
 //! classifiers the retry and provider logic rely on, and the mapping to `ProviderError`.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use berth_core::ProviderError;
@@ -57,6 +58,14 @@ pub enum PveError {
     Setup { message: String },
 }
 
+/// `Configuration file 'nodes/<node>/qemu-server/<vmid>.conf' does not exist` (and the `lxc` form).
+static GUEST_CONFIG_MISSING: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"(?i)\bConfiguration file '[^']*' does not exist").expect("valid regex"));
+
+/// `VM is locked (clone)` / `CT is locked (disk)`.
+static LOCKED_BY: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"(?:VM|CT) is locked \(([^)]+)\)").expect("valid regex"));
+
 fn fmt_errors(errors: &BTreeMap<String, String>) -> String {
     errors.iter().map(|(k, v)| format!("; {k}: {v}")).collect()
 }
@@ -94,9 +103,21 @@ impl PveError {
         self.texts().iter().any(|t| t.to_ascii_lowercase().contains(&needle))
     }
 
-    /// PVE's "this guest/file does not exist": HTTP 500 with `does not exist` or `No such file`.
-    /// Nothing else (in particular no other 5xx) means absent.
+    /// PVE's "this guest does not exist": HTTP 500 with `Configuration file '…' does not exist`
+    /// or `unable to find configuration file for VM …`. Nothing else (no other 5xx, and no other
+    /// object that "does not exist", such as a storage or pool) means the guest is absent.
     pub fn is_not_found(&self) -> bool {
+        self.status() == Some(500)
+            && self.texts().iter().any(|t| {
+                GUEST_CONFIG_MISSING.is_match(t)
+                    || t.to_ascii_lowercase()
+                        .contains("unable to find configuration file for vm")
+            })
+    }
+
+    /// HTTP 500 naming something that does not exist (a guest, storage, pool, volume, snapshot):
+    /// an answer, so sending the same read again cannot help.
+    pub fn is_missing_object(&self) -> bool {
         self.status() == Some(500) && (self.mentions("does not exist") || self.mentions("No such file"))
     }
 
@@ -127,10 +148,9 @@ impl PveError {
 
     /// `VM is locked (clone)` / `CT is locked (disk)`: the lock name.
     pub fn locked_by(&self) -> Option<String> {
-        let re = regex::Regex::new(r"(?:VM|CT) is locked \(([^)]+)\)").ok()?;
         self.texts()
             .iter()
-            .find_map(|t| re.captures(t).map(|c| c[1].to_owned()))
+            .find_map(|t| LOCKED_BY.captures(t).map(|c| c[1].to_owned()))
     }
 
     /// `400 no such task` while a new task's log file does not exist yet.
@@ -168,7 +188,7 @@ impl PveError {
             return false;
         }
         match self {
-            PveError::Api { status, .. } => *status >= 500 && !self.is_not_found() && *status != 501,
+            PveError::Api { status, .. } => *status >= 500 && !self.is_missing_object() && *status != 501,
             PveError::Transport { .. } => true,
             _ => false,
         }
@@ -265,6 +285,7 @@ mod tests {
 
     #[test]
     fn not_found_only_for_the_explicit_texts() {
+        let code = |e: PveError| ProviderError::from(e).code();
         assert!(
             api(
                 "GET",
@@ -276,7 +297,36 @@ mod tests {
         assert!(!api("GET", 500, "Internal Server Error").is_not_found());
         assert!(!api("GET", 502, "Bad Gateway").is_not_found());
         assert!(!api("GET", 404, "does not exist").is_not_found());
-        let code = |e: PveError| ProviderError::from(e).code();
+        assert!(
+            api(
+                "GET",
+                500,
+                "unable to find configuration file for VM 8000 on node 'pve02'"
+            )
+            .is_not_found()
+        );
+        assert!(
+            api(
+                "GET",
+                500,
+                "Configuration file 'nodes/pve1/lxc/200.conf' does not exist"
+            )
+            .is_not_found()
+        );
+        for other in [
+            "storage 'xyz' does not exist",
+            "pool 'berth' does not exist",
+            "snapshot 'x' does not exist",
+            "unable to open file '/etc/pve/x' - No such file or directory",
+        ] {
+            assert!(!api("POST", 500, other).is_not_found(), "{other}");
+            assert_ne!(code(api("POST", 500, other)), ErrorCode::NotFound, "{other}");
+            assert_ne!(code(api("DELETE", 500, other)), ErrorCode::NotFound, "{other}");
+        }
+        assert_eq!(
+            code(api("GET", 500, "storage 'xyz' does not exist")),
+            ErrorCode::Internal
+        );
         assert_eq!(code(api("GET", 500, "unexpected")), ErrorCode::Unavailable);
         assert_eq!(
             code(api("DELETE", 500, "VM 100 is running - destroy failed")),

@@ -11,7 +11,10 @@ use super::marker::{instance_tag, merged_tags};
 use super::pve_params::drive_size;
 use super::stages::Stages;
 use super::steps::root_disk;
-use crate::client::{GuestType, Params, Upid};
+use crate::client::{GuestType, Params, Poll, Upid};
+
+/// Rounds of "found the instance's guest, but it vanished while waited for" before giving up.
+const OBTAIN_ROUNDS: u32 = 3;
 
 impl ProxmoxProvider {
     pub(crate) async fn create_guest(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
@@ -28,14 +31,28 @@ impl ProxmoxProvider {
     /// The instance's guest, found (and waited for, if its creation still runs) or newly made.
     /// `true` when this call made it.
     async fn obtain(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<(Guest, bool), ProviderError> {
+        let poll = Poll::new(self.poll_interval());
+        let mut round = 0;
         loop {
+            round += 1;
             let resources = self.client.cluster_resources(Some("vm")).await?;
             if let Some(found) = self.find_owned(&spec.instance_id, Some(&spec.name), &resources).await? {
                 check_kind(&found, spec.kind)?;
+                let label = found.label();
                 if let Some(g) = self.resume_existing(found, stages).await? {
                     return Ok((g, false));
                 }
-                continue; // the earlier attempt's guest vanished (its task failed): start afresh
+                // The earlier attempt's guest vanished (its task failed): look again, then start
+                // afresh. A guest that keeps vanishing while still listed is not waited for forever.
+                if round >= OBTAIN_ROUNDS {
+                    return Err(ProviderError::unavailable(format!(
+                        "{label}, the guest of instance {}, disappeared each time it was waited for \
+                         ({round} times) while Proxmox still lists it; try again later",
+                        spec.instance_id
+                    )));
+                }
+                poll.sleep(self.clone_timeout()).await;
+                continue;
             }
             let made = match spec.kind {
                 GuestKind::Vm => {

@@ -12,6 +12,7 @@ use super::guest::Guest;
 use super::marker::{TAG, description, instance_tag};
 use super::pve_params::{lxc_net0, nameserver, ssh_keys};
 use super::stages::Stages;
+use super::vmid::VmidSearch;
 use crate::client::types::ClusterResource;
 use crate::client::{GuestType, Params};
 
@@ -29,13 +30,12 @@ impl ProxmoxProvider {
             Stage::CloneTemplate,
             format!("creating a container from {ostemplate} on node {node}"),
         );
-        let mut next = 0;
+        let mut search = VmidSearch::new(&used, None);
         let dispatched = self
             .dispatch_new(
                 &spec.instance_id,
                 GuestType::Lxc,
-                &used,
-                &mut next,
+                &mut search,
                 |vmid| {
                     let params = self.ct_params(spec, ostemplate, vmid);
                     async move { self.client.create_container(node, &params).await }

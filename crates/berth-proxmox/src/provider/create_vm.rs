@@ -14,6 +14,7 @@ use super::marker::{description, merged_tags};
 use super::preflight::ClonePlan;
 use super::pve_params::{agent_enabled, cloudinit_slot, ipconfig0, nameserver, prop, ssh_keys};
 use super::stages::Stages;
+use super::vmid::VmidSearch;
 use crate::client::types::{ClusterResource, GuestConfig};
 use crate::client::{GuestType, Params, PveError, pve_urlencode};
 
@@ -33,7 +34,7 @@ impl ProxmoxProvider {
             Stage::CloneTemplate,
             format!("cloning {} to node {}", plan.template.label(), self.config.node),
         );
-        let mut next = 0;
+        let mut search = VmidSearch::new(&used, Some(plan.template.node.as_str()));
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -42,8 +43,7 @@ impl ProxmoxProvider {
                 .dispatch_new(
                     &spec.instance_id,
                     GuestType::Qemu,
-                    &used,
-                    &mut next,
+                    &mut search,
                     |vmid| {
                         let params = self.clone_params(spec, plan, vmid);
                         async move {

@@ -2,14 +2,13 @@
 //! out whether the previous attempt made it (marker on that VMID). `already exists` moves to the
 //! next VMID candidate unless the guest there is ours.
 
-use std::collections::HashSet;
 use std::future::Future;
 
 use berth_core::{InstanceId, ProviderError};
 
 use super::ProxmoxProvider;
 use super::guest::Guest;
-use super::vmid::Allocation;
+use super::vmid::{Allocation, VmidSearch};
 use crate::client::{GuestType, PveError, Upid};
 
 /// The outcome of dispatching a clone or create.
@@ -34,8 +33,7 @@ impl ProxmoxProvider {
         &self,
         id: &InstanceId,
         ty: GuestType,
-        used: &HashSet<u32>,
-        next: &mut u32,
+        search: &mut VmidSearch<'_>,
         mut send: F,
         map_err: impl Fn(PveError) -> ProviderError,
     ) -> Result<Dispatched, ProviderError>
@@ -45,7 +43,7 @@ impl ProxmoxProvider {
     {
         let policy = self.client.retry_policy();
         loop {
-            let vmid = match self.allocate_vmid(id, ty, used, next).await? {
+            let vmid = match self.allocate_vmid(id, ty, search).await? {
                 Allocation::Free(v) => v,
                 Allocation::Ours(g) => return Ok(Dispatched::Ours(g)),
             };
@@ -55,7 +53,7 @@ impl ProxmoxProvider {
                     Ok(upid) => return Ok(Dispatched::Task { vmid, upid }),
                     Err(e) if e.is_already_exists() => {
                         tracing::info!(vmid, "VMID taken meanwhile ({e}); checking whether it is ours");
-                        if let Some(g) = self.probe_ours(id, ty, vmid).await? {
+                        if let Some(g) = self.probe_ours(id, ty, vmid, search.src_node).await? {
                             return Ok(Dispatched::Ours(g));
                         }
                         break;
@@ -65,7 +63,7 @@ impl ProxmoxProvider {
                         tracing::warn!(vmid, error = %e, "transient failure creating the guest; checking, then retrying");
                         tokio::time::sleep(wait).await;
                         tries += 1;
-                        if let Some(g) = self.probe_ours(id, ty, vmid).await? {
+                        if let Some(g) = self.probe_ours(id, ty, vmid, search.src_node).await? {
                             return Ok(Dispatched::Ours(g));
                         }
                     }

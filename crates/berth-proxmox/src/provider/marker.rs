@@ -6,7 +6,7 @@ use berth_core::{InstanceId, InstanceRef, ProviderError};
 
 use super::ProxmoxProvider;
 use super::guest::Guest;
-use super::vmid::candidates;
+use super::vmid::{MAX_CANDIDATES, candidates};
 use crate::client::types::ClusterResource;
 
 pub(crate) const TAG: &str = "berth";
@@ -51,13 +51,11 @@ pub(crate) fn merged_tags(existing: &[String], id: &InstanceId) -> String {
     tags.join(";")
 }
 
-/// How many deterministic VMID candidates a lookup also inspects (see `vmid`).
-const LOOKUP_CANDIDATES: u32 = 16;
-
 impl ProxmoxProvider {
     /// Finds the guest carrying `id`'s marker. Tags first (one call already made); then the
     /// description of untagged, non-template guests that could be an interrupted create: those
-    /// named `name` (the clone carries the name) and those at `id`'s first VMID candidates.
+    /// named `name` (the clone carries the name) and those at any VMID candidate allocation may
+    /// have used for `id` (the same `MAX_CANDIDATES`).
     pub(crate) async fn find_owned(
         &self,
         id: &InstanceId,
@@ -82,7 +80,7 @@ impl ProxmoxProvider {
                 )));
             }
         }
-        let cands = candidates(id, self.config.vmid_min, self.config.vmid_max, LOOKUP_CANDIDATES);
+        let cands = candidates(id, self.config.vmid_min, self.config.vmid_max, MAX_CANDIDATES);
         for g in guests.iter().filter(|g| !g.tagged) {
             let named = name.is_some_and(|n| n == g.name);
             if !(named || cands.contains(&g.vmid)) {
@@ -127,9 +125,11 @@ impl ProxmoxProvider {
                     return Ok(None);
                 };
                 if g.owner.is_none() && !g.template {
-                    let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await;
-                    if let Ok(cfg) = cfg {
-                        g.owner = cfg.get("description").as_deref().and_then(owner_from_description);
+                    // Only a config that is gone means "no owner"; any other failure is reported.
+                    match self.client.guest_config(&g.node, g.ty, g.vmid).await {
+                        Ok(cfg) => g.owner = cfg.get("description").as_deref().and_then(owner_from_description),
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 Ok(Some(g))

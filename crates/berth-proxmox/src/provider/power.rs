@@ -14,7 +14,10 @@ impl ProxmoxProvider {
         let st = self.client.guest_status(&g.node, g.ty, g.vmid).await?;
         let mut cur = g.clone();
         cur.apply_status(&st);
-        if cur.lock.is_some() {
+        // A hibernated VM (`lock: suspended`) is stopped with its RAM saved: PVE's start resumes
+        // it despite the lock, so it is not waited for. Any other lock is waited for only while
+        // the guest is being made; otherwise it is a Conflict naming the lock.
+        if cur.lock.as_deref().is_some_and(|l| l != "suspended") {
             cur = self
                 .wait_unlocked(&cur, self.clone_timeout())
                 .await?

@@ -247,7 +247,7 @@ impl ProxmoxProvider {
         let storage = ostemplate.split_once(':').map(|(s, _)| s).unwrap_or_default();
         let volumes = match self.client.storage_content(node, storage, Some("vztmpl")).await {
             Ok(v) => v,
-            Err(e) if e.status().is_some_and(|s| s < 500) || e.is_not_found() => {
+            Err(e) if e.status().is_some_and(|s| s < 500) || e.is_missing_object() => {
                 return Err(ProviderError::invalid(
                     "template",
                     format!("cannot list container templates on storage '{storage}' of node '{node}': {e}"),

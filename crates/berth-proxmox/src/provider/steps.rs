@@ -2,7 +2,10 @@
 //! and stopping a guest, resizing its disk, and removing a half-made guest after a failure.
 
 use crate::client::Poll;
+use std::sync::LazyLock;
 use std::time::Duration;
+
+use regex::Regex;
 
 use berth_core::{InstanceId, ProviderError};
 
@@ -28,11 +31,10 @@ impl ProxmoxProvider {
     }
 
     /// Polls until the guest has no lock. `Ok(None)` if it disappeared meanwhile (a failed
-    /// clone removes itself). Creation locks (`clone`, `create`) may last up to `timeout`;
-    /// any other lock (backup, migrate, …) at most the task timeout.
+    /// clone removes itself). Creation locks (`clone`, `create`) may last up to `timeout`; any
+    /// other lock (backup, migrate, suspended, …) is not waited for: a `Conflict` naming it.
     pub(crate) async fn wait_unlocked(&self, g: &Guest, timeout: Duration) -> Result<Option<Guest>, ProviderError> {
         let poll = Poll::new(self.poll_interval());
-        let short = timeout.min(self.task_timeout());
         loop {
             let st = match self.client.guest_status(&g.node, g.ty, g.vmid).await {
                 Ok(st) => st,
@@ -44,18 +46,16 @@ impl ProxmoxProvider {
             let Some(lock) = cur.lock.clone() else {
                 return Ok(Some(cur));
             };
-            let limit = if matches!(lock.as_str(), "clone" | "create") {
-                timeout
-            } else {
-                short
-            };
-            if poll.elapsed() >= limit {
+            if !is_creation_lock(&lock) {
+                return Err(locked_conflict(g, &lock));
+            }
+            if poll.elapsed() >= timeout {
                 return Err(ProviderError::Timeout {
                     what: format!("{} to lose its '{lock}' lock", g.label()),
-                    after: limit,
+                    after: timeout,
                 });
             }
-            poll.sleep(limit).await;
+            poll.sleep(timeout).await;
         }
     }
 
@@ -175,12 +175,42 @@ pub(crate) fn root_disk(ty: GuestType, cfg: &GuestConfig) -> Option<(String, Str
     }
 }
 
-/// PVE's ways of saying the power action has nothing to do.
+/// The locks PVE holds while it makes a guest (`clone`, `create`): they end with that task.
+pub(crate) fn is_creation_lock(lock: &str) -> bool {
+    matches!(lock, "clone" | "create")
+}
+
+/// A guest held by a lock Berth does not wait for, named, with what to do about it.
+pub(crate) fn locked_conflict(g: &Guest, lock: &str) -> ProviderError {
+    let hint = match lock {
+        "suspended" => "it is hibernated; start it to resume it, then try again",
+        "backup" | "migrate" | "snapshot" | "snapshot-delete" | "rollback" | "disk" | "mounted" => {
+            "another operation holds it; try again when that has finished"
+        }
+        _ => "remove the lock (`qm unlock` / `pct unlock`) if nothing holds it any more",
+    };
+    ProviderError::conflict(format!("{} is locked ({lock}): {hint}", g.label()))
+}
+
+/// `VM 100 already running` / `CT 100 already running`.
+static ALREADY_RUNNING: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:VM|CT) \d+ already running$").expect("valid regex"));
+/// `VM 100 not running` / `CT 100 not running`.
+static NOT_RUNNING: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^(?:VM|CT) \d+ not running$").expect("valid regex"));
+
+/// PVE's ways of saying the power action has nothing to do: the whole message of a refused
+/// request, or the exit status of a failed task (never the task log or other text, where e.g.
+/// `QEMU guest agent is not running` would otherwise read as "not running").
 fn already_in_state(e: &PveError, action: PowerAction) -> bool {
-    let text = e.to_string();
+    let text = match e {
+        PveError::Api { message, .. } => message.trim(),
+        PveError::TaskFailed { exitstatus, .. } => exitstatus.trim(),
+        _ => return false,
+    };
     match action {
-        PowerAction::Start => text.contains("already running"),
-        PowerAction::Stop | PowerAction::Shutdown => text.contains("not running"),
+        PowerAction::Start => ALREADY_RUNNING.is_match(text),
+        PowerAction::Stop | PowerAction::Shutdown => NOT_RUNNING.is_match(text),
         PowerAction::Reboot | PowerAction::Resume => false,
     }
 }
@@ -195,5 +225,55 @@ pub(crate) fn task_error(e: PveError, what: &str) -> ProviderError {
             after: *after,
         },
         _ => ProviderError::from(e).context(what),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn api(message: &str) -> PveError {
+        PveError::Api {
+            method: "POST",
+            path: "/nodes/pve1/qemu/100/status/shutdown".into(),
+            status: 500,
+            message: message.into(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    fn task(exitstatus: &str, log: &[&str]) -> PveError {
+        PveError::TaskFailed {
+            upid: "UPID:pve1:00000001:00000001:00000001:qmshutdown:100:root@pam:".into(),
+            exitstatus: exitstatus.into(),
+            log_tail: log.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn already_in_state_matches_only_pves_own_message() {
+        use PowerAction::*;
+        assert!(already_in_state(&api("VM 100 not running"), Shutdown));
+        assert!(already_in_state(&task("CT 200 not running", &[]), Stop));
+        assert!(already_in_state(&task("VM 100 already running", &[]), Start));
+        assert!(already_in_state(&api("VM 100 already running\n"), Start));
+        // The agent, not the VM, is not running: a real failure.
+        assert!(!already_in_state(&api("QEMU guest agent is not running"), Shutdown));
+        assert!(!already_in_state(
+            &task("QEMU guest agent is not running", &[]),
+            Shutdown
+        ));
+        // Only the exit status counts, never the task log.
+        assert!(!already_in_state(
+            &task("shutdown failed", &["VM 100 not running"]),
+            Shutdown
+        ));
+        assert!(!already_in_state(
+            &task("start failed: QEMU exited with code 1", &["VM 100 already running"]),
+            Start
+        ));
+        assert!(!already_in_state(&api("VM 100 not running"), Start));
+        assert!(!already_in_state(&api("VM 100 not running"), Reboot));
     }
 }

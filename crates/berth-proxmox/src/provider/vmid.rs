@@ -14,8 +14,10 @@ use super::ProxmoxProvider;
 use super::guest::Guest;
 use super::marker::owner_from_description;
 use crate::client::GuestType;
+use crate::client::types::GuestConfig;
 
-/// Candidates tried before giving up on finding a free VMID.
+/// Candidates tried before giving up on finding a free VMID; lookups by marker inspect the same
+/// candidates, so a guest allocation may have made is always found again.
 pub(crate) const MAX_CANDIDATES: u32 = 32;
 
 /// The `n`-th VMID candidate for `id`.
@@ -39,6 +41,25 @@ pub(crate) fn candidates(id: &InstanceId, min: u32, max: u32, count: u32) -> Vec
     out
 }
 
+/// Where a VMID search stands: the VMIDs known to be in use, the next candidate index (kept
+/// across retries, so a retry moves on), and the node a cross-node clone is made on (the
+/// template's), where its in-flight guest sits until the clone ends.
+pub(crate) struct VmidSearch<'a> {
+    pub used: &'a HashSet<u32>,
+    pub next: u32,
+    pub src_node: Option<&'a str>,
+}
+
+impl<'a> VmidSearch<'a> {
+    pub(crate) fn new(used: &'a HashSet<u32>, src_node: Option<&'a str>) -> Self {
+        VmidSearch {
+            used,
+            next: 0,
+            src_node,
+        }
+    }
+}
+
 /// What a candidate VMID turned out to be.
 #[derive(Debug)]
 pub(crate) enum Allocation {
@@ -49,24 +70,23 @@ pub(crate) enum Allocation {
 }
 
 impl ProxmoxProvider {
-    /// The next usable candidate from `*next` on. A candidate already in use (`used`, or per
+    /// The next usable candidate from `search.next` on. A candidate already in use (`used`, or per
     /// `nextid`) is checked for this instance's marker (waiting while it is still being made),
     /// so an interrupted earlier attempt is found instead of duplicated.
     pub(crate) async fn allocate_vmid(
         &self,
         id: &InstanceId,
         ty: GuestType,
-        used: &HashSet<u32>,
-        next: &mut u32,
+        search: &mut VmidSearch<'_>,
     ) -> Result<Allocation, ProviderError> {
         let (min, max) = (self.config.vmid_min, self.config.vmid_max);
-        while *next < MAX_CANDIDATES {
-            let vmid = candidate(id, *next, min, max);
-            *next += 1;
-            if !used.contains(&vmid) && self.client.vmid_is_free(vmid).await? {
+        while search.next < MAX_CANDIDATES {
+            let vmid = candidate(id, search.next, min, max);
+            search.next += 1;
+            if !search.used.contains(&vmid) && self.client.vmid_is_free(vmid).await? {
                 return Ok(Allocation::Free(vmid));
             }
-            if let Some(g) = self.probe_ours(id, ty, vmid).await? {
+            if let Some(g) = self.probe_ours(id, ty, vmid, search.src_node).await? {
                 return Ok(Allocation::Ours(g));
             }
         }
@@ -75,22 +95,23 @@ impl ProxmoxProvider {
         )))
     }
 
-    /// Whether `vmid` on the configured node is this instance's guest. A guest still locked
-    /// without a visible marker (lock `clone`/`create`: still being made) is waited for, then checked again.
+    /// Whether `vmid` is this instance's guest, on whichever node holds it: the node
+    /// `/cluster/resources` names, else the configured node, else `src_node` (the template's node,
+    /// where PVE keeps a cross-node clone until its task ends). A guest still locked without a
+    /// visible marker (lock `clone`/`create`: still being made), on any node, is waited for, then
+    /// checked again.
     pub(crate) async fn probe_ours(
         &self,
         id: &InstanceId,
         ty: GuestType,
         vmid: u32,
+        src_node: Option<&str>,
     ) -> Result<Option<Guest>, ProviderError> {
-        let node = self.config.node.clone();
         let limit = self.clone_timeout();
         let poll = Poll::new(self.poll_interval());
         loop {
-            let cfg = match self.client.guest_config(&node, ty, vmid).await {
-                Ok(c) => c,
-                Err(e) if e.is_not_found() => return Ok(None),
-                Err(e) => return Err(e.into()),
+            let Some((node, cfg)) = self.config_anywhere(ty, vmid, src_node).await? else {
+                return Ok(None);
             };
             let owner = cfg.get("description").as_deref().and_then(owner_from_description);
             if owner.as_ref() == Some(id) {
@@ -118,6 +139,39 @@ impl ProxmoxProvider {
             }
             poll.sleep(limit).await;
         }
+    }
+
+    /// The config of `vmid` and the node it was read on; `None` when no candidate node has it.
+    /// Nodes tried in order: the one `/cluster/resources` lists, the configured node, `src_node`
+    /// (so a guest that moved between the listing and the read is still found).
+    async fn config_anywhere(
+        &self,
+        ty: GuestType,
+        vmid: u32,
+        src_node: Option<&str>,
+    ) -> Result<Option<(String, GuestConfig)>, ProviderError> {
+        let resources = self.client.cluster_resources(Some("vm")).await?;
+        let listed = resources
+            .iter()
+            .find(|r| r.vmid == Some(vmid))
+            .and_then(|r| r.node.clone());
+        let mut nodes: Vec<String> = Vec::with_capacity(3);
+        for n in [listed.as_deref(), Some(self.config.node.as_str()), src_node]
+            .into_iter()
+            .flatten()
+        {
+            if !nodes.iter().any(|x| x == n) {
+                nodes.push(n.to_owned());
+            }
+        }
+        for node in nodes {
+            match self.client.guest_config(&node, ty, vmid).await {
+                Ok(c) => return Ok(Some((node, c))),
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -58,6 +58,38 @@ pub fn client(emu: &EmulatorHandle) -> PveClient {
     PveClient::new(o).expect("client builds")
 }
 
+/// Sets `lock` on a stopped guest's config, as an operator (root) would; returns what the
+/// emulator now shows.
+pub async fn set_lock(emu: &EmulatorHandle, node: &str, vmid: u32, lock: &str) -> Option<String> {
+    emu.add_token(
+        "root@pam!test",
+        "root-secret",
+        vec![("/".into(), vec!["VM.Config.Options".into(), "VM.Audit".into()])],
+    );
+    let mut o = ClientOptions::new(
+        &emu.base_url(),
+        "root@pam!test",
+        berth_core::Secret::new("root-secret".to_owned()),
+    );
+    o.tls = TlsOptions {
+        fingerprints: vec![Fingerprint::parse(&emu.fingerprint().expect("tls")).expect("fingerprint")],
+        ..TlsOptions::default()
+    };
+    PveClient::new(o)
+        .expect("client builds")
+        .update_config(
+            node,
+            berth_proxmox::client::GuestType::Qemu,
+            vmid,
+            &berth_proxmox::client::Params::new()
+                .str("lock", lock)
+                .bool("skiplock", true),
+        )
+        .await
+        .expect("lock set");
+    emu.guests().into_iter().find(|g| g.vmid == vmid).and_then(|g| g.lock)
+}
+
 pub fn fast_retry() -> RetryPolicy {
     RetryPolicy {
         attempts: 4,
