@@ -51,6 +51,20 @@ async fn json_errors_name_the_field() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["error"]["code"], "invalid_spec");
     assert_eq!(v["error"]["field"], "cores");
+
+    // A bad configuration file is bad input too: exit 2, and JSON naming file, line and key.
+    let good = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        good.replace("template_vmid = 9000", "template_vmid = \"nine\""),
+    )
+    .unwrap();
+    let out = env.run(&["vm", "list", "--output", "json"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["error"]["code"], "invalid_config");
+    assert_eq!(v["error"]["line"], 9);
+    assert_eq!(v["error"]["key"], "provisioner.proxmox.template_vmid");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,7 +31,7 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
 }
 
 /// Starts a create and returns once it reports waiting for an operator.
-fn start_create(config: &Path, id: &str) -> std::process::Child {
+fn start_create(config: &Path, id: &str, extra: &[&std::ffi::OsStr]) -> std::process::Child {
     let mut child = berth()
         .args([
             "vm",
@@ -47,6 +47,7 @@ fn start_create(config: &Path, id: &str) -> std::process::Child {
             "--config",
         ])
         .arg(config)
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -67,7 +68,8 @@ fn start_create(config: &Path, id: &str) -> std::process::Child {
 #[test]
 fn an_operator_completes_a_waiting_create() {
     let (dir, config) = setup();
-    let child = start_create(&config, "hand-1");
+    let pw_out = dir.path().join("root-password");
+    let child = start_create(&config, "hand-1", &["--password-out".as_ref(), pw_out.as_os_str()]);
 
     let pending = run(&config, &["vm", "list", "--pending"]);
     assert!(pending.status.success(), "{}", stderr(&pending));
@@ -103,6 +105,13 @@ fn an_operator_completes_a_waiting_create() {
     for text in [stdout(&out), stdout(&done), stderr(&done)] {
         assert!(!text.contains("s3cret-root-pw"), "the password leaked: {text}");
     }
+    // The password reaches only the requested file, private to its owner.
+    assert_eq!(std::fs::read_to_string(&pw_out).unwrap(), "s3cret-root-pw\n");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&pw_out).unwrap().permissions().mode() & 0o777, 0o600);
+    }
     assert!(
         stdout(&run(&config, &["vm", "list", "--pending"])).lines().count() <= 1,
         "nothing pending any more"
@@ -112,7 +121,7 @@ fn an_operator_completes_a_waiting_create() {
 #[test]
 fn a_failed_request_ends_the_create_with_the_reason() {
     let (_dir, config) = setup();
-    let child = start_create(&config, "hand-2");
+    let child = start_create(&config, "hand-2", &[]);
     let failed = run(&config, &["vm", "fail", "hand-2", "--reason", "no capacity in rack 4"]);
     assert!(failed.status.success(), "{}", stderr(&failed));
     let out = child.wait_with_output().unwrap();

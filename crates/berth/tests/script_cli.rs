@@ -65,6 +65,9 @@ fn vm_commands_drive_a_script_backend() {
         "create is idempotent by instance id"
     );
     assert_eq!(json(&config, &["vm", "list"]).as_array().map(Vec::len), Some(1));
+    // The backend's own id names the machine too.
+    let external = inst["backend_id"].as_str().unwrap().to_owned();
+    assert_eq!(json(&config, &["vm", "describe", &external])["instance_id"], "order-7");
 
     assert_eq!(json(&config, &["vm", "stop", "order-7"])["state"], "stopped");
     assert_eq!(json(&config, &["vm", "start", "order-7"])["state"], "running");
