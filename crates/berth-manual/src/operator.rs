@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use berth_core::{GuestKind, Instance, InstanceId, Secret};
 
 use crate::provider::{ManualProvider, to_instance};
-use crate::store::{Details, RequestStatus, StoreError, now};
+use crate::store::{Details, Locked, Record, RequestStatus, StoreError, now};
 
 /// What an operator submits for a machine they built. At least one address is required.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -117,6 +117,19 @@ fn check_reason(reason: &str) -> Result<String, OperatorError> {
     Ok(reason.to_owned())
 }
 
+/// The request for `id`, which must still be pending for an operator to `action` it.
+fn load_pending(l: &Locked<'_>, id: &InstanceId, action: &'static str) -> Result<Record, OperatorError> {
+    let r = l.load(id)?.ok_or_else(|| OperatorError::NotFound { id: id.clone() })?;
+    if r.status != RequestStatus::Pending {
+        return Err(OperatorError::NotPending {
+            id: id.clone(),
+            status: r.status,
+            action,
+        });
+    }
+    Ok(r)
+}
+
 impl ManualProvider {
     /// Submits the details of the machine an operator built for a pending request; the waiting
     /// create (in this process or another) returns it. Returns the machine as `describe` shows it.
@@ -125,14 +138,7 @@ impl ManualProvider {
         let id = id.clone();
         self.blocking(move |s| {
             s.locked(|l| {
-                let mut r = l.load(&id)?.ok_or_else(|| OperatorError::NotFound { id: id.clone() })?;
-                if r.status != RequestStatus::Pending {
-                    return Err(OperatorError::NotPending {
-                        id: id.clone(),
-                        status: r.status,
-                        action: "completed",
-                    });
-                }
+                let mut r = load_pending(l, &id, "completed")?;
                 let t = now();
                 r.status = RequestStatus::Completed;
                 r.details = Some(Details {
@@ -174,14 +180,7 @@ impl ManualProvider {
         let id = id.clone();
         self.blocking(move |s| {
             s.locked(|l| {
-                let mut r = l.load(&id)?.ok_or_else(|| OperatorError::NotFound { id: id.clone() })?;
-                if r.status != RequestStatus::Pending {
-                    return Err(OperatorError::NotPending {
-                        id: id.clone(),
-                        status: r.status,
-                        action,
-                    });
-                }
+                let mut r = load_pending(l, &id, action)?;
                 r.status = status;
                 r.reason = Some(reason);
                 r.updated_at = now();
