@@ -28,7 +28,8 @@ berth_need_rust() {
             exit 1
         fi
     fi
-    berth_need_packages build-essential pkg-config openssh-client ca-certificates
+    # libvirt-dev: the libvirt backend links libvirt.so (default feature `libvirt`).
+    berth_need_packages build-essential pkg-config openssh-client ca-certificates libvirt-dev
     # The workspace needs Rust 1.94 or newer (edition 2024); Debian's own cargo is older.
     local v
     v=$(cargo --version | sed -n 's/^cargo 1\.\([0-9]*\).*/\1/p')
@@ -44,4 +45,22 @@ berth_need_nextest() {
         echo "==> installing cargo-nextest"
         cargo install cargo-nextest --locked
     fi
+}
+
+# libvirtd and QEMU for the libvirt backend's real-VM tests (and `berth up`'s local default).
+# qemu-utils must have qemu-system-x86's version: a newer qemu-utils (e.g. from backports)
+# "Breaks" the older qemu-system-common, so both are pinned to the candidate version.
+berth_need_libvirt() {
+    if dpkg -s libvirt-daemon-system qemu-system-x86 qemu-utils >/dev/null 2>&1; then
+        return 0
+    fi
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    echo "==> installing libvirt and QEMU"
+    $sudo apt-get update -qq
+    local ver
+    ver=$(apt-cache policy qemu-system-x86 | sed -n 's/^ *Candidate: //p')
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends --allow-downgrades \
+        libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 \
+        "qemu-utils=$ver" "qemu-block-extra=$ver"
 }

@@ -9,6 +9,16 @@ berth_need_rust
 berth_need_nextest
 # The script backend's example backends: bash + jq, and Python 3.
 berth_need_packages jq python3
+# The libvirt backend's real-VM tests: libvirtd + QEMU (the tests start their own daemons in
+# private namespaces, and build the tiny guest image with scripts/build-test-image.sh).
+berth_need_libvirt
+if [ "$(id -u)" -eq 0 ]; then
+    export BERTH_REQUIRE_LIBVIRT=1
+else
+    echo "==> not root: the real-VM libvirt tests will skip (they run libvirtd in their own namespaces)"
+fi
+# The tests start a private libvirtd (scripts/test-libvirtd.sh); stop it when the run ends.
+trap 'scripts/test-libvirtd.sh stop' EXIT
 
 if [ -f ../shared/pve/apidata.json ]; then
     echo "==> PVE schema found: requests to the emulator are validated against ../shared/pve/apidata.json"

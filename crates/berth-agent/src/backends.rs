@@ -44,9 +44,20 @@ pub fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, ConfigFileEr
             Ok(Arc::new(provider))
         }
         BackendKind::Manual => Ok(Arc::new(manual_provider(config)?)),
-        other => Err(err(
+        #[cfg(feature = "libvirt")]
+        BackendKind::Libvirt => {
+            let lc = config
+                .libvirt
+                .clone()
+                .ok_or_else(|| err(None, "no [provisioner.libvirt] table".into()))?;
+            let provider = berth_libvirt::LibvirtProvider::new(lc, config.base_dir())
+                .map_err(|e| err(Some(format!("provisioner.libvirt.{}", e.key)), e.message))?;
+            Ok(Arc::new(provider))
+        }
+        #[cfg(not(feature = "libvirt"))]
+        BackendKind::Libvirt => Err(err(
             Some("provisioner.type".into()),
-            format!("backend \"{}\" is not available in this build of berth", other.as_str()),
+            "backend \"libvirt\" is not available in this build of berth (built without the `libvirt` feature)".into(),
         )),
     }
 }

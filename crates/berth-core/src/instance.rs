@@ -91,6 +91,9 @@ pub struct Template {
     pub kind: GuestKind,
     pub node: Option<String>,
     pub disk_gib: Option<u64>,
+    /// The image format (`qcow2`, `raw`) where the backend knows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 /// Totals and usage of the host or node a backend places machines on.

@@ -106,6 +106,17 @@ impl VmSpec {
 
 /// Checks a DNS name the way Proxmox's `dns-name` format does (no underscores), with the usual
 /// length limits.
+/// A Unix user name as cloud-init creates it: lowercase letters, digits, `_` and `-`, at most
+/// 32 characters, not starting with `-`.
+pub fn is_unix_user(user: &str) -> bool {
+    !user.is_empty()
+        && user.len() <= 32
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && !user.starts_with('-')
+}
+
 pub fn validate_dns_name(field: &str, name: &str) -> Result<(), ProviderError> {
     let bad = |why: &str| {
         ProviderError::invalid(

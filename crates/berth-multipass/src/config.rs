@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use berth_core::ConfigError;
+pub(crate) use berth_core::spec::is_unix_user;
 
 pub const DEFAULT_BINARY: &str = "multipass";
 pub const DEFAULT_IMAGE: &str = "24.04";
@@ -150,15 +151,6 @@ pub(crate) fn check_image(key: &str, image: &str) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
-}
-
-pub(crate) fn is_unix_user(user: &str) -> bool {
-    !user.is_empty()
-        && user.len() <= 32
-        && user
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
-        && !user.starts_with('-')
 }
 
 impl fmt::Debug for MultipassConfig {

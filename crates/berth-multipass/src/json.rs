@@ -251,6 +251,7 @@ pub fn parse_find(text: &str) -> Result<Vec<Template>, ParseError> {
                 kind: GuestKind::Vm,
                 node: None,
                 disk_gib: None,
+                format: None,
             }
         })
         .collect())

@@ -184,7 +184,7 @@ pub struct CreateArgs {
     /// Login user created by cloud-init (backend default when absent).
     #[arg(long)]
     pub user: Option<String>,
-    /// Template (Proxmox: VMID or name; containers: ostemplate volume). Backend default when absent.
+    /// Template (Proxmox: VMID or name; containers: ostemplate volume; libvirt: image name). Backend default when absent.
     #[arg(long)]
     pub template: Option<String>,
     /// Where to write a root password the machine is born with (a new file, mode 0600). It is

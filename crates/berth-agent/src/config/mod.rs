@@ -6,6 +6,8 @@ mod locate;
 use std::path::{Path, PathBuf};
 
 use berth_core::Secret;
+#[cfg(feature = "libvirt")]
+use berth_libvirt::LibvirtConfig;
 use berth_manual::ManualConfig;
 use berth_multipass::MultipassConfig;
 use berth_proxmox::ProxmoxConfig;
@@ -55,6 +57,13 @@ struct RawProvisioner {
     script: Option<ScriptConfig>,
     multipass: Option<MultipassConfig>,
     manual: Option<ManualConfig>,
+    #[cfg(feature = "libvirt")]
+    libvirt: Option<LibvirtConfig>,
+    /// Without the libvirt feature the table is still recognised, so the error is about the
+    /// build, not about an unknown key.
+    #[cfg(not(feature = "libvirt"))]
+    #[allow(dead_code)]
+    libvirt: Option<toml::Value>,
 }
 
 /// A loaded, validated configuration.
@@ -70,6 +79,9 @@ pub struct Config {
     pub multipass: Option<MultipassConfig>,
     /// Present when `backend` is Manual.
     pub manual: Option<ManualConfig>,
+    /// Present when `backend` is Libvirt (relative paths already resolved).
+    #[cfg(feature = "libvirt")]
+    pub libvirt: Option<LibvirtConfig>,
 }
 
 impl Config {
@@ -81,6 +93,8 @@ impl Config {
             script: None,
             multipass: None,
             manual: None,
+            #[cfg(feature = "libvirt")]
+            libvirt: None,
         }
     }
 
@@ -135,12 +149,21 @@ pub fn parse_config(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
             check(mc.validate(&config.base_dir()), "multipass", |e| (e.key, e.message), &loc)?;
             Ok(Config { multipass: Some(mc), ..config })
         }
-        other => Err(loc.at_key(
+        #[cfg(feature = "libvirt")]
+        BackendKind::Libvirt => {
+            let mut lc = table(p.libvirt, "libvirt", "images_dir or template_pool", &loc)?;
+            let config = Config::new(path, p.kind);
+            let base = std::path::absolute(config.base_dir()).unwrap_or_else(|_| config.base_dir());
+            check(lc.validate(&base), "libvirt", |e| (e.key, e.message), &loc)?;
+            Ok(Config {
+                libvirt: Some(lc),
+                ..config
+            })
+        }
+        #[cfg(not(feature = "libvirt"))]
+        BackendKind::Libvirt => Err(loc.at_key(
             "provisioner.type",
-            &format!(
-                "backend \"{}\" is not available in this build of berth; expected \"proxmox\", \"script\", \"multipass\" or \"manual\"",
-                other.as_str()
-            ),
+            "backend \"libvirt\" is not available in this build of berth (built without the `libvirt` feature); expected \"proxmox\", \"script\", \"multipass\" or \"manual\"",
         )),
     }
 }

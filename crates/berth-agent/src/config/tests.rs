@@ -129,6 +129,8 @@ fn unavailable_backend_is_a_clear_error() {
     let err = parse("[provisioner]\ntype = \"libvirt\"\n").unwrap_err();
     assert_eq!(err.key.as_deref(), Some("provisioner.type"));
     assert_eq!(err.line, Some(2));
+    #[cfg(feature = "libvirt")]
+    assert!(err.message.contains("[provisioner.libvirt]"), "{err}");
     let err = parse("[provisioner]\ntype = \"script\"\n").unwrap_err();
     assert!(err.message.contains("[provisioner.script]"), "{err}");
     let err = parse("[provisioner]\ntype = \"vmware\"\n").unwrap_err();
@@ -211,4 +213,21 @@ fn relative_ca_file_is_resolved_next_to_the_config_and_must_exist() {
     let err = parse_config(&dir.path().join("berth.toml"), &missing, &no_env).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("provisioner.proxmox.ca_file"), "{err}");
     assert_eq!(err.line, Some(13), "{err}");
+}
+
+#[cfg(feature = "libvirt")]
+#[test]
+fn libvirt_backend_config_resolves_against_the_file_and_names_bad_keys() {
+    let text = "[provisioner]\ntype = \"libvirt\"\n\n[provisioner.libvirt]\nimages_dir = \"images\"\ninstances_dir = \"/srv/vms\"\nnetwork = \"bridge:br0\"\n";
+    let c = parse_config(Path::new("/etc/berth/berth.toml"), text, &|_| None).unwrap();
+    let lc = c.libvirt.unwrap();
+    assert_eq!(lc.images_dir.as_deref(), Some(Path::new("/etc/berth/images")));
+    assert_eq!(lc.instances_dir, Path::new("/srv/vms"));
+    let bad = "[provisioner]\ntype = \"libvirt\"\n\n[provisioner.libvirt]\nimages_dir = \"i\"\nnetwork = \"tap:0\"\n";
+    let err = parse_config(Path::new("/etc/berth/berth.toml"), bad, &|_| None).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.libvirt.network"), "{err}");
+    assert_eq!(err.line, Some(6), "{err}");
+    let typo = "[provisioner]\ntype = \"libvirt\"\n\n[provisioner.libvirt]\nimage_dir = \"i\"\n";
+    let err = parse_config(Path::new("/etc/berth/berth.toml"), typo, &|_| None).unwrap_err();
+    assert!(err.to_string().contains("image_dir"), "{err}");
 }

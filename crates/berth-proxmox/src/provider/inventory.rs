@@ -28,6 +28,7 @@ impl ProxmoxProvider {
                 kind: GuestKind::Vm,
                 node: Some(g.node.clone()),
                 disk_gib: g.disk_gib,
+                format: None,
             })
             .collect();
         out.sort_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
@@ -50,6 +51,7 @@ impl ProxmoxProvider {
                     kind: GuestKind::Container,
                     node: Some(node.clone()),
                     disk_gib: None,
+                    format: None,
                 });
             }
         }

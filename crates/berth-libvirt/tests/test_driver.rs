@@ -1,0 +1,235 @@
+//! The libvirt backend against libvirt's in-process `test:///default` driver: the conformance
+//! suite and the bad-input cases, fast. Disks and seeds are real files made by `qemu-img`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+mod common;
+
+use berth_conformance::{Fixture, Recorder, run_all};
+use berth_core::{CheckStatus, ErrorCode, GuestKind, InstanceRef, ListFilter, Provider, VmSpec};
+use berth_libvirt::{DomainTypeSetting, LibvirtConfig, LibvirtProvider};
+use common::spec;
+
+struct Setup {
+    dir: tempfile::TempDir,
+    provider: LibvirtProvider,
+}
+
+fn qemu_img(args: &[&str]) {
+    let st = std::process::Command::new("qemu-img")
+        .args(args)
+        .status()
+        .expect("qemu-img runs");
+    assert!(st.success(), "qemu-img {args:?}");
+}
+
+fn setup() -> Option<Setup> {
+    if std::process::Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: qemu-img is not installed (apt-get install qemu-utils)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        images.join("tiny.qcow2").to_str().unwrap(),
+        "64M",
+    ]);
+    let mut cfg = LibvirtConfig::with_images_dir(&images);
+    cfg.uri = "test:///default".into();
+    cfg.instances_dir = dir.path().join("instances");
+    cfg.template = Some("tiny".into());
+    cfg.domain_type = DomainTypeSetting::Qemu;
+    cfg.network_timeout_seconds = 5;
+    let provider = LibvirtProvider::new(cfg, dir.path()).unwrap();
+    Some(Setup { dir, provider })
+}
+
+fn instance_dirs(root: &Path) -> Vec<String> {
+    match std::fs::read_dir(root.join("instances")) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn test_driver_passes_the_conformance_suite_and_leaves_no_files() {
+    let Some(s) = setup() else { return };
+    let root = s.dir.path().to_owned();
+    let f = Fixture {
+        provider: Arc::new(s.provider),
+        spec: Box::new(|kind: GuestKind, tag: &str| {
+            let mut sp = spec(&format!("conf-{tag}"));
+            sp.kind = kind;
+            sp
+        }),
+        kinds: vec![GuestKind::Vm],
+    };
+    run_all(&f).await;
+    assert_eq!(
+        instance_dirs(&root),
+        Vec::<String>::new(),
+        "every instance's files are removed"
+    );
+    // The test driver's own domain is listed with --all, never as Berth's.
+    let all = f.provider.list(ListFilter { all: true, kind: None }).await.unwrap();
+    assert!(
+        all.iter().any(|i| i.name == "test" && i.instance_id.is_none()),
+        "{all:?}"
+    );
+}
+
+#[tokio::test]
+async fn create_makes_an_overlay_a_seed_and_a_marked_domain() {
+    let Some(s) = setup() else { return };
+    let p = &s.provider;
+    let sp = spec("web1");
+    let inst = p.create(&sp, &Recorder::default()).await.unwrap();
+    assert_eq!(inst.backend_id, "vm-web1");
+    assert!(inst.ipv4.is_some(), "{inst:?}");
+    let dir = p.instance_dir(&sp.instance_id);
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json", dir.join("disk.qcow2").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert_eq!(info["virtual-size"], 1u64 << 30);
+    assert_eq!(info["backing-filename-format"], "qcow2");
+    assert!(
+        info["backing-filename"]
+            .as_str()
+            .unwrap()
+            .ends_with("/images/tiny.qcow2"),
+        "{info}"
+    );
+    let iso = std::fs::read(dir.join("seed.iso")).unwrap();
+    assert_eq!(&iso[16 * 2048 + 40..16 * 2048 + 46], b"cidata");
+
+    let templates = p.list_templates().await.unwrap();
+    assert_eq!(templates.len(), 1);
+    assert_eq!(
+        (
+            templates[0].id.as_str(),
+            templates[0].format.as_deref(),
+            templates[0].disk_gib
+        ),
+        ("tiny", Some("qcow2"), Some(1))
+    );
+    let checks = p.validate().await;
+    let by = |n: &str| {
+        checks
+            .iter()
+            .find(|c| c.name == n)
+            .unwrap_or_else(|| panic!("{n}: {checks:?}"))
+    };
+    assert_eq!(by("libvirt connection").status, CheckStatus::Ok, "{checks:?}");
+    assert_eq!(by("templates").status, CheckStatus::Ok, "{checks:?}");
+    assert_eq!(by("qemu-img").status, CheckStatus::Ok, "{checks:?}");
+    assert!(by("domain type").detail.contains("qemu"), "{checks:?}");
+    let cap = p.capacity().await.unwrap();
+    assert!(
+        cap.cpus_total > 0 && cap.memory_mib_total > 0 && cap.instances >= 2,
+        "{cap:?}"
+    );
+    p.delete(&InstanceRef::Id(sp.instance_id.clone())).await.unwrap();
+    assert!(!dir.exists());
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_naming_the_field_and_leaves_nothing() {
+    let Some(s) = setup() else { return };
+    let p = &s.provider;
+    let images = s.dir.path().join("images");
+    std::os::unix::fs::symlink("/nonexistent/berth.qcow2", images.join("gone.qcow2")).unwrap();
+    let mut broken = b"QFI\xfb".to_vec();
+    broken.extend_from_slice(&[0xff; 60]);
+    std::fs::write(images.join("broken.qcow2"), broken).unwrap();
+
+    type Mutation = Box<dyn Fn(&mut VmSpec)>;
+    let cases: Vec<(&str, Mutation, &str)> = vec![
+        (
+            "template",
+            Box::new(|s| s.template = Some("nope".into())),
+            "no template \"nope\"",
+        ),
+        (
+            "template",
+            Box::new(|s| s.template = Some("gone".into())),
+            "cannot be read",
+        ),
+        (
+            "template",
+            Box::new(|s| s.template = Some("broken".into())),
+            "cannot be read",
+        ),
+        ("template", Box::new(|s| s.template = Some("../x".into())), "no path"),
+        ("memory_mib", Box::new(|s| s.memory_mib = 512 * 1024), "MiB of memory"),
+        ("cores", Box::new(|s| s.cores = 64), "CPUs"),
+        ("kind", Box::new(|s| s.kind = GuestKind::Container), "VMs only"),
+    ];
+    for (field, mutate, words) in cases {
+        let mut sp = spec("bad");
+        mutate(&mut sp);
+        match p.create(&sp, &Recorder::default()).await {
+            Err(berth_core::ProviderError::InvalidSpec { field: got, reason }) => {
+                assert_eq!(got, field, "{reason}");
+                assert!(reason.contains(words), "{field}: {reason}");
+            }
+            other => panic!("bad {field}: expected InvalidSpec, got {other:?}"),
+        }
+    }
+    // A name that an unowned domain (the test driver's own "test") already has.
+    let mut sp = spec("dup");
+    sp.name = "test".into();
+    let err = p.create(&sp, &Recorder::default()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    assert!(err.to_string().contains("something other than Berth"), "{err}");
+    // ...and Berth will not touch that domain.
+    let err = p.delete(&InstanceRef::Backend("test".into())).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    assert_eq!(instance_dirs(s.dir.path()), Vec::<String>::new());
+    let owned = p.list(ListFilter::default()).await.unwrap();
+    assert!(owned.is_empty(), "{owned:?}");
+}
+
+#[tokio::test]
+async fn reconfigure_live_within_maxima_and_disks_only_grow() {
+    let Some(s) = setup() else { return };
+    let mut cfg = s.provider.config().clone();
+    cfg.max_cores = Some(4);
+    cfg.max_memory_mib = Some(1024);
+    let p = LibvirtProvider::new(cfg, s.dir.path()).unwrap();
+    let sp = spec("grow");
+    p.create(&sp, &Recorder::default()).await.unwrap();
+    let id = InstanceRef::Id(sp.instance_id.clone());
+    let live = berth_core::Resize {
+        cores: Some(3),
+        memory_mib: Some(512),
+        disk_gib: None,
+    };
+    let out = p.reconfigure(&id, &live).await.unwrap();
+    assert!(!out.restart_required, "within the maxima the change is live");
+    let now = p.describe(&id).await.unwrap();
+    assert_eq!((now.cores, now.memory_mib), (Some(3), Some(512)));
+    let beyond = berth_core::Resize {
+        cores: Some(8),
+        memory_mib: None,
+        disk_gib: None,
+    };
+    let out = p.reconfigure(&id, &beyond).await.unwrap();
+    assert!(out.restart_required, "beyond the maxima the change waits for a restart");
+    p.delete(&id).await.unwrap();
+}
