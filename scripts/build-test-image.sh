@@ -41,13 +41,14 @@ sudo=""
 # its version, into $kpkg and $kver; the cache key follows from them.
 resolve_kernel() {
     local dep
-    dep=$(apt-cache show --no-all-versions linux-image-amd64 2>/dev/null | sed -n 's/^Depends: //p' |
+    # `|| true`: without package lists apt-cache fails, and set -e must not end the script here.
+    dep=$({ apt-cache show --no-all-versions linux-image-amd64 2>/dev/null || true; } | sed -n 's/^Depends: //p' |
         tr ',' '\n' | sed -n 's/^ *\(linux-image-[0-9][^ ]*-amd64\)\( (= \([^)]*\))\)\{0,1\}.*/\1 \3/p' |
         head -n 1)
     kpkg=${dep% *}
     kver=${dep#* }
     if [ -n "$kpkg" ] && [ -z "$kver" ]; then
-        kver=$(apt-cache show --no-all-versions "$kpkg" | sed -n 's/^Version: //p' | head -n 1)
+        kver=$({ apt-cache show --no-all-versions "$kpkg" 2>/dev/null || true; } | sed -n 's/^Version: //p' | head -n 1)
     fi
     key="$(cat "$self" "$files"/* | sha256sum | cut -d' ' -f1) $kpkg $kver"
 }

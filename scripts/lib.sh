@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared setup for Berth's scripts: installs what a fresh Debian machine lacks, idempotently.
 # Sourced, not run.
 
@@ -60,7 +61,19 @@ berth_need_libvirt() {
     $sudo apt-get update -qq
     local ver
     ver=$(apt-cache policy qemu-system-x86 | sed -n 's/^ *Candidate: //p')
+    # No service starts during the install (policy-rc.d): on a systemd host the packages would
+    # start the host's libvirtd and its "default" NAT network (a bridge in the root network
+    # namespace). Berth's tests run their own daemon in private namespaces instead.
+    local policy=/usr/sbin/policy-rc.d created=""
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 755 "$policy"
+        created=1
+    fi
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends --allow-downgrades \
         libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 \
-        "qemu-utils=$ver" "qemu-block-extra=$ver"
+        "qemu-utils=$ver" "qemu-block-extra=$ver" || { [ -z "$created" ] || $sudo rm -f "$policy"; return 1; }
+    [ -z "$created" ] || $sudo rm -f "$policy"
+    # Nor at the next boot: the packaged "default" network must not autostart on this host.
+    $sudo rm -f /etc/libvirt/qemu/networks/autostart/default.xml
 }

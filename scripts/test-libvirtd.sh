@@ -20,10 +20,15 @@ alive() {
 
 inner() {
     set -e
-    for d in /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt /etc/libvirt/qemu; do
+    # /run/dbus hidden: no registration with the host's systemd-machined.
+    for d in /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt /etc/libvirt/qemu /run/dbus; do
         mkdir -p "$d"
         mount -t tmpfs -o mode=0755 tmpfs "$d"
     done
+    # A private qemu.conf: the host's settings, but no security driver, so no AppArmor profiles
+    # are written to the host or loaded into its kernel.
+    { grep -v '^ *security_driver' /etc/libvirt/qemu.conf 2>/dev/null || true; echo 'security_driver = "none"'; } >"$DIR/qemu.conf"
+    mount --bind "$DIR/qemu.conf" /etc/libvirt/qemu.conf
     ip link set lo up
     # Some build machines have a root-only /dev/kvm (0600): libvirt then sees KVM as usable when
     # it probes QEMU but not when it checks the probe, and re-probes on every define (minutes).
@@ -49,7 +54,7 @@ start() {
         command -v "$p" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin"
         command -v "$p" >/dev/null 2>&1 || { echo "test-libvirtd: $p is not installed" >&2; exit 1; }
     done
-    mkdir -p "$DIR/sock"
+    private_dir
     exec 9>"$DIR/.lock"
     flock 9
     if alive; then
@@ -78,18 +83,53 @@ CONF
     exit 1
 }
 
+# $DIR is written as root and configures a root daemon without authentication: it must be
+# root's own directory, not something another user created (or a symlink) at that path.
+private_dir() {
+    mkdir -p -m 0700 "$DIR"
+    if [ -L "$DIR" ] || [ "$(stat -c %u "$DIR")" != 0 ]; then
+        echo "test-libvirtd: $DIR is not a directory owned by root; remove it" >&2
+        exit 1
+    fi
+    chmod 0700 "$DIR"
+    mkdir -p "$DIR/sock"
+}
+
+# Guests first (a failed test may leave busy TCG guests behind), then the daemons, waiting until
+# they are gone so a new daemon's socket is never removed by an old one.
 stop_daemons() {
+    if alive; then
+        for d in $(virsh -c "$URI" list --name 2>/dev/null); do
+            virsh -c "$URI" destroy "$d" >/dev/null 2>&1 || true
+        done
+    fi
+    local pids=()
     for f in "$DIR/libvirtd.pid" "$DIR/virtlogd.pid"; do
         if [ -f "$f" ]; then
-            kill "$(cat "$f")" 2>/dev/null || true
+            pids+=("$(cat "$f")")
+            kill "${pids[-1]}" 2>/dev/null || true
             rm -f "$f"
         fi
     done
+    for _ in $(seq 1 100); do
+        local left=0
+        for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null && left=1; done
+        [ "$left" = 0 ] && return 0
+        sleep 0.1
+    done
+    for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+}
+
+stop() {
+    [ -d "$DIR" ] || return 0
+    exec 9>"$DIR/.lock"
+    flock 9
+    stop_daemons
 }
 
 case "${1:-}" in
     start) start ;;
-    stop) stop_daemons ;;
+    stop) stop ;;
     uri) echo "$URI" ;;
     *)
         echo "usage: $0 start|stop|uri" >&2

@@ -15,7 +15,6 @@ pub const DEFAULT_INSTANCES_DIR: &str = "/var/lib/libvirt/images/berth";
 pub const DEFAULT_NETWORK: &str = "default";
 pub const DEFAULT_MACHINE: &str = "q35";
 pub const DEFAULT_USER: &str = "berth";
-pub const DEFAULT_SHUTDOWN_TIMEOUT_SECONDS: u64 = 60;
 pub const DEFAULT_NETWORK_TIMEOUT_SECONDS: u64 = 300;
 const MAX_TIMEOUT_SECONDS: u64 = 24 * 3600;
 
@@ -122,9 +121,6 @@ pub struct LibvirtConfig {
     /// Live maximum for memory (balloon), in MiB. Unset: the requested memory is the maximum.
     #[serde(default)]
     pub max_memory_mib: Option<u64>,
-    /// How long a graceful shutdown may take before the guest is forced off.
-    #[serde(default = "default_shutdown_timeout")]
-    pub shutdown_timeout_seconds: u64,
     /// How long a new guest may take to report an address.
     #[serde(default = "default_network_timeout")]
     pub network_timeout_seconds: u64,
@@ -147,9 +143,6 @@ fn default_machine() -> String {
 }
 fn default_user() -> String {
     DEFAULT_USER.to_owned()
-}
-fn default_shutdown_timeout() -> u64 {
-    DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
 }
 fn default_network_timeout() -> u64 {
     DEFAULT_NETWORK_TIMEOUT_SECONDS
@@ -174,7 +167,6 @@ impl LibvirtConfig {
             user: default_user(),
             max_cores: None,
             max_memory_mib: None,
-            shutdown_timeout_seconds: DEFAULT_SHUTDOWN_TIMEOUT_SECONDS,
             network_timeout_seconds: DEFAULT_NETWORK_TIMEOUT_SECONDS,
             qemu_img: default_qemu_img(),
         }
@@ -187,6 +179,15 @@ impl LibvirtConfig {
             return Err(ConfigError::new(
                 "uri",
                 format!("must be a libvirt URI such as \"qemu:///system\" (got {:?})", self.uri),
+            ));
+        }
+        if !crate::accel::is_local_uri(&self.uri) {
+            return Err(ConfigError::new(
+                "uri",
+                format!(
+                    "must name libvirt on this machine (\"qemu:///system\"): Berth makes the disks and seed ISOs as local files, so run the agent on each KVM host (got {:?})",
+                    crate::conn::redact_uri(&self.uri)
+                ),
             ));
         }
         if self.images_dir.is_none() && self.template_pool.is_none() {
@@ -246,16 +247,12 @@ impl LibvirtConfig {
         if self.max_memory_mib == Some(0) {
             return Err(ConfigError::new("max_memory_mib", "must be at least 1"));
         }
-        for (key, value) in [
-            ("shutdown_timeout_seconds", self.shutdown_timeout_seconds),
-            ("network_timeout_seconds", self.network_timeout_seconds),
-        ] {
-            if value == 0 || value > MAX_TIMEOUT_SECONDS {
-                return Err(ConfigError::new(
-                    key,
-                    format!("must be between 1 and {MAX_TIMEOUT_SECONDS} (got {value})"),
-                ));
-            }
+        let t = self.network_timeout_seconds;
+        if t == 0 || t > MAX_TIMEOUT_SECONDS {
+            return Err(ConfigError::new(
+                "network_timeout_seconds",
+                format!("must be between 1 and {MAX_TIMEOUT_SECONDS} (got {t})"),
+            ));
         }
         if self.qemu_img.as_os_str().is_empty() {
             return Err(ConfigError::new("qemu_img", "must not be empty"));
@@ -344,10 +341,7 @@ mod tests {
             ("images_dir = \"i\"\ntemplate = \"../etc/passwd\"\n", "template"),
             ("images_dir = \"i\"\nmax_cores = 0\n", "max_cores"),
             ("images_dir = \"i\"\nmax_memory_mib = 0\n", "max_memory_mib"),
-            (
-                "images_dir = \"i\"\nshutdown_timeout_seconds = 0\n",
-                "shutdown_timeout_seconds",
-            ),
+            ("images_dir = \"i\"\nuri = \"qemu+ssh://root@kvm1/system\"\n", "uri"),
             (
                 "images_dir = \"i\"\nnetwork_timeout_seconds = 999999\n",
                 "network_timeout_seconds",

@@ -5,10 +5,15 @@ use std::sync::{Arc, Mutex, Once};
 
 use berth_core::ProviderError;
 use virt::connect::Connect;
-use virt::error::{Error as VirtError, ErrorNumber};
+use virt::error::{Error as VirtError, ErrorDomain, ErrorNumber};
 
-/// A libvirt URI and the connection to it.
+/// A libvirt URI and the connection to it. Cheap to clone (shared).
+#[derive(Clone)]
 pub struct Libvirt {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     uri: String,
     conn: Mutex<Option<Arc<Connect>>>,
 }
@@ -20,15 +25,20 @@ impl Libvirt {
         // libvirt prints every error to stderr by default; Berth reports them itself.
         QUIET.call_once(virt::error::clear_error_callback);
         Libvirt {
-            uri: uri.to_owned(),
-            conn: Mutex::new(None),
+            inner: Arc::new(Inner {
+                uri: uri.to_owned(),
+                conn: Mutex::new(None),
+            }),
         }
     }
 
     pub fn uri(&self) -> &str {
-        &self.uri
+        &self.inner.uri
     }
+}
 
+impl Inner {
+    /// The open connection, (re)opened when needed. Blocking: runs on the blocking pool.
     fn connection(&self) -> Result<Arc<Connect>, ProviderError> {
         let mut slot = self.conn.lock().expect("libvirt connection lock");
         if let Some(c) = slot.as_ref()
@@ -37,32 +47,44 @@ impl Libvirt {
             return Ok(c.clone());
         }
         let c = Connect::open(Some(&self.uri)).map_err(|e| {
-            ProviderError::unavailable(format!(
+            let why = format!(
                 "cannot connect to libvirt at {}: {} (is libvirtd running, and may this user use it?)",
                 redact_uri(&self.uri),
                 e.message()
-            ))
+            );
+            match map_err(e) {
+                ProviderError::Unauthorized { .. } => ProviderError::unauthorized(why),
+                _ => ProviderError::unavailable(why),
+            }
         })?;
         let c = Arc::new(c);
         *slot = Some(c.clone());
         Ok(c)
     }
+}
 
+impl Libvirt {
     /// Runs `f` with the connection on the blocking pool. `what` prefixes any error.
     pub async fn call<T, F>(&self, what: &str, f: F) -> Result<T, ProviderError>
     where
         T: Send + 'static,
         F: FnOnce(&Connect) -> Result<T, ProviderError> + Send + 'static,
     {
-        let conn = self.connection()?;
+        let inner = self.inner.clone();
         let what = what.to_owned();
-        let res = tokio::task::spawn_blocking(move || f(&conn))
-            .await
-            .map_err(|e| ProviderError::internal(format!("{what}: libvirt call panicked: {e}")))?;
-        if let Err(ProviderError::Unavailable { .. }) = &res {
-            // The daemon may have restarted: reconnect on the next call.
-            *self.conn.lock().expect("libvirt connection lock") = None;
-        }
+        let res = tokio::task::spawn_blocking(move || {
+            let conn = inner.connection()?;
+            let res = f(&conn);
+            if let Err(ProviderError::Unavailable { .. }) = &res
+                && !conn.is_alive().unwrap_or(false)
+            {
+                // The daemon went away: reconnect on the next call.
+                *inner.conn.lock().expect("libvirt connection lock") = None;
+            }
+            res
+        })
+        .await
+        .map_err(|e| ProviderError::internal(format!("{what}: libvirt call panicked: {e}")))?;
         res.map_err(|e| e.context(&what))
     }
 }
@@ -80,7 +102,16 @@ pub fn is_missing(e: &VirtError) -> bool {
 /// A libvirt error as Berth's taxonomy.
 pub fn map_err(e: VirtError) -> ProviderError {
     let msg = e.message().to_owned();
+    // SystemError is any failed system call: a lost connection only when the RPC layer says so.
+    let transport = e.domain().is_any(vec![ErrorDomain::Rpc, ErrorDomain::Remote]);
     match e.code().known() {
+        Some(ErrorNumber::SystemError) if !transport => ProviderError::internal(msg),
+        Some(
+            ErrorNumber::AuthFailed
+            | ErrorNumber::AuthCancelled
+            | ErrorNumber::AccessDenied
+            | ErrorNumber::OperationDenied,
+        ) => ProviderError::unauthorized(msg),
         Some(ErrorNumber::NoDomain | ErrorNumber::NoStoragePool | ErrorNumber::NoStorageVolume) => {
             ProviderError::not_found(msg)
         }

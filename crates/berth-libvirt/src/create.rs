@@ -17,6 +17,9 @@ use crate::templates::TemplateImage;
 use crate::xml::{DomainPlan, domain_xml};
 
 const DISK: &str = "disk.qcow2";
+/// Written first into every instance directory, holding the instance id: Berth removes only
+/// directories that carry it.
+const OWNER_FILE: &str = ".berth-instance";
 const SEED: &str = "seed.iso";
 pub const CONSOLE_LOG: &str = "console.log";
 
@@ -61,26 +64,17 @@ pub async fn create(
     progress: &dyn ProgressSink,
 ) -> Result<Instance, ProviderError> {
     let (user, template_id) = check_spec(p, spec)?;
-    let template = p.templates().resolve("template", &template_id).await?;
-    let disk_bytes = spec.disk_gib << 30;
-    if disk_bytes < template.virtual_size {
-        return Err(ProviderError::invalid(
-            "disk_gib",
-            format!(
-                "template {} is {} GiB; the disk cannot be smaller (got {} GiB)",
-                template.id,
-                template.virtual_size.div_ceil(1 << 30),
-                spec.disk_gib
-            ),
-        ));
-    }
-    check_host_fits(p, spec).await?;
-    let accel = p.accel().await?;
+    let disk_bytes = gib_bytes("disk_gib", spec.disk_gib)?;
+    // One operation per instance at a time: a second create (or a delete) waits here.
+    let _guard = p.lock_instance(&spec.instance_id).await;
+    let id = InstanceRef::Id(spec.instance_id.clone());
 
+    // An existing domain means an earlier create got past its commit point: resume it, without
+    // re-checking a template that may since have changed.
     let (iid, name) = (spec.instance_id.clone(), spec.name.clone());
     let (existing, name_owner) =
         p.lv.call("looking for the instance", move |c| {
-            let existing = domain::owned(c, &iid)?.map(|f| f.facts.name);
+            let existing = domain::owned(c, &iid)?.map(|f| (f.facts.name, f.facts.disk));
             let name_owner = match c.lookup_domain_by_name(&name) {
                 Ok(d) => Some(domain::facts(&d)?.instance_id),
                 Err(e) if is_missing(&e) => None,
@@ -89,10 +83,18 @@ pub async fn create(
             Ok((existing, name_owner))
         })
         .await?;
-    let id = InstanceRef::Id(spec.instance_id.clone());
+    let existing = match existing {
+        // Defined, but its disk is gone (removed by hand, or a cleanup cut short): half-made.
+        Some((name, disk)) if !disk.as_deref().is_some_and(std::path::Path::exists) => {
+            tracing::warn!(domain = %name, "the instance's domain has no disk; removing it and starting over");
+            unwind(p, &id).await?;
+            None
+        }
+        other => other.map(|(name, _)| name),
+    };
     let made_here = existing.is_none();
     if made_here {
-        if let Some(owner) = name_owner {
+        if let Some(owner) = name_owner.filter(|o| o.as_ref() != Some(&spec.instance_id)) {
             return Err(ProviderError::conflict(format!(
                 "a domain named {:?} already exists and belongs to {}; pick another name",
                 spec.name,
@@ -101,8 +103,24 @@ pub async fn create(
                     .unwrap_or_else(|| "something other than Berth".into())
             )));
         }
+        let template = p.templates().resolve("template", &template_id).await?;
+        if disk_bytes < template.virtual_size {
+            return Err(ProviderError::invalid(
+                "disk_gib",
+                format!(
+                    "template {} is {} GiB; the disk cannot be smaller (got {} GiB)",
+                    template.id,
+                    template.virtual_size.div_ceil(1 << 30),
+                    spec.disk_gib
+                ),
+            ));
+        }
+        check_host_fits(p, spec).await?;
+        let accel = p.accel().await?;
         if let Err(e) = make(p, spec, &template, &user, accel.domain_type, progress).await {
-            unwind(p, &id).await;
+            if let Err(u) = unwind(p, &id).await {
+                tracing::warn!(instance = %id, error = %u, "could not remove the half-made instance");
+            }
             return Err(e);
         }
     } else {
@@ -112,12 +130,18 @@ pub async fn create(
     match start_and_wait(p, spec, &id, progress).await {
         Ok(i) => Ok(i),
         Err(e) => {
-            if made_here {
-                unwind(p, &id).await;
+            if made_here && let Err(u) = unwind(p, &id).await {
+                tracing::warn!(instance = %id, error = %u, "could not remove the half-made instance");
             }
             Err(e)
         }
     }
+}
+
+/// `gib` GiB in bytes; `InvalidSpec` on `field` when that does not fit 64 bits.
+pub(crate) fn gib_bytes(field: &str, gib: u64) -> Result<u64, ProviderError> {
+    gib.checked_mul(1 << 30)
+        .ok_or_else(|| ProviderError::invalid(field, format!("{gib} GiB is beyond any disk")))
 }
 
 /// The disk, the seed and the domain definition.
@@ -143,13 +167,12 @@ async fn make(
         format!("{mode} of {} ({})", template.id, template.format),
     );
     // Files without a domain are what an interrupted create left: never booted, start over.
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => tracing::info!(dir = %dir.display(), "removed the files of an interrupted create"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("cannot clear", e)),
+    if remove_instance_dir(&dir, &spec.instance_id)? {
+        tracing::info!(dir = %dir.display(), "removed the files of an interrupted create");
     }
     std::fs::create_dir_all(&dir).map_err(|e| io("cannot create", e))?;
-    let size = spec.disk_gib << 30;
+    std::fs::write(dir.join(OWNER_FILE), spec.instance_id.as_str()).map_err(|e| io("cannot write in", e))?;
+    let size = gib_bytes("disk_gib", spec.disk_gib)?;
     match p.cfg.clone {
         CloneMode::Linked => {
             p.qemu_img
@@ -196,8 +219,24 @@ async fn make(
         console_log: &console_log,
         network: &network,
     });
+    let (iid, name) = (spec.instance_id.clone(), spec.name.clone());
     p.lv.call("defining the domain", move |c| {
-        c.define_domain_xml(&xml).map(|_| ()).map_err(map_err)
+        let Err(e) = c.define_domain_xml(&xml) else {
+            return Ok(());
+        };
+        // An interrupted earlier run of this create may have finished its define after it was
+        // cut off (libvirt calls run to completion). That stopped copy of this same instance is
+        // replaced; anything else holding the name is a conflict.
+        let stale = c.lookup_domain_by_name(&name).ok().filter(|d| {
+            !d.is_active().unwrap_or(true) && domain::facts(d).is_ok_and(|f| f.instance_id.as_ref() == Some(&iid))
+        });
+        match stale {
+            Some(d) => {
+                domain::undefine(&d)?;
+                c.define_domain_xml(&xml).map(|_| ()).map_err(map_err)
+            }
+            None => Err(map_err(e)),
+        }
     })
     .await?;
     event(progress, Stage::ConfigureVm, StagePhase::Completed, spec.name.clone());
@@ -249,27 +288,45 @@ async fn start_and_wait(
     }
 }
 
-/// Removes what a failed create made; failures are logged, the create's error is what counts.
-async fn unwind(p: &LibvirtProvider, id: &InstanceRef) {
+/// Removes what a failed create made: the domain, then (only once the domain is gone) its files.
+async fn unwind(p: &LibvirtProvider, id: &InstanceRef) -> Result<(), ProviderError> {
     let r = id.clone();
-    let undefined =
-        p.lv.call("removing the half-made domain", move |c| {
-            if let Some(f) = domain::locate(c, &r)? {
-                destroy_if_active(&f.dom)?;
-                domain::undefine(&f.dom)?;
-            }
-            Ok(())
-        })
-        .await;
-    if let Err(e) = undefined {
-        tracing::warn!(instance = %id, error = %e, "could not remove the half-made domain");
-    }
+    p.lv.call("removing the half-made domain", move |c| {
+        if let Some(f) = domain::locate(c, &r)? {
+            destroy_if_active(&f.dom)?;
+            domain::undefine(&f.dom)?;
+        }
+        Ok(())
+    })
+    .await?;
     if let InstanceRef::Id(i) = id {
-        let dir = p.instance_dir(i);
-        if let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(dir = %dir.display(), error = %e, "could not remove the half-made instance's files");
+        remove_instance_dir(&p.instance_dir(i), i)?;
+    }
+    Ok(())
+}
+
+/// Removes `dir` if it is `id`'s instance directory (it carries the owner file naming `id`);
+/// `Ok(false)` when there is nothing; `Conflict` when the directory is not Berth's.
+pub(crate) fn remove_instance_dir(dir: &std::path::Path, id: &berth_core::InstanceId) -> Result<bool, ProviderError> {
+    let owner = match std::fs::read_to_string(dir.join(OWNER_FILE)) {
+        Ok(o) => Some(o),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(ProviderError::internal(format!("cannot read {}: {e}", dir.display()))),
+    };
+    let empty = || std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+    match owner {
+        Some(o) if o.trim() == id.as_str() => {}
+        None if !dir.exists() => return Ok(false),
+        // An interrupted create may have made the directory and not yet its owner file.
+        None if empty() => {}
+        _ => {
+            return Err(ProviderError::conflict(format!(
+                "{} exists but is not instance {id}'s directory (no {OWNER_FILE} naming it); Berth will not touch it",
+                dir.display()
+            )));
         }
     }
+    std::fs::remove_dir_all(dir)
+        .map(|_| true)
+        .map_err(|e| ProviderError::internal(format!("cannot remove {}: {e}", dir.display())))
 }

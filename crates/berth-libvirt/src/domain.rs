@@ -3,6 +3,7 @@
 //! then DHCP lease, then ARP; loopback and link-local never count).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 
 use berth_core::{GuestKind, Instance, InstanceId, InstanceRef, PowerState, ProviderError};
 use virt::connect::Connect;
@@ -41,9 +42,21 @@ pub fn all(c: &Connect) -> Result<Vec<Found>, ProviderError> {
     Ok(out)
 }
 
-/// The domain carrying `id` in its marker.
+/// The domain carrying `id` in its marker. Two domains with one marker (one copied with
+/// `virsh dumpxml | virsh define`, say) are a conflict Berth will not guess its way through.
 pub fn owned(c: &Connect, id: &InstanceId) -> Result<Option<Found>, ProviderError> {
-    Ok(all(c)?.into_iter().find(|f| f.facts.instance_id.as_ref() == Some(id)))
+    let mut found: Vec<Found> = all(c)?
+        .into_iter()
+        .filter(|f| f.facts.instance_id.as_ref() == Some(id))
+        .collect();
+    if found.len() > 1 {
+        let names: Vec<&str> = found.iter().map(|f| f.facts.name.as_str()).collect();
+        return Err(ProviderError::conflict(format!(
+            "domains {} all carry Berth's marker for instance {id}; remove the copies' <metadata> marker",
+            names.join(", ")
+        )));
+    }
+    Ok(found.pop())
 }
 
 /// The domain a reference names: by marker, or by libvirt name.
@@ -82,12 +95,17 @@ pub fn undefine(dom: &Domain) -> Result<(), ProviderError> {
 }
 
 pub fn power_state(dom: &Domain) -> Result<PowerState, ProviderError> {
-    let (state, reason) = dom.state().map_err(map_err)?;
+    // `info()` reports errors (a vanished domain, a lost connection); virt 0.5's `state()` does
+    // not, so it is asked only for the reason of a pause.
+    let state = dom.info().map_err(map_err)?.state;
     // libvirt creates QEMU paused and resumes it once set up: that is a start in progress.
-    let starting = matches!(
-        reason,
-        Enum::Known(DomainStateReason::Paused(Enum::Known(DomainPausedReason::StartingUp)))
-    );
+    let starting = state.is(DomainState::Paused)
+        && matches!(
+            dom.state().map(|(_, r)| r),
+            Ok(Enum::Known(DomainStateReason::Paused(Enum::Known(
+                DomainPausedReason::StartingUp
+            ))))
+        );
     Ok(match state.known() {
         Some(DomainState::Paused) if starting => PowerState::Provisioning,
         Some(DomainState::Running | DomainState::Blocked) => PowerState::Running,
@@ -137,6 +155,20 @@ pub fn addresses(dom: &Domain) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
     (None, v6_seen)
 }
 
+/// The guest-visible size of a disk image: a qcow2 header's size field (updated by QEMU on a
+/// live resize too), or a raw file's length. Read from the file, since virt 0.5's `block_info`
+/// ignores libvirt's errors.
+pub fn virtual_size(path: &Path) -> std::io::Result<u64> {
+    use std::io::Read as _;
+    let mut f = std::fs::File::open(path)?;
+    let mut head = [0u8; 32];
+    let n = f.read(&mut head)?;
+    if n == 32 && head[..4] == *b"QFI\xfb" {
+        return Ok(u64::from_be_bytes(head[24..32].try_into().expect("8 bytes")));
+    }
+    Ok(f.metadata()?.len())
+}
+
 /// What Berth reports of a domain; addresses only when asked (they may query the guest). The
 /// caller fills in `node`.
 pub fn instance(found: &Found, with_addresses: bool) -> Result<Instance, ProviderError> {
@@ -144,9 +176,9 @@ pub fn instance(found: &Found, with_addresses: bool) -> Result<Instance, Provide
     let state = power_state(&found.dom)?;
     let disk_gib = f
         .disk
-        .as_ref()
-        .and_then(|d| found.dom.block_info(&d.to_string_lossy(), 0).ok())
-        .map(|b| b.capacity.div_ceil(1 << 30));
+        .as_deref()
+        .and_then(|d| virtual_size(d).ok())
+        .map(|b| b.div_ceil(1 << 30));
     let (ipv4, ipv6) = if with_addresses && state == PowerState::Running {
         addresses(&found.dom)
     } else {

@@ -2,6 +2,7 @@
 //! `<metadata>` carries Berth's marker; describe works for any domain.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use berth_core::{
 use tokio::sync::OnceCell;
 use virt::sys;
 
-use crate::accel::{Accel, is_local_uri, local_qemu, probe_kvm};
+use crate::accel::{Accel, ProbeError, local_qemu, probe_kvm};
 use crate::config::{DomainTypeSetting, LibvirtConfig};
 use crate::conn::{Libvirt, map_err};
 use crate::domain::{self, Found};
@@ -30,6 +31,8 @@ pub struct LibvirtProvider {
     pub(crate) qemu_img: QemuImg,
     accel: OnceCell<Accel>,
     host: OnceCell<String>,
+    /// One operation per instance at a time (create, delete, power, reconfigure by id).
+    locks: std::sync::Mutex<std::collections::HashMap<InstanceId, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl LibvirtProvider {
@@ -47,7 +50,32 @@ impl LibvirtProvider {
             cfg,
             accel: OnceCell::new(),
             host: OnceCell::new(),
+            locks: Default::default(),
         })
+    }
+
+    /// Waits until no other operation on `id` runs in this process, then holds it off.
+    pub(crate) async fn lock_instance(&self, id: &InstanceId) -> InstanceGuard<'_> {
+        let m = self
+            .locks
+            .lock()
+            .expect("instance locks")
+            .entry(id.clone())
+            .or_default()
+            .clone();
+        let guard = m.clone().lock_owned().await;
+        InstanceGuard {
+            provider: self,
+            id: id.clone(),
+            guard: Some(guard),
+        }
+    }
+
+    async fn lock_ref(&self, r: &InstanceRef) -> Option<InstanceGuard<'_>> {
+        match r {
+            InstanceRef::Id(id) => Some(self.lock_instance(id).await),
+            InstanceRef::Backend(_) => None,
+        }
     }
 
     pub fn config(&self) -> &LibvirtConfig {
@@ -78,6 +106,8 @@ impl LibvirtProvider {
             .await?;
         let caps = match caps {
             Ok(xml) => xml,
+            // Not a definite answer: not remembered, asked again next time.
+            Err(e @ (ProviderError::Unavailable { .. } | ProviderError::Unauthorized { .. })) => return Err(e),
             Err(e) => {
                 return Ok(Accel {
                     domain_type: "qemu",
@@ -85,12 +115,6 @@ impl LibvirtProvider {
                 });
             }
         };
-        if !is_local_uri(&self.cfg.uri) {
-            return Ok(Accel {
-                domain_type: "kvm",
-                reason: "the remote libvirt offers KVM".into(),
-            });
-        }
         let emulator = emulator_path(&caps).or_else(local_qemu);
         let Some(qemu) = emulator else {
             return Ok(Accel {
@@ -103,7 +127,11 @@ impl LibvirtProvider {
                 domain_type: "kvm",
                 reason: format!("a probe guest ran under KVM in {} ms", took.as_millis()),
             },
-            Err(why) => {
+            Err(ProbeError::Inconclusive(why)) => Accel {
+                domain_type: "kvm",
+                reason: format!("libvirt offers KVM; the probe could not run ({why})"),
+            },
+            Err(ProbeError::Broken(why)) => {
                 tracing::warn!(%why, "KVM does not work on this host; guests run under TCG (slow)");
                 Accel {
                     domain_type: "qemu",
@@ -220,6 +248,23 @@ pub(crate) fn start_if_stopped(dom: &virt::domain::Domain) -> Result<(), Provide
     }
 }
 
+/// Holds an instance's lock; forgets the lock when nobody else waits for it.
+pub(crate) struct InstanceGuard<'a> {
+    provider: &'a LibvirtProvider,
+    id: InstanceId,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for InstanceGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut locks = self.provider.locks.lock().expect("instance locks");
+        if locks.get(&self.id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            locks.remove(&self.id);
+        }
+    }
+}
+
 pub(crate) fn destroy_if_active(dom: &virt::domain::Domain) -> Result<(), ProviderError> {
     match dom.is_active() {
         Ok(true) => match dom.destroy() {
@@ -310,6 +355,7 @@ impl Provider for LibvirtProvider {
     }
 
     async fn power(&self, id: &InstanceRef, op: PowerOp) -> Result<Instance, ProviderError> {
+        let _guard = self.lock_ref(id).await;
         match op {
             PowerOp::Start => self.with_owned("starting", id, |f| start_if_stopped(&f.dom)).await?,
             PowerOp::Stop => self.with_owned("stopping", id, |f| destroy_if_active(&f.dom)).await?,
@@ -332,10 +378,12 @@ impl Provider for LibvirtProvider {
     }
 
     async fn reconfigure(&self, id: &InstanceRef, change: &Resize) -> Result<ReconfigureOutcome, ProviderError> {
+        let _guard = self.lock_ref(id).await;
         crate::reconfigure::reconfigure(self, id, change).await
     }
 
     async fn delete(&self, id: &InstanceRef) -> Result<DeleteOutcome, ProviderError> {
+        let _guard = self.lock_ref(id).await;
         let r = id.clone();
         let removed = self
             .lv
@@ -351,29 +399,24 @@ impl Provider for LibvirtProvider {
                 };
                 destroy_if_active(&found.dom)?;
                 domain::undefine(&found.dom)?;
-                Ok(Some(owner))
+                // A copy of the domain (same marker) still using the files keeps them.
+                let shared = domain::all(c)?
+                    .iter()
+                    .any(|f| f.facts.instance_id.as_ref() == Some(&owner));
+                Ok(Some((owner, shared)))
             })
             .await?;
         // The instance's files: also when a create was cut before its domain was defined.
         let owner = match (&removed, id) {
-            (Some(owner), _) => Some(owner.clone()),
+            (Some((_, true)), _) => None,
+            (Some((owner, false)), _) => Some(owner.clone()),
             (None, InstanceRef::Id(i)) => Some(i.clone()),
             (None, InstanceRef::Backend(_)) => None,
         };
-        let mut files_removed = false;
-        if let Some(owner) = owner {
-            let dir = self.instance_dir(&owner);
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => files_removed = true,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(ProviderError::internal(format!(
-                        "the domain is gone but {} could not be removed: {e}",
-                        dir.display()
-                    )));
-                }
-            }
-        }
+        let files_removed = match owner {
+            Some(owner) => crate::create::remove_instance_dir(&self.instance_dir(&owner), &owner)?,
+            None => false,
+        };
         Ok(if removed.is_some() || files_removed {
             DeleteOutcome::Deleted
         } else {
@@ -436,13 +479,14 @@ pub(crate) async fn check_host_fits(p: &LibvirtProvider, spec: &VmSpec) -> Resul
             format!("the host has {cpus} CPUs; {} cores cannot run here", spec.cores),
         ));
     }
-    if bytes_of_mib(spec.memory_mib) > total_kib.saturating_mul(1024) {
+    // A guest may use up to its balloon maximum, so that is what must fit.
+    let max = spec.memory_mib.max(p.cfg.max_memory_mib.unwrap_or(0));
+    if bytes_of_mib(max) > total_kib.saturating_mul(1024) {
         return Err(ProviderError::invalid(
             "memory_mib",
             format!(
-                "the host has {} MiB of memory; {} MiB cannot run here",
-                total_kib / 1024,
-                spec.memory_mib
+                "the host has {} MiB of memory; a guest of up to {max} MiB cannot run here",
+                total_kib / 1024
             ),
         ));
     }

@@ -75,8 +75,13 @@ impl TemplateSource<'_> {
     pub async fn resolve(&self, field: &str, id: &str) -> Result<TemplateImage, ProviderError> {
         check_template_name(id).map_err(|m| ProviderError::invalid(field, m))?;
         if let Some((_, path)) = self.dir_entries()?.into_iter().find(|(i, _)| i == id) {
-            let info = self.qemu_img.info(&path).await.map_err(|e| {
-                ProviderError::invalid(field, format!("template {id} ({}) cannot be read: {e}", path.display()))
+            let info = self.qemu_img.info(&path).await.map_err(|e| match e {
+                // qemu-img ran and could not read the image: the template is bad.
+                ProviderError::Internal { .. } => {
+                    ProviderError::invalid(field, format!("template {id} ({}) cannot be read: {e}", path.display()))
+                }
+                // qemu-img missing or slow: the host's problem, not the order's.
+                other => other,
             })?;
             if info.format != "qcow2" && info.format != "raw" {
                 return Err(ProviderError::invalid(
@@ -164,7 +169,7 @@ impl TemplateSource<'_> {
                 let mut out = Vec::new();
                 for vol in p.list_all_volumes(0).map_err(map_err)? {
                     let name = vol.name().map_err(map_err)?;
-                    let Some(id) = stem(&name).or(check_template_name(&name).ok().map(|_| name.as_str())) else {
+                    let Some(id) = stem(&name) else {
                         continue;
                     };
                     if only.as_deref().is_some_and(|o| o != id) {
@@ -172,6 +177,10 @@ impl TemplateSource<'_> {
                     }
                     let xml = vol.xml_desc(0).map_err(map_err)?;
                     let (format, size) = volume_facts(&xml);
+                    // The same rules as for files: qcow2 or raw images with a known size.
+                    if !matches!(format.as_str(), "qcow2" | "raw") || size == 0 {
+                        continue;
+                    }
                     out.push(TemplateImage {
                         id: id.to_owned(),
                         path: PathBuf::from(vol.path().map_err(map_err)?),

@@ -19,8 +19,9 @@ fn spec(tag: &str) -> VmSpec {
 }
 
 fn setup() -> Option<(tempfile::TempDir, berth_libvirt::LibvirtProvider)> {
-    let image = common::test_image()?;
+    // Prerequisites first: without root or libvirt there is no point building the image.
     let uri = common::libvirtd()?;
+    let image = common::test_image()?;
     let dir = tempfile::tempdir().unwrap();
     let p = common::provider(&uri, dir.path(), &image);
     Some((dir, p))
@@ -104,8 +105,22 @@ async fn the_guest_gets_its_key_and_reports_its_address() {
     );
     assert!(text.contains(&format!("berth-guest: ipv4={ip}")), "{text}");
 
-    // Disks grow live (the guest running) and offline.
+    // A graceful shutdown really reaches the guest (through its agent or the ACPI button) and
+    // ends long before the timeout would force it off.
     let id = InstanceRef::Id(s.instance_id.clone());
+    let asked = std::time::Instant::now();
+    let off = p.power(&id, PowerOp::Shutdown { timeout_secs: 60 }).await.unwrap();
+    assert_eq!(off.state, PowerState::Stopped);
+    assert!(asked.elapsed() < Duration::from_secs(30), "took {:?}", asked.elapsed());
+    let text = std::fs::read_to_string(&console).unwrap();
+    assert!(
+        text.contains("berth-guest: guest-shutdown") || text.contains("berth-guest: acpi power button"),
+        "{text}"
+    );
+    let on = p.power(&id, PowerOp::Start).await.unwrap();
+    assert_eq!(on.state, PowerState::Running);
+
+    // Disks grow live (the guest running) and offline.
     let grow = |g| Resize {
         cores: None,
         memory_mib: None,

@@ -231,5 +231,104 @@ async fn reconfigure_live_within_maxima_and_disks_only_grow() {
     };
     let out = p.reconfigure(&id, &beyond).await.unwrap();
     assert!(out.restart_required, "beyond the maxima the change waits for a restart");
+    // The definition holds the new count for the next start; asking again for what runs now
+    // must set the definition back, not be taken for "no change".
+    assert_eq!(saved_facts("vm-grow").await.cores, 8);
+    let back = berth_core::Resize {
+        cores: Some(3),
+        memory_mib: None,
+        disk_gib: None,
+    };
+    p.reconfigure(&id, &back).await.unwrap();
+    assert_eq!(saved_facts("vm-grow").await.cores, 3);
     p.delete(&id).await.unwrap();
+}
+
+/// What the persistent definition of `name` says (the next start's values).
+async fn saved_facts(name: &str) -> berth_libvirt::xml::DomainFacts {
+    let name = name.to_owned();
+    berth_libvirt::conn::Libvirt::new("test:///default")
+        .call("reading the definition", move |c| {
+            let d = c.lookup_domain_by_name(&name).unwrap();
+            let xml = d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE).unwrap();
+            Ok(berth_libvirt::xml::parse_domain(&xml).unwrap())
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn full_clones_are_independent_copies() {
+    let Some(s) = setup() else { return };
+    let mut cfg = s.provider.config().clone();
+    cfg.clone = berth_libvirt::CloneMode::Full;
+    let p = LibvirtProvider::new(cfg, s.dir.path()).unwrap();
+    let sp = spec("full");
+    p.create(&sp, &Recorder::default()).await.unwrap();
+    let disk = p.instance_dir(&sp.instance_id).join("disk.qcow2");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json", disk.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    assert!(info.get("backing-filename").is_none(), "{info}");
+    assert_eq!(info["virtual-size"], 1u64 << 30, "grown to the requested size");
+    p.delete(&InstanceRef::Id(sp.instance_id.clone())).await.unwrap();
+}
+
+#[tokio::test]
+async fn directories_and_domains_berth_cannot_prove_are_its_own_are_left_alone() {
+    let Some(s) = setup() else { return };
+    let p = &s.provider;
+    // A directory in instances_dir named like the instance, but not Berth's.
+    let sp = spec("foreign");
+    let dir = p.instance_dir(&sp.instance_id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("precious.img"), b"data").unwrap();
+    let err = p.create(&sp, &Recorder::default()).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    let err = p.delete(&InstanceRef::Id(sp.instance_id.clone())).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    assert!(dir.join("precious.img").exists());
+    assert!(p.list(ListFilter::default()).await.unwrap().is_empty());
+
+    // A copy of a Berth domain (same marker, another name): Berth refuses to pick one, and
+    // deleting the copy keeps the files the original uses.
+    let sp = spec("orig");
+    p.create(&sp, &Recorder::default()).await.unwrap();
+    berth_libvirt::conn::Libvirt::new("test:///default")
+        .call("copying a domain", |c| {
+            let d = c.lookup_domain_by_name("vm-orig").unwrap();
+            let xml = d.xml_desc(virt::sys::VIR_DOMAIN_XML_INACTIVE).unwrap();
+            let (start, end) = (xml.find("<uuid>").unwrap(), xml.find("</uuid>").unwrap() + 7);
+            let copy =
+                format!("{}{}", &xml[..start], &xml[end..]).replace("<name>vm-orig</name>", "<name>vm-copy</name>");
+            c.define_domain_xml(&copy).unwrap();
+            Ok(())
+        })
+        .await
+        .unwrap();
+    let id = InstanceRef::Id(sp.instance_id.clone());
+    let err = p.describe(&id).await.unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Conflict, "{err}");
+    p.delete(&InstanceRef::Backend("vm-copy".into())).await.unwrap();
+    assert!(
+        p.instance_dir(&sp.instance_id).join("disk.qcow2").exists(),
+        "the original's disk stays"
+    );
+    p.delete(&id).await.unwrap();
+    assert!(!p.instance_dir(&sp.instance_id).exists());
+}
+
+#[tokio::test]
+async fn oversized_disks_are_refused_not_wrapped() {
+    let Some(s) = setup() else { return };
+    let mut sp = spec("huge");
+    sp.disk_gib = (1 << 34) + 1;
+    let err = s.provider.create(&sp, &Recorder::default()).await.unwrap_err();
+    assert!(
+        matches!(&err, berth_core::ProviderError::InvalidSpec { field, .. } if field == "disk_gib"),
+        "{err}"
+    );
 }

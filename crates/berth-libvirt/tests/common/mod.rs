@@ -114,7 +114,6 @@ pub fn provider(uri: &str, root: &Path, image: &Path) -> LibvirtProvider {
     // KVM misbehaves on the build machines; the probe would pick TCG anyway, this is quicker.
     cfg.domain_type = DomainTypeSetting::Qemu;
     cfg.network_timeout_seconds = 180;
-    cfg.shutdown_timeout_seconds = 60;
     LibvirtProvider::new(cfg, root).unwrap()
 }
 
