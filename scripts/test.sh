@@ -12,10 +12,12 @@ berth_need_packages jq python3
 # The libvirt backend's real-VM tests: libvirtd + QEMU (the tests start their own daemons in
 # private namespaces, and build the tiny guest image with scripts/build-test-image.sh).
 berth_need_libvirt
+# The store suite's PostgreSQL half: the tests run initdb + pg_ctl themselves as `postgres`.
+berth_need_packages postgresql
 if [ "$(id -u)" -eq 0 ]; then
-    export BERTH_REQUIRE_LIBVIRT=1
+    export BERTH_REQUIRE_LIBVIRT=1 BERTH_REQUIRE_POSTGRES=1
 else
-    echo "==> not root: the real-VM libvirt tests will skip (they run libvirtd in their own namespaces)"
+    echo "==> not root: the real-VM libvirt tests and the PostgreSQL store tests will skip (they need root)"
 fi
 # The tests start a private libvirtd (scripts/test-libvirtd.sh); stop it when the run ends.
 trap 'scripts/test-libvirtd.sh stop' EXIT

@@ -1,0 +1,227 @@
+//! The control plane's storage behind one [`Store`] trait, implemented for SQLite (the embedded
+//! default: a file, WAL) and PostgreSQL (a URL; several server replicas may share it). Both run
+//! their own embedded migrations. One conformance suite ([`suite`]) runs against both.
+//!
+//! So far: the operations queue. An operation belongs to a provider's agents and an instance;
+//! agents claim the oldest claimable one with a lease (holder, expiry, generation), renew it
+//! while working and finish it under it. Per instance, operations run one at a time and in
+//! order. A lease that runs out returns the operation to the queue, and a report under a lost
+//! lease (expired, or claimed again since: the generation moved on) is refused.
+
+pub mod postgres;
+pub mod sqlite;
+pub mod suite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Milliseconds since the Unix epoch. The caller passes "now", so tests control time.
+pub type Millis = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OpStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl OpStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpStatus::Queued => "queued",
+            OpStatus::Running => "running",
+            OpStatus::Succeeded => "succeeded",
+            OpStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<OpStatus, StoreError> {
+        Ok(match s {
+            "queued" => OpStatus::Queued,
+            "running" => OpStatus::Running,
+            "succeeded" => OpStatus::Succeeded,
+            "failed" => OpStatus::Failed,
+            other => {
+                return Err(StoreError::Backend(format!(
+                    "unknown operation status {other:?} in the database"
+                )));
+            }
+        })
+    }
+}
+
+/// An operation to queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewOperation {
+    pub provider_id: String,
+    pub instance_id: String,
+    /// `provision`, `start`, `stop`, `reboot`, `reconfigure`, `terminate`, …
+    pub kind: String,
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Operation {
+    pub id: String,
+    /// Queue order.
+    pub seq: i64,
+    pub provider_id: String,
+    pub instance_id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub status: OpStatus,
+    pub lease_holder: Option<String>,
+    pub lease_expires_at: Option<Millis>,
+    /// How many times it was claimed; the current lease's fencing token.
+    pub generation: i64,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A claim on an operation. Every renew and report must present it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub operation_id: String,
+    pub holder: String,
+    pub generation: i64,
+    pub expires_at: Millis,
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Succeeded(serde_json::Value),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The lease expired, was released, or the operation was claimed again since.
+    #[error("the lease on operation {0} is no longer held")]
+    LeaseLost(String),
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+    #[error("database error: {0}")]
+    Backend(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Backend(format!("migrating the database: {e}"))
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Queues `op`; it gets a fresh id and the next place in the queue.
+    async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError>;
+
+    async fn operation(&self, id: &str) -> Result<Operation, StoreError>;
+
+    /// Claims the oldest operation of `provider_id` that is queued (or running under an expired
+    /// lease) and has no earlier unfinished operation of the same instance; `None` when there is
+    /// none. Atomic: concurrent claimers never get the same operation.
+    async fn claim(
+        &self,
+        provider_id: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now: Millis,
+    ) -> Result<Option<(Operation, Lease)>, StoreError>;
+
+    /// Extends a lease that is still held.
+    async fn renew(&self, lease: &Lease, ttl_ms: i64, now: Millis) -> Result<Lease, StoreError>;
+
+    /// Ends the operation under a lease that is still held.
+    async fn finish(&self, lease: &Lease, outcome: Outcome, now: Millis) -> Result<Operation, StoreError>;
+
+    /// Gives the operation back to the queue (a clean shutdown of its agent).
+    async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError>;
+}
+
+fn check_new(op: &NewOperation) -> Result<(), StoreError> {
+    for (field, v) in [
+        ("provider_id", &op.provider_id),
+        ("instance_id", &op.instance_id),
+        ("kind", &op.kind),
+    ] {
+        if v.is_empty() || v.len() > 128 {
+            return Err(StoreError::Invalid {
+                field,
+                reason: format!("must be 1-128 characters (got {})", v.len()),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn check_ttl(ttl_ms: i64) -> Result<(), StoreError> {
+    if !(1..=3_600_000).contains(&ttl_ms) {
+        return Err(StoreError::Invalid {
+            field: "ttl_ms",
+            reason: format!("a lease lasts 1 ms to 1 hour (got {ttl_ms})"),
+        });
+    }
+    Ok(())
+}
+
+/// Builds an [`Operation`] from a row of either database (the columns are the same).
+macro_rules! operation_from_row {
+    ($row:expr) => {{
+        use sqlx::Row as _;
+        let row = $row;
+        let json = |s: String| {
+            serde_json::from_str::<serde_json::Value>(&s)
+                .map_err(|e| $crate::StoreError::Backend(format!("stored JSON does not parse: {e}")))
+        };
+        let result: Option<String> = row.try_get("result")?;
+        Ok::<_, $crate::StoreError>($crate::Operation {
+            id: row.try_get("id")?,
+            seq: row.try_get("seq")?,
+            provider_id: row.try_get("provider_id")?,
+            instance_id: row.try_get("instance_id")?,
+            kind: row.try_get("kind")?,
+            payload: json(row.try_get("payload")?)?,
+            status: $crate::OpStatus::parse(&row.try_get::<String, _>("status")?)?,
+            lease_holder: row.try_get("lease_holder")?,
+            lease_expires_at: row.try_get("lease_expires_at")?,
+            generation: row.try_get("generation")?,
+            result: result.map(json).transpose()?,
+            error: row.try_get("error")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+        })
+    }};
+}
+pub(crate) use operation_from_row;
+
+fn lease_of(op: &Operation) -> Lease {
+    Lease {
+        operation_id: op.id.clone(),
+        holder: op.lease_holder.clone().unwrap_or_default(),
+        generation: op.generation,
+        expires_at: op.lease_expires_at.unwrap_or_default(),
+    }
+}
+
+fn outcome_columns(outcome: &Outcome) -> (OpStatus, Option<String>, Option<String>) {
+    match outcome {
+        Outcome::Succeeded(v) => (OpStatus::Succeeded, Some(v.to_string()), None),
+        Outcome::Failed(e) => (OpStatus::Failed, None, Some(e.clone())),
+    }
+}

@@ -1,0 +1,158 @@
+//! [`Store`] on PostgreSQL: embedded migrations; a claim is one `UPDATE … FROM (SELECT … FOR
+//! UPDATE SKIP LOCKED)`, so concurrent claimers (in one server or several replicas) skip each
+//! other's rows instead of waiting or double-claiming.
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+
+use crate::{
+    Lease, Millis, NewOperation, OpStatus, Operation, Outcome, Store, StoreError, check_new, check_ttl, lease_of,
+    operation_from_row, outcome_columns,
+};
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+const CLAIM: &str = "UPDATE operations
+    SET status = 'running', lease_holder = $1, lease_expires_at = $2, generation = generation + 1, updated_at = $3
+    FROM (
+        SELECT o.seq FROM operations o
+        WHERE o.provider_id = $4
+          AND (o.status = 'queued' OR (o.status = 'running' AND o.lease_expires_at < $3))
+          AND NOT EXISTS (
+              SELECT 1 FROM operations e
+              WHERE e.instance_id = o.instance_id AND e.seq < o.seq AND e.status IN ('queued', 'running'))
+        ORDER BY o.seq LIMIT 1
+        FOR UPDATE SKIP LOCKED) AS next
+    WHERE operations.seq = next.seq
+    RETURNING operations.*";
+
+impl PgStore {
+    /// Connects to `url` (`postgres://user@host:port/db`) and migrates the database.
+    pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
+        let pool = PgPoolOptions::new().max_connections(16).connect(url).await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// Applies `change` to an operation whose lease `lease` still holds.
+    async fn held_update(&self, lease: &Lease, now: Millis, change: Held) -> Result<Operation, StoreError> {
+        let q = match &change {
+            Held::Renew(_) => sqlx::query(
+                "UPDATE operations SET lease_expires_at = $5, updated_at = $4
+                 WHERE id = $1 AND status = 'running' AND lease_holder = $2 AND generation = $3 AND lease_expires_at >= $4
+                 RETURNING *",
+            ),
+            Held::Finish(..) => sqlx::query(
+                "UPDATE operations SET status = $5, result = $6, error = $7, lease_holder = NULL, lease_expires_at = NULL, updated_at = $4
+                 WHERE id = $1 AND status = 'running' AND lease_holder = $2 AND generation = $3 AND lease_expires_at >= $4
+                 RETURNING *",
+            ),
+            Held::Release => sqlx::query(
+                "UPDATE operations SET status = 'queued', lease_holder = NULL, lease_expires_at = NULL, updated_at = $4
+                 WHERE id = $1 AND status = 'running' AND lease_holder = $2 AND generation = $3 AND lease_expires_at >= $4
+                 RETURNING *",
+            ),
+        };
+        let q = q
+            .bind(&lease.operation_id)
+            .bind(&lease.holder)
+            .bind(lease.generation)
+            .bind(now);
+        let q = match change {
+            Held::Renew(expiry) => q.bind(expiry),
+            Held::Finish(s, r, e) => q.bind(s.as_str()).bind(r).bind(e),
+            Held::Release => q,
+        };
+        match q.fetch_optional(&self.pool).await? {
+            Some(row) => row_op(&row),
+            None => Err(self.lost(&lease.operation_id).await),
+        }
+    }
+
+    async fn lost(&self, id: &str) -> StoreError {
+        match self.operation(id).await {
+            Ok(_) => StoreError::LeaseLost(id.to_owned()),
+            Err(e) => e,
+        }
+    }
+}
+
+/// What is done under a held lease.
+enum Held {
+    Renew(Millis),
+    Finish(OpStatus, Option<String>, Option<String>),
+    Release,
+}
+
+fn row_op(row: &PgRow) -> Result<Operation, StoreError> {
+    operation_from_row!(row)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError> {
+        check_new(&op)?;
+        let row = sqlx::query(
+            "INSERT INTO operations (id, provider_id, instance_id, kind, payload, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6) RETURNING *",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&op.provider_id)
+        .bind(&op.instance_id)
+        .bind(&op.kind)
+        .bind(op.payload.to_string())
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        row_op(&row)
+    }
+
+    async fn operation(&self, id: &str) -> Result<Operation, StoreError> {
+        match sqlx::query("SELECT * FROM operations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(row) => row_op(&row),
+            None => Err(StoreError::NotFound(format!("operation {id}"))),
+        }
+    }
+
+    async fn claim(
+        &self,
+        provider_id: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now: Millis,
+    ) -> Result<Option<(Operation, Lease)>, StoreError> {
+        check_ttl(ttl_ms)?;
+        let row = sqlx::query(CLAIM)
+            .bind(holder)
+            .bind(now + ttl_ms)
+            .bind(now)
+            .bind(provider_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let op = row_op(&row)?;
+        let lease = lease_of(&op);
+        Ok(Some((op, lease)))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl_ms: i64, now: Millis) -> Result<Lease, StoreError> {
+        check_ttl(ttl_ms)?;
+        let op = self.held_update(lease, now, Held::Renew(now + ttl_ms)).await?;
+        Ok(lease_of(&op))
+    }
+
+    async fn finish(&self, lease: &Lease, outcome: Outcome, now: Millis) -> Result<Operation, StoreError> {
+        let (s, r, e) = outcome_columns(&outcome);
+        self.held_update(lease, now, Held::Finish(s, r, e)).await
+    }
+
+    async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError> {
+        self.held_update(lease, now, Held::Release).await.map(|_| ())
+    }
+}
