@@ -8,6 +8,7 @@
 //! order. A lease that runs out returns the operation to the queue, and a report under a lost
 //! lease (expired, or claimed again since: the generation moved on) is refused.
 
+pub mod audit;
 pub mod postgres;
 pub mod sqlite;
 pub mod suite;
@@ -15,6 +16,7 @@ pub mod suite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use audit::{AuditEntry, Broken, NewAuditEntry, Verified};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -152,6 +154,31 @@ pub trait Store: Send + Sync {
 
     /// Gives the operation back to the queue (a clean shutdown of its agent).
     async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError>;
+
+    /// Appends to the audit log, chaining the entry to the one before it. Appends are
+    /// serialised (also across server replicas), so the chain stays one line.
+    async fn append_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry, StoreError>;
+
+    /// Up to `limit` entries after `after_seq`, in order.
+    async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Walks the whole audit log: `Ok(Err(broken))` names the first entry that does not check out.
+    async fn verify_audit(&self) -> Result<Result<Verified, Broken>, StoreError> {
+        let mut v = audit::Verifier::default();
+        let mut after = 0;
+        loop {
+            let page = self.audit_page(after, 1000).await?;
+            let Some(last) = page.last() else {
+                return Ok(Ok(v.finish()));
+            };
+            after = last.seq;
+            for e in &page {
+                if let Err(b) = v.check(e) {
+                    return Ok(Err(b));
+                }
+            }
+        }
+    }
 }
 
 fn check_new(op: &NewOperation) -> Result<(), StoreError> {
@@ -209,6 +236,39 @@ macro_rules! operation_from_row {
     }};
 }
 pub(crate) use operation_from_row;
+
+/// Builds an [`AuditEntry`] from a row of either database.
+macro_rules! audit_from_row {
+    ($row:expr) => {{
+        use sqlx::Row as _;
+        let row = $row;
+        let detail: String = row.try_get("detail")?;
+        Ok::<_, $crate::StoreError>($crate::AuditEntry {
+            seq: row.try_get("seq")?,
+            at: row.try_get("at")?,
+            actor: row.try_get("actor")?,
+            action: row.try_get("action")?,
+            subject: row.try_get("subject")?,
+            detail: serde_json::from_str(&detail)
+                .map_err(|e| $crate::StoreError::Backend(format!("stored JSON does not parse: {e}")))?,
+            prev_hash: row.try_get("prev_hash")?,
+            hash: row.try_get("hash")?,
+        })
+    }};
+}
+pub(crate) use audit_from_row;
+
+fn check_audit(e: &NewAuditEntry) -> Result<(), StoreError> {
+    for (field, v) in [("actor", &e.actor), ("action", &e.action), ("subject", &e.subject)] {
+        if v.is_empty() || v.len() > 256 {
+            return Err(StoreError::Invalid {
+                field,
+                reason: format!("must be 1-256 characters (got {})", v.len()),
+            });
+        }
+    }
+    Ok(())
+}
 
 fn lease_of(op: &Operation) -> Lease {
     Lease {

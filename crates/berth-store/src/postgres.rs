@@ -6,8 +6,8 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 
 use crate::{
-    Lease, Millis, NewOperation, OpStatus, Operation, Outcome, Store, StoreError, check_new, check_ttl, lease_of,
-    operation_from_row, outcome_columns,
+    AuditEntry, Lease, Millis, NewAuditEntry, NewOperation, OpStatus, Operation, Outcome, Store, StoreError, audit,
+    audit_from_row, check_audit, check_new, check_ttl, lease_of, operation_from_row, outcome_columns,
 };
 
 pub struct PgStore {
@@ -154,5 +154,51 @@ impl Store for PgStore {
 
     async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError> {
         self.held_update(lease, now, Held::Release).await.map(|_| ())
+    }
+
+    async fn append_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry, StoreError> {
+        check_audit(&entry)?;
+        let mut tx = self.pool.begin().await?;
+        // One appender at a time across every server replica sharing this database.
+        sqlx::query("SELECT pg_advisory_xact_lock(7304172917)")
+            .execute(&mut *tx)
+            .await?;
+        let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (prev_seq, prev_hash): (i64, String) = match last {
+            Some(row) => {
+                use sqlx::Row as _;
+                (row.try_get("seq")?, row.try_get("hash")?)
+            }
+            None => (0, audit::GENESIS.to_owned()),
+        };
+        let seq = prev_seq + 1;
+        let hash = audit::entry_hash(&prev_hash, seq, now, &entry);
+        let row = sqlx::query(
+            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
+        )
+        .bind(seq)
+        .bind(now)
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.subject)
+        .bind(entry.detail.to_string())
+        .bind(&prev_hash)
+        .bind(&hash)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        audit_from_row!(&row)
+    }
+
+    async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+            .bind(after_seq)
+            .bind(limit.clamp(1, 10_000))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| audit_from_row!(r)).collect()
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 
-use crate::{Lease, NewOperation, OpStatus, Outcome, Store, StoreError};
+use crate::{Lease, NewAuditEntry, NewOperation, OpStatus, Outcome, Store, StoreError};
 
 fn op(provider: &str, instance: &str, kind: &str) -> NewOperation {
     NewOperation {
@@ -27,6 +27,53 @@ pub async fn run_all(store: Arc<dyn Store>, tag: &str) {
     expired_leases_return_the_work_and_late_reports_are_refused(&*store, tag).await;
     release_requeues(&*store, tag).await;
     concurrent_claimers_never_share_work(store.clone(), tag).await;
+    audit_chain_holds_under_concurrent_appends(store).await;
+}
+
+/// Appends chain; concurrent appenders (several tasks, as several replicas would) keep one line.
+/// Expects an empty audit log.
+pub async fn audit_chain_holds_under_concurrent_appends(s: Arc<dyn Store>) {
+    let entry = |n: usize| NewAuditEntry {
+        actor: "customer:c1".into(),
+        action: "order.created".into(),
+        subject: format!("instance:i{n}"),
+        detail: json!({"n": n, "offering": "small", "z": [1, 2], "a": {"y": 1, "b": 2}}),
+    };
+    let first = s.append_audit(entry(0), T0).await.unwrap();
+    assert_eq!((first.seq, first.prev_hash.as_str()), (1, crate::audit::GENESIS));
+    let second = s.append_audit(entry(1), T0 + 1).await.unwrap();
+    assert_eq!(
+        second.prev_hash, first.hash,
+        "audit: each entry chains to the one before"
+    );
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..10 {
+                s.append_audit(entry(100 + t * 10 + n), T0 + 2).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let v = s.verify_audit().await.unwrap().expect("audit: the chain checks out");
+    assert_eq!(v.entries, 82);
+    let page = s.audit_page(80, 10).await.unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(v.head, page[1].hash, "audit: the head is the last entry's hash");
+    assert!(matches!(
+        s.append_audit(
+            NewAuditEntry {
+                actor: String::new(),
+                ..entry(0)
+            },
+            T0
+        )
+        .await,
+        Err(StoreError::Invalid { field: "actor", .. })
+    ));
 }
 
 pub async fn roundtrip_and_validation(s: &dyn Store, tag: &str) {

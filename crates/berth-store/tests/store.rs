@@ -12,6 +12,12 @@ async fn sqlite_passes_the_store_suite() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
     suite::run_all(Arc::new(store), "sqlite").await;
+    // Tampering, straight in the database file, as an attacker with file access would.
+    let raw = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("berth.db").display()))
+        .await
+        .unwrap();
+    let reopen = || async { SqliteStore::open(&dir.path().join("berth.db")).await.unwrap() };
+    tamper_checks(&raw, &|| Box::pin(reopen())).await;
     // Reopening migrates nothing twice and keeps the data.
     let again = SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
     use berth_store::Store as _;
@@ -124,6 +130,9 @@ async fn postgres_passes_the_store_suite() {
     let Some(pg) = Postgres::start() else { return };
     let store = PgStore::connect(&pg.url).await.unwrap();
     suite::run_all(Arc::new(store), "pg").await;
+    let raw = sqlx::PgPool::connect(&pg.url).await.unwrap();
+    let url = pg.url.clone();
+    tamper_checks_pg(&raw, &url).await;
     // A second server process on the same database (a replica) shares the queue.
     let a = Arc::new(PgStore::connect(&pg.url).await.unwrap());
     let b = Arc::new(PgStore::connect(&pg.url).await.unwrap());
@@ -146,4 +155,59 @@ async fn postgres_passes_the_store_suite() {
     a.finish(&lease, Outcome::Succeeded(serde_json::json!({})), 3)
         .await
         .unwrap();
+}
+
+use berth_store::Store;
+
+type Reopen<'a> = dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = SqliteStore> + 'a>> + 'a;
+
+/// Edits, deletions and reorderings are each caught, at the entry where the chain breaks.
+async fn tamper_checks(raw: &sqlx::SqlitePool, reopen: &Reopen<'_>) {
+    let s = reopen().await;
+    sqlx::query("UPDATE audit_log SET detail = '{\"n\":999}' WHERE seq = 40")
+        .execute(raw)
+        .await
+        .unwrap();
+    let b = s.verify_audit().await.unwrap().unwrap_err();
+    assert_eq!(b.seq, 40, "{b}");
+    assert!(b.reason.contains("edited"), "{b}");
+    sqlx::query("DELETE FROM audit_log WHERE seq >= 40")
+        .execute(raw)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.verify_audit().await.unwrap().unwrap().entries,
+        39,
+        "a clean truncation keeps a valid prefix"
+    );
+    sqlx::query("DELETE FROM audit_log WHERE seq = 20")
+        .execute(raw)
+        .await
+        .unwrap();
+    let b = s.verify_audit().await.unwrap().unwrap_err();
+    assert_eq!(b.seq, 21, "{b}");
+    assert!(b.reason.contains("deleted or reordered"), "{b}");
+    sqlx::query("UPDATE audit_log SET seq = 20 WHERE seq = 30")
+        .execute(raw)
+        .await
+        .unwrap();
+    let b = s.verify_audit().await.unwrap().unwrap_err();
+    assert_eq!(b.seq, 20, "a moved entry no longer chains: {b}");
+}
+
+async fn tamper_checks_pg(raw: &sqlx::PgPool, url: &str) {
+    let s = PgStore::connect(url).await.unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'customer:someone-else' WHERE seq = 5")
+        .execute(raw)
+        .await
+        .unwrap();
+    let b = s.verify_audit().await.unwrap().unwrap_err();
+    assert_eq!(b.seq, 5, "{b}");
+    assert!(b.reason.contains("edited"), "{b}");
+    sqlx::query("DELETE FROM audit_log WHERE seq = 5")
+        .execute(raw)
+        .await
+        .unwrap();
+    let b = s.verify_audit().await.unwrap().unwrap_err();
+    assert_eq!(b.seq, 6, "{b}");
 }
