@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod postgres;
+mod signal;
 pub mod sqlite;
 pub mod suite;
 
@@ -158,6 +159,39 @@ pub trait Store: Send + Sync {
     /// Appends to the audit log, chaining the entry to the one before it. Appends are
     /// serialised (also across server replicas), so the chain stays one line.
     async fn append_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry, StoreError>;
+
+    /// Rung when work for `provider_id` may have become claimable.
+    fn work_signal(&self, provider_id: &str) -> std::sync::Arc<tokio::sync::Notify>;
+
+    /// Long-poll claim: claims at once when there is work, otherwise waits until work is queued
+    /// (in this process or, on PostgreSQL, by any replica) or `wait` runs out. Leases that expire
+    /// make no noise, so it also looks again every `recheck`. `clock` gives "now".
+    async fn claim_wait(
+        &self,
+        provider_id: &str,
+        holder: &str,
+        ttl_ms: i64,
+        wait: std::time::Duration,
+        recheck: std::time::Duration,
+        clock: &(dyn Fn() -> Millis + Send + Sync),
+    ) -> Result<Option<(Operation, Lease)>, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let signal = self.work_signal(provider_id);
+        loop {
+            // Registered before looking, so work queued in between still wakes us.
+            let notified = signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(claimed) = self.claim(provider_id, holder, ttl_ms, clock()).await? {
+                return Ok(Some(claimed));
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let _ = tokio::time::timeout(left.min(recheck), notified).await;
+        }
+    }
 
     /// Up to `limit` entries after `after_seq`, in order.
     async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;

@@ -12,7 +12,18 @@ use crate::{
 
 pub struct PgStore {
     pool: PgPool,
+    signals: std::sync::Arc<crate::signal::Signals>,
+    listener: tokio::task::JoinHandle<()>,
 }
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// The `LISTEN`/`NOTIFY` channel; the payload is the provider id.
+const WORK_CHANNEL: &str = "berth_work";
 
 const CLAIM: &str = "UPDATE operations
     SET status = 'running', lease_holder = $1, lease_expires_at = $2, generation = generation + 1, updated_at = $3
@@ -33,7 +44,23 @@ impl PgStore {
     pub async fn connect(url: &str) -> Result<PgStore, StoreError> {
         let pool = PgPoolOptions::new().max_connections(16).connect(url).await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        Ok(PgStore { pool })
+        let signals = std::sync::Arc::new(crate::signal::Signals::default());
+        // Work queued by any replica rings our waiters at once (no poll tick).
+        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+        listener.listen(WORK_CHANNEL).await?;
+        let weak = std::sync::Arc::downgrade(&signals);
+        let listener = tokio::spawn(async move {
+            // PgListener reconnects by itself; a notification lost meanwhile costs one recheck.
+            while let Ok(n) = listener.recv().await {
+                let Some(signals) = weak.upgrade() else { break };
+                signals.wake(n.payload());
+            }
+        });
+        Ok(PgStore {
+            pool,
+            signals,
+            listener,
+        })
     }
 
     /// Applies `change` to an operation whose lease `lease` still holds.
@@ -71,6 +98,15 @@ impl PgStore {
         }
     }
 
+    async fn wake_provider(&self, provider_id: &str) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(WORK_CHANNEL)
+            .bind(provider_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn lost(&self, id: &str) -> StoreError {
         match self.operation(id).await {
             Ok(_) => StoreError::LeaseLost(id.to_owned()),
@@ -106,7 +142,9 @@ impl Store for PgStore {
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        row_op(&row)
+        let queued = row_op(&row)?;
+        self.wake_provider(&queued.provider_id).await?;
+        Ok(queued)
     }
 
     async fn operation(&self, id: &str) -> Result<Operation, StoreError> {
@@ -153,7 +191,12 @@ impl Store for PgStore {
     }
 
     async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError> {
-        self.held_update(lease, now, Held::Release).await.map(|_| ())
+        let op = self.held_update(lease, now, Held::Release).await?;
+        self.wake_provider(&op.provider_id).await
+    }
+
+    fn work_signal(&self, provider_id: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        self.signals.get(provider_id)
     }
 
     async fn append_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry, StoreError> {

@@ -16,6 +16,7 @@ use crate::{
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    signals: std::sync::Arc<crate::signal::Signals>,
 }
 
 const CLAIM: &str = "UPDATE operations
@@ -44,7 +45,10 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            signals: Default::default(),
+        })
     }
 
     /// Applies `change` to an operation whose lease `lease` still holds.
@@ -82,6 +86,11 @@ impl SqliteStore {
         }
     }
 
+    async fn wake_provider(&self, provider_id: &str) -> Result<(), StoreError> {
+        self.signals.wake(provider_id);
+        Ok(())
+    }
+
     async fn lost(&self, id: &str) -> StoreError {
         match self.operation(id).await {
             Ok(_) => StoreError::LeaseLost(id.to_owned()),
@@ -117,7 +126,9 @@ impl Store for SqliteStore {
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        row_op(&row)
+        let queued = row_op(&row)?;
+        self.wake_provider(&queued.provider_id).await?;
+        Ok(queued)
     }
 
     async fn operation(&self, id: &str) -> Result<Operation, StoreError> {
@@ -166,7 +177,12 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError> {
-        self.held_update(lease, now, Held::Release).await.map(|_| ())
+        let op = self.held_update(lease, now, Held::Release).await?;
+        self.wake_provider(&op.provider_id).await
+    }
+
+    fn work_signal(&self, provider_id: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        self.signals.get(provider_id)
     }
 
     async fn append_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry, StoreError> {

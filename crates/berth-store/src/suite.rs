@@ -27,7 +27,41 @@ pub async fn run_all(store: Arc<dyn Store>, tag: &str) {
     expired_leases_return_the_work_and_late_reports_are_refused(&*store, tag).await;
     release_requeues(&*store, tag).await;
     concurrent_claimers_never_share_work(store.clone(), tag).await;
+    long_poll_wakes_when_work_arrives(store.clone(), store.clone(), &format!("{tag}-poll")).await;
     audit_chain_holds_under_concurrent_appends(store).await;
+}
+
+/// A claimer long-polling on `waiter` gets work that `writer` (the same store, or another
+/// replica on the same database) queues while it waits. The recheck interval is an hour and the
+/// wait a minute: only the wake-up can deliver the work in time.
+pub async fn long_poll_wakes_when_work_arrives(waiter: Arc<dyn Store>, writer: Arc<dyn Store>, provider: &str) {
+    let p = provider.to_owned();
+    let poll = tokio::spawn(async move {
+        let clock = || T0 + 5;
+        waiter
+            .claim_wait(
+                &p,
+                "poller",
+                TTL,
+                std::time::Duration::from_secs(60),
+                std::time::Duration::from_secs(3600),
+                &clock,
+            )
+            .await
+    });
+    // Let the poller find nothing and go to sleep first.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let queued = writer.enqueue(op(provider, "i", "provision"), T0).await.unwrap();
+    let (got, lease) = poll
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("store: the long-poll got the work queued while it waited");
+    assert_eq!(got.id, queued.id);
+    writer
+        .finish(&lease, Outcome::Succeeded(json!({})), T0 + 6)
+        .await
+        .unwrap();
 }
 
 /// Appends chain; concurrent appenders (several tasks, as several replicas would) keep one line.

@@ -133,9 +133,11 @@ async fn postgres_passes_the_store_suite() {
     let raw = sqlx::PgPool::connect(&pg.url).await.unwrap();
     let url = pg.url.clone();
     tamper_checks_pg(&raw, &url).await;
-    // A second server process on the same database (a replica) shares the queue.
+    // A second server process on the same database (a replica) shares the queue, and its
+    // long-polls wake when the other one queues work (LISTEN/NOTIFY).
     let a = Arc::new(PgStore::connect(&pg.url).await.unwrap());
     let b = Arc::new(PgStore::connect(&pg.url).await.unwrap());
+    suite::long_poll_wakes_when_work_arrives(a.clone(), b.clone(), "replica-poll").await;
     use berth_store::{NewOperation, Outcome, Store as _};
     let op = a
         .enqueue(
