@@ -8,6 +8,7 @@
 //! order. A lease that runs out returns the operation to the queue, and a report under a lost
 //! lease (expired, or claimed again since: the generation moved on) is refused.
 
+pub mod agents;
 pub mod audit;
 pub mod postgres;
 mod signal;
@@ -17,6 +18,7 @@ pub mod suite;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+pub use agents::{Agent, EnrollmentToken, Provider};
 pub use audit::{AuditEntry, Broken, NewAuditEntry, Verified};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -113,6 +115,11 @@ pub enum StoreError {
     LeaseLost(String),
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
+    /// The setup token is unknown, already used or expired (deliberately not told apart).
+    #[error("the enrollment token is unknown, already used or expired")]
+    BadToken,
+    #[error("conflict: {0}")]
+    Conflict(String),
     #[error("database error: {0}")]
     Backend(String),
 }
@@ -192,6 +199,25 @@ pub trait Store: Send + Sync {
             let _ = tokio::time::timeout(left.min(recheck), notified).await;
         }
     }
+
+    async fn create_provider(&self, name: &str, now: Millis) -> Result<Provider, StoreError>;
+
+    /// A single-use setup token for `provider_id`, valid for `ttl_ms`. Only its hash is kept.
+    async fn create_enrollment_token(
+        &self,
+        provider_id: &str,
+        ttl_ms: i64,
+        now: Millis,
+    ) -> Result<EnrollmentToken, StoreError>;
+
+    /// Uses up `token` and enrolls an agent with `public_key` under the token's provider, in one
+    /// transaction: a refused key leaves the token usable.
+    async fn enroll_agent(&self, token: &str, name: &str, public_key: &str, now: Millis) -> Result<Agent, StoreError>;
+
+    async fn agent(&self, id: &str) -> Result<Agent, StoreError>;
+
+    /// Revokes an agent: its key no longer verifies (its requests are refused).
+    async fn revoke_agent(&self, id: &str, now: Millis) -> Result<Agent, StoreError>;
 
     /// Up to `limit` entries after `after_seq`, in order.
     async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError>;

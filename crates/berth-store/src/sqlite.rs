@@ -10,8 +10,9 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 
 use crate::{
-    AuditEntry, Lease, Millis, NewAuditEntry, NewOperation, OpStatus, Operation, Outcome, Store, StoreError, audit,
-    audit_from_row, check_audit, check_new, check_ttl, lease_of, operation_from_row, outcome_columns,
+    Agent, AuditEntry, EnrollmentToken, Lease, Millis, NewAuditEntry, NewOperation, OpStatus, Operation, Outcome,
+    Provider, Store, StoreError, agents, audit, audit_from_row, check_audit, check_new, check_ttl, lease_of,
+    operation_from_row, outcome_columns,
 };
 
 pub struct SqliteStore {
@@ -216,6 +217,118 @@ impl Store for SqliteStore {
         .await?;
         tx.commit().await?;
         audit_from_row!(&row)
+    }
+
+    async fn create_provider(&self, name: &str, now: Millis) -> Result<Provider, StoreError> {
+        agents::check_name("name", name)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO providers (id, name, created_at) VALUES (?1, ?2, ?3)")
+            .bind(&id)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(Provider {
+            id,
+            name: name.to_owned(),
+            created_at: now,
+        })
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        provider_id: &str,
+        ttl_ms: i64,
+        now: Millis,
+    ) -> Result<EnrollmentToken, StoreError> {
+        if !(60_000..=30 * 24 * 3_600_000).contains(&ttl_ms) {
+            return Err(StoreError::Invalid {
+                field: "ttl",
+                reason: format!("a setup token lasts 1 minute to 30 days (got {ttl_ms} ms)"),
+            });
+        }
+        let secret = agents::new_secret()?;
+        let res = sqlx::query(
+            "INSERT INTO enrollment_tokens (token_hash, provider_id, expires_at, created_at)
+             SELECT ?1, id, ?2, ?3 FROM providers WHERE id = ?4",
+        )
+        .bind(agents::token_hash(&secret))
+        .bind(now + ttl_ms)
+        .bind(now)
+        .bind(provider_id)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("provider {provider_id}")));
+        }
+        Ok(EnrollmentToken {
+            secret,
+            provider_id: provider_id.to_owned(),
+            expires_at: now + ttl_ms,
+        })
+    }
+
+    async fn enroll_agent(&self, token: &str, name: &str, public_key: &str, now: Millis) -> Result<Agent, StoreError> {
+        agents::check_name("name", name)?;
+        agents::check_public_key(public_key)?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let used = sqlx::query(
+            "UPDATE enrollment_tokens SET used_at = ?1
+             WHERE token_hash = ?2 AND used_at IS NULL AND expires_at > ?1
+             RETURNING provider_id",
+        )
+        .bind(now)
+        .bind(agents::token_hash(token))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = used else {
+            return Err(StoreError::BadToken);
+        };
+        let provider_id: String = {
+            use sqlx::Row as _;
+            row.try_get("provider_id")?
+        };
+        let inserted = sqlx::query(
+            "INSERT INTO agents (id, provider_id, name, public_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5) RETURNING *",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&provider_id)
+        .bind(name)
+        .bind(public_key)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await;
+        let row = match inserted {
+            Ok(row) => row,
+            // Dropping the transaction rolls back: the token stays usable.
+            Err(e) if e.to_string().contains("UNIQUE constraint failed") => {
+                return Err(StoreError::Conflict("this public key is already enrolled".into()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        agents::agent_from_row!(&row)
+    }
+
+    async fn agent(&self, id: &str) -> Result<Agent, StoreError> {
+        match sqlx::query("SELECT * FROM agents WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(row) => agents::agent_from_row!(&row),
+            None => Err(StoreError::NotFound(format!("agent {id}"))),
+        }
+    }
+
+    async fn revoke_agent(&self, id: &str, now: Millis) -> Result<Agent, StoreError> {
+        sqlx::query("UPDATE agents SET revoked_at = ?1 WHERE id = ?2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        self.agent(id).await
     }
 
     async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {

@@ -28,6 +28,7 @@ pub async fn run_all(store: Arc<dyn Store>, tag: &str) {
     release_requeues(&*store, tag).await;
     concurrent_claimers_never_share_work(store.clone(), tag).await;
     long_poll_wakes_when_work_arrives(store.clone(), store.clone(), &format!("{tag}-poll")).await;
+    enrollment_tokens_are_single_use_and_expire(&*store).await;
     audit_chain_holds_under_concurrent_appends(store).await;
 }
 
@@ -313,4 +314,70 @@ pub async fn concurrent_claimers_never_share_work(s: Arc<dyn Store>, tag: &str) 
         let o = s.operation(id).await.unwrap();
         assert_eq!((o.status, o.generation), (OpStatus::Succeeded, 1));
     }
+}
+
+fn public_key(seed: u8) -> String {
+    use base64::Engine as _;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]).verifying_key();
+    base64::engine::general_purpose::STANDARD.encode(key.to_bytes())
+}
+
+/// A setup token enrolls one agent, once, before it expires; a refused key does not use it up;
+/// a key enrolls once; revoking sticks.
+pub async fn enrollment_tokens_are_single_use_and_expire(s: &dyn Store) {
+    let p = s.create_provider("Acme Hosting", T0).await.unwrap();
+    let t = s.create_enrollment_token(&p.id, 600_000, T0).await.unwrap();
+    assert!(t.secret.starts_with(crate::agents::TOKEN_PREFIX));
+    assert!(
+        !format!("{t:?}").contains(&t.secret),
+        "enroll: the secret never shows in Debug"
+    );
+    assert!(matches!(
+        s.enroll_agent(&t.secret, "kvm1", "not-a-key", T0 + 1).await,
+        Err(StoreError::Invalid {
+            field: "public_key",
+            ..
+        })
+    ));
+    let a = s.enroll_agent(&t.secret, "kvm1", &public_key(1), T0 + 2).await.unwrap();
+    assert_eq!((a.provider_id.as_str(), a.name.as_str()), (p.id.as_str(), "kvm1"));
+    assert_eq!(s.agent(&a.id).await.unwrap(), a);
+    assert_eq!(
+        s.enroll_agent(&t.secret, "kvm2", &public_key(2), T0 + 3).await,
+        Err(StoreError::BadToken),
+        "enroll: a token works once"
+    );
+    let t2 = s.create_enrollment_token(&p.id, 600_000, T0).await.unwrap();
+    assert!(
+        matches!(
+            s.enroll_agent(&t2.secret, "kvm1-again", &public_key(1), T0 + 4).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "enroll: a key enrolls once"
+    );
+    // The conflict rolled back: t2 still enrolls another key.
+    s.enroll_agent(&t2.secret, "kvm2", &public_key(2), T0 + 5)
+        .await
+        .unwrap();
+    let t3 = s.create_enrollment_token(&p.id, 600_000, T0).await.unwrap();
+    assert_eq!(
+        s.enroll_agent(&t3.secret, "kvm3", &public_key(3), T0 + 600_000).await,
+        Err(StoreError::BadToken),
+        "enroll: an expired token is refused"
+    );
+    assert_eq!(
+        s.enroll_agent("berth_enroll_made-up", "kvm3", &public_key(3), T0).await,
+        Err(StoreError::BadToken)
+    );
+    assert!(matches!(
+        s.create_enrollment_token("no-such-provider", 600_000, T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.create_enrollment_token(&p.id, 1, T0).await,
+        Err(StoreError::Invalid { field: "ttl", .. })
+    ));
+    let revoked = s.revoke_agent(&a.id, T0 + 9).await.unwrap();
+    assert_eq!(revoked.revoked_at, Some(T0 + 9));
+    assert_eq!(s.revoke_agent(&a.id, T0 + 10).await.unwrap().revoked_at, Some(T0 + 9));
 }
