@@ -126,6 +126,9 @@ impl Component {
     }
 }
 
+/// The signature parameters Berth understands, in the order it writes them.
+const PARAM_NAMES: [&str; 5] = ["created", "expires", "nonce", "keyid", "alg"];
+
 /// The signature parameters: the covered components in order, then the parameters.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Params {
@@ -153,7 +156,7 @@ fn sf_string(s: &str) -> String {
 }
 
 impl Params {
-    /// Berth's parameter order: `created`, `nonce`, `keyid`, `alg`.
+    /// Parameters are written in the order of `PARAM_NAMES` (`created`, `expires`, `nonce`, `keyid`, `alg`).
     pub fn new(components: Vec<Component>) -> Params {
         Params {
             components,
@@ -165,19 +168,19 @@ impl Params {
         if !self.order.is_empty() {
             return self.order.clone();
         }
-        let mut o = Vec::new();
-        for (name, present) in [
-            ("created", self.created.is_some()),
-            ("expires", self.expires.is_some()),
-            ("nonce", self.nonce.is_some()),
-            ("keyid", self.keyid.is_some()),
-            ("alg", self.alg.is_some()),
-        ] {
-            if present {
-                o.push(name);
-            }
-        }
-        o
+        let present = [
+            self.created.is_some(),
+            self.expires.is_some(),
+            self.nonce.is_some(),
+            self.keyid.is_some(),
+            self.alg.is_some(),
+        ];
+        PARAM_NAMES
+            .iter()
+            .zip(present)
+            .filter(|(_, p)| *p)
+            .map(|(n, _)| *n)
+            .collect()
     }
 
     /// The serialised inner list with its parameters (the `@signature-params` value).
@@ -228,34 +231,19 @@ impl Params {
                 BareItem::String(s) => Ok(s.as_str().to_owned()),
                 _ => Err(malformed("Signature-Input", format!("{} must be a string", k.as_str()))),
             };
-            let name = match k.as_str() {
-                "created" => {
-                    p.created = Some(int()?);
-                    "created"
-                }
-                "expires" => {
-                    p.expires = Some(int()?);
-                    "expires"
-                }
-                "nonce" => {
-                    p.nonce = Some(string()?);
-                    "nonce"
-                }
-                "keyid" => {
-                    p.keyid = Some(string()?);
-                    "keyid"
-                }
-                "alg" => {
-                    p.alg = Some(string()?);
-                    "alg"
-                }
-                other => {
-                    return Err(malformed(
-                        "Signature-Input",
-                        format!("parameter {other:?} is not supported"),
-                    ));
-                }
+            let Some(&name) = PARAM_NAMES.iter().find(|n| **n == k.as_str()) else {
+                return Err(malformed(
+                    "Signature-Input",
+                    format!("parameter {:?} is not supported", k.as_str()),
+                ));
             };
+            match name {
+                "created" => p.created = Some(int()?),
+                "expires" => p.expires = Some(int()?),
+                "nonce" => p.nonce = Some(string()?),
+                "keyid" => p.keyid = Some(string()?),
+                _ => p.alg = Some(string()?),
+            }
             p.order.push(name);
         }
         Ok(p)
@@ -365,12 +353,25 @@ pub fn verify_signature(
     label: &str,
     key_for: &dyn Fn(Option<&str>) -> Option<VerifyingKey>,
 ) -> Result<Params, SigError> {
-    let inputs = dictionary(msg.headers, "signature-input")?;
-    let sigs = dictionary(msg.headers, "signature")?;
+    let params = labelled_params(msg.headers, label)?;
+    let key = key_for(params.keyid.as_deref())
+        .ok_or_else(|| SigError::UnknownKey(params.keyid.clone().unwrap_or_default()))?;
+    check_signature(msg, label, &params, &key)?;
+    Ok(params)
+}
+
+/// The parameters of the signature labelled `label` in `Signature-Input`.
+fn labelled_params(headers: &HeaderMap, label: &str) -> Result<Params, SigError> {
+    let inputs = dictionary(headers, "signature-input")?;
     let entry = inputs
         .get(label)
         .ok_or_else(|| malformed("signature-input", format!("no signature labelled {label:?}")))?;
-    let params = Params::from_entry(entry)?;
+    Params::from_entry(entry)
+}
+
+/// Whether the `Signature` labelled `label` verifies over `msg` and `params` with `key`.
+fn check_signature(msg: &Message, label: &str, params: &Params, key: &VerifyingKey) -> Result<(), SigError> {
+    let sigs = dictionary(msg.headers, "signature")?;
     let sig_bytes = match sigs.get(label) {
         Some(ListEntry::Item(item)) => match &item.bare_item {
             BareItem::ByteSequence(b) => b.clone(),
@@ -383,13 +384,10 @@ pub fn verify_signature(
     {
         return Err(SigError::Algorithm(alg.clone()));
     }
-    let key = key_for(params.keyid.as_deref())
-        .ok_or_else(|| SigError::UnknownKey(params.keyid.clone().unwrap_or_default()))?;
     let sig =
         Signature::from_slice(&sig_bytes).map_err(|_| malformed("signature", "not a 64-byte Ed25519 signature"))?;
-    let base = signature_base(msg, &params)?;
-    key.verify(base.as_bytes(), &sig).map_err(|_| SigError::BadSignature)?;
-    Ok(params)
+    let base = signature_base(msg, params)?;
+    key.verify(base.as_bytes(), &sig).map_err(|_| SigError::BadSignature)
 }
 
 /// A signer with Berth's profile: one agent (or user) key and its id.
@@ -493,14 +491,8 @@ pub fn verify_request(
     key_for: &dyn Fn(&str) -> Option<VerifyingKey>,
     nonces: &dyn NonceStore,
 ) -> Result<Verified, SigError> {
-    let msg = Message::new(method, uri, headers);
-    let lookup = |id: Option<&str>| id.and_then(key_for);
     // Parse and check the cheap things before any cryptography.
-    let inputs = dictionary(headers, "signature-input")?;
-    let entry = inputs
-        .get(LABEL)
-        .ok_or_else(|| malformed("signature-input", format!("no signature labelled {LABEL:?}")))?;
-    let params = Params::from_entry(entry)?;
+    let params = labelled_params(headers, LABEL)?;
     for c in profile_components() {
         if !params.components.contains(&c) {
             return Err(SigError::NotCovered(c.name().to_owned()));
@@ -517,11 +509,9 @@ pub fn verify_request(
     {
         return Err(SigError::Expired(e));
     }
-    if key_for(&keyid).is_none() {
-        return Err(SigError::UnknownKey(keyid));
-    }
+    let key = key_for(&keyid).ok_or_else(|| SigError::UnknownKey(keyid.clone()))?;
     digest::verify(header(headers, DIGEST_HEADER)?, body)?;
-    verify_signature(&msg, LABEL, &lookup)?;
+    check_signature(&Message::new(method, uri, headers), LABEL, &params, &key)?;
     if !nonces.first_use(&keyid, &nonce, created + max_skew) {
         return Err(SigError::Replayed);
     }

@@ -249,12 +249,16 @@ async fn start_and_wait(
     id: &InstanceRef,
     progress: &dyn ProgressSink,
 ) -> Result<Instance, ProviderError> {
-    let was_running = p
-        .with_owned("reading the state of", id, |f| f.dom.is_active().map_err(map_err))
+    let (was_running, name) = p
+        .with_owned("reading the state of", id, |f| {
+            Ok((f.dom.is_active().map_err(map_err)?, f.facts.name.clone()))
+        })
         .await?;
+    // Polled by name: found once, not by scanning every domain's marker each time.
+    let by_name = InstanceRef::Backend(name);
     if !was_running {
         event(progress, Stage::StartVm, StagePhase::Started, spec.name.clone());
-        p.with_owned("starting", id, |f| start_if_stopped(&f.dom)).await?;
+        p.with_owned("starting", &by_name, |f| start_if_stopped(&f.dom)).await?;
         event(progress, Stage::StartVm, StagePhase::Completed, spec.name.clone());
     }
     event(progress, Stage::WaitNetwork, StagePhase::Started, spec.name.clone());
@@ -262,7 +266,7 @@ async fn start_and_wait(
     let console = p.instance_dir(&spec.instance_id).join(CONSOLE_LOG);
     let started = Instant::now();
     loop {
-        let inst = p.read(id, true).await?;
+        let inst = p.read(&by_name, true).await?;
         if let Some(a) = inst.ipv4 {
             event(progress, Stage::WaitNetwork, StagePhase::Completed, a.to_string());
             return Ok(inst);

@@ -210,19 +210,21 @@ impl LibvirtProvider {
         let asked = self
             .with_owned("shutting down", r, |f| {
                 if !f.dom.is_active().map_err(map_err)? {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 f.dom
                     .shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_GUEST_AGENT | sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
                     .or_else(|_| f.dom.shutdown_flags(sys::VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN))
                     .or_else(|_| f.dom.shutdown())
                     .map_err(map_err)?;
-                Ok(true)
+                Ok(Some(f.facts.name.clone()))
             })
             .await?;
-        if !asked {
+        let Some(name) = asked else {
             return Ok(());
-        }
+        };
+        // Poll by name: found once, not by scanning every domain's marker each time.
+        let r = &InstanceRef::Backend(name);
         let started = Instant::now();
         while started.elapsed() < grace {
             if self.state(r).await? == PowerState::Stopped {

@@ -10,6 +10,7 @@
 
 pub mod agents;
 pub mod audit;
+mod common;
 pub mod postgres;
 mod signal;
 pub mod sqlite;

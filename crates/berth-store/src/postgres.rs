@@ -2,13 +2,12 @@
 //! UPDATE SKIP LOCKED)`, so concurrent claimers (in one server or several replicas) skip each
 //! other's rows instead of waiting or double-claiming.
 
-use async_trait::async_trait;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 
 use crate::{
-    Agent, AuditEntry, EnrollmentToken, Lease, Millis, NewAuditEntry, NewOperation, OpStatus, Operation, Outcome,
-    Provider, Store, StoreError, agents, audit, audit_from_row, check_audit, check_new, check_ttl, lease_of,
-    operation_from_row, outcome_columns,
+    Agent, AuditEntry, EnrollmentToken, Lease, Millis, NewAuditEntry, NewOperation, Operation, Outcome, Provider,
+    Store, StoreError, agents, audit, audit_from_row, check_audit, check_new, check_ttl, lease_of, operation_from_row,
+    outcome_columns,
 };
 
 pub struct PgStore {
@@ -64,39 +63,18 @@ impl PgStore {
         })
     }
 
-    /// Applies `change` to an operation whose lease `lease` still holds.
-    async fn held_update(&self, lease: &Lease, now: Millis, change: Held) -> Result<Operation, StoreError> {
-        let q = match &change {
-            Held::Renew(_) => sqlx::query(
-                "UPDATE operations SET lease_expires_at = $5, updated_at = $4
-                 WHERE id = $1 AND status = 'running' AND lease_holder = $2 AND generation = $3 AND lease_expires_at >= $4
-                 RETURNING *",
-            ),
-            Held::Finish(..) => sqlx::query(
-                "UPDATE operations SET status = $5, result = $6, error = $7, lease_holder = NULL, lease_expires_at = NULL, updated_at = $4
-                 WHERE id = $1 AND status = 'running' AND lease_holder = $2 AND generation = $3 AND lease_expires_at >= $4
-                 RETURNING *",
-            ),
-            Held::Release => sqlx::query(
-                "UPDATE operations SET status = 'queued', lease_holder = NULL, lease_expires_at = NULL, updated_at = $4
-                 WHERE id = $1 AND status = 'running' AND lease_holder = $2 AND generation = $3 AND lease_expires_at >= $4
-                 RETURNING *",
-            ),
-        };
-        let q = q
-            .bind(&lease.operation_id)
-            .bind(&lease.holder)
-            .bind(lease.generation)
-            .bind(now);
-        let q = match change {
-            Held::Renew(expiry) => q.bind(expiry),
-            Held::Finish(s, r, e) => q.bind(s.as_str()).bind(r).bind(e),
-            Held::Release => q,
-        };
-        match q.fetch_optional(&self.pool).await? {
-            Some(row) => row_op(&row),
-            None => Err(self.lost(&lease.operation_id).await),
-        }
+    crate::common::store_helpers!();
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
+    /// One audit appender at a time across every server replica sharing this database.
+    async fn lock_audit(&self, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(7304172917)")
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     async fn wake_provider(&self, provider_id: &str) -> Result<(), StoreError> {
@@ -107,58 +85,14 @@ impl PgStore {
             .await?;
         Ok(())
     }
-
-    async fn lost(&self, id: &str) -> StoreError {
-        match self.operation(id).await {
-            Ok(_) => StoreError::LeaseLost(id.to_owned()),
-            Err(e) => e,
-        }
-    }
-}
-
-/// What is done under a held lease.
-enum Held {
-    Renew(Millis),
-    Finish(OpStatus, Option<String>, Option<String>),
-    Release,
 }
 
 fn row_op(row: &PgRow) -> Result<Operation, StoreError> {
     operation_from_row!(row)
 }
 
-#[async_trait]
-impl Store for PgStore {
-    async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError> {
-        check_new(&op)?;
-        let row = sqlx::query(
-            "INSERT INTO operations (id, provider_id, instance_id, kind, payload, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6) RETURNING *",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(&op.provider_id)
-        .bind(&op.instance_id)
-        .bind(&op.kind)
-        .bind(op.payload.to_string())
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        let queued = row_op(&row)?;
-        self.wake_provider(&queued.provider_id).await?;
-        Ok(queued)
-    }
-
-    async fn operation(&self, id: &str) -> Result<Operation, StoreError> {
-        match sqlx::query("SELECT * FROM operations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            Some(row) => row_op(&row),
-            None => Err(StoreError::NotFound(format!("operation {id}"))),
-        }
-    }
-
+crate::common::store_impl!(
+    PgStore,
     async fn claim(
         &self,
         provider_id: &str,
@@ -179,182 +113,4 @@ impl Store for PgStore {
         let lease = lease_of(&op);
         Ok(Some((op, lease)))
     }
-
-    async fn renew(&self, lease: &Lease, ttl_ms: i64, now: Millis) -> Result<Lease, StoreError> {
-        check_ttl(ttl_ms)?;
-        let op = self.held_update(lease, now, Held::Renew(now + ttl_ms)).await?;
-        Ok(lease_of(&op))
-    }
-
-    async fn finish(&self, lease: &Lease, outcome: Outcome, now: Millis) -> Result<Operation, StoreError> {
-        let (s, r, e) = outcome_columns(&outcome);
-        self.held_update(lease, now, Held::Finish(s, r, e)).await
-    }
-
-    async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError> {
-        let op = self.held_update(lease, now, Held::Release).await?;
-        self.wake_provider(&op.provider_id).await
-    }
-
-    fn work_signal(&self, provider_id: &str) -> std::sync::Arc<tokio::sync::Notify> {
-        self.signals.get(provider_id)
-    }
-
-    async fn append_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry, StoreError> {
-        check_audit(&entry)?;
-        let mut tx = self.pool.begin().await?;
-        // One appender at a time across every server replica sharing this database.
-        sqlx::query("SELECT pg_advisory_xact_lock(7304172917)")
-            .execute(&mut *tx)
-            .await?;
-        let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (prev_seq, prev_hash): (i64, String) = match last {
-            Some(row) => {
-                use sqlx::Row as _;
-                (row.try_get("seq")?, row.try_get("hash")?)
-            }
-            None => (0, audit::GENESIS.to_owned()),
-        };
-        let seq = prev_seq + 1;
-        let hash = audit::entry_hash(&prev_hash, seq, now, &entry);
-        let row = sqlx::query(
-            "INSERT INTO audit_log (seq, at, actor, action, subject, detail, prev_hash, hash)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING *",
-        )
-        .bind(seq)
-        .bind(now)
-        .bind(&entry.actor)
-        .bind(&entry.action)
-        .bind(&entry.subject)
-        .bind(entry.detail.to_string())
-        .bind(&prev_hash)
-        .bind(&hash)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        audit_from_row!(&row)
-    }
-
-    async fn create_provider(&self, name: &str, now: Millis) -> Result<Provider, StoreError> {
-        agents::check_name("name", name)?;
-        let id = uuid::Uuid::new_v4().to_string();
-        sqlx::query("INSERT INTO providers (id, name, created_at) VALUES ($1, $2, $3)")
-            .bind(&id)
-            .bind(name)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(Provider {
-            id,
-            name: name.to_owned(),
-            created_at: now,
-        })
-    }
-
-    async fn create_enrollment_token(
-        &self,
-        provider_id: &str,
-        ttl_ms: i64,
-        now: Millis,
-    ) -> Result<EnrollmentToken, StoreError> {
-        if !(60_000..=30 * 24 * 3_600_000).contains(&ttl_ms) {
-            return Err(StoreError::Invalid {
-                field: "ttl",
-                reason: format!("a setup token lasts 1 minute to 30 days (got {ttl_ms} ms)"),
-            });
-        }
-        let secret = agents::new_secret()?;
-        let res = sqlx::query(
-            "INSERT INTO enrollment_tokens (token_hash, provider_id, expires_at, created_at)
-             SELECT $1, id, $2, $3 FROM providers WHERE id = $4",
-        )
-        .bind(agents::token_hash(&secret))
-        .bind(now + ttl_ms)
-        .bind(now)
-        .bind(provider_id)
-        .execute(&self.pool)
-        .await?;
-        if res.rows_affected() == 0 {
-            return Err(StoreError::NotFound(format!("provider {provider_id}")));
-        }
-        Ok(EnrollmentToken {
-            secret,
-            provider_id: provider_id.to_owned(),
-            expires_at: now + ttl_ms,
-        })
-    }
-
-    async fn enroll_agent(&self, token: &str, name: &str, public_key: &str, now: Millis) -> Result<Agent, StoreError> {
-        agents::check_name("name", name)?;
-        agents::check_public_key(public_key)?;
-        let mut tx = self.pool.begin().await?;
-        let used = sqlx::query(
-            "UPDATE enrollment_tokens SET used_at = $1
-             WHERE token_hash = $2 AND used_at IS NULL AND expires_at > $1
-             RETURNING provider_id",
-        )
-        .bind(now)
-        .bind(agents::token_hash(token))
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = used else {
-            return Err(StoreError::BadToken);
-        };
-        let provider_id: String = {
-            use sqlx::Row as _;
-            row.try_get("provider_id")?
-        };
-        let inserted = sqlx::query(
-            "INSERT INTO agents (id, provider_id, name, public_key, created_at)
-             VALUES ($1, $2, $3, $4, $5) RETURNING *",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(&provider_id)
-        .bind(name)
-        .bind(public_key)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await;
-        let row = match inserted {
-            Ok(row) => row,
-            // Dropping the transaction rolls back: the token stays usable.
-            Err(e) if e.to_string().contains("duplicate key value") => {
-                return Err(StoreError::Conflict("this public key is already enrolled".into()));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        tx.commit().await?;
-        agents::agent_from_row!(&row)
-    }
-
-    async fn agent(&self, id: &str) -> Result<Agent, StoreError> {
-        match sqlx::query("SELECT * FROM agents WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            Some(row) => agents::agent_from_row!(&row),
-            None => Err(StoreError::NotFound(format!("agent {id}"))),
-        }
-    }
-
-    async fn revoke_agent(&self, id: &str, now: Millis) -> Result<Agent, StoreError> {
-        sqlx::query("UPDATE agents SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        self.agent(id).await
-    }
-
-    async fn audit_page(&self, after_seq: i64, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
-            .bind(after_seq)
-            .bind(limit.clamp(1, 10_000))
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(|r| audit_from_row!(r)).collect()
-    }
-}
+);
