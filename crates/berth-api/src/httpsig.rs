@@ -518,6 +518,23 @@ pub fn verify_request(
     Ok(Verified { keyid, created, nonce })
 }
 
+/// The `keyid` of Berth's signature on a request, read before verifying (to look the key up).
+pub fn signature_keyid(headers: &HeaderMap) -> Result<String, SigError> {
+    labelled_params(headers, LABEL)?
+        .keyid
+        .ok_or(SigError::MissingParam("keyid"))
+}
+
+/// Accepts every nonce: for a caller that checks nonces itself afterwards (asynchronously,
+/// against a shared store) from [`Verified::nonce`].
+pub struct DeferNonceCheck;
+
+impl NonceStore for DeferNonceCheck {
+    fn first_use(&self, _keyid: &str, _nonce: &str, _until: i64) -> bool {
+        true
+    }
+}
+
 /// Remembers nonces until they could no longer pass the skew check.
 pub trait NonceStore: Send + Sync {
     /// `true` the first time `(keyid, nonce)` is seen; remembered until `until` (Unix seconds).

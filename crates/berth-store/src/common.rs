@@ -1,23 +1,36 @@
 //! What the SQLite and PostgreSQL stores share: the same SQL (sqlx binds `$N` on both), the same
 //! method bodies, written once as macros expanded in each store. Each store supplies only what
 //! differs: `begin_write` (SQLite takes the write lock up front), `lock_audit` (PostgreSQL
-//! serialises appenders across replicas), `wake_provider` (PostgreSQL `NOTIFY`), `row_op` and
+//! serialises appenders across replicas), `wake` (PostgreSQL `NOTIFY`), `row_op` and
 //! its claim statement.
 
-use crate::{Millis, OpStatus};
+use crate::{InstanceChange, Millis, NewAuditEntry, OpStatus};
 
 /// What is done under a held lease.
 pub(crate) enum Held {
     Renew(Millis),
     Finish(OpStatus, Option<String>, Option<String>),
     Release,
+    /// Nothing but the check (and the row lock until the transaction ends).
+    Touch,
+}
+
+/// What else a finish writes in its transaction.
+pub(crate) struct Also {
+    pub change: Option<InstanceChange>,
+    pub audit: Option<NewAuditEntry>,
 }
 
 /// Inherent helpers of a store: `held_update` and `lost`.
 macro_rules! store_helpers {
     () => {
-    /// Applies `change` to an operation whose lease `lease` still holds.
-    async fn held_update(&self, lease: &Lease, now: Millis, change: $crate::common::Held) -> Result<Operation, StoreError> {
+    /// Applies `change` to an operation whose lease `lease` still holds, inside `tx`.
+    async fn held_update_in(
+        tx: &mut sqlx::Transaction<'static, Db>,
+        lease: &Lease,
+        now: Millis,
+        change: $crate::common::Held,
+    ) -> Result<Option<Operation>, StoreError> {
         let q = match &change {
             $crate::common::Held::Renew(_) => sqlx::query(
                 "UPDATE operations SET lease_expires_at = $5, updated_at = $4
@@ -34,6 +47,11 @@ macro_rules! store_helpers {
                  WHERE id = $1 AND status = 'running' AND lease_holder = $2 AND generation = $3 AND lease_expires_at >= $4
                  RETURNING *",
             ),
+            $crate::common::Held::Touch => sqlx::query(
+                "UPDATE operations SET updated_at = $4
+                 WHERE id = $1 AND status = 'running' AND lease_holder = $2 AND generation = $3 AND lease_expires_at >= $4
+                 RETURNING *",
+            ),
         };
         let q = q
             .bind(&lease.operation_id)
@@ -43,87 +61,56 @@ macro_rules! store_helpers {
         let q = match change {
             $crate::common::Held::Renew(expiry) => q.bind(expiry),
             $crate::common::Held::Finish(s, r, e) => q.bind(s.as_str()).bind(r).bind(e),
-            $crate::common::Held::Release => q,
+            $crate::common::Held::Release | $crate::common::Held::Touch => q,
         };
-        match q.fetch_optional(&self.pool).await? {
-            Some(row) => row_op(&row),
-            None => Err(self.lost(&lease.operation_id).await),
-        }
+        q.fetch_optional(&mut **tx).await?.map(|row| row_op(&row)).transpose()
     }
 
-    async fn lost(&self, id: &str) -> StoreError {
-        match self.operation(id).await {
-            Ok(_) => StoreError::LeaseLost(id.to_owned()),
-            Err(e) => e,
-        }
-    }
-    };
-}
-pub(crate) use store_helpers;
-
-/// `impl Store for $ty`: the methods both databases implement alike, plus the store's own
-/// `claim` (passed in).
-macro_rules! store_impl {
-    ($ty:ty, $($claim:tt)*) => {
-        #[async_trait::async_trait]
-        impl $crate::Store for $ty {
-        $($claim)*
-    async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError> {
-        check_new(&op)?;
-        let row = sqlx::query(
-            "INSERT INTO operations (id, provider_id, instance_id, kind, payload, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6) RETURNING *",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(&op.provider_id)
-        .bind(&op.instance_id)
-        .bind(&op.kind)
-        .bind(op.payload.to_string())
-        .bind(now)
-        .fetch_one(&self.pool)
-        .await?;
-        let queued = row_op(&row)?;
-        self.wake_provider(&queued.provider_id).await?;
-        Ok(queued)
-    }
-
-    async fn operation(&self, id: &str) -> Result<Operation, StoreError> {
-        match sqlx::query("SELECT * FROM operations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            Some(row) => row_op(&row),
-            None => Err(StoreError::NotFound(format!("operation {id}"))),
-        }
-    }
-
-    async fn renew(&self, lease: &Lease, ttl_ms: i64, now: Millis) -> Result<Lease, StoreError> {
-        check_ttl(ttl_ms)?;
-        let op = self.held_update(lease, now, $crate::common::Held::Renew(now + ttl_ms)).await?;
-        Ok(lease_of(&op))
-    }
-
-    async fn finish(&self, lease: &Lease, outcome: Outcome, now: Millis) -> Result<Operation, StoreError> {
-        let (s, r, e) = outcome_columns(&outcome);
-        self.held_update(lease, now, $crate::common::Held::Finish(s, r, e)).await
-    }
-
-    async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError> {
-        let op = self.held_update(lease, now, $crate::common::Held::Release).await?;
-        self.wake_provider(&op.provider_id).await
-    }
-
-    fn work_signal(&self, provider_id: &str) -> std::sync::Arc<tokio::sync::Notify> {
-        self.signals.get(provider_id)
-    }
-
-    async fn append_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry, StoreError> {
-        check_audit(&entry)?;
+    /// Applies `change` under a held lease, with what else goes in the same transaction.
+    async fn held_update(
+        &self,
+        lease: &Lease,
+        now: Millis,
+        change: $crate::common::Held,
+        also: $crate::common::Also,
+    ) -> Result<Operation, StoreError> {
         let mut tx = self.begin_write().await?;
-        self.lock_audit(&mut tx).await?;
+        let Some(op) = Self::held_update_in(&mut tx, lease, now, change).await? else {
+            drop(tx);
+            return Err(self.lost(&lease.operation_id).await);
+        };
+        if let Some(c) = also.change {
+            sqlx::query(
+                "UPDATE instances SET status = CASE WHEN status = $6 THEN status ELSE $1 END, state = $2,
+                 request = COALESCE($3, request), updated_at = $4 WHERE id = $5",
+            )
+                .bind(&c.status)
+                .bind(c.state.to_string())
+                .bind(c.request.map(|r| r.to_string()))
+                .bind(now)
+                .bind(&op.instance_id)
+                .bind(c.keep_status_if)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(a) = also.audit {
+            self.audit_in(&mut tx, a, now).await?;
+        }
+        tx.commit().await?;
+        Ok(op)
+    }
+
+    /// Appends `entry` to the audit log inside `tx`, chained to the last entry.
+    async fn audit_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, Db>,
+        entry: NewAuditEntry,
+        now: Millis,
+    ) -> Result<AuditEntry, StoreError> {
+        check_audit(&entry)?;
+        self.lock_audit(tx).await?;
         let last = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
         let (prev_seq, prev_hash): (i64, String) = match last {
             Some(row) => {
@@ -146,10 +133,112 @@ macro_rules! store_impl {
         .bind(entry.detail.to_string())
         .bind(&prev_hash)
         .bind(&hash)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
-        tx.commit().await?;
         audit_from_row!(&row)
+    }
+
+    /// Queues `op` inside `tx` (the caller wakes the provider after committing).
+    async fn enqueue_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, Db>,
+        op: &NewOperation,
+        now: Millis,
+    ) -> Result<Operation, StoreError> {
+        check_new(op)?;
+        let row = sqlx::query(
+            "INSERT INTO operations (id, provider_id, instance_id, kind, payload, status, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6) RETURNING *",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(&op.provider_id)
+        .bind(&op.instance_id)
+        .bind(&op.kind)
+        .bind(op.payload.to_string())
+        .bind(now)
+        .fetch_one(&mut **tx)
+        .await?;
+        row_op(&row)
+    }
+
+    async fn lost(&self, id: &str) -> StoreError {
+        match self.operation(id).await {
+            Ok(_) => StoreError::LeaseLost(id.to_owned()),
+            Err(e) => e,
+        }
+    }
+    };
+}
+pub(crate) use store_helpers;
+
+/// `impl Store for $ty`: the methods both databases implement alike, plus the store's own
+/// `claim` (passed in).
+macro_rules! store_impl {
+    ($ty:ty, $($claim:tt)*) => {
+        #[async_trait::async_trait]
+        impl $crate::Store for $ty {
+        $($claim)*
+    async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let queued = self.enqueue_in(&mut tx, &op, now).await?;
+        tx.commit().await?;
+        self.wake(&queued.provider_id).await?;
+        Ok(queued)
+    }
+
+    async fn operation(&self, id: &str) -> Result<Operation, StoreError> {
+        match sqlx::query("SELECT * FROM operations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(row) => row_op(&row),
+            None => Err(StoreError::NotFound(format!("operation {id}"))),
+        }
+    }
+
+    async fn renew(&self, lease: &Lease, ttl_ms: i64, now: Millis) -> Result<Lease, StoreError> {
+        check_ttl(ttl_ms)?;
+        let op = self
+            .held_update(lease, now, $crate::common::Held::Renew(now + ttl_ms), $crate::common::Also { change: None, audit: None })
+            .await?;
+        Ok(lease_of(&op))
+    }
+
+    async fn complete(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        change: Option<$crate::InstanceChange>,
+        audit: Option<NewAuditEntry>,
+        now: Millis,
+    ) -> Result<Operation, StoreError> {
+        let (s, r, e) = outcome_columns(&outcome);
+        let op = self
+            .held_update(lease, now, $crate::common::Held::Finish(s, r, e), $crate::common::Also { change, audit })
+            .await?;
+        self.wake(&format!("op:{}", op.id)).await?;
+        // The instance's next operation may be claimable now.
+        self.wake(&op.provider_id).await?;
+        Ok(op)
+    }
+
+    async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError> {
+        let op = self
+            .held_update(lease, now, $crate::common::Held::Release, $crate::common::Also { change: None, audit: None })
+            .await?;
+        self.wake(&op.provider_id).await
+    }
+
+    fn work_signal(&self, provider_id: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        self.signals.get(provider_id)
+    }
+
+    async fn append_audit(&self, entry: NewAuditEntry, now: Millis) -> Result<AuditEntry, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let e = self.audit_in(&mut tx, entry, now).await?;
+        tx.commit().await?;
+        Ok(e)
     }
 
     async fn create_provider(&self, name: &str, now: Millis) -> Result<Provider, StoreError> {
@@ -273,6 +362,7 @@ macro_rules! store_impl {
         rows.iter().map(|r| audit_from_row!(r)).collect()
     }
         }
+        $crate::control_impl::control_impl!($ty);
     };
 }
 pub(crate) use store_impl;

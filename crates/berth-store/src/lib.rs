@@ -11,16 +11,24 @@
 pub mod agents;
 pub mod audit;
 mod common;
+pub mod control;
+mod control_impl;
 pub mod postgres;
 mod signal;
 pub mod sqlite;
 pub mod suite;
+#[cfg(feature = "test-support")]
+pub mod testpg;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use agents::{Agent, EnrollmentToken, Provider};
 pub use audit::{AuditEntry, Broken, NewAuditEntry, Verified};
+pub use control::{
+    AgentStatus, ApiToken, Catalog, Customer, Idempotency, InstanceAction, InstanceChange, InstanceFilter,
+    InstanceRecord, NewInstance, Offering, OpEvent, Role, TemplateRecord,
+};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -138,7 +146,7 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: Catalog + Send + Sync {
     /// Queues `op`; it gets a fresh id and the next place in the queue.
     async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError>;
 
@@ -159,7 +167,20 @@ pub trait Store: Send + Sync {
     async fn renew(&self, lease: &Lease, ttl_ms: i64, now: Millis) -> Result<Lease, StoreError>;
 
     /// Ends the operation under a lease that is still held.
-    async fn finish(&self, lease: &Lease, outcome: Outcome, now: Millis) -> Result<Operation, StoreError>;
+    async fn finish(&self, lease: &Lease, outcome: Outcome, now: Millis) -> Result<Operation, StoreError> {
+        self.complete(lease, outcome, None, None, now).await
+    }
+
+    /// Ends the operation under a lease that is still held and, in the same transaction, applies
+    /// `change` to its instance and appends `audit`.
+    async fn complete(
+        &self,
+        lease: &Lease,
+        outcome: Outcome,
+        change: Option<InstanceChange>,
+        audit: Option<NewAuditEntry>,
+        now: Millis,
+    ) -> Result<Operation, StoreError>;
 
     /// Gives the operation back to the queue (a clean shutdown of its agent).
     async fn release(&self, lease: &Lease, now: Millis) -> Result<(), StoreError>;

@@ -4,11 +4,7 @@
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 
-use crate::{
-    Agent, AuditEntry, EnrollmentToken, Lease, Millis, NewAuditEntry, NewOperation, Operation, Outcome, Provider,
-    Store, StoreError, agents, audit, audit_from_row, check_audit, check_new, check_ttl, lease_of, operation_from_row,
-    outcome_columns,
-};
+use crate::*;
 
 pub struct PgStore {
     pool: PgPool,
@@ -22,7 +18,8 @@ impl Drop for PgStore {
     }
 }
 
-/// The `LISTEN`/`NOTIFY` channel; the payload is the provider id.
+/// The `LISTEN`/`NOTIFY` channel; the payload is what to wake: a provider id (work queued) or
+/// `op:<id>` (an operation got an event or finished).
 const WORK_CHANNEL: &str = "berth_work";
 
 const CLAIM: &str = "UPDATE operations
@@ -77,15 +74,17 @@ impl PgStore {
         Ok(())
     }
 
-    async fn wake_provider(&self, provider_id: &str) -> Result<(), StoreError> {
+    async fn wake(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(WORK_CHANNEL)
-            .bind(provider_id)
+            .bind(key)
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 }
+
+type Db = sqlx::Postgres;
 
 fn row_op(row: &PgRow) -> Result<Operation, StoreError> {
     operation_from_row!(row)

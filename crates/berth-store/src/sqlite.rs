@@ -8,11 +8,7 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow};
 
-use crate::{
-    Agent, AuditEntry, EnrollmentToken, Lease, Millis, NewAuditEntry, NewOperation, Operation, Outcome, Provider,
-    Store, StoreError, agents, audit, audit_from_row, check_audit, check_new, check_ttl, lease_of, operation_from_row,
-    outcome_columns,
-};
+use crate::*;
 
 pub struct SqliteStore {
     pool: SqlitePool,
@@ -64,11 +60,13 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn wake_provider(&self, provider_id: &str) -> Result<(), StoreError> {
-        self.signals.wake(provider_id);
+    async fn wake(&self, key: &str) -> Result<(), StoreError> {
+        self.signals.wake(key);
         Ok(())
     }
 }
+
+type Db = sqlx::Sqlite;
 
 fn row_op(row: &SqliteRow) -> Result<Operation, StoreError> {
     operation_from_row!(row)

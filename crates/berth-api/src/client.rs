@@ -1,0 +1,417 @@
+//! The typed client of the control-plane API, used by the agent, the CLI and the tests. It
+//! authenticates with a bearer API token (operators, providers, customers) or signs every
+//! request with an Ed25519 key (agents, RFC 9421). A refusal comes back as the server's problem
+//! document.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::httpsig::RequestSigner;
+use crate::wire::*;
+
+/// How requests prove who sends them.
+pub enum Auth {
+    None,
+    Bearer(String),
+    Signed(RequestSigner),
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Auth::Signed(s) => write!(f, "Signed({s:?})"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused, with its problem document.
+    #[error("{} ({}): {}", .0.title, .0.code, .0.detail)]
+    Problem(Box<Problem>),
+    #[error("HTTP {status} from {url}: {body}")]
+    Status { status: u16, url: String, body: String },
+    #[error("could not reach {url}: {reason}")]
+    Transport { url: String, reason: String },
+    #[error("unexpected response from {url}: {reason}")]
+    Decode { url: String, reason: String },
+}
+
+impl ClientError {
+    /// The problem's stable code, if the server sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Problem(p) => Some(&p.code),
+            _ => None,
+        }
+    }
+}
+
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: Auth,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("auth", &self.auth)
+            .finish()
+    }
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+impl Client {
+    /// `base` is the server's URL (`http://127.0.0.1:8420`), without `/api/v1`.
+    pub fn new(base: &str, auth: Auth) -> Client {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .expect("a default HTTP client builds");
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            auth,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends one request; `Ok(None)` for `204 No Content`.
+    pub async fn request<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&B>,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Option<T>, ClientError> {
+        let url = format!("{}{path_and_query}", self.base);
+        let bytes = match body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Decode {
+                url: url.clone(),
+                reason: format!("encoding the request: {e}"),
+            })?,
+            None => Vec::new(),
+        };
+        let mut hm = http::HeaderMap::new();
+        for (k, v) in headers {
+            if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(*k), http::HeaderValue::try_from(*v)) {
+                hm.insert(k, v);
+            }
+        }
+        if body.is_some() {
+            hm.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+        }
+        match &self.auth {
+            Auth::None => {}
+            Auth::Bearer(t) => {
+                let v = http::HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| ClientError::Decode {
+                    url: url.clone(),
+                    reason: "the API token is not a valid header value".into(),
+                })?;
+                hm.insert(http::header::AUTHORIZATION, v);
+            }
+            Auth::Signed(signer) => {
+                let uri: http::Uri = url.parse().map_err(|e| ClientError::Decode {
+                    url: url.clone(),
+                    reason: format!("{e}"),
+                })?;
+                signer
+                    .sign(&method, &uri, &mut hm, &bytes, now_secs())
+                    .map_err(|e| ClientError::Decode {
+                        url: url.clone(),
+                        reason: format!("signing: {e}"),
+                    })?;
+            }
+        }
+        let resp = self
+            .http
+            .request(method, &url)
+            .headers(hm)
+            .body(bytes)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
+        let status = resp.status();
+        let text = resp.bytes().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            reason: error_chain(&e),
+        })?;
+        if status == http::StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(match serde_json::from_slice::<Problem>(&text) {
+                Ok(p) => ClientError::Problem(Box::new(p)),
+                Err(_) => ClientError::Status {
+                    status: status.as_u16(),
+                    url,
+                    body: String::from_utf8_lossy(&text).chars().take(500).collect(),
+                },
+            });
+        }
+        serde_json::from_slice(&text)
+            .map(Some)
+            .map_err(|e| ClientError::Decode {
+                url,
+                reason: e.to_string(),
+            })
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        self.request(method, path, body, &[], Duration::from_secs(60))
+            .await?
+            .ok_or_else(|| ClientError::Decode {
+                url: format!("{}{path}", self.base),
+                reason: "no content where a body was expected".into(),
+            })
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<(), T>(http::Method::GET, path, None).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+        self.call(http::Method::POST, path, Some(body)).await
+    }
+
+    // Operators.
+    pub async fn create_provider(&self, name: &str) -> Result<AccountCreated, ClientError> {
+        self.post("/api/v1/providers", &CreateNamed { name: name.into() }).await
+    }
+    pub async fn providers(&self) -> Result<Vec<ProviderView>, ClientError> {
+        self.get("/api/v1/providers").await
+    }
+    pub async fn create_customer(&self, name: &str) -> Result<AccountCreated, ClientError> {
+        self.post("/api/v1/customers", &CreateNamed { name: name.into() }).await
+    }
+    pub async fn audit(&self, after: i64, limit: i64) -> Result<Vec<AuditEntryView>, ClientError> {
+        self.get(&format!("/api/v1/audit?after={after}&limit={limit}")).await
+    }
+
+    // Providers.
+    pub async fn create_enrollment_token(
+        &self,
+        provider_id: &str,
+        ttl_seconds: Option<u64>,
+    ) -> Result<EnrollmentTokenView, ClientError> {
+        self.post(
+            &format!("/api/v1/providers/{provider_id}/enrollment-tokens"),
+            &CreateEnrollmentToken { ttl_seconds },
+        )
+        .await
+    }
+    pub async fn agents(&self) -> Result<Vec<AgentView>, ClientError> {
+        self.get("/api/v1/agents").await
+    }
+    pub async fn agent(&self, id: &str) -> Result<AgentView, ClientError> {
+        self.get(&format!("/api/v1/agents/{id}")).await
+    }
+    pub async fn revoke_agent(&self, id: &str) -> Result<AgentView, ClientError> {
+        self.post(&format!("/api/v1/agents/{id}/revoke"), &serde_json::json!({}))
+            .await
+    }
+    pub async fn agent_templates(&self, id: &str) -> Result<Vec<TemplateView>, ClientError> {
+        self.get(&format!("/api/v1/agents/{id}/templates")).await
+    }
+    pub async fn provider_templates(&self, provider_id: &str) -> Result<Vec<TemplateView>, ClientError> {
+        self.get(&format!("/api/v1/providers/{provider_id}/templates")).await
+    }
+    pub async fn create_offering(&self, spec: &OfferingSpec) -> Result<OfferingView, ClientError> {
+        self.post("/api/v1/offerings", spec).await
+    }
+    pub async fn withdraw_offering(&self, id: &str) -> Result<OfferingView, ClientError> {
+        self.post(&format!("/api/v1/offerings/{id}/withdraw"), &serde_json::json!({}))
+            .await
+    }
+    pub async fn pending_provision(&self, pubkey_hex: &str) -> Result<Vec<PendingContract>, ClientError> {
+        self.get(&format!("/api/v1/providers/{pubkey_hex}/contracts/pending-provision"))
+            .await
+    }
+
+    // Customers (and everyone: discovery).
+    /// `query` is the query string without `?` (`cores=2&region=eu`), or empty.
+    pub async fn offerings(&self, query: &str) -> Result<Vec<OfferingView>, ClientError> {
+        self.get(&format!("/api/v1/offerings?{query}")).await
+    }
+    pub async fn offering(&self, id: &str) -> Result<OfferingView, ClientError> {
+        self.get(&format!("/api/v1/offerings/{id}")).await
+    }
+    pub async fn create_order(
+        &self,
+        order: &CreateOrder,
+        idempotency_key: Option<&str>,
+    ) -> Result<Accepted, ClientError> {
+        let headers: Vec<(&str, &str)> = idempotency_key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        self.request(
+            http::Method::POST,
+            "/api/v1/orders",
+            Some(order),
+            &headers,
+            Duration::from_secs(60),
+        )
+        .await?
+        .ok_or_else(|| ClientError::Decode {
+            url: format!("{}/api/v1/orders", self.base),
+            reason: "no content where a body was expected".into(),
+        })
+    }
+    pub async fn instances(&self) -> Result<Vec<InstanceView>, ClientError> {
+        self.get("/api/v1/instances").await
+    }
+    pub async fn instance(&self, id: &str) -> Result<InstanceView, ClientError> {
+        self.get(&format!("/api/v1/instances/{id}")).await
+    }
+    /// `action`: `provision`, `start`, `stop`, `reboot`, `terminate`.
+    pub async fn instance_action(&self, id: &str, action: &str) -> Result<Accepted, ClientError> {
+        self.post(&format!("/api/v1/instances/{id}/{action}"), &serde_json::json!({}))
+            .await
+    }
+    pub async fn reconfigure(&self, id: &str, change: &Reconfigure) -> Result<Accepted, ClientError> {
+        self.post(&format!("/api/v1/instances/{id}/reconfigure"), change).await
+    }
+    pub async fn operation(&self, id: &str) -> Result<OperationView, ClientError> {
+        self.get(&format!("/api/v1/operations/{id}")).await
+    }
+    /// Long-polls until the operation is done or `wait` (at most 60 s) passes.
+    pub async fn wait_operation(&self, id: &str, wait: Duration) -> Result<OperationView, ClientError> {
+        let path = format!("/api/v1/operations/{id}?wait={}s", wait.as_secs().max(1));
+        self.request::<(), OperationView>(http::Method::GET, &path, None, &[], wait + Duration::from_secs(30))
+            .await?
+            .ok_or_else(|| ClientError::Decode {
+                url: path,
+                reason: "no content".into(),
+            })
+    }
+
+    // Agents (signed).
+    pub async fn enroll(&self, token: &str, name: &str, public_key: &str) -> Result<AgentView, ClientError> {
+        let body = EnrollAgent {
+            token: token.into(),
+            name: name.into(),
+            public_key: public_key.into(),
+        };
+        self.post("/api/v1/agents/enroll", &body).await
+    }
+    pub async fn me(&self) -> Result<AgentView, ClientError> {
+        self.get("/api/v1/agent/me").await
+    }
+    /// Long-polls for work for up to `wait`; `None` when there was none.
+    pub async fn claim(&self, wait: Duration) -> Result<Option<Claimed>, ClientError> {
+        let path = format!("/api/v1/agent/claim?wait={}ms", wait.as_millis());
+        self.request::<serde_json::Value, Claimed>(
+            http::Method::POST,
+            &path,
+            Some(&serde_json::json!({})),
+            &[],
+            wait + Duration::from_secs(30),
+        )
+        .await
+    }
+    pub async fn renew(&self, operation_id: &str, generation: i64) -> Result<LeaseView, ClientError> {
+        self.post(
+            &format!("/api/v1/agent/operations/{operation_id}/renew"),
+            &LeaseRef { generation },
+        )
+        .await
+    }
+    pub async fn release(&self, operation_id: &str, generation: i64) -> Result<(), ClientError> {
+        self.request::<_, serde_json::Value>(
+            http::Method::POST,
+            &format!("/api/v1/agent/operations/{operation_id}/release"),
+            Some(&LeaseRef { generation }),
+            &[],
+            Duration::from_secs(60),
+        )
+        .await
+        .map(|_| ())
+    }
+    pub async fn report(
+        &self,
+        operation_id: &str,
+        generation: i64,
+        events: Vec<EventReport>,
+    ) -> Result<(), ClientError> {
+        self.request::<_, serde_json::Value>(
+            http::Method::POST,
+            &format!("/api/v1/agent/operations/{operation_id}/events"),
+            Some(&ReportEvents { generation, events }),
+            &[],
+            Duration::from_secs(60),
+        )
+        .await
+        .map(|_| ())
+    }
+    pub async fn complete(
+        &self,
+        operation_id: &str,
+        generation: i64,
+        outcome: Completion,
+    ) -> Result<OperationView, ClientError> {
+        self.post(
+            &format!("/api/v1/agent/operations/{operation_id}/complete"),
+            &Complete { generation, outcome },
+        )
+        .await
+    }
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), ClientError> {
+        self.request::<_, serde_json::Value>(
+            http::Method::POST,
+            "/api/v1/agent/heartbeat",
+            Some(hb),
+            &[],
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+    }
+    pub async fn report_templates(&self, templates: Vec<TemplateReport>) -> Result<(), ClientError> {
+        self.request::<_, serde_json::Value>(
+            http::Method::PUT,
+            "/api/v1/agent/templates",
+            Some(&TemplatesReport { templates }),
+            &[],
+            Duration::from_secs(30),
+        )
+        .await
+        .map(|_| ())
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,464 @@
+//! The JSON bodies of the control-plane API (`/api/v1`), shared by the server (which validates
+//! and serves them), the agent and the CLI (which send and read them). Requests reject unknown
+//! fields; every type carries its OpenAPI schema.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Milliseconds since the Unix epoch.
+pub type Millis = i64;
+
+/// An RFC 7807 problem document. `code` is stable; `field` names the offending input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// Whether the same request may succeed later.
+    #[serde(default)]
+    pub retryable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNamed {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProviderView {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CustomerView {
+    pub id: String,
+    pub name: String,
+    pub created_at: Millis,
+}
+
+/// A new provider or customer and its first API token (shown once).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AccountCreated {
+    pub id: String,
+    pub name: String,
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEnrollmentToken {
+    /// How long the token may be used; 60 s to 30 days, default 1 day.
+    #[serde(default)]
+    pub ttl_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EnrollmentTokenView {
+    pub token: String,
+    pub provider_id: String,
+    pub expires_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollAgent {
+    pub token: String,
+    pub name: String,
+    /// Standard base64 of the 32-byte Ed25519 public key.
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentView {
+    pub id: String,
+    pub provider_id: String,
+    pub name: String,
+    pub public_key: String,
+    pub revoked_at: Option<Millis>,
+    pub created_at: Millis,
+    /// The last heartbeat, if any.
+    pub last_seen: Option<Millis>,
+    /// Heartbeat younger than the server's TTL.
+    pub alive: bool,
+    pub heartbeat: Option<Heartbeat>,
+}
+
+/// What an agent reports every few seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub version: String,
+    pub capacity: CapacityReport,
+    /// The hypervisors (backends) this agent drives.
+    #[serde(default)]
+    pub backends: Vec<BackendHealth>,
+}
+
+/// Configured totals × overcommit, and what is still free.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityReport {
+    pub cores_total: u64,
+    pub cores_free: u64,
+    pub memory_mib_total: u64,
+    pub memory_mib_free: u64,
+    pub disk_gib_total: u64,
+    pub disk_gib_free: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackendHealth {
+    pub name: String,
+    /// `proxmox`, `libvirt`, `multipass`, `script`, `manual`.
+    pub kind: String,
+    pub healthy: bool,
+    #[serde(default)]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateReport {
+    pub backend: String,
+    /// What an offering's `template` names to select it.
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub disk_gib: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplatesReport {
+    pub templates: Vec<TemplateReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TemplateView {
+    pub agent_id: String,
+    #[serde(flatten)]
+    pub template: TemplateReport,
+    pub reported_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PricePeriod {
+    Hour,
+    Month,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// In the currency's minor unit (cents).
+    pub amount: u64,
+    /// ISO 4217, three capital letters.
+    pub currency: String,
+    pub period: PricePeriod,
+}
+
+/// What a provider publishes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OfferingSpec {
+    pub name: String,
+    pub cores: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    #[serde(default)]
+    pub bandwidth_mbps: Option<u32>,
+    /// The backend's template id (see the provider's template list); `None`: the backend default.
+    #[serde(default)]
+    pub template: Option<String>,
+    #[serde(default)]
+    pub price: Option<Price>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Run inside the guest once it is reachable (the `post_provision` stage).
+    #[serde(default)]
+    pub post_provision_commands: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OfferingView {
+    pub id: String,
+    pub provider_id: String,
+    #[serde(flatten)]
+    pub spec: OfferingSpec,
+    pub withdrawn_at: Option<Millis>,
+    pub created_at: Millis,
+}
+
+/// A customer's order: one machine of an offering.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrder {
+    pub offering_id: String,
+    /// The machine's host name.
+    pub name: String,
+    /// OpenSSH public key installed for the login user.
+    pub ssh_public_key: String,
+    /// The customer's age (X25519) public key; credentials the VM is born with are encrypted to it.
+    pub requester_public_key: String,
+    #[serde(default)]
+    pub skip_post_provision: bool,
+    /// `false` records the instance without provisioning it yet (`POST …/provision` later).
+    #[serde(default = "yes")]
+    pub provision: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `202 Accepted`: the work is queued.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Accepted {
+    pub instance_id: String,
+    /// `None` when nothing was queued (`provision: false`).
+    pub operation_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InstanceView {
+    pub id: String,
+    pub provider_id: String,
+    pub customer_id: String,
+    pub offering_id: String,
+    pub name: String,
+    /// `pending`, `provisioning`, `running`, `stopped`, `failed`, `terminating`, `terminated`.
+    pub status: String,
+    pub cores: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub template: Option<String>,
+    pub ssh_public_key: String,
+    pub vm_id: Option<String>,
+    pub hypervisor: Option<String>,
+    pub agent_id: Option<String>,
+    pub ip_address: Option<String>,
+    pub ipv6_address: Option<String>,
+    pub ssh_port: Option<u16>,
+    /// Credentials the VM was born with, encrypted to the requester's public key (ASCII-armored age).
+    pub credentials: Option<String>,
+    pub last_error: Option<OpError>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reconfigure {
+    #[serde(default)]
+    pub cores: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    #[serde(default)]
+    pub disk_gib: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OpError {
+    /// A Provider error code (`not_found`, `invalid_spec`, `timeout`, …) or `lease_lost`.
+    pub code: String,
+    pub message: String,
+}
+
+/// One progress event, as an agent reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventReport {
+    /// `clone_template`, `configure_vm`, `start_vm`, `wait_network`, `post_provision`, `register`, …
+    pub stage: String,
+    /// `started`, `completed`, `skipped` or `progress`.
+    pub phase: String,
+    #[serde(default)]
+    pub percent: Option<u8>,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EventView {
+    pub seq: i64,
+    pub at: Millis,
+    #[serde(flatten)]
+    pub event: EventReport,
+}
+
+/// A stage as the dashboard shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StageView {
+    pub stage: String,
+    /// `running`, `completed`, `skipped`.
+    pub status: String,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct OperationView {
+    pub id: String,
+    pub instance_id: String,
+    pub kind: String,
+    /// `queued`, `running`, `succeeded`, `failed`.
+    pub status: String,
+    pub percent: u8,
+    pub message: Option<String>,
+    pub stages: Vec<StageView>,
+    pub events: Vec<EventView>,
+    pub result: Option<OpResult>,
+    pub error: Option<OpError>,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// What an agent reports when an operation succeeds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OpResult {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hypervisor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_port: Option<u16>,
+    /// Encrypted to the requester's public key on the agent; the server never sees plaintext.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<String>,
+    /// A reconfigure the running guest could not take live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_required: Option<bool>,
+    /// Post-provision commands run: exit status and a bounded tail of output.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<CommandRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRun {
+    pub command: String,
+    pub exit_status: i32,
+    pub output_tail: String,
+}
+
+/// The work an agent claimed, under a lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Claimed {
+    pub operation_id: String,
+    pub instance_id: String,
+    pub kind: String,
+    /// For `provision`: a [`ProvisionPayload`]; for `reconfigure`: a [`Reconfigure`].
+    pub payload: serde_json::Value,
+    /// The lease's fencing token: every report presents it.
+    pub generation: i64,
+    pub lease_expires_at: Millis,
+}
+
+/// What a `provision` operation asks of the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ProvisionPayload {
+    pub instance_id: String,
+    pub name: String,
+    pub cores: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    pub bandwidth_mbps: Option<u32>,
+    pub template: Option<String>,
+    pub ssh_public_key: String,
+    pub requester_public_key: String,
+    pub post_provision_commands: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRef {
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LeaseView {
+    pub generation: i64,
+    pub expires_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportEvents {
+    pub generation: i64,
+    pub events: Vec<EventReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Completion {
+    Succeeded(OpResult),
+    Failed(OpError),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Complete {
+    pub generation: i64,
+    pub outcome: Completion,
+}
+
+/// A contract awaiting provisioning, in the shape of the pending-provision seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PendingContract {
+    pub contract_id: String,
+    pub offering: SeedOffering,
+    pub requester_ssh_pubkey: String,
+    pub instance_config: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SeedOffering {
+    pub id: String,
+    pub cpu_cores: u32,
+    pub memory_gb: f64,
+    pub storage_gb: u64,
+    pub bandwidth_mbps: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditEntryView {
+    pub seq: i64,
+    pub at: Millis,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    pub detail: serde_json::Value,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AuditVerification {
+    pub ok: bool,
+    pub entries: i64,
+    pub last_hash: Option<String>,
+    pub broken_at: Option<i64>,
+    pub reason: Option<String>,
+}

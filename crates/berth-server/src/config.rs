@@ -1,0 +1,244 @@
+//! `server.toml`: where to listen, which database, how long leases and heartbeats last, the
+//! admission thresholds, and where the first operator token is written. Every error names the
+//! file, the place and the key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Default `127.0.0.1:8420`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    pub database: Database,
+    #[serde(default)]
+    pub agents: AgentPolicy,
+    #[serde(default)]
+    pub admission: Admission,
+    #[serde(default)]
+    pub api: ApiPolicy,
+}
+
+/// Exactly one of `sqlite` (a file path) or `postgres` (a URL, or `postgres_url_env`: the
+/// name of an environment variable holding it, so the password stays out of the file).
+#[derive(Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    #[serde(default)]
+    pub sqlite: Option<PathBuf>,
+    #[serde(default)]
+    pub postgres: Option<String>,
+    #[serde(default)]
+    pub postgres_url_env: Option<String>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("sqlite", &self.sqlite)
+            .field("postgres", &self.postgres.as_ref().map(|_| "<redacted>"))
+            .field("postgres_url_env", &self.postgres_url_env)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentPolicy {
+    /// An agent whose last heartbeat is older counts as gone (discovery, admission).
+    pub heartbeat_ttl_seconds: u64,
+    /// How long a claim lasts unless renewed.
+    pub lease_ttl_seconds: u64,
+    /// Allowed difference between an agent's signature time and the server clock.
+    pub max_clock_skew_seconds: u64,
+    /// The longest a claim long-poll may wait.
+    pub max_claim_wait_seconds: u64,
+}
+
+impl Default for AgentPolicy {
+    fn default() -> Self {
+        AgentPolicy {
+            heartbeat_ttl_seconds: 90,
+            lease_ttl_seconds: 60,
+            max_clock_skew_seconds: 300,
+            max_claim_wait_seconds: 60,
+        }
+    }
+}
+
+/// Usage (percent of the reported totals) above which a host takes no new work, as in the
+/// resource-advertisement seed: an offering is orderable only where it fits under these.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admission {
+    pub cores_percent: u8,
+    pub memory_percent: u8,
+    pub disk_percent: u8,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            cores_percent: 90,
+            memory_percent: 85,
+            disk_percent: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiPolicy {
+    pub body_limit_bytes: usize,
+    /// Where the first operator token is written (mode 0600) when the database has none.
+    pub operator_token_file: Option<PathBuf>,
+}
+
+impl Default for ApiPolicy {
+    fn default() -> Self {
+        ApiPolicy {
+            body_limit_bytes: 64 * 1024,
+            operator_token_file: None,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8420))
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub message: String,
+}
+
+impl ServerConfig {
+    pub fn load(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            message: format!("cannot read: {e}"),
+        })?;
+        ServerConfig::parse(&text, &path.display().to_string())
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<ServerConfig, ConfigError> {
+        let err = |message: String| ConfigError {
+            file: file.to_owned(),
+            message,
+        };
+        let cfg: ServerConfig = toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|s| {
+                let before = &text[..s.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                format!("{line}:{col}: ")
+            });
+            err(format!("{}{}", at.unwrap_or_default(), e.message()))
+        })?;
+        cfg.validate().map_err(|(key, why)| err(format!("{key}: {why}")))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let d = &self.database;
+        let pg = d.postgres.is_some() || d.postgres_url_env.is_some();
+        if d.sqlite.is_some() == pg || (d.postgres.is_some() && d.postgres_url_env.is_some()) {
+            return Err((
+                "database",
+                "set exactly one of `sqlite` (a file path), `postgres` (a URL) or `postgres_url_env`".into(),
+            ));
+        }
+        let a = &self.agents;
+        for (key, v, lo, hi) in [
+            ("agents.heartbeat_ttl_seconds", a.heartbeat_ttl_seconds, 5, 86_400),
+            ("agents.lease_ttl_seconds", a.lease_ttl_seconds, 5, 3_600),
+            ("agents.max_clock_skew_seconds", a.max_clock_skew_seconds, 5, 3_600),
+            ("agents.max_claim_wait_seconds", a.max_claim_wait_seconds, 1, 300),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err((key, format!("must be between {lo} and {hi} (got {v})")));
+            }
+        }
+        for (key, v) in [
+            ("admission.cores_percent", self.admission.cores_percent),
+            ("admission.memory_percent", self.admission.memory_percent),
+            ("admission.disk_percent", self.admission.disk_percent),
+        ] {
+            if !(1..=100).contains(&v) {
+                return Err((key, format!("must be a percentage from 1 to 100 (got {v})")));
+            }
+        }
+        if !(1024..=16 * 1024 * 1024).contains(&self.api.body_limit_bytes) {
+            return Err((
+                "api.body_limit_bytes",
+                format!("must be between 1 KiB and 16 MiB (got {})", self.api.body_limit_bytes),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The PostgreSQL URL, from the file or the environment variable it names.
+    pub fn postgres_url(&self) -> Result<Option<String>, String> {
+        if let Some(u) = &self.database.postgres {
+            return Ok(Some(u.clone()));
+        }
+        match &self.database.postgres_url_env {
+            Some(var) => std::env::var(var)
+                .map(Some)
+                .map_err(|_| format!("database.postgres_url_env: the environment variable {var} is not set")),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_and_full_configs_parse() {
+        let c = ServerConfig::parse("[database]\nsqlite = \"/tmp/b.db\"\n", "s.toml").unwrap();
+        assert_eq!(c.listen.port(), 8420);
+        assert_eq!(c.agents.lease_ttl_seconds, 60);
+        let c = ServerConfig::parse(
+            "listen = \"0.0.0.0:9000\"\n[database]\npostgres = \"postgres://x\"\n[agents]\nlease_ttl_seconds = 30\n[admission]\ndisk_percent = 80\n",
+            "s.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.listen.port(), c.agents.lease_ttl_seconds, c.admission.disk_percent),
+            (9000, 30, 80)
+        );
+        assert!(!format!("{c:?}").contains("postgres://x"));
+    }
+
+    #[test]
+    fn errors_name_file_place_and_key() {
+        let e = ServerConfig::parse("[database]\nsqlite = \"a\"\n[agents]\nlease_ttl = 3\n", "s.toml").unwrap_err();
+        assert!(
+            e.to_string().starts_with("s.toml: 4:1: unknown field `lease_ttl`"),
+            "{e}"
+        );
+        let e = ServerConfig::parse("[database]\nsqlite = \"a\"\npostgres = \"b\"\n", "s.toml").unwrap_err();
+        assert!(e.to_string().contains("database: set exactly one"), "{e}");
+        let e = ServerConfig::parse(
+            "[database]\nsqlite = \"a\"\n[agents]\nlease_ttl_seconds = 1\n",
+            "s.toml",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("agents.lease_ttl_seconds: must be between 5"),
+            "{e}"
+        );
+        let e =
+            ServerConfig::parse("[database]\nsqlite = \"a\"\n[admission]\ncores_percent = 0\n", "s.toml").unwrap_err();
+        assert!(e.to_string().contains("admission.cores_percent"), "{e}");
+        let e = ServerConfig::parse("listen = \"nope\"\n[database]\nsqlite = \"a\"\n", "s.toml").unwrap_err();
+        assert!(e.to_string().starts_with("s.toml: 1:10: "), "{e}");
+    }
+}

@@ -1,0 +1,219 @@
+//! Berth's control plane, `berth server`: the `/api/v1` HTTP API over one [`berth_store::Store`]
+//! (SQLite or PostgreSQL). Customers order, providers publish and enroll agents, agents claim
+//! work under leases and report; every mutation is an operation (`202` + id) and an audit entry.
+//! The OpenAPI document comes from the same handlers ([`openapi`]).
+
+pub mod auth;
+pub mod config;
+pub mod problem;
+pub mod routes;
+pub mod views;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use berth_store::{PgStore, Role, SqliteStore, Store};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use config::ServerConfig;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub cfg: Arc<ServerConfig>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Berth control plane", description = "VM provisioning for hosting providers. Bearer API tokens for operators, providers and customers; RFC 9421 signed requests (ed25519) for agents. Errors are RFC 7807 problem documents with a stable `code`."),
+    tags(
+        (name = "accounts", description = "providers and customers"),
+        (name = "agents", description = "enrollment, agents, their templates, pending contracts"),
+        (name = "offerings", description = "what providers publish; discovery"),
+        (name = "orders", description = "a customer's order becomes an instance and a provision operation"),
+        (name = "instances", description = "machines and their actions"),
+        (name = "operations", description = "every mutation, its stages and result"),
+        (name = "agent", description = "the agent's signed side: claim, report, heartbeat"),
+        (name = "audit", description = "the hash-chained audit log"),
+    )
+)]
+struct ApiDoc;
+
+fn api() -> OpenApiRouter<AppState> {
+    use routes::*;
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(accounts::create_provider, accounts::list_providers))
+        .routes(routes!(accounts::create_customer))
+        .routes(routes!(accounts::create_enrollment_token))
+        .routes(routes!(accounts::enroll))
+        .routes(routes!(accounts::list_agents))
+        .routes(routes!(accounts::get_agent))
+        .routes(routes!(accounts::revoke_agent))
+        .routes(routes!(accounts::agent_templates))
+        .routes(routes!(accounts::provider_templates))
+        .routes(routes!(catalog::create_offering, catalog::list_offerings))
+        .routes(routes!(catalog::get_offering))
+        .routes(routes!(catalog::withdraw_offering))
+        .routes(routes!(instances::create_order))
+        .routes(routes!(instances::list_instances))
+        .routes(routes!(instances::get_instance))
+        .routes(routes!(instances::reconfigure))
+        .routes(routes!(instances::instance_action))
+        .routes(routes!(instances::pending_provision))
+        .routes(routes!(operations::get_operation))
+        .routes(routes!(operations::operation_events))
+        .routes(routes!(agent::claim))
+        .routes(routes!(agent::renew))
+        .routes(routes!(agent::release))
+        .routes(routes!(agent::report_events))
+        .routes(routes!(agent::complete))
+        .routes(routes!(agent::heartbeat))
+        .routes(routes!(agent::put_templates))
+        .routes(routes!(agent::me))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::verify))
+}
+
+/// The OpenAPI document of the API, as committed in `docs/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().split_for_parts().1
+}
+
+/// The whole HTTP app over `state`.
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = api().split_for_parts();
+    let doc = Arc::new(doc);
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .fallback(|| async { problem::ApiError::NotFound("route".into()) })
+        .with_state(state)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{0}")]
+    Config(String),
+    #[error("opening the database: {0}")]
+    Store(#[from] berth_store::StoreError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Opens the configured database (migrating it).
+pub async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, ServeError> {
+    if let Some(path) = &cfg.database.sqlite {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| ServeError::Io {
+                what: format!("creating {}", dir.display()),
+                source,
+            })?;
+        }
+        return Ok(Arc::new(SqliteStore::open(path).await?));
+    }
+    match cfg.postgres_url().map_err(ServeError::Config)? {
+        Some(url) => Ok(Arc::new(PgStore::connect(&url).await?)),
+        None => Err(ServeError::Config("database: no database configured".into())),
+    }
+}
+
+/// Makes the first operator token if the database has none, writing it to `file` (created
+/// with mode 0600, never overwritten). Returns whether one was made.
+pub async fn bootstrap_operator(store: &dyn Store, file: &Path) -> Result<bool, ServeError> {
+    if store.has_operator_token().await? {
+        return Ok(false);
+    }
+    let t = store
+        .create_api_token(Role::Operator, "", "bootstrap", now_ms())
+        .await?;
+    let io = |source| ServeError::Io {
+        what: format!("writing the operator token to {}", file.display()),
+        source,
+    };
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    use std::io::Write as _;
+    let mut f = opts.open(file).map_err(io)?;
+    f.write_all(format!("{}\n", t.secret).as_bytes()).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(true)
+}
+
+/// A running server: its address and a handle to stop it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub state: AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets requests in flight finish.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    }
+}
+
+/// Serves `store` on `cfg.listen` (port 0: any free port) until [`Running::shutdown`].
+pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, ServeError> {
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServeError::Io {
+            what: format!("listening on {}", cfg.listen),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+        what: "reading the listening address".into(),
+        source,
+    })?;
+    let state = AppState {
+        store,
+        cfg: Arc::new(cfg),
+    };
+    let app = router(state.clone());
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        state,
+        stop: Some(tx),
+        task,
+    })
+}

@@ -1,0 +1,293 @@
+//! Providers, customers, agents and what agents report of their hypervisors: operators create
+//! providers and customers (each gets its first API token); providers make setup tokens that
+//! enroll agents; agents' heartbeats and templates are readable by their provider.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use berth_api::wire::*;
+use berth_store::{Agent, NewAuditEntry, Role};
+
+use crate::auth::{Authed, Json};
+use crate::problem::{ApiError, ApiResult};
+use crate::{AppState, now_ms};
+
+fn audit(actor: &crate::auth::Caller, action: &str, subject: String, detail: serde_json::Value) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: actor.actor(),
+        action: action.into(),
+        subject,
+        detail,
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/providers", tag = "accounts", request_body = CreateNamed,
+    responses((status = 201, body = AccountCreated), (status = "4XX", body = Problem)))]
+pub async fn create_provider(
+    State(st): State<AppState>,
+    req: Authed<Json<CreateNamed>>,
+) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
+    req.caller.require_operator()?;
+    let now = now_ms();
+    let p = st.store.create_provider(&req.body.0.name, now).await?;
+    let t = st.store.create_api_token(Role::Provider, &p.id, "initial", now).await?;
+    st.store
+        .append_audit(
+            audit(
+                &req.caller,
+                "provider.created",
+                format!("provider:{}", p.id),
+                serde_json::json!({"name": p.name}),
+            ),
+            now,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(AccountCreated {
+            id: p.id,
+            name: p.name,
+            token: t.secret,
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/api/v1/providers", tag = "accounts",
+    responses((status = 200, body = [ProviderView]), (status = "4XX", body = Problem)))]
+pub async fn list_providers(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<ProviderView>>> {
+    let scope = req.caller.provider_scope()?;
+    let all = st.store.providers().await?;
+    Ok(axum::Json(
+        all.into_iter()
+            .filter(|p| scope.is_none_or(|s| s == p.id))
+            .map(|p| ProviderView {
+                id: p.id,
+                name: p.name,
+                created_at: p.created_at,
+            })
+            .collect(),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/customers", tag = "accounts", request_body = CreateNamed,
+    responses((status = 201, body = AccountCreated), (status = "4XX", body = Problem)))]
+pub async fn create_customer(
+    State(st): State<AppState>,
+    req: Authed<Json<CreateNamed>>,
+) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
+    req.caller.require_operator()?;
+    let now = now_ms();
+    let c = st.store.create_customer(&req.body.0.name, now).await?;
+    let t = st.store.create_api_token(Role::Customer, &c.id, "initial", now).await?;
+    st.store
+        .append_audit(
+            audit(
+                &req.caller,
+                "customer.created",
+                format!("customer:{}", c.id),
+                serde_json::json!({"name": c.name}),
+            ),
+            now,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(AccountCreated {
+            id: c.id,
+            name: c.name,
+            token: t.secret,
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/providers/{id}/enrollment-tokens", tag = "agents",
+    params(("id" = String, Path, description = "provider id")), request_body = CreateEnrollmentToken,
+    responses((status = 201, body = EnrollmentTokenView), (status = "4XX", body = Problem)))]
+pub async fn create_enrollment_token(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Authed<Json<CreateEnrollmentToken>>,
+) -> ApiResult<(StatusCode, axum::Json<EnrollmentTokenView>)> {
+    req.caller.provider_scope()?;
+    if matches!(req.caller, crate::auth::Caller::Agent { .. }) {
+        return Err(ApiError::Forbidden("agents cannot enroll other agents".into()));
+    }
+    if !req.caller.manages_provider(&id) {
+        return Err(ApiError::NotFound(format!("provider {id}")));
+    }
+    let ttl = req.body.0.ttl_seconds.unwrap_or(86_400);
+    let now = now_ms();
+    let t = st
+        .store
+        .create_enrollment_token(&id, ttl.saturating_mul(1000).min(i64::MAX as u64) as i64, now)
+        .await
+        .map_err(|e| match e {
+            berth_store::StoreError::Invalid { reason, .. } => ApiError::invalid("ttl_seconds", reason),
+            other => other.into(),
+        })?;
+    st.store
+        .append_audit(
+            audit(
+                &req.caller,
+                "enrollment_token.created",
+                format!("provider:{id}"),
+                serde_json::json!({"expires_at": t.expires_at}),
+            ),
+            now,
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(EnrollmentTokenView {
+            token: t.secret,
+            provider_id: t.provider_id,
+            expires_at: t.expires_at,
+        }),
+    ))
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/enroll", tag = "agents", request_body = EnrollAgent,
+    responses((status = 201, body = AgentView), (status = "4XX", body = Problem)))]
+pub async fn enroll(
+    State(st): State<AppState>,
+    req: Authed<Json<EnrollAgent>>,
+) -> ApiResult<(StatusCode, axum::Json<AgentView>)> {
+    // The setup token is the credential here.
+    let b = req.body.0;
+    let now = now_ms();
+    let a = st.store.enroll_agent(&b.token, &b.name, &b.public_key, now).await?;
+    st.store
+        .append_audit(
+            NewAuditEntry {
+                actor: format!("agent:{}", a.id),
+                action: "agent.enrolled".into(),
+                subject: format!("provider:{}", a.provider_id),
+                detail: serde_json::json!({"name": a.name, "public_key": a.public_key}),
+            },
+            now,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(agent_view(&st, a).await?)))
+}
+
+pub async fn agent_view(st: &AppState, a: Agent) -> ApiResult<AgentView> {
+    let status = st
+        .store
+        .agent_statuses(Some(&a.provider_id))
+        .await?
+        .into_iter()
+        .find(|s| s.agent_id == a.id);
+    let ttl = st.cfg.agents.heartbeat_ttl_seconds as i64 * 1000;
+    let last_seen = status.as_ref().map(|s| s.seen_at);
+    Ok(AgentView {
+        alive: a.revoked_at.is_none() && last_seen.is_some_and(|t| now_ms() - t <= ttl),
+        heartbeat: status.and_then(|s| serde_json::from_value(s.report).ok()),
+        last_seen,
+        id: a.id,
+        provider_id: a.provider_id,
+        name: a.name,
+        public_key: a.public_key,
+        revoked_at: a.revoked_at,
+        created_at: a.created_at,
+    })
+}
+
+/// An agent this caller manages, or NotFound (not telling apart "absent" and "not yours").
+async fn managed_agent(st: &AppState, caller: &crate::auth::Caller, id: &str) -> ApiResult<Agent> {
+    caller.provider_scope()?;
+    let a = st.store.agent(id).await?;
+    if !caller.manages_provider(&a.provider_id) {
+        return Err(ApiError::NotFound(format!("agent {id}")));
+    }
+    Ok(a)
+}
+
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+    responses((status = 200, body = [AgentView]), (status = "4XX", body = Problem)))]
+pub async fn list_agents(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<AgentView>>> {
+    let scope = req.caller.provider_scope()?;
+    let mut out = Vec::new();
+    for a in st.store.agents(scope).await? {
+        out.push(agent_view(&st, a).await?);
+    }
+    Ok(axum::Json(out))
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = AgentView), (status = "4XX", body = Problem)))]
+pub async fn get_agent(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Authed,
+) -> ApiResult<axum::Json<AgentView>> {
+    let a = managed_agent(&st, &req.caller, &id).await?;
+    Ok(axum::Json(agent_view(&st, a).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/agents/{id}/revoke", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = AgentView), (status = "4XX", body = Problem)))]
+pub async fn revoke_agent(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Authed,
+) -> ApiResult<axum::Json<AgentView>> {
+    if matches!(req.caller, crate::auth::Caller::Agent { .. }) {
+        return Err(ApiError::Forbidden("agents cannot revoke agents".into()));
+    }
+    managed_agent(&st, &req.caller, &id).await?;
+    let now = now_ms();
+    let a = st.store.revoke_agent(&id, now).await?;
+    st.store
+        .append_audit(
+            audit(
+                &req.caller,
+                "agent.revoked",
+                format!("agent:{id}"),
+                serde_json::json!({}),
+            ),
+            now,
+        )
+        .await?;
+    Ok(axum::Json(agent_view(&st, a).await?))
+}
+
+fn template_view(t: berth_store::TemplateRecord) -> TemplateView {
+    let d = &t.detail;
+    TemplateView {
+        agent_id: t.agent_id,
+        template: TemplateReport {
+            backend: t.backend,
+            id: t.template_id,
+            name: d["name"].as_str().unwrap_or_default().to_owned(),
+            format: d["format"].as_str().map(str::to_owned),
+            disk_gib: d["disk_gib"].as_u64(),
+        },
+        reported_at: t.reported_at,
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/agents/{id}/templates", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = [TemplateView]), (status = "4XX", body = Problem)))]
+pub async fn agent_templates(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Authed,
+) -> ApiResult<axum::Json<Vec<TemplateView>>> {
+    managed_agent(&st, &req.caller, &id).await?;
+    let t = st.store.templates(Some(&id), None).await?;
+    Ok(axum::Json(t.into_iter().map(template_view).collect()))
+}
+
+#[utoipa::path(get, path = "/api/v1/providers/{id}/templates", tag = "agents", params(("id" = String, Path)),
+    responses((status = 200, body = [TemplateView]), (status = "4XX", body = Problem)))]
+pub async fn provider_templates(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Authed,
+) -> ApiResult<axum::Json<Vec<TemplateView>>> {
+    req.caller.provider_scope()?;
+    if !req.caller.manages_provider(&id) {
+        return Err(ApiError::NotFound(format!("provider {id}")));
+    }
+    let t = st.store.templates(None, Some(&id)).await?;
+    Ok(axum::Json(t.into_iter().map(template_view).collect()))
+}

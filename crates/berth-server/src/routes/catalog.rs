@@ -1,0 +1,340 @@
+//! Offerings and discovery. Providers publish offerings; discovery answers customers with only
+//! the offerings that can be ordered now: the provider has an agent whose heartbeat is within the
+//! TTL and whose reported free capacity, kept under the admission thresholds, fits the offering.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use berth_api::wire::*;
+use berth_store::{AgentStatus, NewAuditEntry, Offering};
+use serde::Deserialize;
+
+use crate::auth::{Authed, Caller, Json};
+use crate::config::Admission;
+use crate::problem::{ApiError, ApiResult, parse_query};
+use crate::{AppState, now_ms};
+
+/// What an order of this offering needs from a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub cores: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+impl From<&OfferingSpec> for Need {
+    fn from(s: &OfferingSpec) -> Need {
+        Need {
+            cores: u64::from(s.cores),
+            memory_mib: s.memory_mib,
+            disk_gib: s.disk_gib,
+        }
+    }
+}
+
+/// Whether `need` fits into what `c` reports is free, keeping usage under the thresholds:
+/// `total × threshold − used ≥ need` in every dimension.
+pub fn fits(c: &CapacityReport, adm: &Admission, need: Need) -> bool {
+    let dim = |total: u64, free: u64, pct: u8, need: u64| {
+        let used = i128::from(total) - i128::from(free.min(total));
+        i128::from(total) * i128::from(pct) / 100 - used >= i128::from(need)
+    };
+    dim(c.cores_total, c.cores_free, adm.cores_percent, need.cores)
+        && dim(
+            c.memory_mib_total,
+            c.memory_mib_free,
+            adm.memory_percent,
+            need.memory_mib,
+        )
+        && dim(c.disk_gib_total, c.disk_gib_free, adm.disk_percent, need.disk_gib)
+}
+
+/// The live agents (heartbeat within the TTL) of a provider that can take `need` now.
+pub fn can_take(statuses: &[AgentStatus], provider_id: &str, st: &AppState, need: Need) -> bool {
+    let ttl = st.cfg.agents.heartbeat_ttl_seconds as i64 * 1000;
+    let now = now_ms();
+    statuses.iter().any(|s| {
+        s.provider_id == provider_id
+            && now - s.seen_at <= ttl
+            && serde_json::from_value::<Heartbeat>(s.report.clone())
+                .is_ok_and(|hb| fits(&hb.capacity, &st.cfg.admission, need))
+    })
+}
+
+pub fn validate_offering(s: &OfferingSpec) -> ApiResult<()> {
+    let inv = |f: &str, r: String| Err(ApiError::invalid(f, r));
+    if s.name.trim().is_empty() || s.name.len() > 128 {
+        return inv("name", format!("must be 1-128 characters (got {})", s.name.len()));
+    }
+    if s.cores == 0 || s.cores > berth_core::VmSpec::MAX_CORES {
+        return inv(
+            "cores",
+            format!("must be 1-{} (got {})", berth_core::VmSpec::MAX_CORES, s.cores),
+        );
+    }
+    if s.memory_mib < berth_core::VmSpec::MIN_MEMORY_MIB {
+        return inv("memory_mib", format!("must be at least 16 MiB (got {})", s.memory_mib));
+    }
+    if s.disk_gib == 0 || s.disk_gib > 1 << 20 {
+        return inv("disk_gib", format!("must be 1-1048576 GiB (got {})", s.disk_gib));
+    }
+    if let Some(t) = &s.template
+        && (t.is_empty() || t.len() > 256 || t.chars().any(char::is_control))
+    {
+        return inv("template", "must be 1-256 printable characters".into());
+    }
+    if let Some(p) = &s.price
+        && (p.currency.len() != 3 || !p.currency.chars().all(|c| c.is_ascii_uppercase()))
+    {
+        return inv(
+            "price.currency",
+            format!("must be an ISO 4217 code like EUR (got {:?})", p.currency),
+        );
+    }
+    if let Some(r) = &s.region
+        && !label_like(r)
+    {
+        return inv("region", format!("must be 1-63 of a-z 0-9 . _ - (got {r:?})"));
+    }
+    if s.labels.len() > 32 {
+        return inv("labels", format!("at most 32 labels (got {})", s.labels.len()));
+    }
+    for (k, v) in &s.labels {
+        if !label_like(k) || v.len() > 256 {
+            return inv(
+                &format!("labels.{k}"),
+                "keys are 1-63 of a-z 0-9 . _ -; values up to 256 bytes".into(),
+            );
+        }
+    }
+    if s.post_provision_commands.len() > 64 {
+        return inv("post_provision_commands", "at most 64 commands".into());
+    }
+    for (i, c) in s.post_provision_commands.iter().enumerate() {
+        if c.trim().is_empty() || c.len() > 4096 || c.contains('\0') {
+            return inv(
+                &format!("post_provision_commands[{i}]"),
+                "must be 1-4096 bytes, no NUL".into(),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn label_like(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+}
+
+pub fn offering_view(o: &Offering) -> ApiResult<OfferingView> {
+    let spec: OfferingSpec = serde_json::from_value(o.body.clone())
+        .map_err(|e| ApiError::Internal(format!("stored offering does not parse: {e}")))?;
+    Ok(OfferingView {
+        id: o.id.clone(),
+        provider_id: o.provider_id.clone(),
+        spec,
+        withdrawn_at: o.withdrawn_at,
+        created_at: o.created_at,
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/offerings", tag = "offerings", request_body = OfferingSpec,
+    responses((status = 201, body = OfferingView), (status = "4XX", body = Problem)))]
+pub async fn create_offering(
+    State(st): State<AppState>,
+    req: Authed<Json<OfferingSpec>>,
+) -> ApiResult<(StatusCode, axum::Json<OfferingView>)> {
+    let provider = req.caller.require_provider()?.to_owned();
+    let spec = req.body.0;
+    validate_offering(&spec)?;
+    let body = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let audit = NewAuditEntry {
+        actor: req.caller.actor(),
+        action: "offering.created".into(),
+        subject: String::new(),
+        detail: body.clone(),
+    };
+    let o = st.store.create_offering(&provider, body, audit, now_ms()).await?;
+    Ok((StatusCode::CREATED, axum::Json(offering_view(&o)?)))
+}
+
+/// Discovery filters: an offering matches when it offers at least this much.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryQuery {
+    pub cores: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk_gib: Option<u64>,
+    pub region: Option<String>,
+    /// `key=value` pairs separated by commas; all must match.
+    pub labels: Option<String>,
+}
+
+fn parse_labels(s: &str) -> ApiResult<BTreeMap<String, String>> {
+    s.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| ApiError::invalid("labels", format!("{p:?} is not key=value")))
+        })
+        .collect()
+}
+
+#[utoipa::path(get, path = "/api/v1/offerings", tag = "offerings", params(DiscoveryQuery),
+    responses((status = 200, body = [OfferingView], description = "customers and operators: what can be ordered now; providers: their own offerings"), (status = "4XX", body = Problem)))]
+pub async fn list_offerings(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    req: Authed,
+) -> ApiResult<axum::Json<Vec<OfferingView>>> {
+    req.caller.require_authenticated()?;
+    let q: DiscoveryQuery = parse_query(q.as_deref())?;
+    let labels = parse_labels(q.labels.as_deref().unwrap_or(""))?;
+    let own = match &req.caller {
+        Caller::Provider(p) | Caller::Agent { provider_id: p, .. } => Some(p.as_str()),
+        _ => None,
+    };
+    let offerings = st.store.offerings(own).await?;
+    let statuses = if own.is_none() {
+        st.store.agent_statuses(None).await?
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::new();
+    for o in &offerings {
+        let v = offering_view(o)?;
+        let s = &v.spec;
+        let matches = q.cores.is_none_or(|c| s.cores >= c)
+            && q.memory_mib.is_none_or(|m| s.memory_mib >= m)
+            && q.disk_gib.is_none_or(|d| s.disk_gib >= d)
+            && q.region.as_ref().is_none_or(|r| s.region.as_ref() == Some(r))
+            && labels.iter().all(|(k, val)| s.labels.get(k) == Some(val));
+        if matches && (own.is_some() || can_take(&statuses, &v.provider_id, &st, Need::from(s))) {
+            out.push(v);
+        }
+    }
+    Ok(axum::Json(out))
+}
+
+#[utoipa::path(get, path = "/api/v1/offerings/{id}", tag = "offerings", params(("id" = String, Path)),
+    responses((status = 200, body = OfferingView), (status = "4XX", body = Problem)))]
+pub async fn get_offering(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Authed,
+) -> ApiResult<axum::Json<OfferingView>> {
+    req.caller.require_authenticated()?;
+    let o = st.store.offering(&id).await?;
+    let visible = match &req.caller {
+        Caller::Customer(_) => o.withdrawn_at.is_none(),
+        other => other.manages_provider(&o.provider_id),
+    };
+    if !visible {
+        return Err(ApiError::NotFound(format!("offering {id}")));
+    }
+    Ok(axum::Json(offering_view(&o)?))
+}
+
+#[utoipa::path(post, path = "/api/v1/offerings/{id}/withdraw", tag = "offerings", params(("id" = String, Path)),
+    responses((status = 200, body = OfferingView), (status = "4XX", body = Problem)))]
+pub async fn withdraw_offering(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Authed,
+) -> ApiResult<axum::Json<OfferingView>> {
+    let provider = req.caller.require_provider()?;
+    let o = st.store.offering(&id).await?;
+    if o.provider_id != provider {
+        return Err(ApiError::NotFound(format!("offering {id}")));
+    }
+    let audit = NewAuditEntry {
+        actor: req.caller.actor(),
+        action: "offering.withdrawn".into(),
+        subject: format!("offering:{id}"),
+        detail: serde_json::json!({}),
+    };
+    let o = st.store.withdraw_offering(&id, audit, now_ms()).await?;
+    Ok(axum::Json(offering_view(&o)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capacity_fits_under_thresholds() {
+        let adm = Admission::default(); // 90 / 85 / 90
+        let c = CapacityReport {
+            cores_total: 10,
+            cores_free: 5,
+            memory_mib_total: 10_000,
+            memory_mib_free: 5_000,
+            disk_gib_total: 100,
+            disk_gib_free: 50,
+        };
+        let n = |cores, memory_mib, disk_gib| Need {
+            cores,
+            memory_mib,
+            disk_gib,
+        };
+        assert!(fits(&c, &adm, n(4, 3_500, 40)));
+        assert!(!fits(&c, &adm, n(5, 1, 1)), "10 × 90% − 5 used = 4 cores");
+        assert!(!fits(&c, &adm, n(1, 3_501, 1)), "10000 × 85% − 5000 = 3500 MiB");
+        assert!(!fits(&c, &adm, n(1, 1, 41)));
+        let full = CapacityReport { cores_free: 0, ..c };
+        assert!(!fits(&full, &adm, n(1, 1, 1)));
+        // A free figure above the total (a bad report) is clamped, not trusted.
+        let odd = CapacityReport { cores_free: 50, ..c };
+        assert!(!fits(&odd, &adm, n(10, 1, 1)));
+    }
+
+    #[test]
+    fn offering_checks_name_fields() {
+        let ok = OfferingSpec {
+            name: "small".into(),
+            cores: 1,
+            memory_mib: 512,
+            disk_gib: 10,
+            bandwidth_mbps: None,
+            template: None,
+            price: None,
+            region: Some("eu-1".into()),
+            labels: BTreeMap::new(),
+            post_provision_commands: vec![],
+        };
+        validate_offering(&ok).unwrap();
+        let field = |s: OfferingSpec| match validate_offering(&s) {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(field(OfferingSpec { cores: 0, ..ok.clone() }), "cores");
+        assert_eq!(
+            field(OfferingSpec {
+                region: Some("EU".into()),
+                ..ok.clone()
+            }),
+            "region"
+        );
+        assert_eq!(
+            field(OfferingSpec {
+                price: Some(Price {
+                    amount: 1,
+                    currency: "eur".into(),
+                    period: PricePeriod::Month
+                }),
+                ..ok.clone()
+            }),
+            "price.currency"
+        );
+        assert_eq!(
+            field(OfferingSpec {
+                post_provision_commands: vec!["ok".into(), " ".into()],
+                ..ok
+            }),
+            "post_provision_commands[1]"
+        );
+    }
+}

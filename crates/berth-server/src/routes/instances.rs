@@ -1,0 +1,451 @@
+//! Orders and instances. An order (contract) becomes an instance record and, unless asked not
+//! to, a `provision` operation for an agent of the offering's provider, in one transaction.
+//! Instance actions queue operations when the instance's status allows them (one table,
+//! [`rule`]); every mutation answers `202 Accepted` with the operation id. `Idempotency-Key`
+//! makes retried POSTs safe. Also the seed's pending-provision endpoint.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use berth_api::wire::*;
+use berth_store::{Idempotency, InstanceAction, InstanceFilter, NewAuditEntry, NewInstance};
+use sha2::{Digest as _, Sha256};
+
+use crate::auth::{Authed, Caller, Empty, Json};
+use crate::problem::{ApiError, ApiResult};
+use crate::routes::catalog::{Need, can_take, offering_view};
+use crate::views::{InstanceRequest, instance_view, provision_payload, request_of};
+use crate::{AppState, now_ms};
+
+/// Which statuses an action needs, and the status it moves the instance to when queued.
+pub fn rule(action: &str) -> Option<(&'static [&'static str], Option<&'static str>)> {
+    Some(match action {
+        "provision" => (&["pending", "failed"], Some("provisioning")),
+        "start" | "stop" => (&["running", "stopped"], None),
+        "reboot" => (&["running"], None),
+        "reconfigure" => (&["running", "stopped"], None),
+        "terminate" => (
+            &["pending", "provisioning", "running", "stopped", "failed"],
+            Some("terminating"),
+        ),
+        _ => return None,
+    })
+}
+
+fn accepted(a: Accepted) -> Response {
+    let mut resp = (StatusCode::ACCEPTED, axum::Json(&a)).into_response();
+    if let Some(op) = &a.operation_id
+        && let Ok(v) = axum::http::HeaderValue::try_from(format!("/api/v1/operations/{op}"))
+    {
+        resp.headers_mut().insert(axum::http::header::LOCATION, v);
+    }
+    resp
+}
+
+/// Runs `f` at most once per `Idempotency-Key` (per caller and route): a retry with the same
+/// key and body replays the first answer; the same key with another body is refused.
+async fn idempotent<F>(
+    st: &AppState,
+    headers: &HeaderMap,
+    scope: String,
+    body: &impl serde::Serialize,
+    f: F,
+) -> ApiResult<Response>
+where
+    F: std::future::Future<Output = ApiResult<Accepted>>,
+{
+    let Some(key) = headers.get("idempotency-key") else {
+        return f.await.map(accepted);
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| ApiError::invalid("Idempotency-Key", "must be 1-255 visible ASCII characters"))?;
+    let fingerprint = hex::encode(Sha256::digest(serde_json::to_vec(body).unwrap_or_default()));
+    match st.store.idempotency_begin(&scope, key, &fingerprint, now_ms()).await? {
+        Idempotency::New => match f.await {
+            Ok(a) => {
+                let v = serde_json::to_value(&a).map_err(|e| ApiError::Internal(e.to_string()))?;
+                st.store.idempotency_end(&scope, key, Some((202, v))).await?;
+                Ok(accepted(a))
+            }
+            Err(e) => {
+                st.store.idempotency_end(&scope, key, None).await?;
+                Err(e)
+            }
+        },
+        Idempotency::InProgress => Err(ApiError::conflict(
+            "busy",
+            "a request with this Idempotency-Key is still running",
+        )),
+        Idempotency::Mismatch => Err(ApiError::invalid(
+            "Idempotency-Key",
+            "was already used for a different request",
+        )),
+        Idempotency::Done(_, v) => {
+            let a: Accepted = serde_json::from_value(v).map_err(|e| ApiError::Internal(e.to_string()))?;
+            Ok(accepted(a))
+        }
+    }
+}
+
+/// An age X25519 recipient: `age1` and 58 bech32 characters.
+fn check_age_recipient(s: &str) -> ApiResult<()> {
+    const BECH32: &str = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
+    if s.len() == 62 && s.starts_with("age1") && s[4..].chars().all(|c| BECH32.contains(c)) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "requester_public_key",
+            "must be an age X25519 recipient (`age1…`, 62 characters; `age-keygen -y` prints it)",
+        ))
+    }
+}
+
+fn core_invalid(e: berth_core::ProviderError) -> ApiError {
+    match e {
+        berth_core::ProviderError::InvalidSpec { field, reason } => ApiError::invalid(field, reason),
+        other => ApiError::invalid("body", other.to_string()),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/orders", tag = "orders", request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retried order safe")),
+    responses((status = 202, body = Accepted), (status = "4XX", body = Problem)))]
+pub async fn create_order(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    req: Authed<Json<CreateOrder>>,
+) -> ApiResult<Response> {
+    let customer = req.caller.require_customer()?.to_owned();
+    let order = req.body.0;
+    let scope = format!("{}:orders", req.caller.actor());
+    let actor = req.caller.actor();
+    let st2 = st.clone();
+    let fingerprinted = order.clone();
+    idempotent(&st, &headers, scope, &fingerprinted, async move {
+        let st = st2;
+        berth_core::spec::validate_dns_name("name", &order.name).map_err(core_invalid)?;
+        let key = berth_core::SshPublicKey::parse(&order.ssh_public_key).map_err(|e| match e {
+            berth_core::ProviderError::InvalidSpec { reason, .. } => ApiError::invalid("ssh_public_key", reason),
+            other => core_invalid(other),
+        })?;
+        check_age_recipient(&order.requester_public_key)?;
+        let offering = match st.store.offering(&order.offering_id).await {
+            Ok(o) if o.withdrawn_at.is_none() => o,
+            Ok(_) | Err(berth_store::StoreError::NotFound(_)) => {
+                return Err(ApiError::invalid("offering_id", format!("no offering {:?} can be ordered", order.offering_id)));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let spec = offering_view(&offering)?.spec;
+        if order.provision {
+            let statuses = st.store.agent_statuses(Some(&offering.provider_id)).await?;
+            if !can_take(&statuses, &offering.provider_id, &st, Need::from(&spec)) {
+                return Err(ApiError::conflict(
+                    "no_capacity",
+                    "no live agent of this provider has room for this offering now; try again later or another offering",
+                ));
+            }
+        }
+        let request = InstanceRequest {
+            name: order.name.clone(),
+            cores: spec.cores,
+            memory_mib: spec.memory_mib,
+            disk_gib: spec.disk_gib,
+            bandwidth_mbps: spec.bandwidth_mbps,
+            template: spec.template.clone(),
+            ssh_public_key: key.as_str().to_owned(),
+            requester_public_key: order.requester_public_key.clone(),
+            skip_post_provision: order.skip_post_provision,
+            post_provision_commands: spec.post_provision_commands.clone(),
+        };
+        let new = NewInstance {
+            provider_id: offering.provider_id.clone(),
+            customer_id: customer,
+            offering_id: offering.id.clone(),
+            status: if order.provision { "provisioning" } else { "pending" }.into(),
+            request: serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.to_string()))?,
+        };
+        let audit = NewAuditEntry {
+            actor,
+            action: "order.created".into(),
+            subject: String::new(),
+            detail: serde_json::json!({"offering_id": offering.id, "name": order.name}),
+        };
+        // The payload is completed with the instance id by the store.
+        let first = if order.provision {
+            let payload = ProvisionPayload {
+                instance_id: String::new(),
+                name: request.name.clone(),
+                cores: request.cores,
+                memory_mib: request.memory_mib,
+                disk_gib: request.disk_gib,
+                bandwidth_mbps: request.bandwidth_mbps,
+                template: request.template.clone(),
+                ssh_public_key: request.ssh_public_key.clone(),
+                requester_public_key: request.requester_public_key.clone(),
+                post_provision_commands: if request.skip_post_provision { vec![] } else { request.post_provision_commands.clone() },
+            };
+            Some(("provision".to_owned(), serde_json::to_value(payload).map_err(|e| ApiError::Internal(e.to_string()))?))
+        } else {
+            None
+        };
+        let (instance, op) = st.store.create_instance(new, first, audit, now_ms()).await?;
+        Ok(Accepted { instance_id: instance.id, operation_id: op.map(|o| o.id) })
+    })
+    .await
+}
+
+#[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
+    responses((status = 200, body = [InstanceView]), (status = "4XX", body = Problem)))]
+pub async fn list_instances(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<InstanceView>>> {
+    req.caller.require_authenticated()?;
+    let filter = match &req.caller {
+        Caller::Customer(c) => InstanceFilter {
+            customer_id: Some(c.clone()),
+            ..Default::default()
+        },
+        Caller::Provider(p) | Caller::Agent { provider_id: p, .. } => InstanceFilter {
+            provider_id: Some(p.clone()),
+            ..Default::default()
+        },
+        _ => InstanceFilter::default(),
+    };
+    let all = st.store.instances(&filter).await?;
+    Ok(axum::Json(all.iter().map(instance_view).collect::<ApiResult<_>>()?))
+}
+
+/// An instance the caller may see, or NotFound.
+pub async fn visible_instance(st: &AppState, caller: &Caller, id: &str) -> ApiResult<berth_store::InstanceRecord> {
+    caller.require_authenticated()?;
+    let i = st.store.instance(id).await?;
+    if !caller.sees_instance(&i) {
+        return Err(ApiError::NotFound(format!("instance {id}")));
+    }
+    Ok(i)
+}
+
+#[utoipa::path(get, path = "/api/v1/instances/{id}", tag = "instances", params(("id" = String, Path)),
+    responses((status = 200, body = InstanceView), (status = "4XX", body = Problem)))]
+pub async fn get_instance(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Authed,
+) -> ApiResult<axum::Json<InstanceView>> {
+    let i = visible_instance(&st, &req.caller, &id).await?;
+    Ok(axum::Json(instance_view(&i)?))
+}
+
+async fn act(
+    st: &AppState,
+    caller: &Caller,
+    id: &str,
+    action: &str,
+    payload: serde_json::Value,
+) -> ApiResult<Accepted> {
+    if matches!(caller, Caller::Agent { .. }) {
+        return Err(ApiError::Forbidden("agents do not order actions".into()));
+    }
+    let (allowed, new_status) = rule(action).ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "action {action:?} (provision, start, stop, reboot, reconfigure, terminate)"
+        ))
+    })?;
+    let i = visible_instance(st, caller, id).await?;
+    let payload = if action == "provision" {
+        serde_json::to_value(provision_payload(&i)?).map_err(|e| ApiError::Internal(e.to_string()))?
+    } else {
+        payload
+    };
+    let op = st
+        .store
+        .act_on_instance(
+            InstanceAction {
+                instance_id: i.id.clone(),
+                allowed: allowed.iter().map(|s| s.to_string()).collect(),
+                new_status: new_status.map(str::to_owned),
+                kind: action.into(),
+                payload: payload.clone(),
+                audit: NewAuditEntry {
+                    actor: caller.actor(),
+                    action: format!("instance.{action}"),
+                    subject: format!("instance:{}", i.id),
+                    detail: serde_json::json!({"payload": payload}),
+                },
+            },
+            now_ms(),
+        )
+        .await
+        .map_err(|e| match e {
+            berth_store::StoreError::Conflict(m) => ApiError::conflict("wrong_status", m),
+            other => other.into(),
+        })?;
+    Ok(Accepted {
+        instance_id: i.id,
+        operation_id: Some(op.id),
+    })
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{id}/{action}", tag = "instances",
+    params(("id" = String, Path), ("action" = String, Path, description = "provision, start, stop, reboot or terminate"),
+        ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 202, body = Accepted), (status = "4XX", body = Problem)))]
+pub async fn instance_action(
+    State(st): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    req: Authed<Empty>,
+) -> ApiResult<Response> {
+    if action == "reconfigure" {
+        return Err(ApiError::invalid(
+            "body",
+            "reconfigure takes a body: {\"cores\", \"memory_mib\", \"disk_gib\"}",
+        ));
+    }
+    let scope = format!("{}:instances/{id}/{action}", req.caller.actor());
+    let st2 = st.clone();
+    idempotent(&st, &headers, scope, &(), async move {
+        act(&st2, &req.caller, &id, &action, serde_json::json!({})).await
+    })
+    .await
+}
+
+#[utoipa::path(post, path = "/api/v1/instances/{id}/reconfigure", tag = "instances",
+    params(("id" = String, Path), ("Idempotency-Key" = Option<String>, Header)), request_body = Reconfigure,
+    responses((status = 202, body = Accepted), (status = "4XX", body = Problem)))]
+pub async fn reconfigure(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    req: Authed<Json<Reconfigure>>,
+) -> ApiResult<Response> {
+    let change = req.body.0;
+    if change == Reconfigure::default() {
+        return Err(ApiError::invalid(
+            "body",
+            "name at least one of cores, memory_mib, disk_gib",
+        ));
+    }
+    if change
+        .cores
+        .is_some_and(|c| c == 0 || c > berth_core::VmSpec::MAX_CORES)
+    {
+        return Err(ApiError::invalid("cores", "must be 1-8192"));
+    }
+    if change
+        .memory_mib
+        .is_some_and(|m| m < berth_core::VmSpec::MIN_MEMORY_MIB)
+    {
+        return Err(ApiError::invalid("memory_mib", "must be at least 16 MiB"));
+    }
+    let i = visible_instance(&st, &req.caller, &id).await?;
+    if let Some(d) = change.disk_gib
+        && d < request_of(&i)?.disk_gib
+    {
+        return Err(ApiError::invalid("disk_gib", "disks only grow"));
+    }
+    let scope = format!("{}:instances/{id}/reconfigure", req.caller.actor());
+    let payload = serde_json::to_value(&change).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let st2 = st.clone();
+    idempotent(&st, &headers, scope, &change, async move {
+        act(&st2, &req.caller, &id, "reconfigure", payload).await
+    })
+    .await
+}
+
+/// The seed's public key form: 64 hex characters (also accepted: unpadded base64url).
+fn key_from_path(s: &str) -> ApiResult<String> {
+    let raw = if s.len() == 64 {
+        hex::decode(s).ok()
+    } else {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok()
+    };
+    match raw {
+        Some(b) if b.len() == 32 => Ok(base64::engine::general_purpose::STANDARD.encode(b)),
+        _ => Err(ApiError::invalid(
+            "pubkey",
+            "must be the agent's Ed25519 public key: 64 hex characters",
+        )),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/providers/{pubkey}/contracts/pending-provision", tag = "agents",
+    params(("pubkey" = String, Path, description = "an enrolled agent's Ed25519 public key, hex")),
+    responses((status = 200, body = [PendingContract]), (status = "4XX", body = Problem)))]
+pub async fn pending_provision(
+    State(st): State<AppState>,
+    Path(pubkey): Path<String>,
+    req: Authed,
+) -> ApiResult<axum::Json<Vec<PendingContract>>> {
+    req.caller.provider_scope()?;
+    let key = key_from_path(&pubkey)?;
+    let agent = match st.store.agent_by_key(&key).await {
+        Ok(a) if a.revoked_at.is_none() => a,
+        Ok(_) | Err(berth_store::StoreError::NotFound(_)) => {
+            return Err(ApiError::NotFound("provider with this key".into()));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if !req.caller.manages_provider(&agent.provider_id) {
+        return Err(ApiError::NotFound("provider with this key".into()));
+    }
+    let pending = st
+        .store
+        .instances(&InstanceFilter {
+            provider_id: Some(agent.provider_id.clone()),
+            status: Some("provisioning".into()),
+            ..Default::default()
+        })
+        .await?;
+    let mut out = Vec::with_capacity(pending.len());
+    for i in &pending {
+        let r = request_of(i)?;
+        out.push(PendingContract {
+            contract_id: i.id.clone(),
+            offering: SeedOffering {
+                id: i.offering_id.clone(),
+                cpu_cores: r.cores,
+                memory_gb: r.memory_mib as f64 / 1024.0,
+                storage_gb: r.disk_gib,
+                bandwidth_mbps: r.bandwidth_mbps,
+            },
+            requester_ssh_pubkey: r.ssh_public_key.clone(),
+            instance_config: serde_json::to_value(provision_payload(i)?)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        });
+    }
+    Ok(axum::Json(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_rules() {
+        assert_eq!(
+            rule("provision"),
+            Some((&["pending", "failed"][..], Some("provisioning")))
+        );
+        assert!(rule("reboot").unwrap().0 == ["running"]);
+        assert!(!rule("terminate").unwrap().0.contains(&"terminated"));
+        assert!(!rule("terminate").unwrap().0.contains(&"terminating"));
+        assert_eq!(rule("explode"), None);
+    }
+
+    #[test]
+    fn age_recipients_and_path_keys() {
+        check_age_recipient("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").unwrap();
+        assert!(check_age_recipient("age1short").is_err());
+        assert!(check_age_recipient("ssh-ed25519 AAAA").is_err());
+        let hex = "11".repeat(32);
+        assert_eq!(
+            key_from_path(&hex).unwrap(),
+            base64::engine::general_purpose::STANDARD.encode([0x11u8; 32])
+        );
+        assert!(key_from_path("zz").is_err());
+    }
+}

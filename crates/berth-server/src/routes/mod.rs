@@ -1,0 +1,8 @@
+//! The HTTP routes, one module per resource.
+
+pub mod accounts;
+pub mod agent;
+pub mod audit;
+pub mod catalog;
+pub mod instances;
+pub mod operations;

@@ -1,0 +1,498 @@
+//! The catalogue half of `impl Store` (see [`crate::control`]), written once for both databases
+//! and expanded inside each store's impl by `store_impl!`: customers and tokens, agent reports,
+//! offerings, instances and their operations, operation events, nonces and idempotency keys.
+
+macro_rules! control_impl {
+    ($ty:ty) => {
+    #[async_trait::async_trait]
+    impl $crate::Catalog for $ty {
+    async fn add_events(
+        &self,
+        lease: &Lease,
+        events: Vec<serde_json::Value>,
+        now: Millis,
+    ) -> Result<Vec<$crate::OpEvent>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        // Checks the lease and locks the operation's row, so event numbers never collide.
+        if Self::held_update_in(&mut tx, lease, now, $crate::common::Held::Touch).await?.is_none() {
+            drop(tx);
+            return Err(self.lost(&lease.operation_id).await);
+        }
+        let last: i64 = {
+            use sqlx::Row as _;
+            sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM operation_events WHERE operation_id = $1")
+                .bind(&lease.operation_id)
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("last")?
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let seq = last + 1 + i as i64;
+            sqlx::query("INSERT INTO operation_events (operation_id, seq, at, event) VALUES ($1, $2, $3, $4)")
+                .bind(&lease.operation_id)
+                .bind(seq)
+                .bind(now)
+                .bind(event.to_string())
+                .execute(&mut *tx)
+                .await?;
+            out.push($crate::OpEvent { seq, at: now, event });
+        }
+        tx.commit().await?;
+        self.wake(&format!("op:{}", lease.operation_id)).await?;
+        Ok(out)
+    }
+
+    async fn events(&self, operation_id: &str, after_seq: i64) -> Result<Vec<$crate::OpEvent>, StoreError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query("SELECT seq, at, event FROM operation_events WHERE operation_id = $1 AND seq > $2 ORDER BY seq")
+            .bind(operation_id)
+            .bind(after_seq)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok($crate::OpEvent {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    event: $crate::control::json_col(r.try_get("event")?)?,
+                })
+            })
+            .collect()
+    }
+
+    fn operation_signal(&self, operation_id: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        self.signals.get(&format!("op:{operation_id}"))
+    }
+
+    async fn providers(&self) -> Result<Vec<Provider>, StoreError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query("SELECT * FROM providers ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| Ok(Provider { id: r.try_get("id")?, name: r.try_get("name")?, created_at: r.try_get("created_at")? }))
+            .collect()
+    }
+
+    async fn provider(&self, id: &str) -> Result<Provider, StoreError> {
+        self.providers()
+            .await?
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| StoreError::NotFound(format!("provider {id}")))
+    }
+
+    async fn agents(&self, provider_id: Option<&str>) -> Result<Vec<Agent>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM agents WHERE ($1 IS NULL OR provider_id = $1) ORDER BY created_at, id")
+            .bind(provider_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| agents::agent_from_row!(r)).collect()
+    }
+
+    async fn agent_by_key(&self, public_key: &str) -> Result<Agent, StoreError> {
+        match sqlx::query("SELECT * FROM agents WHERE public_key = $1")
+            .bind(public_key)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(row) => agents::agent_from_row!(&row),
+            None => Err(StoreError::NotFound("agent with this public key".into())),
+        }
+    }
+
+    async fn create_customer(&self, name: &str, now: Millis) -> Result<$crate::Customer, StoreError> {
+        agents::check_name("name", name)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query("INSERT INTO customers (id, name, created_at) VALUES ($1, $2, $3)")
+            .bind(&id)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok($crate::Customer { id, name: name.to_owned(), created_at: now })
+    }
+
+    async fn customer(&self, id: &str) -> Result<$crate::Customer, StoreError> {
+        use sqlx::Row as _;
+        match sqlx::query("SELECT * FROM customers WHERE id = $1").bind(id).fetch_optional(&self.pool).await? {
+            Some(r) => Ok($crate::Customer { id: r.try_get("id")?, name: r.try_get("name")?, created_at: r.try_get("created_at")? }),
+            None => Err(StoreError::NotFound(format!("customer {id}"))),
+        }
+    }
+
+    async fn create_api_token(
+        &self,
+        role: $crate::Role,
+        subject: &str,
+        name: &str,
+        now: Millis,
+    ) -> Result<$crate::ApiToken, StoreError> {
+        agents::check_name("name", name)?;
+        let secret = agents::new_secret()?.replacen(agents::TOKEN_PREFIX, $crate::control::API_TOKEN_PREFIX, 1);
+        sqlx::query("INSERT INTO api_tokens (token_hash, role, subject, name, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(agents::token_hash(&secret))
+            .bind(role.as_str())
+            .bind(subject)
+            .bind(name)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok($crate::ApiToken { secret, role, subject: subject.to_owned() })
+    }
+
+    async fn token_principal(&self, secret: &str) -> Result<Option<($crate::Role, String)>, StoreError> {
+        use sqlx::Row as _;
+        let row = sqlx::query("SELECT role, subject FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+            .bind(agents::token_hash(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok(($crate::Role::parse(&r.try_get::<String, _>("role")?)?, r.try_get("subject")?)))
+            .transpose()
+    }
+
+    async fn has_operator_token(&self) -> Result<bool, StoreError> {
+        Ok(sqlx::query("SELECT 1 FROM api_tokens WHERE role = 'operator' AND revoked_at IS NULL LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some())
+    }
+
+    async fn record_heartbeat(&self, agent_id: &str, report: serde_json::Value, now: Millis) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO agent_status (agent_id, seen_at, report) VALUES ($1, $2, $3)
+             ON CONFLICT (agent_id) DO UPDATE SET seen_at = excluded.seen_at, report = excluded.report",
+        )
+        .bind(agent_id)
+        .bind(now)
+        .bind(report.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn agent_statuses(&self, provider_id: Option<&str>) -> Result<Vec<$crate::AgentStatus>, StoreError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(
+            "SELECT s.agent_id, a.provider_id, s.seen_at, s.report FROM agent_status s JOIN agents a ON a.id = s.agent_id
+             WHERE a.revoked_at IS NULL AND ($1 IS NULL OR a.provider_id = $1) ORDER BY s.agent_id",
+        )
+        .bind(provider_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok($crate::AgentStatus {
+                    agent_id: r.try_get("agent_id")?,
+                    provider_id: r.try_get("provider_id")?,
+                    seen_at: r.try_get("seen_at")?,
+                    report: $crate::control::json_col(r.try_get("report")?)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_templates(
+        &self,
+        agent_id: &str,
+        templates: Vec<(String, String, serde_json::Value)>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM agent_templates WHERE agent_id = $1").bind(agent_id).execute(&mut *tx).await?;
+        for (backend, id, detail) in templates {
+            sqlx::query(
+                "INSERT INTO agent_templates (agent_id, backend, template_id, detail, reported_at) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (agent_id, backend, template_id) DO UPDATE SET detail = excluded.detail",
+            )
+            .bind(agent_id)
+            .bind(backend)
+            .bind(id)
+            .bind(detail.to_string())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn templates(
+        &self,
+        agent_id: Option<&str>,
+        provider_id: Option<&str>,
+    ) -> Result<Vec<$crate::TemplateRecord>, StoreError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(
+            "SELECT t.* FROM agent_templates t JOIN agents a ON a.id = t.agent_id
+             WHERE a.revoked_at IS NULL AND ($1 IS NULL OR t.agent_id = $1) AND ($2 IS NULL OR a.provider_id = $2)
+             ORDER BY t.agent_id, t.backend, t.template_id",
+        )
+        .bind(agent_id)
+        .bind(provider_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok($crate::TemplateRecord {
+                    agent_id: r.try_get("agent_id")?,
+                    backend: r.try_get("backend")?,
+                    template_id: r.try_get("template_id")?,
+                    detail: $crate::control::json_col(r.try_get("detail")?)?,
+                    reported_at: r.try_get("reported_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_offering(
+        &self,
+        provider_id: &str,
+        body: serde_json::Value,
+        audit: NewAuditEntry,
+        now: Millis,
+    ) -> Result<$crate::Offering, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "INSERT INTO offerings (id, provider_id, body, created_at)
+             SELECT $1, id, $2, $3 FROM providers WHERE id = $4 RETURNING *",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .bind(body.to_string())
+        .bind(now)
+        .bind(provider_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("provider {provider_id}")))?;
+        let offering = $crate::control::offering_from_row!(&row)?;
+        let mut audit = audit;
+        audit.subject = format!("offering:{}", offering.id);
+        self.audit_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(offering)
+    }
+
+    async fn offering(&self, id: &str) -> Result<$crate::Offering, StoreError> {
+        match sqlx::query("SELECT * FROM offerings WHERE id = $1").bind(id).fetch_optional(&self.pool).await? {
+            Some(row) => $crate::control::offering_from_row!(&row),
+            None => Err(StoreError::NotFound(format!("offering {id}"))),
+        }
+    }
+
+    async fn offerings(&self, provider_id: Option<&str>) -> Result<Vec<$crate::Offering>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM offerings WHERE withdrawn_at IS NULL AND ($1 IS NULL OR provider_id = $1) ORDER BY created_at, id",
+        )
+        .bind(provider_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| $crate::control::offering_from_row!(r)).collect()
+    }
+
+    async fn withdraw_offering(&self, id: &str, audit: NewAuditEntry, now: Millis) -> Result<$crate::Offering, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("UPDATE offerings SET withdrawn_at = COALESCE(withdrawn_at, $1) WHERE id = $2 RETURNING *")
+            .bind(now)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("offering {id}")))?;
+        self.audit_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        $crate::control::offering_from_row!(&row)
+    }
+
+    async fn create_instance(
+        &self,
+        new: $crate::NewInstance,
+        first: Option<(String, serde_json::Value)>,
+        audit: NewAuditEntry,
+        now: Millis,
+    ) -> Result<($crate::InstanceRecord, Option<Operation>), StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "INSERT INTO instances (id, provider_id, customer_id, offering_id, status, request, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7) RETURNING *",
+        )
+        .bind(&id)
+        .bind(&new.provider_id)
+        .bind(&new.customer_id)
+        .bind(&new.offering_id)
+        .bind(&new.status)
+        .bind(new.request.to_string())
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let instance = $crate::control::instance_from_row!(&row)?;
+        let op = match first {
+            Some((kind, mut payload)) => {
+                if let Some(o) = payload.as_object_mut() {
+                    o.insert("instance_id".into(), serde_json::Value::String(id.clone()));
+                }
+                let new_op = NewOperation { provider_id: new.provider_id.clone(), instance_id: id.clone(), kind, payload };
+                Some(self.enqueue_in(&mut tx, &new_op, now).await?)
+            }
+            None => None,
+        };
+        let mut audit = audit;
+        audit.subject = format!("instance:{id}");
+        if let (Some(op), Some(d)) = (&op, audit.detail.as_object_mut()) {
+            d.insert("operation_id".into(), serde_json::Value::String(op.id.clone()));
+        }
+        self.audit_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        if op.is_some() {
+            self.wake(&new.provider_id).await?;
+        }
+        Ok((instance, op))
+    }
+
+    async fn instance(&self, id: &str) -> Result<$crate::InstanceRecord, StoreError> {
+        match sqlx::query("SELECT * FROM instances WHERE id = $1").bind(id).fetch_optional(&self.pool).await? {
+            Some(row) => $crate::control::instance_from_row!(&row),
+            None => Err(StoreError::NotFound(format!("instance {id}"))),
+        }
+    }
+
+    async fn instances(&self, f: &$crate::InstanceFilter) -> Result<Vec<$crate::InstanceRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM instances WHERE ($1 IS NULL OR provider_id = $1) AND ($2 IS NULL OR customer_id = $2)
+             AND ($3 IS NULL OR status = $3) ORDER BY created_at, id",
+        )
+        .bind(f.provider_id.as_deref())
+        .bind(f.customer_id.as_deref())
+        .bind(f.status.as_deref())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| $crate::control::instance_from_row!(r)).collect()
+    }
+
+    async fn act_on_instance(&self, action: $crate::InstanceAction, now: Millis) -> Result<Operation, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT * FROM instances WHERE id = $1")
+            .bind(&action.instance_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("instance {}", action.instance_id)))?;
+        let instance = $crate::control::instance_from_row!(&row)?;
+        if !action.allowed.contains(&instance.status) {
+            return Err(StoreError::Conflict(format!(
+                "instance {} is {}; {} needs it to be {}",
+                instance.id,
+                instance.status,
+                action.kind,
+                action.allowed.join(" or ")
+            )));
+        }
+        // Fenced on the status read above: a concurrent action that moved it loses here.
+        if let Some(s) = &action.new_status {
+            let moved = sqlx::query("UPDATE instances SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
+                .bind(s)
+                .bind(now)
+                .bind(&instance.id)
+                .bind(&instance.status)
+                .execute(&mut *tx)
+                .await?;
+            if moved.rows_affected() != 1 {
+                return Err(StoreError::Conflict(format!("instance {} changed meanwhile; try again", instance.id)));
+            }
+        }
+        let op = self.enqueue_in(&mut tx, &action.operation(&instance.provider_id), now).await?;
+        let mut audit = action.audit;
+        if let Some(d) = audit.detail.as_object_mut() {
+            d.insert("operation_id".into(), serde_json::Value::String(op.id.clone()));
+        }
+        self.audit_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        self.wake(&instance.provider_id).await?;
+        Ok(op)
+    }
+
+    async fn instance_operations(&self, instance_id: &str) -> Result<Vec<Operation>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM operations WHERE instance_id = $1 ORDER BY seq")
+            .bind(instance_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(row_op).collect()
+    }
+
+    async fn nonce_first_use(&self, keyid: &str, nonce: &str, expires_at: Millis, now: Millis) -> Result<bool, StoreError> {
+        // Sweep now and then (about one call in 64), not on every request.
+        if getrandom::u32().is_ok_and(|r| r % 64 == 0) {
+            sqlx::query("DELETE FROM nonces WHERE expires_at < $1").bind(now).execute(&self.pool).await?;
+        }
+        let res = sqlx::query("INSERT INTO nonces (keyid, nonce, expires_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(keyid)
+            .bind(nonce)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(res.rows_affected() == 1)
+    }
+
+    async fn idempotency_begin(
+        &self,
+        scope: &str,
+        key: &str,
+        fingerprint: &str,
+        now: Millis,
+    ) -> Result<$crate::Idempotency, StoreError> {
+        use sqlx::Row as _;
+        let res = sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(fingerprint)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        if res.rows_affected() == 1 {
+            return Ok($crate::Idempotency::New);
+        }
+        let row = sqlx::query("SELECT fingerprint, status, response FROM idempotency_keys WHERE scope = $1 AND key = $2")
+            .bind(scope)
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?;
+        if row.try_get::<String, _>("fingerprint")? != fingerprint {
+            return Ok($crate::Idempotency::Mismatch);
+        }
+        let status: Option<i64> = row.try_get("status")?;
+        let response: Option<String> = row.try_get("response")?;
+        Ok(match (status, response) {
+            (Some(s), Some(r)) => $crate::Idempotency::Done(s as u16, $crate::control::json_col(r)?),
+            _ => $crate::Idempotency::InProgress,
+        })
+    }
+
+    async fn idempotency_end(
+        &self,
+        scope: &str,
+        key: &str,
+        response: Option<(u16, serde_json::Value)>,
+    ) -> Result<(), StoreError> {
+        match response {
+            Some((status, body)) => {
+                sqlx::query("UPDATE idempotency_keys SET status = $1, response = $2 WHERE scope = $3 AND key = $4")
+                    .bind(i64::from(status))
+                    .bind(body.to_string())
+                    .bind(scope)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+            }
+            None => {
+                sqlx::query("DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2")
+                    .bind(scope)
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+    }
+    };
+}
+pub(crate) use control_impl;
