@@ -91,6 +91,14 @@ impl Client {
         &self.base
     }
 
+    /// The API token this client sends, if it uses one.
+    pub fn bearer_token(&self) -> Option<&str> {
+        match &self.auth {
+            Auth::Bearer(t) => Some(t),
+            _ => None,
+        }
+    }
+
     /// Sends one request; `Ok(None)` for `204 No Content`.
     pub async fn request<B: Serialize, T: DeserializeOwned>(
         &self,

@@ -14,6 +14,8 @@ pub struct Cli {
     pub config: ConfigArg,
     #[command(flatten)]
     pub output: OutputArg,
+    #[command(flatten)]
+    pub api: crate::cli_api::ApiArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,6 +30,31 @@ pub enum Command {
     Vm(VmArgs),
     /// Drive containers (LXC) on the configured backend directly (same as `vm --kind container`).
     Ct(VmArgs),
+    /// Run the control plane (`--config server.toml`).
+    Server(crate::cli_api::ServerArgs),
+    /// Providers (operators create them).
+    #[command(subcommand)]
+    Provider(crate::cli_api::AccountAction),
+    /// Customers (operators create them).
+    #[command(subcommand)]
+    Customer(crate::cli_api::AccountAction),
+    /// Setup tokens that enroll agents.
+    AgentToken(crate::cli_api::AgentTokenArgs),
+    /// Offerings: publish (providers), discover (customers).
+    #[command(subcommand)]
+    Offering(crate::cli_api::OfferingAction),
+    /// Orders (customers).
+    #[command(subcommand)]
+    Order(crate::cli_api::OrderAction),
+    /// Operations: show one, or follow it until it ends.
+    #[command(subcommand)]
+    Op(crate::cli_api::OpAction),
+    /// Instances in the control plane and their actions.
+    #[command(subcommand)]
+    Instance(crate::cli_api::InstanceAction),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(crate::cli_api::AuditAction),
 }
 
 #[derive(Args, Debug)]

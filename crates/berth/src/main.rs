@@ -1,11 +1,14 @@
 //! `berth`: argument parsing and wiring only. Each subcommand lives in its own module.
 
+mod api_cmd;
 mod cli;
+mod cli_api;
 mod doctor;
 mod keygen;
 mod operator;
 mod output;
 mod progress;
+mod server_cmd;
 mod vm;
 
 use std::process::ExitCode;
@@ -45,6 +48,18 @@ fn main() -> ExitCode {
             cli::Command::Keygen(args) => keygen::run(&args),
             cli::Command::Vm(args) => vm::run(args, config, output, None).await,
             cli::Command::Ct(args) => vm::run(args, config, output, Some(berth_core::GuestKind::Container)).await,
+            cli::Command::Server(args) => server_cmd::run(args, config).await,
+            cli::Command::Provider(a) => api_cmd::accounts("provider", a, &cli.api, output).await,
+            cli::Command::Customer(a) => api_cmd::accounts("customer", a, &cli.api, output).await,
+            cli::Command::AgentToken(a) => api_cmd::agent_token(a, &cli.api, output).await,
+            cli::Command::Offering(a) => api_cmd::offering(a, &cli.api, output).await,
+            cli::Command::Order(a) => api_cmd::order(a, &cli.api, output).await,
+            cli::Command::Op(a) => api_cmd::op(a, &cli.api, output).await,
+            cli::Command::Instance(a) => api_cmd::instance(a, &cli.api, output).await,
+            cli::Command::Audit(cli_api::AuditAction::Verify) => server_cmd::audit_verify(config, output).await,
+            cli::Command::Audit(cli_api::AuditAction::List { after, limit }) => {
+                api_cmd::audit_list(after, limit, &cli.api, output).await
+            }
         }
     });
     match result {

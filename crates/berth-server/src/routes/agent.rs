@@ -20,6 +20,10 @@ use crate::{AppState, now_ms};
 
 const AGE_ARMOR: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
 
+/// A claim long-poll wakes when work is queued (any replica); it also looks again this often,
+/// for work that became claimable silently (a lease that expired).
+const CLAIM_RECHECK: Duration = Duration::from_secs(10);
+
 fn lease(op: &str, agent: &str, generation: i64) -> Lease {
     Lease {
         operation_id: op.into(),
@@ -45,7 +49,7 @@ pub async fn claim(State(st): State<AppState>, RawQuery(q): RawQuery, req: Authe
     let ttl = st.cfg.agents.lease_ttl_seconds as i64 * 1000;
     let got = st
         .store
-        .claim_wait(provider, agent, ttl, wait, Duration::from_secs(2), &now_ms)
+        .claim_wait(provider, agent, ttl, wait, CLAIM_RECHECK, &now_ms)
         .await?;
     let Some((op, lease)) = got else {
         return Ok(StatusCode::NO_CONTENT.into_response());

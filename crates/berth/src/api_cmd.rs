@@ -1,0 +1,405 @@
+//! Client commands against a control plane: accounts, setup tokens, offerings, orders,
+//! operations (with a live stage display), instances and the audit log. Human output by
+//! default, JSON with `-o json`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use berth_api::client::{Auth, Client};
+use berth_api::wire::*;
+use serde::Serialize;
+
+use crate::cli::OutputFormat;
+use crate::cli_api::*;
+
+pub fn client(api: &ApiArgs) -> anyhow::Result<Client> {
+    let token = match &api.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the API token from {}", f.display()))?
+            .trim()
+            .to_owned(),
+        None => std::env::var("BERTH_TOKEN")
+            .map_err(|_| anyhow!("no API token: pass --token-file FILE or set BERTH_TOKEN"))?,
+    };
+    Ok(Client::new(&api.server, Auth::Bearer(token)))
+}
+
+fn show<T: Serialize>(out: OutputFormat, v: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<ExitCode> {
+    match out {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(v)?),
+        OutputFormat::Human => println!("{}", human(v)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `30s`, `10m`, `24h`, `7d`.
+pub fn duration(field: &str, s: &str) -> anyhow::Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| anyhow!("{field}: {s:?} is not a duration like 90s, 10m, 24h or 7d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => bail!("{field}: unknown unit in {s:?} (s, m, h, d)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn instance_line(i: &InstanceView) -> String {
+    format!(
+        "{}  {:<12} {:<20} {} cores {} MiB {} GiB  ip {}",
+        i.id,
+        i.status,
+        i.name,
+        i.cores,
+        i.memory_mib,
+        i.disk_gib,
+        i.ip_address.as_deref().unwrap_or("-")
+    )
+}
+
+pub async fn accounts(kind: &str, action: AccountAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let c = client(api)?;
+    match action {
+        AccountAction::Create { name } => {
+            let a = if kind == "provider" {
+                c.create_provider(&name).await?
+            } else {
+                c.create_customer(&name).await?
+            };
+            show(out, &a, |a| {
+                format!("{kind} {} ({})\nAPI token (shown once): {}", a.id, a.name, a.token)
+            })
+        }
+        AccountAction::List if kind == "provider" => {
+            let all = c.providers().await?;
+            show(out, &all, |all| {
+                all.iter()
+                    .map(|p| format!("{}  {}", p.id, p.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        AccountAction::List => bail!("listing customers is not offered"),
+    }
+}
+
+pub async fn agent_token(args: AgentTokenArgs, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let c = client(api)?;
+    let AgentTokenAction::Create { provider, ttl } = args.action;
+    let provider = match provider {
+        Some(p) => p,
+        None => {
+            let mine = c.providers().await?;
+            match mine.as_slice() {
+                [one] => one.id.clone(),
+                _ => bail!("--provider: name the provider (this token sees {} of them)", mine.len()),
+            }
+        }
+    };
+    let t = c
+        .create_enrollment_token(&provider, Some(duration("--ttl", &ttl)?.as_secs()))
+        .await?;
+    show(out, &t, |t| {
+        format!(
+            "setup token (single use, shown once): {}\nenroll with: berth agent enroll --token {}",
+            t.token, t.token
+        )
+    })
+}
+
+fn price(s: &str) -> anyhow::Result<Price> {
+    let bad = || anyhow!("--price: {s:?} is not like 500EUR/month (amount in cents, currency, hour|month)");
+    let (amount_cur, period) = s.split_once('/').ok_or_else(bad)?;
+    let split = amount_cur.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    Ok(Price {
+        amount: amount_cur[..split].parse().map_err(|_| bad())?,
+        currency: amount_cur[split..].to_owned(),
+        period: match period {
+            "hour" => PricePeriod::Hour,
+            "month" => PricePeriod::Month,
+            _ => return Err(bad()),
+        },
+    })
+}
+
+fn labels(v: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    v.iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow!("--label: {l:?} is not key=value"))
+        })
+        .collect()
+}
+
+pub async fn offering(action: OfferingAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let c = client(api)?;
+    let line = |o: &OfferingView| {
+        format!(
+            "{}  {:<16} {} cores {} MiB {} GiB  {}",
+            o.id,
+            o.spec.name,
+            o.spec.cores,
+            o.spec.memory_mib,
+            o.spec.disk_gib,
+            o.spec.region.as_deref().unwrap_or("-")
+        )
+    };
+    match action {
+        OfferingAction::Create {
+            name,
+            cores,
+            memory_mib,
+            disk_gib,
+            bandwidth_mbps,
+            template,
+            price: p,
+            region,
+            labels: l,
+            post_provision,
+        } => {
+            let spec = OfferingSpec {
+                name,
+                cores,
+                memory_mib,
+                disk_gib,
+                bandwidth_mbps,
+                template,
+                price: p.as_deref().map(price).transpose()?,
+                region,
+                labels: labels(&l)?,
+                post_provision_commands: post_provision,
+            };
+            let o = c.create_offering(&spec).await?;
+            show(out, &o, line)
+        }
+        OfferingAction::List {
+            cores,
+            memory_mib,
+            disk_gib,
+            region,
+            labels: l,
+        } => {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(v) = cores {
+                q.append_pair("cores", &v.to_string());
+            }
+            if let Some(v) = memory_mib {
+                q.append_pair("memory_mib", &v.to_string());
+            }
+            if let Some(v) = disk_gib {
+                q.append_pair("disk_gib", &v.to_string());
+            }
+            if let Some(v) = &region {
+                q.append_pair("region", v);
+            }
+            if !l.is_empty() {
+                q.append_pair("labels", &l.join(","));
+            }
+            let all = c.offerings(&q.finish()).await?;
+            show(out, &all, |all| all.iter().map(line).collect::<Vec<_>>().join("\n"))
+        }
+        OfferingAction::Withdraw { id } => {
+            let o = c.withdraw_offering(&id).await?;
+            show(out, &o, |o| format!("withdrawn: {}", line(o)))
+        }
+    }
+}
+
+pub async fn order(action: OrderAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let c = client(api)?;
+    let OrderAction::Create {
+        offering,
+        name,
+        ssh_key,
+        requester_key,
+        skip_post_provision,
+        no_provision,
+        idempotency_key,
+        wait,
+    } = action;
+    let ssh_public_key = if std::path::Path::new(&ssh_key).is_file() {
+        std::fs::read_to_string(&ssh_key)
+            .with_context(|| format!("reading --ssh-key {ssh_key}"))?
+            .trim()
+            .to_owned()
+    } else {
+        ssh_key
+    };
+    let key = idempotency_key.unwrap_or_else(|| uuid_like());
+    let req = CreateOrder {
+        offering_id: offering,
+        name,
+        ssh_public_key,
+        requester_public_key: requester_key,
+        skip_post_provision,
+        provision: !no_provision,
+    };
+    let a = c.create_order(&req, Some(&key)).await?;
+    if wait && let Some(op) = &a.operation_id {
+        return follow(&c, op, Duration::from_secs(3600), out).await;
+    }
+    show(out, &a, |a| {
+        format!(
+            "instance {}\noperation {}",
+            a.instance_id,
+            a.operation_id.as_deref().unwrap_or("- (not provisioned yet)")
+        )
+    })
+}
+
+fn uuid_like() -> String {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn op_summary(o: &OperationView) -> String {
+    let mut s = format!(
+        "operation {} ({} of instance {}): {} {}%",
+        o.id, o.kind, o.instance_id, o.status, o.percent
+    );
+    for st in &o.stages {
+        let took = st
+            .finished_at
+            .map(|f| format!(" {:.1}s", (f - st.started_at) as f64 / 1000.0))
+            .unwrap_or_default();
+        s.push_str(&format!("\n  {:<16} {}{took}", st.stage, st.status));
+    }
+    if let Some(e) = &o.error {
+        s.push_str(&format!("\n  error: {} ({})", e.message, e.code));
+    }
+    if let Some(r) = &o.result {
+        if let Some(ip) = &r.ip_address {
+            s.push_str(&format!("\n  address: {ip}"));
+        }
+        for cmd in &r.commands {
+            s.push_str(&format!("\n  $ {} → exit {}", cmd.command, cmd.exit_status));
+        }
+    }
+    s
+}
+
+/// Prints each stage as it happens until the operation ends.
+pub async fn follow(c: &Client, id: &str, timeout: Duration, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let mut seen = 0;
+    loop {
+        let o = c.operation(id).await?;
+        if out == OutputFormat::Human {
+            for e in o.events.iter().skip(seen) {
+                eprintln!(
+                    "[{:>6.1}s] {:<16} {}{}",
+                    start.elapsed().as_secs_f64(),
+                    e.event.stage,
+                    e.event.phase,
+                    e.event.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                );
+            }
+        }
+        seen = o.events.len();
+        if o.status == "succeeded" || o.status == "failed" {
+            let ok = o.status == "succeeded";
+            show(out, &o, op_summary)?;
+            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        }
+        if start.elapsed() > timeout {
+            bail!("operation {id} still {} after {:?}", o.status, timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn op(action: OpAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let c = client(api)?;
+    match action {
+        OpAction::Show { id } => {
+            let o = c.operation(&id).await?;
+            show(out, &o, op_summary)
+        }
+        OpAction::Wait { id, timeout } => follow(&c, &id, duration("--timeout", &timeout)?, out).await,
+    }
+}
+
+pub async fn instance(action: InstanceAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let c = client(api)?;
+    let (id, act) = match action {
+        InstanceAction::List => {
+            let all = c.instances().await?;
+            return show(out, &all, |all| {
+                all.iter().map(instance_line).collect::<Vec<_>>().join("\n")
+            });
+        }
+        InstanceAction::Show { id } => {
+            let i = c.instance(&id).await?;
+            return show(out, &i, instance_line);
+        }
+        InstanceAction::Reconfigure {
+            id,
+            cores,
+            memory_mib,
+            disk_gib,
+        } => {
+            let a = c
+                .reconfigure(
+                    &id,
+                    &Reconfigure {
+                        cores,
+                        memory_mib,
+                        disk_gib,
+                    },
+                )
+                .await?;
+            return show(out, &a, |a| {
+                format!("operation {}", a.operation_id.as_deref().unwrap_or("-"))
+            });
+        }
+        InstanceAction::Provision { id } => (id, "provision"),
+        InstanceAction::Start { id } => (id, "start"),
+        InstanceAction::Stop { id } => (id, "stop"),
+        InstanceAction::Reboot { id } => (id, "reboot"),
+        InstanceAction::Terminate { id } => (id, "terminate"),
+    };
+    let a = c.instance_action(&id, act).await?;
+    show(out, &a, |a| {
+        format!("operation {}", a.operation_id.as_deref().unwrap_or("-"))
+    })
+}
+
+pub async fn audit_list(after: i64, limit: i64, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let c = client(api)?;
+    let page = c.audit(after, limit).await?;
+    show(out, &page, |p| {
+        p.iter()
+            .map(|e| format!("{:>6} {} {:<24} {:<28} {}", e.seq, e.at, e.action, e.subject, e.actor))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_prices_parse() {
+        assert_eq!(duration("t", "90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(duration("t", "7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert!(duration("t", "1y").unwrap_err().to_string().contains("unknown unit"));
+        assert_eq!(
+            price("500EUR/month").unwrap(),
+            Price {
+                amount: 500,
+                currency: "EUR".into(),
+                period: PricePeriod::Month
+            }
+        );
+        assert!(price("EUR/month").is_err());
+        assert!(price("5EUR/week").is_err());
+    }
+}

@@ -1,0 +1,192 @@
+//! The command line of the control plane: `berth server` and the client commands operators,
+//! providers and customers run against a server.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+/// Where the server is and who is calling.
+#[derive(Args, Debug, Clone)]
+pub struct ApiArgs {
+    /// The control plane's URL.
+    #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:8420", global = true)]
+    pub server: String,
+    /// File holding the API token (or set BERTH_TOKEN).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerAction {
+    /// Print the OpenAPI document of the API.
+    Openapi,
+}
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    #[command(subcommand)]
+    pub action: Option<ServerAction>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountAction {
+    /// Create one (operators); prints its id and first API token.
+    Create { name: String },
+    /// List them (providers: operators see all).
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentTokenArgs {
+    #[command(subcommand)]
+    pub action: AgentTokenAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentTokenAction {
+    /// A single-use setup token that enrolls one agent under a provider.
+    Create {
+        /// The provider (default: the caller's own, for a provider token).
+        #[arg(long)]
+        provider: Option<String>,
+        /// How long it may be used: `30m`, `24h`, `7d`.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OfferingAction {
+    /// Publish an offering (providers).
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        cores: u32,
+        #[arg(long)]
+        memory_mib: u64,
+        #[arg(long)]
+        disk_gib: u64,
+        #[arg(long)]
+        bandwidth_mbps: Option<u32>,
+        /// The backend's template id (see `berth agent templates`).
+        #[arg(long)]
+        template: Option<String>,
+        /// `AMOUNT CURRENCY/PERIOD` in minor units, e.g. `500EUR/month`.
+        #[arg(long)]
+        price: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        /// `key=value`; repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// A command run in the guest once it is reachable; repeatable, in order.
+        #[arg(long = "post-provision")]
+        post_provision: Vec<String>,
+    },
+    /// What can be ordered now (customers), or your own offerings (providers).
+    List {
+        #[arg(long)]
+        cores: Option<u32>,
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        #[arg(long)]
+        disk_gib: Option<u64>,
+        #[arg(long)]
+        region: Option<String>,
+        /// `key=value`; repeatable; all must match.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    Withdraw {
+        id: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrderAction {
+    /// Order a machine of an offering (customers); prints the operation, or follows it with --wait.
+    Create {
+        #[arg(long)]
+        offering: String,
+        /// Host name.
+        #[arg(long)]
+        name: String,
+        /// SSH public key line, or a file holding one.
+        #[arg(long)]
+        ssh_key: String,
+        /// Your age public key (`age1…`); credentials the VM is born with are encrypted to it.
+        #[arg(long)]
+        requester_key: String,
+        #[arg(long)]
+        skip_post_provision: bool,
+        /// Record the instance without provisioning it yet.
+        #[arg(long)]
+        no_provision: bool,
+        /// Makes a retried order safe (default: a fresh one per run).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Follow the operation until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OpAction {
+    Show {
+        id: String,
+    },
+    /// Follow an operation's stages until it ends (exit status 1 if it failed).
+    Wait {
+        id: String,
+        /// Give up after this long: `90s`, `10m`.
+        #[arg(long, default_value = "30m")]
+        timeout: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InstanceAction {
+    List,
+    Show {
+        id: String,
+    },
+    Provision {
+        id: String,
+    },
+    Start {
+        id: String,
+    },
+    Stop {
+        id: String,
+    },
+    Reboot {
+        id: String,
+    },
+    Terminate {
+        id: String,
+    },
+    Reconfigure {
+        id: String,
+        #[arg(long)]
+        cores: Option<u32>,
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        #[arg(long)]
+        disk_gib: Option<u64>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditAction {
+    /// Verify the hash chain offline, straight from the database named in the server config.
+    Verify,
+    /// Print entries (operators, through the API).
+    List {
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}

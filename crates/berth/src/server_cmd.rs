@@ -1,0 +1,73 @@
+//! `berth server`: runs the control plane from `server.toml` until SIGINT/SIGTERM, making the
+//! first operator token if the database has none; `berth audit verify`: checks the audit
+//! chain offline, straight from the database.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use berth_server::ServerConfig;
+
+use crate::cli::OutputFormat;
+use crate::cli_api::{ServerAction, ServerArgs};
+
+/// Where the first operator token goes: the configured file, else beside the SQLite database,
+/// else `./operator.token`.
+fn token_file(cfg: &ServerConfig) -> PathBuf {
+    if let Some(f) = &cfg.api.operator_token_file {
+        return f.clone();
+    }
+    match &cfg.database.sqlite {
+        Some(db) => db.with_file_name("operator.token"),
+        None => PathBuf::from("operator.token"),
+    }
+}
+
+pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
+    if let Some(ServerAction::Openapi) = args.action {
+        println!("{}", serde_json::to_string_pretty(&berth_server::openapi())?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cfg = ServerConfig::load(config)?;
+    let store = berth_server::open_store(&cfg).await?;
+    let file = token_file(&cfg);
+    if berth_server::bootstrap_operator(&*store, &file).await? {
+        eprintln!("wrote the first operator API token to {} (mode 0600)", file.display());
+    }
+    let running = berth_server::start(cfg, store).await?;
+    eprintln!("berth server listening on http://{}", running.addr);
+    eprintln!("OpenAPI document: http://{}/api/v1/openapi.json", running.addr);
+    wait_for_signal().await?;
+    eprintln!("shutting down: finishing requests in flight");
+    running.shutdown().await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+pub async fn audit_verify(config: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let cfg = ServerConfig::load(config)?;
+    let store = berth_server::open_store(&cfg).await.context("opening the database")?;
+    let v = berth_server::routes::audit::verification(store.verify_audit().await?);
+    match output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&v)?),
+        OutputFormat::Human if v.ok => println!(
+            "audit log intact: {} entries, head {}",
+            v.entries,
+            v.last_hash.as_deref().unwrap_or("-")
+        ),
+        OutputFormat::Human => println!(
+            "audit log BROKEN at entry {}: {}",
+            v.broken_at.unwrap_or_default(),
+            v.reason.as_deref().unwrap_or_default()
+        ),
+    }
+    Ok(if v.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,302 @@
+//! `berth server` as a real process on SQLite, driven by the client commands an operator, a
+//! provider and a customer run: accounts, setup token, offering, order, `op wait`, instances,
+//! and `berth audit verify` offline (intact, then after tampering with the database file).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use berth_api::client::{Auth, Client};
+use berth_api::httpsig::RequestSigner;
+use berth_api::wire::*;
+use common::{KEY, berth};
+
+const AGE: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn run(args: &[&str], server: &str, token: Option<&std::path::Path>) -> std::process::Output {
+    let mut c = berth();
+    c.args(args).env("BERTH_SERVER", server).env_remove("BERTH_TOKEN");
+    if let Some(t) = token {
+        c.arg("--token-file").arg(t);
+    }
+    c.output().unwrap()
+}
+
+fn json(args: &[&str], server: &str, token: &std::path::Path) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    let out = run(&a, server, Some(token));
+    assert!(
+        out.status.success(),
+        "berth {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn server_and_client_commands_from_order_to_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let db = dir.path().join("data/berth.db");
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\n[database]\nsqlite = \"{}\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut child = Server(
+        berth()
+            .arg("server")
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "the server came up");
+    let op_token = dir.path().join("data/operator.token");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&op_token).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let write = |name: &str, token: &serde_json::Value| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, token.as_str().unwrap()).unwrap();
+        p
+    };
+    let provider = json(&["provider", "create", "acme"], &url, &op_token);
+    let p_token = write("provider.token", &provider["token"]);
+    let customer = json(&["customer", "create", "alice"], &url, &op_token);
+    let c_token = write("customer.token", &customer["token"]);
+    let setup = json(&["agent-token", "create", "--ttl", "1h"], &url, &p_token);
+
+    // An agent enrolls with the setup token and reports in.
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    use base64::Engine as _;
+    let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    let a = Client::new(&url, Auth::None)
+        .enroll(setup["token"].as_str().unwrap(), "a1", &pubkey)
+        .await
+        .unwrap();
+    let agent = Client::new(&url, Auth::Signed(RequestSigner::new(key, a.id)));
+    agent
+        .heartbeat(&Heartbeat {
+            version: "t".into(),
+            capacity: CapacityReport {
+                cores_total: 8,
+                cores_free: 8,
+                memory_mib_total: 8192,
+                memory_mib_free: 8192,
+                disk_gib_total: 100,
+                disk_gib_free: 100,
+            },
+            backends: vec![],
+        })
+        .await
+        .unwrap();
+
+    let offering = json(
+        &[
+            "offering",
+            "create",
+            "--name",
+            "small",
+            "--cores",
+            "1",
+            "--memory-mib",
+            "512",
+            "--disk-gib",
+            "10",
+            "--price",
+            "500EUR/month",
+            "--label",
+            "ssd=yes",
+            "--region",
+            "eu-1",
+        ],
+        &url,
+        &p_token,
+    );
+    let found = json(
+        &["offering", "list", "--label", "ssd=yes", "--cores", "1"],
+        &url,
+        &c_token,
+    );
+    assert_eq!(found[0]["id"], offering["id"]);
+    let order = json(
+        &[
+            "order",
+            "create",
+            "--offering",
+            offering["id"].as_str().unwrap(),
+            "--name",
+            "web-1",
+            "--ssh-key",
+            KEY,
+            "--requester-key",
+            AGE,
+        ],
+        &url,
+        &c_token,
+    );
+    let op = order["operation_id"].as_str().unwrap().to_owned();
+
+    // The agent works the order while the customer follows it.
+    let worker = tokio::spawn(async move {
+        let w = agent.claim(Duration::from_secs(20)).await.unwrap().unwrap();
+        for s in ["clone_template", "start_vm"] {
+            agent
+                .report(
+                    &w.operation_id,
+                    w.generation,
+                    vec![EventReport {
+                        stage: s.into(),
+                        phase: "completed".into(),
+                        percent: None,
+                        message: None,
+                    }],
+                )
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        let r = OpResult {
+            vm_id: Some("101".into()),
+            ip_address: Some("192.0.2.7".into()),
+            ..Default::default()
+        };
+        agent
+            .complete(&w.operation_id, w.generation, Completion::Succeeded(r))
+            .await
+            .unwrap();
+    });
+    let out = tokio::task::spawn_blocking({
+        let (url, c_token, op) = (url.clone(), c_token.clone(), op.clone());
+        move || run(&["op", "wait", &op, "--timeout", "60s"], &url, Some(&c_token))
+    })
+    .await
+    .unwrap();
+    worker.await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains("succeeded 100%") && stdout.contains("192.0.2.7"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("clone_template") && stderr.contains("start_vm"),
+        "progress lines: {stderr}"
+    );
+    let list = json(&["instance", "list"], &url, &c_token);
+    assert_eq!(
+        (list[0]["status"].as_str(), list[0]["vm_id"].as_str()),
+        (Some("running"), Some("101"))
+    );
+    // A customer is not an operator.
+    let out = run(&["provider", "create", "x"], &url, Some(&c_token));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // SIGTERM: the server stops cleanly.
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(child.0.id() as i32).unwrap(),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let s = child.0.wait().unwrap();
+        std::mem::forget(child);
+        s
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let verify = |args: &[&str]| {
+        let mut c = berth();
+        c.args(args).arg("--config").arg(&config);
+        c.output().unwrap()
+    };
+    let out = verify(&["audit", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit log intact"));
+    // Someone edits an entry in the database file: verify names it.
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET actor = 'operator' WHERE seq = 3")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let out = verify(&["audit", "verify", "-o", "json"]);
+    assert!(!out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["ok"].as_bool(), v["broken_at"].as_i64()), (Some(false), Some(3)));
+}
+
+#[test]
+fn a_bad_server_config_names_file_place_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(
+        &config,
+        "[database]\nsqlite = \"x.db\"\n[agents]\nlease_ttl_seconds = 0\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("server")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("server.toml") && err.contains("agents.lease_ttl_seconds"),
+        "{err}"
+    );
+}
