@@ -8,6 +8,9 @@ use serde_json::json;
 
 use crate::{Lease, NewAuditEntry, NewOperation, OpStatus, Outcome, Store, StoreError};
 
+mod catalog;
+pub use catalog::catalog;
+
 fn op(provider: &str, instance: &str, kind: &str) -> NewOperation {
     NewOperation {
         provider_id: provider.into(),
@@ -29,7 +32,9 @@ pub async fn run_all(store: Arc<dyn Store>, tag: &str) {
     concurrent_claimers_never_share_work(store.clone(), tag).await;
     long_poll_wakes_when_work_arrives(store.clone(), store.clone(), &format!("{tag}-poll")).await;
     enrollment_tokens_are_single_use_and_expire(&*store).await;
-    audit_chain_holds_under_concurrent_appends(store).await;
+    audit_chain_holds_under_concurrent_appends(store.clone()).await;
+    // After the audit checks, which expect an empty log.
+    catalog(&*store, tag).await;
 }
 
 /// A claimer long-polling on `waiter` gets work that `writer` (the same store, or another
