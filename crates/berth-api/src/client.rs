@@ -12,6 +12,9 @@ use crate::httpsig::RequestSigner;
 use crate::wire::*;
 
 /// How requests prove who sends them.
+// One per client, made once: the size of the signing variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
 pub enum Auth {
     None,
     Bearer(String),
@@ -51,6 +54,8 @@ impl ClientError {
     }
 }
 
+/// Cheap to clone: clones share one connection pool.
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: String,

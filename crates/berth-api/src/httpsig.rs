@@ -391,6 +391,7 @@ fn check_signature(msg: &Message, label: &str, params: &Params, key: &VerifyingK
 }
 
 /// A signer with Berth's profile: one agent (or user) key and its id.
+#[derive(Clone)]
 pub struct RequestSigner {
     key: SigningKey,
     keyid: String,

@@ -180,8 +180,9 @@ async fn authenticate(state: &AppState, parts: &axum::http::request::Parts, body
     let token = auth
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .ok_or_else(|| ApiError::Unauthenticated("the Authorization header must be `Bearer <API token>`".into()))?;
     match state.store.token_principal(token).await? {
         Some((Role::Operator, _)) => Ok(Caller::Operator),
@@ -221,7 +222,8 @@ async fn verify_agent(state: &AppState, parts: &axum::http::request::Parts, body
         .nonce_first_use(
             &verified.keyid,
             &verified.nonce,
-            (verified.created + skew) * 1000,
+            // Accepted while `now` (whole seconds) ≤ created + skew: to the end of that second.
+            (verified.created + skew + 1) * 1000,
             crate::now_ms(),
         )
         .await?

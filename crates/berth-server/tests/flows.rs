@@ -28,6 +28,14 @@ async fn an_order_becomes_a_running_instance() {
         .unwrap();
     assert_eq!(provider.provider_templates(&pid).await.unwrap()[0].template.id, "9000");
     assert_eq!(provider.agent_templates(&agent.id).await.unwrap().len(), 1);
+    // The auth scheme is case-insensitive (RFC 9110).
+    let lower = reqwest::Client::new()
+        .get(format!("{}/api/v1/providers", ctx.url))
+        .header("authorization", format!("bearer {}", provider.bearer_token().unwrap()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
     let me = agent.client.me().await.unwrap();
     assert!(me.alive && me.heartbeat.unwrap().backends[0].name == "pve1");
 

@@ -231,7 +231,7 @@ pub async fn order(action: OrderAction, api: &ApiArgs, out: OutputFormat) -> any
     } else {
         ssh_key
     };
-    let key = idempotency_key.unwrap_or_else(|| uuid_like());
+    let key = idempotency_key.unwrap_or_else(uuid_like);
     let req = CreateOrder {
         offering_id: offering,
         name,

@@ -233,7 +233,11 @@ pub async fn revoke_agent(
     if matches!(req.caller, crate::auth::Caller::Agent { .. }) {
         return Err(ApiError::Forbidden("agents cannot revoke agents".into()));
     }
-    managed_agent(&st, &req.caller, &id).await?;
+    let before = managed_agent(&st, &req.caller, &id).await?;
+    if before.revoked_at.is_some() {
+        // Already revoked: nothing changes, nothing to audit.
+        return Ok(axum::Json(agent_view(&st, before).await?));
+    }
     let now = now_ms();
     let a = st.store.revoke_agent(&id, now).await?;
     st.store

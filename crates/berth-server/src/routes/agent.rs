@@ -24,6 +24,15 @@ const AGE_ARMOR: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
 /// for work that became claimable silently (a lease that expired).
 const CLAIM_RECHECK: Duration = Duration::from_secs(10);
 
+/// Refuses, as not found, an operation of another provider (without telling whether it exists).
+async fn own_operation(st: &AppState, provider: &str, id: &str) -> ApiResult<berth_store::Operation> {
+    match st.store.operation(id).await {
+        Ok(op) if op.provider_id == provider => Ok(op),
+        Ok(_) | Err(berth_store::StoreError::NotFound(_)) => Err(ApiError::NotFound(format!("operation {id}"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn lease(op: &str, agent: &str, generation: i64) -> Lease {
     Lease {
         operation_id: op.into(),
@@ -83,7 +92,8 @@ pub async fn renew(
     Path(id): Path<String>,
     req: Authed<Json<LeaseRef>>,
 ) -> ApiResult<axum::Json<LeaseView>> {
-    let (agent, _) = req.caller.require_agent()?;
+    let (agent, provider) = req.caller.require_agent()?;
+    own_operation(&st, provider, &id).await?;
     let ttl = st.cfg.agents.lease_ttl_seconds as i64 * 1000;
     let l = st
         .store
@@ -102,7 +112,8 @@ pub async fn release(
     Path(id): Path<String>,
     req: Authed<Json<LeaseRef>>,
 ) -> ApiResult<StatusCode> {
-    let (agent, _) = req.caller.require_agent()?;
+    let (agent, provider) = req.caller.require_agent()?;
+    own_operation(&st, provider, &id).await?;
     st.store
         .release(&lease(&id, agent, req.body.0.generation), now_ms())
         .await?;
@@ -142,7 +153,8 @@ pub async fn report_events(
     Path(id): Path<String>,
     req: Authed<Json<ReportEvents>>,
 ) -> ApiResult<StatusCode> {
-    let (agent, _) = req.caller.require_agent()?;
+    let (agent, provider) = req.caller.require_agent()?;
+    own_operation(&st, provider, &id).await?;
     let r = req.body.0;
     if r.events.is_empty() || r.events.len() > 100 {
         return Err(ApiError::invalid("events", "send 1-100 events"));
@@ -217,13 +229,7 @@ pub fn instance_change(
         state: serde_json::to_value(state).unwrap_or_default(),
         request: request_change,
         // A terminate queued meanwhile keeps its `terminating`; without a new status, keep any.
-        keep_status_if: if status.is_none() {
-            None
-        } else if kind == "terminate" {
-            None
-        } else {
-            Some("terminating".into())
-        },
+        keep_status_if: (status.is_some() && kind != "terminate").then(|| "terminating".into()),
     }
 }
 
@@ -254,10 +260,7 @@ pub async fn complete(
             }
         }
     }
-    let op = st.store.operation(&id).await?;
-    if op.provider_id != provider {
-        return Err(ApiError::NotFound(format!("operation {id}")));
-    }
+    let op = own_operation(&st, provider, &id).await?;
     let instance = st.store.instance(&op.instance_id).await.ok();
     let change = match &instance {
         Some(i) => {

@@ -246,6 +246,7 @@ async fn act(
     action: &str,
     payload: serde_json::Value,
 ) -> ApiResult<Accepted> {
+    caller.require_authenticated()?;
     if matches!(caller, Caller::Agent { .. }) {
         return Err(ApiError::Forbidden("agents do not order actions".into()));
     }
@@ -322,6 +323,7 @@ pub async fn reconfigure(
     headers: HeaderMap,
     req: Authed<Json<Reconfigure>>,
 ) -> ApiResult<Response> {
+    let i = visible_instance(&st, &req.caller, &id).await?;
     let change = req.body.0;
     if change == Reconfigure::default() {
         return Err(ApiError::invalid(
@@ -341,7 +343,6 @@ pub async fn reconfigure(
     {
         return Err(ApiError::invalid("memory_mib", "must be at least 16 MiB"));
     }
-    let i = visible_instance(&st, &req.caller, &id).await?;
     if let Some(d) = change.disk_gib
         && d < request_of(&i)?.disk_gib
     {

@@ -22,32 +22,60 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     let c = s.create_customer("cust", T0).await.unwrap();
     let t = s.create_api_token(Role::Customer, &c.id, "t", T0).await.unwrap();
     assert!(t.secret.starts_with(control::API_TOKEN_PREFIX));
-    assert_eq!(s.token_principal(&t.secret).await.unwrap(), Some((Role::Customer, c.id.clone())));
-    assert_eq!(s.token_principal("berth_tok_nope").await.unwrap(), None, "store: unknown tokens map to no one");
+    assert_eq!(
+        s.token_principal(&t.secret).await.unwrap(),
+        Some((Role::Customer, c.id.clone()))
+    );
+    assert_eq!(
+        s.token_principal("berth_tok_nope").await.unwrap(),
+        None,
+        "store: unknown tokens map to no one"
+    );
     assert!(!format!("{t:?}").contains(&t.secret));
 
     // Agent reports: the last heartbeat wins; templates are replaced as a whole.
     let et = s.create_enrollment_token(&p.id, 60_000, T0).await.unwrap();
     let key = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
-        ed25519_dalek::SigningKey::from_bytes(&[tag.len() as u8 + 40; 32]).verifying_key().to_bytes(),
+        ed25519_dalek::SigningKey::from_bytes(&[tag.len() as u8 + 40; 32])
+            .verifying_key()
+            .to_bytes(),
     );
     let a = s.enroll_agent(&et.secret, "a", &key, T0).await.unwrap();
     assert_eq!(s.agent_by_key(&key).await.unwrap().id, a.id);
     s.record_heartbeat(&a.id, json!({"n": 1}), T0).await.unwrap();
     s.record_heartbeat(&a.id, json!({"n": 2}), T0 + 1).await.unwrap();
     let st = s.agent_statuses(Some(&p.id)).await.unwrap();
-    assert_eq!((st.len(), st[0].report["n"].as_i64(), st[0].seen_at), (1, Some(2), T0 + 1));
-    s.set_templates(&a.id, vec![("b".into(), "1".into(), json!({})), ("b".into(), "2".into(), json!({}))], T0)
+    assert_eq!(
+        (st.len(), st[0].report["n"].as_i64(), st[0].seen_at),
+        (1, Some(2), T0 + 1)
+    );
+    s.set_templates(
+        &a.id,
+        vec![("b".into(), "1".into(), json!({})), ("b".into(), "2".into(), json!({}))],
+        T0,
+    )
+    .await
+    .unwrap();
+    s.set_templates(&a.id, vec![("b".into(), "3".into(), json!({"name": "x"}))], T0)
         .await
         .unwrap();
-    s.set_templates(&a.id, vec![("b".into(), "3".into(), json!({"name": "x"}))], T0).await.unwrap();
     let tpl = s.templates(None, Some(&p.id)).await.unwrap();
-    assert_eq!(tpl.iter().map(|t| t.template_id.as_str()).collect::<Vec<_>>(), vec!["3"], "store: templates replaced");
+    assert_eq!(
+        tpl.iter().map(|t| t.template_id.as_str()).collect::<Vec<_>>(),
+        vec!["3"],
+        "store: templates replaced"
+    );
 
     // Offerings and instances; the first operation is queued with the instance.
-    let o = s.create_offering(&p.id, json!({"name": "small"}), audit("offering.created"), T0).await.unwrap();
-    assert!(matches!(s.create_offering("nope", json!({}), audit("x"), T0).await, Err(StoreError::NotFound(_))));
+    let o = s
+        .create_offering(&p.id, json!({"name": "small"}), audit("offering.created"), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_offering("nope", json!({}), audit("x"), T0).await,
+        Err(StoreError::NotFound(_))
+    ));
     let new = NewInstance {
         provider_id: p.id.clone(),
         customer_id: c.id.clone(),
@@ -60,7 +88,10 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
         .await
         .unwrap();
     let op = op.unwrap();
-    assert_eq!((op.instance_id.as_str(), op.payload["instance_id"].as_str()), (i.id.as_str(), Some(i.id.as_str())));
+    assert_eq!(
+        (op.instance_id.as_str(), op.payload["instance_id"].as_str()),
+        (i.id.as_str(), Some(i.id.as_str()))
+    );
     // An action the status does not allow is refused and queues nothing.
     let stop = |allowed: &[&str]| InstanceAction {
         instance_id: i.id.clone(),
@@ -70,18 +101,30 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
         payload: json!({}),
         audit: audit("instance.stop"),
     };
-    assert!(matches!(s.act_on_instance(stop(&["running"]), T0).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        s.act_on_instance(stop(&["running"]), T0).await,
+        Err(StoreError::Conflict(_))
+    ));
     assert_eq!(s.instance_operations(&i.id).await.unwrap().len(), 1);
 
     // Events need the lease; a terminate queued meanwhile is not overwritten by the provision.
     let (claimed, lease) = s.claim(&p.id, &a.id, TTL, T0 + 1).await.unwrap().unwrap();
     assert_eq!(claimed.id, op.id);
-    let ev = s.add_events(&lease, vec![json!({"a": 1}), json!({"a": 2})], T0 + 2).await.unwrap();
+    let ev = s
+        .add_events(&lease, vec![json!({"a": 1}), json!({"a": 2})], T0 + 2)
+        .await
+        .unwrap();
     assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
     s.add_events(&lease, vec![json!({"a": 3})], T0 + 3).await.unwrap();
     assert_eq!(s.events(&op.id, 1).await.unwrap().len(), 2);
-    let stale = Lease { generation: lease.generation - 1, ..lease.clone() };
-    assert!(matches!(s.add_events(&stale, vec![json!({})], T0 + 3).await, Err(StoreError::LeaseLost(_))));
+    let stale = Lease {
+        generation: lease.generation - 1,
+        ..lease.clone()
+    };
+    assert!(matches!(
+        s.add_events(&stale, vec![json!({})], T0 + 3).await,
+        Err(StoreError::LeaseLost(_))
+    ));
     let term = InstanceAction {
         kind: "terminate".into(),
         new_status: Some("terminating".into()),
@@ -94,30 +137,80 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
         request: None,
         keep_status_if: Some("terminating".into()),
     };
-    s.complete(&lease, Outcome::Succeeded(json!({})), Some(change), Some(audit("operation.succeeded")), T0 + 5)
-        .await
-        .unwrap();
+    s.complete(
+        &lease,
+        Outcome::Succeeded(json!({})),
+        Some(change),
+        Some(audit("operation.succeeded")),
+        T0 + 5,
+    )
+    .await
+    .unwrap();
     let after = s.instance(&i.id).await.unwrap();
-    assert_eq!((after.status.as_str(), after.state["vm_id"].as_str()), ("terminating", Some("100")));
+    assert_eq!(
+        (after.status.as_str(), after.state["vm_id"].as_str()),
+        ("terminating", Some("100"))
+    );
     let listed = s
-        .instances(&InstanceFilter { customer_id: Some(c.id.clone()), ..Default::default() })
+        .instances(&InstanceFilter {
+            customer_id: Some(c.id.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
-    assert!(s.instances(&InstanceFilter { customer_id: Some("other".into()), ..Default::default() }).await.unwrap().is_empty());
-    s.withdraw_offering(&o.id, audit("offering.withdrawn"), T0 + 6).await.unwrap();
+    assert!(
+        s.instances(&InstanceFilter {
+            customer_id: Some("other".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    s.withdraw_offering(&o.id, audit("offering.withdrawn"), T0 + 6)
+        .await
+        .unwrap();
     assert!(s.offerings(Some(&p.id)).await.unwrap().is_empty());
 
     // Nonces: once each; idempotency keys: replay, mismatch, freed on failure.
-    assert!(s.nonce_first_use(&a.id, &format!("{tag}-n"), T0 + 300_000, T0).await.unwrap());
-    assert!(!s.nonce_first_use(&a.id, &format!("{tag}-n"), T0 + 300_000, T0).await.unwrap());
+    assert!(
+        s.nonce_first_use(&a.id, &format!("{tag}-n"), T0 + 300_000, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.nonce_first_use(&a.id, &format!("{tag}-n"), T0 + 300_000, T0)
+            .await
+            .unwrap()
+    );
     let scope = format!("{tag}-scope");
-    assert_eq!(s.idempotency_begin(&scope, "k", "f1", T0).await.unwrap(), Idempotency::New);
-    assert_eq!(s.idempotency_begin(&scope, "k", "f1", T0).await.unwrap(), Idempotency::InProgress);
-    s.idempotency_end(&scope, "k", Some((202, json!({"x": 1})))).await.unwrap();
-    assert_eq!(s.idempotency_begin(&scope, "k", "f1", T0).await.unwrap(), Idempotency::Done(202, json!({"x": 1})));
-    assert_eq!(s.idempotency_begin(&scope, "k", "f2", T0).await.unwrap(), Idempotency::Mismatch);
-    assert_eq!(s.idempotency_begin(&scope, "k2", "f", T0).await.unwrap(), Idempotency::New);
+    assert_eq!(
+        s.idempotency_begin(&scope, "k", "f1", T0).await.unwrap(),
+        Idempotency::New
+    );
+    assert_eq!(
+        s.idempotency_begin(&scope, "k", "f1", T0).await.unwrap(),
+        Idempotency::InProgress
+    );
+    s.idempotency_end(&scope, "k", Some((202, json!({"x": 1}))))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.idempotency_begin(&scope, "k", "f1", T0).await.unwrap(),
+        Idempotency::Done(202, json!({"x": 1}))
+    );
+    assert_eq!(
+        s.idempotency_begin(&scope, "k", "f2", T0).await.unwrap(),
+        Idempotency::Mismatch
+    );
+    assert_eq!(
+        s.idempotency_begin(&scope, "k2", "f", T0).await.unwrap(),
+        Idempotency::New
+    );
     s.idempotency_end(&scope, "k2", None).await.unwrap();
-    assert_eq!(s.idempotency_begin(&scope, "k2", "g", T0).await.unwrap(), Idempotency::New);
+    assert_eq!(
+        s.idempotency_begin(&scope, "k2", "g", T0).await.unwrap(),
+        Idempotency::New
+    );
 }
