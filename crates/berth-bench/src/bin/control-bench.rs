@@ -142,11 +142,16 @@ async fn main() -> anyhow::Result<()> {
     let claims: Arc<Mutex<Vec<f64>>> = Default::default();
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
-    for c in agents {
+    let n_agents = agents.len();
+    for (i, c) in agents.into_iter().enumerate() {
         let (sent, claims, stopping) = (sent.clone(), claims.clone(), stopping.clone());
+        // Real agents start at different times: spread the first long-polls over 3 s, so their
+        // 30 s waits do not all end together.
+        let offset = Duration::from_millis(3000 * i as u64 / n_agents.max(1) as u64);
         workers.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
             while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.claim(Duration::from_secs(5)).await {
+                match c.claim(Duration::from_secs(30)).await {
                     Ok(Some(w)) => {
                         let at = Instant::now();
                         // The order's POST may not have returned yet: wait for its start time.
@@ -178,7 +183,7 @@ async fn main() -> anyhow::Result<()> {
         }));
     }
     // Let every agent start its long-poll.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
 
     let customers: Vec<Client> = urls
         .iter()
