@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use http::HeaderMap;
 use sfv::{BareItem, Dictionary, ListEntry, Parser};
 
@@ -387,7 +387,8 @@ fn check_signature(msg: &Message, label: &str, params: &Params, key: &VerifyingK
     let sig =
         Signature::from_slice(&sig_bytes).map_err(|_| malformed("signature", "not a 64-byte Ed25519 signature"))?;
     let base = signature_base(msg, params)?;
-    key.verify(base.as_bytes(), &sig).map_err(|_| SigError::BadSignature)
+    key.verify_strict(base.as_bytes(), &sig)
+        .map_err(|_| SigError::BadSignature)
 }
 
 /// A signer with Berth's profile: one agent (or user) key and its id.

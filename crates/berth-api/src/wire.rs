@@ -26,6 +26,23 @@ pub struct Problem {
     pub retryable: bool,
 }
 
+/// Debug output of the types that carry a secret token: the token is redacted.
+macro_rules! redacted_debug {
+    ($ty:ident { $($field:ident),* } secret $secret:ident) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))*
+                    .field(stringify!($secret), &"<redacted>")
+                    .finish()
+            }
+        }
+    };
+}
+redacted_debug!(AccountCreated { id, name } secret token);
+redacted_debug!(EnrollmentTokenView { provider_id, expires_at } secret token);
+redacted_debug!(EnrollAgent { name, public_key } secret token);
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNamed {
@@ -47,7 +64,7 @@ pub struct CustomerView {
 }
 
 /// A new provider or customer and its first API token (shown once).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AccountCreated {
     pub id: String,
     pub name: String,
@@ -62,14 +79,14 @@ pub struct CreateEnrollmentToken {
     pub ttl_seconds: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EnrollmentTokenView {
     pub token: String,
     pub provider_id: String,
     pub expires_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollAgent {
     pub token: String,
@@ -274,6 +291,7 @@ pub struct Reconfigure {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct OpError {
     /// A Provider error code (`not_found`, `invalid_spec`, `timeout`, …) or `lease_lost`.
     pub code: String,

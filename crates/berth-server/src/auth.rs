@@ -217,6 +217,13 @@ async fn verify_agent(state: &AppState, parts: &axum::http::request::Parts, body
         &|id| if id == keyid { key } else { None },
         &DeferNonceCheck,
     )?;
+    if verified.nonce.is_empty() || verified.nonce.len() > 128 {
+        return Err(SigError::Malformed {
+            field: "nonce",
+            reason: "must be 1-128 characters".into(),
+        }
+        .into());
+    }
     if !state
         .store
         .nonce_first_use(

@@ -139,14 +139,19 @@ pub async fn open_store(cfg: &ServerConfig) -> Result<Arc<dyn Store>, ServeError
 }
 
 /// Makes the first operator token if the database has none, writing it to `file` (created
-/// with mode 0600, never overwritten). Returns whether one was made.
+/// with mode 0600, never overwritten) before its hash is stored, so a token the database knows
+/// is never lost. Returns whether one was made.
 pub async fn bootstrap_operator(store: &dyn Store, file: &Path) -> Result<bool, ServeError> {
     if store.has_operator_token().await? {
         return Ok(false);
     }
-    let t = store
-        .create_api_token(Role::Operator, "", "bootstrap", now_ms())
-        .await?;
+    if file.exists() {
+        return Err(ServeError::Config(format!(
+            "{} exists but the database has no operator token (a new database?): move the old file away and start again",
+            file.display()
+        )));
+    }
+    let t = berth_store::ApiToken::generate(Role::Operator, "")?;
     let io = |source| ServeError::Io {
         what: format!("writing the operator token to {}", file.display()),
         source,
@@ -164,6 +169,10 @@ pub async fn bootstrap_operator(store: &dyn Store, file: &Path) -> Result<bool, 
     let mut f = opts.open(file).map_err(io)?;
     f.write_all(format!("{}\n", t.secret).as_bytes()).map_err(io)?;
     f.sync_all().map_err(io)?;
+    if let Err(e) = store.store_api_token(&t, "bootstrap", now_ms()).await {
+        let _ = std::fs::remove_file(file);
+        return Err(e.into());
+    }
     Ok(true)
 }
 

@@ -122,9 +122,22 @@ async fn an_order_becomes_a_running_instance() {
         hypervisor: Some("pve1".into()),
         ip_address: Some("10.0.0.5".into()),
         ssh_port: Some(22),
-        credentials: Some("-----BEGIN AGE ENCRYPTED FILE-----\nYWJj\n-----END AGE ENCRYPTED FILE-----\n".into()),
+        credentials: Some(AGE_CIPHERTEXT.into()),
         ..Default::default()
     };
+    // Plaintext wrapped in the armour lines is refused: the server stores only ciphertext.
+    let smuggled = OpResult {
+        credentials: Some(
+            "-----BEGIN AGE ENCRYPTED FILE-----\npassword=hunter2\n-----END AGE ENCRYPTED FILE-----".into(),
+        ),
+        ..Default::default()
+    };
+    let e = agent
+        .client
+        .complete(&op_id, g, Completion::Succeeded(smuggled))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("invalid_input"));
     let done = agent
         .client
         .complete(&op_id, g, Completion::Succeeded(result))
@@ -205,6 +218,29 @@ async fn an_order_becomes_a_running_instance() {
         .await
         .unwrap();
     assert_eq!(customer.instance(&inst.id).await.unwrap().cores, 4);
+    // Growth beyond the hosts' room, or beyond any machine, is refused before anything is queued.
+    let e = customer
+        .reconfigure(
+            &inst.id,
+            &Reconfigure {
+                cores: Some(100),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("no_capacity"));
+    let e = customer
+        .reconfigure(
+            &inst.id,
+            &Reconfigure {
+                memory_mib: Some(u64::MAX),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("invalid_input"));
     let err = customer.instance_action(&inst.id, "reboot").await.unwrap_err();
     assert_eq!(err.code(), Some("wrong_status"), "reboot needs a running instance");
     let term = customer.instance_action(&inst.id, "terminate").await.unwrap();
@@ -381,6 +417,23 @@ async fn a_lost_lease_refuses_late_reports_and_the_work_returns() {
         .await
         .unwrap();
     assert_eq!(failed.error.unwrap().code, "timeout");
+    // A retried completion (its answer was lost) gets the recorded result, not lease_lost.
+    let again = a2
+        .client
+        .complete(
+            &c2.operation_id,
+            c2.generation,
+            Completion::Failed(OpError {
+                code: "timeout".into(),
+                message: "clone timed out".into(),
+            }),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.id.as_str(), again.status.as_str()),
+        (c2.operation_id.as_str(), "failed")
+    );
     let inst = customer.instance(&acc.instance_id).await.unwrap();
     assert_eq!(
         (inst.status.as_str(), inst.last_error.unwrap().message.as_str()),

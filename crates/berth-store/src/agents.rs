@@ -65,7 +65,11 @@ pub(crate) fn check_public_key(key: &str) -> Result<(), StoreError> {
     };
     let bytes = STANDARD.decode(key).map_err(|_| bad("not base64"))?;
     let arr: [u8; 32] = bytes.try_into().map_err(|_| bad("not 32 bytes"))?;
-    ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| bad("not a valid Ed25519 point"))?;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&arr).map_err(|_| bad("not a valid Ed25519 point"))?;
+    if key.is_weak() {
+        // A small-order point: signatures "by" it can be forged by anyone.
+        return Err(bad("a weak (small-order) key"));
+    }
     Ok(())
 }
 
@@ -122,7 +126,16 @@ mod tests {
                 .to_bytes(),
         );
         check_public_key(&good).unwrap();
-        for bad in ["", "not base64!", "AAAA", &STANDARD.encode([0u8; 31])] {
+        // The identity point (y = 1): a small-order key anyone can "sign" for.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        for bad in [
+            "",
+            "not base64!",
+            "AAAA",
+            &STANDARD.encode([0u8; 31]),
+            &STANDARD.encode(identity),
+        ] {
             assert!(
                 matches!(
                     check_public_key(bad),

@@ -81,7 +81,7 @@ macro_rules! store_helpers {
         };
         if let Some(c) = also.change {
             sqlx::query(
-                "UPDATE instances SET status = CASE WHEN status = $6 THEN status ELSE $1 END, state = $2,
+                "UPDATE instances SET status = CASE WHEN status = $6 THEN status ELSE COALESCE($1, status) END, state = $2,
                  request = COALESCE($3, request), updated_at = $4 WHERE id = $5",
             )
                 .bind(&c.status)
@@ -182,7 +182,8 @@ macro_rules! store_impl {
         let mut tx = self.begin_write().await?;
         let queued = self.enqueue_in(&mut tx, &op, now).await?;
         tx.commit().await?;
-        self.wake(&queued.provider_id).await?;
+        // After the commit: a lost wake-up only waits for the recheck.
+        let _ = self.wake(&queued.provider_id).await;
         Ok(queued)
     }
 
@@ -217,9 +218,11 @@ macro_rules! store_impl {
         let op = self
             .held_update(lease, now, $crate::common::Held::Finish(s, r, e), $crate::common::Also { change, audit })
             .await?;
-        self.wake(&format!("op:{}", op.id)).await?;
+        // After the commit: a lost wake-up only waits for the recheck.
+        let _ = self.wake(&format!("op:{}", op.id)).await;
         // The instance's next operation may be claimable now.
-        self.wake(&op.provider_id).await?;
+        // After the commit: a lost wake-up only waits for the recheck.
+        let _ = self.wake(&op.provider_id).await;
         Ok(op)
     }
 
@@ -227,7 +230,9 @@ macro_rules! store_impl {
         let op = self
             .held_update(lease, now, $crate::common::Held::Release, $crate::common::Also { change: None, audit: None })
             .await?;
-        self.wake(&op.provider_id).await
+        // After the commit: a lost wake-up only waits for the recheck.
+        let _ = self.wake(&op.provider_id).await;
+        Ok(())
     }
 
     fn work_signal(&self, provider_id: &str) -> std::sync::Arc<tokio::sync::Notify> {

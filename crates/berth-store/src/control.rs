@@ -54,6 +54,18 @@ pub struct ApiToken {
     pub subject: String,
 }
 
+impl ApiToken {
+    /// A new random token, not yet stored.
+    pub fn generate(role: Role, subject: &str) -> Result<ApiToken, StoreError> {
+        let secret = crate::agents::new_secret()?.replacen(crate::agents::TOKEN_PREFIX, API_TOKEN_PREFIX, 1);
+        Ok(ApiToken {
+            secret,
+            role,
+            subject: subject.to_owned(),
+        })
+    }
+}
+
 impl std::fmt::Debug for ApiToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiToken")
@@ -119,7 +131,8 @@ pub struct InstanceRecord {
 /// A change to an instance made together with another write (a finished operation).
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceChange {
-    pub status: String,
+    /// The new status; `None` leaves it as it is when the change commits.
+    pub status: Option<String>,
     pub state: serde_json::Value,
     /// Replaces the request (a reconfigure changes what was ordered).
     pub request: Option<serde_json::Value>,
@@ -260,6 +273,9 @@ pub trait Catalog: Send + Sync {
         name: &str,
         now: Millis,
     ) -> Result<ApiToken, StoreError>;
+
+    /// Stores a token made with [`ApiToken::generate`] (only its hash).
+    async fn store_api_token(&self, token: &ApiToken, name: &str, now: Millis) -> Result<(), StoreError>;
 
     /// Who a token speaks for, if it is known and not revoked.
     async fn token_principal(&self, secret: &str) -> Result<Option<(Role, String)>, StoreError>;

@@ -39,7 +39,8 @@ macro_rules! control_impl {
             out.push($crate::OpEvent { seq, at: now, event });
         }
         tx.commit().await?;
-        self.wake(&format!("op:{}", lease.operation_id)).await?;
+        // After the commit: a lost wake-up only waits for the recheck.
+        let _ = self.wake(&format!("op:{}", lease.operation_id)).await;
         Ok(out)
     }
 
@@ -127,17 +128,22 @@ macro_rules! control_impl {
         name: &str,
         now: Millis,
     ) -> Result<$crate::ApiToken, StoreError> {
+        let t = $crate::ApiToken::generate(role, subject)?;
+        self.store_api_token(&t, name, now).await?;
+        Ok(t)
+    }
+
+    async fn store_api_token(&self, t: &$crate::ApiToken, name: &str, now: Millis) -> Result<(), StoreError> {
         agents::check_name("name", name)?;
-        let secret = agents::new_secret()?.replacen(agents::TOKEN_PREFIX, $crate::control::API_TOKEN_PREFIX, 1);
         sqlx::query("INSERT INTO api_tokens (token_hash, role, subject, name, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(agents::token_hash(&secret))
-            .bind(role.as_str())
-            .bind(subject)
+            .bind(agents::token_hash(&t.secret))
+            .bind(t.role.as_str())
+            .bind(&t.subject)
             .bind(name)
             .bind(now)
             .execute(&self.pool)
             .await?;
-        Ok($crate::ApiToken { secret, role, subject: subject.to_owned() })
+        Ok(())
     }
 
     async fn token_principal(&self, secret: &str) -> Result<Option<($crate::Role, String)>, StoreError> {
@@ -342,7 +348,8 @@ macro_rules! control_impl {
         self.audit_in(&mut tx, audit, now).await?;
         tx.commit().await?;
         if op.is_some() {
-            self.wake(&new.provider_id).await?;
+            // After the commit: a lost wake-up only waits for the recheck.
+            let _ = self.wake(&new.provider_id).await;
         }
         Ok((instance, op))
     }
@@ -384,18 +391,19 @@ macro_rules! control_impl {
                 action.allowed.join(" or ")
             )));
         }
-        // Fenced on the status read above: a concurrent action that moved it loses here.
-        if let Some(s) = &action.new_status {
-            let moved = sqlx::query("UPDATE instances SET status = $1, updated_at = $2 WHERE id = $3 AND status = $4")
-                .bind(s)
-                .bind(now)
-                .bind(&instance.id)
-                .bind(&instance.status)
-                .execute(&mut *tx)
-                .await?;
-            if moved.rows_affected() != 1 {
-                return Err(StoreError::Conflict(format!("instance {} changed meanwhile; try again", instance.id)));
-            }
+        // Fenced on the status read above, with or without a new status: the row lock orders
+        // concurrent actions (also across replicas), and one that moved it makes this one lose.
+        let moved = sqlx::query(
+            "UPDATE instances SET status = COALESCE($1, status), updated_at = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(action.new_status.as_deref())
+        .bind(now)
+        .bind(&instance.id)
+        .bind(&instance.status)
+        .execute(&mut *tx)
+        .await?;
+        if moved.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("instance {} changed meanwhile; try again", instance.id)));
         }
         let op = self.enqueue_in(&mut tx, &action.operation(&instance.provider_id), now).await?;
         let mut audit = action.audit;
@@ -404,7 +412,8 @@ macro_rules! control_impl {
         }
         self.audit_in(&mut tx, audit, now).await?;
         tx.commit().await?;
-        self.wake(&instance.provider_id).await?;
+        // After the commit: a lost wake-up only waits for the recheck.
+        let _ = self.wake(&instance.provider_id).await;
         Ok(op)
     }
 

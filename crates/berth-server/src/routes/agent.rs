@@ -20,6 +20,23 @@ use crate::{AppState, now_ms};
 
 const AGE_ARMOR: &str = "-----BEGIN AGE ENCRYPTED FILE-----";
 
+/// ASCII-armored age: BEGIN and END lines around base64 of an age file (its header line), so no
+/// plaintext is smuggled in.
+fn is_age_armor(s: &str) -> bool {
+    let Some(body) = s
+        .trim()
+        .strip_prefix(AGE_ARMOR)
+        .and_then(|b| b.strip_suffix("-----END AGE ENCRYPTED FILE-----"))
+    else {
+        return false;
+    };
+    let b64: String = body.split_whitespace().collect();
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .is_ok_and(|raw| raw.starts_with(b"age-encryption.org/v1\n"))
+}
+
 /// A claim long-poll wakes when work is queued (any replica); it also looks again this often,
 /// for work that became claimable silently (a lease that expired).
 const CLAIM_RECHECK: Duration = Duration::from_secs(10);
@@ -225,7 +242,7 @@ pub fn instance_change(
         }
     };
     InstanceChange {
-        status: status.map(str::to_owned).unwrap_or_default(),
+        status: status.map(str::to_owned),
         state: serde_json::to_value(state).unwrap_or_default(),
         request: request_change,
         // A terminate queued meanwhile keeps its `terminating`; without a new status, keep any.
@@ -244,10 +261,7 @@ pub async fn complete(
     let c = req.body.0;
     match &c.outcome {
         Completion::Succeeded(r) => {
-            if r.credentials
-                .as_ref()
-                .is_some_and(|s| !s.trim_start().starts_with(AGE_ARMOR))
-            {
+            if r.credentials.as_ref().is_some_and(|s| !is_age_armor(s)) {
                 return Err(ApiError::invalid(
                     "outcome.succeeded.credentials",
                     "must be encrypted to the requester's key (ASCII-armored age); the server never stores plaintext",
@@ -261,16 +275,20 @@ pub async fn complete(
         }
     }
     let op = own_operation(&st, provider, &id).await?;
-    let instance = st.store.instance(&op.instance_id).await.ok();
+    let instance = match st.store.instance(&op.instance_id).await {
+        Ok(i) => Some(i),
+        Err(berth_store::StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let change = match &instance {
-        Some(i) => {
-            let mut ch = instance_change(&op.kind, agent, &request_of(i)?, &op.payload, state_of(i)?, &c.outcome);
-            if ch.status.is_empty() {
-                ch.status = i.status.clone();
-                ch.keep_status_if = None;
-            }
-            Some(ch)
-        }
+        Some(i) => Some(instance_change(
+            &op.kind,
+            agent,
+            &request_of(i)?,
+            &op.payload,
+            state_of(i)?,
+            &c.outcome,
+        )),
         None => None,
     };
     let (outcome, action) = match &c.outcome {
@@ -289,12 +307,32 @@ pub async fn complete(
         subject: format!("operation:{id}"),
         detail: serde_json::json!({"kind": op.kind, "instance_id": op.instance_id, "generation": c.generation}),
     };
-    let done = st
+    let done = match st
         .store
         .complete(&lease(&id, agent, c.generation), outcome, change, Some(audit), now_ms())
-        .await?;
+        .await
+    {
+        Ok(done) => done,
+        // A retry of a completion that was recorded (its answer lost): nobody claimed the
+        // operation since (same generation), so it was this lease that finished it.
+        Err(berth_store::StoreError::LeaseLost(e)) => {
+            let now = st.store.operation(&id).await?;
+            if !finished_under(&now, c.generation) {
+                return Err(berth_store::StoreError::LeaseLost(e).into());
+            }
+            now
+        }
+        Err(e) => return Err(e.into()),
+    };
     let events = st.store.events(&id, 0).await?;
     Ok(axum::Json(operation_view(&done, &events)?))
+}
+
+fn finished_under(op: &berth_store::Operation, generation: i64) -> bool {
+    matches!(
+        op.status,
+        berth_store::OpStatus::Succeeded | berth_store::OpStatus::Failed
+    ) && op.generation == generation
 }
 
 #[utoipa::path(post, path = "/api/v1/agent/heartbeat", tag = "agent", request_body = Heartbeat,

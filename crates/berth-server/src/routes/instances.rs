@@ -18,6 +18,9 @@ use crate::routes::catalog::{Need, can_take, offering_view};
 use crate::views::{InstanceRequest, instance_view, provision_payload, request_of};
 use crate::{AppState, now_ms};
 
+const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
+const MAX_DISK_GIB: u64 = 1 << 20;
+
 /// Which statuses an action needs, and the status it moves the instance to when queued.
 pub fn rule(action: &str) -> Option<(&'static [&'static str], Option<&'static str>)> {
     Some(match action {
@@ -257,6 +260,26 @@ async fn act(
     })?;
     let i = visible_instance(st, caller, id).await?;
     let payload = if action == "provision" {
+        // Provisioning later needs what an order needs: an offering still on sale, and room.
+        if st.store.offering(&i.offering_id).await?.withdrawn_at.is_some() {
+            return Err(ApiError::conflict(
+                "offering_withdrawn",
+                "the offering was withdrawn; order another one",
+            ));
+        }
+        let r = request_of(&i)?;
+        let need = Need {
+            cores: u64::from(r.cores),
+            memory_mib: r.memory_mib,
+            disk_gib: r.disk_gib,
+        };
+        let statuses = st.store.agent_statuses(Some(&i.provider_id)).await?;
+        if !can_take(&statuses, &i.provider_id, st, need) {
+            return Err(ApiError::conflict(
+                "no_capacity",
+                "no live agent of this provider has room for this instance now",
+            ));
+        }
         serde_json::to_value(provision_payload(&i)?).map_err(|e| ApiError::Internal(e.to_string()))?
     } else {
         payload
@@ -339,9 +362,34 @@ pub async fn reconfigure(
     }
     if change
         .memory_mib
-        .is_some_and(|m| m < berth_core::VmSpec::MIN_MEMORY_MIB)
+        .is_some_and(|m| !(berth_core::VmSpec::MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&m))
     {
-        return Err(ApiError::invalid("memory_mib", "must be at least 16 MiB"));
+        return Err(ApiError::invalid("memory_mib", "must be 16 MiB to 16 TiB"));
+    }
+    if change.disk_gib.is_some_and(|d| d > MAX_DISK_GIB) {
+        return Err(ApiError::invalid("disk_gib", "must be at most 1048576 GiB"));
+    }
+    // Growing needs room on the provider's hosts, as an order does.
+    let r = request_of(&i)?;
+    let grow = Need {
+        cores: u64::from(change.cores.unwrap_or(r.cores).saturating_sub(r.cores)),
+        memory_mib: change.memory_mib.unwrap_or(r.memory_mib).saturating_sub(r.memory_mib),
+        disk_gib: change.disk_gib.unwrap_or(r.disk_gib).saturating_sub(r.disk_gib),
+    };
+    if grow
+        != (Need {
+            cores: 0,
+            memory_mib: 0,
+            disk_gib: 0,
+        })
+    {
+        let statuses = st.store.agent_statuses(Some(&i.provider_id)).await?;
+        if !can_take(&statuses, &i.provider_id, &st, grow) {
+            return Err(ApiError::conflict(
+                "no_capacity",
+                "no live agent of this provider has room for this growth now",
+            ));
+        }
     }
     if let Some(d) = change.disk_gib
         && d < request_of(&i)?.disk_gib

@@ -12,6 +12,8 @@ use berth_server::{Running, ServerConfig};
 use berth_store::{Role, SqliteStore, Store};
 
 pub const AGE_KEY: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+/// An age file's armour (the header line `age-encryption.org/v1` and a stanza), as an agent sends.
+pub const AGE_CIPHERTEXT: &str = "-----BEGIN AGE ENCRYPTED FILE-----\nYWdlLWVuY3J5cHRpb24ub3JnL3YxCi0+IFgyNTUxOSBhYmMKZGVmCg==\n-----END AGE ENCRYPTED FILE-----\n";
 pub const SSH_KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl test@berth";
 
 pub struct TestContext {

@@ -132,7 +132,7 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     };
     s.act_on_instance(term, T0 + 4).await.unwrap();
     let change = InstanceChange {
-        status: "running".into(),
+        status: Some("running".into()),
         state: json!({"vm_id": "100"}),
         request: None,
         keep_status_if: Some("terminating".into()),
