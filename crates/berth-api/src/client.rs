@@ -71,6 +71,9 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// How long an ordinary request may take.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -193,13 +196,16 @@ impl Client {
             })
     }
 
+    /// A request whose answer has a body.
     async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: http::Method,
         path: &str,
         body: Option<&B>,
+        headers: &[(&str, &str)],
+        timeout: Duration,
     ) -> Result<T, ClientError> {
-        self.request(method, path, body, &[], Duration::from_secs(60))
+        self.request(method, path, body, headers, timeout)
             .await?
             .ok_or_else(|| ClientError::Decode {
                 url: format!("{}{path}", self.base),
@@ -207,12 +213,25 @@ impl Client {
             })
     }
 
+    /// A request answered with `204 No Content` (a body, if any, is not read).
+    async fn send<B: Serialize>(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: &B,
+        timeout: Duration,
+    ) -> Result<(), ClientError> {
+        self.request::<_, serde_json::Value>(method, path, Some(body), &[], timeout)
+            .await
+            .map(|_| ())
+    }
+
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
-        self.call::<(), T>(http::Method::GET, path, None).await
+        self.call::<(), T>(http::Method::GET, path, None, &[], TIMEOUT).await
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
-        self.call(http::Method::POST, path, Some(body)).await
+        self.call(http::Method::POST, path, Some(body), &[], TIMEOUT).await
     }
 
     // Operators.
@@ -283,18 +302,8 @@ impl Client {
         idempotency_key: Option<&str>,
     ) -> Result<Accepted, ClientError> {
         let headers: Vec<(&str, &str)> = idempotency_key.map(|k| ("idempotency-key", k)).into_iter().collect();
-        self.request(
-            http::Method::POST,
-            "/api/v1/orders",
-            Some(order),
-            &headers,
-            Duration::from_secs(60),
-        )
-        .await?
-        .ok_or_else(|| ClientError::Decode {
-            url: format!("{}/api/v1/orders", self.base),
-            reason: "no content where a body was expected".into(),
-        })
+        self.call(http::Method::POST, "/api/v1/orders", Some(order), &headers, TIMEOUT)
+            .await
     }
     pub async fn instances(&self) -> Result<Vec<InstanceView>, ClientError> {
         self.get("/api/v1/instances").await
@@ -316,12 +325,8 @@ impl Client {
     /// Long-polls until the operation is done or `wait` (at most 60 s) passes.
     pub async fn wait_operation(&self, id: &str, wait: Duration) -> Result<OperationView, ClientError> {
         let path = format!("/api/v1/operations/{id}?wait={}s", wait.as_secs().max(1));
-        self.request::<(), OperationView>(http::Method::GET, &path, None, &[], wait + Duration::from_secs(30))
-            .await?
-            .ok_or_else(|| ClientError::Decode {
-                url: path,
-                reason: "no content".into(),
-            })
+        self.call::<(), _>(http::Method::GET, &path, None, &[], wait + Duration::from_secs(30))
+            .await
     }
 
     // Agents (signed).
@@ -356,15 +361,13 @@ impl Client {
         .await
     }
     pub async fn release(&self, operation_id: &str, generation: i64) -> Result<(), ClientError> {
-        self.request::<_, serde_json::Value>(
+        self.send(
             http::Method::POST,
             &format!("/api/v1/agent/operations/{operation_id}/release"),
-            Some(&LeaseRef { generation }),
-            &[],
-            Duration::from_secs(60),
+            &LeaseRef { generation },
+            TIMEOUT,
         )
         .await
-        .map(|_| ())
     }
     pub async fn report(
         &self,
@@ -372,15 +375,13 @@ impl Client {
         generation: i64,
         events: Vec<EventReport>,
     ) -> Result<(), ClientError> {
-        self.request::<_, serde_json::Value>(
+        self.send(
             http::Method::POST,
             &format!("/api/v1/agent/operations/{operation_id}/events"),
-            Some(&ReportEvents { generation, events }),
-            &[],
-            Duration::from_secs(60),
+            &ReportEvents { generation, events },
+            TIMEOUT,
         )
         .await
-        .map(|_| ())
     }
     pub async fn complete(
         &self,
@@ -395,26 +396,22 @@ impl Client {
         .await
     }
     pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<(), ClientError> {
-        self.request::<_, serde_json::Value>(
+        self.send(
             http::Method::POST,
             "/api/v1/agent/heartbeat",
-            Some(hb),
-            &[],
+            hb,
             Duration::from_secs(30),
         )
         .await
-        .map(|_| ())
     }
     pub async fn report_templates(&self, templates: Vec<TemplateReport>) -> Result<(), ClientError> {
-        self.request::<_, serde_json::Value>(
+        self.send(
             http::Method::PUT,
             "/api/v1/agent/templates",
-            Some(&TemplatesReport { templates }),
-            &[],
+            &TemplatesReport { templates },
             Duration::from_secs(30),
         )
         .await
-        .map(|_| ())
     }
 }
 

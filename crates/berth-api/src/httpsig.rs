@@ -2,11 +2,9 @@
 //! signing, verifying one labelled signature) and Berth's profile on top of them (every request
 //! covers `@method`, `@path`, `@query` and `content-digest`, and carries `created`, `nonce`,
 //! `keyid` and `alg="ed25519"`; the verifier checks the clock skew and leaves the replay check of
-//! the nonce to a [`NonceStore`]).
+//! the nonce to the caller).
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Mutex;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -476,13 +474,16 @@ pub struct Verified {
     pub keyid: String,
     pub created: i64,
     pub nonce: String,
+    /// Until when (Unix seconds, exclusive) the signature passes the skew check: the verifier's
+    /// clock is read in whole seconds, so through the whole second `created + max_skew`. The
+    /// caller must refuse `(keyid, nonce)` seen before, and remember it until then.
+    pub remember_until: i64,
 }
 
 /// Verifies a request under Berth's profile: the `berth` signature covers the profile's
 /// components, carries `created` within `max_skew` of `now`, a nonce and a known `keyid`; the
-/// body matches its `content-digest`; the signature verifies. The nonce is then checked once
-/// against `nonces` (a replay is refused).
-#[allow(clippy::too_many_arguments)]
+/// body matches its `content-digest`; the signature verifies. Refusing a nonce seen before is
+/// the caller's (it needs storage every server replica shares): see [`Verified::remember_until`].
 pub fn verify_request(
     method: &http::Method,
     uri: &http::Uri,
@@ -491,7 +492,6 @@ pub fn verify_request(
     now: i64,
     max_skew: i64,
     key_for: &dyn Fn(&str) -> Option<VerifyingKey>,
-    nonces: &dyn NonceStore,
 ) -> Result<Verified, SigError> {
     // Parse and check the cheap things before any cryptography.
     let params = labelled_params(headers, LABEL)?;
@@ -514,10 +514,15 @@ pub fn verify_request(
     let key = key_for(&keyid).ok_or_else(|| SigError::UnknownKey(keyid.clone()))?;
     digest::verify(header(headers, DIGEST_HEADER)?, body)?;
     check_signature(&Message::new(method, uri, headers), LABEL, &params, &key)?;
-    if !nonces.first_use(&keyid, &nonce, created + max_skew) {
-        return Err(SigError::Replayed);
+    if nonce.is_empty() || nonce.len() > 128 {
+        return Err(malformed("nonce", "must be 1-128 characters"));
     }
-    Ok(Verified { keyid, created, nonce })
+    Ok(Verified {
+        keyid,
+        created,
+        nonce,
+        remember_until: created + max_skew + 1,
+    })
 }
 
 /// The `keyid` of Berth's signature on a request, read before verifying (to look the key up).
@@ -525,40 +530,6 @@ pub fn signature_keyid(headers: &HeaderMap) -> Result<String, SigError> {
     labelled_params(headers, LABEL)?
         .keyid
         .ok_or(SigError::MissingParam("keyid"))
-}
-
-/// Accepts every nonce: for a caller that checks nonces itself afterwards (asynchronously,
-/// against a shared store) from [`Verified::nonce`].
-pub struct DeferNonceCheck;
-
-impl NonceStore for DeferNonceCheck {
-    fn first_use(&self, _keyid: &str, _nonce: &str, _until: i64) -> bool {
-        true
-    }
-}
-
-/// Remembers nonces until they could no longer pass the skew check.
-pub trait NonceStore: Send + Sync {
-    /// `true` the first time `(keyid, nonce)` is seen; remembered until `until` (Unix seconds).
-    fn first_use(&self, keyid: &str, nonce: &str, until: i64) -> bool;
-}
-
-/// An in-process [`NonceStore`] for one server process; expired entries are swept on insert.
-#[derive(Default)]
-pub struct MemoryNonceStore {
-    seen: Mutex<HashMap<(String, String), i64>>,
-}
-
-impl NonceStore for MemoryNonceStore {
-    fn first_use(&self, keyid: &str, nonce: &str, until: i64) -> bool {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        let mut seen = self.seen.lock().expect("nonce store lock");
-        seen.retain(|_, exp| *exp >= now);
-        seen.insert((keyid.to_owned(), nonce.to_owned()), until).is_none()
-    }
 }
 
 #[cfg(test)]

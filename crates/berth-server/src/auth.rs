@@ -7,7 +7,7 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use base64::Engine as _;
-use berth_api::httpsig::{self, DeferNonceCheck, SigError};
+use berth_api::httpsig::{self, SigError};
 use berth_store::{InstanceRecord, Role};
 
 use crate::AppState;
@@ -207,30 +207,15 @@ async fn verify_agent(state: &AppState, parts: &axum::http::request::Parts, body
     let now = crate::now_ms() / 1000;
     let skew = state.cfg.agents.max_clock_skew_seconds as i64;
     // The URI as the agent signed it: path and query (the authority is not covered).
-    let verified = httpsig::verify_request(
-        &parts.method,
-        &parts.uri,
-        &parts.headers,
-        body,
-        now,
-        skew,
-        &|id| if id == keyid { key } else { None },
-        &DeferNonceCheck,
-    )?;
-    if verified.nonce.is_empty() || verified.nonce.len() > 128 {
-        return Err(SigError::Malformed {
-            field: "nonce",
-            reason: "must be 1-128 characters".into(),
-        }
-        .into());
-    }
+    let verified = httpsig::verify_request(&parts.method, &parts.uri, &parts.headers, body, now, skew, &|id| {
+        if id == keyid { key } else { None }
+    })?;
     if !state
         .store
         .nonce_first_use(
             &verified.keyid,
             &verified.nonce,
-            // Accepted while `now` (whole seconds) ≤ created + skew: to the end of that second.
-            (verified.created + skew + 1) * 1000,
+            verified.remember_until * 1000,
             crate::now_ms(),
         )
         .await?

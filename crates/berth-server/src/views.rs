@@ -58,9 +58,13 @@ pub fn state_of(i: &InstanceRecord) -> ApiResult<InstanceState> {
 }
 
 pub fn provision_payload(i: &InstanceRecord) -> ApiResult<ProvisionPayload> {
-    let r = request_of(i)?;
-    Ok(ProvisionPayload {
-        instance_id: i.id.clone(),
+    Ok(payload_of(&i.id, request_of(i)?))
+}
+
+/// What a `provision` operation carries for the instance `instance_id` ordered as `r`.
+pub fn payload_of(instance_id: &str, r: InstanceRequest) -> ProvisionPayload {
+    ProvisionPayload {
+        instance_id: instance_id.to_owned(),
         name: r.name,
         cores: r.cores,
         memory_mib: r.memory_mib,
@@ -74,7 +78,7 @@ pub fn provision_payload(i: &InstanceRecord) -> ApiResult<ProvisionPayload> {
         } else {
             r.post_provision_commands
         },
-    })
+    }
 }
 
 pub fn instance_view(i: &InstanceRecord) -> ApiResult<InstanceView> {

@@ -404,30 +404,20 @@ async fn a_lost_lease_refuses_late_reports_and_the_work_returns() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("lease_lost"));
+    let timed_out = Completion::Failed(OpError {
+        code: "timeout".into(),
+        message: "clone timed out".into(),
+    });
     let failed = a2
         .client
-        .complete(
-            &c2.operation_id,
-            c2.generation,
-            Completion::Failed(OpError {
-                code: "timeout".into(),
-                message: "clone timed out".into(),
-            }),
-        )
+        .complete(&c2.operation_id, c2.generation, timed_out.clone())
         .await
         .unwrap();
     assert_eq!(failed.error.unwrap().code, "timeout");
     // A retried completion (its answer was lost) gets the recorded result, not lease_lost.
     let again = a2
         .client
-        .complete(
-            &c2.operation_id,
-            c2.generation,
-            Completion::Failed(OpError {
-                code: "timeout".into(),
-                message: "clone timed out".into(),
-            }),
-        )
+        .complete(&c2.operation_id, c2.generation, timed_out)
         .await
         .unwrap();
     assert_eq!(

@@ -253,16 +253,12 @@ pub trait Catalog: Send + Sync {
 
     async fn providers(&self) -> Result<Vec<Provider>, StoreError>;
 
-    async fn provider(&self, id: &str) -> Result<Provider, StoreError>;
-
     /// Agents, of one provider or all.
     async fn agents(&self, provider_id: Option<&str>) -> Result<Vec<Agent>, StoreError>;
 
     async fn agent_by_key(&self, public_key: &str) -> Result<Agent, StoreError>;
 
     async fn create_customer(&self, name: &str, now: Millis) -> Result<Customer, StoreError>;
-
-    async fn customer(&self, id: &str) -> Result<Customer, StoreError>;
 
     /// A new API token for `role` (`subject`: the provider or customer id, empty for an
     /// operator). Only its hash is kept.

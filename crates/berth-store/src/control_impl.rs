@@ -74,14 +74,6 @@ macro_rules! control_impl {
             .collect()
     }
 
-    async fn provider(&self, id: &str) -> Result<Provider, StoreError> {
-        self.providers()
-            .await?
-            .into_iter()
-            .find(|p| p.id == id)
-            .ok_or_else(|| StoreError::NotFound(format!("provider {id}")))
-    }
-
     async fn agents(&self, provider_id: Option<&str>) -> Result<Vec<Agent>, StoreError> {
         let rows = sqlx::query("SELECT * FROM agents WHERE ($1 IS NULL OR provider_id = $1) ORDER BY created_at, id")
             .bind(provider_id)
@@ -111,14 +103,6 @@ macro_rules! control_impl {
             .execute(&self.pool)
             .await?;
         Ok($crate::Customer { id, name: name.to_owned(), created_at: now })
-    }
-
-    async fn customer(&self, id: &str) -> Result<$crate::Customer, StoreError> {
-        use sqlx::Row as _;
-        match sqlx::query("SELECT * FROM customers WHERE id = $1").bind(id).fetch_optional(&self.pool).await? {
-            Some(r) => Ok($crate::Customer { id: r.try_get("id")?, name: r.try_get("name")?, created_at: r.try_get("created_at")? }),
-            None => Err(StoreError::NotFound(format!("customer {id}"))),
-        }
     }
 
     async fn create_api_token(

@@ -134,10 +134,14 @@ fn signed(a: &Agent, nonce: &str) -> Req {
     }
 }
 
-fn check(a: &Agent, r: &Req, now: i64, nonces: &dyn NonceStore) -> Result<Verified, SigError> {
+/// The nonces a verifier has seen (the server keeps them in its database).
+#[derive(Default)]
+struct Seen(std::sync::Mutex<std::collections::HashSet<(String, String)>>);
+
+fn check(a: &Agent, r: &Req, now: i64, seen: &Seen) -> Result<Verified, SigError> {
     let (id, key) = (a.signer.keyid().to_owned(), a.public);
     let key_for = move |k: &str| (k == id).then_some(key);
-    verify_request(
+    let v = verify_request(
         &r.method,
         &r.uri,
         &r.headers,
@@ -145,8 +149,11 @@ fn check(a: &Agent, r: &Req, now: i64, nonces: &dyn NonceStore) -> Result<Verifi
         now,
         DEFAULT_MAX_SKEW_SECS,
         &key_for,
-        nonces,
-    )
+    )?;
+    if !seen.0.lock().unwrap().insert((v.keyid.clone(), v.nonce.clone())) {
+        return Err(SigError::Replayed);
+    }
+    Ok(v)
 }
 
 #[test]
@@ -158,9 +165,17 @@ fn profile_round_trip_and_replay() {
         input,
         "berth=(\"@method\" \"@path\" \"@query\" \"content-digest\");created=1800000000;nonce=\"n-1\";keyid=\"agent-7\";alg=\"ed25519\""
     );
-    let nonces = MemoryNonceStore::default();
+    let nonces = Seen::default();
     let v = check(&a, &r, NOW + 10, &nonces).unwrap();
     assert_eq!((v.keyid.as_str(), v.created, v.nonce.as_str()), ("agent-7", NOW, "n-1"));
+    // Accepted through the whole second NOW + skew (clocks read in whole seconds).
+    assert_eq!(v.remember_until, NOW + DEFAULT_MAX_SKEW_SECS + 1);
+    assert!(check(&a, &signed(&a, "late"), NOW + DEFAULT_MAX_SKEW_SECS, &nonces).is_ok());
+    let long = "n".repeat(129);
+    assert!(matches!(
+        check(&a, &signed(&a, &long), NOW, &nonces),
+        Err(SigError::Malformed { field: "nonce", .. })
+    ));
     assert_eq!(check(&a, &r, NOW + 10, &nonces), Err(SigError::Replayed));
     // Random nonces differ.
     let mut h1 = HeaderMap::new();
@@ -173,7 +188,7 @@ fn profile_round_trip_and_replay() {
 #[test]
 fn every_tampering_is_refused_with_its_own_error() {
     let a = agent(7);
-    let fresh = MemoryNonceStore::default;
+    let fresh = Seen::default;
     let mut r = signed(&a, "n");
     r.body = br#"{"backends":["libvirt"]}"#.to_vec();
     assert_eq!(check(&a, &r, NOW, &fresh()), Err(SigError::DigestMismatch));
@@ -264,7 +279,7 @@ fn signatures_that_cover_too_little_or_use_another_alg_are_refused() {
     ]);
     let r = finish(h, &p);
     assert_eq!(
-        check(&a, &r, NOW, &MemoryNonceStore::default()),
+        check(&a, &r, NOW, &Seen::default()),
         Err(SigError::NotCovered("@query".into()))
     );
 
@@ -272,7 +287,7 @@ fn signatures_that_cover_too_little_or_use_another_alg_are_refused() {
     p.nonce = None;
     let r = finish(h, &p);
     assert_eq!(
-        check(&a, &r, NOW, &MemoryNonceStore::default()),
+        check(&a, &r, NOW, &Seen::default()),
         Err(SigError::MissingParam("nonce"))
     );
 
@@ -280,17 +295,14 @@ fn signatures_that_cover_too_little_or_use_another_alg_are_refused() {
     p.alg = Some("hmac-sha256".into());
     let r = finish(h, &p);
     assert_eq!(
-        check(&a, &r, NOW, &MemoryNonceStore::default()),
+        check(&a, &r, NOW, &Seen::default()),
         Err(SigError::Algorithm("hmac-sha256".into()))
     );
 
     let (h, mut p) = base(profile_components());
     p.expires = Some(NOW - 1);
     let r = finish(h, &p);
-    assert_eq!(
-        check(&a, &r, NOW, &MemoryNonceStore::default()),
-        Err(SigError::Expired(NOW - 1))
-    );
+    assert_eq!(check(&a, &r, NOW, &Seen::default()), Err(SigError::Expired(NOW - 1)));
 }
 
 #[test]
@@ -311,7 +323,7 @@ fn malformed_headers_are_clear_errors() {
     ] {
         let mut r = signed(&a, "n");
         r.headers.insert(name, HeaderValue::from_static(value));
-        let err = check(&a, &r, NOW, &MemoryNonceStore::default()).unwrap_err();
+        let err = check(&a, &r, NOW, &Seen::default()).unwrap_err();
         assert!(
             matches!(err, SigError::Malformed { .. } | SigError::NotCovered(_)),
             "{name}: {value}: {err}"
@@ -320,7 +332,7 @@ fn malformed_headers_are_clear_errors() {
     let mut r = signed(&a, "n");
     let again = r.headers["signature"].clone();
     r.headers.append("signature", again);
-    let err = check(&a, &r, NOW, &MemoryNonceStore::default()).unwrap_err();
+    let err = check(&a, &r, NOW, &Seen::default()).unwrap_err();
     assert!(err.to_string().contains("more than once"), "{err}");
 }
 

@@ -29,23 +29,32 @@ pub async fn create_provider(
     req.caller.require_operator()?;
     let now = now_ms();
     let p = st.store.create_provider(&req.body.0.name, now).await?;
-    let t = st.store.create_api_token(Role::Provider, &p.id, "initial", now).await?;
-    st.store
-        .append_audit(
-            audit(
-                &req.caller,
-                "provider.created",
-                format!("provider:{}", p.id),
-                serde_json::json!({"name": p.name}),
-            ),
-            now,
-        )
-        .await?;
+    account_created(&st, &req.caller, Role::Provider, p.id, p.name, now).await
+}
+
+/// The first API token of a new provider or customer, the audit entry, and the answer.
+async fn account_created(
+    st: &AppState,
+    caller: &crate::auth::Caller,
+    role: Role,
+    id: String,
+    name: String,
+    now: i64,
+) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
+    let t = st.store.create_api_token(role, &id, "initial", now).await?;
+    let kind = role.as_str();
+    let entry = audit(
+        caller,
+        &format!("{kind}.created"),
+        format!("{kind}:{id}"),
+        serde_json::json!({ "name": name }),
+    );
+    st.store.append_audit(entry, now).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(AccountCreated {
-            id: p.id,
-            name: p.name,
+            id,
+            name,
             token: t.secret,
         }),
     ))
@@ -77,26 +86,7 @@ pub async fn create_customer(
     req.caller.require_operator()?;
     let now = now_ms();
     let c = st.store.create_customer(&req.body.0.name, now).await?;
-    let t = st.store.create_api_token(Role::Customer, &c.id, "initial", now).await?;
-    st.store
-        .append_audit(
-            audit(
-                &req.caller,
-                "customer.created",
-                format!("customer:{}", c.id),
-                serde_json::json!({"name": c.name}),
-            ),
-            now,
-        )
-        .await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(AccountCreated {
-            id: c.id,
-            name: c.name,
-            token: t.secret,
-        }),
-    ))
+    account_created(&st, &req.caller, Role::Customer, c.id, c.name, now).await
 }
 
 #[utoipa::path(post, path = "/api/v1/providers/{id}/enrollment-tokens", tag = "agents",
@@ -170,15 +160,16 @@ pub async fn enroll(
 }
 
 pub async fn agent_view(st: &AppState, a: Agent) -> ApiResult<AgentView> {
-    let status = st
-        .store
-        .agent_statuses(Some(&a.provider_id))
-        .await?
-        .into_iter()
-        .find(|s| s.agent_id == a.id);
+    let statuses = st.store.agent_statuses(Some(&a.provider_id)).await?;
+    Ok(view_with(st, a, &statuses))
+}
+
+/// An agent's view from heartbeats already read (a list reads them once, not per agent).
+fn view_with(st: &AppState, a: Agent, statuses: &[berth_store::AgentStatus]) -> AgentView {
+    let status = statuses.iter().find(|s| s.agent_id == a.id).cloned();
     let ttl = st.cfg.agents.heartbeat_ttl_seconds as i64 * 1000;
     let last_seen = status.as_ref().map(|s| s.seen_at);
-    Ok(AgentView {
+    AgentView {
         alive: a.revoked_at.is_none() && last_seen.is_some_and(|t| now_ms() - t <= ttl),
         heartbeat: status.and_then(|s| serde_json::from_value(s.report).ok()),
         last_seen,
@@ -188,7 +179,7 @@ pub async fn agent_view(st: &AppState, a: Agent) -> ApiResult<AgentView> {
         public_key: a.public_key,
         revoked_at: a.revoked_at,
         created_at: a.created_at,
-    })
+    }
 }
 
 /// An agent this caller manages, or NotFound (not telling apart "absent" and "not yours").
@@ -205,11 +196,11 @@ async fn managed_agent(st: &AppState, caller: &crate::auth::Caller, id: &str) ->
     responses((status = 200, body = [AgentView]), (status = "4XX", body = Problem)))]
 pub async fn list_agents(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<AgentView>>> {
     let scope = req.caller.provider_scope()?;
-    let mut out = Vec::new();
-    for a in st.store.agents(scope).await? {
-        out.push(agent_view(&st, a).await?);
-    }
-    Ok(axum::Json(out))
+    let statuses = st.store.agent_statuses(scope).await?;
+    let agents = st.store.agents(scope).await?;
+    Ok(axum::Json(
+        agents.into_iter().map(|a| view_with(&st, a, &statuses)).collect(),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),

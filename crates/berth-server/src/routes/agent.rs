@@ -14,7 +14,7 @@ use berth_store::{InstanceChange, Lease, NewAuditEntry, Outcome};
 use crate::auth::{Authed, Json};
 use crate::problem::{ApiError, ApiResult, parse_query};
 use crate::routes::accounts::agent_view;
-use crate::routes::operations::{WaitQuery, parse_wait};
+use crate::routes::operations::WaitQuery;
 use crate::views::{InstanceState, operation_view, request_of, state_of};
 use crate::{AppState, now_ms};
 
@@ -65,13 +65,7 @@ pub async fn claim(State(st): State<AppState>, RawQuery(q): RawQuery, req: Authe
     let (agent, provider) = req.caller.require_agent()?;
     let q: WaitQuery = parse_query(q.as_deref())?;
     let max = Duration::from_secs(st.cfg.agents.max_claim_wait_seconds);
-    let wait = q
-        .wait
-        .as_deref()
-        .map(|w| parse_wait("wait", w))
-        .transpose()?
-        .unwrap_or_default()
-        .min(max);
+    let wait = q.duration(max)?;
     let ttl = st.cfg.agents.lease_ttl_seconds as i64 * 1000;
     let got = st
         .store

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use berth_api::wire::*;
-use berth_store::{AgentStatus, NewAuditEntry, Offering};
+use berth_store::{NewAuditEntry, Offering};
 use serde::Deserialize;
 
 use crate::auth::{Authed, Caller, Json};
@@ -50,16 +50,58 @@ pub fn fits(c: &CapacityReport, adm: &Admission, need: Need) -> bool {
         && dim(c.disk_gib_total, c.disk_gib_free, adm.disk_percent, need.disk_gib)
 }
 
-/// The live agents (heartbeat within the TTL) of a provider that can take `need` now.
-pub fn can_take(statuses: &[AgentStatus], provider_id: &str, st: &AppState, need: Need) -> bool {
-    let ttl = st.cfg.agents.heartbeat_ttl_seconds as i64 * 1000;
-    let now = now_ms();
-    statuses.iter().any(|s| {
-        s.provider_id == provider_id
-            && now - s.seen_at <= ttl
-            && serde_json::from_value::<Heartbeat>(s.report.clone())
-                .is_ok_and(|hb| fits(&hb.capacity, &st.cfg.admission, need))
-    })
+impl From<&crate::views::InstanceRequest> for Need {
+    fn from(r: &crate::views::InstanceRequest) -> Need {
+        Need {
+            cores: u64::from(r.cores),
+            memory_mib: r.memory_mib,
+            disk_gib: r.disk_gib,
+        }
+    }
+}
+
+/// The capacity each live agent (heartbeat within the TTL) reported, by provider: read and
+/// parsed once per request, then asked per offering.
+pub struct Live(Vec<(String, CapacityReport)>);
+
+impl Live {
+    pub async fn read(st: &AppState, provider_id: Option<&str>) -> ApiResult<Live> {
+        let ttl = st.cfg.agents.heartbeat_ttl_seconds as i64 * 1000;
+        let now = now_ms();
+        let statuses = st.store.agent_statuses(provider_id).await?;
+        Ok(Live(
+            statuses
+                .into_iter()
+                .filter(|s| now - s.seen_at <= ttl)
+                .filter_map(|s| {
+                    Some((
+                        s.provider_id,
+                        serde_json::from_value::<Heartbeat>(s.report).ok()?.capacity,
+                    ))
+                })
+                .collect(),
+        ))
+    }
+
+    /// Whether a live agent of `provider_id` can take `need` now.
+    pub fn can_take(&self, provider_id: &str, adm: &Admission, need: Need) -> bool {
+        self.0.iter().any(|(p, c)| p == provider_id && fits(c, adm, need))
+    }
+}
+
+/// Refuses (`409 no_capacity`, retryable) what no live agent of the provider has room for.
+pub async fn require_room(st: &AppState, provider_id: &str, need: Need, what: &str) -> ApiResult<()> {
+    if Live::read(st, Some(provider_id))
+        .await?
+        .can_take(provider_id, &st.cfg.admission, need)
+    {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(
+            "no_capacity",
+            format!("no live agent of this provider has room for {what} now; try again later"),
+        ))
+    }
 }
 
 pub fn validate_offering(s: &OfferingSpec) -> ApiResult<()> {
@@ -198,10 +240,9 @@ pub async fn list_offerings(
         _ => None,
     };
     let offerings = st.store.offerings(own).await?;
-    let statuses = if own.is_none() {
-        st.store.agent_statuses(None).await?
-    } else {
-        Vec::new()
+    let live = match own {
+        None => Live::read(&st, None).await?,
+        Some(_) => Live(Vec::new()),
     };
     let mut out = Vec::new();
     for o in &offerings {
@@ -212,7 +253,7 @@ pub async fn list_offerings(
             && q.disk_gib.is_none_or(|d| s.disk_gib >= d)
             && q.region.as_ref().is_none_or(|r| s.region.as_ref() == Some(r))
             && labels.iter().all(|(k, val)| s.labels.get(k) == Some(val));
-        if matches && (own.is_some() || can_take(&statuses, &v.provider_id, &st, Need::from(s))) {
+        if matches && (own.is_some() || live.can_take(&v.provider_id, &st.cfg.admission, Need::from(s))) {
             out.push(v);
         }
     }

@@ -14,8 +14,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::auth::{Authed, Caller, Empty, Json};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::catalog::{Need, can_take, offering_view};
-use crate::views::{InstanceRequest, instance_view, provision_payload, request_of};
+use crate::routes::catalog::{Need, offering_view, require_room};
+use crate::views::{InstanceRequest, instance_view, payload_of, provision_payload, request_of};
 use crate::{AppState, now_ms};
 
 const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
@@ -139,19 +139,16 @@ pub async fn create_order(
         let offering = match st.store.offering(&order.offering_id).await {
             Ok(o) if o.withdrawn_at.is_none() => o,
             Ok(_) | Err(berth_store::StoreError::NotFound(_)) => {
-                return Err(ApiError::invalid("offering_id", format!("no offering {:?} can be ordered", order.offering_id)));
+                return Err(ApiError::invalid(
+                    "offering_id",
+                    format!("no offering {:?} can be ordered", order.offering_id),
+                ));
             }
             Err(e) => return Err(e.into()),
         };
         let spec = offering_view(&offering)?.spec;
         if order.provision {
-            let statuses = st.store.agent_statuses(Some(&offering.provider_id)).await?;
-            if !can_take(&statuses, &offering.provider_id, &st, Need::from(&spec)) {
-                return Err(ApiError::conflict(
-                    "no_capacity",
-                    "no live agent of this provider has room for this offering now; try again later or another offering",
-                ));
-            }
+            require_room(&st, &offering.provider_id, Need::from(&spec), "this offering").await?;
         }
         let request = InstanceRequest {
             name: order.name.clone(),
@@ -178,26 +175,21 @@ pub async fn create_order(
             subject: String::new(),
             detail: serde_json::json!({"offering_id": offering.id, "name": order.name}),
         };
-        // The payload is completed with the instance id by the store.
         let first = if order.provision {
-            let payload = ProvisionPayload {
-                instance_id: String::new(),
-                name: request.name.clone(),
-                cores: request.cores,
-                memory_mib: request.memory_mib,
-                disk_gib: request.disk_gib,
-                bandwidth_mbps: request.bandwidth_mbps,
-                template: request.template.clone(),
-                ssh_public_key: request.ssh_public_key.clone(),
-                requester_public_key: request.requester_public_key.clone(),
-                post_provision_commands: if request.skip_post_provision { vec![] } else { request.post_provision_commands.clone() },
-            };
-            Some(("provision".to_owned(), serde_json::to_value(payload).map_err(|e| ApiError::Internal(e.to_string()))?))
+            // The store fills in the instance id it makes.
+            let payload = payload_of("", request);
+            Some((
+                "provision".to_owned(),
+                serde_json::to_value(payload).map_err(|e| ApiError::Internal(e.to_string()))?,
+            ))
         } else {
             None
         };
         let (instance, op) = st.store.create_instance(new, first, audit, now_ms()).await?;
-        Ok(Accepted { instance_id: instance.id, operation_id: op.map(|o| o.id) })
+        Ok(Accepted {
+            instance_id: instance.id,
+            operation_id: op.map(|o| o.id),
+        })
     })
     .await
 }
@@ -267,19 +259,7 @@ async fn act(
                 "the offering was withdrawn; order another one",
             ));
         }
-        let r = request_of(&i)?;
-        let need = Need {
-            cores: u64::from(r.cores),
-            memory_mib: r.memory_mib,
-            disk_gib: r.disk_gib,
-        };
-        let statuses = st.store.agent_statuses(Some(&i.provider_id)).await?;
-        if !can_take(&statuses, &i.provider_id, st, need) {
-            return Err(ApiError::conflict(
-                "no_capacity",
-                "no live agent of this provider has room for this instance now",
-            ));
-        }
+        require_room(st, &i.provider_id, Need::from(&request_of(&i)?), "this instance").await?;
         serde_json::to_value(provision_payload(&i)?).map_err(|e| ApiError::Internal(e.to_string()))?
     } else {
         payload
@@ -383,16 +363,10 @@ pub async fn reconfigure(
             disk_gib: 0,
         })
     {
-        let statuses = st.store.agent_statuses(Some(&i.provider_id)).await?;
-        if !can_take(&statuses, &i.provider_id, &st, grow) {
-            return Err(ApiError::conflict(
-                "no_capacity",
-                "no live agent of this provider has room for this growth now",
-            ));
-        }
+        require_room(&st, &i.provider_id, grow, "this growth").await?;
     }
     if let Some(d) = change.disk_gib
-        && d < request_of(&i)?.disk_gib
+        && d < r.disk_gib
     {
         return Err(ApiError::invalid("disk_gib", "disks only grow"));
     }

@@ -63,6 +63,14 @@ pub struct WaitQuery {
     pub wait: Option<String>,
 }
 
+impl WaitQuery {
+    /// How long to wait: none by default, at most `max`.
+    pub fn duration(&self, max: Duration) -> ApiResult<Duration> {
+        let asked = self.wait.as_deref().map(|w| parse_wait("wait", w)).transpose()?;
+        Ok(asked.unwrap_or_default().min(max))
+    }
+}
+
 #[utoipa::path(get, path = "/api/v1/operations/{id}", tag = "operations", params(("id" = String, Path), WaitQuery),
     responses((status = 200, body = OperationView), (status = "4XX", body = Problem)))]
 pub async fn get_operation(
@@ -72,13 +80,7 @@ pub async fn get_operation(
     req: Authed,
 ) -> ApiResult<axum::Json<OperationView>> {
     let q: WaitQuery = parse_query(q.as_deref())?;
-    let wait = q
-        .wait
-        .as_deref()
-        .map(|w| parse_wait("wait", w))
-        .transpose()?
-        .unwrap_or_default()
-        .min(MAX_WAIT);
+    let wait = q.duration(MAX_WAIT)?;
     let mut op = visible_operation(&st, &req.caller, &id).await?;
     let deadline = tokio::time::Instant::now() + wait;
     let signal = st.store.operation_signal(&id);
@@ -92,7 +94,6 @@ pub async fn get_operation(
             break;
         }
         let _ = tokio::time::timeout(left.min(RECHECK), notified).await;
-        op = st.store.operation(&id).await?;
     }
     let events = st.store.events(&id, 0).await?;
     Ok(axum::Json(operation_view(&op, &events)?))
