@@ -22,6 +22,7 @@ Rules this example keeps (every backend must):
 
 import hashlib
 import json
+import secrets
 import os
 import re
 import sys
@@ -137,6 +138,9 @@ def provision(req):
         "cpu_cores": offering["cpu_cores"],
         "memory_mib": offering["memory_mib"],
         "disk_gib": offering["disk_gib"],
+        # ADAPT: the password the machine was born with, if it has one. Berth's agent encrypts
+        # it to the customer's key before it leaves this host.
+        "root_password": secrets.token_urlsafe(18),
     }
     stage("configure_vm", "completed")
     stage("start_vm", "started")

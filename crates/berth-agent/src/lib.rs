@@ -1,8 +1,23 @@
-//! Berth's agent side: the configuration file (`berth.toml`) and the wiring from a configured
-//! backend to a `Provider`. The poll loop, journal and heartbeat come with the agent itself.
+//! Berth's agent: the configuration file (`berth.toml`), the wiring from a configured backend to
+//! a `Provider`, and the agent that runs next to the hypervisors: it claims work from the control
+//! plane, runs it through the backend (journaled, so a crash resumes), heartbeats capacity and
+//! health, and reconciles what the backend has with what the control plane expects.
 
+pub mod agent;
 pub mod backends;
 pub mod config;
+pub mod credentials;
+pub mod fsutil;
+pub mod guard;
+pub mod heartbeat;
+pub mod identity;
+pub mod journal;
+pub mod lease;
+pub mod metrics_http;
+pub mod reconcile;
+pub mod runner;
+mod work;
 
+pub use agent::{Agent, Backend};
 pub use backends::{build_provider, manual_provider};
-pub use config::{BackendKind, Config, ConfigFileError, load_config, parse_config};
+pub use config::{AgentSettings, BackendKind, Config, ConfigFileError, load_config, parse_config};

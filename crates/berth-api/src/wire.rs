@@ -119,6 +119,27 @@ pub struct Heartbeat {
     /// The hypervisors (backends) this agent drives.
     #[serde(default)]
     pub backends: Vec<BackendHealth>,
+    /// What the agent's last reconcile found different from what the control plane expects.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<Drift>,
+}
+
+/// One difference between a backend and the control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Drift {
+    pub instance_id: String,
+    /// `stopped` (expected running), `running` (expected stopped), `missing` (no machine), or
+    /// `orphan` (a Berth-owned machine the control plane does not expect: stopped and kept in
+    /// quarantine).
+    pub kind: String,
+    pub backend: String,
+    #[serde(default)]
+    pub vm_id: Option<String>,
+    #[serde(default)]
+    pub detail: Option<String>,
+    /// When the agent first saw it.
+    pub since: Millis,
 }
 
 /// Configured totals × overcommit, and what is still free.

@@ -138,6 +138,26 @@ pub struct ReconfigureOutcome {
     pub restart_required: bool,
 }
 
+/// What a command run inside a guest (`Provider::exec`) ended with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutput {
+    /// The exit code; for a command killed by a signal, 128 + the signal number (the shell's
+    /// convention).
+    pub exit_status: i32,
+    /// Standard output, as far as the backend captured it (invalid UTF-8 replaced).
+    pub stdout: String,
+    /// Standard error, likewise.
+    pub stderr: String,
+    /// The backend captured only part of stdout or stderr (its capture limit was reached).
+    pub truncated: bool,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.exit_status == 0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {

@@ -15,8 +15,8 @@ pub use config_error::ConfigError;
 pub use error::{ErrorCode, ProviderError};
 pub use ids::{InstanceId, InstanceRef};
 pub use instance::{
-    Capabilities, Capacity, Check, CheckStatus, DeleteOutcome, Instance, PowerOp, PowerState, ReconfigureOutcome,
-    Template,
+    Capabilities, Capacity, Check, CheckStatus, DeleteOutcome, ExecOutput, Instance, PowerOp, PowerState,
+    ReconfigureOutcome, Template,
 };
 pub use provider::{ListFilter, Provider};
 pub use secret::Secret;

@@ -10,11 +10,15 @@
 //!   that carry Berth's marker; others are a `Conflict`.
 //! - A transient backend failure is never reported as `NotFound`.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::error::ProviderError;
 use crate::ids::InstanceRef;
-use crate::instance::{Capabilities, Capacity, Check, DeleteOutcome, Instance, PowerOp, ReconfigureOutcome, Template};
+use crate::instance::{
+    Capabilities, Capacity, Check, DeleteOutcome, ExecOutput, Instance, PowerOp, ReconfigureOutcome, Template,
+};
 use crate::spec::{GuestKind, Resize, VmSpec};
 use crate::stage::ProgressSink;
 
@@ -53,4 +57,21 @@ pub trait Provider: Send + Sync {
     async fn list_templates(&self) -> Result<Vec<Template>, ProviderError>;
 
     async fn capacity(&self) -> Result<Capacity, ProviderError>;
+
+    /// Runs `command` with `/bin/sh -c` inside the guest (through the guest agent where the
+    /// backend has one) and waits up to `timeout` for it to exit. Backends without a channel
+    /// into the guest answer `Unsupported`.
+    ///
+    /// Like every mutating call it acts only on machines carrying Berth's marker (`Conflict`
+    /// otherwise). Waiting for the channel to come up (a guest agent still booting) counts
+    /// against `timeout`; a command still running when it runs out is a `Timeout` naming the
+    /// command (the command itself may go on running in the guest). A command that runs and
+    /// fails is not an error: its status is in the `ExecOutput`.
+    async fn exec(&self, id: &InstanceRef, command: &str, timeout: Duration) -> Result<ExecOutput, ProviderError> {
+        let _ = (id, command, timeout);
+        Err(ProviderError::unsupported(format!(
+            "running commands inside the guest on the {} backend",
+            self.backend()
+        )))
+    }
 }

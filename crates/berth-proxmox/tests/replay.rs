@@ -24,7 +24,8 @@ fn ok(body: &str) -> String {
     reply("200 OK", body)
 }
 
-/// Serves `replies` in order, one per connection; records each request's head line and body.
+/// Serves `replies` in order, one per connection; records each request's head line, its
+/// `Authorization` and `Content-Type` lines, and its body.
 struct Replay {
     client: PveClient,
     seen: Arc<Mutex<Vec<String>>>,
@@ -90,8 +91,12 @@ async fn read_request(sock: &mut tokio::net::TcpStream) -> String {
                 .lines()
                 .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
                 .unwrap_or_default();
+            let ctype = head
+                .lines()
+                .find(|l| l.to_ascii_lowercase().starts_with("content-type:"))
+                .unwrap_or_default();
             let body = String::from_utf8_lossy(&buf[end + 4..]).to_string();
-            return format!("{first}\n{auth}\n{body}");
+            return format!("{first}\n{auth}\n{ctype}\n{body}");
         }
     }
     String::new()
@@ -366,6 +371,64 @@ async fn f14_agent_not_running_is_not_ready_and_not_retried_here() {
             .unwrap_err()
             .is_agent_not_ready()
     );
+}
+
+// No capture of `agent/exec` was found: these are the shapes of qemu-server's `exec` and
+// `exec-status` (`PVE::QemuServer::Agent::qemu_exec_status`: output decoded, booleans as 1/0).
+#[tokio::test]
+async fn agent_exec_sends_the_command_as_a_json_array() {
+    let r = replay(vec![
+        ok(r#"{"data":{"pid":4242}}"#),
+        ok(r#"{"data":{"exited":0}}"#),
+        ok(r#"{"data":{"exited":1,"exitcode":3,"err-data":"bad\n","out-truncated":1}}"#),
+    ])
+    .await;
+    let argv = ["/bin/sh", "-c", "echo 'a b' && exit 3"];
+    let pid = r.client.agent_exec("pve", 100, &argv).await.unwrap();
+    assert_eq!(pid, 4242);
+    assert!(!r.client.agent_exec_status("pve", 100, pid).await.unwrap().exited);
+    let done = r.client.agent_exec_status("pve", 100, pid).await.unwrap();
+    assert!(done.exited && done.out_truncated && !done.err_truncated);
+    assert_eq!((done.exitcode, done.err_data.as_deref()), (Some(3), Some("bad\n")));
+    let reqs = r.requests();
+    assert!(
+        reqs[0].starts_with("POST /api2/json/nodes/pve/qemu/100/agent/exec HTTP/1.1"),
+        "{}",
+        reqs[0]
+    );
+    // A form would turn the list into one NUL-joined string; JSON keeps it a list.
+    assert!(
+        reqs[0]
+            .to_ascii_lowercase()
+            .contains("\ncontent-type: application/json\n"),
+        "{}",
+        reqs[0]
+    );
+    assert!(
+        reqs[0].ends_with(r#"{"command":["/bin/sh","-c","echo 'a b' && exit 3"]}"#),
+        "{}",
+        reqs[0]
+    );
+    assert!(
+        reqs[1].starts_with("GET /api2/json/nodes/pve/qemu/100/agent/exec-status?pid=4242 "),
+        "{}",
+        reqs[1]
+    );
+}
+
+#[tokio::test]
+async fn agent_exec_is_sent_once() {
+    // Whether to send it again is the caller's decision (the command may have started).
+    let r = replay(vec![
+        reply(
+            "500 QEMU guest agent is not running",
+            r#"{"data":null,"message":"QEMU guest agent is not running\n"}"#,
+        ),
+        ok(r#"{"data":{"pid":1}}"#),
+    ])
+    .await;
+    let e = r.client.agent_exec("pve", 100, &["true"]).await.unwrap_err();
+    assert!(e.is_agent_down(), "{e}");
 }
 
 #[tokio::test]

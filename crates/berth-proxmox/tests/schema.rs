@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_conformance::{Fixture, run_all};
 use berth_core::{GuestKind, InstanceRef, Ipv4Config, Ipv6Config, ListFilter, PowerOp, Provider, Resize};
@@ -28,7 +29,8 @@ async fn every_request_matches_the_pve_schema() {
     run_all(&fixture).await;
 
     // The calls the suite does not make: static addressing, IPv6, DNS, a cross-node clone,
-    // disk growth on a running guest, the doctor, templates and capacity.
+    // disk growth on a running guest, a command run by the guest agent, the doctor, templates
+    // and capacity.
     for kind in [GuestKind::Vm, GuestKind::Container] {
         let mut s = spec(kind, "schema");
         s.network.ipv4 = Ipv4Config::parse("198.51.100.7/24,gw=198.51.100.1").unwrap();
@@ -55,6 +57,10 @@ async fn every_request_matches_the_pve_schema() {
         .await
         .unwrap();
         p.power(&id, PowerOp::Reboot).await.unwrap();
+        if kind == GuestKind::Vm {
+            let out = p.exec(&id, "echo schema", Duration::from_secs(20)).await.unwrap();
+            assert_eq!(out.stdout, "schema\n");
+        }
         p.delete(&id).await.unwrap();
     }
     p.validate().await;

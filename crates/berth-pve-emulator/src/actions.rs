@@ -93,6 +93,8 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
             g.running = false;
             g.started_at = None;
             g.agent_ready_at = None;
+            // Whatever the guest agent started dies with the guest.
+            g.execs = Default::default();
             Ok(Vec::new())
         }
         TaskAction::Reboot { node, kind, vmid } => {
@@ -107,6 +109,7 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
             let now = Instant::now();
             g.started_at = Some(now);
             g.agent_ready_at = Some(now + agent_ready);
+            g.execs = Default::default();
             Ok(Vec::new())
         }
         TaskAction::Destroy {

@@ -71,11 +71,36 @@ impl Reply {
 
 /// Query + body parameters (query overrides body), decoded.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Params(pub Vec<(String, String)>);
+pub(crate) struct Params {
+    /// Every parameter as text, in request order (a JSON array as its JSON text).
+    pub pairs: Vec<(String, String)>,
+    /// Parameters a JSON body gave as arrays, element by element (as text).
+    pub lists: BTreeMap<String, Vec<String>>,
+}
 
 impl Params {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.pairs
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// An `array` parameter as the handler sees it after PVE's `normalize_legacy_param_formats`:
+    /// a JSON array element by element; a form value (a repeated key joined with NUL, as
+    /// `decode_urlencoded` does) as a one-element list.
+    pub fn list(&self, name: &str) -> Option<Vec<String>> {
+        if let Some(items) = self.lists.get(name) {
+            return Some(items.clone());
+        }
+        let values: Vec<&str> = self
+            .pairs
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        (!values.is_empty()).then(|| vec![values.join("\0")])
     }
 
     pub fn required(&self, name: &str) -> Result<&str, ApiError> {
@@ -116,7 +141,7 @@ impl Params {
     /// Parameters other than the listed ones, in request order, last value winning.
     pub fn without(&self, skip: &[&str]) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = Vec::new();
-        for (k, v) in &self.0 {
+        for (k, v) in &self.pairs {
             if skip.contains(&k.as_str()) {
                 continue;
             }

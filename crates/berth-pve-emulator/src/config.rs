@@ -19,6 +19,12 @@ pub struct EmulatorConfig {
     pub old_error_envelope: bool,
     /// Default true: create the standard world (nodes, storages, templates, pool, token).
     pub seed: bool,
+    /// Default true: `agent/exec` runs the command for real, as a subprocess of the emulator on
+    /// this host (with the emulator's user, environment and working directory). False answers
+    /// like a guest agent with `guest-exec` blocked.
+    pub guest_exec: bool,
+    /// Bytes of stdout and of stderr kept per `agent/exec` command; default qemu-ga's 16 MiB.
+    pub exec_output_limit: usize,
 }
 
 impl Default for EmulatorConfig {
@@ -30,6 +36,8 @@ impl Default for EmulatorConfig {
             timings: Timings::default(),
             old_error_envelope: false,
             seed: true,
+            guest_exec: true,
+            exec_output_limit: crate::exec::DEFAULT_OUTPUT_LIMIT,
         }
     }
 }

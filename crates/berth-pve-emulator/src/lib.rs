@@ -5,6 +5,7 @@ mod actions;
 mod agent;
 mod api;
 mod config;
+mod exec;
 mod faults;
 mod guestcfg;
 mod handlers;
@@ -23,6 +24,7 @@ use anyhow::Context as _;
 use tokio::sync::watch;
 
 pub use config::{EmulatorConfig, Timings};
+pub use exec::DEFAULT_OUTPUT_LIMIT as DEFAULT_EXEC_OUTPUT_LIMIT;
 pub use faults::{Fault, FaultRule};
 
 use perms::{ALL_PRIVS, Token};
@@ -87,6 +89,10 @@ impl Emulator {
 
         let node_fp = tls.as_ref().map(|t| t.fingerprint.clone()).unwrap_or_default();
         let mut world = World::new(config.timings.clone(), node_fp);
+        world.exec = exec::ExecSettings {
+            enabled: config.guest_exec,
+            output_limit: config.exec_output_limit,
+        };
         let secret = random_secret();
         world.tokens.insert(
             DEFAULT_TOKEN_ID.to_string(),

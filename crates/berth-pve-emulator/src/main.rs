@@ -41,6 +41,10 @@ struct Args {
     /// Error bodies are `{"data":null}` only (PVE before 8.3).
     #[arg(long)]
     old_error_envelope: bool,
+    /// Let `agent/exec` run commands for real, as subprocesses of this emulator on this host.
+    /// Off by default: without it the emulated guest agent refuses `guest-exec`.
+    #[arg(long)]
+    guest_exec: bool,
     /// Secret of the berth@pve!agent token (random if not given).
     #[arg(long, env = "BERTH_PVE_TOKEN_SECRET", hide_env_values = true)]
     token_secret: Option<String>,
@@ -85,6 +89,8 @@ async fn main() -> anyhow::Result<()> {
         timings,
         old_error_envelope: args.old_error_envelope,
         seed: true,
+        guest_exec: args.guest_exec,
+        ..EmulatorConfig::default()
     };
     let handle = Emulator::start(config).await?;
     let secret = match args.token_secret {

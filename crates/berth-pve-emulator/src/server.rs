@@ -270,13 +270,15 @@ async fn process(
         Err(_) => return Err(ApiError::Status(413, "Request Entity Too Large".to_string()).into()),
     };
     let mut params: Vec<(String, String)> = Vec::new();
+    let mut lists: BTreeMap<String, Vec<String>> = BTreeMap::new();
     if (method == "POST" || method == "PUT") && !body.is_empty() {
-        params = parse_body(&body, &content_type)?;
+        (params, lists) = parse_body(&body, &content_type)?;
     }
     let query_params: Vec<(String, String)> = serde_urlencoded::from_str(query)
         .map_err(|e| ApiError::Status(400, format!("unable to parse query string: {e}")))?;
     for (k, v) in query_params {
         params.retain(|(bk, _)| *bk != k);
+        lists.remove(&k);
         params.push((k, v));
     }
     seen.params = params.clone();
@@ -303,6 +305,7 @@ async fn process(
                 );
             }
             params.retain(|(k, _)| k != name);
+            lists.remove(name);
         }
         if !errors.is_empty() {
             return Err(ApiError::Param(errors).into());
@@ -339,7 +342,7 @@ async fn process(
         .into());
     }
 
-    let params = Params(params);
+    let params = Params { pairs: params, lists };
     let mut ctx = Ctx {
         shared: shared.clone(),
         token,
@@ -350,28 +353,43 @@ async fn process(
     Ok(handlers::dispatch(&mut ctx, route)?)
 }
 
-fn parse_body(body: &Bytes, content_type: &str) -> Result<Vec<(String, String)>, ApiError> {
+/// Body parameters as text, plus (JSON bodies only) the arrays among them element by element.
+type BodyParams = (Vec<(String, String)>, BTreeMap<String, Vec<String>>);
+
+fn parse_body(body: &Bytes, content_type: &str) -> Result<BodyParams, ApiError> {
     if content_type.starts_with("application/json") {
         let value: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::Status(400, format!("unable to parse JSON body: {e}")))?;
         let Value::Object(map) = value else {
             return Err(ApiError::Status(400, "JSON body must be an object".to_string()));
         };
-        return Ok(map
+        let mut lists = BTreeMap::new();
+        let pairs = map
             .into_iter()
             .filter(|(_, v)| !v.is_null())
             .map(|(k, v)| {
-                let s = match v {
-                    Value::Bool(b) => if b { "1" } else { "0" }.to_string(),
-                    Value::String(s) => s,
-                    Value::Number(n) => n.to_string(),
-                    other => other.to_string(),
-                };
+                if let Value::Array(items) = &v {
+                    lists.insert(k.clone(), items.iter().map(json_text).collect());
+                }
+                let s = json_text(&v);
                 (k, s)
             })
-            .collect());
+            .collect();
+        return Ok((pairs, lists));
     }
-    serde_urlencoded::from_bytes(body).map_err(|e| ApiError::Status(400, format!("unable to parse request body: {e}")))
+    let pairs = serde_urlencoded::from_bytes(body)
+        .map_err(|e| ApiError::Status(400, format!("unable to parse request body: {e}")))?;
+    Ok((pairs, BTreeMap::new()))
+}
+
+/// A JSON value as the text PVE's handlers see: booleans `1`/`0`, strings unquoted.
+fn json_text(v: &Value) -> String {
+    match v {
+        Value::Bool(b) => if *b { "1" } else { "0" }.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn base_response(status: u16, body: Vec<u8>) -> Response<Body> {

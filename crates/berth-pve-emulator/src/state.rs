@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
 use crate::config::Timings;
+use crate::exec::{ExecSettings, GuestExecs};
 use crate::faults::FaultRule;
 use crate::perms::Token;
 use crate::tasks::Task;
@@ -129,6 +130,8 @@ pub(crate) struct Guest {
     pub running: bool,
     pub started_at: Option<Instant>,
     pub agent_ready_at: Option<Instant>,
+    /// Processes started through the guest agent (`agent/exec`).
+    pub execs: GuestExecs,
 }
 
 impl Guest {
@@ -144,6 +147,7 @@ impl Guest {
             running: false,
             started_at: None,
             agent_ready_at: None,
+            execs: GuestExecs::default(),
         }
     }
     pub fn lock(&self) -> Option<&str> {
@@ -255,6 +259,7 @@ pub(crate) struct World {
     pub next_pid: u32,
     pub boot: Instant,
     pub node_fingerprint: String,
+    pub exec: ExecSettings,
 }
 
 impl World {
@@ -276,6 +281,7 @@ impl World {
             next_pid: 4000 + rand::random_range(0..20000),
             boot: Instant::now(),
             node_fingerprint,
+            exec: ExecSettings::default(),
         }
     }
 

@@ -339,6 +339,16 @@ pub async fn instance(action: InstanceAction, api: &ApiArgs, out: OutputFormat) 
             let i = c.instance(&id).await?;
             return show(out, &i, instance_line);
         }
+        InstanceAction::Credentials { id, identity } => {
+            let i = c.instance(&id).await?;
+            let sealed = i
+                .credentials
+                .with_context(|| format!("instance {id} has no credentials (its backend made none)"))?;
+            let file = std::fs::read_to_string(&identity)
+                .with_context(|| format!("cannot read the identity file {}", identity.display()))?;
+            let plain = berth_agent::credentials::open(&file, &sealed).map_err(anyhow::Error::msg)?;
+            return show(out, &plain, |p| format!("user {}\npassword {}", p.user, p.password));
+        }
         InstanceAction::Reconfigure {
             id,
             cores,

@@ -55,6 +55,11 @@ pub enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(crate::cli_api::AuditAction),
+    /// Run the agent next to the hypervisors (`--config berth.toml`), or enroll it.
+    Agent(crate::cli_api::AgentArgs),
+    /// Everything on one machine: the control plane on SQLite and a local agent with the
+    /// backend `--config` names, enrolled; prints the URLs and tokens' files.
+    Up(crate::cli_api::UpArgs),
 }
 
 #[derive(Args, Debug)]

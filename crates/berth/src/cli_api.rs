@@ -167,6 +167,14 @@ pub enum InstanceAction {
     Terminate {
         id: String,
     },
+    /// Decrypt the credentials the machine was born with (a root password), with the age
+    /// identity whose public key the order named.
+    Credentials {
+        id: String,
+        /// The age identity file (`AGE-SECRET-KEY-1…`, as `age-keygen` writes it).
+        #[arg(long)]
+        identity: PathBuf,
+    },
     Reconfigure {
         id: String,
         #[arg(long)]
@@ -176,6 +184,42 @@ pub enum InstanceAction {
         #[arg(long)]
         disk_gib: Option<u64>,
     },
+}
+
+/// `berth agent`: run the agent (`--config berth.toml`), or enroll it.
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub action: Option<AgentAction>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentAction {
+    /// Register this agent's key with the control plane, using a single-use setup token.
+    Enroll {
+        /// The setup token (`berth agent-token create`); or set BERTH_SETUP_TOKEN.
+        #[arg(long, env = "BERTH_SETUP_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The name to enroll under (default: agent.name, else the host name).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Run the agent (the default).
+    Run,
+}
+
+/// `berth up`: the control plane on SQLite and a local agent, in one process.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Where the database, tokens, keys and the agent's journal go.
+    #[arg(long, default_value = "berth-data")]
+    pub data_dir: PathBuf,
+    /// The control plane's listen address.
+    #[arg(long, default_value = "127.0.0.1:8420")]
+    pub listen: String,
+    /// Also order one machine from the first offering and follow it until it runs.
+    #[arg(long)]
+    pub demo: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -17,6 +17,9 @@ pub async fn run(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> 
                 "config",
                 format!("{} is valid (backend {})", path.display(), config.backend.as_str()),
             ));
+            if let Some(settings) = &config.agent {
+                checks.extend(agent_checks(settings).await);
+            }
             match berth_agent::build_provider(&config) {
                 Err(e) => checks.push(Check::fail("backend", e.to_string())),
                 Ok(provider) => checks.extend(provider.validate().await),
@@ -37,4 +40,51 @@ pub async fn run(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+/// The agent's side: its key, its enrollment, and whether the control plane answers and knows
+/// the key (a signed `GET /agent/me`).
+async fn agent_checks(settings: &berth_agent::AgentSettings) -> Vec<Check> {
+    use berth_agent::identity;
+    let mut out = Vec::new();
+    match identity::load_key(&settings.key_file) {
+        Ok(_) => out.push(Check::ok("agent key", settings.key_file.display().to_string())),
+        Err(e) => {
+            out.push(Check::fail(
+                "agent key",
+                format!("{e:#}; `berth agent enroll --token …` creates it"),
+            ));
+            return out;
+        }
+    }
+    let (client, enrollment) = match identity::signed_client(settings) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(Check::fail("enrollment", format!("{e:#}")));
+            return out;
+        }
+    };
+    out.push(Check::ok(
+        "enrollment",
+        format!("agent {} of provider {}", enrollment.agent_id, enrollment.provider_id),
+    ));
+    match client.me().await {
+        Ok(me) if me.revoked_at.is_some() => out.push(Check::fail(
+            "control plane",
+            format!(
+                "{}: this agent was revoked; enroll again with a new setup token",
+                settings.endpoint
+            ),
+        )),
+        Ok(me) => out.push(Check::ok(
+            "control plane",
+            format!("{} knows this key (agent {})", settings.endpoint, me.name),
+        )),
+        Err(e) if e.code().is_some() => out.push(Check::fail(
+            "control plane",
+            format!("{} refused this agent's signature: {e}", settings.endpoint),
+        )),
+        Err(e) => out.push(Check::fail("control plane", format!("unreachable: {e}"))),
+    }
+    out
 }

@@ -1,5 +1,6 @@
 //! `berth`: argument parsing and wiring only. Each subcommand lives in its own module.
 
+mod agent_cmd;
 mod api_cmd;
 mod cli;
 mod cli_api;
@@ -9,6 +10,7 @@ mod operator;
 mod output;
 mod progress;
 mod server_cmd;
+mod up_cmd;
 mod vm;
 
 use std::process::ExitCode;
@@ -56,6 +58,8 @@ fn main() -> ExitCode {
             cli::Command::Order(a) => api_cmd::order(a, &cli.api, output).await,
             cli::Command::Op(a) => api_cmd::op(a, &cli.api, output).await,
             cli::Command::Instance(a) => api_cmd::instance(a, &cli.api, output).await,
+            cli::Command::Agent(a) => agent_cmd::run(a, config).await,
+            cli::Command::Up(a) => up_cmd::run(a, config).await,
             cli::Command::Audit(cli_api::AuditAction::Verify) => server_cmd::audit_verify(config, output).await,
             cli::Command::Audit(cli_api::AuditAction::List { after, limit }) => {
                 api_cmd::audit_list(after, limit, &cli.api, output).await

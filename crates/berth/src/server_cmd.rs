@@ -28,6 +28,7 @@ pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&berth_server::openapi())?);
         return Ok(ExitCode::SUCCESS);
     }
+    let stop = StopSignal::install()?;
     let cfg = ServerConfig::load(config)?;
     let store = berth_server::open_store(&cfg).await?;
     let file = token_file(&cfg);
@@ -37,19 +38,33 @@ pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let running = berth_server::start(cfg, store).await?;
     eprintln!("berth server listening on http://{}", running.addr);
     eprintln!("OpenAPI document: http://{}/api/v1/openapi.json", running.addr);
-    wait_for_signal().await?;
+    stop.wait().await;
     eprintln!("shutting down: finishing requests in flight");
     running.shutdown().await?;
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment of `install` (a signal before the wait is kept).
+pub(crate) struct StopSignal {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    pub fn install() -> anyhow::Result<StopSignal> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignal {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
     }
-    Ok(())
+
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
 }
 
 pub async fn audit_verify(config: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {

@@ -127,6 +127,7 @@ async fn server_and_client_commands_from_order_to_audit() {
                 disk_gib_free: 100,
             },
             backends: vec![],
+            drift: vec![],
         })
         .await
         .unwrap();

@@ -1,6 +1,7 @@
 //! `berth.toml`: parsing, validation and secret resolution. Every error names the file, the line,
 //! the key and what was expected, and never repeats a secret's value.
 
+mod agent;
 mod locate;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,9 @@ use berth_proxmox::ProxmoxConfig;
 use berth_script::ScriptConfig;
 use serde::Deserialize;
 
+use crate::guard::{BreakerConfig, RateLimit};
+
+pub use agent::{AgentSection, AgentSettings, CapacitySection, PollingSection, PostProvisionSection, ReconcileSection};
 pub use locate::ConfigFileError;
 use locate::{Locator, is_secret_key};
 
@@ -46,6 +50,12 @@ impl BackendKind {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     provisioner: RawProvisioner,
+    api: Option<agent::ApiSection>,
+    agent: Option<AgentSection>,
+    polling: Option<PollingSection>,
+    capacity: Option<CapacitySection>,
+    post_provision: Option<PostProvisionSection>,
+    reconcile: Option<ReconcileSection>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,6 +63,11 @@ struct RawConfig {
 struct RawProvisioner {
     #[serde(rename = "type")]
     kind: BackendKind,
+    /// Client-side limit on calls to the backend's endpoint.
+    #[serde(default)]
+    rate_limit: RateLimit,
+    #[serde(default)]
+    circuit_breaker: BreakerConfig,
     proxmox: Option<ProxmoxConfig>,
     script: Option<ScriptConfig>,
     multipass: Option<MultipassConfig>,
@@ -82,6 +97,10 @@ pub struct Config {
     /// Present when `backend` is Libvirt (relative paths already resolved).
     #[cfg(feature = "libvirt")]
     pub libvirt: Option<LibvirtConfig>,
+    /// The agent's tables; `None` when the file has no `[api]` (it drives a backend only).
+    pub agent: Option<AgentSettings>,
+    pub rate_limit: RateLimit,
+    pub circuit_breaker: BreakerConfig,
 }
 
 impl Config {
@@ -95,6 +114,9 @@ impl Config {
             manual: None,
             #[cfg(feature = "libvirt")]
             libvirt: None,
+            agent: None,
+            rate_limit: RateLimit::default(),
+            circuit_breaker: BreakerConfig::default(),
         }
     }
 
@@ -123,38 +145,63 @@ pub fn load_config(path: &Path) -> Result<Config, ConfigFileError> {
 pub fn parse_config(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigFileError> {
     let loc = Locator::new(path, text);
     let raw: RawConfig = toml::from_str(text).map_err(|e| loc.toml_error(&e))?;
-    let p = raw.provisioner;
+    let base = std::path::absolute(Config::new(path, BackendKind::Manual).base_dir()).unwrap_or_else(|_| ".".into());
+    let tables = agent::RawAgentTables {
+        api: raw.api,
+        agent: raw.agent,
+        polling: raw.polling,
+        capacity: raw.capacity,
+        post_provision: raw.post_provision,
+        reconcile: raw.reconcile,
+    };
+    let settings = agent::settle(tables, &base).map_err(|(key, message)| loc.at_key(&key, &message))?;
+    let (rate_limit, circuit_breaker) = (raw.provisioner.rate_limit, raw.provisioner.circuit_breaker);
+    check(rate_limit.validate(), "rate_limit", |e| e, &loc)?;
+    check(circuit_breaker.validate(), "circuit_breaker", |e| e, &loc)?;
+    let mut config = backend_config(path, raw.provisioner, &loc, env)?;
+    config.agent = settings;
+    config.rate_limit = rate_limit;
+    config.circuit_breaker = circuit_breaker;
+    Ok(config)
+}
+
+fn backend_config(
+    path: &Path,
+    p: RawProvisioner,
+    loc: &Locator,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigFileError> {
     match p.kind {
         BackendKind::Proxmox => {
-            let mut px = table(p.proxmox, "proxmox", "api_url, api_token_id, node, template_vmid, storage", &loc)?;
-            resolve_proxmox_secret(&mut px, path, &loc, env)?;
-            check(px.validate(), "proxmox", |e| (e.key, e.message), &loc)?;
+            let mut px = table(p.proxmox, "proxmox", "api_url, api_token_id, node, template_vmid, storage", loc)?;
+            resolve_proxmox_secret(&mut px, path, loc, env)?;
+            check(px.validate(), "proxmox", |e| (e.key, e.message), loc)?;
             Ok(Config { proxmox: Some(px), ..Config::new(path, p.kind) })
         }
         BackendKind::Script => {
-            let sc = table(p.script, "script", "command, or provision/terminate/start/stop/status/list", &loc)?;
+            let sc = table(p.script, "script", "command, or provision/terminate/start/stop/status/list", loc)?;
             let config = Config::new(path, p.kind);
-            check(sc.validate(&config.base_dir()), "script", |e| (e.key, e.message), &loc)?;
+            check(sc.validate(&config.base_dir()), "script", |e| (e.key, e.message), loc)?;
             Ok(Config { script: Some(sc), ..config })
         }
         BackendKind::Manual => {
             let mc = p.manual.unwrap_or_default();
             let config = Config::new(path, p.kind);
-            check(mc.validate(&config.base_dir()), "manual", |e| (e.key, e.message), &loc)?;
+            check(mc.validate(&config.base_dir()), "manual", |e| (e.key, e.message), loc)?;
             Ok(Config { manual: Some(mc), ..config })
         }
         BackendKind::Multipass => {
             let mc = p.multipass.unwrap_or_default();
             let config = Config::new(path, p.kind);
-            check(mc.validate(&config.base_dir()), "multipass", |e| (e.key, e.message), &loc)?;
+            check(mc.validate(&config.base_dir()), "multipass", |e| (e.key, e.message), loc)?;
             Ok(Config { multipass: Some(mc), ..config })
         }
         #[cfg(feature = "libvirt")]
         BackendKind::Libvirt => {
-            let mut lc = table(p.libvirt, "libvirt", "images_dir or template_pool", &loc)?;
+            let mut lc = table(p.libvirt, "libvirt", "images_dir or template_pool", loc)?;
             let config = Config::new(path, p.kind);
             let base = std::path::absolute(config.base_dir()).unwrap_or_else(|_| config.base_dir());
-            check(lc.validate(&base), "libvirt", |e| (e.key, e.message), &loc)?;
+            check(lc.validate(&base), "libvirt", |e| (e.key, e.message), loc)?;
             Ok(Config {
                 libvirt: Some(lc),
                 ..config

@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             disk_gib_free: 1 << 30,
         },
         backends: vec![],
+        drift: vec![],
     };
     let per = args.agents.div_ceil(args.providers);
     for p in 0..args.providers {

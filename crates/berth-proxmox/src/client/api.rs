@@ -1,16 +1,16 @@
 //! Typed calls for every PVE endpoint Berth uses: cluster and node inventory, storage, pools,
 //! permissions, and the VM/container lifecycle (clone, create, config, resize, power, delete,
-//! guest interfaces).
+//! guest interfaces, commands run by the guest agent).
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::error::PveError;
 use super::http::{Method, PveClient};
 use super::params::{Params, path_segment};
 use super::task::Upid;
 use super::types::{
-    AgentInterfaces, ClusterResource, GuestConfig, GuestStatus, NetInterface, NodeInfo, NodeStatus, Permissions,
-    PoolInfo, StorageInfo, StorageVolume, VersionInfo, lenient_u64,
+    AgentExecStarted, AgentExecStatus, AgentInterfaces, ClusterResource, GuestConfig, GuestStatus, NetInterface,
+    NodeInfo, NodeStatus, Permissions, PoolInfo, StorageInfo, StorageVolume, VersionInfo, lenient_u64,
 };
 
 /// The two guest types, and their path segment (`qemu`, `lxc`).
@@ -253,6 +253,25 @@ impl PveClient {
         );
         let r: AgentInterfaces = self.get_once(&path, &Params::new()).await?;
         Ok(r.result.unwrap_or_default())
+    }
+
+    /// `POST .../agent/exec` with `command` = `argv` (program + arguments, run without a shell):
+    /// the guest PID. `command` is a JSON array (see `Payload` in `http`: a form cannot carry a
+    /// list), and the request is sent once: whether running it again is safe is the caller's call.
+    pub async fn agent_exec(&self, node: &str, vmid: u32, argv: &[&str]) -> Result<u64, PveError> {
+        let path = format!("{}/agent/exec", guest_path(node, GuestType::Qemu, vmid));
+        let r: AgentExecStarted = self.post_json_once(&path, &json!({ "command": argv })).await?;
+        r.pid.ok_or_else(|| PveError::Decode {
+            method: "POST",
+            path,
+            message: "the answer has no pid".into(),
+        })
+    }
+
+    /// `GET .../agent/exec-status?pid=N`, once (the caller polls).
+    pub async fn agent_exec_status(&self, node: &str, vmid: u32, pid: u64) -> Result<AgentExecStatus, PveError> {
+        let path = format!("{}/agent/exec-status", guest_path(node, GuestType::Qemu, vmid));
+        self.get_once(&path, &Params::new().int("pid", pid)).await
     }
 
     /// `GET /nodes/{node}/lxc/{vmid}/interfaces`, once.

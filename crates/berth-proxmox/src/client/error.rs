@@ -62,6 +62,10 @@ pub enum PveError {
 static GUEST_CONFIG_MISSING: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"(?i)\bConfiguration file '[^']*' does not exist").expect("valid regex"));
 
+/// `VM 100 is not running` (`assert_agent_available`) / `VM 100 not running` (reset).
+static GUEST_NOT_RUNNING: LazyLock<regex::Regex> =
+    LazyLock::new(|| regex::Regex::new(r"\b(?:VM|CT) \d+ (?:is )?not running").expect("valid regex"));
+
 /// `VM is locked (clone)` / `CT is locked (disk)`.
 static LOCKED_BY: LazyLock<regex::Regex> =
     LazyLock::new(|| regex::Regex::new(r"(?:VM|CT) is locked \(([^)]+)\)").expect("valid regex"));
@@ -171,6 +175,26 @@ impl PveError {
             }
             _ => false,
         }
+    }
+
+    /// The guest agent did not answer PVE's `guest-ping`, so the request never reached it:
+    /// `QEMU guest agent is not running`, or `… command 'guest-ping' failed - got timeout`.
+    /// Narrower than `is_agent_not_ready`: safe to resend even a request that starts something.
+    pub fn is_agent_down(&self) -> bool {
+        self.status() == Some(500)
+            && (self.mentions("guest agent is not running")
+                || (self.mentions("'guest-ping'") && self.mentions("got timeout")))
+    }
+
+    /// `Agent error: …`: the guest agent answered, with an error (`Invalid parameter 'pid'`,
+    /// `Failed to execute child process …`). Sending the same request again gets the same answer.
+    pub fn is_agent_error(&self) -> bool {
+        self.status() == Some(500) && self.mentions("Agent error:")
+    }
+
+    /// `VM 100 is not running`: the guest is stopped (not its agent).
+    pub fn is_guest_not_running(&self) -> bool {
+        self.status() == Some(500) && self.texts().iter().any(|t| GUEST_NOT_RUNNING.is_match(t))
     }
 
     pub fn is_agent_not_configured(&self) -> bool {
@@ -357,6 +381,16 @@ mod tests {
         assert!(!api("GET", 500, "No QEMU guest agent configured").is_agent_not_ready());
         assert!(api("GET", 500, "VM 100 qmp command 'guest-ping' failed - got timeout").is_agent_not_ready());
         assert!(!api("GET", 403, "Permission check failed").is_agent_not_ready());
+        assert!(api("POST", 500, "QEMU guest agent is not running").is_agent_down());
+        assert!(api("POST", 500, "VM 100 qmp command 'guest-ping' failed - got timeout").is_agent_down());
+        // The command itself may have started: not "down".
+        assert!(!api("POST", 500, "VM 100 qga command 'guest-exec' failed - got timeout").is_agent_down());
+        assert!(!api("POST", 500, "VM 100 is not running").is_agent_down());
+        assert!(!api("POST", 400, "Parameter verification failed.").is_agent_down());
+        assert!(api("POST", 500, "VM 100 is not running").is_guest_not_running());
+        assert!(api("GET", 500, "Agent error: Invalid parameter 'pid'").is_agent_error());
+        assert!(!api("GET", 500, "QEMU guest agent is not running").is_agent_error());
+        assert!(!api("POST", 500, "QEMU guest agent is not running").is_guest_not_running());
     }
 
     #[test]

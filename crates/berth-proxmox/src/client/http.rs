@@ -76,6 +76,16 @@ impl Method {
     }
 }
 
+/// What a request carries besides its path: parameters (a query string on GET/DELETE, a form body
+/// on POST/PUT), or a JSON object body for what a form cannot express. PVE joins a repeated form
+/// key into one NUL-separated string, so an `array` parameter (`agent/exec`'s `command`) with more
+/// than one element needs JSON (accepted since pve-http-server's fix #2766, 2020).
+#[derive(Debug, Clone, Copy)]
+enum Payload<'a> {
+    Params(&'a Params),
+    Json(&'a Value),
+}
+
 /// The typed Proxmox VE API client. Cheap to clone; all clones share one connection pool.
 #[derive(Clone)]
 pub struct PveClient {
@@ -178,6 +188,13 @@ impl PveClient {
         decode(method, path, env.data)
     }
 
+    /// A POST whose body is the JSON object `body`, sent exactly once (see `Payload` for when a
+    /// form will not do).
+    pub async fn post_json_once<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T, PveError> {
+        let env = self.send_once(Method::Post, path, Payload::Json(body)).await?;
+        decode(Method::Post, path, env.data)
+    }
+
     /// The raw envelope of any call. `retry` enables retries of transient failures.
     pub async fn request(
         &self,
@@ -192,19 +209,27 @@ impl PveClient {
             policy,
             &format!("{} {path}", method.as_str()),
             |e| e.is_transient(read),
-            || self.send_once(method, path, params),
+            || self.send_once(method, path, Payload::Params(params)),
         )
         .await
     }
 
-    async fn send_once(&self, method: Method, path: &str, params: &Params) -> Result<Envelope, PveError> {
+    async fn send_once(&self, method: Method, path: &str, payload: Payload<'_>) -> Result<Envelope, PveError> {
         let url = format!("{}{path}", self.inner.base);
         let http = &self.inner.http;
-        let req = match method {
-            Method::Get => http.get(&url).query(params.pairs()),
-            Method::Delete => http.delete(&url).query(params.pairs()),
-            Method::Post => http.post(&url).form(params.pairs()),
-            Method::Put => http.put(&url).form(params.pairs()),
+        let req = match (method, payload) {
+            (Method::Get, Payload::Params(p)) => http.get(&url).query(p.pairs()),
+            (Method::Delete, Payload::Params(p)) => http.delete(&url).query(p.pairs()),
+            (Method::Post, Payload::Params(p)) => http.post(&url).form(p.pairs()),
+            (Method::Put, Payload::Params(p)) => http.put(&url).form(p.pairs()),
+            (Method::Post, Payload::Json(v)) => http.post(&url).json(v),
+            (Method::Put, Payload::Json(v)) => http.put(&url).json(v),
+            // PVE refuses a body on GET/DELETE (501), so no such request is ever built.
+            (Method::Get | Method::Delete, Payload::Json(_)) => {
+                return Err(PveError::Setup {
+                    message: format!("{} {path}: a JSON body is only sent with POST or PUT", method.as_str()),
+                });
+            }
         };
         let m = method.as_str();
         tracing::debug!(method = m, path, "PVE request");

@@ -53,6 +53,19 @@ pub(crate) fn de_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::
     Ok(Option::<Value>::deserialize(d)?.as_ref().and_then(lenient_u64))
 }
 
+/// A signed number given as a JSON number or a numeric string.
+pub fn lenient_i64(v: &Value) -> Option<i64> {
+    match v {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    }
+}
+
+pub(crate) fn de_i64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.as_ref().and_then(lenient_i64))
+}
+
 pub(crate) fn de_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     Ok(de_u64(d)?.and_then(|n| u32::try_from(n).ok()))
 }
@@ -334,6 +347,34 @@ pub struct AgentInterfaces {
     pub result: Option<Vec<NetInterface>>,
 }
 
+/// `POST .../agent/exec`: the guest's PID of the started command.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AgentExecStarted {
+    #[serde(default, deserialize_with = "de_u64")]
+    pub pid: Option<u64>,
+}
+
+/// `GET .../agent/exec-status?pid=N`: `exited` 0 while the command runs; afterwards `exitcode` (or
+/// `signal`), and the captured output (PVE decodes QEMU's base64). QEMU reports a finished PID
+/// once and then forgets it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AgentExecStatus {
+    #[serde(default, deserialize_with = "de_bool")]
+    pub exited: bool,
+    #[serde(default, deserialize_with = "de_i64")]
+    pub exitcode: Option<i64>,
+    #[serde(default, deserialize_with = "de_i64")]
+    pub signal: Option<i64>,
+    #[serde(rename = "out-data", default, deserialize_with = "de_string")]
+    pub out_data: Option<String>,
+    #[serde(rename = "err-data", default, deserialize_with = "de_string")]
+    pub err_data: Option<String>,
+    #[serde(rename = "out-truncated", default, deserialize_with = "de_bool")]
+    pub out_truncated: bool,
+    #[serde(rename = "err-truncated", default, deserialize_with = "de_bool")]
+    pub err_truncated: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -361,6 +402,22 @@ mod tests {
         assert_eq!(c.get_u64("memory"), Some(2048));
         assert_eq!(c.get("cores").as_deref(), Some("2"));
         assert!(c.is_template());
+    }
+
+    #[test]
+    fn exec_status_is_read_leniently() {
+        let running: AgentExecStatus = serde_json::from_value(json!({"exited": 0})).unwrap();
+        assert!(!running.exited && running.exitcode.is_none() && running.out_data.is_none());
+        let done: AgentExecStatus = serde_json::from_value(json!({
+            "exited": 1, "exitcode": "3", "err-data": "boom\n", "out-truncated": 1
+        }))
+        .unwrap();
+        assert!(done.exited && done.out_truncated && !done.err_truncated);
+        assert_eq!(done.exitcode, Some(3));
+        assert_eq!(done.err_data.as_deref(), Some("boom\n"));
+        let killed: AgentExecStatus = serde_json::from_value(json!({"exited": true, "signal": 9})).unwrap();
+        assert_eq!((killed.exitcode, killed.signal), (None, Some(9)));
+        assert_eq!(lenient_i64(&json!(-5)), Some(-5));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod create_ct;
 mod create_vm;
 mod dispatch;
 mod doctor;
+mod exec;
 mod guest;
 mod inventory;
 mod manage;
@@ -23,8 +24,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_core::{
-    Capabilities, Capacity, Check, DeleteOutcome, Instance, InstanceRef, ListFilter, PowerOp, ProgressSink, Provider,
-    ProviderError, ReconfigureOutcome, Resize, Template, VmSpec,
+    Capabilities, Capacity, Check, DeleteOutcome, ExecOutput, Instance, InstanceRef, ListFilter, PowerOp, ProgressSink,
+    Provider, ProviderError, ReconfigureOutcome, Resize, Template, VmSpec,
 };
 
 use crate::client::tls::{parse_fingerprints, parse_pem_certs};
@@ -161,5 +162,9 @@ impl Provider for ProxmoxProvider {
 
     async fn capacity(&self) -> Result<Capacity, ProviderError> {
         self.node_capacity().await
+    }
+
+    async fn exec(&self, id: &InstanceRef, command: &str, timeout: Duration) -> Result<ExecOutput, ProviderError> {
+        self.exec_ref(id, command, timeout).await
     }
 }

@@ -155,7 +155,7 @@ pub(super) fn create(ctx: &mut Ctx, node: &str) -> ApiResult {
             propstr::normalize_tags(t).map_err(|e| ApiError::param("tags", e))?,
         );
     }
-    for (k, v) in p.0.iter() {
+    for (k, v) in p.pairs.iter() {
         if let Some(n) = k.strip_prefix("net")
             && !n.is_empty()
             && n.chars().all(|c| c.is_ascii_digit())

@@ -1,4 +1,4 @@
-//! qemu-only endpoints: clone, async config, cloud-init, guest agent.
+//! qemu-only endpoints: clone, async config, cloud-init, guest agent (interfaces, ping, exec).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -241,4 +241,64 @@ pub(super) fn agent_ping(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
     ctx.token.check_vm(&world, vmid, AGENT_PRIVS, true)?;
     assert_agent(&world, node, vmid)?;
     Reply::data(json!({ "result": {} }))
+}
+
+/// `agent/exec` and `exec-status` need this since PVE 9 (`VM.Monitor` before).
+const EXEC_PRIVS: &[&str] = &["VM.GuestAgent.Unrestricted"];
+
+/// `POST .../agent/exec`: `qemu_exec`, the command run for real on the host (see `exec`). A form
+/// value for `command` is one element (a repeated key NUL-joined into it, as PVE does); a JSON
+/// array is the program and its arguments.
+pub(super) fn agent_exec(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
+    let argv = ctx
+        .params
+        .list("command")
+        .ok_or_else(|| ApiError::param("command", "property is missing and it is not optional"))?;
+    let input = ctx.params.get("input-data").map(|s| s.as_bytes().to_vec());
+    let shared = ctx.shared.clone();
+    let mut world = shared.world();
+    ctx.token.check_vm(&world, vmid, EXEC_PRIVS, false)?;
+    guest(&world, node, Kind::Qemu, vmid)?;
+    if argv.is_empty() && input.is_none() {
+        return Err(ApiError::fail("command or input-data (or both) required"));
+    }
+    assert_agent(&world, node, vmid)?;
+    let settings = world.exec.clone();
+    if !settings.enabled {
+        return Err(ApiError::fail(
+            "Agent error: The command guest-exec has been disabled for this instance",
+        ));
+    }
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(ApiError::fail("Agent error: no runtime to run guest-exec in"));
+    }
+    let g = world
+        .guest_on_mut(node, Kind::Qemu, vmid)
+        .ok_or_else(|| ApiError::fail(Kind::Qemu.missing_config(node, vmid)))?;
+    let boot = g.started_at;
+    let pid = g
+        .execs
+        .spawn(&argv, input, boot, settings.output_limit)
+        .map_err(|e| ApiError::fail(format!("Agent error: {e}")))?;
+    Reply::data(json!({ "pid": pid }))
+}
+
+/// `GET .../agent/exec-status?pid=N`: `exited: 0` while it runs, then (once) the result.
+pub(super) fn agent_exec_status(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
+    let pid = ctx
+        .params
+        .int("pid")?
+        .ok_or_else(|| ApiError::param("pid", "property is missing and it is not optional"))?;
+    let shared = ctx.shared.clone();
+    let mut world = shared.world();
+    ctx.token.check_vm(&world, vmid, EXEC_PRIVS, false)?;
+    assert_agent(&world, node, vmid)?;
+    let g = world
+        .guest_on_mut(node, Kind::Qemu, vmid)
+        .ok_or_else(|| ApiError::fail(Kind::Qemu.missing_config(node, vmid)))?;
+    let boot = g.started_at;
+    let status = u32::try_from(pid).ok().and_then(|p| g.execs.status(p, boot));
+    status
+        .map(|st| Reply { data: st, total: None })
+        .ok_or_else(|| ApiError::fail("Agent error: Invalid parameter 'pid'"))
 }

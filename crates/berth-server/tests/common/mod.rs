@@ -119,6 +119,7 @@ pub fn roomy() -> Heartbeat {
             healthy: true,
             detail: None,
         }],
+        drift: vec![],
     }
 }
 

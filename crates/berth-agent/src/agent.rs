@@ -1,0 +1,276 @@
+//! The agent: claim work (long-poll) while a backend has a free slot, run each operation in its
+//! own task, heartbeat and reconcile on their own schedules, and on shutdown stop claiming, let
+//! running work finish within the grace period, then checkpoint it and release its lease.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_api::client::Client;
+use berth_api::wire::{Claimed, Drift};
+use berth_core::Provider;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::AgentSettings;
+use crate::heartbeat::Need;
+use crate::journal::{Entry, Journal};
+use crate::lease::is_refusal;
+
+/// One backend the agent drives, with its own concurrency limit.
+pub struct Backend {
+    pub name: String,
+    pub provider: Arc<dyn Provider>,
+    pub slots: Arc<Semaphore>,
+    health: Mutex<(bool, Option<String>)>,
+    /// Resources of provisions under way, not yet visible in the backend's list.
+    pub(crate) reserved: Mutex<Need>,
+    circuit: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
+}
+
+impl Backend {
+    pub fn new(name: impl Into<String>, provider: Arc<dyn Provider>, concurrency: usize) -> Backend {
+        Backend {
+            name: name.into(),
+            provider,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            health: Mutex::new((true, None)),
+            reserved: Mutex::new(Need::default()),
+            circuit: None,
+        }
+    }
+
+    /// Says, when the backend's circuit breaker is open, why (for the heartbeat).
+    pub fn with_circuit(mut self, f: Arc<dyn Fn() -> Option<String> + Send + Sync>) -> Backend {
+        self.circuit = Some(f);
+        self
+    }
+
+    pub fn health(&self) -> (bool, Option<String>) {
+        self.health.lock().expect("health lock").clone()
+    }
+
+    pub(crate) fn set_health(&self, healthy: bool, detail: Option<String>) {
+        *self.health.lock().expect("health lock") = (healthy, detail);
+    }
+
+    pub fn circuit_open(&self) -> Option<String> {
+        self.circuit.as_ref().and_then(|f| f())
+    }
+}
+
+pub struct Agent {
+    pub client: Client,
+    pub agent_id: String,
+    pub settings: AgentSettings,
+    pub backends: Vec<Backend>,
+    pub journal: Journal,
+    /// Stop claiming (SIGTERM).
+    pub shutdown: CancellationToken,
+    /// Stop working: checkpoint and release (the grace period is over).
+    pub abort: CancellationToken,
+    /// One task per operation at a time, even when a lease expired and the work came back.
+    active: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    tasks: TaskTracker,
+    drift: Mutex<Vec<Drift>>,
+}
+
+impl Agent {
+    pub fn new(
+        client: Client,
+        agent_id: String,
+        settings: AgentSettings,
+        backends: Vec<Backend>,
+    ) -> anyhow::Result<Arc<Agent>> {
+        anyhow::ensure!(!backends.is_empty(), "no backend configured");
+        let journal = Journal::open(&settings.journal_dir())?;
+        Ok(Arc::new(Agent {
+            client,
+            agent_id,
+            settings,
+            backends,
+            journal,
+            shutdown: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            active: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            drift: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Runs until `shutdown` fires and the work has wound down.
+    pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
+        self.recover().await?;
+        let hb = tokio::spawn(self.clone().heartbeat_loop());
+        let rc = tokio::spawn(self.clone().reconcile_loop());
+        self.clone().claim_loop().await;
+        tracing::info!(
+            running = self.tasks.len(),
+            "stopped claiming; letting running work finish"
+        );
+        self.tasks.close();
+        let grace = Duration::from_secs(self.settings.agent.shutdown_grace_seconds);
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::info!("grace period over: checkpointing and releasing the remaining work");
+            self.abort.cancel();
+            self.tasks.wait().await;
+        }
+        hb.abort();
+        rc.abort();
+        Ok(())
+    }
+
+    /// The backend an operation runs on (one backend: that one).
+    pub(crate) fn backend(&self, name: &str) -> &Backend {
+        self.backends
+            .iter()
+            .find(|b| b.name == name)
+            .unwrap_or(&self.backends[0])
+    }
+
+    async fn claim_loop(self: Arc<Self>) {
+        let backend = &self.backends[0];
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let permit = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                p = backend.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let got = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                r = self.client.claim(self.settings.claim_wait()) => r,
+            };
+            match got {
+                Ok(Some(c)) => {
+                    backoff = Duration::from_millis(500);
+                    metrics::counter!("berth_claims_total", "result" => "work").increment(1);
+                    let me = self.clone();
+                    self.tasks.spawn(async move {
+                        me.take(c, backend_name(&me)).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => metrics::counter!("berth_claims_total", "result" => "none").increment(1),
+                Err(e) => {
+                    metrics::counter!("berth_claims_total", "result" => "error").increment(1);
+                    tracing::warn!(error = %e, "claim failed; retrying in {backoff:?}");
+                    tokio::select! {
+                        _ = self.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Claimed work: the journal's history of the same operation (a previous lease of ours) is
+    /// kept, so stages and commands done before are not done again.
+    async fn take(self: &Arc<Self>, c: Claimed, backend: String) {
+        let history = self
+            .journal
+            .load_all()
+            .ok()
+            .and_then(|all| all.into_iter().find(|e| e.operation_id == c.operation_id));
+        let entry = match history {
+            Some(mut e) => {
+                tracing::info!(operation = %c.operation_id, stages = ?e.stages, "resuming an operation this agent worked on before");
+                e.generation = c.generation;
+                e
+            }
+            None => Entry {
+                operation_id: c.operation_id.clone(),
+                instance_id: c.instance_id.clone(),
+                kind: c.kind.clone(),
+                generation: c.generation,
+                payload: c.payload.clone(),
+                backend,
+                stages: Vec::new(),
+                commands: Vec::new(),
+                outcome: None,
+            },
+        };
+        if let Err(e) = self.journal.save(&entry) {
+            // Without a journal the work is not crash-safe: give it back rather than run it.
+            tracing::error!(operation = %c.operation_id, error = %e, "cannot journal the claimed work; releasing it");
+            let _ = self.client.release(&c.operation_id, c.generation).await;
+            return;
+        }
+        self.operate(entry, c.lease_expires_at).await;
+    }
+
+    /// After a restart: work whose lease is still ours resumes; the rest waits in the journal
+    /// for its operation to be claimed again (by us: resumed with its history).
+    async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
+        let entries = self.journal.load_all()?;
+        for e in entries {
+            match self.client.renew(&e.operation_id, e.generation).await {
+                Ok(lease) => {
+                    tracing::info!(operation = %e.operation_id, kind = %e.kind, "resuming work after a restart");
+                    let me = self.clone();
+                    let backend = self.backend(&e.backend);
+                    let permit = backend.slots.clone().acquire_owned().await?;
+                    self.tasks.spawn(async move {
+                        me.operate(e, lease.expires_at).await;
+                        drop(permit);
+                    });
+                }
+                Err(err) if is_refusal(&err) => {
+                    tracing::info!(operation = %e.operation_id, "lease gone after the restart; the operation will be claimed again");
+                    self.prune_if_old(&e);
+                }
+                Err(err) => {
+                    // The control plane is away: try the lease again by claiming later; the
+                    // entry stays.
+                    tracing::warn!(operation = %e.operation_id, error = %err, "cannot reach the control plane to resume");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An entry nobody claimed back for a week belongs to work another agent finished.
+    fn prune_if_old(&self, e: &Entry) {
+        let age = self
+            .journal
+            .modified(&e.operation_id)
+            .and_then(|t| t.elapsed().ok())
+            .unwrap_or_default();
+        if age > Duration::from_secs(7 * 86_400) {
+            let _ = self.journal.remove(&e.operation_id);
+        }
+    }
+
+    pub(crate) fn op_lock(&self, operation_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.active
+            .lock()
+            .expect("active lock")
+            .entry(operation_id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn op_unlock(&self, operation_id: &str) {
+        let mut a = self.active.lock().expect("active lock");
+        if a.get(operation_id).is_some_and(|m| Arc::strong_count(m) == 1) {
+            a.remove(operation_id);
+        }
+    }
+
+    pub(crate) fn is_active(&self, operation_id: &str) -> bool {
+        self.active.lock().expect("active lock").contains_key(operation_id)
+    }
+
+    pub(crate) fn set_drift(&self, d: Vec<Drift>) {
+        *self.drift.lock().expect("drift lock") = d;
+    }
+
+    pub fn drift(&self) -> Vec<Drift> {
+        self.drift.lock().expect("drift lock").clone()
+    }
+}
+
+fn backend_name(a: &Agent) -> String {
+    a.backends[0].name.clone()
+}

@@ -1,0 +1,264 @@
+//! The heartbeat: version, capacity (configured or backend totals × overcommit − what Berth's
+//! machines take, free disk), and each backend's health; the template list with it. The same
+//! capacity arithmetic gates a provision on the agent (the host's thresholds are enforced here
+//! too, not only declared to the control plane).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::wire::{BackendHealth, CapacityReport, Heartbeat, TemplateReport};
+use berth_core::{CheckStatus, ListFilter, ProviderError};
+
+use crate::agent::{Agent, Backend};
+use crate::config::CapacitySection;
+
+/// What a new machine needs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Need {
+    pub cores: u64,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+}
+
+impl std::ops::Add for Need {
+    type Output = Need;
+    fn add(self, o: Need) -> Need {
+        Need {
+            cores: self.cores + o.cores,
+            memory_mib: self.memory_mib + o.memory_mib,
+            disk_gib: self.disk_gib + o.disk_gib,
+        }
+    }
+}
+
+impl std::ops::Sub for Need {
+    type Output = Need;
+    fn sub(self, o: Need) -> Need {
+        Need {
+            cores: self.cores.saturating_sub(o.cores),
+            memory_mib: self.memory_mib.saturating_sub(o.memory_mib),
+            disk_gib: self.disk_gib.saturating_sub(o.disk_gib),
+        }
+    }
+}
+
+/// One backend's capacity: totals from the config (else the backend) × overcommit, minus what
+/// the Berth-owned machines it lists take; free disk is also capped by what the backend says.
+pub async fn capacity(b: &Backend, cfg: &CapacitySection) -> Result<CapacityReport, ProviderError> {
+    let host = match b.provider.capacity().await {
+        Ok(c) => Some(c),
+        Err(e) if cfg.cores.is_some() && cfg.memory_mib.is_some() && cfg.disk_gib.is_some() => {
+            tracing::debug!(backend = %b.name, error = %e, "no capacity from the backend; using the configured totals");
+            None
+        }
+        Err(e) => {
+            return Err(e.context(
+                "reading the host's totals (set cores, memory_mib and disk_gib in [capacity] for a backend that cannot tell)",
+            ));
+        }
+    };
+    let pick = |configured: Option<u64>, from_host: Option<u64>| configured.or(from_host).unwrap_or(0);
+    let scale = |v: u64, f: f64| (v as f64 * f).floor() as u64;
+    let cores_total = scale(
+        pick(cfg.cores, host.as_ref().map(|h| u64::from(h.cpus_total))),
+        cfg.cpu_overcommit,
+    );
+    let memory_total = scale(
+        pick(cfg.memory_mib, host.as_ref().map(|h| h.memory_mib_total)),
+        cfg.memory_overcommit,
+    );
+    let disk_total = pick(cfg.disk_gib, host.as_ref().map(|h| h.disk_gib_total));
+    let used = allocated(b).await?;
+    let mut disk_free = disk_total.saturating_sub(used.disk_gib);
+    if let Some(h) = &host
+        && h.disk_gib_total > 0
+    {
+        disk_free = disk_free.min(h.disk_gib_free);
+    }
+    Ok(CapacityReport {
+        cores_total,
+        cores_free: cores_total.saturating_sub(used.cores),
+        memory_mib_total: memory_total,
+        memory_mib_free: memory_total.saturating_sub(used.memory_mib),
+        disk_gib_total: disk_total,
+        disk_gib_free: disk_free,
+    })
+}
+
+/// What the Berth-owned machines on `b` take.
+pub async fn allocated(b: &Backend) -> Result<Need, ProviderError> {
+    let owned = b.provider.list(ListFilter::default()).await?;
+    Ok(owned.iter().fold(Need::default(), |n, i| Need {
+        cores: n.cores + u64::from(i.cores.unwrap_or(0)),
+        memory_mib: n.memory_mib + i.memory_mib.unwrap_or(0),
+        disk_gib: n.disk_gib + i.disk_gib.unwrap_or(0),
+    }))
+}
+
+/// Whether `need` keeps every dimension under its threshold; the error says which is short.
+pub fn fits(c: &CapacityReport, cfg: &CapacitySection, need: Need) -> Result<(), String> {
+    let dims = [
+        ("cores", c.cores_total, c.cores_free, cfg.cpu_threshold, need.cores),
+        (
+            "memory_mib",
+            c.memory_mib_total,
+            c.memory_mib_free,
+            cfg.memory_threshold,
+            need.memory_mib,
+        ),
+        (
+            "disk_gib",
+            c.disk_gib_total,
+            c.disk_gib_free,
+            cfg.storage_threshold,
+            need.disk_gib,
+        ),
+    ];
+    for (name, total, free, pct, need) in dims {
+        let used = total - free.min(total);
+        let limit = i128::from(total) * i128::from(pct) / 100;
+        if limit - i128::from(used) < i128::from(need) {
+            return Err(format!(
+                "the host is full: {name} needs {need}, in use {used} of {total} with a {pct}% threshold"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn add(a: CapacityReport, b: CapacityReport) -> CapacityReport {
+    CapacityReport {
+        cores_total: a.cores_total + b.cores_total,
+        cores_free: a.cores_free + b.cores_free,
+        memory_mib_total: a.memory_mib_total + b.memory_mib_total,
+        memory_mib_free: a.memory_mib_free + b.memory_mib_free,
+        disk_gib_total: a.disk_gib_total + b.disk_gib_total,
+        disk_gib_free: a.disk_gib_free + b.disk_gib_free,
+    }
+}
+
+impl Agent {
+    /// One heartbeat: capacity summed over the backends (a backend that cannot say counts as
+    /// none and is reported unhealthy), each backend's health, the drift reconcile found.
+    pub async fn heartbeat_once(&self) -> Heartbeat {
+        let mut total = CapacityReport::default();
+        let mut backends = Vec::new();
+        for b in &self.backends {
+            let (mut healthy, mut detail) = b.health();
+            match capacity(b, &self.settings.capacity).await {
+                Ok(c) => total = add(total, c),
+                Err(e) => {
+                    healthy = false;
+                    detail = Some(format!("capacity: {e}"));
+                }
+            }
+            if let Some(open) = b.circuit_open() {
+                healthy = false;
+                detail = Some(open);
+            }
+            backends.push(BackendHealth {
+                name: b.name.clone(),
+                kind: b.provider.backend().to_owned(),
+                healthy,
+                detail,
+            });
+        }
+        Heartbeat {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            capacity: total,
+            backends,
+            drift: self.drift(),
+        }
+    }
+
+    /// Runs each backend's own checks and keeps the result for the heartbeat.
+    pub async fn check_health(&self) {
+        for b in &self.backends {
+            let checks = b.provider.validate().await;
+            let failed: Vec<String> = checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Fail)
+                .map(|c| format!("{}: {}", c.name, c.detail))
+                .collect();
+            b.set_health(failed.is_empty(), (!failed.is_empty()).then(|| failed.join("; ")));
+        }
+    }
+
+    pub async fn templates(&self) -> Vec<TemplateReport> {
+        let mut out = Vec::new();
+        for b in &self.backends {
+            match b.provider.list_templates().await {
+                Ok(ts) => out.extend(ts.into_iter().map(|t| TemplateReport {
+                    backend: b.name.clone(),
+                    id: t.id,
+                    name: t.name,
+                    format: t.format,
+                    disk_gib: t.disk_gib,
+                })),
+                Err(e) => tracing::warn!(backend = %b.name, error = %e, "cannot list templates"),
+            }
+        }
+        out
+    }
+
+    /// Heartbeats every interval, health checks and templates every health-check interval.
+    pub async fn heartbeat_loop(self: Arc<Self>) {
+        let every = Duration::from_secs(self.settings.polling.heartbeat_interval_seconds);
+        let checks_every = Duration::from_secs(self.settings.polling.health_check_interval_seconds);
+        let mut last_checks: Option<tokio::time::Instant> = None;
+        loop {
+            if last_checks.is_none_or(|t| t.elapsed() >= checks_every) {
+                self.check_health().await;
+                let ts = self.templates().await;
+                if let Err(e) = self.client.report_templates(ts).await {
+                    tracing::warn!(error = %e, "cannot report templates");
+                }
+                last_checks = Some(tokio::time::Instant::now());
+            }
+            let hb = self.heartbeat_once().await;
+            match self.client.heartbeat(&hb).await {
+                Ok(()) => metrics::counter!("berth_heartbeats_total", "result" => "ok").increment(1),
+                Err(e) => {
+                    metrics::counter!("berth_heartbeats_total", "result" => "error").increment(1);
+                    tracing::warn!(error = %e, "heartbeat not delivered");
+                }
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cap(total: u64, free: u64) -> CapacityReport {
+        CapacityReport {
+            cores_total: total,
+            cores_free: free,
+            memory_mib_total: 100_000,
+            memory_mib_free: 100_000,
+            disk_gib_total: 1000,
+            disk_gib_free: 1000,
+        }
+    }
+
+    #[test]
+    fn thresholds_refuse_what_would_cross_them() {
+        let cfg = CapacitySection::default(); // cores 90 %
+        let need = Need {
+            cores: 2,
+            memory_mib: 1024,
+            disk_gib: 10,
+        };
+        assert!(fits(&cap(100, 20), &cfg, need).is_ok()); // 80 used + 2 ≤ 90
+        let e = fits(&cap(100, 11), &cfg, need).unwrap_err(); // 89 used + 2 > 90
+        assert!(e.contains("cores") && e.contains("90%"), "{e}");
+        let mut mem = cap(100, 100);
+        mem.memory_mib_free = 15_000; // 85 000 used: at the 85 % threshold already
+        assert!(fits(&mem, &cfg, need).unwrap_err().contains("memory_mib"));
+    }
+}

@@ -1,0 +1,63 @@
+//! From a loaded configuration to a running agent: the signed client from the enrollment, the
+//! backend behind its rate limit and circuit breaker, the metrics listener, and the agent's
+//! loops on their own task.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use crate::agent::{Agent, Backend};
+use crate::config::Config;
+use crate::guard::{CircuitState, Guarded};
+use crate::identity;
+
+pub struct Running {
+    pub agent: Arc<Agent>,
+    /// Where `/metrics` is served, when configured.
+    pub metrics: Option<SocketAddr>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stop claiming; running work finishes within the grace period, then is released.
+    pub fn shutdown(&self) {
+        self.agent.shutdown.cancel();
+    }
+
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the agent task failed")?
+    }
+}
+
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let settings = config.agent.clone().with_context(|| {
+        format!(
+            "{}: no [api] table: the agent needs api.endpoint (the control plane) to run",
+            config.path.display()
+        )
+    })?;
+    let (client, enrollment) = identity::signed_client(&settings)?;
+    let inner = crate::build_provider(config)?;
+    let name = config.backend.as_str().to_owned();
+    let guarded = Arc::new(Guarded::new(
+        name.clone(),
+        inner,
+        config.rate_limit,
+        config.circuit_breaker,
+    ));
+    let g = guarded.clone();
+    let backend = Backend::new(name, guarded, settings.agent.concurrency).with_circuit(Arc::new(move || {
+        (g.state() != CircuitState::Closed)
+            .then(|| format!("circuit breaker {:?}: the backend kept failing", g.state()))
+    }));
+    let metrics_listen = settings.agent.metrics_listen;
+    let agent = Agent::new(client, enrollment.agent_id, settings, vec![backend])?;
+    crate::metrics_http::handle();
+    let metrics = match metrics_listen {
+        Some(addr) => Some(crate::metrics_http::serve(addr, agent.shutdown.clone()).await?),
+        None => None,
+    };
+    let task = tokio::spawn(agent.clone().run());
+    Ok(Running { agent, metrics, task })
+}

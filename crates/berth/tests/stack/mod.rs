@@ -1,0 +1,335 @@
+//! The whole stack for end-to-end tests: the Proxmox VE emulator (in this process), the control
+//! plane (in this process, on SQLite or PostgreSQL, restartable on the same port) and the agent
+//! as a real `berth agent` process, enrolled with `berth agent enroll`, that the tests can kill.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_api::client::{Auth, Client};
+use berth_api::wire::*;
+use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, GuestSnapshot, Timings};
+use berth_store::testpg::Postgres;
+
+use crate::common::{KEY, berth, config_text};
+
+pub const AGE_ID: &str = "AGE-SECRET-KEY-1GQ9778VQXMMJVE8SK7J6VT8UJ4HDQAJUVSFCWCM02D8GEWQ72PVQ2Y5J33";
+
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct Stack {
+    pub emu: EmulatorHandle,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub url: String,
+    server_toml: String,
+    server: Option<berth_server::Running>,
+    _pg: Option<Postgres>,
+    pub operator: Client,
+    pub provider: Client,
+    pub provider_id: String,
+    pub customer: Client,
+    pub agent_toml: PathBuf,
+    agent: Option<Child>,
+}
+
+/// Slow enough that a test can kill the agent inside each stage.
+pub fn paced() -> Timings {
+    let ms = Duration::from_millis;
+    Timings {
+        clone: ms(900),
+        start: ms(700),
+        resize: ms(500),
+        agent_ready: ms(900),
+        ..Timings::fast()
+    }
+}
+
+pub fn age_public() -> String {
+    use std::str::FromStr as _;
+    age::x25519::Identity::from_str(AGE_ID).unwrap().to_public().to_string()
+}
+
+impl Stack {
+    /// `None` when the database is PostgreSQL and none can be started here.
+    pub async fn start(db: Db, timings: Timings, agent_extra: &str) -> Option<Stack> {
+        Stack::start_with_backend(db, timings, None, agent_extra).await
+    }
+
+    /// As `start`, with another backend's `[provisioner]` text instead of the emulator's.
+    pub async fn start_with_backend(
+        db: Db,
+        timings: Timings,
+        backend: Option<String>,
+        agent_extra: &str,
+    ) -> Option<Stack> {
+        let pg = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(Postgres::start()?),
+        };
+        let emu = Emulator::start(EmulatorConfig {
+            timings,
+            schema_path: EmulatorConfig::default_schema_path(),
+            ..EmulatorConfig::default()
+        })
+        .await
+        .expect("emulator starts");
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let url = format!("http://{addr}");
+        let database = match &pg {
+            Some(pg) => format!("postgres = \"{}\"", pg.url),
+            None => format!("sqlite = \"{}\"", dir.path().join("berth.db").display()),
+        };
+        let server_toml = format!(
+            "listen = \"{addr}\"\n[database]\n{database}\n[agents]\nlease_ttl_seconds = 6\nheartbeat_ttl_seconds = 30\nmax_claim_wait_seconds = 30\n"
+        );
+        let mut s = Stack {
+            emu,
+            addr,
+            url: url.clone(),
+            server_toml,
+            server: None,
+            _pg: pg,
+            operator: Client::new(&url, Auth::None),
+            provider: Client::new(&url, Auth::None),
+            provider_id: String::new(),
+            customer: Client::new(&url, Auth::None),
+            agent_toml: dir.path().join("agent/berth.toml"),
+            dir,
+            agent: None,
+        };
+        s.start_server().await;
+        let token_file = s.dir.path().join("operator.token");
+        s.operator = Client::new(
+            &url,
+            Auth::Bearer(std::fs::read_to_string(&token_file).unwrap().trim().into()),
+        );
+        let p = s.operator.create_provider("acme").await.unwrap();
+        s.provider = Client::new(&url, Auth::Bearer(p.token.clone()));
+        s.provider_id = p.id;
+        let c = s.operator.create_customer("alice").await.unwrap();
+        s.customer = Client::new(&url, Auth::Bearer(c.token.clone()));
+
+        std::fs::create_dir_all(s.dir.path().join("agent")).unwrap();
+        let toml = format!(
+            "{backend}\n[api]\nendpoint = \"{url}\"\n\n[agent]\nstate_dir = \"state\"\n{agent_extra}\n",
+            backend = backend.unwrap_or_else(|| config_text(&s.emu, &s.emu.token_secret())),
+        );
+        std::fs::write(&s.agent_toml, toml).unwrap();
+        let token = s.provider.create_enrollment_token(&s.provider_id, None).await.unwrap();
+        let mut enroll = berth();
+        enroll
+            .args(["agent", "enroll", "--name", "e2e", "--config"])
+            .arg(&s.agent_toml)
+            .env("BERTH_SETUP_TOKEN", &token.token);
+        let out = tokio::task::spawn_blocking(move || enroll.output().unwrap())
+            .await
+            .unwrap();
+        assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+        Some(s)
+    }
+
+    pub async fn start_server(&mut self) {
+        let cfg = berth_server::ServerConfig::parse(&self.server_toml, "server.toml").unwrap();
+        let store = berth_server::open_store(&cfg).await.unwrap();
+        berth_server::bootstrap_operator(&*store, &self.dir.path().join("operator.token"))
+            .await
+            .unwrap();
+        // The port may linger briefly after a stop.
+        let started = Instant::now();
+        loop {
+            match berth_server::start(cfg.clone(), store.clone()).await {
+                Ok(r) => {
+                    self.server = Some(r);
+                    return;
+                }
+                Err(e) if started.elapsed() < Duration::from_secs(10) => {
+                    eprintln!("server start: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("server does not start: {e}"),
+            }
+        }
+    }
+
+    /// Stops the control plane abruptly (its task is aborted: connections drop mid-request).
+    pub async fn kill_server(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.task.abort();
+            let _ = s.task.await;
+        }
+    }
+
+    pub fn spawn_agent(&mut self) {
+        self.spawn_agent_with(&[]);
+    }
+
+    pub fn spawn_agent_with(&mut self, env: &[(&str, &str)]) {
+        assert!(self.agent.is_none(), "one agent at a time");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
+        let mut c = berth();
+        c.args(["agent", "--config"])
+            .arg(&self.agent_toml)
+            .env("BERTH_LOG", "info,berth_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        self.agent = Some(c.spawn().unwrap());
+    }
+
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, and the exit status once it exits.
+    pub async fn term_agent(&mut self) -> std::process::ExitStatus {
+        let mut c = self.agent.take().expect("an agent runs");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(c.id() as i32).unwrap(),
+            rustix::process::Signal::TERM,
+        )
+        .unwrap();
+        tokio::task::spawn_blocking(move || c.wait().unwrap()).await.unwrap()
+    }
+
+    /// Waits for the agent process to exit on its own (a failpoint).
+    pub async fn agent_exit(&mut self) -> std::process::ExitStatus {
+        let mut c = self.agent.take().expect("an agent runs");
+        tokio::task::spawn_blocking(move || c.wait().unwrap()).await.unwrap()
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    /// Waits until the agent's heartbeat reached the control plane (it can take orders).
+    pub async fn wait_agent_alive(&self) {
+        let until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < until {
+            if self.provider.agents().await.unwrap().iter().any(|a| a.alive) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("no heartbeat from the agent; log:\n{}", self.agent_log());
+    }
+
+    pub async fn offering(&self, commands: &[&str]) -> String {
+        let spec = OfferingSpec {
+            name: "small".into(),
+            cores: 2,
+            memory_mib: 2048,
+            disk_gib: 20,
+            bandwidth_mbps: None,
+            template: None,
+            price: None,
+            region: None,
+            labels: Default::default(),
+            post_provision_commands: commands.iter().map(|s| s.to_string()).collect(),
+        };
+        self.provider.create_offering(&spec).await.unwrap().id
+    }
+
+    pub async fn order(&self, offering: &str, name: &str) -> Accepted {
+        self.customer
+            .create_order(
+                &CreateOrder {
+                    offering_id: offering.into(),
+                    name: name.into(),
+                    ssh_public_key: KEY.into(),
+                    requester_public_key: age_public(),
+                    skip_post_provision: false,
+                    provision: true,
+                },
+                None,
+            )
+            .await
+            .unwrap()
+    }
+
+    /// The operation once it ended (succeeded or failed).
+    pub async fn finished(&self, op: &str, within: Duration) -> OperationView {
+        let until = Instant::now() + within;
+        loop {
+            let v = match self.customer.wait_operation(op, Duration::from_secs(5)).await {
+                Ok(v) => v,
+                Err(e) => {
+                    // The control plane may be restarting.
+                    eprintln!("wait {op}: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if v.status == "succeeded" || v.status == "failed" {
+                return v;
+            }
+            assert!(
+                Instant::now() < until,
+                "operation {op} still {} after {within:?}: {v:#?}\nagent log:\n{}",
+                v.status,
+                self.agent_log()
+            );
+        }
+    }
+
+    /// Waits until `stage` of the operation has started (and not finished).
+    pub async fn in_stage(&self, op: &str, stage: &str) {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let v = self.customer.operation(op).await.unwrap();
+            if v.stages.iter().any(|s| s.stage == stage && s.status == "running") {
+                return;
+            }
+            if v.stages.iter().any(|s| s.stage == stage && s.status != "running") {
+                panic!("stage {stage} ended before the test saw it running: {v:#?}");
+            }
+            assert!(
+                Instant::now() < until,
+                "stage {stage} never started: {v:#?}\n{}",
+                self.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Berth-owned guests in the emulator (not templates).
+    pub fn owned(&self) -> Vec<GuestSnapshot> {
+        self.emu
+            .guests()
+            .into_iter()
+            .filter(|g| !g.template && g.tags.iter().any(|t| t.starts_with("berth")))
+            .collect()
+    }
+
+    pub fn owned_by(&self, instance_id: &str) -> Vec<GuestSnapshot> {
+        self.owned()
+            .into_iter()
+            .filter(|g| g.description.contains(instance_id) || g.tags.iter().any(|t| t.contains(instance_id)))
+            .collect()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.kill_agent();
+    }
+}
