@@ -250,7 +250,8 @@ impl Stack {
     }
 
     pub async fn order(&self, offering: &str, name: &str) -> Accepted {
-        self.customer
+        let r = self
+            .customer
             .create_order(
                 &CreateOrder {
                     offering_id: offering.into(),
@@ -262,8 +263,15 @@ impl Stack {
                 },
                 None,
             )
-            .await
-            .unwrap()
+            .await;
+        match r {
+            Ok(a) => a,
+            Err(e) => panic!(
+                "order: {e}\nagents: {:#?}\nagent log:\n{}",
+                self.provider.agents().await,
+                self.agent_log()
+            ),
+        }
     }
 
     /// The operation once it ended (succeeded or failed).
