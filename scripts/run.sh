@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Runs Berth end to end on this machine: builds it, starts the Proxmox VE emulator on loopback (a
-# stand-in for a real cluster), writes a berth.toml that pins the emulator's TLS certificate,
-# checks it with `berth doctor`, creates a VM with a fresh SSH key, lists it, and keeps the
-# emulated cluster running so you can try more `berth vm` / `berth ct` commands. Ctrl-C stops it.
-#
-# The control plane (`berth up`) replaces this once it exists; see README.md.
+# stand-in for a real cluster; no KVM or real hypervisor needed), writes the agent's berth.toml
+# that pins the emulator's TLS certificate, checks it with `berth doctor`, then runs `berth up
+# --demo`: the control plane on SQLite, a local agent enrolled with it, an offering, and one
+# order followed stage by stage until the VM runs. Both keep running for more commands; Ctrl-C
+# stops them (the agent checkpoints running work). With a real host, point --config at a file
+# naming libvirt or a real Proxmox cluster instead (README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -19,7 +20,7 @@ chmod 700 "$run"
 
 echo "==> starting the Proxmox VE emulator (clone 2 s, start 1 s, guest agent 1 s)"
 rm -f "$run/emulator.out"
-"$bin/berth-pve-emulator" --listen 127.0.0.1:0 --clone-ms 2000 --start-ms 1000 --agent-ready-ms 1000 \
+"$bin/berth-pve-emulator" --guest-exec --listen 127.0.0.1:0 --clone-ms 2000 --start-ms 1000 --agent-ready-ms 1000 \
     >"$run/emulator.out" 2>"$run/emulator.log" &
 emu=$!
 trap 'kill $emu 2>/dev/null || true' EXIT INT TERM
@@ -54,24 +55,11 @@ ct_template = "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst"
 TOML
 export BERTH_CONFIG="$PWD/$run/berth.toml"
 
-[ -f "$run/id_ed25519" ] || "$bin/berth" keygen --out "$run/id_ed25519" --comment "berth-demo"
-
-echo "==> berth doctor"
+echo "==> berth doctor (the backend side of the agent's file)"
 "$bin/berth" doctor
-echo "==> berth vm create"
-"$bin/berth" vm create --name demo1 --cores 2 --memory-mib 2048 --disk-gib 20 \
-    --ssh-key-file "$run/id_ed25519.pub" --instance-id demo1
-echo "==> berth vm list"
-"$bin/berth" vm list
-
-cat <<MSG
-
-The emulated Proxmox cluster is running at $url. Try, in another shell:
-  export BERTH_CONFIG=$BERTH_CONFIG
-  $bin/berth vm describe demo1
-  $bin/berth vm reboot demo1
-  $bin/berth ct create --name ct1 --ssh-key-file $run/id_ed25519.pub
-  $bin/berth vm delete demo1
-Ctrl-C stops the emulator.
-MSG
-wait $emu
+rm -rf "$run/data"  # the emulated cluster starts empty each run: so does the control plane
+echo "==> berth up --demo: control plane + local agent, one order to a running VM"
+"$bin/berth" up --demo --data-dir "$run/data" --listen 127.0.0.1:8420 &
+up=$!
+trap 'kill $up 2>/dev/null || true; wait $up 2>/dev/null || true; kill $emu 2>/dev/null || true' EXIT INT TERM
+wait $up

@@ -273,7 +273,7 @@ impl CircuitBreaker {
                 tracing::info!(backend = %self.name, "circuit half-open: letting one trial call through");
                 true
             }
-            Phase::HalfOpen { trial_in_flight: true } => true,
+            Phase::HalfOpen { trial_in_flight: true } => return Err(self.rejection(&inner, None)),
             Phase::HalfOpen { trial_in_flight: false } => {
                 inner.phase = Phase::HalfOpen { trial_in_flight: true };
                 true
@@ -308,8 +308,8 @@ impl CircuitBreaker {
             Some(e) => {
                 inner.failures = inner.failures.saturating_add(1);
                 inner.last_error = e.to_string();
-                let reopen = matches!(inner.phase, Phase::HalfOpen { .. });
-                if reopen || inner.failures >= self.threshold {
+                let trial_failed = matches!(inner.phase, Phase::HalfOpen { .. });
+                if trial_failed || inner.failures >= self.threshold {
                     self.open(&mut inner);
                 }
             }

@@ -43,7 +43,8 @@ impl std::ops::Sub for Need {
 }
 
 /// One backend's capacity: totals from the config (else the backend) × overcommit, minus what
-/// the Berth-owned machines it lists take; free disk is also capped by what the backend says.
+/// the Berth-owned machines it lists take; disk total and free are also capped by what the
+/// backend says it has.
 pub async fn capacity(b: &Backend, cfg: &CapacitySection) -> Result<CapacityReport, ProviderError> {
     let host = match b.provider.capacity().await {
         Ok(c) => Some(c),
@@ -67,7 +68,13 @@ pub async fn capacity(b: &Backend, cfg: &CapacitySection) -> Result<CapacityRepo
         pick(cfg.memory_mib, host.as_ref().map(|h| h.memory_mib_total)),
         cfg.memory_overcommit,
     );
-    let disk_total = pick(cfg.disk_gib, host.as_ref().map(|h| h.disk_gib_total));
+    // Disk is not overcommitted: the configured total can only lower what the host has.
+    let mut disk_total = pick(cfg.disk_gib, host.as_ref().map(|h| h.disk_gib_total));
+    if let Some(h) = &host
+        && h.disk_gib_total > 0
+    {
+        disk_total = disk_total.min(h.disk_gib_total);
+    }
     let used = allocated(b).await?;
     let mut disk_free = disk_total.saturating_sub(used.disk_gib);
     if let Some(h) = &host

@@ -12,6 +12,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::journal::{Entry, Journal};
 
+/// The lease is gone: expired and maybe taken over, or the operation finished elsewhere.
+pub fn is_lease_gone(e: &ClientError) -> bool {
+    matches!(e.code(), Some("lease_lost" | "not_found")) || matches!(e, ClientError::Status { status: 404, .. })
+}
+
 /// A refusal that will not change by retrying (the server said no), as opposed to an outage.
 pub fn is_refusal(e: &ClientError) -> bool {
     match e {
@@ -48,7 +53,7 @@ pub fn keep_lease(
             }
             match client.renew(&operation_id, generation).await {
                 Ok(_) => metrics::counter!("berth_lease_renewals_total", "result" => "ok").increment(1),
-                Err(e) if is_refusal(&e) => {
+                Err(e) if is_lease_gone(&e) => {
                     metrics::counter!("berth_lease_renewals_total", "result" => "lost").increment(1);
                     tracing::warn!(operation = %operation_id, error = %e, "lease lost; stopping this work");
                     lost.cancel();
@@ -137,9 +142,14 @@ impl Reporter {
                 while !pending.is_empty() && !lost.is_cancelled() {
                     match client.report(&operation_id, generation, pending.clone()).await {
                         Ok(()) => pending.clear(),
-                        Err(e) if is_refusal(&e) => {
-                            tracing::warn!(operation = %operation_id, error = %e, "progress refused; stopping this work");
+                        Err(e) if is_lease_gone(&e) => {
+                            tracing::warn!(operation = %operation_id, error = %e, "progress refused: the lease is gone; stopping this work");
                             lost.cancel();
+                            pending.clear();
+                        }
+                        Err(e) if is_refusal(&e) => {
+                            // The events themselves were refused: the work goes on, they are dropped.
+                            tracing::error!(operation = %operation_id, error = %e, "progress events refused; dropping them");
                             pending.clear();
                         }
                         Err(e) => {

@@ -54,6 +54,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let metrics_listen = settings.agent.metrics_listen;
     let agent = Agent::new(client, enrollment.agent_id, settings, vec![backend])?;
     crate::metrics_http::handle();
+    crate::guard::describe_metrics();
     let metrics = match metrics_listen {
         Some(addr) => Some(crate::metrics_http::serve(addr, agent.shutdown.clone()).await?),
         None => None,

@@ -15,6 +15,8 @@ pub enum Stage {
     PostProvision,
     Register,
     WaitingForOperator,
+    /// Removing what a failed provision made (the agent's compensation).
+    Cleanup,
 }
 
 impl Stage {
@@ -27,6 +29,7 @@ impl Stage {
             Stage::PostProvision => "post_provision",
             Stage::Register => "register",
             Stage::WaitingForOperator => "waiting_for_operator",
+            Stage::Cleanup => "cleanup",
         }
     }
 }

@@ -201,6 +201,13 @@ impl EmulatorHandle {
         self.world().fault_rate = rate.clamp(0.0, 1.0);
     }
 
+    /// Sets a storage's size in GiB (benchmarks that need room for many guests).
+    pub fn set_storage_gib(&self, id: &str, gib: u64) {
+        if let Some(st) = self.world().storages.iter_mut().find(|st| st.id == id) {
+            st.total = gib * (1 << 30);
+        }
+    }
+
     /// New timings apply to operations started from now on.
     pub fn set_timings(&self, t: Timings) {
         self.world().timings = t;

@@ -231,3 +231,78 @@ fn libvirt_backend_config_resolves_against_the_file_and_names_bad_keys() {
     let err = parse_config(Path::new("/etc/berth/berth.toml"), typo, &|_| None).unwrap_err();
     assert!(err.to_string().contains("image_dir"), "{err}");
 }
+
+const AGENT: &str = r#"
+[api]
+endpoint = "https://berth.example.com/"
+
+[agent]
+state_dir = "/var/lib/berth"
+concurrency = 8
+metrics_listen = "127.0.0.1:9464"
+
+[polling]
+interval_seconds = 20
+
+[capacity]
+cores = 32
+cpu_overcommit = 4.0
+"#;
+
+#[test]
+fn agent_tables_load_with_defaults_and_resolved_paths() {
+    let cfg = parse(&format!("{GOOD}{AGENT}")).unwrap();
+    let a = cfg.agent.expect("the [api] table makes an agent config");
+    assert_eq!(a.endpoint, "https://berth.example.com");
+    assert_eq!(a.key_file, Path::new("/var/lib/berth/agent.key"));
+    assert_eq!(a.agent.concurrency, 8);
+    assert_eq!(a.polling.interval_seconds, 20);
+    assert_eq!(a.polling.heartbeat_interval_seconds, 15);
+    assert_eq!(a.capacity.cpu_threshold, 90, "the seed's thresholds by default");
+    assert_eq!(a.capacity.memory_threshold, 85);
+    assert!(!a.reconcile.delete_orphans, "orphans are never deleted unless asked");
+    assert_eq!(cfg.rate_limit.qps, 10.0);
+    assert!(parse(GOOD).unwrap().agent.is_none(), "no [api]: a backend-only file");
+}
+
+#[test]
+fn agent_table_errors_name_key_and_line() {
+    let cases = [
+        (
+            "concurrency = 8",
+            "concurrency = 0",
+            "agent.concurrency",
+            "from 1 to 1024",
+        ),
+        (
+            "cpu_overcommit = 4.0",
+            "cpu_overcommit = 0.0",
+            "capacity.cpu_overcommit",
+            "factor",
+        ),
+        (
+            "endpoint = \"https://berth.example.com/\"",
+            "endpoint = \"ftp://x\"",
+            "api.endpoint",
+            "http",
+        ),
+        (
+            "interval_seconds = 20",
+            "interval_seconds = 0",
+            "polling.interval_seconds",
+            "from 1",
+        ),
+    ];
+    for (from, to, key, says) in cases {
+        let text = format!("{GOOD}{}", AGENT.replace(from, to));
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        let line = text.lines().position(|l| l.trim() == to).unwrap() + 1;
+        assert_eq!(err.line, Some(line), "{err}");
+        assert!(err.message.contains(says), "{err}");
+    }
+    let err = parse(&format!("{GOOD}{AGENT}[reconcile]\nbogus = 1\n")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("reconcile.bogus"), "{err}");
+    let err = parse(&format!("{GOOD}\n[provisioner.rate_limit]\nqps = -1\n")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("provisioner.rate_limit.qps"), "{err}");
+}

@@ -137,7 +137,7 @@ fn check_event(i: usize, e: &EventReport) -> ApiResult<()> {
         return Err(ApiError::invalid(
             f("stage"),
             format!(
-                "unknown stage {:?} (clone_template, configure_vm, start_vm, wait_network, post_provision, register, waiting_for_operator)",
+                "unknown stage {:?} (clone_template, configure_vm, start_vm, wait_network, post_provision, register, waiting_for_operator, cleanup)",
                 e.stage
             ),
         ));

@@ -1,0 +1,310 @@
+//! The agent end to end: the control plane (in this process, SQLite), the PVE emulator (in this
+//! process, paced like a small cluster) and a real `berth agent` process.
+//!
+//! - pickup and overhead: sequential orders; order-to-running wall time minus the backend's own
+//!   time (first backend stage started → last backend stage completed, as the agent reported);
+//! - throughput: N orders at once through one agent with concurrency C, against the
+//!   emulator-bound ideal ⌈N / C⌉ × one create's emulated time;
+//! - the agent's resident memory when idle, and the binary's size.
+//!
+//! `cargo build --release -p berth -p berth-bench && target/release/agent-bench`
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use berth_api::client::{Auth, Client};
+use berth_api::wire::*;
+use berth_pve_emulator::{Emulator, EmulatorConfig, Timings};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// The `berth` binary the agent runs as.
+    #[arg(long, default_value = "target/release/berth")]
+    berth: PathBuf,
+    #[arg(long, default_value_t = 21)]
+    latency_runs: usize,
+    #[arg(long, default_value_t = 200)]
+    orders: usize,
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+}
+
+const AGE: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+const SSH: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench";
+const BACKEND_STAGES: [&str; 4] = ["clone_template", "configure_vm", "start_vm", "wait_network"];
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// VmRSS, and its anonymous (heap, stacks) and file-backed (the mapped binary) parts, in KiB.
+fn rss_kib(pid: u32) -> anyhow::Result<(u64, u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .with_context(|| format!("no {name}"))?;
+        Ok(line.split_whitespace().nth(1).context("value")?.parse()?)
+    };
+    Ok((field("VmRSS:")?, field("RssAnon:")?, field("RssFile:")?))
+}
+
+fn mib(kib: (u64, u64, u64)) -> String {
+    let m = |k: u64| k as f64 / 1024.0;
+    format!(
+        "{:.1} MiB (anonymous {:.1}, file-backed {:.1})",
+        m(kib.0),
+        m(kib.1),
+        m(kib.2)
+    )
+}
+
+struct Agent(Child);
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn order(customer: &Client, offering: &str, name: &str) -> anyhow::Result<Accepted> {
+    Ok(customer
+        .create_order(
+            &CreateOrder {
+                offering_id: offering.into(),
+                name: name.into(),
+                ssh_public_key: SSH.into(),
+                requester_public_key: AGE.into(),
+                skip_post_provision: false,
+                provision: true,
+            },
+            None,
+        )
+        .await?)
+}
+
+async fn finished(c: &Client, op: &str) -> anyhow::Result<OperationView> {
+    loop {
+        let v = c.wait_operation(op, Duration::from_secs(30)).await?;
+        if v.status == "succeeded" || v.status == "failed" {
+            return Ok(v);
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(
+        args.berth.exists(),
+        "{} not found: build it first (cargo build --release -p berth)",
+        args.berth.display()
+    );
+    let ms = Duration::from_millis;
+    let timings = Timings {
+        clone: ms(2000),
+        start: ms(1000),
+        agent_ready: ms(1000),
+        resize: ms(0),
+        ..Timings::fast()
+    };
+    let ideal_one = 4.0;
+    let emu = Emulator::start(EmulatorConfig {
+        timings,
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    // Room for every guest of the run: the gate must not refuse on disk.
+    emu.set_storage_gib("local-lvm", 10_000);
+    let dir = tempfile::tempdir()?;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let url = format!("http://{addr}");
+    let cfg = berth_server::ServerConfig::parse(
+        &format!(
+            "listen = \"{addr}\"\n[database]\nsqlite = \"{}\"\n",
+            dir.path().join("bench.db").display()
+        ),
+        "server.toml",
+    )?;
+    let store = berth_server::open_store(&cfg).await?;
+    let token_file = dir.path().join("operator.token");
+    berth_server::bootstrap_operator(&*store, &token_file).await?;
+    let _server = berth_server::start(cfg, store).await?;
+    let operator = Client::new(&url, Auth::Bearer(std::fs::read_to_string(&token_file)?.trim().into()));
+    let p = operator.create_provider("bench").await?;
+    let provider = Client::new(&url, Auth::Bearer(p.token.clone()));
+    let c = operator.create_customer("bench").await?;
+    let customer = Client::new(&url, Auth::Bearer(c.token.clone()));
+
+    let agent_toml = dir.path().join("berth.toml");
+    std::fs::write(
+        &agent_toml,
+        format!(
+            r#"[provisioner]
+type = "proxmox"
+
+[provisioner.proxmox]
+api_url = "{url}"
+api_token_id = "{token}"
+api_token_secret = "{secret}"
+node = "pve1"
+template_vmid = 9000
+storage = "local-lvm"
+tls_fingerprint = "sha256:{fp}"
+
+[provisioner.rate_limit]
+qps = 1000
+burst = 1000
+
+[api]
+endpoint = "{server}"
+
+[agent]
+state_dir = "state"
+concurrency = {conc}
+
+[capacity]
+cores = 100000
+memory_mib = 100000000
+disk_gib = 1000000
+"#,
+            url = emu.base_url(),
+            token = emu.token_id(),
+            secret = emu.token_secret(),
+            fp = emu.fingerprint().context("fingerprint")?,
+            server = url,
+            conc = args.concurrency,
+        ),
+    )?;
+    let loaded = berth_agent::load_config(&agent_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = loaded.agent.clone().context("[api]")?;
+    let setup = provider.create_enrollment_token(&p.id, None).await?;
+    berth_agent::identity::enroll(&settings, &setup.token, Some("bench")).await?;
+    let child = Agent(
+        Command::new(&args.berth)
+            .args(["agent", "--config"])
+            .arg(&agent_toml)
+            .env("BERTH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()?,
+    );
+    let pid = child.0.id();
+    let started = Instant::now();
+    while !provider.agents().await?.iter().any(|a| a.alive) {
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the agent never heartbeat");
+        tokio::time::sleep(ms(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_fresh = rss_kib(pid)?;
+
+    let offering = provider
+        .create_offering(&OfferingSpec {
+            name: "bench".into(),
+            cores: 1,
+            memory_mib: 512,
+            disk_gib: 2,
+            bandwidth_mbps: None,
+            template: None,
+            price: None,
+            region: None,
+            labels: Default::default(),
+            post_provision_commands: Vec::new(),
+        })
+        .await?
+        .id;
+
+    // Pickup and overhead, one order at a time.
+    let (mut overhead, mut pickup, mut backend) = (Vec::new(), Vec::new(), Vec::new());
+    for n in 0..args.latency_runs {
+        let t0 = Instant::now();
+        let a = order(&customer, &offering, &format!("lat{n}")).await?;
+        let op = finished(&customer, a.operation_id.as_deref().context("op")?).await?;
+        let wall = t0.elapsed().as_secs_f64() * 1000.0;
+        anyhow::ensure!(op.status == "succeeded", "{op:?}");
+        let of = |stage: &str, phase: &str| {
+            op.events
+                .iter()
+                .find(|e| e.event.stage == stage && e.event.phase == phase)
+                .map(|e| e.at)
+        };
+        let first = of(BACKEND_STAGES[0], "started").context("first stage")?;
+        let last = of(BACKEND_STAGES[3], "completed").context("last stage")?;
+        let span = (last - first) as f64;
+        backend.push(span);
+        overhead.push(wall - span);
+        pickup.push((first - op.created_at) as f64);
+    }
+    println!(
+        "sequential orders ({}): wall - backend time median {:.0} ms; pickup (queued -> first stage) median {:.0} ms; backend span median {:.0} ms (emulated ideal {:.0} ms)",
+        args.latency_runs,
+        median(&mut overhead),
+        median(&mut pickup),
+        median(&mut backend),
+        ideal_one * 1000.0
+    );
+
+    // Throughput: all orders at once.
+    let t0 = Instant::now();
+    let mut ops = Vec::new();
+    for n in 0..args.orders {
+        ops.push(order(&customer, &offering, &format!("t{n}")).await?);
+    }
+    let submitted = t0.elapsed();
+    let waits = ops.iter().map(|a| {
+        let c = customer.clone();
+        let op = a.operation_id.clone().unwrap_or_default();
+        async move { finished(&c, &op).await }
+    });
+    let results = futures::future::join_all(waits).await;
+    let wall = t0.elapsed().as_secs_f64();
+    let failed = results
+        .iter()
+        .filter(|r| !matches!(r, Ok(v) if v.status == "succeeded"))
+        .count();
+    let mut reasons = std::collections::BTreeMap::new();
+    for r in &results {
+        let why = match r {
+            Ok(v) if v.status == "succeeded" => continue,
+            Ok(v) => v
+                .error
+                .as_ref()
+                .map(|e| format!("{}: {}", e.code, e.message))
+                .unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        *reasons.entry(why).or_insert(0) += 1;
+    }
+    for (why, n) in &reasons {
+        println!("  failed x{n}: {why}");
+    }
+    let ideal = args.orders.div_ceil(args.concurrency) as f64 * ideal_one;
+    println!(
+        "{} orders, concurrency {}: wall {:.2} s vs ideal {:.1} s = {:.3}x; {} failed; orders submitted in {:.2} s",
+        args.orders,
+        args.concurrency,
+        wall,
+        ideal,
+        wall / ideal,
+        failed,
+        submitted.as_secs_f64()
+    );
+
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle_after = rss_kib(pid)?;
+    let size = std::fs::metadata(&args.berth)?.len();
+    println!(
+        "agent RSS idle: {} fresh; {} after the run; berth binary {:.1} MiB",
+        mib(idle_fresh),
+        mib(idle_after),
+        size as f64 / (1024.0 * 1024.0)
+    );
+    drop(child);
+    Ok(())
+}
