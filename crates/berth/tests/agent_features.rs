@@ -35,6 +35,29 @@ async fn drift_of(s: &Stack, instance: &str, kind: &str) -> Drift {
     }
 }
 
+/// A Berth-owned machine made behind the control plane's back (`berth vm create`).
+async fn make_stray(s: &Stack, instance_id: &str) {
+    let cfg = s.agent_toml.display().to_string();
+    let made = run_berth(
+        [
+            "vm",
+            "create",
+            "--name",
+            "stray",
+            "--instance-id",
+            instance_id,
+            "--ssh-key",
+            common::KEY,
+            "--config",
+            &cfg,
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+}
+
 async fn run_berth(args: Vec<String>) -> std::process::Output {
     tokio::task::spawn_blocking(move || berth().args(args).output().unwrap())
         .await
@@ -110,24 +133,7 @@ async fn reconcile_quarantines_orphans_and_reports_drift() {
     s.spawn_agent();
     s.wait_agent_alive().await;
     let cfg = s.agent_toml.display().to_string();
-    let made = run_berth(
-        [
-            "vm",
-            "create",
-            "--name",
-            "stray",
-            "--instance-id",
-            "orphan-1",
-            "--ssh-key",
-            common::KEY,
-            "--config",
-            &cfg,
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-    .await;
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    make_stray(&s, "orphan-1").await;
     let d = drift_of(&s, "orphan-1", "orphan").await;
     assert!(d.detail.unwrap().contains("no such instance"));
     let until = Instant::now() + Duration::from_secs(20);
@@ -162,25 +168,7 @@ async fn orphans_are_deleted_only_when_configured_after_the_grace() {
     let mut s = Stack::start(Db::Sqlite, Timings::fast(), extra).await.unwrap();
     s.spawn_agent();
     s.wait_agent_alive().await;
-    let cfg = s.agent_toml.display().to_string();
-    let made = run_berth(
-        [
-            "vm",
-            "create",
-            "--name",
-            "stray",
-            "--instance-id",
-            "orphan-2",
-            "--ssh-key",
-            common::KEY,
-            "--config",
-            &cfg,
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-    .await;
-    assert!(made.status.success());
+    make_stray(&s, "orphan-2").await;
     let found = Instant::now();
     let until = found + Duration::from_secs(30);
     while !s.owned_by("orphan-2").is_empty() {
