@@ -193,6 +193,12 @@ impl Stack {
         self.agent = Some(c.spawn().unwrap());
     }
 
+    /// Sends `signal` to the agent process (SIGSTOP / SIGCONT to freeze it past its lease).
+    pub fn signal_agent(&self, signal: rustix::process::Signal) {
+        let c = self.agent.as_ref().expect("an agent runs");
+        rustix::process::kill_process(rustix::process::Pid::from_raw(c.id() as i32).unwrap(), signal).unwrap();
+    }
+
     pub fn kill_agent(&mut self) {
         if let Some(mut c) = self.agent.take() {
             c.kill().unwrap();
