@@ -168,11 +168,7 @@ impl Agent {
     /// Claimed work: the journal's history of the same operation (a previous lease of ours) is
     /// kept, so stages and commands done before are not done again.
     async fn take(self: &Arc<Self>, c: Claimed, backend: String) {
-        let history = self
-            .journal
-            .load_all()
-            .ok()
-            .and_then(|all| all.into_iter().find(|e| e.operation_id == c.operation_id));
+        let history = self.journal.load(&c.operation_id);
         let entry = match history {
             Some(mut e) => {
                 tracing::info!(operation = %c.operation_id, stages = ?e.stages, "resuming an operation this agent worked on before");

@@ -5,11 +5,21 @@
 
 use std::str::FromStr as _;
 
-/// What is encrypted: one JSON object, so more than a password can travel later.
-#[derive(Debug, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+/// What is encrypted: one JSON object, so more than a password can travel later. `Debug`
+/// never shows the password.
+#[derive(serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Plain {
     pub user: String,
     pub password: String,
+}
+
+impl std::fmt::Debug for Plain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plain")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Encrypts `plain` to `recipient` (`age1…`). The error never contains the plaintext.
@@ -54,6 +64,7 @@ mod tests {
         assert!(!sealed.contains("hunter2"));
         let file = format!("# created: now\n{}\n", id.to_string().expose_secret());
         assert_eq!(open(&file, &sealed).unwrap(), plain);
+        assert!(!format!("{plain:?}").contains("hunter2"), "Debug hides the password");
         let wrong = open(other.to_string().expose_secret(), &sealed).unwrap_err();
         assert!(wrong.contains("cannot decrypt"), "{wrong}");
         assert!(!wrong.contains("hunter2"));

@@ -66,6 +66,20 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     b.create(dir)
 }
 
+/// Warns when a file holding a secret (`what`) is readable by group or others.
+#[cfg(unix)]
+pub fn warn_if_readable_by_others(path: &Path, what: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(file = %path.display(), "{what} is readable by group or others; chmod 600 it");
+    }
+}
+
+#[cfg(not(unix))]
+pub fn warn_if_readable_by_others(_path: &Path, _what: &str) {}
+
 fn getrandom_fill(buf: &mut [u8]) {
     // A name clash only makes create_new fail; the write is then retried by its caller.
     let _ = getrandom::fill(buf);

@@ -39,7 +39,7 @@ pub fn load_key(path: &Path) -> anyhow::Result<SigningKey> {
             path.display()
         )
     })?;
-    warn_if_readable_by_others(path);
+    fsutil::warn_if_readable_by_others(path, "the agent key");
     Ok(SigningKey::from_bytes(&seed))
 }
 
@@ -136,19 +136,6 @@ pub fn host_name() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "berth-agent".into())
 }
-
-#[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(file = %path.display(), "the agent key is readable by group or others; chmod 600 it");
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
 
 #[cfg(test)]
 mod tests {

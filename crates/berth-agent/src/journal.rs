@@ -91,21 +91,29 @@ impl Journal {
             files.push((modified, path));
         }
         files.sort();
-        let mut out = Vec::new();
-        for (_, path) in files {
-            let parsed = std::fs::read(&path)
-                .map_err(anyhow::Error::from)
-                .and_then(|b| serde_json::from_slice::<Entry>(&b).map_err(anyhow::Error::from));
-            match parsed {
-                Ok(e) => out.push(e),
-                Err(err) => {
-                    let damaged = path.with_extension("damaged");
-                    tracing::error!(file = %path.display(), error = %err, "damaged journal entry set aside as {}", damaged.display());
-                    std::fs::rename(&path, &damaged).ok();
-                }
-            }
+        Ok(files.into_iter().filter_map(|(_, path)| read_entry(&path)).collect())
+    }
+
+    /// The entry of one operation, if the journal has it (damaged: set aside, as in `load_all`).
+    pub fn load(&self, operation_id: &str) -> Option<Entry> {
+        let path = self.path(operation_id);
+        path.exists().then(|| read_entry(&path)).flatten()
+    }
+}
+
+/// Parses one entry file; a damaged one is renamed `*.damaged` and reported.
+fn read_entry(path: &Path) -> Option<Entry> {
+    let parsed = std::fs::read(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|b| serde_json::from_slice::<Entry>(&b).map_err(anyhow::Error::from));
+    match parsed {
+        Ok(e) => Some(e),
+        Err(err) => {
+            let damaged = path.with_extension("damaged");
+            tracing::error!(file = %path.display(), error = %err, "damaged journal entry set aside as {}", damaged.display());
+            std::fs::rename(path, &damaged).ok();
+            None
         }
-        Ok(out)
     }
 }
 
@@ -139,6 +147,8 @@ mod tests {
         let all = j.load_all().unwrap();
         assert_eq!(all.len(), 2);
         assert!(all.iter().any(|x| x.operation_id == "op-1" && x.done("clone_template")));
+        assert_eq!(j.load("op-1").unwrap().stages, vec!["clone_template".to_owned()]);
+        assert!(j.load("op-3").is_none());
         j.remove("op-1").unwrap();
         assert_eq!(j.load_all().unwrap().len(), 1);
     }

@@ -273,7 +273,7 @@ fn resolve_proxmox_secret(
                     &format!("cannot read the token secret file {}: {e}", file.display()),
                 )
             })?;
-            warn_if_readable_by_others(&file);
+            crate::fsutil::warn_if_readable_by_others(&file, "secret file");
             source = FILE_KEY.to_owned();
             Secret::new(text.trim_end_matches(['\n', '\r']))
         }
@@ -344,19 +344,6 @@ fn looks_like_placeholder(s: &str) -> bool {
         || lower.starts_with('<')
         || ["changeme", "secret", "token", "todo"].contains(&lower.as_str())
 }
-
-#[cfg(unix)]
-fn warn_if_readable_by_others(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    if let Ok(meta) = std::fs::metadata(path)
-        && meta.permissions().mode() & 0o077 != 0
-    {
-        tracing::warn!(file = %path.display(), "secret file is readable by group or others; chmod 600 it");
-    }
-}
-
-#[cfg(not(unix))]
-fn warn_if_readable_by_others(_path: &Path) {}
 
 #[cfg(test)]
 mod tests;
