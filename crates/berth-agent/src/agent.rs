@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::AgentSettings;
+use crate::config::{AgentSettings, CapacitySection};
 use crate::heartbeat::Need;
 use crate::journal::{Entry, Journal};
 use crate::lease::is_refusal;
@@ -23,6 +23,8 @@ pub struct Backend {
     pub name: String,
     pub provider: Arc<dyn Provider>,
     pub slots: Arc<Semaphore>,
+    /// Its host's totals and thresholds, when not the agent's `[capacity]`.
+    pub capacity: Option<CapacitySection>,
     health: Mutex<(bool, Option<String>)>,
     /// Resources of provisions under way, not yet visible in the backend's list.
     pub(crate) reserved: Mutex<Need>,
@@ -35,10 +37,16 @@ impl Backend {
             name: name.into(),
             provider,
             slots: Arc::new(Semaphore::new(concurrency)),
+            capacity: None,
             health: Mutex::new((true, None)),
             reserved: Mutex::new(Need::default()),
             circuit: None,
         }
+    }
+
+    pub fn with_capacity(mut self, capacity: Option<CapacitySection>) -> Backend {
+        self.capacity = capacity;
+        self
     }
 
     /// Says, when the backend's circuit breaker is open, why (for the heartbeat).
@@ -65,6 +73,8 @@ pub struct Agent {
     pub agent_id: String,
     pub settings: AgentSettings,
     pub backends: Vec<Backend>,
+    /// Work under way on this host, over all backends (`agent.concurrency`).
+    pub slots: Arc<Semaphore>,
     pub journal: Journal,
     /// Stop claiming (SIGTERM).
     pub shutdown: CancellationToken,
@@ -74,6 +84,8 @@ pub struct Agent {
     active: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     tasks: TaskTracker,
     drift: Mutex<Vec<Drift>>,
+    /// Which backend holds which instance, and what each backend's templates are.
+    pub(crate) routes: crate::route::Routes,
 }
 
 impl Agent {
@@ -85,9 +97,18 @@ impl Agent {
     ) -> anyhow::Result<Arc<Agent>> {
         anyhow::ensure!(!backends.is_empty(), "no backend configured");
         let journal = Journal::open(&settings.journal_dir())?;
+        let names: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+        if let Some(dup) = names
+            .iter()
+            .enumerate()
+            .find_map(|(i, n)| names[..i].contains(n).then_some(n))
+        {
+            anyhow::bail!("two backends are called {dup:?}");
+        }
         Ok(Arc::new(Agent {
             client,
             agent_id,
+            slots: Arc::new(Semaphore::new(settings.agent.concurrency)),
             settings,
             backends,
             journal,
@@ -96,6 +117,7 @@ impl Agent {
             active: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             drift: Mutex::new(Vec::new()),
+            routes: Default::default(),
         }))
     }
 
@@ -121,7 +143,8 @@ impl Agent {
         Ok(())
     }
 
-    /// The backend an operation runs on (one backend: that one).
+    /// The backend an operation runs on: the one its journal entry names (the first when the
+    /// configuration no longer has it: the operation then fails or finds nothing there).
     pub(crate) fn backend(&self, name: &str) -> &Backend {
         self.backends
             .iter()
@@ -129,13 +152,20 @@ impl Agent {
             .unwrap_or(&self.backends[0])
     }
 
+    /// The totals and thresholds `b` is held to.
+    pub(crate) fn capacity_of<'a>(&'a self, b: &'a Backend) -> &'a CapacitySection {
+        b.capacity.as_ref().unwrap_or(&self.settings.capacity)
+    }
+
+    /// Claims while the host has a free slot. Which backend runs the work is known only once it
+    /// is claimed (the control plane queues per provider), so the work then waits for a slot of
+    /// its backend, lease kept; the host's slots bound what is claimed but not yet running.
     async fn claim_loop(self: Arc<Self>) {
-        let backend = &self.backends[0];
         let mut backoff = Duration::from_millis(500);
         loop {
             let permit = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
-                p = backend.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                p = self.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             };
             let got = tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -147,7 +177,7 @@ impl Agent {
                     metrics::counter!("berth_claims_total", "result" => "work").increment(1);
                     let me = self.clone();
                     self.tasks.spawn(async move {
-                        me.take(c, backend_name(&me)).await;
+                        me.take(c).await;
                         drop(permit);
                     });
                 }
@@ -167,7 +197,8 @@ impl Agent {
 
     /// Claimed work: the journal's history of the same operation (a previous lease of ours) is
     /// kept, so stages and commands done before are not done again.
-    async fn take(self: &Arc<Self>, c: Claimed, backend: String) {
+    /// New work goes to the backend [`Agent::route`] picks; the choice is journaled with it.
+    async fn take(self: &Arc<Self>, c: Claimed) {
         let history = self.journal.load(&c.operation_id);
         let entry = match history {
             Some(mut e) => {
@@ -175,17 +206,23 @@ impl Agent {
                 e.generation = c.generation;
                 e
             }
-            None => Entry {
-                operation_id: c.operation_id.clone(),
-                instance_id: c.instance_id.clone(),
-                kind: c.kind.clone(),
-                generation: c.generation,
-                payload: c.payload.clone(),
-                backend,
-                stages: Vec::new(),
-                commands: Vec::new(),
-                outcome: None,
-            },
+            None => {
+                let (backend, outcome) = match self.route(&c.kind, &c.instance_id, &c.payload).await {
+                    Ok(b) => (b, None),
+                    Err(why) => (self.backends[0].name.clone(), Some(why)),
+                };
+                Entry {
+                    operation_id: c.operation_id.clone(),
+                    instance_id: c.instance_id.clone(),
+                    kind: c.kind.clone(),
+                    generation: c.generation,
+                    payload: c.payload.clone(),
+                    backend,
+                    stages: Vec::new(),
+                    commands: Vec::new(),
+                    outcome,
+                }
+            }
         };
         if let Err(e) = self.journal.save(&entry) {
             // Without a journal the work is not crash-safe: give it back rather than run it.
@@ -205,8 +242,7 @@ impl Agent {
                 Ok(lease) => {
                     tracing::info!(operation = %e.operation_id, kind = %e.kind, "resuming work after a restart");
                     let me = self.clone();
-                    let backend = self.backend(&e.backend);
-                    let permit = backend.slots.clone().acquire_owned().await?;
+                    let permit = self.slots.clone().acquire_owned().await?;
                     self.tasks.spawn(async move {
                         me.operate(e, lease.expires_at).await;
                         drop(permit);
@@ -265,8 +301,4 @@ impl Agent {
     pub fn drift(&self) -> Vec<Drift> {
         self.drift.lock().expect("drift lock").clone()
     }
-}
-
-fn backend_name(a: &Agent) -> String {
-    a.backends[0].name.clone()
 }

@@ -1,4 +1,4 @@
-//! From a loaded configuration to the `Provider` it names.
+//! From a configured backend to the `Provider` it names.
 
 use std::sync::Arc;
 
@@ -8,79 +8,64 @@ use berth_multipass::MultipassProvider;
 use berth_proxmox::ProxmoxProvider;
 use berth_script::ScriptProvider;
 
-use crate::config::{BackendKind, Config, ConfigFileError};
+use crate::config::{BackendConfig, BackendKind, BackendSettings, Config, ConfigFileError};
 
-pub fn build_provider(config: &Config) -> Result<Arc<dyn Provider>, ConfigFileError> {
-    let err = |key: Option<String>, message: String| ConfigFileError {
+/// The provider for `backend` (one of `config.backends`).
+pub fn build_provider(config: &Config, backend: &BackendConfig) -> Result<Arc<dyn Provider>, ConfigFileError> {
+    let err = |table: &str, e: berth_core::ConfigError| ConfigFileError {
         path: config.path.clone(),
         line: None,
         column: None,
-        key,
-        message,
+        key: Some(format!("{}.{table}.{}", backend.key_prefix, e.key)),
+        message: e.message,
     };
-    match config.backend {
-        BackendKind::Proxmox => {
-            let px = config
-                .proxmox
-                .clone()
-                .ok_or_else(|| err(None, "no [provisioner.proxmox] table".into()))?;
-            let provider =
-                ProxmoxProvider::new(px).map_err(|e| err(Some(format!("provisioner.proxmox.{}", e.key)), e.message))?;
-            Ok(Arc::new(provider))
+    Ok(match &backend.settings {
+        BackendSettings::Proxmox(px) => Arc::new(ProxmoxProvider::new(px.clone()).map_err(|e| err("proxmox", e))?),
+        BackendSettings::Script(sc) => {
+            Arc::new(ScriptProvider::new(sc.clone(), config.base_dir()).map_err(|e| err("script", e))?)
         }
-        BackendKind::Script => {
-            let sc = config
-                .script
-                .clone()
-                .ok_or_else(|| err(None, "no [provisioner.script] table".into()))?;
-            let provider = ScriptProvider::new(sc, config.base_dir())
-                .map_err(|e| err(Some(format!("provisioner.script.{}", e.key)), e.message))?;
-            Ok(Arc::new(provider))
+        BackendSettings::Multipass(mc) => {
+            Arc::new(MultipassProvider::new(mc.clone(), config.base_dir()).map_err(|e| err("multipass", e))?)
         }
-        BackendKind::Multipass => {
-            let mc = config.multipass.clone().unwrap_or_default();
-            let provider = MultipassProvider::new(mc, config.base_dir())
-                .map_err(|e| err(Some(format!("provisioner.multipass.{}", e.key)), e.message))?;
-            Ok(Arc::new(provider))
-        }
-        BackendKind::Manual => Ok(Arc::new(manual_provider(config)?)),
+        BackendSettings::Manual(_) => Arc::new(manual_provider(config, Some(&backend.name))?),
         #[cfg(feature = "libvirt")]
-        BackendKind::Libvirt => {
-            let lc = config
-                .libvirt
-                .clone()
-                .ok_or_else(|| err(None, "no [provisioner.libvirt] table".into()))?;
-            let provider = berth_libvirt::LibvirtProvider::new(lc, config.base_dir())
-                .map_err(|e| err(Some(format!("provisioner.libvirt.{}", e.key)), e.message))?;
-            Ok(Arc::new(provider))
+        BackendSettings::Libvirt(lc) => {
+            Arc::new(berth_libvirt::LibvirtProvider::new(lc.clone(), config.base_dir()).map_err(|e| err("libvirt", e))?)
         }
-        #[cfg(not(feature = "libvirt"))]
-        BackendKind::Libvirt => Err(err(
-            Some("provisioner.type".into()),
-            "backend \"libvirt\" is not available in this build of berth (built without the `libvirt` feature)".into(),
-        )),
-    }
+    })
 }
 
-/// The manual backend as its own type, for the operator's commands (complete, fail, pending).
-pub fn manual_provider(config: &Config) -> Result<ManualProvider, ConfigFileError> {
-    let err = |key: Option<String>, message: String| ConfigFileError {
+/// The manual backend as its own type, for the operator's commands (complete, fail, pending):
+/// the one called `name`, or the file's only manual backend.
+pub fn manual_provider(config: &Config, name: Option<&str>) -> Result<ManualProvider, ConfigFileError> {
+    let manual: Vec<&BackendConfig> = config
+        .backends
+        .iter()
+        .filter(|b| b.kind() == BackendKind::Manual)
+        .collect();
+    let chosen = match name {
+        Some(_) => config.backend(name)?,
+        None if manual.len() == 1 => manual[0],
+        None => config.backend(None)?,
+    };
+    let BackendSettings::Manual(mc) = &chosen.settings else {
+        return Err(ConfigFileError {
+            path: config.path.clone(),
+            line: None,
+            column: None,
+            key: Some(format!("{}.type", chosen.key_prefix)),
+            message: format!(
+                "this command is for the manual backend; backend {:?} is \"{}\"",
+                chosen.name,
+                chosen.kind().as_str()
+            ),
+        });
+    };
+    ManualProvider::new(mc.clone(), config.base_dir()).map_err(|e| ConfigFileError {
         path: config.path.clone(),
         line: None,
         column: None,
-        key,
-        message,
-    };
-    if config.backend != BackendKind::Manual {
-        return Err(err(
-            Some("provisioner.type".into()),
-            format!(
-                "this command is for the manual backend; the configured backend is \"{}\"",
-                config.backend.as_str()
-            ),
-        ));
-    }
-    let mc = config.manual.clone().unwrap_or_default();
-    ManualProvider::new(mc, config.base_dir())
-        .map_err(|e| err(Some(format!("provisioner.manual.{}", e.key)), e.message))
+        key: Some(format!("{}.manual.{}", chosen.key_prefix, e.key)),
+        message: e.message,
+    })
 }

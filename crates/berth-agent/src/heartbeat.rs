@@ -152,7 +152,7 @@ impl Agent {
         let mut backends = Vec::new();
         for b in &self.backends {
             let (mut healthy, mut detail) = b.health();
-            match capacity(b, &self.settings.capacity).await {
+            match capacity(b, self.capacity_of(b)).await {
                 Ok(c) => total = add(total, c),
                 Err(e) => {
                     healthy = false;
@@ -194,7 +194,9 @@ impl Agent {
     pub async fn templates(&self) -> Vec<TemplateReport> {
         let mut out = Vec::new();
         for b in &self.backends {
-            match b.provider.list_templates().await {
+            let listed = b.provider.list_templates().await;
+            self.routes.templates_seen(&b.name, listed.as_ref().ok());
+            match listed {
                 Ok(ts) => out.extend(ts.into_iter().map(|t| TemplateReport {
                     backend: b.name.clone(),
                     id: t.id,

@@ -15,9 +15,12 @@ pub mod journal;
 pub mod lease;
 pub mod metrics_http;
 pub mod reconcile;
+mod route;
 pub mod runner;
 mod work;
 
 pub use agent::{Agent, Backend};
 pub use backends::{build_provider, manual_provider};
-pub use config::{AgentSettings, BackendKind, Config, ConfigFileError, load_config, parse_config};
+pub use config::{
+    AgentSettings, BackendConfig, BackendKind, BackendSettings, Config, ConfigFileError, load_config, parse_config,
+};

@@ -59,9 +59,25 @@ impl Agent {
     /// always finds its instance (the instance is recorded before its work is handed out).
     pub async fn reconcile_once(&self) -> anyhow::Result<Vec<Drift>> {
         let mut seen = Vec::new();
+        // A backend that cannot list is left out of this pass; nothing is "missing" then (it
+        // may be on that backend).
+        let mut all_listed = true;
         for b in &self.backends {
-            let vms = b.provider.list(ListFilter::default()).await?;
-            seen.push((b, vms));
+            match b.provider.list(ListFilter::default()).await {
+                Ok(vms) => {
+                    for vm in &vms {
+                        if let Some(iid) = &vm.instance_id {
+                            self.routes.located(&iid.to_string(), &b.name);
+                        }
+                    }
+                    seen.push((b, vms));
+                }
+                Err(e) if self.backends.len() == 1 => return Err(e.into()),
+                Err(e) => {
+                    tracing::warn!(backend = %b.name, error = %e, "cannot list machines; reconciling the other backends");
+                    all_listed = false;
+                }
+            }
         }
         let expected: HashMap<String, InstanceView> = self
             .client
@@ -150,6 +166,7 @@ impl Agent {
         for (iid, i) in &expected {
             let mine = i.agent_id.as_deref() == Some(self.agent_id.as_str());
             if mine
+                && all_listed
                 && matches!(i.status.as_str(), "running" | "stopped")
                 && !present.contains(iid)
                 && !busy.contains(iid)
@@ -157,14 +174,19 @@ impl Agent {
                 drift.push(Drift {
                     instance_id: iid.clone(),
                     kind: "missing".into(),
-                    backend: self.backends[0].name.clone(),
+                    backend: self
+                        .routes
+                        .location(iid)
+                        .unwrap_or_else(|| self.backends[0].name.clone()),
                     vm_id: i.vm_id.clone(),
                     detail: Some(format!("expected {}; no machine carries this instance id", i.status)),
                     since: now,
                 });
             }
         }
-        quarantine.orphans.retain(|iid, _| present.contains(iid));
+        if all_listed {
+            quarantine.orphans.retain(|iid, _| present.contains(iid));
+        }
         if quarantine.orphans.len() != before || !quarantine.orphans.is_empty() {
             let bytes = serde_json::to_vec_pretty(&quarantine)?;
             fsutil::write_atomic(&self.quarantine_path(), &bytes, 0o600)?;

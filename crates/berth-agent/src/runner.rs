@@ -1,5 +1,5 @@
 //! From a loaded configuration to a running agent: the signed client from the enrollment, the
-//! backend behind its rate limit and circuit breaker, the metrics listener, and the agent's
+//! backends, each behind its own rate limit and circuit breaker, the metrics listener, and the agent's
 //! loops on their own task.
 
 use std::net::SocketAddr;
@@ -38,21 +38,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         )
     })?;
     let (client, enrollment) = identity::signed_client(&settings)?;
-    let inner = crate::build_provider(config)?;
-    let name = config.backend.as_str().to_owned();
-    let guarded = Arc::new(Guarded::new(
-        name.clone(),
-        inner,
-        config.rate_limit,
-        config.circuit_breaker,
-    ));
-    let g = guarded.clone();
-    let backend = Backend::new(name, guarded, settings.agent.concurrency).with_circuit(Arc::new(move || {
-        (g.state() != CircuitState::Closed)
-            .then(|| format!("circuit breaker {:?}: the backend kept failing", g.state()))
-    }));
+    let mut backends = Vec::with_capacity(config.backends.len());
+    for bc in &config.backends {
+        let inner = crate::build_provider(config, bc)?;
+        let guarded = Arc::new(Guarded::new(bc.name.clone(), inner, bc.rate_limit, bc.circuit_breaker));
+        let g = guarded.clone();
+        let concurrency = bc.concurrency.unwrap_or(settings.agent.concurrency);
+        let backend = Backend::new(bc.name.clone(), guarded, concurrency)
+            .with_capacity(bc.capacity.clone())
+            .with_circuit(Arc::new(move || {
+                (g.state() != CircuitState::Closed)
+                    .then(|| format!("circuit breaker {:?}: the backend kept failing", g.state()))
+            }));
+        backends.push(backend);
+    }
     let metrics_listen = settings.agent.metrics_listen;
-    let agent = Agent::new(client, enrollment.agent_id, settings, vec![backend])?;
+    let agent = Agent::new(client, enrollment.agent_id, settings, backends)?;
     crate::metrics_http::handle();
     crate::guard::describe_metrics();
     let metrics = match metrics_listen {

@@ -89,6 +89,7 @@ impl Agent {
             lost.clone(),
         );
         let decided = entry.outcome.clone();
+        let slots = self.backend(&entry.backend).slots.clone();
         let shared = Arc::new(Mutex::new(entry));
         let (reporter, reporting) = Reporter::start(
             self.client.clone(),
@@ -100,7 +101,11 @@ impl Agent {
         let outcome = match decided {
             Some(o) => Some(o),
             None => tokio::select! {
-                o = self.execute(&shared, &reporter) => Some(o),
+                o = async {
+                    // The backend's own bound; the lease is kept while the work waits for it.
+                    let _slot = slots.acquire_owned().await;
+                    self.execute(&shared, &reporter).await
+                } => Some(o),
                 _ = lost.cancelled() => None,
                 _ = self.abort.cancelled() => None,
             },
@@ -231,7 +236,10 @@ impl Agent {
                 }
             }
             "terminate" => match self.retrying("delete", || b.provider.delete(&r)).await {
-                Ok(_) => Completion::Succeeded(OpResult::default()),
+                Ok(_) => {
+                    self.routes.forget(&entry.instance_id);
+                    Completion::Succeeded(OpResult::default())
+                }
                 Err(e) => from_provider(&e),
             },
             other => failed(
@@ -333,6 +341,7 @@ impl Agent {
                 return from_provider(&e);
             }
         };
+        self.routes.located(&entry.instance_id, &b.name);
         let mut result = result_of(&inst, &b.name);
         if !p.post_provision_commands.is_empty() {
             match self
@@ -366,7 +375,7 @@ impl Agent {
 
     /// Checks the host's thresholds and reserves `need` until the machine shows in the list.
     async fn reserve(&self, b: &Backend, need: Need) -> Result<(), String> {
-        let report = capacity(b, &self.settings.capacity)
+        let report = capacity(b, self.capacity_of(b))
             .await
             .map_err(|e| format!("cannot check the host's capacity: {e}"))?;
         let mut res = b.reserved.lock().expect("reserved lock");

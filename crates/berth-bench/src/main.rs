@@ -56,7 +56,7 @@ fn provider(emu: &EmulatorHandle, poll_ms: Option<u64>) -> anyhow::Result<Arc<dy
         text.push_str(&format!("poll_interval_ms = {ms}\n"));
     }
     let cfg = berth_agent::parse_config(Path::new("bench.toml"), &text, &|_| None)?;
-    Ok(berth_agent::build_provider(&cfg)?)
+    Ok(berth_agent::build_provider(&cfg, &cfg.backends[0])?)
 }
 
 fn spec(tag: &str) -> anyhow::Result<VmSpec> {

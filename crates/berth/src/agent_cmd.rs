@@ -36,10 +36,10 @@ pub async fn run(args: AgentArgs, config: &Path) -> anyhow::Result<ExitCode> {
             let stop = crate::server_cmd::StopSignal::install()?;
             let running = runner::start(&cfg).await?;
             eprintln!(
-                "berth agent {} working for {} (backend {}, {} at a time)",
+                "berth agent {} working for {} (backends {}, {} at a time)",
                 running.agent.agent_id,
                 settings.endpoint,
-                cfg.backend.as_str(),
+                cfg.describe_backends(),
                 settings.agent.concurrency
             );
             if let Some(m) = running.metrics {

@@ -107,6 +107,9 @@ pub struct VmArgs {
     /// Machine kind (`berth ct` implies container).
     #[arg(long, value_enum, global = true)]
     pub kind: Option<KindArg>,
+    /// Which backend, when the configuration names several (`[provisioner.backends.NAME]`).
+    #[arg(long, global = true)]
+    pub backend: Option<String>,
     #[command(subcommand)]
     pub action: VmAction,
 }

@@ -13,16 +13,31 @@ pub async fn run(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> 
     match berth_agent::load_config(path) {
         Err(e) => checks.push(Check::fail("config", e.to_string())),
         Ok(config) => {
+            let noun = if config.backends.len() == 1 {
+                "backend"
+            } else {
+                "backends"
+            };
             checks.push(Check::ok(
                 "config",
-                format!("{} is valid (backend {})", path.display(), config.backend.as_str()),
+                format!("{} is valid ({noun} {})", path.display(), config.describe_backends()),
             ));
             if let Some(settings) = &config.agent {
                 checks.extend(agent_checks(settings).await);
             }
-            match berth_agent::build_provider(&config) {
-                Err(e) => checks.push(Check::fail("backend", e.to_string())),
-                Ok(provider) => checks.extend(provider.validate().await),
+            let several = config.backends.len() > 1;
+            for b in &config.backends {
+                // With several backends, each check says whose it is.
+                let named = |mut c: Check| {
+                    if several {
+                        c.name = format!("{}: {}", b.name, c.name);
+                    }
+                    c
+                };
+                match berth_agent::build_provider(&config, b) {
+                    Err(e) => checks.push(named(Check::fail("backend", e.to_string()))),
+                    Ok(provider) => checks.extend(provider.validate().await.into_iter().map(named)),
+                }
             }
         }
     }

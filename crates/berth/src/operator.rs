@@ -23,8 +23,8 @@ pub fn is_operator_action(a: &VmAction) -> bool {
     )
 }
 
-pub async fn run(config: &Config, action: VmAction, out: &Printer) -> anyhow::Result<ExitCode> {
-    let manual = match berth_agent::manual_provider(config) {
+pub async fn run(config: &Config, backend: Option<&str>, action: VmAction, out: &Printer) -> anyhow::Result<ExitCode> {
+    let manual = match berth_agent::manual_provider(config, backend) {
         Ok(m) => m,
         Err(e) => return Ok(out.config_error(&e)),
     };

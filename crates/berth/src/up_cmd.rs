@@ -154,7 +154,7 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
     println!(
         "  agent           {} (backend {})",
         agent.agent.agent_id,
-        cfg.backend.as_str()
+        cfg.describe_backends()
     );
     if let Some(m) = agent.metrics.or(metrics_hint) {
         println!("  metrics         http://{m}/metrics");

@@ -41,9 +41,12 @@ pub async fn run(
         Err(e) => return Ok(out.config_error(&e)),
     };
     if crate::operator::is_operator_action(&args.action) {
-        return crate::operator::run(&config, args.action, &out).await;
+        return crate::operator::run(&config, args.backend.as_deref(), args.action, &out).await;
     }
-    let provider = match berth_agent::build_provider(&config) {
+    let provider = match config
+        .backend(args.backend.as_deref())
+        .and_then(|b| berth_agent::build_provider(&config, b))
+    {
         Ok(p) => p,
         Err(e) => return Ok(out.config_error(&e)),
     };

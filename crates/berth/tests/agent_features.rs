@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use berth_api::wire::*;
 use berth_pve_emulator::Timings;
-use common::berth;
-use stack::{AGE_ID, Db, Stack};
+use stack::{AGE_ID, Db, Stack, run_berth};
 
 const LONG: Duration = Duration::from_secs(90);
 
@@ -56,12 +55,6 @@ async fn make_stray(s: &Stack, instance_id: &str) {
     )
     .await;
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-}
-
-async fn run_berth(args: Vec<String>) -> std::process::Output {
-    tokio::task::spawn_blocking(move || berth().args(args).output().unwrap())
-        .await
-        .unwrap()
 }
 
 /// The offering's commands run in the guest once it is reachable, each once, in order; their

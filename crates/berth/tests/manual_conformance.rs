@@ -54,7 +54,7 @@ async fn manual_backend_conforms_with_an_operator_at_the_cli() {
     )
     .unwrap();
     let config = berth_agent::load_config(&path).unwrap();
-    let provider = berth_agent::build_provider(&config).unwrap();
+    let provider = berth_agent::build_provider(&config, &config.backends[0]).unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let op = std::thread::spawn({

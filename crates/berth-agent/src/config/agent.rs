@@ -29,7 +29,8 @@ pub struct AgentSection {
     pub state_dir: PathBuf,
     /// Prometheus metrics on this local address (`/metrics`); none when absent.
     pub metrics_listen: Option<SocketAddr>,
-    /// Operations run at once per backend.
+    /// Operations under way at once on this host, over all backends; each backend's own
+    /// `concurrency` (default: this) bounds it further.
     pub concurrency: usize,
     /// Seconds a `stop` waits for a graceful shutdown before powering off.
     pub stop_timeout_seconds: u64,
@@ -192,6 +193,39 @@ pub(crate) struct RawAgentTables {
     pub reconcile: Option<ReconcileSection>,
 }
 
+fn range(key: &str, v: u64, lo: u64, hi: u64) -> Result<(), (String, String)> {
+    if v < lo || v > hi {
+        Err((key.to_owned(), format!("expected a number from {lo} to {hi} (got {v})")))
+    } else {
+        Ok(())
+    }
+}
+
+/// Thresholds and overcommit factors in range; keys start with `prefix` (`capacity`, or a
+/// backend's own `provisioner.backends.NAME.capacity`).
+pub(crate) fn check_capacity(prefix: &str, c: &CapacitySection) -> Result<(), (String, String)> {
+    range(&format!("{prefix}.cpu_threshold"), c.cpu_threshold as u64, 1, 100)?;
+    range(&format!("{prefix}.memory_threshold"), c.memory_threshold as u64, 1, 100)?;
+    range(
+        &format!("{prefix}.storage_threshold"),
+        c.storage_threshold as u64,
+        1,
+        100,
+    )?;
+    for (key, v) in [
+        ("cpu_overcommit", c.cpu_overcommit),
+        ("memory_overcommit", c.memory_overcommit),
+    ] {
+        if !(v.is_finite() && (0.1..=64.0).contains(&v)) {
+            return Err((
+                format!("{prefix}.{key}"),
+                format!("expected a factor from 0.1 to 64 (got {v})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks ranges and resolves relative paths against `base`. `Err((key, message))`.
 pub(crate) fn settle(raw: RawAgentTables, base: &Path) -> Result<Option<AgentSettings>, (String, String)> {
     let agent = raw.agent.unwrap_or_default();
@@ -199,13 +233,6 @@ pub(crate) fn settle(raw: RawAgentTables, base: &Path) -> Result<Option<AgentSet
     let capacity = raw.capacity.unwrap_or_default();
     let post_provision = raw.post_provision.unwrap_or_default();
     let reconcile = raw.reconcile.unwrap_or_default();
-    let range = |key: &str, v: u64, lo: u64, hi: u64| {
-        if v < lo || v > hi {
-            Err((key.to_owned(), format!("expected a number from {lo} to {hi} (got {v})")))
-        } else {
-            Ok(())
-        }
-    };
     range("agent.concurrency", agent.concurrency as u64, 1, 1024)?;
     range("agent.stop_timeout_seconds", agent.stop_timeout_seconds, 1, 3600)?;
     range("agent.attempts", agent.attempts as u64, 1, 20)?;
@@ -229,17 +256,7 @@ pub(crate) fn settle(raw: RawAgentTables, base: &Path) -> Result<Option<AgentSet
         1,
         86_400,
     )?;
-    range("capacity.cpu_threshold", capacity.cpu_threshold as u64, 1, 100)?;
-    range("capacity.memory_threshold", capacity.memory_threshold as u64, 1, 100)?;
-    range("capacity.storage_threshold", capacity.storage_threshold as u64, 1, 100)?;
-    for (key, v) in [
-        ("capacity.cpu_overcommit", capacity.cpu_overcommit),
-        ("capacity.memory_overcommit", capacity.memory_overcommit),
-    ] {
-        if !(v.is_finite() && (0.1..=64.0).contains(&v)) {
-            return Err((key.to_owned(), format!("expected a factor from 0.1 to 64 (got {v})")));
-        }
-    }
+    check_capacity("capacity", &capacity)?;
     range(
         "post_provision.timeout_seconds",
         post_provision.timeout_seconds,

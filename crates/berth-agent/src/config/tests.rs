@@ -27,11 +27,23 @@ fn parse(text: &str) -> Result<Config, ConfigFileError> {
     parse_config(Path::new("berth.toml"), text, &no_env)
 }
 
+fn kind(cfg: &Config) -> BackendKind {
+    assert_eq!(cfg.backends.len(), 1);
+    cfg.backends[0].kind()
+}
+
+fn proxmox(cfg: Config) -> berth_proxmox::ProxmoxConfig {
+    match cfg.backends.into_iter().next().map(|b| b.settings) {
+        Some(BackendSettings::Proxmox(p)) => p,
+        other => panic!("expected a proxmox backend, got {other:?}"),
+    }
+}
+
 #[test]
 fn good_file_loads() {
     let cfg = parse(GOOD).unwrap();
-    assert_eq!(cfg.backend, BackendKind::Proxmox);
-    let px = cfg.proxmox.unwrap();
+    assert_eq!(kind(&cfg), BackendKind::Proxmox);
+    let px = proxmox(cfg);
     assert_eq!(px.node, "pve1");
     assert_eq!(px.template_vmid, 9000);
     assert!(px.verify_ssl, "TLS verification is on by default");
@@ -101,16 +113,13 @@ fn secret_from_env_and_file() {
 
     let env = |k: &str| (k == PROXMOX_SECRET_ENV).then(|| "from-env-1234".to_owned());
     let cfg = parse_config(Path::new("berth.toml"), &text, &env).unwrap();
-    assert_eq!(cfg.proxmox.unwrap().api_token_secret.unwrap().expose(), "from-env-1234");
+    assert_eq!(proxmox(cfg).api_token_secret.unwrap().expose(), "from-env-1234");
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("token"), "from-file-5678\n").unwrap();
     let with_file = format!("{text}api_token_secret_file = \"token\"\n");
     let cfg = parse_config(&dir.path().join("berth.toml"), &with_file, &no_env).unwrap();
-    assert_eq!(
-        cfg.proxmox.unwrap().api_token_secret.unwrap().expose(),
-        "from-file-5678"
-    );
+    assert_eq!(proxmox(cfg).api_token_secret.unwrap().expose(), "from-file-5678");
 }
 
 #[test]
@@ -151,9 +160,9 @@ fn script_backend_config_resolves_against_the_file() {
     let text =
         "[provisioner]\ntype = \"script\"\n\n[provisioner.script]\ncommand = \"backend.sh\"\ntimeout_seconds = 60\n";
     let cfg = parse_config(&dir.path().join("berth.toml"), text, &no_env).unwrap();
-    assert_eq!(cfg.backend, BackendKind::Script);
+    assert_eq!(kind(&cfg), BackendKind::Script);
     assert_eq!(cfg.base_dir(), dir.path());
-    crate::build_provider(&cfg).expect("a script provider is built");
+    crate::build_provider(&cfg, &cfg.backends[0]).expect("a script provider is built");
 
     let bad = text.replace("timeout_seconds = 60", "timeout_seconds = \"soon\"");
     let err = parse_config(&dir.path().join("berth.toml"), &bad, &no_env).unwrap_err();
@@ -164,8 +173,11 @@ fn script_backend_config_resolves_against_the_file() {
 #[test]
 fn multipass_backend_needs_no_table_and_names_bad_keys() {
     let cfg = parse("[provisioner]\ntype = \"multipass\"\n").unwrap();
-    assert_eq!(cfg.backend, BackendKind::Multipass);
-    assert_eq!(cfg.multipass.unwrap().image, "24.04");
+    assert_eq!(kind(&cfg), BackendKind::Multipass);
+    let BackendSettings::Multipass(mp) = &cfg.backends[0].settings else {
+        unreachable!()
+    };
+    assert_eq!(mp.image, "24.04");
     let err = parse("[provisioner]\ntype = \"multipass\"\n\n[provisioner.multipass]\nimage = 24\n").unwrap_err();
     assert_eq!(err.key.as_deref(), Some("provisioner.multipass.image"), "{err}");
     assert_eq!(err.line, Some(5), "{err}");
@@ -208,7 +220,7 @@ fn relative_ca_file_is_resolved_next_to_the_config_and_must_exist() {
     std::fs::write(dir.path().join("ca.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
     let with_ca = GOOD.replace("pool = \"berth\"", "pool = \"berth\"\nca_file = \"ca.pem\"");
     let cfg = parse_config(&dir.path().join("berth.toml"), &with_ca, &no_env).unwrap();
-    assert_eq!(cfg.proxmox.unwrap().ca_file.unwrap(), dir.path().join("ca.pem"));
+    assert_eq!(proxmox(cfg).ca_file.unwrap(), dir.path().join("ca.pem"));
     let missing = GOOD.replace("pool = \"berth\"", "pool = \"berth\"\nca_file = \"nope.pem\"");
     let err = parse_config(&dir.path().join("berth.toml"), &missing, &no_env).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("provisioner.proxmox.ca_file"), "{err}");
@@ -220,7 +232,9 @@ fn relative_ca_file_is_resolved_next_to_the_config_and_must_exist() {
 fn libvirt_backend_config_resolves_against_the_file_and_names_bad_keys() {
     let text = "[provisioner]\ntype = \"libvirt\"\n\n[provisioner.libvirt]\nimages_dir = \"images\"\ninstances_dir = \"/srv/vms\"\nnetwork = \"bridge:br0\"\n";
     let c = parse_config(Path::new("/etc/berth/berth.toml"), text, &|_| None).unwrap();
-    let lc = c.libvirt.unwrap();
+    let BackendSettings::Libvirt(lc) = c.backends[0].settings.clone() else {
+        unreachable!()
+    };
     assert_eq!(lc.images_dir.as_deref(), Some(Path::new("/etc/berth/images")));
     assert_eq!(lc.instances_dir, Path::new("/srv/vms"));
     let bad = "[provisioner]\ntype = \"libvirt\"\n\n[provisioner.libvirt]\nimages_dir = \"i\"\nnetwork = \"tap:0\"\n";
@@ -261,7 +275,7 @@ fn agent_tables_load_with_defaults_and_resolved_paths() {
     assert_eq!(a.capacity.cpu_threshold, 90, "the seed's thresholds by default");
     assert_eq!(a.capacity.memory_threshold, 85);
     assert!(!a.reconcile.delete_orphans, "orphans are never deleted unless asked");
-    assert_eq!(cfg.rate_limit.qps, 10.0);
+    assert_eq!(cfg.backends[0].rate_limit.qps, 10.0);
     assert!(parse(GOOD).unwrap().agent.is_none(), "no [api]: a backend-only file");
 }
 
@@ -306,3 +320,6 @@ fn agent_table_errors_name_key_and_line() {
     let err = parse(&format!("{GOOD}\n[provisioner.rate_limit]\nqps = -1\n")).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("provisioner.rate_limit.qps"), "{err}");
 }
+
+#[path = "tests_backends.rs"]
+mod backends;

@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         root.join("instances").display()
     );
     let cfg = berth_agent::parse_config(&root.join("bench.toml"), &text, &|_| None)?;
-    let p = berth_agent::build_provider(&cfg)?;
+    let p = berth_agent::build_provider(&cfg, &cfg.backends[0])?;
     let mut runs: Vec<Marks> = Vec::new();
     // Run 0 is a warm-up: the first create after a daemon start pays libvirt's one-time work.
     for n in 0..=args.runs {

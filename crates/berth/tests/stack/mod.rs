@@ -51,6 +51,13 @@ pub fn paced() -> Timings {
     }
 }
 
+/// `berth ARGS…` to its end, off the async threads.
+pub async fn run_berth(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || berth().args(args).output().unwrap())
+        .await
+        .unwrap()
+}
+
 pub fn age_public() -> String {
     use std::str::FromStr as _;
     age::x25519::Identity::from_str(AGE_ID).unwrap().to_public().to_string()
@@ -67,6 +74,17 @@ impl Stack {
         db: Db,
         timings: Timings,
         backend: Option<String>,
+        agent_extra: &str,
+    ) -> Option<Stack> {
+        let provisioner = move |emu: &EmulatorHandle| backend.unwrap_or_else(|| config_text(emu, &emu.token_secret()));
+        Stack::start_with(db, timings, provisioner, agent_extra).await
+    }
+
+    /// As `start`, with the `[provisioner]` text made from the emulator (its URL, token, pin).
+    pub async fn start_with(
+        db: Db,
+        timings: Timings,
+        provisioner: impl FnOnce(&EmulatorHandle) -> String,
         agent_extra: &str,
     ) -> Option<Stack> {
         let pg = match db {
@@ -123,7 +141,7 @@ impl Stack {
         std::fs::create_dir_all(s.dir.path().join("agent")).unwrap();
         let toml = format!(
             "{backend}\n[api]\nendpoint = \"{url}\"\n\n[agent]\nstate_dir = \"state\"\n{agent_extra}\n",
-            backend = backend.unwrap_or_else(|| config_text(&s.emu, &s.emu.token_secret())),
+            backend = provisioner(&s.emu),
         );
         std::fs::write(&s.agent_toml, toml).unwrap();
         let token = s.provider.create_enrollment_token(&s.provider_id, None).await.unwrap();
