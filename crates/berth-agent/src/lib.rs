@@ -5,8 +5,10 @@
 
 pub mod agent;
 pub mod backends;
+pub mod cmd;
 pub mod config;
 pub mod credentials;
+pub mod doctor;
 pub mod fsutil;
 pub mod guard;
 pub mod heartbeat;

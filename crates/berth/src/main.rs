@@ -4,7 +4,6 @@ mod agent_cmd;
 mod api_cmd;
 mod cli;
 mod cli_api;
-mod doctor;
 mod keygen;
 mod operator;
 mod output;
@@ -17,25 +16,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-fn init_logging(verbose: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if verbose {
-        "info,berth=debug,berth_proxmox=debug"
-    } else {
-        "warn,rustls=off,berth=info,berth_proxmox=info"
-    };
-    let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
-}
-
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    init_logging(cli.verbose);
+    berth_agent::cmd::init_logging(cli.verbose);
     // The agent mostly waits on the network: one thread keeps its idle footprint small.
     let mut builder = if matches!(cli.command, cli::Command::Agent(_)) {
         tokio::runtime::Builder::new_current_thread()
@@ -52,7 +35,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         let (config, output) = (&cli.config.config, cli.output.output);
         match cli.command {
-            cli::Command::Doctor(_) => doctor::run(config, output).await,
+            cli::Command::Doctor(_) => berth_agent::doctor::run(config, output == cli::OutputFormat::Json).await,
             cli::Command::Keygen(args) => keygen::run(&args),
             cli::Command::Vm(args) => vm::run(args, config, output, None).await,
             cli::Command::Ct(args) => vm::run(args, config, output, Some(berth_core::GuestKind::Container)).await,

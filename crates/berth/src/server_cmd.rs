@@ -28,7 +28,7 @@ pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&berth_server::openapi())?);
         return Ok(ExitCode::SUCCESS);
     }
-    let stop = StopSignal::install()?;
+    let stop = berth_agent::cmd::StopSignal::install()?;
     let cfg = ServerConfig::load(config)?;
     let store = berth_server::open_store(&cfg).await?;
     let file = token_file(&cfg);
@@ -42,29 +42,6 @@ pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
     eprintln!("shutting down: finishing requests in flight");
     running.shutdown().await?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// SIGINT and SIGTERM, caught from the moment of `install` (a signal before the wait is kept).
-pub(crate) struct StopSignal {
-    int: tokio::signal::unix::Signal,
-    term: tokio::signal::unix::Signal,
-}
-
-impl StopSignal {
-    pub fn install() -> anyhow::Result<StopSignal> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(StopSignal {
-            int: signal(SignalKind::interrupt())?,
-            term: signal(SignalKind::terminate())?,
-        })
-    }
-
-    pub async fn wait(mut self) {
-        tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
-        }
-    }
 }
 
 pub async fn audit_verify(config: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {

@@ -49,7 +49,7 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
-    let stop = crate::server_cmd::StopSignal::install()?;
+    let stop = berth_agent::cmd::StopSignal::install()?;
     let data = std::path::absolute(&args.data_dir)?;
     fsutil::ensure_private_dir(&data).with_context(|| format!("cannot create {}", data.display()))?;
 

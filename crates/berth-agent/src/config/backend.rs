@@ -264,7 +264,7 @@ fn settle_one(name: String, prefix: String, p: RawBackend, cx: &Ctx<'_>) -> Resu
         BackendKind::Libvirt => {
             return Err(loc.at_key(
                 &format!("{prefix}.type"),
-                "backend \"libvirt\" is not available in this build of berth (built without the `libvirt` feature); expected \"proxmox\", \"script\", \"multipass\" or \"manual\"",
+                "backend \"libvirt\" is not in this build (built without the `libvirt` feature: run it with `berth agent`, or build berth-agent with `--features libvirt`); expected \"proxmox\", \"script\", \"multipass\" or \"manual\"",
             ));
         }
     };

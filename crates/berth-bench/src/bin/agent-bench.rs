@@ -21,7 +21,7 @@ use clap::Parser;
 
 #[derive(Parser, Debug)]
 struct Args {
-    /// The `berth` binary the agent runs as.
+    /// The binary the agent runs as: `berth` (run as `berth agent`) or the lean `berth-agent`.
     #[arg(long, default_value = "target/release/berth")]
     berth: PathBuf,
     #[arg(long, default_value_t = 21)]
@@ -182,13 +182,22 @@ disk_gib = 1000000
             conc = args.concurrency,
         ),
     )?;
+    let lean = args
+        .berth
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("berth-agent"));
     let loaded = berth_agent::load_config(&agent_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
     let settings = loaded.agent.clone().context("[api]")?;
     let setup = provider.create_enrollment_token(&p.id, None).await?;
     berth_agent::identity::enroll(&settings, &setup.token, Some("bench")).await?;
     let child = Agent(
         Command::new(&args.berth)
-            .args(["agent", "--config"])
+            // `berth agent --config F`, or the lean `berth-agent --config F`.
+            .args(if lean {
+                &["--config"][..]
+            } else {
+                &["agent", "--config"][..]
+            })
             .arg(&agent_toml)
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())

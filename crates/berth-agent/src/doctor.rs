@@ -6,11 +6,10 @@ use std::process::ExitCode;
 
 use berth_core::{Check, CheckStatus};
 
-use crate::cli::OutputFormat;
-
-pub async fn run(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
+/// Checks `path` and prints one line per check (`json`: the checks as JSON).
+pub async fn run(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let mut checks = Vec::new();
-    match berth_agent::load_config(path) {
+    match crate::load_config(path) {
         Err(e) => checks.push(Check::fail("config", e.to_string())),
         Ok(config) => {
             let noun = if config.backends.len() == 1 {
@@ -34,7 +33,7 @@ pub async fn run(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> 
                     }
                     c
                 };
-                match berth_agent::build_provider(&config, b) {
+                match crate::build_provider(&config, b) {
                     Err(e) => checks.push(named(Check::fail("backend", e.to_string()))),
                     Ok(provider) => checks.extend(provider.validate().await.into_iter().map(named)),
                 }
@@ -42,7 +41,7 @@ pub async fn run(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> 
         }
     }
     let failed = checks.iter().any(|c| c.status == CheckStatus::Fail);
-    if output == OutputFormat::Json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         for c in &checks {
@@ -59,8 +58,8 @@ pub async fn run(path: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> 
 
 /// The agent's side: its key, its enrollment, and whether the control plane answers and knows
 /// the key (a signed `GET /agent/me`).
-async fn agent_checks(settings: &berth_agent::AgentSettings) -> Vec<Check> {
-    use berth_agent::identity;
+async fn agent_checks(settings: &crate::AgentSettings) -> Vec<Check> {
+    use crate::identity;
     let mut out = Vec::new();
     match identity::load_key(&settings.key_file) {
         Ok(_) => out.push(Check::ok("agent key", settings.key_file.display().to_string())),

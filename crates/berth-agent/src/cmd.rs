@@ -1,0 +1,94 @@
+//! The agent's commands, shared by `berth agent` and the lean `berth-agent` binary: run until
+//! SIGINT/SIGTERM, or enroll with a setup token. On a signal the agent stops claiming, lets
+//! running work finish within `agent.shutdown_grace_seconds`, then checkpoints and releases
+//! what is left.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::{AgentSettings, Config, identity, runner};
+
+/// SIGINT and SIGTERM, caught from the moment of `install` (a signal before the wait is kept).
+pub struct StopSignal {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    pub fn install() -> anyhow::Result<StopSignal> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(StopSignal {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    pub async fn wait(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Logs to stderr; `BERTH_LOG` (an env-filter) overrides the default level.
+pub fn init_logging(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose {
+        "info,berth=debug,berth_agent=debug,berth_proxmox=debug"
+    } else {
+        "warn,rustls=off,berth=info,berth_agent=info,berth_proxmox=info"
+    };
+    let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+/// The configuration's agent tables, or an error saying `[api]` is missing.
+pub fn settings(cfg: &Config) -> anyhow::Result<AgentSettings> {
+    cfg.agent.clone().with_context(|| {
+        format!(
+            "{}: no [api] table (api.endpoint names the control plane)",
+            cfg.path.display()
+        )
+    })
+}
+
+/// Registers the agent's key (made if absent) with a single-use setup token.
+pub async fn enroll(cfg: &Config, token: &str, name: Option<&str>) -> anyhow::Result<ExitCode> {
+    let settings = settings(cfg)?;
+    let e = identity::enroll(&settings, token.trim(), name).await?;
+    println!(
+        "enrolled as agent {} ({}) under provider {} with {}",
+        e.agent_id, e.name, e.provider_id, e.endpoint
+    );
+    println!("key: {}", settings.key_file.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the agent until SIGINT or SIGTERM, then winds it down.
+pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let settings = settings(cfg)?;
+    let stop = StopSignal::install()?;
+    let running = runner::start(cfg).await?;
+    eprintln!(
+        "berth agent {} working for {} (backends {}, {} at a time)",
+        running.agent.agent_id,
+        settings.endpoint,
+        cfg.describe_backends(),
+        settings.agent.concurrency
+    );
+    if let Some(m) = running.metrics {
+        eprintln!("metrics: http://{m}/metrics");
+    }
+    stop.wait().await;
+    eprintln!("stopping: no new work; running work finishes or is checkpointed and released");
+    running.shutdown();
+    running.wait().await?;
+    Ok(ExitCode::SUCCESS)
+}
