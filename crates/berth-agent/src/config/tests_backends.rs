@@ -71,56 +71,59 @@ fn one_backend_is_chosen_by_name_or_by_being_the_only_one() {
 
 #[test]
 fn an_error_in_a_named_backend_names_its_key_and_line() {
-    let line_of = |text: &str, l: &str| text.lines().position(|x| x.trim() == l).unwrap() + 1;
-    let text = TWO.replace("node = \"pve1\"\n", "");
-    let err = parse(&text).unwrap_err();
-    assert_eq!(
-        err.key.as_deref(),
-        Some("provisioner.backends.zeta.proxmox.node"),
-        "{err}"
-    );
-    assert_eq!(
-        err.line,
-        Some(line_of(&text, "[provisioner.backends.zeta.proxmox]")),
-        "{err}"
-    );
-    assert!(err.message.contains("missing required key 'node'"), "{err}");
-
-    let text = TWO.replace("cpu_threshold = 50", "cpu_threshold = 0");
-    let err = parse(&text).unwrap_err();
-    assert_eq!(
-        err.key.as_deref(),
-        Some("provisioner.backends.alpha.capacity.cpu_threshold"),
-        "{err}"
-    );
-    assert_eq!(err.line, Some(line_of(&text, "cpu_threshold = 0")), "{err}");
-
-    let text = TWO.replace("concurrency = 2", "concurrency = 0");
-    let err = parse(&text).unwrap_err();
-    assert_eq!(
-        err.key.as_deref(),
-        Some("provisioner.backends.zeta.concurrency"),
-        "{err}"
-    );
-    assert_eq!(err.line, Some(line_of(&text, "concurrency = 0")), "{err}");
-
-    let text = TWO.replace("qps = 3.0", "qps = -3.0");
-    let err = parse(&text).unwrap_err();
-    assert_eq!(
-        err.key.as_deref(),
-        Some("provisioner.backends.zeta.rate_limit.qps"),
-        "{err}"
-    );
-
-    let text = TWO.replace("type = \"manual\"\n", "");
-    let err = parse(&text).unwrap_err();
-    assert_eq!(err.key.as_deref(), Some("provisioner.backends.alpha.type"), "{err}");
-    assert!(err.message.contains("missing required key 'type'"), "{err}");
-
-    let err = parse(&TWO.replace("backends.zeta", "backends.Zeta")).unwrap_err();
-    assert_eq!(err.key.as_deref(), Some("provisioner.backends.Zeta"), "{err}");
-    assert_eq!(err.line, Some(1), "{err}");
-    assert!(err.message.contains("backend name \"Zeta\""), "{err}");
+    // (what is changed, into what, the key named, the line pointed at, what the message says)
+    let cases = [
+        (
+            "node = \"pve1\"\n",
+            "",
+            "provisioner.backends.zeta.proxmox.node",
+            "[provisioner.backends.zeta.proxmox]",
+            "missing required key 'node'",
+        ),
+        (
+            "cpu_threshold = 50",
+            "cpu_threshold = 0",
+            "provisioner.backends.alpha.capacity.cpu_threshold",
+            "cpu_threshold = 0",
+            "from 1 to 100",
+        ),
+        (
+            "concurrency = 2",
+            "concurrency = 0",
+            "provisioner.backends.zeta.concurrency",
+            "concurrency = 0",
+            "from 1 to 1024",
+        ),
+        (
+            "qps = 3.0",
+            "qps = -3.0",
+            "provisioner.backends.zeta.rate_limit.qps",
+            "qps = -3.0",
+            "greater than 0",
+        ),
+        (
+            "type = \"manual\"\n",
+            "",
+            "provisioner.backends.alpha.type",
+            "[provisioner.backends.alpha]",
+            "missing required key 'type'",
+        ),
+        (
+            "backends.zeta]",
+            "backends.Zeta]",
+            "provisioner.backends.Zeta",
+            "[provisioner.backends.Zeta]",
+            "backend name \"Zeta\"",
+        ),
+    ];
+    for (from, to, key, at, says) in cases {
+        let text = TWO.replacen(from, to, 1);
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        let line = text.lines().position(|l| l.trim() == at).unwrap() + 1;
+        assert_eq!(err.line, Some(line), "{err}");
+        assert!(err.message.contains(says), "{err}");
+    }
 }
 
 #[test]
