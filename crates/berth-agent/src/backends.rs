@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use berth_core::Provider;
-use berth_manual::ManualProvider;
+use berth_core::{ConfigError, Provider};
+use berth_manual::{ManualConfig, ManualProvider};
 use berth_multipass::MultipassProvider;
 use berth_proxmox::ProxmoxProvider;
 use berth_script::ScriptProvider;
@@ -12,25 +12,19 @@ use crate::config::{BackendConfig, BackendKind, BackendSettings, Config, ConfigF
 
 /// The provider for `backend` (one of `config.backends`).
 pub fn build_provider(config: &Config, backend: &BackendConfig) -> Result<Arc<dyn Provider>, ConfigFileError> {
-    let err = |table: &str, e: berth_core::ConfigError| ConfigFileError {
-        path: config.path.clone(),
-        line: None,
-        column: None,
-        key: Some(format!("{}.{table}.{}", backend.key_prefix, e.key)),
-        message: e.message,
-    };
+    let err = |table: &'static str| move |e| key_error(config, backend, table, e);
     Ok(match &backend.settings {
-        BackendSettings::Proxmox(px) => Arc::new(ProxmoxProvider::new(px.clone()).map_err(|e| err("proxmox", e))?),
+        BackendSettings::Proxmox(px) => Arc::new(ProxmoxProvider::new(px.clone()).map_err(err("proxmox"))?),
         BackendSettings::Script(sc) => {
-            Arc::new(ScriptProvider::new(sc.clone(), config.base_dir()).map_err(|e| err("script", e))?)
+            Arc::new(ScriptProvider::new(sc.clone(), config.base_dir()).map_err(err("script"))?)
         }
         BackendSettings::Multipass(mc) => {
-            Arc::new(MultipassProvider::new(mc.clone(), config.base_dir()).map_err(|e| err("multipass", e))?)
+            Arc::new(MultipassProvider::new(mc.clone(), config.base_dir()).map_err(err("multipass"))?)
         }
-        BackendSettings::Manual(_) => Arc::new(manual_provider(config, Some(&backend.name))?),
+        BackendSettings::Manual(mc) => Arc::new(manual(config, backend, mc)?),
         #[cfg(feature = "libvirt")]
         BackendSettings::Libvirt(lc) => {
-            Arc::new(berth_libvirt::LibvirtProvider::new(lc.clone(), config.base_dir()).map_err(|e| err("libvirt", e))?)
+            Arc::new(berth_libvirt::LibvirtProvider::new(lc.clone(), config.base_dir()).map_err(err("libvirt"))?)
         }
     })
 }
@@ -38,15 +32,14 @@ pub fn build_provider(config: &Config, backend: &BackendConfig) -> Result<Arc<dy
 /// The manual backend as its own type, for the operator's commands (complete, fail, pending):
 /// the one called `name`, or the file's only manual backend.
 pub fn manual_provider(config: &Config, name: Option<&str>) -> Result<ManualProvider, ConfigFileError> {
-    let manual: Vec<&BackendConfig> = config
+    let manuals: Vec<&BackendConfig> = config
         .backends
         .iter()
         .filter(|b| b.kind() == BackendKind::Manual)
         .collect();
     let chosen = match name {
-        Some(_) => config.backend(name)?,
-        None if manual.len() == 1 => manual[0],
-        None => config.backend(None)?,
+        None if manuals.len() == 1 => manuals[0],
+        _ => config.backend(name)?,
     };
     let BackendSettings::Manual(mc) = &chosen.settings else {
         return Err(ConfigFileError {
@@ -61,11 +54,20 @@ pub fn manual_provider(config: &Config, name: Option<&str>) -> Result<ManualProv
             ),
         });
     };
-    ManualProvider::new(mc.clone(), config.base_dir()).map_err(|e| ConfigFileError {
+    manual(config, chosen, mc)
+}
+
+fn manual(config: &Config, b: &BackendConfig, mc: &ManualConfig) -> Result<ManualProvider, ConfigFileError> {
+    ManualProvider::new(mc.clone(), config.base_dir()).map_err(|e| key_error(config, b, "manual", e))
+}
+
+/// A backend's own construction error, at its key in the file (`<prefix>.<table>.<key>`).
+fn key_error(config: &Config, b: &BackendConfig, table: &str, e: ConfigError) -> ConfigFileError {
+    ConfigFileError {
         path: config.path.clone(),
         line: None,
         column: None,
-        key: Some(format!("{}.manual.{}", chosen.key_prefix, e.key)),
+        key: Some(format!("{}.{table}.{}", b.key_prefix, e.key)),
         message: e.message,
-    })
+    }
 }

@@ -59,10 +59,21 @@ pub fn settings(cfg: &Config) -> anyhow::Result<AgentSettings> {
     })
 }
 
+/// `enroll`'s arguments, the same in `berth agent enroll` and `berth-agent enroll`.
+#[derive(clap::Args, Debug)]
+pub struct EnrollArgs {
+    /// The setup token (`berth agent-token create`); or set BERTH_SETUP_TOKEN.
+    #[arg(long, env = "BERTH_SETUP_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The name to enroll under (default: agent.name, else the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
 /// Registers the agent's key (made if absent) with a single-use setup token.
-pub async fn enroll(cfg: &Config, token: &str, name: Option<&str>) -> anyhow::Result<ExitCode> {
+pub async fn enroll(cfg: &Config, args: &EnrollArgs) -> anyhow::Result<ExitCode> {
     let settings = settings(cfg)?;
-    let e = identity::enroll(&settings, token.trim(), name).await?;
+    let e = identity::enroll(&settings, args.token.trim(), args.name.as_deref()).await?;
     println!(
         "enrolled as agent {} ({}) under provider {} with {}",
         e.agent_id, e.name, e.provider_id, e.endpoint
@@ -73,9 +84,9 @@ pub async fn enroll(cfg: &Config, token: &str, name: Option<&str>) -> anyhow::Re
 
 /// Runs the agent until SIGINT or SIGTERM, then winds it down.
 pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
-    let settings = settings(cfg)?;
     let stop = StopSignal::install()?;
     let running = runner::start(cfg).await?;
+    let settings = &running.agent.settings;
     eprintln!(
         "berth agent {} working for {} (backends {}, {} at a time)",
         running.agent.agent_id,

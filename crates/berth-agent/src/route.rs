@@ -15,6 +15,9 @@ use crate::heartbeat::{Need, capacity, fits};
 
 /// Template lists older than this are read again before a provision is routed by them.
 const TEMPLATES_FRESH: Duration = Duration::from_secs(300);
+/// When no backend lists an order's template, lists older than this are read again (the
+/// template may be new); younger ones stand, so such orders do not each cost a round of reads.
+const MISS_RECHECK: Duration = Duration::from_secs(30);
 
 /// A backend's template ids and names (`None`: it could not say), and when they were read.
 type Listing = (Option<Vec<String>>, Instant);
@@ -49,6 +52,12 @@ impl Routes {
             .lock()
             .expect("routes lock")
             .insert(backend.to_owned(), (names, Instant::now()));
+    }
+
+    /// Whether `backend`'s list (or its failure to list) was read less than `age` ago.
+    fn read_within(&self, backend: &str, age: Duration) -> bool {
+        let t = self.templates.lock().expect("routes lock");
+        t.get(backend).is_some_and(|(_, at)| at.elapsed() < age)
     }
 
     /// `Some(true)`: `backend` offers `template`; `Some(false)`: it lists others; `None`: it
@@ -128,8 +137,11 @@ impl Agent {
         };
         let mut offers = known(self);
         if !offers.contains(&Some(true)) {
-            // A miss, or lists not read yet: read them now (a template may be new).
+            // A miss, or lists not read yet: read what is not recent (a template may be new).
             for b in &self.backends {
+                if self.routes.read_within(&b.name, MISS_RECHECK) {
+                    continue;
+                }
                 let listed = b.provider.list_templates().await;
                 self.routes.templates_seen(&b.name, listed.as_ref().ok());
             }
@@ -254,6 +266,22 @@ mod tests {
             panic!("a template no backend lists is refused");
         };
         assert_eq!(e.code, "invalid_spec");
+        // A second miss right after reads no template list again.
+        let lists = || {
+            emu.requests()
+                .iter()
+                .filter(|r| r.path.starts_with("/cluster/resources"))
+                .count()
+        };
+        let before = lists();
+        assert!(before > 0, "the first miss read the lists");
+        assert!(
+            agent
+                .route("provision", iid, &provision(Some("no-such"), 1))
+                .await
+                .is_err()
+        );
+        assert_eq!(lists(), before, "lists read moments ago are not read again");
         assert!(
             e.message.contains("\"no-such\"") && e.message.contains("small, big"),
             "{e:?}"

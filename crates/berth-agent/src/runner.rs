@@ -31,12 +31,7 @@ impl Running {
 }
 
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    let settings = config.agent.clone().with_context(|| {
-        format!(
-            "{}: no [api] table: the agent needs api.endpoint (the control plane) to run",
-            config.path.display()
-        )
-    })?;
+    let settings = crate::cmd::settings(config)?;
     let (client, enrollment) = identity::signed_client(&settings)?;
     let mut backends = Vec::with_capacity(config.backends.len());
     for bc in &config.backends {

@@ -14,7 +14,7 @@ pub fn load(config: &Path) -> anyhow::Result<Config> {
 pub async fn run(args: AgentArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load(config)?;
     match args.action {
-        Some(AgentAction::Enroll { token, name }) => cmd::enroll(&cfg, &token, name.as_deref()).await,
+        Some(AgentAction::Enroll(a)) => cmd::enroll(&cfg, &a).await,
         None | Some(AgentAction::Run) => cmd::run(&cfg).await,
     }
 }

@@ -196,14 +196,7 @@ pub struct AgentArgs {
 #[derive(Subcommand, Debug)]
 pub enum AgentAction {
     /// Register this agent's key with the control plane, using a single-use setup token.
-    Enroll {
-        /// The setup token (`berth agent-token create`); or set BERTH_SETUP_TOKEN.
-        #[arg(long, env = "BERTH_SETUP_TOKEN", hide_env_values = true)]
-        token: String,
-        /// The name to enroll under (default: agent.name, else the host name).
-        #[arg(long)]
-        name: Option<String>,
-    },
+    Enroll(berth_agent::cmd::EnrollArgs),
     /// Run the agent (the default).
     Run,
 }

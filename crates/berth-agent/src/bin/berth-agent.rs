@@ -26,14 +26,7 @@ enum Command {
     /// Run the agent (the default).
     Run,
     /// Register this agent's key with the control plane, using a single-use setup token.
-    Enroll {
-        /// The setup token (`berth agent-token create`); or set BERTH_SETUP_TOKEN.
-        #[arg(long, env = "BERTH_SETUP_TOKEN", hide_env_values = true)]
-        token: String,
-        /// The name to enroll under (default: agent.name, else the host name).
-        #[arg(long)]
-        name: Option<String>,
-    },
+    Enroll(berth_agent::cmd::EnrollArgs),
     /// Check the configuration, the key, the enrollment, the control plane and each backend.
     Doctor {
         /// The checks as JSON.
@@ -59,7 +52,7 @@ fn main() -> ExitCode {
         }
         let cfg = berth_agent::load_config(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
         match cli.command {
-            Some(Command::Enroll { token, name }) => berth_agent::cmd::enroll(&cfg, &token, name.as_deref()).await,
+            Some(Command::Enroll(args)) => berth_agent::cmd::enroll(&cfg, &args).await,
             _ => berth_agent::cmd::run(&cfg).await,
         }
     });

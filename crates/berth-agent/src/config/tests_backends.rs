@@ -1,6 +1,7 @@
 //! `[provisioner.backends.NAME]`: several backends in one file.
 
 use super::super::*;
+use super::parse;
 
 const TWO: &str = r#"[provisioner.backends.zeta]
 type = "proxmox"
@@ -24,11 +25,6 @@ type = "manual"
 cores = 8
 cpu_threshold = 50
 "#;
-
-fn parse(text: &str) -> Result<Config, ConfigFileError> {
-    let dir = std::env::temp_dir();
-    parse_config(&dir.join("berth.toml"), text, &|_| None)
-}
 
 #[test]
 fn backends_load_in_file_order_with_their_own_settings() {
@@ -54,7 +50,9 @@ fn backends_load_in_file_order_with_their_own_settings() {
 
 #[test]
 fn one_backend_is_chosen_by_name_or_by_being_the_only_one() {
-    let cfg = parse(TWO).unwrap();
+    // The manual provider makes its state directory next to the file: a private one here.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = parse_config(&dir.path().join("berth.toml"), TWO, &|_| None).unwrap();
     assert_eq!(cfg.backend(Some("alpha")).unwrap().name, "alpha");
     let err = cfg.backend(None).unwrap_err();
     assert!(
