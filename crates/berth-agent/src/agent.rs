@@ -15,8 +15,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{AgentSettings, CapacitySection};
 use crate::heartbeat::Need;
-use crate::journal::{Entry, Journal};
-use crate::lease::is_refusal;
+use crate::journal::{Entry, Journal, Loaded};
+use crate::lease::{Lease, is_refusal};
 
 /// One backend the agent drives, with its own concurrency limit.
 pub struct Backend {
@@ -26,8 +26,8 @@ pub struct Backend {
     /// Its host's totals and thresholds, when not the agent's `[capacity]`.
     pub capacity: Option<CapacitySection>,
     health: Mutex<(bool, Option<String>)>,
-    /// Resources of provisions under way, not yet visible in the backend's list.
-    pub(crate) reserved: Mutex<Need>,
+    /// Resources of provisions under way, by instance id (see [`Reservation`]).
+    reserved: Mutex<HashMap<String, Need>>,
     circuit: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
 }
 
@@ -39,7 +39,7 @@ impl Backend {
             slots: Arc::new(Semaphore::new(concurrency)),
             capacity: None,
             health: Mutex::new((true, None)),
-            reserved: Mutex::new(Need::default()),
+            reserved: Mutex::new(HashMap::new()),
             circuit: None,
         }
     }
@@ -65,6 +65,49 @@ impl Backend {
 
     pub fn circuit_open(&self) -> Option<String> {
         self.circuit.as_ref().and_then(|f| f())
+    }
+
+    /// The provisions under way on this backend (a copy).
+    pub(crate) fn reserved(&self) -> HashMap<String, Need> {
+        self.reserved.lock().expect("reserved lock").clone()
+    }
+
+    /// Checks `need` against the host's thresholds (counting the other provisions under way)
+    /// and holds it for `instance_id` until the [`Reservation`] is dropped, however the work
+    /// ends (finished, failed, or cancelled mid-create).
+    pub(crate) async fn reserve(
+        &self,
+        cfg: &CapacitySection,
+        instance_id: &str,
+        need: Need,
+    ) -> Result<Reservation<'_>, String> {
+        let reading = crate::heartbeat::read(self, cfg)
+            .await
+            .map_err(|e| format!("cannot check the host's capacity: {e}"))?;
+        let mut res = self.reserved.lock().expect("reserved lock");
+        res.remove(instance_id);
+        crate::heartbeat::fits(&crate::heartbeat::report(&reading, &res), cfg, need)?;
+        res.insert(instance_id.to_owned(), need);
+        Ok(Reservation {
+            backend: self,
+            instance_id: instance_id.to_owned(),
+        })
+    }
+}
+
+/// A provision's hold on its backend's capacity; given back when dropped.
+pub(crate) struct Reservation<'a> {
+    backend: &'a Backend,
+    instance_id: String,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.backend
+            .reserved
+            .lock()
+            .expect("reserved lock")
+            .remove(&self.instance_id);
     }
 }
 
@@ -143,13 +186,10 @@ impl Agent {
         Ok(())
     }
 
-    /// The backend an operation runs on: the one its journal entry names (the first when the
-    /// configuration no longer has it: the operation then fails or finds nothing there).
-    pub(crate) fn backend(&self, name: &str) -> &Backend {
-        self.backends
-            .iter()
-            .find(|b| b.name == name)
-            .unwrap_or(&self.backends[0])
+    /// The backend an operation runs on: the one its journal entry names, if the configuration
+    /// still has it.
+    pub(crate) fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
     }
 
     /// The totals and thresholds `b` is held to.
@@ -175,9 +215,16 @@ impl Agent {
                 Ok(Some(c)) => {
                     backoff = Duration::from_millis(500);
                     metrics::counter!("berth_claims_total", "result" => "work").increment(1);
+                    let lease = Lease::new(
+                        self.client.clone(),
+                        &c.operation_id,
+                        c.generation,
+                        Lease::left(c.lease_ttl_ms, c.lease_expires_at),
+                        tokio::time::Instant::now(),
+                    );
                     let me = self.clone();
                     self.tasks.spawn(async move {
-                        me.take(c).await;
+                        me.take(c, lease).await;
                         drop(permit);
                     });
                 }
@@ -196,32 +243,40 @@ impl Agent {
     }
 
     /// Claimed work: the journal's history of the same operation (a previous lease of ours) is
-    /// kept, so stages and commands done before are not done again.
+    /// kept, so stages and commands done before are not done again. It is read only once no
+    /// other task of ours works on the operation (one whose lease ran out may still be winding
+    /// down), so it is never older than what that task did.
     /// New work goes to the backend [`Agent::route`] picks; the choice is journaled with it.
-    async fn take(self: &Arc<Self>, c: Claimed) {
-        let history = self.journal.load(&c.operation_id);
-        let entry = match history {
-            Some(mut e) => {
+    pub(crate) async fn take(self: &Arc<Self>, c: Claimed, lease: Arc<Lease>) {
+        let _one_at_a_time = self.lock_op(&c.operation_id).await;
+        let entry = match self.journal.load(&c.operation_id) {
+            Loaded::Found(mut e) => {
                 tracing::info!(operation = %c.operation_id, stages = ?e.stages, "resuming an operation this agent worked on before");
                 e.generation = c.generation;
-                e
+                e.body_limit_bytes = c.body_limit_bytes.or(e.body_limit_bytes);
+                *e
             }
-            None => {
-                let (backend, outcome) = match self.route(&c.kind, &c.instance_id, &c.payload).await {
-                    Ok(b) => (b, None),
-                    Err(why) => (self.backends[0].name.clone(), Some(why)),
-                };
-                Entry {
-                    operation_id: c.operation_id.clone(),
-                    instance_id: c.instance_id.clone(),
-                    kind: c.kind.clone(),
-                    generation: c.generation,
-                    payload: c.payload.clone(),
-                    backend,
-                    stages: Vec::new(),
-                    commands: Vec::new(),
-                    outcome,
+            found => {
+                let mut e = Entry::new(
+                    &c.operation_id,
+                    &c.instance_id,
+                    &c.kind,
+                    c.generation,
+                    c.payload.clone(),
+                );
+                e.body_limit_bytes = c.body_limit_bytes;
+                if let Loaded::Unreadable(why) = found {
+                    tracing::error!(operation = %c.operation_id, "the operation's history is lost: {why}");
+                    e.history_lost = Some(why);
                 }
+                match self.route(&c.kind, &c.instance_id, &c.payload).await {
+                    Ok(b) => e.backend = b,
+                    Err(why) => {
+                        e.backend = self.backends[0].name.clone();
+                        e.outcome = Some(why);
+                    }
+                }
+                e
             }
         };
         if let Err(e) = self.journal.save(&entry) {
@@ -230,27 +285,35 @@ impl Agent {
             let _ = self.client.release(&c.operation_id, c.generation).await;
             return;
         }
-        self.operate(entry, c.lease_expires_at).await;
+        self.operate_locked(entry, lease).await;
     }
 
     /// After a restart: work whose lease is still ours resumes; the rest waits in the journal
-    /// for its operation to be claimed again (by us: resumed with its history).
+    /// for its operation to be claimed again (by us: resumed with its history), or for
+    /// reconcile to find it finished elsewhere.
     async fn recover(self: &Arc<Self>) -> anyhow::Result<()> {
         let entries = self.journal.load_all()?;
         for e in entries {
             match self.client.renew(&e.operation_id, e.generation).await {
-                Ok(lease) => {
+                Ok(l) => {
                     tracing::info!(operation = %e.operation_id, kind = %e.kind, "resuming work after a restart");
+                    let lease = Lease::new(
+                        self.client.clone(),
+                        &e.operation_id,
+                        e.generation,
+                        Lease::left(l.ttl_ms, l.expires_at),
+                        tokio::time::Instant::now(),
+                    );
                     let me = self.clone();
                     let permit = self.slots.clone().acquire_owned().await?;
                     self.tasks.spawn(async move {
-                        me.operate(e, lease.expires_at).await;
+                        let _one_at_a_time = me.lock_op(&e.operation_id).await;
+                        me.operate_locked(e, lease).await;
                         drop(permit);
                     });
                 }
                 Err(err) if is_refusal(&err) => {
                     tracing::info!(operation = %e.operation_id, "lease gone after the restart; the operation will be claimed again");
-                    self.prune_if_old(&e);
                 }
                 Err(err) => {
                     // The control plane is away: try the lease again by claiming later; the
@@ -262,19 +325,18 @@ impl Agent {
         Ok(())
     }
 
-    /// An entry nobody claimed back for a week belongs to work another agent finished.
-    fn prune_if_old(&self, e: &Entry) {
-        let age = self
-            .journal
-            .modified(&e.operation_id)
-            .and_then(|t| t.elapsed().ok())
-            .unwrap_or_default();
-        if age > Duration::from_secs(7 * 86_400) {
-            let _ = self.journal.remove(&e.operation_id);
+    /// Waits until no other task of ours works on `operation_id`, and holds it until dropped.
+    pub(crate) async fn lock_op(&self, operation_id: &str) -> OpGuard<'_> {
+        let m = self.op_lock(operation_id);
+        let guard = m.lock_owned().await;
+        OpGuard {
+            agent: self,
+            operation_id: operation_id.to_owned(),
+            guard: Some(guard),
         }
     }
 
-    pub(crate) fn op_lock(&self, operation_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn op_lock(&self, operation_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.active
             .lock()
             .expect("active lock")
@@ -283,7 +345,7 @@ impl Agent {
             .clone()
     }
 
-    pub(crate) fn op_unlock(&self, operation_id: &str) {
+    fn op_unlock(&self, operation_id: &str) {
         let mut a = self.active.lock().expect("active lock");
         if a.get(operation_id).is_some_and(|m| Arc::strong_count(m) == 1) {
             a.remove(operation_id);
@@ -300,5 +362,19 @@ impl Agent {
 
     pub fn drift(&self) -> Vec<Drift> {
         self.drift.lock().expect("drift lock").clone()
+    }
+}
+
+/// One operation's turn on this agent (see [`Agent::lock_op`]).
+pub(crate) struct OpGuard<'a> {
+    agent: &'a Agent,
+    operation_id: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Drop for OpGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        self.agent.op_unlock(&self.operation_id);
     }
 }

@@ -3,6 +3,7 @@
 //! capacity arithmetic gates a provision on the agent (the host's thresholds are enforced here
 //! too, not only declared to the control plane).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,10 +43,21 @@ impl std::ops::Sub for Need {
     }
 }
 
-/// One backend's capacity: totals from the config (else the backend) × overcommit, minus what
-/// the Berth-owned machines it lists take; disk total and free are also capped by what the
-/// backend says it has.
-pub async fn capacity(b: &Backend, cfg: &CapacitySection) -> Result<CapacityReport, ProviderError> {
+/// What a backend has, as read from it: totals after overcommit, and the Berth-owned machines
+/// it lists on the host those totals are of.
+pub(crate) struct Reading {
+    cores_total: u64,
+    memory_total: u64,
+    disk_total: u64,
+    /// What the backend says is free on disk, when it says.
+    disk_free_cap: Option<u64>,
+    /// Each listed machine's instance id and what it takes.
+    listed: Vec<(Option<String>, Need)>,
+}
+
+/// Reads one backend's totals (from the config, else the backend) × overcommit, and what the
+/// Berth-owned machines on its node take; disk total and free are capped by what it has.
+pub(crate) async fn read(b: &Backend, cfg: &CapacitySection) -> Result<Reading, ProviderError> {
     let host = match b.provider.capacity().await {
         Ok(c) => Some(c),
         Err(e) if cfg.cores.is_some() && cfg.memory_mib.is_some() && cfg.disk_gib.is_some() => {
@@ -60,46 +72,77 @@ pub async fn capacity(b: &Backend, cfg: &CapacitySection) -> Result<CapacityRepo
     };
     let pick = |configured: Option<u64>, from_host: Option<u64>| configured.or(from_host).unwrap_or(0);
     let scale = |v: u64, f: f64| (v as f64 * f).floor() as u64;
-    let cores_total = scale(
-        pick(cfg.cores, host.as_ref().map(|h| u64::from(h.cpus_total))),
-        cfg.cpu_overcommit,
-    );
-    let memory_total = scale(
-        pick(cfg.memory_mib, host.as_ref().map(|h| h.memory_mib_total)),
-        cfg.memory_overcommit,
-    );
     // Disk is not overcommitted: the configured total can only lower what the host has.
     let mut disk_total = pick(cfg.disk_gib, host.as_ref().map(|h| h.disk_gib_total));
+    let mut disk_free_cap = None;
     if let Some(h) = &host
         && h.disk_gib_total > 0
     {
         disk_total = disk_total.min(h.disk_gib_total);
+        disk_free_cap = Some(h.disk_gib_free);
     }
-    let used = allocated(b).await?;
-    let mut disk_free = disk_total.saturating_sub(used.disk_gib);
-    if let Some(h) = &host
-        && h.disk_gib_total > 0
-    {
-        disk_free = disk_free.min(h.disk_gib_free);
-    }
-    Ok(CapacityReport {
-        cores_total,
-        cores_free: cores_total.saturating_sub(used.cores),
-        memory_mib_total: memory_total,
-        memory_mib_free: memory_total.saturating_sub(used.memory_mib),
-        disk_gib_total: disk_total,
-        disk_gib_free: disk_free,
+    // Totals of one node count only the machines on that node (a cluster lists them all).
+    let node = host.as_ref().and_then(|h| h.node.clone());
+    let listed = b
+        .provider
+        .list(ListFilter::default())
+        .await?
+        .into_iter()
+        .filter(|i| node.is_none() || i.node.is_none() || i.node == node)
+        .map(|i| {
+            (
+                i.instance_id.map(|id| id.to_string()),
+                Need {
+                    cores: u64::from(i.cores.unwrap_or(0)),
+                    memory_mib: i.memory_mib.unwrap_or(0),
+                    disk_gib: i.disk_gib.unwrap_or(0),
+                },
+            )
+        })
+        .collect();
+    Ok(Reading {
+        cores_total: scale(
+            pick(cfg.cores, host.as_ref().map(|h| u64::from(h.cpus_total))),
+            cfg.cpu_overcommit,
+        ),
+        memory_total: scale(
+            pick(cfg.memory_mib, host.as_ref().map(|h| h.memory_mib_total)),
+            cfg.memory_overcommit,
+        ),
+        disk_total,
+        disk_free_cap,
+        listed,
     })
 }
 
-/// What the Berth-owned machines on `b` take.
-pub async fn allocated(b: &Backend) -> Result<Need, ProviderError> {
-    let owned = b.provider.list(ListFilter::default()).await?;
-    Ok(owned.iter().fold(Need::default(), |n, i| Need {
-        cores: n.cores + u64::from(i.cores.unwrap_or(0)),
-        memory_mib: n.memory_mib + i.memory_mib.unwrap_or(0),
-        disk_gib: n.disk_gib + i.disk_gib.unwrap_or(0),
-    }))
+/// The capacity left: totals minus the listed machines and the provisions under way, a machine
+/// being made counted once (by its reservation) even when it already shows in the list.
+pub(crate) fn report(r: &Reading, reserved: &HashMap<String, Need>) -> CapacityReport {
+    let used = r
+        .listed
+        .iter()
+        .filter(|(id, _)| id.as_ref().is_none_or(|id| !reserved.contains_key(id)))
+        .map(|(_, n)| *n)
+        .chain(reserved.values().copied())
+        .fold(Need::default(), |a, n| a + n);
+    let mut disk_free = r.disk_total.saturating_sub(used.disk_gib);
+    if let Some(cap) = r.disk_free_cap {
+        disk_free = disk_free.min(cap);
+    }
+    CapacityReport {
+        cores_total: r.cores_total,
+        cores_free: r.cores_total.saturating_sub(used.cores),
+        memory_mib_total: r.memory_total,
+        memory_mib_free: r.memory_total.saturating_sub(used.memory_mib),
+        disk_gib_total: r.disk_total,
+        disk_gib_free: disk_free,
+    }
+}
+
+/// One backend's capacity now, provisions under way included.
+pub async fn capacity(b: &Backend, cfg: &CapacitySection) -> Result<CapacityReport, ProviderError> {
+    let r = read(b, cfg).await?;
+    Ok(report(&r, &b.reserved()))
 }
 
 /// Whether `need` keeps every dimension under its threshold; the error says which is short.

@@ -8,9 +8,10 @@ use std::time::Duration;
 use berth_api::client::{Client, ClientError};
 use berth_api::wire::EventReport;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::journal::{Entry, Journal};
+use crate::journal::Tracked;
 
 /// The lease is gone: expired and maybe taken over, or the operation finished elsewhere.
 pub fn is_lease_gone(e: &ClientError) -> bool {
@@ -33,39 +34,139 @@ pub fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-/// Renews the lease every third of its time to live until `stop` fires; fires `lost` when the
-/// control plane refuses a renewal (expired, taken over, finished elsewhere).
-pub fn keep_lease(
+/// A lease on one operation, kept on this agent's monotonic clock: each answer of the control
+/// plane says how long the lease has left, counted from when the answer arrived, so clocks are
+/// never compared. Past that (less a margin for the answer's time in transit and a request in
+/// flight) the work is fenced: it stops on its own, whether or not the control plane could say
+/// so.
+pub struct Lease {
     client: Client,
-    operation_id: String,
-    generation: i64,
-    expires_at: i64,
-    stop: CancellationToken,
-    lost: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let ttl_ms = (expires_at - now_ms()).clamp(3_000, 600_000);
-        let every = Duration::from_millis(ttl_ms as u64 / 3);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(every) => {}
+    pub operation_id: String,
+    pub generation: i64,
+    ttl: Duration,
+    /// Until when the work may act.
+    valid_until: Mutex<Instant>,
+    /// Fires when the lease is gone: refused by the control plane, or fenced here.
+    pub lost: CancellationToken,
+}
+
+impl Lease {
+    /// A lease with `left` to run from `at` (when the answer granting it arrived).
+    pub fn new(client: Client, operation_id: &str, generation: i64, left: Duration, at: Instant) -> Arc<Lease> {
+        let l = Lease {
+            client,
+            operation_id: operation_id.into(),
+            generation,
+            ttl: left,
+            valid_until: Mutex::new(at),
+            lost: CancellationToken::new(),
+        };
+        l.extend(at, left);
+        Arc::new(l)
+    }
+
+    /// The time left the control plane gave; from one that does not say, the time until its
+    /// expiry as read on our clock (what older agents did), within sane bounds.
+    pub fn left(ttl_ms: Option<i64>, expires_at: i64) -> Duration {
+        let ms = match ttl_ms {
+            Some(ms) => ms.clamp(0, 3_600_000),
+            None => (expires_at - now_ms()).clamp(3_000, 3_600_000),
+        };
+        Duration::from_millis(ms as u64)
+    }
+
+    /// Acting stops this long before the control plane's expiry: room for a request in flight.
+    fn margin(&self) -> Duration {
+        self.ttl / 5
+    }
+
+    fn extend(&self, at: Instant, left: Duration) {
+        let until = at + left.saturating_sub(self.margin());
+        let mut v = self.valid_until.lock().expect("lease lock");
+        if until > *v {
+            *v = until;
+        }
+    }
+
+    fn valid_until(&self) -> Instant {
+        *self.valid_until.lock().expect("lease lock")
+    }
+
+    /// Whether the time this agent may act on the lease has run out.
+    pub fn fenced(&self) -> bool {
+        Instant::now() >= self.valid_until()
+    }
+
+    fn fence(&self, why: &str) {
+        if !self.lost.is_cancelled() {
+            tracing::warn!(operation = %self.operation_id, "{why}; stopping this work");
+            self.lost.cancel();
+        }
+    }
+
+    /// One renewal. `Err(true)`: the lease is gone; `Err(false)`: not reached this time.
+    async fn renew(&self) -> Result<(), bool> {
+        match self.client.renew(&self.operation_id, self.generation).await {
+            Ok(l) => {
+                metrics::counter!("berth_lease_renewals_total", "result" => "ok").increment(1);
+                self.extend(Instant::now(), Lease::left(l.ttl_ms, l.expires_at));
+                Ok(())
             }
-            match client.renew(&operation_id, generation).await {
-                Ok(_) => metrics::counter!("berth_lease_renewals_total", "result" => "ok").increment(1),
-                Err(e) if is_lease_gone(&e) => {
-                    metrics::counter!("berth_lease_renewals_total", "result" => "lost").increment(1);
-                    tracing::warn!(operation = %operation_id, error = %e, "lease lost; stopping this work");
-                    lost.cancel();
-                    return;
-                }
-                Err(e) => {
-                    metrics::counter!("berth_lease_renewals_total", "result" => "error").increment(1);
-                    tracing::warn!(operation = %operation_id, error = %e, "lease renewal failed; retrying");
-                }
+            Err(e) if is_lease_gone(&e) => {
+                metrics::counter!("berth_lease_renewals_total", "result" => "lost").increment(1);
+                self.fence(&format!("lease lost ({e})"));
+                Err(true)
+            }
+            Err(e) => {
+                metrics::counter!("berth_lease_renewals_total", "result" => "error").increment(1);
+                tracing::warn!(operation = %self.operation_id, error = %e, "lease renewal failed; retrying");
+                Err(false)
             }
         }
-    })
+    }
+
+    /// Before a step that destroys or cannot be repeated: renews now, and says whether the work
+    /// may go on (the lease is still ours, or at least not yet past its time here).
+    pub async fn confirm(&self) -> bool {
+        if self.lost.is_cancelled() {
+            return false;
+        }
+        match self.renew().await {
+            Ok(()) => true,
+            Err(true) => false,
+            Err(false) if self.fenced() => {
+                self.fence("the lease's time ran out without a renewal");
+                false
+            }
+            Err(false) => true,
+        }
+    }
+
+    /// Renews every third of the TTL (every tenth while renewals fail) until `stop` fires; fires
+    /// `lost` when the control plane refuses a renewal or the lease's time runs out here.
+    pub fn keep(self: &Arc<Self>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut next = Instant::now() + me.ttl / 3;
+            loop {
+                let wake = next.min(me.valid_until());
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = me.lost.cancelled() => return,
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
+                if me.fenced() {
+                    me.fence("the lease's time ran out without a renewal (the control plane is unreachable)");
+                    return;
+                }
+                match me.renew().await {
+                    Ok(()) => next = Instant::now() + me.ttl / 3,
+                    Err(true) => return,
+                    Err(false) => next = Instant::now() + (me.ttl / 10).max(Duration::from_millis(200)),
+                }
+            }
+        })
+    }
 }
 
 /// Events in, ordered batches out. `send` never blocks (the backend calls it from its work).
@@ -80,17 +181,16 @@ enum Msg {
 }
 
 impl Reporter {
-    /// Starts the reporting task. Completed stages are added to `entry` and saved in `journal`
+    /// Starts the reporting task. Completed stages are recorded in the operation's journal entry
     /// before they are reported. A refused report fires `lost`.
     pub fn start(
         client: Client,
         generation: i64,
-        entry: Arc<Mutex<Entry>>,
-        journal: Journal,
+        entry: Arc<Tracked>,
         lost: CancellationToken,
     ) -> (Reporter, tokio::task::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
-        let operation_id = entry.lock().map(|e| e.operation_id.clone()).unwrap_or_default();
+        let operation_id = entry.get().operation_id;
         let task = tokio::spawn(async move {
             let mut pending: Vec<EventReport> = Vec::new();
             let mut flushes = Vec::new();
@@ -121,20 +221,17 @@ impl Reporter {
                     }
                 }
                 if !completed.is_empty() {
-                    let snapshot = {
-                        let mut e = entry.lock().expect("journal entry lock");
-                        for s in completed {
-                            if !e.done(&s) {
-                                e.stages.push(s);
+                    let recorded = entry
+                        .record(|e| {
+                            for s in completed {
+                                if !e.done(&s) {
+                                    e.stages.push(s);
+                                }
                             }
-                        }
-                        e.clone()
-                    };
-                    let j = journal.clone();
-                    match tokio::task::spawn_blocking(move || j.save(&snapshot)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => tracing::error!(error = %e, "cannot write the journal"),
-                        Err(e) => tracing::error!(error = %e, "journal writer failed"),
+                        })
+                        .await;
+                    if let Err(e) = recorded {
+                        tracing::error!(error = %e, "cannot write the journal");
                     }
                 }
                 // Deliver; an outage keeps the events for the next round (order is kept).

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod backends;
+mod budget;
 pub mod cmd;
 pub mod config;
 pub mod credentials;
@@ -20,6 +21,11 @@ pub mod reconcile;
 mod route;
 pub mod runner;
 mod work;
+
+#[cfg(test)]
+mod safety_tests;
+#[cfg(test)]
+mod testkit;
 
 pub use agent::{Agent, Backend};
 pub use backends::{build_provider, manual_provider};

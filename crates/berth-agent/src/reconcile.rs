@@ -2,7 +2,10 @@
 //! expects. Drift (a machine stopped behind our back, or running when it should not, or gone)
 //! is reported with the heartbeat. A machine the control plane does not expect is an orphan: it
 //! is stopped and kept in quarantine, reported, and deleted only after a grace period and only
-//! when `[reconcile] delete_orphans` says so.
+//! when `[reconcile] delete_orphans` says so. Each instance is read again just before its machine
+//! is stopped or deleted, so a list read a moment earlier never decides that alone. A machine
+//! whose failed provision is kept for a look (`post_provision.keep_failed`) is reported, never
+//! stopped or deleted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -32,7 +35,55 @@ pub struct Orphan {
     pub vm_id: String,
 }
 
+/// A machine kept after its provision failed, for a look (`post_provision.keep_failed`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Kept {
+    pub since: i64,
+    pub backend: String,
+}
+
 impl Agent {
+    fn kept_dir(&self) -> std::path::PathBuf {
+        self.settings.agent.state_dir.join("kept")
+    }
+
+    fn kept_path(&self, instance_id: &str) -> std::path::PathBuf {
+        let safe: String = instance_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+            .collect();
+        self.kept_dir().join(format!("{safe}.json"))
+    }
+
+    /// Marks the machine of `instance_id` as kept after a failed provision.
+    pub(crate) fn keep(&self, instance_id: &str, backend: &str) {
+        let k = Kept {
+            since: now_ms(),
+            backend: backend.into(),
+        };
+        let written = fsutil::ensure_private_dir(&self.kept_dir())
+            .and_then(|()| fsutil::write_atomic(&self.kept_path(instance_id), &serde_json::to_vec(&k)?, 0o600));
+        match written {
+            Ok(()) => {
+                tracing::warn!(instance = %instance_id, backend, "provision failed; the machine is kept for a look (post_provision.keep_failed)")
+            }
+            Err(e) => {
+                tracing::error!(instance = %instance_id, error = %e, "cannot record a kept machine; reconcile will quarantine it")
+            }
+        }
+    }
+
+    /// The machine is gone (terminated): no longer kept.
+    pub(crate) fn unkeep(&self, instance_id: &str) {
+        let _ = fsutil::remove_durable(&self.kept_path(instance_id));
+    }
+
+    fn kept(&self, instance_id: &str) -> Option<Kept> {
+        std::fs::read(self.kept_path(instance_id))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
     fn quarantine_path(&self) -> std::path::PathBuf {
         self.settings.agent.state_dir.join("quarantine.json")
     }
@@ -44,15 +95,55 @@ impl Agent {
             .unwrap_or_default()
     }
 
-    /// Instances with work in this agent right now (their machines are in flux).
-    fn busy_instances(&self) -> HashSet<String> {
-        self.journal
-            .load_all()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|e| e.outcome.is_none() || self.is_active(&e.operation_id))
-            .map(|e| e.instance_id)
-            .collect()
+    /// Instances with work of this agent under way: running now, or in the journal for an
+    /// operation that has not finished (it comes back to us). An entry of an operation that
+    /// finished elsewhere (another agent took it over) is removed here, so it does not keep its
+    /// instance busy; so is one the control plane no longer knows.
+    pub(crate) async fn busy_instances(&self) -> HashSet<String> {
+        let mut busy = HashSet::new();
+        for e in self.journal.load_all().unwrap_or_default() {
+            if !self.is_active(&e.operation_id) {
+                match self.client.operation(&e.operation_id).await {
+                    Ok(op) if op.status == "succeeded" || op.status == "failed" => {
+                        tracing::info!(operation = %e.operation_id, status = %op.status, "the operation finished elsewhere; dropping its journal entry");
+                        let _ = self.journal.remove(&e.operation_id);
+                        continue;
+                    }
+                    Err(err) if crate::lease::is_lease_gone(&err) => {
+                        tracing::info!(operation = %e.operation_id, "the control plane no longer has this operation; dropping its journal entry");
+                        let _ = self.journal.remove(&e.operation_id);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            busy.insert(e.instance_id);
+        }
+        busy
+    }
+
+    /// Whether the machine of `iid` may be stopped or deleted as an orphan: read again now, its
+    /// instance is not one the control plane expects, no work of ours is on it, and it is not
+    /// kept for a look.
+    pub(crate) async fn still_orphaned(&self, iid: &str) -> bool {
+        if self.kept(iid).is_some()
+            || self
+                .journal
+                .load_all()
+                .unwrap_or_default()
+                .iter()
+                .any(|e| e.instance_id == iid)
+        {
+            return false;
+        }
+        match self.client.instance(iid).await {
+            Ok(i) => !LIVE.contains(&i.status.as_str()),
+            Err(e) if crate::lease::is_lease_gone(&e) => true,
+            Err(e) => {
+                tracing::warn!(instance = %iid, error = %e, "cannot read the instance again; leaving its machine alone this pass");
+                false
+            }
+        }
     }
 
     /// One pass. Machines are listed before instances are read, so a machine being made now
@@ -86,7 +177,7 @@ impl Agent {
             .into_iter()
             .map(|i| (i.id.clone(), i))
             .collect();
-        let busy = self.busy_instances();
+        let busy = self.busy_instances().await;
         let mut quarantine = self.load_quarantine();
         let before = quarantine.orphans.len();
         let now = now_ms();
@@ -126,6 +217,19 @@ impl Agent {
                             ));
                         }
                     }
+                    other if self.kept(&iid).is_some() => {
+                        let why = match other {
+                            Some(i) => format!("the instance is {}", i.status),
+                            None => "the control plane has no such instance".into(),
+                        };
+                        quarantine.orphans.remove(&iid);
+                        let since = self.kept(&iid).map_or(now, |k| k.since);
+                        drift.push(report(
+                            "kept",
+                            format!("{why}; kept for a look after its provision failed (post_provision.keep_failed)"),
+                            since,
+                        ));
+                    }
                     other => {
                         let why = match other {
                             Some(i) => format!("the instance is {}", i.status),
@@ -139,6 +243,13 @@ impl Agent {
                         let since = o.since;
                         let r = InstanceRef::Id(vm.instance_id.clone().expect("owned"));
                         let grace = self.settings.reconcile.orphan_grace_seconds as i64 * 1000;
+                        let act = self.settings.reconcile.delete_orphans && now - since >= grace
+                            || vm.state == PowerState::Running;
+                        if act && !self.still_orphaned(&iid).await {
+                            // Read again, it is no orphan (re-provisioned, or work started on it).
+                            quarantine.orphans.remove(&iid);
+                            continue;
+                        }
                         if self.settings.reconcile.delete_orphans && now - since >= grace {
                             match b.provider.delete(&r).await {
                                 Ok(_) => {

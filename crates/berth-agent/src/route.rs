@@ -111,11 +111,9 @@ impl Agent {
             disk_gib: p.disk_gib,
         };
         for b in &candidates {
+            // The report counts the provisions under way already.
             let room = match capacity(b, self.capacity_of(b)).await {
-                Ok(report) => {
-                    let reserved = *b.reserved.lock().expect("reserved lock");
-                    fits(&report, self.capacity_of(b), need + reserved).is_ok()
-                }
+                Ok(report) => fits(&report, self.capacity_of(b), need).is_ok(),
                 Err(_) => false,
             };
             if room {

@@ -3,7 +3,7 @@
 //! credentials, compensate a failed provision, and deliver the outcome until the control plane
 //! has it. The journal holds every step, so a restart resumes here.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::wire::{CommandRun, Completion, OpError, OpResult, ProvisionPayload, Reconfigure};
@@ -13,9 +13,10 @@ use berth_core::{
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{Agent, Backend};
-use crate::heartbeat::{Need, capacity, fits};
-use crate::journal::Entry;
-use crate::lease::{Reporter, is_refusal, keep_lease};
+use crate::budget;
+use crate::heartbeat::Need;
+use crate::journal::{Entry, Tracked};
+use crate::lease::{Lease, Reporter, is_lease_gone, is_refusal};
 
 /// Fault injection for the crash tests: `BERTH_AGENT_FAILPOINT=<name>` makes the process die
 /// on the spot (as a kill -9 would) when it reaches that point. Unset, it does nothing.
@@ -48,63 +49,49 @@ fn result_of(i: &Instance, backend: &str) -> OpResult {
     }
 }
 
-/// The end of `s`, at most `max` bytes, cut at a character boundary.
-fn tail(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut start = s.len() - max;
-    while !s.is_char_boundary(start) {
-        start += 1;
-    }
-    s[start..].to_owned()
+/// How long a cleanup keeps trying a backend that fails for a while (an open circuit breaker,
+/// an outage) before it leaves the machine to reconcile's quarantine.
+const CLEANUP_PATIENCE: Duration = Duration::from_secs(600);
+
+/// How a completion went.
+enum Delivery {
+    Done,
+    /// The lease is gone or the agent stops: the outcome stays in the journal.
+    Stopped,
+    /// The control plane refused the completion itself (not the lease): sending it again would
+    /// be refused again.
+    Refused(berth_api::client::ClientError),
 }
 
 impl Agent {
-    /// Runs `entry` to an acknowledged outcome, or stops cleanly (lease lost, shutdown) with
-    /// the journal kept for whoever of us claims it next.
-    pub(crate) async fn operate(self: &Arc<Self>, entry: Entry, expires_at: i64) {
-        let op_id = entry.operation_id.clone();
-        let lock = self.op_lock(&op_id);
-        {
-            let _one_at_a_time = lock.lock().await;
-            self.operate_locked(entry, expires_at).await;
-        }
-        drop(lock);
-        self.op_unlock(&op_id);
-    }
-
-    async fn operate_locked(self: &Arc<Self>, entry: Entry, expires_at: i64) {
+    /// Runs `entry` to an acknowledged outcome, or stops cleanly (lease lost or run out,
+    /// shutdown) with the journal kept for whoever of us claims it next. The caller holds the
+    /// operation's turn ([`Agent::lock_op`]).
+    pub(crate) async fn operate_locked(self: &Arc<Self>, entry: Entry, lease: Arc<Lease>) {
         let op_id = entry.operation_id.clone();
         let generation = entry.generation;
         let kind = entry.kind.clone();
-        let stop = CancellationToken::new();
-        let lost = CancellationToken::new();
-        let keeper = keep_lease(
-            self.client.clone(),
-            op_id.clone(),
-            generation,
-            expires_at,
-            stop.clone(),
-            lost.clone(),
-        );
+        let backend = entry.backend.clone();
         let decided = entry.outcome.clone();
-        let slots = self.backend(&entry.backend).slots.clone();
-        let shared = Arc::new(Mutex::new(entry));
-        let (reporter, reporting) = Reporter::start(
-            self.client.clone(),
-            generation,
-            shared.clone(),
-            self.journal.clone(),
-            lost.clone(),
-        );
-        let outcome = match decided {
-            Some(o) => Some(o),
-            None => tokio::select! {
+        let stop = CancellationToken::new();
+        let keeper = lease.keep(stop.clone());
+        let lost = lease.lost.clone();
+        let tracked = Tracked::new(self.journal.clone(), entry);
+        let (reporter, reporting) = Reporter::start(self.client.clone(), generation, tracked.clone(), lost.clone());
+        let outcome = match (decided, self.backend(&backend)) {
+            (Some(o), _) => Some(o),
+            (None, None) => Some(failed(
+                "unavailable",
+                format!(
+                    "the backend {backend:?} this operation runs on is no longer in the agent's configuration; \
+                     add it back to finish the operation there"
+                ),
+            )),
+            (None, Some(b)) => tokio::select! {
                 o = async {
                     // The backend's own bound; the lease is kept while the work waits for it.
-                    let _slot = slots.acquire_owned().await;
-                    self.execute(&shared, &reporter).await
+                    let _slot = b.slots.clone().acquire_owned().await;
+                    self.execute(b, &tracked, &lease, &reporter).await
                 } => Some(o),
                 _ = lost.cancelled() => None,
                 _ = self.abort.cancelled() => None,
@@ -128,53 +115,103 @@ impl Agent {
             let _ = keeper.await;
             return;
         };
-        let snapshot = {
-            let mut e = shared.lock().expect("entry lock");
-            e.outcome = Some(outcome.clone());
-            e.clone()
+        let limit = tracked.get().body_limit_bytes.unwrap_or(budget::DEFAULT_LIMIT);
+        let fitted = budget::fit(generation, outcome.clone(), limit);
+        let mut outcome = if fitted != outcome && matches!(fitted, Completion::Failed(_)) {
+            self.unmake(&backend, &tracked, &lease, &reporter, &outcome, fitted)
+                .await
+        } else {
+            fitted
         };
-        if let Err(e) = self.journal.save(&snapshot) {
-            tracing::error!(operation = %op_id, error = %e, "cannot journal the outcome");
-        }
+        self.record_outcome(&tracked, &outcome).await;
         failpoint("before_complete");
         if matches!(outcome, Completion::Succeeded(_)) && kind == "provision" {
             reporter.stage("register", "started", None);
             reporter.stage("register", "completed", None);
         }
         let _ = tokio::time::timeout(Duration::from_secs(10), reporter.flush()).await;
-        let result = match &outcome {
-            Completion::Succeeded(_) => "succeeded",
-            Completion::Failed(_) => "failed",
-        };
-        let delivered = self.deliver(&op_id, generation, outcome, &lost).await;
+        let mut delivered = self.deliver(&op_id, generation, &outcome, &lost).await;
+        if let Delivery::Refused(e) = &delivered {
+            // Never the same refused body again (it would be claimed and refused for ever): a
+            // small failure instead, after undoing a provision that the failure disowns.
+            tracing::error!(operation = %op_id, error = %e, "the control plane refused this outcome; reporting a failure instead");
+            let small = failed(
+                "internal",
+                format!("the control plane refused this operation's outcome ({e}); the agent's log has it"),
+            );
+            outcome = self
+                .unmake(&backend, &tracked, &lease, &reporter, &outcome, small)
+                .await;
+            self.record_outcome(&tracked, &outcome).await;
+            delivered = self.deliver(&op_id, generation, &outcome, &lost).await;
+        }
         stop.cancel();
         drop(reporter);
         let _ = reporting.await;
         let _ = keeper.await;
-        if delivered {
-            metrics::counter!("berth_operations_total", "kind" => kind, "result" => result).increment(1);
-            if let Err(e) = self.journal.remove(&op_id) {
-                tracing::error!(operation = %op_id, error = %e, "cannot remove the journal entry");
+        match delivered {
+            Delivery::Done => {
+                let result = match &outcome {
+                    Completion::Succeeded(_) => "succeeded",
+                    Completion::Failed(_) => "failed",
+                };
+                metrics::counter!("berth_operations_total", "kind" => kind, "result" => result).increment(1);
+                if let Err(e) = tracked.remove() {
+                    tracing::error!(operation = %op_id, error = %e, "cannot remove the journal entry");
+                }
+            }
+            Delivery::Stopped => {}
+            Delivery::Refused(e) => {
+                tracing::error!(operation = %op_id, error = %e, "the control plane refused the failure too; it stays in the journal")
             }
         }
     }
 
-    /// Completes until acknowledged. `false` when the lease is gone (the outcome stays in the
-    /// journal and is delivered when the operation comes back) or on shutdown.
-    async fn deliver(&self, op_id: &str, generation: i64, outcome: Completion, lost: &CancellationToken) -> bool {
+    async fn record_outcome(&self, tracked: &Arc<Tracked>, outcome: &Completion) {
+        if let Err(e) = tracked.record(|e| e.outcome = Some(outcome.clone())).await {
+            tracing::error!(operation = %tracked.get().operation_id, error = %e, "cannot journal the outcome");
+        }
+    }
+
+    /// `failure` replaces `outcome`: a provision that succeeded is undone first (its machine
+    /// must not outlive the failure reported for it).
+    async fn unmake(
+        &self,
+        backend: &str,
+        tracked: &Arc<Tracked>,
+        lease: &Lease,
+        reporter: &Reporter,
+        outcome: &Completion,
+        failure: Completion,
+    ) -> Completion {
+        let entry = tracked.get();
+        let (Completion::Succeeded(_), "provision", Some(b)) = (outcome, entry.kind.as_str(), self.backend(backend))
+        else {
+            return failure;
+        };
+        let Ok(id) = InstanceId::parse(&entry.instance_id) else {
+            return failure;
+        };
+        self.fail_provision(b, &InstanceRef::Id(id), tracked, lease, reporter, failure, false)
+            .await
+    }
+
+    /// Completes until acknowledged, the lease is gone, or the completion itself is refused.
+    async fn deliver(&self, op_id: &str, generation: i64, outcome: &Completion, lost: &CancellationToken) -> Delivery {
         let mut delay = Duration::from_millis(250);
         loop {
             match self.client.complete(op_id, generation, outcome.clone()).await {
-                Ok(_) => return true,
-                Err(e) if is_refusal(&e) => {
-                    tracing::warn!(operation = %op_id, error = %e, "completion refused; keeping the outcome for when the work comes back");
-                    return false;
+                Ok(_) => return Delivery::Done,
+                Err(e) if is_lease_gone(&e) => {
+                    tracing::warn!(operation = %op_id, error = %e, "completion refused: the lease is gone; keeping the outcome for when the work comes back");
+                    return Delivery::Stopped;
                 }
+                Err(e) if is_refusal(&e) => return Delivery::Refused(e),
                 Err(e) => {
                     tracing::warn!(operation = %op_id, error = %e, "completion not delivered; retrying in {delay:?}");
                     tokio::select! {
-                        _ = self.abort.cancelled() => return false,
-                        _ = lost.cancelled() => return false,
+                        _ = self.abort.cancelled() => return Delivery::Stopped,
+                        _ = lost.cancelled() => return Delivery::Stopped,
                         _ = tokio::time::sleep(delay) => {}
                     }
                     delay = (delay * 2).min(Duration::from_secs(10));
@@ -183,16 +220,27 @@ impl Agent {
         }
     }
 
-    async fn execute(&self, shared: &Arc<Mutex<Entry>>, reporter: &Reporter) -> Completion {
-        let entry = shared.lock().expect("entry lock").clone();
-        let b = self.backend(&entry.backend);
+    /// Returns once the lease is confirmed ours; otherwise never (the lease is lost, and the
+    /// work is dropped where it waits). Called before every step that destroys or cannot be
+    /// repeated.
+    async fn confirmed(&self, lease: &Lease) {
+        if !lease.confirm().await {
+            std::future::pending::<()>().await;
+        }
+    }
+
+    async fn execute(&self, b: &Backend, tracked: &Arc<Tracked>, lease: &Lease, reporter: &Reporter) -> Completion {
+        let entry = tracked.get();
         let id = match InstanceId::parse(&entry.instance_id) {
             Ok(id) => id,
             Err(e) => return from_provider(&e),
         };
         let r = InstanceRef::Id(id.clone());
+        if entry.kind != "provision" {
+            self.confirmed(lease).await;
+        }
         match entry.kind.as_str() {
-            "provision" => self.provision(b, id, &entry, shared, reporter).await,
+            "provision" => self.provision(b, id, tracked, lease, reporter).await,
             "start" => self.power(b, &r, PowerOp::Start).await,
             "reboot" => self.power(b, &r, PowerOp::Reboot).await,
             "stop" => {
@@ -238,6 +286,7 @@ impl Agent {
             "terminate" => match self.retrying("delete", || b.provider.delete(&r)).await {
                 Ok(_) => {
                     self.routes.forget(&entry.instance_id);
+                    self.unkeep(&entry.instance_id);
                     Completion::Succeeded(OpResult::default())
                 }
                 Err(e) => from_provider(&e),
@@ -287,10 +336,17 @@ impl Agent {
         &self,
         b: &Backend,
         id: InstanceId,
-        entry: &Entry,
-        shared: &Arc<Mutex<Entry>>,
+        tracked: &Arc<Tracked>,
+        lease: &Lease,
         reporter: &Reporter,
     ) -> Completion {
+        let entry = tracked.get();
+        let r = InstanceRef::Id(id.clone());
+        if let Some(failure) = entry.compensating {
+            // The failure was decided before a restart: finish the cleanup, report it.
+            self.compensate(b, &r, lease, reporter).await;
+            return failure;
+        }
         let p: ProvisionPayload = match serde_json::from_value(entry.payload.clone()) {
             Ok(p) => p,
             Err(e) => return failed("invalid_spec", format!("provision payload: {e}")),
@@ -314,46 +370,70 @@ impl Agent {
         if let Err(e) = spec.validate() {
             return from_provider(&e);
         }
+        let commands = &p.post_provision_commands;
+        let keep_failed = self.settings.post_provision.keep_failed;
+        if let (Some(why), false) = (&entry.history_lost, commands.is_empty()) {
+            let failure = failed(
+                "internal",
+                format!(
+                    "this provision's history on the agent is lost ({why}); rather than risk running its \
+                     post-provision commands twice, it fails and what it made is deleted"
+                ),
+            );
+            return self
+                .fail_provision(b, &r, tracked, lease, reporter, failure, false)
+                .await;
+        }
+        // What an earlier run of ours decided: a command failed, or was cut off while it ran.
+        if let Some(failure) = commands_outcome(&entry, commands) {
+            return self
+                .fail_provision(b, &r, tracked, lease, reporter, failure, keep_failed)
+                .await;
+        }
         let need = Need {
             cores: u64::from(p.cores),
             memory_mib: p.memory_mib,
             disk_gib: p.disk_gib,
         };
-        let r = InstanceRef::Id(id);
         // A fresh machine must fit under the host's thresholds; a resumed one is already there.
-        let exists = match b.provider.describe(&r).await {
+        let exists = match self.retrying("describe", || b.provider.describe(&r)).await {
             Ok(_) => true,
             Err(ProviderError::NotFound { .. }) => false,
-            Err(e) => return from_provider(&e),
+            Err(e) => {
+                return self
+                    .fail_provision(b, &r, tracked, lease, reporter, from_provider(&e), false)
+                    .await;
+            }
         };
-        if !exists && let Err(full) = self.reserve(b, need).await {
-            return failed("quota_exceeded", full);
-        }
+        let held = if exists {
+            None
+        } else {
+            match b.reserve(self.capacity_of(b), &entry.instance_id, need).await {
+                Ok(h) => Some(h),
+                Err(full) => return failed("quota_exceeded", full),
+            }
+        };
+        self.confirmed(lease).await;
         let made = self.retrying("create", || b.provider.create(&spec, reporter)).await;
-        if !exists {
-            let mut res = b.reserved.lock().expect("reserved lock");
-            *res = *res - need;
-        }
+        // Made (it shows in the list now) or not: no longer held aside.
+        drop(held);
         let inst = match made {
             Ok(i) => i,
             Err(e) => {
-                self.compensate(b, &r, reporter).await;
-                return from_provider(&e);
+                return self
+                    .fail_provision(b, &r, tracked, lease, reporter, from_provider(&e), false)
+                    .await;
             }
         };
         self.routes.located(&entry.instance_id, &b.name);
         let mut result = result_of(&inst, &b.name);
-        if !p.post_provision_commands.is_empty() {
-            match self
-                .post_provision(b, &r, &p.post_provision_commands, shared, reporter)
-                .await
-            {
+        if !commands.is_empty() {
+            match self.post_provision(b, &r, commands, tracked, lease, reporter).await {
                 Ok(runs) => result.commands = runs,
-                Err(fail) => {
-                    if !self.settings.post_provision.keep_failed {
-                        self.compensate(b, &r, reporter).await;
-                    }
-                    return fail;
+                Err(failure) => {
+                    return self
+                        .fail_provision(b, &r, tracked, lease, reporter, failure, keep_failed)
+                        .await;
                 }
             }
         }
@@ -365,53 +445,94 @@ impl Agent {
             match crate::credentials::seal(&p.requester_public_key, &plain) {
                 Ok(c) => result.credentials = Some(c),
                 Err(e) => {
-                    self.compensate(b, &r, reporter).await;
-                    return failed("invalid_spec", e);
+                    return self
+                        .fail_provision(b, &r, tracked, lease, reporter, failed("invalid_spec", e), false)
+                        .await;
                 }
             }
         }
         Completion::Succeeded(result)
     }
 
-    /// Checks the host's thresholds and reserves `need` until the machine shows in the list.
-    async fn reserve(&self, b: &Backend, need: Need) -> Result<(), String> {
-        let report = capacity(b, self.capacity_of(b))
-            .await
-            .map_err(|e| format!("cannot check the host's capacity: {e}"))?;
-        let mut res = b.reserved.lock().expect("reserved lock");
-        fits(&report, &self.settings.capacity, need + *res)?;
-        *res = *res + need;
-        Ok(())
+    /// A provision failed for good: unless the machine is to be kept for a look, the failure is
+    /// journaled first (a restart finishes the cleanup and reports it, never re-provisions),
+    /// then what was made is deleted.
+    #[allow(clippy::too_many_arguments)]
+    async fn fail_provision(
+        &self,
+        b: &Backend,
+        r: &InstanceRef,
+        tracked: &Arc<Tracked>,
+        lease: &Lease,
+        reporter: &Reporter,
+        failure: Completion,
+        keep: bool,
+    ) -> Completion {
+        let instance_id = tracked.get().instance_id;
+        if keep {
+            self.keep(&instance_id, &b.name);
+            return failure;
+        }
+        if let Err(e) = tracked.record(|e| e.compensating = Some(failure.clone())).await {
+            tracing::error!(instance = %instance_id, error = %e, "cannot journal the failure before cleaning up");
+        }
+        failpoint("before_cleanup");
+        self.compensate(b, r, lease, reporter).await;
+        failpoint("after_cleanup");
+        failure
     }
 
-    /// Deletes what a failed provision left (idempotent: nothing there is fine). A failure here
-    /// leaves an orphan for reconcile to quarantine.
-    async fn compensate(&self, b: &Backend, r: &InstanceRef, reporter: &Reporter) {
-        match self.retrying("delete", || b.provider.delete(r)).await {
-            Ok(outcome) => {
-                tracing::info!(backend = %b.name, instance = %r, ?outcome, "cleaned up after a failed provision");
-                reporter.stage("cleanup", "completed", Some(format!("{outcome:?}")));
-            }
-            Err(e) => {
-                tracing::error!(backend = %b.name, instance = %r, error = %e, "cleanup failed; reconcile will quarantine it");
-                reporter.stage("cleanup", "completed", Some(format!("cleanup failed: {e}")));
+    /// Deletes what a failed provision left (idempotent: nothing there is fine), retrying a
+    /// backend that fails for a while. If it cannot, reconcile finds the orphan.
+    async fn compensate(&self, b: &Backend, r: &InstanceRef, lease: &Lease, reporter: &Reporter) {
+        reporter.stage("cleanup", "started", None);
+        let deadline = tokio::time::Instant::now() + CLEANUP_PATIENCE;
+        let mut delay = Duration::from_secs(1);
+        loop {
+            self.confirmed(lease).await;
+            match b.provider.delete(r).await {
+                Ok(outcome) => {
+                    tracing::info!(backend = %b.name, instance = %r, ?outcome, "cleaned up after a failed provision");
+                    let said = match outcome {
+                        berth_core::DeleteOutcome::Deleted => "deleted the machine",
+                        berth_core::DeleteOutcome::AlreadyAbsent => "nothing to delete",
+                    };
+                    reporter.stage("cleanup", "completed", Some(said.into()));
+                    return;
+                }
+                Err(e) if e.is_retryable() && tokio::time::Instant::now() + delay < deadline => {
+                    let wait = match &e {
+                        ProviderError::RateLimited { retry_after } => retry_after.unwrap_or(delay),
+                        _ => delay,
+                    };
+                    tracing::warn!(backend = %b.name, instance = %r, error = %e, "cleanup failed; again in {wait:?}");
+                    tokio::time::sleep(wait).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    tracing::error!(backend = %b.name, instance = %r, error = %e, "cleanup failed; reconcile will quarantine it");
+                    reporter.stage("cleanup", "completed", Some(format!("cleanup failed: {e}")));
+                    return;
+                }
             }
         }
     }
 
-    /// Runs the commands in order inside the guest, each once (the journal remembers which
-    /// ran); the first that fails ends the stage with its exit status and output.
+    /// Runs the commands in order inside the guest, each at most once: its start is journaled
+    /// before it starts, its result when it ends. The first that fails ends the stage with its
+    /// exit status and output.
     async fn post_provision(
         &self,
         b: &Backend,
         r: &InstanceRef,
         commands: &[String],
-        shared: &Arc<Mutex<Entry>>,
+        tracked: &Arc<Tracked>,
+        lease: &Lease,
         reporter: &Reporter,
     ) -> Result<Vec<CommandRun>, Completion> {
         let cfg = &self.settings.post_provision;
-        let mut runs = shared.lock().expect("entry lock").commands.clone();
-        if runs.len() >= commands.len() && runs.iter().all(|c| c.exit_status == 0) {
+        let runs = tracked.get().commands;
+        if runs.len() >= commands.len() {
             reporter.stage("post_provision", "skipped", Some("already run".into()));
             return Ok(runs);
         }
@@ -420,7 +541,16 @@ impl Agent {
             "started",
             Some(format!("{} commands", commands.len())),
         );
+        let mut runs = runs;
         for (n, command) in commands.iter().enumerate().skip(runs.len()) {
+            self.confirmed(lease).await;
+            tracked.record(|e| e.commands_started = n + 1).await.map_err(|e| {
+                failed(
+                    "internal",
+                    format!("cannot journal post-provision command {}: {e}", n + 1),
+                )
+            })?;
+            failpoint("command_started");
             let out = b
                 .provider
                 .exec(r, command, Duration::from_secs(cfg.timeout_seconds))
@@ -431,14 +561,9 @@ impl Agent {
             let run = CommandRun {
                 command: command.clone(),
                 exit_status: out.exit_status,
-                output_tail: tail(&output, cfg.output_tail_bytes),
+                output_tail: budget::tail(&output, cfg.output_tail_bytes),
             };
-            let snapshot = {
-                let mut e = shared.lock().expect("entry lock");
-                e.commands.push(run.clone());
-                e.clone()
-            };
-            if let Err(e) = self.journal.save(&snapshot) {
+            if let Err(e) = tracked.record(|e| e.commands.push(run.clone())).await {
                 tracing::error!(error = %e, "cannot journal a post-provision command");
             }
             failpoint("after_command");
@@ -449,16 +574,7 @@ impl Agent {
                 message: Some(format!("command {} exited {}", n + 1, run.exit_status)),
             });
             if run.exit_status != 0 {
-                return Err(failed(
-                    "post_provision_failed",
-                    format!(
-                        "post-provision command {} ({:?}) exited {}; output ends with: {}",
-                        n + 1,
-                        run.command,
-                        run.exit_status,
-                        run.output_tail
-                    ),
-                ));
+                return Err(command_failed(n, &run));
             }
             runs.push(run);
         }
@@ -467,14 +583,35 @@ impl Agent {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::tail;
+fn command_failed(n: usize, run: &CommandRun) -> Completion {
+    failed(
+        "post_provision_failed",
+        format!(
+            "post-provision command {} ({:?}) exited {}; output ends with: {}",
+            n + 1,
+            run.command,
+            run.exit_status,
+            run.output_tail
+        ),
+    )
+}
 
-    #[test]
-    fn tail_keeps_the_end_at_a_char_boundary() {
-        assert_eq!(tail("abc", 10), "abc");
-        assert_eq!(tail("abcdef", 3), "def");
-        assert_eq!(tail("aé€", 4), "é€".chars().skip(1).collect::<String>());
+/// The post-provision outcome an earlier run journaled: its failed command, or one it started
+/// and never saw end (cut off by a crash or a lost lease). Neither is run again.
+fn commands_outcome(entry: &Entry, commands: &[String]) -> Option<Completion> {
+    if let Some((n, run)) = entry.commands.iter().enumerate().find(|(_, c)| c.exit_status != 0) {
+        return Some(command_failed(n, run));
     }
+    let k = entry.commands.len();
+    (entry.commands_started > k).then(|| {
+        failed(
+            "post_provision_interrupted",
+            format!(
+                "post-provision command {} ({:?}) was cut off while it ran (the agent stopped or lost its lease); \
+                 whether it finished is unknown, and it is not run twice",
+                k + 1,
+                commands.get(k).map(String::as_str).unwrap_or_default()
+            ),
+        )
+    })
 }

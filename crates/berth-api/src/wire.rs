@@ -412,7 +412,16 @@ pub struct Claimed {
     pub payload: serde_json::Value,
     /// The lease's fencing token: every report presents it.
     pub generation: i64,
+    /// When the lease ends, on the control plane's clock.
     pub lease_expires_at: Millis,
+    /// The time left on the lease when this answer was sent (ms). Agents pace renewals and
+    /// fence their own work with it on their monotonic clock, never comparing clocks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ttl_ms: Option<i64>,
+    /// The largest request body the control plane accepts (`api.body_limit_bytes`): a completion
+    /// must fit under it, so the agent shortens output tails to fit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_limit_bytes: Option<u64>,
 }
 
 /// What a `provision` operation asks of the agent.
@@ -439,7 +448,12 @@ pub struct LeaseRef {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LeaseView {
     pub generation: i64,
+    /// When the lease ends, on the control plane's clock.
     pub expires_at: Millis,
+    /// The time left on the renewed lease when this answer was sent (ms), for agents to pace
+    /// on their own monotonic clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -106,6 +106,10 @@ pub struct Capacity {
     pub disk_gib_free: u64,
     /// Machines currently placed there (all of them, not only Berth's).
     pub instances: u32,
+    /// The node these totals are of, when the backend spans several (a Proxmox cluster): only
+    /// machines on it count against them. `None`: everything the backend lists is on this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What a backend can do, read live (a conformance suite skips what a backend cannot).

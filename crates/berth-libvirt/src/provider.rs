@@ -463,6 +463,7 @@ impl Provider for LibvirtProvider {
             disk_gib_total: disk_total >> 30,
             disk_gib_free: disk_free >> 30,
             instances,
+            node: None,
         })
     }
 }

@@ -76,6 +76,7 @@ impl ProxmoxProvider {
             disk_gib_total: storage.total.map(to_gib).unwrap_or(0),
             disk_gib_free: storage.avail.map(|b| b / (1 << 30)).unwrap_or(0),
             instances: u32::try_from(instances).unwrap_or(u32::MAX),
+            node: Some(node.clone()),
         })
     }
 

@@ -92,6 +92,8 @@ pub async fn claim(State(st): State<AppState>, RawQuery(q): RawQuery, req: Authe
         payload: op.payload,
         generation: lease.generation,
         lease_expires_at: lease.expires_at,
+        lease_ttl_ms: Some((lease.expires_at - now_ms()).max(0)),
+        body_limit_bytes: Some(st.cfg.api.body_limit_bytes as u64),
     })
     .into_response())
 }
@@ -113,6 +115,7 @@ pub async fn renew(
     Ok(axum::Json(LeaseView {
         generation: l.generation,
         expires_at: l.expires_at,
+        ttl_ms: Some((l.expires_at - now_ms()).max(0)),
     }))
 }
 
