@@ -156,7 +156,7 @@ impl Lease {
                     _ = tokio::time::sleep_until(wake) => {}
                 }
                 if me.fenced() {
-                    me.fence("the lease's time ran out without a renewal (the control plane is unreachable)");
+                    me.fence("the lease's time ran out without a renewal");
                     return;
                 }
                 match me.renew().await {

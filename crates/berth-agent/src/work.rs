@@ -567,6 +567,7 @@ impl Agent {
                 tracing::error!(error = %e, "cannot journal a post-provision command");
             }
             failpoint("after_command");
+            failpoint(&format!("after_command_{}", n + 1));
             reporter.send(berth_api::wire::EventReport {
                 stage: "post_provision".into(),
                 phase: "progress".into(),

@@ -256,9 +256,9 @@ async fn backend_faults_end_every_order_cleanly() {
     assert!(running > 0, "with retries most orders get through");
 }
 
-/// The agent is frozen past its lease (SIGSTOP for longer than the 6 s lease): on waking, its
-/// renewal is refused, it stops that work cleanly, the operation is claimed again and finished
-/// from the journal, with one machine.
+/// The agent is frozen past its lease (SIGSTOP for longer than the 6 s lease): on waking, it
+/// finds the lease's time over (or its renewal refused), stops that work cleanly, the operation
+/// is claimed again and finished from the journal, with one machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lease_stops_the_work_and_it_is_finished_once() {
     let mut s = Stack::start(Db::Sqlite, paced(), "").await.unwrap();
@@ -274,6 +274,9 @@ async fn a_lost_lease_stops_the_work_and_it_is_finished_once() {
     let done = s.finished(&op, LONG).await;
     assert_eq!(done.status, "succeeded", "{done:#?}\n{}", s.agent_log());
     let log = s.agent_log();
-    assert!(log.contains("lease lost") || log.contains("lease is gone"), "{log}");
+    assert!(
+        log.contains("lease lost") || log.contains("lease is gone") || log.contains("ran out without a renewal"),
+        "{log}"
+    );
     assert_eq!(s.owned_by(&a.instance_id).len(), 1, "{:?}", s.owned());
 }

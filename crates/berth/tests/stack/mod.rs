@@ -188,6 +188,54 @@ impl Stack {
         }
     }
 
+    /// Enrolls another agent of the same provider, with its own state directory, and returns its
+    /// configuration file.
+    pub async fn enroll_another(&self, name: &str) -> PathBuf {
+        let dir = self.dir.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let toml = dir.join("berth.toml");
+        std::fs::copy(&self.agent_toml, &toml).unwrap();
+        let token = self
+            .provider
+            .create_enrollment_token(&self.provider_id, None)
+            .await
+            .unwrap();
+        let mut enroll = berth();
+        enroll
+            .args(["agent", "enroll", "--name", name, "--config"])
+            .arg(&toml)
+            .env("BERTH_SETUP_TOKEN", &token.token);
+        let out = tokio::task::spawn_blocking(move || enroll.output().unwrap())
+            .await
+            .unwrap();
+        assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
+        toml
+    }
+
+    /// Runs the agent of `toml` (from [`Stack::enroll_another`]) until the returned guard drops.
+    pub fn spawn_other(&self, toml: &std::path::Path) -> OtherAgent {
+        self.spawn_other_with(toml, &[])
+    }
+
+    /// As `spawn_other`, with more environment (a failpoint).
+    pub fn spawn_other_with(&self, toml: &std::path::Path, env: &[(&str, &str)]) -> OtherAgent {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(toml.with_file_name("agent.log"))
+            .unwrap();
+        let mut c = berth();
+        c.args(["agent", "--config"])
+            .arg(toml)
+            .env("BERTH_LOG", "info,berth_agent=debug")
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        OtherAgent(c.spawn().unwrap())
+    }
+
     pub fn spawn_agent(&mut self) {
         self.spawn_agent_with(&[]);
     }
@@ -363,5 +411,22 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.kill_agent();
+    }
+}
+
+/// Another agent process, killed when dropped.
+pub struct OtherAgent(Child);
+
+impl OtherAgent {
+    /// Whether it exited by itself.
+    pub fn exited(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_some()
+    }
+}
+
+impl Drop for OtherAgent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
