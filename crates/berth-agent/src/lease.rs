@@ -27,6 +27,14 @@ pub fn is_refusal(e: &ClientError) -> bool {
     }
 }
 
+/// The control plane refused a request for its body (too large, or not valid): sending the same
+/// body again would be refused again, unlike a refusal about the caller or the lease.
+pub fn is_body_refused(e: &ClientError) -> bool {
+    matches!(e.code(), Some("body_too_large" | "invalid_input"))
+        || matches!(e, ClientError::Status { status: 413, .. })
+        || matches!(e, ClientError::Problem(p) if p.status == 413)
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -159,7 +167,13 @@ impl Lease {
                     me.fence("the lease's time ran out without a renewal");
                     return;
                 }
-                match me.renew().await {
+                // A renewal that hangs (a network black hole) must not hold the fence back.
+                let renewed = tokio::select! {
+                    r = me.renew() => r,
+                    _ = tokio::time::sleep_until(me.valid_until()) => Err(false),
+                    _ = stop.cancelled() => return,
+                };
+                match renewed {
                     Ok(()) => next = Instant::now() + me.ttl / 3,
                     Err(true) => return,
                     Err(false) => next = Instant::now() + (me.ttl / 10).max(Duration::from_millis(200)),

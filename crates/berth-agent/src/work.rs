@@ -16,7 +16,7 @@ use crate::agent::{Agent, Backend};
 use crate::budget;
 use crate::heartbeat::Need;
 use crate::journal::{Entry, Tracked};
-use crate::lease::{Lease, Reporter, is_lease_gone, is_refusal};
+use crate::lease::{Lease, Reporter, is_body_refused, is_lease_gone, is_refusal};
 
 /// Fault injection for the crash tests: `BERTH_AGENT_FAILPOINT=<name>` makes the process die
 /// on the spot (as a kill -9 would) when it reaches that point. Unset, it does nothing.
@@ -78,26 +78,66 @@ impl Agent {
         let lost = lease.lost.clone();
         let tracked = Tracked::new(self.journal.clone(), entry);
         let (reporter, reporting) = Reporter::start(self.client.clone(), generation, tracked.clone(), lost.clone());
-        let outcome = match (decided, self.backend(&backend)) {
-            (Some(o), _) => Some(o),
-            (None, None) => Some(failed(
-                "unavailable",
-                format!(
-                    "the backend {backend:?} this operation runs on is no longer in the agent's configuration; \
-                     add it back to finish the operation there"
+        let finished: Option<(Completion, Delivery)> = 'work: {
+            let outcome = match (decided, self.backend(&backend)) {
+                (Some(o), _) => o,
+                (None, None) => failed(
+                    "unavailable",
+                    format!(
+                        "the backend {backend:?} this operation runs on is no longer in the agent's configuration; \
+                         add it back to finish the operation there"
+                    ),
                 ),
-            )),
-            (None, Some(b)) => tokio::select! {
-                o = async {
-                    // The backend's own bound; the lease is kept while the work waits for it.
-                    let _slot = b.slots.clone().acquire_owned().await;
-                    self.execute(b, &tracked, &lease, &reporter).await
-                } => Some(o),
-                _ = lost.cancelled() => None,
-                _ = self.abort.cancelled() => None,
-            },
+                (None, Some(b)) => {
+                    let work = async {
+                        // The backend's own bound; the lease is kept while the work waits for it.
+                        let _slot = b.slots.clone().acquire_owned().await;
+                        self.execute(b, &tracked, &lease, &reporter).await
+                    };
+                    match self.unless_stopped(&lost, work).await {
+                        Some(o) => o,
+                        None => break 'work None,
+                    }
+                }
+            };
+            let limit = tracked.get().body_limit_bytes.unwrap_or(budget::DEFAULT_LIMIT);
+            let fitted = budget::fit(generation, outcome.clone(), limit);
+            let mut outcome = if fitted != outcome && matches!(fitted, Completion::Failed(_)) {
+                let undone = self.unmake(&backend, &tracked, &lease, &reporter, &outcome, fitted);
+                match self.unless_stopped(&lost, undone).await {
+                    Some(o) => o,
+                    None => break 'work None,
+                }
+            } else {
+                fitted
+            };
+            self.record_outcome(&tracked, &outcome).await;
+            failpoint("before_complete");
+            if matches!(outcome, Completion::Succeeded(_)) && kind == "provision" {
+                reporter.stage("register", "started", None);
+                reporter.stage("register", "completed", None);
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(10), reporter.flush()).await;
+            let mut delivered = self.deliver(&op_id, generation, &outcome, &lost).await;
+            if let Delivery::Refused(e) = &delivered {
+                // Never the same refused body again (it would be claimed and refused for ever): a
+                // small failure instead, after undoing a provision that the failure disowns.
+                tracing::error!(operation = %op_id, error = %e, "the control plane refused this outcome; reporting a failure instead");
+                let small = failed(
+                    "internal",
+                    format!("the control plane refused this operation's outcome ({e}); the agent's log has it"),
+                );
+                let undone = self.unmake(&backend, &tracked, &lease, &reporter, &outcome, small);
+                outcome = match self.unless_stopped(&lost, undone).await {
+                    Some(o) => o,
+                    None => break 'work None,
+                };
+                self.record_outcome(&tracked, &outcome).await;
+                delivered = self.deliver(&op_id, generation, &outcome, &lost).await;
+            }
+            Some((outcome, delivered))
         };
-        let Some(outcome) = outcome else {
+        if finished.is_none() {
             // Stopped mid-way: what is done is in the journal; give the lease back if still ours.
             let _ = tokio::time::timeout(Duration::from_secs(5), reporter.flush()).await;
             if !lost.is_cancelled() {
@@ -108,49 +148,20 @@ impl Agent {
                     }
                 }
             }
-            metrics::counter!("berth_operations_total", "kind" => kind, "result" => "interrupted").increment(1);
-            stop.cancel();
-            drop(reporter);
-            let _ = reporting.await;
-            let _ = keeper.await;
-            return;
-        };
-        let limit = tracked.get().body_limit_bytes.unwrap_or(budget::DEFAULT_LIMIT);
-        let fitted = budget::fit(generation, outcome.clone(), limit);
-        let mut outcome = if fitted != outcome && matches!(fitted, Completion::Failed(_)) {
-            self.unmake(&backend, &tracked, &lease, &reporter, &outcome, fitted)
-                .await
-        } else {
-            fitted
-        };
-        self.record_outcome(&tracked, &outcome).await;
-        failpoint("before_complete");
-        if matches!(outcome, Completion::Succeeded(_)) && kind == "provision" {
-            reporter.stage("register", "started", None);
-            reporter.stage("register", "completed", None);
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), reporter.flush()).await;
-        let mut delivered = self.deliver(&op_id, generation, &outcome, &lost).await;
-        if let Delivery::Refused(e) = &delivered {
-            // Never the same refused body again (it would be claimed and refused for ever): a
-            // small failure instead, after undoing a provision that the failure disowns.
-            tracing::error!(operation = %op_id, error = %e, "the control plane refused this outcome; reporting a failure instead");
-            let small = failed(
-                "internal",
-                format!("the control plane refused this operation's outcome ({e}); the agent's log has it"),
-            );
-            outcome = self
-                .unmake(&backend, &tracked, &lease, &reporter, &outcome, small)
-                .await;
-            self.record_outcome(&tracked, &outcome).await;
-            delivered = self.deliver(&op_id, generation, &outcome, &lost).await;
         }
         stop.cancel();
         drop(reporter);
-        let _ = reporting.await;
+        // The reporter retries through an outage; once the work is over it gets a little while.
+        let reporting_abort = reporting.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(10), reporting).await.is_err() {
+            reporting_abort.abort();
+        }
         let _ = keeper.await;
-        match delivered {
-            Delivery::Done => {
+        match finished {
+            None => {
+                metrics::counter!("berth_operations_total", "kind" => kind, "result" => "interrupted").increment(1);
+            }
+            Some((outcome, Delivery::Done)) => {
                 let result = match &outcome {
                     Completion::Succeeded(_) => "succeeded",
                     Completion::Failed(_) => "failed",
@@ -160,10 +171,24 @@ impl Agent {
                     tracing::error!(operation = %op_id, error = %e, "cannot remove the journal entry");
                 }
             }
-            Delivery::Stopped => {}
-            Delivery::Refused(e) => {
+            Some((_, Delivery::Stopped)) => {}
+            Some((_, Delivery::Refused(e))) => {
                 tracing::error!(operation = %op_id, error = %e, "the control plane refused the failure too; it stays in the journal")
             }
+        }
+    }
+
+    /// `work`, unless the lease is lost or the agent aborts first (then `None`: the work is
+    /// dropped where it waits, its progress in the journal).
+    async fn unless_stopped<T>(
+        &self,
+        lost: &CancellationToken,
+        work: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::select! {
+            o = work => Some(o),
+            _ = lost.cancelled() => None,
+            _ = self.abort.cancelled() => None,
         }
     }
 
@@ -206,7 +231,11 @@ impl Agent {
                     tracing::warn!(operation = %op_id, error = %e, "completion refused: the lease is gone; keeping the outcome for when the work comes back");
                     return Delivery::Stopped;
                 }
-                Err(e) if is_refusal(&e) => return Delivery::Refused(e),
+                Err(e) if is_body_refused(&e) => return Delivery::Refused(e),
+                Err(e) if is_refusal(&e) => {
+                    tracing::warn!(operation = %op_id, error = %e, "completion refused; keeping the outcome for when the work comes back");
+                    return Delivery::Stopped;
+                }
                 Err(e) => {
                     tracing::warn!(operation = %op_id, error = %e, "completion not delivered; retrying in {delay:?}");
                     tokio::select! {
@@ -473,7 +502,14 @@ impl Agent {
             self.keep(&instance_id, &b.name);
             return failure;
         }
-        if let Err(e) = tracked.record(|e| e.compensating = Some(failure.clone())).await {
+        if let Err(e) = tracked
+            .record(|e| {
+                e.compensating = Some(failure.clone());
+                // An outcome decided before (a success the control plane refused) is void now.
+                e.outcome = None;
+            })
+            .await
+        {
             tracing::error!(instance = %instance_id, error = %e, "cannot journal the failure before cleaning up");
         }
         failpoint("before_cleanup");
