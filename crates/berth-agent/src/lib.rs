@@ -17,6 +17,7 @@ pub mod identity;
 pub mod journal;
 pub mod lease;
 pub mod metrics_http;
+mod provision;
 pub mod reconcile;
 mod route;
 pub mod runner;
