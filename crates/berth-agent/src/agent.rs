@@ -215,12 +215,12 @@ impl Agent {
                 Ok(Some(c)) => {
                     backoff = Duration::from_millis(500);
                     metrics::counter!("berth_claims_total", "result" => "work").increment(1);
-                    let lease = Lease::new(
+                    let lease = Lease::granted(
                         self.client.clone(),
                         &c.operation_id,
                         c.generation,
-                        Lease::left(c.lease_ttl_ms, c.lease_expires_at),
-                        tokio::time::Instant::now(),
+                        c.lease_ttl_ms,
+                        c.lease_expires_at,
                     );
                     let me = self.clone();
                     self.tasks.spawn(async move {
@@ -297,12 +297,12 @@ impl Agent {
             match self.client.renew(&e.operation_id, e.generation).await {
                 Ok(l) => {
                     tracing::info!(operation = %e.operation_id, kind = %e.kind, "resuming work after a restart");
-                    let lease = Lease::new(
+                    let lease = Lease::granted(
                         self.client.clone(),
                         &e.operation_id,
                         e.generation,
-                        Lease::left(l.ttl_ms, l.expires_at),
-                        tokio::time::Instant::now(),
+                        l.ttl_ms,
+                        l.expires_at,
                     );
                     let me = self.clone();
                     let permit = self.slots.clone().acquire_owned().await?;

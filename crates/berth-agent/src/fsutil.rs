@@ -6,6 +6,14 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::Path;
 
+/// `id` (which came from the control plane) as a file name that stays inside its directory
+/// whatever it holds: letters, digits and `-` kept, anything else `_`.
+pub fn safe_file_name(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .collect()
+}
+
 /// Writes `bytes` to `path` atomically, the file created with `mode` (unix).
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path

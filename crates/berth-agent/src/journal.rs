@@ -113,12 +113,7 @@ impl Journal {
     }
 
     fn path(&self, operation_id: &str) -> PathBuf {
-        // Operation ids come from the control plane; keep the file name safe whatever they hold.
-        let safe: String = operation_id
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-            .collect();
-        self.dir.join(format!("{safe}.json"))
+        self.dir.join(format!("{}.json", fsutil::safe_file_name(operation_id)))
     }
 
     pub fn save(&self, e: &Entry) -> anyhow::Result<()> {

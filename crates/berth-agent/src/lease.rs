@@ -73,6 +73,23 @@ impl Lease {
         Arc::new(l)
     }
 
+    /// A lease from an answer of the control plane (claim or renewal) that arrived just now.
+    pub fn granted(
+        client: Client,
+        operation_id: &str,
+        generation: i64,
+        ttl_ms: Option<i64>,
+        expires_at: i64,
+    ) -> Arc<Lease> {
+        Lease::new(
+            client,
+            operation_id,
+            generation,
+            Lease::left(ttl_ms, expires_at),
+            Instant::now(),
+        )
+    }
+
     /// The time left the control plane gave; from one that does not say, the time until its
     /// expiry as read on our clock (what older agents did), within sane bounds.
     pub fn left(ttl_ms: Option<i64>, expires_at: i64) -> Duration {

@@ -48,11 +48,8 @@ impl Agent {
     }
 
     fn kept_path(&self, instance_id: &str) -> std::path::PathBuf {
-        let safe: String = instance_id
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
-            .collect();
-        self.kept_dir().join(format!("{safe}.json"))
+        self.kept_dir()
+            .join(format!("{}.json", fsutil::safe_file_name(instance_id)))
     }
 
     /// Marks the machine of `instance_id` as kept after a failed provision.
@@ -192,6 +189,7 @@ impl Agent {
                 if busy.contains(&iid) {
                     continue;
                 }
+                let kept = self.kept(&iid);
                 let report = |kind: &str, detail: String, since: i64| Drift {
                     instance_id: iid.clone(),
                     kind: kind.into(),
@@ -217,13 +215,13 @@ impl Agent {
                             ));
                         }
                     }
-                    other if self.kept(&iid).is_some() => {
+                    other if kept.is_some() => {
                         let why = match other {
                             Some(i) => format!("the instance is {}", i.status),
                             None => "the control plane has no such instance".into(),
                         };
                         quarantine.orphans.remove(&iid);
-                        let since = self.kept(&iid).map_or(now, |k| k.since);
+                        let since = kept.map_or(now, |k| k.since);
                         drift.push(report(
                             "kept",
                             format!("{why}; kept for a look after its provision failed (post_provision.keep_failed)"),

@@ -13,6 +13,7 @@ use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, GuestSnapshot
 
 use crate::agent::{Agent, Backend};
 use crate::config::AgentSettings;
+use crate::journal::Entry;
 use crate::lease::Lease;
 
 pub const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl kit";
@@ -132,14 +133,29 @@ impl Kit {
             .await
             .unwrap()
             .expect("work is queued");
-        let lease = Lease::new(
+        let lease = Lease::granted(
             self.agent.client.clone(),
             &c.operation_id,
             c.generation,
-            Lease::left(c.lease_ttl_ms, c.lease_expires_at),
-            tokio::time::Instant::now(),
+            c.lease_ttl_ms,
+            c.lease_expires_at,
         );
         (c, lease)
+    }
+
+    /// Journals an entry for claimed work, on `backend`, as `tweak` leaves it (what an earlier
+    /// task of this agent left behind).
+    pub fn journal(&self, c: &Claimed, backend: &str, tweak: impl FnOnce(&mut Entry)) {
+        let mut e = Entry::new(
+            &c.operation_id,
+            &c.instance_id,
+            &c.kind,
+            c.generation,
+            c.payload.clone(),
+        );
+        e.backend = backend.into();
+        tweak(&mut e);
+        self.agent.journal.save(&e).unwrap();
     }
 
     /// Claims the queued work and runs it to its end.
