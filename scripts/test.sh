@@ -14,6 +14,10 @@ berth_need_packages jq python3
 berth_need_libvirt
 # The store suite's PostgreSQL half: the tests run initdb + pg_ctl themselves as `postgres`.
 berth_need_packages postgresql
+# The dashboard's browser tests: headless Chromium driven over WebDriver (both packages always
+# move together: chromedriver refuses another major version), and a font for the screenshots.
+berth_need_packages chromium chromium-driver fonts-dejavu-core
+export BERTH_REQUIRE_BROWSER=1
 if [ "$(id -u)" -eq 0 ]; then
     export BERTH_REQUIRE_LIBVIRT=1 BERTH_REQUIRE_POSTGRES=1
 else

@@ -162,7 +162,11 @@ async fn the_password_is_handed_over_once_and_never_shown() {
         .with_max_level(tracing::Level::TRACE)
         .with_writer(move || sink.clone())
         .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // Global, not thread-local: a callsite first reached on another thread (the record store's
+    // blocking pool) while only a thread-local subscriber existed could cache "not interested"
+    // and drop this thread's events under load. Each nextest test is its own process; the
+    // assertions below hold with other tests' logs mixed in too.
+    tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber in this test binary");
 
     let dir = tempfile::tempdir().unwrap();
     let p = common::provider(dir.path(), None);

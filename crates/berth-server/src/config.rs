@@ -20,6 +20,28 @@ pub struct ServerConfig {
     pub admission: Admission,
     #[serde(default)]
     pub api: ApiPolicy,
+    #[serde(default)]
+    pub ui: UiPolicy,
+}
+
+/// The dashboard's browser sessions.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiPolicy {
+    /// How long a sign-in lasts.
+    pub session_ttl_seconds: u64,
+    /// Mark the session cookie `Secure` (always, behind TLS). Requests that arrive with
+    /// `X-Forwarded-Proto: https` get it regardless.
+    pub secure_cookie: bool,
+}
+
+impl Default for UiPolicy {
+    fn default() -> Self {
+        UiPolicy {
+            session_ttl_seconds: 12 * 3600,
+            secure_cookie: false,
+        }
+    }
 }
 
 /// Exactly one of `sqlite` (a file path) or `postgres` (a URL, or `postgres_url_env`: the

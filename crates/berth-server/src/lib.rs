@@ -68,6 +68,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(instances::create_order))
         .routes(routes!(instances::list_instances))
         .routes(routes!(instances::get_instance))
+        .routes(routes!(instances::instance_operations))
         .routes(routes!(instances::reconfigure))
         .routes(routes!(instances::instance_action))
         .routes(routes!(instances::pending_provision))
@@ -196,6 +197,16 @@ impl Running {
 
 /// Serves `store` on `cfg.listen` (port 0: any free port) until [`Running::shutdown`].
 pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, ServeError> {
+    start_app(cfg, store, router).await
+}
+
+/// [`start`] with the app `app` builds over the state (the API plus what a layer above adds,
+/// such as the dashboard).
+pub async fn start_app(
+    cfg: ServerConfig,
+    store: Arc<dyn Store>,
+    app: impl FnOnce(AppState) -> Router,
+) -> Result<Running, ServeError> {
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| ServeError::Io {
@@ -210,7 +221,7 @@ pub async fn start(cfg: ServerConfig, store: Arc<dyn Store>) -> Result<Running, 
         store,
         cfg: Arc::new(cfg),
     };
-    let app = router(state.clone());
+    let app = app(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

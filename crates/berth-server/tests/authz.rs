@@ -101,6 +101,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         row(POST, "/orders",                                         &[],                Some(&later),     "401 403 403 403 202 202 403 403"),
         row(GET,  "/instances",                                      &[],                None,             "401 200 200 200 200 200 200 200"),
         row(GET,  "/instances/{id}",                                 &[inst],            None,             "401 200 200 404 200 404 200 404"),
+        row(GET,  "/instances/{id}/operations",                      &[inst],            None,             "401 200 200 404 200 404 200 404"),
         // Still provisioning: whoever may act on it is told it cannot now (authorization passed).
         row(POST, "/instances/{id}/{action}",                        &[inst, "stop"],    None,             "401 409:wrong_status 409:wrong_status 404 409:wrong_status 404 403 403"),
         row(POST, "/instances/{id}/reconfigure",                     &[inst],            Some(&cores),     "401 409:wrong_status 409:wrong_status 404 409:wrong_status 404 403 404"),

@@ -76,6 +76,26 @@ impl std::fmt::Debug for ApiToken {
     }
 }
 
+/// A browser session made from an API token: its secret goes into a cookie, only its hash is
+/// stored. It speaks for the token's principal until it expires, is ended, or the token is revoked.
+pub struct Session {
+    pub secret: String,
+    pub role: Role,
+    pub subject: String,
+    pub expires_at: Millis,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("secret", &"<redacted>")
+            .field("role", &self.role)
+            .field("subject", &self.subject)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 /// An agent's last heartbeat.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AgentStatus {
@@ -275,6 +295,16 @@ pub trait Catalog: Send + Sync {
 
     /// Who a token speaks for, if it is known and not revoked.
     async fn token_principal(&self, secret: &str) -> Result<Option<(Role, String)>, StoreError>;
+
+    /// A session for the principal of `token` (`None`: unknown or revoked token), ending at
+    /// `now + ttl_ms`. Expired sessions are dropped on the way.
+    async fn create_session(&self, token: &str, ttl_ms: i64, now: Millis) -> Result<Option<Session>, StoreError>;
+
+    /// Who a session speaks for, while it is live and its token is not revoked.
+    async fn session_principal(&self, secret: &str, now: Millis) -> Result<Option<(Role, String)>, StoreError>;
+
+    /// Ends a session (signing out); an unknown one is already ended.
+    async fn end_session(&self, secret: &str) -> Result<(), StoreError>;
 
     /// Whether any operator token exists (the server makes the first one at start).
     async fn has_operator_token(&self) -> Result<bool, StoreError>;

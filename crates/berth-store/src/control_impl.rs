@@ -140,6 +140,60 @@ macro_rules! control_impl {
             .transpose()
     }
 
+    async fn create_session(
+        &self,
+        token: &str,
+        ttl_ms: i64,
+        now: Millis,
+    ) -> Result<Option<$crate::control::Session>, StoreError> {
+        let Some((role, subject)) = self.token_principal(token).await? else {
+            return Ok(None);
+        };
+        let secret = agents::new_secret()?.replacen(agents::TOKEN_PREFIX, "berth_session_", 1);
+        let expires_at = now.saturating_add(ttl_ms.max(1));
+        let mut tx = self.begin_write().await?;
+        sqlx::query("DELETE FROM sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO sessions (session_hash, token_hash, expires_at, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(agents::token_hash(&secret))
+            .bind(agents::token_hash(token))
+            .bind(expires_at)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some($crate::control::Session {
+            secret,
+            role,
+            subject,
+            expires_at,
+        }))
+    }
+
+    async fn session_principal(&self, secret: &str, now: Millis) -> Result<Option<($crate::Role, String)>, StoreError> {
+        use sqlx::Row as _;
+        let row = sqlx::query(
+            "SELECT t.role, t.subject FROM sessions s JOIN api_tokens t ON t.token_hash = s.token_hash
+             WHERE s.session_hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
+        )
+        .bind(agents::token_hash(secret))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(($crate::Role::parse(&r.try_get::<String, _>("role")?)?, r.try_get("subject")?)))
+            .transpose()
+    }
+
+    async fn end_session(&self, secret: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE session_hash = $1")
+            .bind(agents::token_hash(secret))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn has_operator_token(&self) -> Result<bool, StoreError> {
         Ok(sqlx::query("SELECT 1 FROM api_tokens WHERE role = 'operator' AND revoked_at IS NULL LIMIT 1")
             .fetch_optional(&self.pool)

@@ -27,7 +27,7 @@ pub use agents::{Agent, EnrollmentToken, Provider};
 pub use audit::{AuditEntry, Broken, NewAuditEntry, Verified};
 pub use control::{
     AgentStatus, ApiToken, Catalog, Customer, Idempotency, InstanceAction, InstanceChange, InstanceFilter,
-    InstanceRecord, NewInstance, Offering, OpEvent, Role, TemplateRecord,
+    InstanceRecord, NewInstance, Offering, OpEvent, Role, Session, TemplateRecord,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;

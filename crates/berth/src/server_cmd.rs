@@ -35,9 +35,10 @@ pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
     if berth_server::bootstrap_operator(&*store, &file).await? {
         eprintln!("wrote the first operator API token to {} (mode 0600)", file.display());
     }
-    let running = berth_server::start(cfg, store).await?;
+    let running = berth_server::start_app(cfg, store, berth_web::app).await?;
     eprintln!("berth server listening on http://{}", running.addr);
     eprintln!("OpenAPI document: http://{}/api/v1/openapi.json", running.addr);
+    eprintln!("dashboard: http://{}/ (sign in with an API token)", running.addr);
     stop.wait().await;
     eprintln!("shutting down: finishing requests in flight");
     running.shutdown().await?;

@@ -234,6 +234,23 @@ pub async fn get_instance(
     Ok(axum::Json(instance_view(&i)?))
 }
 
+#[utoipa::path(get, path = "/api/v1/instances/{id}/operations", tag = "instances", params(("id" = String, Path)),
+    responses((status = 200, body = [OperationView], description = "the instance's operations, oldest first, with their stages"),
+        (status = "4XX", body = Problem)))]
+pub async fn instance_operations(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    req: Authed,
+) -> ApiResult<axum::Json<Vec<OperationView>>> {
+    let i = visible_instance(&st, &req.caller, &id).await?;
+    let mut out = Vec::new();
+    for op in st.store.instance_operations(&i.id).await? {
+        let events = st.store.events(&op.id, 0).await?;
+        out.push(crate::views::operation_view(&op, &events)?);
+    }
+    Ok(axum::Json(out))
+}
+
 async fn act(
     st: &AppState,
     caller: &Caller,

@@ -32,6 +32,7 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
         "store: unknown tokens map to no one"
     );
     assert!(!format!("{t:?}").contains(&t.secret));
+    sessions(s, &t.secret, &c.id).await;
 
     // Agent reports: the last heartbeat wins; templates are replaced as a whole.
     let et = s.create_enrollment_token(&p.id, 60_000, T0).await.unwrap();
@@ -213,4 +214,47 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
         s.idempotency_begin(&scope, "k2", "g", T0).await.unwrap(),
         Idempotency::New
     );
+}
+
+/// Browser sessions: made only from a live token, speak for its principal until they expire or
+/// are ended; the secret is not the token and is not stored.
+async fn sessions(s: &dyn Store, token: &str, customer: &str) {
+    assert!(
+        s.create_session("berth_tok_nope", 60_000, T0).await.unwrap().is_none(),
+        "store: an unknown token makes no session"
+    );
+    let a = s.create_session(token, 60_000, T0).await.unwrap().unwrap();
+    let b = s.create_session(token, 1_000, T0).await.unwrap().unwrap();
+    assert_ne!(a.secret, b.secret);
+    assert_ne!(a.secret, token);
+    assert!(
+        !format!("{a:?}").contains(&a.secret),
+        "store: a session's Debug hides its secret"
+    );
+    assert_eq!(
+        (a.role, a.subject.as_str(), a.expires_at),
+        (Role::Customer, customer, T0 + 60_000)
+    );
+    let who = Some((Role::Customer, customer.to_owned()));
+    assert_eq!(s.session_principal(&a.secret, T0 + 1).await.unwrap(), who);
+    assert_eq!(
+        s.session_principal(&b.secret, T0 + 1_000).await.unwrap(),
+        None,
+        "store: sessions expire"
+    );
+    assert_eq!(
+        s.session_principal(token, T0).await.unwrap(),
+        None,
+        "store: a token is no session"
+    );
+    s.end_session(&a.secret).await.unwrap();
+    assert_eq!(
+        s.session_principal(&a.secret, T0 + 1).await.unwrap(),
+        None,
+        "store: sign-out ends it"
+    );
+    s.end_session(&a.secret).await.unwrap();
+    // Making another one drops the expired ones on the way.
+    let c = s.create_session(token, 60_000, T0 + 2_000).await.unwrap().unwrap();
+    assert_eq!(s.session_principal(&c.secret, T0 + 2_001).await.unwrap(), who);
 }

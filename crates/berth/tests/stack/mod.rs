@@ -18,6 +18,13 @@ use crate::common::{KEY, berth, config_text};
 
 pub const AGE_ID: &str = "AGE-SECRET-KEY-1GQ9778VQXMMJVE8SK7J6VT8UJ4HDQAJUVSFCWCM02D8GEWQ72PVQ2Y5J33";
 
+#[derive(Default)]
+pub struct Tokens {
+    pub operator: String,
+    pub provider: String,
+    pub customer: String,
+}
+
 pub enum Db {
     Sqlite,
     Postgres,
@@ -35,6 +42,8 @@ pub struct Stack {
     pub provider: Client,
     pub provider_id: String,
     pub customer: Client,
+    /// The API tokens behind the clients (the dashboard tests sign in with them).
+    pub tokens: Tokens,
     pub agent_toml: PathBuf,
     agent: Option<Child>,
 }
@@ -122,21 +131,22 @@ impl Stack {
             provider: Client::new(&url, Auth::None),
             provider_id: String::new(),
             customer: Client::new(&url, Auth::None),
+            tokens: Tokens::default(),
             agent_toml: dir.path().join("agent/berth.toml"),
             dir,
             agent: None,
         };
         s.start_server().await;
         let token_file = s.dir.path().join("operator.token");
-        s.operator = Client::new(
-            &url,
-            Auth::Bearer(std::fs::read_to_string(&token_file).unwrap().trim().into()),
-        );
+        s.tokens.operator = std::fs::read_to_string(&token_file).unwrap().trim().into();
+        s.operator = Client::new(&url, Auth::Bearer(s.tokens.operator.clone()));
         let p = s.operator.create_provider("acme").await.unwrap();
         s.provider = Client::new(&url, Auth::Bearer(p.token.clone()));
+        s.tokens.provider = p.token.clone();
         s.provider_id = p.id;
         let c = s.operator.create_customer("alice").await.unwrap();
         s.customer = Client::new(&url, Auth::Bearer(c.token.clone()));
+        s.tokens.customer = c.token.clone();
 
         std::fs::create_dir_all(s.dir.path().join("agent")).unwrap();
         let toml = format!(
@@ -166,7 +176,7 @@ impl Stack {
         // The port may linger briefly after a stop.
         let started = Instant::now();
         loop {
-            match berth_server::start(cfg.clone(), store.clone()).await {
+            match berth_server::start_app(cfg.clone(), store.clone(), berth_web::app).await {
                 Ok(r) => {
                     self.server = Some(r);
                     return;

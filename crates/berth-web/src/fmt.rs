@@ -1,0 +1,103 @@
+//! How pages show times, sizes and shares.
+
+/// `2026-12-06 06:17:49 UTC` for milliseconds since the epoch.
+pub fn time(ms: impl std::borrow::Borrow<i64>) -> String {
+    let ms = *ms.borrow();
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `0.42 s`, `12 s`, `3 min 5 s` between two instants.
+pub fn took(from: i64, to: i64) -> String {
+    let ms = (to - from).max(0);
+    match ms {
+        0..1_000 => format!("{:.2} s", ms as f64 / 1000.0),
+        1_000..60_000 => format!("{} s", ms / 1000),
+        _ => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+    }
+}
+
+/// How much of `total` is used when `free` is left, in whole percent.
+pub fn used_percent(total: u64, free: u64) -> u64 {
+    if total == 0 {
+        return 0;
+    }
+    (total.saturating_sub(free) * 100).div_ceil(total).min(100)
+}
+
+/// `2 GiB` or `1536 MiB`.
+pub fn mib(m: impl std::borrow::Borrow<u64>) -> String {
+    let m = *m.borrow();
+    if m >= 1024 && m % 1024 == 0 {
+        format!("{} GiB", m / 1024)
+    } else {
+        format!("{m} MiB")
+    }
+}
+
+/// `1 core · 2 GiB · 20 GiB disk`.
+pub fn size(
+    cores: impl std::borrow::Borrow<u32>,
+    memory_mib: impl std::borrow::Borrow<u64>,
+    disk_gib: impl std::borrow::Borrow<u64>,
+) -> String {
+    let cores = *cores.borrow();
+    format!(
+        "{cores} core{} · {} · {} GiB disk",
+        if cores == 1 { "" } else { "s" },
+        mib(memory_mib),
+        disk_gib.borrow()
+    )
+}
+
+/// A stage's name in words.
+pub fn stage(s: &str) -> &str {
+    match s {
+        "clone_template" => "Create the VM from its template",
+        "configure_vm" => "Configure CPU, memory, disk and cloud-init",
+        "start_vm" => "Start the VM",
+        "wait_network" => "Wait for its network address",
+        "post_provision" => "Run the post-provision commands",
+        "register" => "Register the machine",
+        "waiting_for_operator" => "Wait for an operator to build it",
+        "cleanup" => "Clean up what the failed attempt made",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(time(1_796_538_669_000), "2026-12-06 06:31:09 UTC");
+        assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(took(0, 420), "0.42 s");
+        assert_eq!(took(0, 185_000), "3 min 5 s");
+        assert_eq!(used_percent(8, 2), 75);
+        assert_eq!(used_percent(0, 0), 0);
+        assert_eq!(used_percent(3, 2), 34);
+        assert_eq!(mib(2048), "2 GiB");
+        assert_eq!(mib(1536), "1536 MiB");
+        assert_eq!(size(1u32, 1024u64, 10u64), "1 core · 1 GiB · 10 GiB disk");
+        assert_eq!(size(4u32, 1536u64, 10u64), "4 cores · 1536 MiB · 10 GiB disk");
+    }
+}

@@ -1,0 +1,141 @@
+//! Hypervisors: a provider's agents (operators: every provider's) with health, last heartbeat,
+//! capacity used as bars, drift reported by reconcile and the templates each one reports; and
+//! setup tokens for a new agent with the exact enroll command.
+
+use axum::extract::State;
+use axum::response::Response;
+use berth_api::wire::*;
+
+use super::{Nav, page};
+use crate::api::seg;
+use crate::session::Viewer;
+use crate::{Web, fmt, html};
+
+pub struct Bar {
+    pub label: &'static str,
+    pub percent: u64,
+    pub text: String,
+}
+
+pub struct AgentRow {
+    pub agent: AgentView,
+    pub status: &'static str,
+    pub last_seen: String,
+    pub bars: Vec<Bar>,
+    pub templates: Vec<TemplateReport>,
+}
+
+impl AgentRow {
+    fn new(agent: AgentView, templates: Vec<TemplateView>) -> AgentRow {
+        let status = if agent.revoked_at.is_some() {
+            "revoked"
+        } else if !agent.alive {
+            "offline"
+        } else if agent
+            .heartbeat
+            .as_ref()
+            .is_some_and(|h| h.backends.iter().any(|b| !b.healthy))
+        {
+            "unhealthy"
+        } else {
+            "online"
+        };
+        let bars = agent
+            .heartbeat
+            .as_ref()
+            .map(|h| {
+                let c = &h.capacity;
+                vec![
+                    Bar {
+                        label: "CPU cores",
+                        percent: fmt::used_percent(c.cores_total, c.cores_free),
+                        text: format!(
+                            "{} of {} used",
+                            c.cores_total - c.cores_free.min(c.cores_total),
+                            c.cores_total
+                        ),
+                    },
+                    Bar {
+                        label: "Memory",
+                        percent: fmt::used_percent(c.memory_mib_total, c.memory_mib_free),
+                        text: format!(
+                            "{} of {} used",
+                            fmt::mib(c.memory_mib_total - c.memory_mib_free.min(c.memory_mib_total)),
+                            fmt::mib(c.memory_mib_total)
+                        ),
+                    },
+                    Bar {
+                        label: "Disk",
+                        percent: fmt::used_percent(c.disk_gib_total, c.disk_gib_free),
+                        text: format!(
+                            "{} of {} GiB used",
+                            c.disk_gib_total - c.disk_gib_free.min(c.disk_gib_total),
+                            c.disk_gib_total
+                        ),
+                    },
+                ]
+            })
+            .unwrap_or_default();
+        AgentRow {
+            status,
+            last_seen: agent.last_seen.map(fmt::time).unwrap_or_else(|| "never".into()),
+            bars,
+            templates: templates.into_iter().map(|t| t.template).collect(),
+            agent,
+        }
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "agents.html")]
+struct AgentsPage {
+    nav: Nav,
+    agents: Vec<AgentRow>,
+    providers: Vec<ProviderView>,
+    setup: Option<EnrollmentTokenView>,
+    can_enroll: bool,
+}
+
+async fn render(web: &Web, v: &Viewer, setup: Option<EnrollmentTokenView>) -> crate::api::ApiResult<Response> {
+    let agents: Vec<AgentView> = web.api.get(&v.caller, "/api/v1/agents").await?;
+    let mut rows = Vec::new();
+    for a in agents {
+        let templates = web
+            .api
+            .get(&v.caller, &format!("/api/v1/agents/{}/templates", seg(&a.id)))
+            .await?;
+        rows.push(AgentRow::new(a, templates));
+    }
+    let providers = if v.role() == "operator" {
+        web.api.get(&v.caller, "/api/v1/providers").await?
+    } else {
+        Vec::new()
+    };
+    Ok(html(&AgentsPage {
+        nav: Nav::of(v),
+        agents: rows,
+        providers,
+        setup,
+        can_enroll: v.role() == "provider",
+    }))
+}
+
+pub async fn list(State(web): State<Web>, v: Viewer) -> Response {
+    page(&v, render(&web, &v, None).await)
+}
+
+/// A new setup token, shown once with the command that uses it.
+pub async fn setup_token(State(web): State<Web>, v: Viewer) -> Response {
+    page(
+        &v,
+        async {
+            let path = format!("/api/v1/providers/{}/enrollment-tokens", seg(v.subject()));
+            let t: EnrollmentTokenView = web
+                .api
+                .post(&v.caller, &path, &CreateEnrollmentToken::default(), None)
+                .await?;
+            render(&web, &v, Some(t)).await
+        }
+        .await,
+    )
+}

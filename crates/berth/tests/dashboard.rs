@@ -1,0 +1,265 @@
+//! The dashboard in a real headless Chromium against the whole stack: the control plane (SQLite
+//! or PostgreSQL) serving the pages, a real `berth agent` and the Proxmox VE emulator. Providers
+//! publish an offering from a template their agent reports; customers order it and watch its
+//! stages arrive live (pushed, no reload) until it runs; a failure names its stage and Retry
+//! builds the machine; bad input shows the API's field error and makes nothing. Every page is
+//! screenshotted (target/screenshots/) and checked with axe-core.
+
+mod browser;
+mod common;
+mod stack;
+
+use std::time::{Duration, Instant};
+
+use berth_pve_emulator::{Fault, FaultRule};
+use browser::Browser;
+use common::KEY;
+use stack::{Db, Stack, age_public, paced};
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// The stack with its agent running and its templates reported.
+async fn stack(db: Db) -> Option<Stack> {
+    let Some(mut s) = Stack::start(db, paced(), "[polling]\nheartbeat_interval_seconds = 1\n").await else {
+        eprintln!("skipped: no PostgreSQL here");
+        return None;
+    };
+    s.spawn_agent();
+    s.wait_agent_alive().await;
+    let started = Instant::now();
+    while s.provider.provider_templates(&s.provider_id).await.unwrap().is_empty() {
+        assert!(
+            started.elapsed() < LONG,
+            "the agent reports no templates:\n{}",
+            s.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(s)
+}
+
+/// The operation id of the operation page the browser is on.
+async fn operation_on_page(b: &Browser) -> String {
+    b.wait_for("#progress").await;
+    let path = b.path().await;
+    path.strip_prefix("/ui/operations/")
+        .unwrap_or_else(|| panic!("not an operation page: {path}"))
+        .to_owned()
+}
+
+async fn order_and_watch_live(db: Db, test: &str) {
+    let Some(s) = stack(db).await else { return };
+    let Some(b) = Browser::start(&s.url, test).await else {
+        return;
+    };
+
+    // The provider sees its hypervisor and publishes an offering from a reported template.
+    b.sign_in(&s.tokens.provider).await;
+    b.goto("/ui/agents").await;
+    b.wait_for(".agent .badge.online").await;
+    assert!(
+        b.text(".agent").await.contains("debian-12-cloud"),
+        "reported templates are listed"
+    );
+    b.shot("provider-hypervisors").await;
+    b.check_accessibility("hypervisors").await;
+    b.goto("/ui/offerings").await;
+    b.fill("#name", "web-small").await;
+    b.select("#template", "9000").await;
+    b.fill("#cores", "1").await;
+    b.fill("#memory_mib", "1024").await;
+    b.fill("#disk_gib", "10").await;
+    b.fill("#price", "500").await;
+    b.click("form[action='/ui/offerings'] button[type=submit]").await;
+    b.wait_for("tr[data-offering]").await;
+    let offerings = s.provider.offerings("").await.unwrap();
+    assert_eq!(offerings.len(), 1);
+    assert_eq!(
+        offerings[0].spec.template.as_deref(),
+        Some("9000"),
+        "the picked template, not a typed id"
+    );
+    assert_eq!(offerings[0].spec.price.as_ref().map(|p| p.amount), Some(500));
+    b.shot("provider-offerings").await;
+    b.check_accessibility("offerings").await;
+    b.sign_out().await;
+
+    // The customer orders it from the catalogue.
+    b.sign_in(&s.tokens.customer).await;
+    assert_eq!(b.path().await, "/ui/catalogue");
+    b.wait_for("article[data-offering]").await;
+    b.shot("customer-catalogue").await;
+    b.check_accessibility("catalogue").await;
+    b.click("article[data-offering] a.button").await;
+    b.fill("#name", "web1").await;
+    b.fill("#ssh_public_key", KEY).await;
+    b.fill("#requester_public_key", &age_public()).await;
+    b.shot("customer-order").await;
+    b.check_accessibility("order form").await;
+    b.click("main form button[type=submit]").await;
+    let op = operation_on_page(&b).await;
+    // A mark on this page: gone if the page were reloaded.
+    b.driver.execute("window.berthMark = 42", vec![]).await.unwrap();
+
+    // A stage appears while the operation still runs: pushed, not loaded.
+    b.wait_for("#progress li[data-status='completed']").await;
+    let stage = b.attr("#progress li[data-status='completed']", "data-stage").await;
+    let now = s.customer.operation(&op).await.unwrap();
+    assert!(
+        !matches!(now.status.as_str(), "succeeded" | "failed"),
+        "stage {stage:?} showed only after the operation ended: {now:#?}"
+    );
+    b.shot("customer-progress-live").await;
+    b.check_accessibility("live progress").await;
+
+    b.wait_for("#progress p.status[data-status='succeeded']").await;
+    let ip = b.text("#progress dd.ip").await;
+    assert!(!ip.is_empty(), "the address shows");
+    let mark: i64 = b
+        .driver
+        .execute("return window.berthMark", vec![])
+        .await
+        .unwrap()
+        .convert()
+        .unwrap();
+    assert_eq!(mark, 42, "the page was never reloaded");
+    let done = s.finished(&op, LONG).await;
+    assert_eq!(
+        done.result.as_ref().and_then(|r| r.ip_address.clone()).as_deref(),
+        Some(ip.as_str())
+    );
+    // Exactly the stages the agent reported, as it reported them.
+    for st in &done.stages {
+        let li = format!("#progress li[data-stage='{}']", st.stage);
+        assert_eq!(
+            b.attr(&li, "data-status").await.as_deref(),
+            Some(st.status.as_str()),
+            "{st:?}"
+        );
+    }
+    assert!(b.text("#ssh-line").await.contains(&ip));
+    b.shot("customer-progress-done").await;
+    b.check_accessibility("finished progress").await;
+
+    // The instance page has the record; a reload of the operation shows the same.
+    b.click(".crumbs a[href^='/ui/instances/']").await;
+    b.wait_for(".facts").await;
+    assert!(b.text(".facts").await.contains(&ip));
+    b.shot("customer-instance").await;
+    b.check_accessibility("instance").await;
+    b.set_width(360).await;
+    b.goto(&format!("/ui/operations/{op}")).await;
+    b.wait_for("#progress p.status[data-status='succeeded']").await;
+    b.shot("customer-progress-360px").await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_watches_an_order_become_a_running_vm_live_sqlite() {
+    order_and_watch_live(Db::Sqlite, "live-sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_customer_watches_an_order_become_a_running_vm_live_postgres() {
+    order_and_watch_live(Db::Postgres, "live-postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_names_its_stage_and_retry_builds_the_machine() {
+    let Some(s) = stack(Db::Sqlite).await else { return };
+    let Some(b) = Browser::start(&s.url, "failure-retry").await else {
+        return;
+    };
+    s.emu.inject(FaultRule {
+        method: Some("POST".into()),
+        path_contains: "/status/start".into(),
+        fault: Fault::TaskFailure {
+            message: "start failed: not enough memory on pve1".into(),
+        },
+        times: 1,
+    });
+    let offering = s.offering(&[]).await;
+    let a = s.order(&offering, "flaky1").await;
+    let op = a.operation_id.unwrap();
+    b.sign_in(&s.tokens.customer).await;
+    b.goto(&format!("/ui/operations/{op}")).await;
+    b.wait_for("#progress .failure").await;
+    let text = b.text("#progress .failure").await;
+    assert!(text.contains("Start the VM"), "names the stage: {text}");
+    assert!(text.contains("not enough memory"), "gives the reason: {text}");
+    let start = b.attr("#progress li[data-stage='start_vm']", "data-status").await;
+    assert_eq!(start.as_deref(), Some("failed"));
+    b.shot("failed").await;
+    b.check_accessibility("failure").await;
+
+    b.click("#progress .failure form[action$='/provision'] button").await;
+    let retry = operation_on_page(&b).await;
+    assert_ne!(retry, op, "Retry is a new operation");
+    b.wait_for("#progress p.status[data-status='succeeded']").await;
+    assert_eq!(s.customer.instance(&a.instance_id).await.unwrap().status, "running");
+    b.shot("retried").await;
+    b.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_shows_the_field_error_and_makes_nothing() {
+    let Some(s) = stack(Db::Sqlite).await else { return };
+    let Some(b) = Browser::start(&s.url, "bad-input").await else {
+        return;
+    };
+    b.sign_in(&s.tokens.provider).await;
+    b.goto("/ui/offerings").await;
+    b.fill("#name", "broken").await;
+    b.fill("#cores", "0").await;
+    b.click("form[action='/ui/offerings'] button[type=submit]").await;
+    b.wait_for("#cores-error").await;
+    assert!(b.text("#cores-error").await.contains("must be 1-"), "the API's words");
+    assert_eq!(b.attr("#cores", "aria-invalid").await.as_deref(), Some("true"));
+    assert_eq!(
+        b.find("#name").await.value().await.unwrap().as_deref(),
+        Some("broken"),
+        "kept what was typed"
+    );
+    assert!(
+        s.provider.offerings("").await.unwrap().is_empty(),
+        "no offering was made"
+    );
+    b.shot("offering-error").await;
+    b.check_accessibility("offering form with an error").await;
+    b.sign_out().await;
+
+    let offering = s.offering(&[]).await;
+    b.sign_in(&s.tokens.customer).await;
+    b.goto(&format!("/ui/order/{offering}")).await;
+    b.fill("#name", "web1").await;
+    b.fill("#ssh_public_key", "-----BEGIN OPENSSH PRIVATE KEY-----").await;
+    b.fill("#requester_public_key", &age_public()).await;
+    b.click("main form button[type=submit]").await;
+    b.wait_for("#ssh_public_key-error").await;
+    assert!(!b.text("#ssh_public_key-error").await.is_empty());
+    assert_eq!(b.find("#name").await.value().await.unwrap().as_deref(), Some("web1"));
+    assert!(s.customer.instances().await.unwrap().is_empty(), "no instance was made");
+    b.set_width(360).await;
+    b.shot("order-error-360px").await;
+    b.check_accessibility("order form with an error").await;
+    // The audit does find what it looks for: an unlabelled field fails it.
+    b.driver
+        .execute(
+            "document.querySelector('main form').insertAdjacentHTML('beforeend', '<input id=unlabelled>')",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let found = b.accessibility_violations().await;
+    assert!(found.iter().any(|v| v.contains("#unlabelled")), "{found:?}");
+    b.driver
+        .execute("document.getElementById('unlabelled').remove()", vec![])
+        .await
+        .unwrap();
+    // Corrected, the same form places exactly one order.
+    b.fill("#ssh_public_key", KEY).await;
+    b.click("main form button[type=submit]").await;
+    operation_on_page(&b).await;
+    assert_eq!(s.customer.instances().await.unwrap().len(), 1);
+    b.quit().await;
+}
