@@ -86,18 +86,31 @@ impl Agent {
         instance_id: &str,
         payload: &serde_json::Value,
     ) -> Result<String, Completion> {
-        if self.backends.len() == 1 {
-            return Ok(self.backends[0].name.clone());
-        }
         if kind == "provision" {
             let p: ProvisionPayload =
                 serde_json::from_value(payload.clone()).map_err(|e| invalid(format!("provision payload: {e}")))?;
             return self.route_provision(&p).await.map(|b| b.name.clone());
         }
+        if self.backends.len() == 1 {
+            return Ok(self.backends[0].name.clone());
+        }
         Ok(self.locate(instance_id).await.name.clone())
     }
 
     async fn route_provision(&self, p: &ProvisionPayload) -> Result<&Backend, Completion> {
+        if self.backends.len() == 1 && p.backend.as_ref().is_none_or(|b| *b == self.backends[0].name) {
+            return Ok(&self.backends[0]);
+        }
+        // Placed on a backend by name: that one, or a clear refusal.
+        if let Some(name) = &p.backend {
+            return self.backends.iter().find(|b| &b.name == name).ok_or_else(|| {
+                let names: Vec<&str> = self.backends.iter().map(|b| b.name.as_str()).collect();
+                invalid(format!(
+                    "this agent has no backend {name:?} (backends: {}); was it removed from berth.toml?",
+                    names.join(", ")
+                ))
+            });
+        }
         let candidates: Vec<&Backend> = match &p.template {
             None => self.backends.iter().collect(),
             Some(t) => self.offering(t).await?,

@@ -305,6 +305,12 @@ impl Client {
         self.call(http::Method::POST, "/api/v1/orders", Some(order), &headers, TIMEOUT)
             .await
     }
+    /// Places a machine on a chosen agent and backend (providers, operators).
+    pub async fn create_instance(&self, req: &CreateInstance, key: Option<&str>) -> Result<Accepted, ClientError> {
+        let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+        self.call(http::Method::POST, "/api/v1/instances", Some(req), &headers, TIMEOUT)
+            .await
+    }
     pub async fn instances(&self) -> Result<Vec<InstanceView>, ClientError> {
         self.get("/api/v1/instances").await
     }

@@ -265,6 +265,41 @@ fn yes() -> bool {
     true
 }
 
+/// A machine placed by a provider (or an operator) on a chosen agent and backend, with a
+/// template and size and no offering: for the provider itself or on behalf of a customer. Every
+/// operation of it is claimable only by that agent and runs on that backend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInstance {
+    /// The agent (hypervisor host) it runs on.
+    pub agent_id: String,
+    /// One of the agent's backends as its heartbeat names them; may be left out when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// A template that backend reports (`GET /agents/{id}/templates`); `None`: its default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The machine's host name.
+    pub name: String,
+    pub cores: u32,
+    pub memory_mib: u64,
+    pub disk_gib: u64,
+    /// OpenSSH public key installed for the login user.
+    pub ssh_public_key: String,
+    /// age (X25519) public key the credentials the VM is born with are encrypted to.
+    pub requester_public_key: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_provision_commands: Vec<String>,
+    #[serde(default)]
+    pub skip_post_provision: bool,
+    /// The customer it is for, who then sees and manages it; `None`: the provider's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// `false` records the instance without provisioning it yet (`POST …/provision` later).
+    #[serde(default = "yes")]
+    pub provision: bool,
+}
+
 /// `202 Accepted`: the work is queued.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
@@ -277,8 +312,10 @@ pub struct Accepted {
 pub struct InstanceView {
     pub id: String,
     pub provider_id: String,
-    pub customer_id: String,
-    pub offering_id: String,
+    /// `None`: the provider's own machine.
+    pub customer_id: Option<String>,
+    /// `None`: placed on a chosen agent (`POST /instances`), not ordered.
+    pub offering_id: Option<String>,
     pub name: String,
     /// `pending`, `provisioning`, `running`, `stopped`, `failed`, `terminating`, `terminated`.
     pub status: String,
@@ -286,6 +323,9 @@ pub struct InstanceView {
     pub memory_mib: u64,
     pub disk_gib: u64,
     pub template: Option<String>,
+    /// The backend it was placed on, when it was.
+    #[serde(default)]
+    pub backend: Option<String>,
     pub ssh_public_key: String,
     pub vm_id: Option<String>,
     pub hypervisor: Option<String>,
@@ -437,6 +477,9 @@ pub struct ProvisionPayload {
     pub ssh_public_key: String,
     pub requester_public_key: String,
     pub post_provision_commands: Vec<String>,
+    /// The agent's backend that must run it (placed instances); `None`: the agent picks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

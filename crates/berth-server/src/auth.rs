@@ -97,7 +97,7 @@ impl Caller {
 
     pub fn sees_instance(&self, i: &InstanceRecord) -> bool {
         match self {
-            Caller::Customer(c) => *c == i.customer_id,
+            Caller::Customer(c) => i.customer_id.as_deref() == Some(c),
             other => other.manages_provider(&i.provider_id),
         }
     }

@@ -66,7 +66,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(catalog::get_offering))
         .routes(routes!(catalog::withdraw_offering))
         .routes(routes!(instances::create_order))
-        .routes(routes!(instances::list_instances))
+        .routes(routes!(instances::list_instances, placement::create_instance))
         .routes(routes!(instances::get_instance))
         .routes(routes!(instances::instance_operations))
         .routes(routes!(instances::reconfigure))

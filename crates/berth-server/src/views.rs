@@ -22,6 +22,9 @@ pub struct InstanceRequest {
     pub requester_public_key: String,
     pub skip_post_provision: bool,
     pub post_provision_commands: Vec<String>,
+    /// The agent's backend it was placed on (`POST /instances`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// What agents reported, as stored in `instances.state`.
@@ -78,6 +81,7 @@ pub fn payload_of(instance_id: &str, r: InstanceRequest) -> ProvisionPayload {
         } else {
             r.post_provision_commands
         },
+        backend: r.backend,
     }
 }
 
@@ -95,10 +99,11 @@ pub fn instance_view(i: &InstanceRecord) -> ApiResult<InstanceView> {
         memory_mib: r.memory_mib,
         disk_gib: r.disk_gib,
         template: r.template,
+        backend: r.backend,
         ssh_public_key: r.ssh_public_key,
         vm_id: s.vm_id,
         hypervisor: s.hypervisor,
-        agent_id: s.agent_id,
+        agent_id: s.agent_id.or_else(|| i.agent_id.clone()),
         ip_address: s.ip_address,
         ipv6_address: s.ipv6_address,
         ssh_port: s.ssh_port,
@@ -218,6 +223,7 @@ mod tests {
             generation: 1,
             result: None,
             error: None,
+            agent_id: None,
             created_at: 0,
             updated_at: 0,
         }

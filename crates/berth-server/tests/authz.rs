@@ -69,6 +69,22 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         ..order(off_a, "m")
     });
     let (cores, hb) = (json!({"cores": 4}), to_json(roomy()));
+    // Placed on provider A's agent (recorded only: no room needed).
+    let placed = to_json(CreateInstance {
+        agent_id: ag_a.clone(),
+        backend: Some("pve1".into()),
+        template: None,
+        name: "placed".into(),
+        cores: 1,
+        memory_mib: 512,
+        disk_gib: 10,
+        ssh_public_key: SSH_KEY.into(),
+        requester_public_key: AGE_KEY.into(),
+        post_provision_commands: vec![],
+        skip_post_provision: false,
+        customer_id: None,
+        provision: false,
+    });
     let templates = json!({"templates": [{"backend": "pve1", "id": "9000", "name": "debian-12"}]});
     let renew = json!({"generation": w.gen_a});
     let events = json!({"generation": w.gen_a, "events": [{"stage": "clone_template", "phase": "started"}]});
@@ -100,6 +116,8 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         row(POST, "/offerings/{id}/withdraw",                        &[&spare_offering], None,             "401 403 200 404 403 403 403 403"),
         row(POST, "/orders",                                         &[],                Some(&later),     "401 403 403 403 202 202 403 403"),
         row(GET,  "/instances",                                      &[],                None,             "401 200 200 200 200 200 200 200"),
+        // Another provider's agent is not one of yours: the field is named, nothing is said of it.
+        row(POST, "/instances",                                      &[],                Some(&placed),    "401 202 202 422:invalid_input 403 403 403 403"),
         row(GET,  "/instances/{id}",                                 &[inst],            None,             "401 200 200 404 200 404 200 404"),
         row(GET,  "/instances/{id}/operations",                      &[inst],            None,             "401 200 200 404 200 404 200 404"),
         // Still provisioning: whoever may act on it is told it cannot now (authorization passed).
@@ -177,10 +195,10 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
     let (customer_a, customer_b) = (w.client(&w.ca.token), w.client(&w.cb.token));
     let provider_b = w.client(&w.pb.token);
     let mine = customer_a.instances().await.unwrap();
-    assert!(mine.iter().all(|i| i.customer_id == w.ca.id) && ids(&mine).contains(inst));
+    assert!(mine.iter().all(|i| i.customer_id.as_ref() == Some(&w.ca.id)) && ids(&mine).contains(inst));
     assert_eq!(mine.len(), 3, "a1, a2 and the order of the matrix");
     let theirs = customer_b.instances().await.unwrap();
-    assert!(theirs.iter().all(|i| i.customer_id == w.cb.id) && ids(&theirs).contains(&w.inst_b));
+    assert!(theirs.iter().all(|i| i.customer_id.as_ref() == Some(&w.cb.id)) && ids(&theirs).contains(&w.inst_b));
     for list in [
         provider_b.instances().await.unwrap(),
         w.agent_b.client.instances().await.unwrap(),

@@ -147,14 +147,15 @@ macro_rules! store_helpers {
     ) -> Result<Operation, StoreError> {
         check_new(op)?;
         let row = sqlx::query(
-            "INSERT INTO operations (id, provider_id, instance_id, kind, payload, status, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $6) RETURNING *",
+            "INSERT INTO operations (id, provider_id, instance_id, kind, payload, status, agent_id, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $7) RETURNING *",
         )
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(&op.provider_id)
         .bind(&op.instance_id)
         .bind(&op.kind)
         .bind(op.payload.to_string())
+        .bind(op.agent_id.as_deref())
         .bind(now)
         .fetch_one(&mut **tx)
         .await?;
@@ -183,7 +184,7 @@ macro_rules! store_impl {
         let queued = self.enqueue_in(&mut tx, &op, now).await?;
         tx.commit().await?;
         // After the commit: a lost wake-up only waits for the recheck.
-        let _ = self.wake(&queued.provider_id).await;
+        let _ = self.wake(&$crate::signal_for(&op)).await;
         Ok(queued)
     }
 

@@ -127,8 +127,12 @@ pub struct Offering {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewInstance {
     pub provider_id: String,
-    pub customer_id: String,
-    pub offering_id: String,
+    /// `None`: the provider's own machine.
+    pub customer_id: Option<String>,
+    /// `None`: placed on a chosen agent, not ordered from an offering.
+    pub offering_id: Option<String>,
+    /// The agent every operation of this instance is pinned to (`None`: any of the provider's).
+    pub agent_id: Option<String>,
     pub status: String,
     pub request: serde_json::Value,
 }
@@ -137,8 +141,10 @@ pub struct NewInstance {
 pub struct InstanceRecord {
     pub id: String,
     pub provider_id: String,
-    pub customer_id: String,
-    pub offering_id: String,
+    pub customer_id: Option<String>,
+    pub offering_id: Option<String>,
+    /// The agent its operations are pinned to.
+    pub agent_id: Option<String>,
     pub status: String,
     /// What was ordered (the server's schema).
     pub request: serde_json::Value,
@@ -191,12 +197,13 @@ pub struct InstanceAction {
 }
 
 impl InstanceAction {
-    pub(crate) fn operation(&self, provider_id: &str) -> NewOperation {
+    pub(crate) fn operation(&self, instance: &InstanceRecord) -> NewOperation {
         NewOperation {
-            provider_id: provider_id.to_owned(),
+            provider_id: instance.provider_id.clone(),
             instance_id: self.instance_id.clone(),
             kind: self.kind.clone(),
             payload: self.payload.clone(),
+            agent_id: instance.agent_id.clone(),
         }
     }
 }
@@ -242,6 +249,7 @@ macro_rules! instance_from_row {
             provider_id: row.try_get("provider_id")?,
             customer_id: row.try_get("customer_id")?,
             offering_id: row.try_get("offering_id")?,
+            agent_id: row.try_get("agent_id")?,
             status: row.try_get("status")?,
             request: $crate::control::json_col(row.try_get("request")?)?,
             state: $crate::control::json_col(row.try_get("state")?)?,
@@ -279,6 +287,11 @@ pub trait Catalog: Send + Sync {
     async fn agent_by_key(&self, public_key: &str) -> Result<Agent, StoreError>;
 
     async fn create_customer(&self, name: &str, now: Millis) -> Result<Customer, StoreError>;
+
+    async fn customer(&self, id: &str) -> Result<Customer, StoreError>;
+
+    /// Every customer, oldest first.
+    async fn customers(&self) -> Result<Vec<Customer>, StoreError>;
 
     /// A new API token for `role` (`subject`: the provider or customer id, empty for an
     /// operator). Only its hash is kept.

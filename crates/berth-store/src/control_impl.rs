@@ -105,6 +105,26 @@ macro_rules! control_impl {
         Ok($crate::Customer { id, name: name.to_owned(), created_at: now })
     }
 
+    async fn customer(&self, id: &str) -> Result<$crate::Customer, StoreError> {
+        use sqlx::Row as _;
+        let row = sqlx::query("SELECT id, name, created_at FROM customers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("customer {id}")))?;
+        Ok($crate::Customer { id: row.try_get("id")?, name: row.try_get("name")?, created_at: row.try_get("created_at")? })
+    }
+
+    async fn customers(&self) -> Result<Vec<$crate::Customer>, StoreError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query("SELECT id, name, created_at FROM customers ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok($crate::Customer { id: r.try_get("id")?, name: r.try_get("name")?, created_at: r.try_get("created_at")? }))
+            .collect()
+    }
+
     async fn create_api_token(
         &self,
         role: $crate::Role,
@@ -355,13 +375,14 @@ macro_rules! control_impl {
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.begin_write().await?;
         let row = sqlx::query(
-            "INSERT INTO instances (id, provider_id, customer_id, offering_id, status, request, state, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $7) RETURNING *",
+            "INSERT INTO instances (id, provider_id, customer_id, offering_id, agent_id, status, request, state, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, '{}', $8, $8) RETURNING *",
         )
         .bind(&id)
         .bind(&new.provider_id)
-        .bind(&new.customer_id)
-        .bind(&new.offering_id)
+        .bind(new.customer_id.as_deref())
+        .bind(new.offering_id.as_deref())
+        .bind(new.agent_id.as_deref())
         .bind(&new.status)
         .bind(new.request.to_string())
         .bind(now)
@@ -373,23 +394,30 @@ macro_rules! control_impl {
                 if let Some(o) = payload.as_object_mut() {
                     o.insert("instance_id".into(), serde_json::Value::String(id.clone()));
                 }
-                let new_op = NewOperation { provider_id: new.provider_id.clone(), instance_id: id.clone(), kind, payload };
-                Some(self.enqueue_in(&mut tx, &new_op, now).await?)
+                let new_op = NewOperation {
+                    provider_id: new.provider_id.clone(),
+                    instance_id: id.clone(),
+                    kind,
+                    payload,
+                    agent_id: new.agent_id.clone(),
+                };
+                let queued = self.enqueue_in(&mut tx, &new_op, now).await?;
+                Some((queued, $crate::signal_for(&new_op)))
             }
             None => None,
         };
         let mut audit = audit;
         audit.subject = format!("instance:{id}");
-        if let (Some(op), Some(d)) = (&op, audit.detail.as_object_mut()) {
+        if let (Some((op, _)), Some(d)) = (&op, audit.detail.as_object_mut()) {
             d.insert("operation_id".into(), serde_json::Value::String(op.id.clone()));
         }
         self.audit_in(&mut tx, audit, now).await?;
         tx.commit().await?;
-        if op.is_some() {
+        if let Some((_, signal)) = &op {
             // After the commit: a lost wake-up only waits for the recheck.
-            let _ = self.wake(&new.provider_id).await;
+            let _ = self.wake(signal).await;
         }
-        Ok((instance, op))
+        Ok((instance, op.map(|(op, _)| op)))
     }
 
     async fn instance(&self, id: &str) -> Result<$crate::InstanceRecord, StoreError> {
@@ -443,7 +471,8 @@ macro_rules! control_impl {
         if moved.rows_affected() != 1 {
             return Err(StoreError::Conflict(format!("instance {} changed meanwhile; try again", instance.id)));
         }
-        let op = self.enqueue_in(&mut tx, &action.operation(&instance.provider_id), now).await?;
+        let new_op = action.operation(&instance);
+        let op = self.enqueue_in(&mut tx, &new_op, now).await?;
         let mut audit = action.audit;
         if let Some(d) = audit.detail.as_object_mut() {
             d.insert("operation_id".into(), serde_json::Value::String(op.id.clone()));
@@ -451,7 +480,7 @@ macro_rules! control_impl {
         self.audit_in(&mut tx, audit, now).await?;
         tx.commit().await?;
         // After the commit: a lost wake-up only waits for the recheck.
-        let _ = self.wake(&instance.provider_id).await;
+        let _ = self.wake(&$crate::signal_for(&new_op)).await;
         Ok(op)
     }
 

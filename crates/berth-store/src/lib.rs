@@ -77,6 +77,8 @@ pub struct NewOperation {
     /// `provision`, `start`, `stop`, `reboot`, `reconfigure`, `terminate`, …
     pub kind: String,
     pub payload: serde_json::Value,
+    /// Only this agent may claim it (`None`: any agent of the provider).
+    pub agent_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -95,6 +97,8 @@ pub struct Operation {
     pub generation: i64,
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
+    /// Only this agent may claim it.
+    pub agent_id: Option<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -206,11 +210,16 @@ pub trait Store: Catalog + Send + Sync {
     ) -> Result<Option<(Operation, Lease)>, StoreError> {
         let deadline = tokio::time::Instant::now() + wait;
         let signal = self.work_signal(provider_id);
+        // Work only this claimer may take (pinned to its agent) rings its own signal.
+        let own = self.work_signal(&agent_signal(holder));
         loop {
             // Registered before looking, so work queued in between still wakes us.
             let notified = signal.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let mine = own.notified();
+            tokio::pin!(mine);
+            mine.as_mut().enable();
             if let Some(claimed) = self.claim(provider_id, holder, ttl_ms, clock()).await? {
                 return Ok(Some(claimed));
             }
@@ -218,7 +227,13 @@ pub trait Store: Catalog + Send + Sync {
             if left.is_zero() {
                 return Ok(None);
             }
-            let _ = tokio::time::timeout(left.min(recheck), notified).await;
+            let either = async {
+                tokio::select! {
+                    _ = notified.as_mut() => {}
+                    _ = mine.as_mut() => {}
+                }
+            };
+            let _ = tokio::time::timeout(left.min(recheck), either).await;
         }
     }
 
@@ -260,6 +275,19 @@ pub trait Store: Catalog + Send + Sync {
                 }
             }
         }
+    }
+}
+
+/// The signal that wakes the claimers of one agent (work pinned to it).
+pub(crate) fn agent_signal(agent_id: &str) -> String {
+    format!("agent:{agent_id}")
+}
+
+/// The signal to ring when `op` is queued.
+pub(crate) fn signal_for(op: &NewOperation) -> String {
+    match &op.agent_id {
+        Some(a) => agent_signal(a),
+        None => op.provider_id.clone(),
     }
 }
 
@@ -312,6 +340,7 @@ macro_rules! operation_from_row {
             generation: row.try_get("generation")?,
             result: result.map(json).transpose()?,
             error: row.try_get("error")?,
+            agent_id: row.try_get("agent_id")?,
             created_at: row.try_get("created_at")?,
             updated_at: row.try_get("updated_at")?,
         })

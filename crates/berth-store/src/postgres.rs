@@ -27,6 +27,7 @@ const CLAIM: &str = "UPDATE operations
     FROM (
         SELECT o.seq FROM operations o
         WHERE o.provider_id = $4
+          AND (o.agent_id IS NULL OR o.agent_id = $1)
           AND (o.status = 'queued' OR (o.status = 'running' AND o.lease_expires_at < $3))
           AND NOT EXISTS (
               SELECT 1 FROM operations e

@@ -17,6 +17,7 @@ fn op(provider: &str, instance: &str, kind: &str) -> NewOperation {
         instance_id: instance.into(),
         kind: kind.into(),
         payload: json!({"kind": kind, "instance": instance}),
+        agent_id: None,
     }
 }
 

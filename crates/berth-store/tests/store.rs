@@ -44,6 +44,7 @@ async fn postgres_passes_the_store_suite() {
                 instance_id: "i".into(),
                 kind: "provision".into(),
                 payload: serde_json::json!({}),
+                agent_id: None,
             },
             0,
         )

@@ -55,6 +55,10 @@ pub fn app(state: AppState) -> Router {
             get(pages::orders::form).post(pages::orders::place),
         )
         .route("/ui/instances", get(pages::instances::list))
+        .route("/ui/wizard", get(pages::wizard::hypervisor).post(pages::wizard::submit))
+        .route("/ui/wizard/template", get(pages::wizard::template))
+        .route("/ui/wizard/configure", get(pages::wizard::configure))
+        .route("/ui/wizard/review", get(pages::wizard::review))
         .route("/ui/instances/bulk", post(pages::instances::bulk))
         .route("/ui/instances/{id}", get(pages::instances::show))
         .route("/ui/instances/{id}/{action}", post(pages::instances::act))

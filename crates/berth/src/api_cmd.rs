@@ -223,14 +223,7 @@ pub async fn order(action: OrderAction, api: &ApiArgs, out: OutputFormat) -> any
         idempotency_key,
         wait,
     } = action;
-    let ssh_public_key = if std::path::Path::new(&ssh_key).is_file() {
-        std::fs::read_to_string(&ssh_key)
-            .with_context(|| format!("reading --ssh-key {ssh_key}"))?
-            .trim()
-            .to_owned()
-    } else {
-        ssh_key
-    };
+    let ssh_public_key = key_line(ssh_key)?;
     let key = idempotency_key.unwrap_or_else(uuid_like);
     let req = CreateOrder {
         offering_id: offering,
@@ -241,8 +234,25 @@ pub async fn order(action: OrderAction, api: &ApiArgs, out: OutputFormat) -> any
         provision: !no_provision,
     };
     let a = c.create_order(&req, Some(&key)).await?;
+    accepted(&c, a, wait, out).await
+}
+
+/// `--ssh-key`: a public key line, or a file holding one.
+fn key_line(ssh_key: String) -> anyhow::Result<String> {
+    Ok(if std::path::Path::new(&ssh_key).is_file() {
+        std::fs::read_to_string(&ssh_key)
+            .with_context(|| format!("reading --ssh-key {ssh_key}"))?
+            .trim()
+            .to_owned()
+    } else {
+        ssh_key
+    })
+}
+
+/// What a queued machine shows: its ids, or its operation followed to the end with --wait.
+async fn accepted(c: &Client, a: Accepted, wait: bool, out: OutputFormat) -> anyhow::Result<ExitCode> {
     if wait && let Some(op) = &a.operation_id {
-        return follow(&c, op, Duration::from_secs(3600), out).await;
+        return follow(c, op, Duration::from_secs(3600), out).await;
     }
     show(out, &a, |a| {
         format!(
@@ -329,6 +339,42 @@ pub async fn op(action: OpAction, api: &ApiArgs, out: OutputFormat) -> anyhow::R
 pub async fn instance(action: InstanceAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
     let c = client(api)?;
     let (id, act) = match action {
+        InstanceAction::Create {
+            agent,
+            backend,
+            template,
+            name,
+            cores,
+            memory_mib,
+            disk_gib,
+            ssh_key,
+            requester_key,
+            customer,
+            commands,
+            skip_post_provision,
+            no_provision,
+            idempotency_key,
+            wait,
+        } => {
+            let req = CreateInstance {
+                agent_id: agent,
+                backend,
+                template,
+                name,
+                cores,
+                memory_mib,
+                disk_gib,
+                ssh_public_key: key_line(ssh_key)?,
+                requester_public_key: requester_key,
+                post_provision_commands: commands,
+                skip_post_provision,
+                customer_id: customer,
+                provision: !no_provision,
+            };
+            let key = idempotency_key.unwrap_or_else(uuid_like);
+            let a = c.create_instance(&req, Some(&key)).await?;
+            return accepted(&c, a, wait, out).await;
+        }
         InstanceAction::List => {
             let all = c.instances().await?;
             return show(out, &all, |all| {

@@ -148,6 +148,51 @@ pub enum OpAction {
 
 #[derive(Subcommand, Debug)]
 pub enum InstanceAction {
+    /// Place a machine on a chosen agent and backend, without an offering (providers,
+    /// operators): for yourself or on behalf of a customer. The agent alone runs its work.
+    Create {
+        /// The agent (hypervisor host): `berth agents list` shows them.
+        #[arg(long)]
+        agent: String,
+        /// One of the agent's backends (may be left out when it has one).
+        #[arg(long)]
+        backend: Option<String>,
+        /// A template the backend reports (`GET /agents/{id}/templates`); default: its default.
+        #[arg(long)]
+        template: Option<String>,
+        /// Host name.
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        cores: u32,
+        #[arg(long)]
+        memory_mib: u64,
+        #[arg(long)]
+        disk_gib: u64,
+        /// SSH public key line, or a file holding one.
+        #[arg(long)]
+        ssh_key: String,
+        /// age public key (`age1…`) the credentials are encrypted to.
+        #[arg(long)]
+        requester_key: String,
+        /// The customer it is for (default: your own machine).
+        #[arg(long)]
+        customer: Option<String>,
+        /// A command to run in the guest once it is reachable (repeatable).
+        #[arg(long = "command")]
+        commands: Vec<String>,
+        #[arg(long)]
+        skip_post_provision: bool,
+        /// Record the instance without provisioning it yet.
+        #[arg(long)]
+        no_provision: bool,
+        /// Makes a retried request safe (default: a fresh one per run).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Follow the operation until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
     List,
     Show {
         id: String,

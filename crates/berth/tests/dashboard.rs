@@ -263,3 +263,88 @@ async fn bad_input_shows_the_field_error_and_makes_nothing() {
     assert_eq!(s.customer.instances().await.unwrap().len(), 1);
     b.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_staff_wizard_places_two_machines_from_a_name_pattern() {
+    let Some(s) = stack(Db::Sqlite).await else { return };
+    // A second agent that never connected: listed, not selectable, and says why.
+    s.enroll_another("idle").await;
+    let Some(b) = Browser::start(&s.url, "wizard").await else {
+        return;
+    };
+    b.sign_in(&s.tokens.provider).await;
+    b.click("header nav a[href='/ui/wizard']").await;
+    b.wait_for(".steps").await;
+    let idle = b.text(".choice.disabled").await;
+    assert!(idle.contains("idle") && idle.contains("never connected"), "{idle}");
+    assert_eq!(b.all("input[name=pick]:not([disabled])").await.len(), 1);
+    b.shot("wizard-1-hypervisor").await;
+    b.check_accessibility("wizard: hypervisor").await;
+    b.click("input[name=pick]:not([disabled])").await;
+    b.click("main form button[type=submit]").await;
+
+    b.wait_for("input[name=pick][value='9000']").await;
+    b.shot("wizard-2-template").await;
+    b.check_accessibility("wizard: template").await;
+    b.click("input[name=pick][value='9000']").await;
+    b.click("main form button[type=submit]").await;
+
+    b.wait_for("#name").await;
+    // The URL carries the state: a reload keeps it.
+    let configure = b.path().await;
+    assert!(configure.contains("pick=9000"), "{configure}");
+    b.fill("#name", "web-{n}").await;
+    b.fill("#count", "2").await;
+    b.fill("#cores", "1").await;
+    b.fill("#memory_mib", "1024").await;
+    b.fill("#disk_gib", "10").await;
+    b.fill("#ssh_public_key", KEY).await;
+    b.fill("#requester_public_key", &age_public()).await;
+    b.shot("wizard-3-configure").await;
+    b.check_accessibility("wizard: configure").await;
+    b.click("main form button[type=submit]").await;
+
+    b.wait_for(".review").await;
+    assert_eq!(b.all(".review").await.len(), 2, "one request per machine");
+    let review = b.text("main").await;
+    assert!(
+        review.contains("\"name\": \"web-2\"") && review.contains("berth instance create"),
+        "{review}"
+    );
+    b.driver.refresh().await.unwrap();
+    b.wait_for(".review").await;
+    assert!(
+        s.provider.instances().await.unwrap().is_empty(),
+        "review makes nothing, reload included"
+    );
+    b.shot("wizard-4-review").await;
+    b.check_accessibility("wizard: review").await;
+    b.click("main form[action='/ui/wizard'] button[type=submit]").await;
+
+    b.wait_for("tr[data-instance]").await;
+    let ops: Vec<String> = b
+        .driver
+        .execute(
+            "return [...document.querySelectorAll('tr[data-instance] a[href^=\"/ui/operations/\"]')].map(a => a.getAttribute('href').split('/').pop())",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .convert()
+        .unwrap();
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    for op in &ops {
+        assert_eq!(s.finished_as(&s.provider, op, LONG).await.status, "succeeded");
+    }
+    let mine = s.provider.instances().await.unwrap();
+    assert_eq!(mine.len(), 2);
+    for i in &mine {
+        assert!(i.offering_id.is_none() && i.customer_id.is_none(), "{i:?}");
+        assert_eq!(i.status, "running");
+    }
+    let mut names: Vec<_> = mine.iter().map(|i| i.name.clone()).collect();
+    names.sort();
+    assert_eq!(names, ["web-1", "web-2"]);
+    b.shot("wizard-5-started").await;
+    b.quit().await;
+}

@@ -62,7 +62,7 @@ impl From<&crate::views::InstanceRequest> for Need {
 
 /// The capacity each live agent (heartbeat within the TTL) reported, by provider: read and
 /// parsed once per request, then asked per offering.
-pub struct Live(Vec<(String, CapacityReport)>);
+pub struct Live(Vec<(String, String, CapacityReport)>);
 
 impl Live {
     pub async fn read(st: &AppState, provider_id: Option<&str>) -> ApiResult<Live> {
@@ -76,6 +76,7 @@ impl Live {
                 .filter_map(|s| {
                     Some((
                         s.provider_id,
+                        s.agent_id,
                         serde_json::from_value::<Heartbeat>(s.report).ok()?.capacity,
                     ))
                 })
@@ -83,23 +84,36 @@ impl Live {
         ))
     }
 
-    /// Whether a live agent of `provider_id` can take `need` now.
-    pub fn can_take(&self, provider_id: &str, adm: &Admission, need: Need) -> bool {
-        self.0.iter().any(|(p, c)| p == provider_id && fits(c, adm, need))
+    /// Whether a live agent of `provider_id` (only `agent`, when named) can take `need` now.
+    pub fn can_take(&self, provider_id: &str, agent: Option<&str>, adm: &Admission, need: Need) -> bool {
+        self.0
+            .iter()
+            .any(|(p, a, c)| p == provider_id && agent.is_none_or(|x| x == a) && fits(c, adm, need))
     }
 }
 
-/// Refuses (`409 no_capacity`, retryable) what no live agent of the provider has room for.
-pub async fn require_room(st: &AppState, provider_id: &str, need: Need, what: &str) -> ApiResult<()> {
+/// Refuses (`409 no_capacity`, retryable) what no live agent of the provider (only `agent`,
+/// when the work is pinned to one) has room for.
+pub async fn require_room(
+    st: &AppState,
+    provider_id: &str,
+    agent: Option<&str>,
+    need: Need,
+    what: &str,
+) -> ApiResult<()> {
     if Live::read(st, Some(provider_id))
         .await?
-        .can_take(provider_id, &st.cfg.admission, need)
+        .can_take(provider_id, agent, &st.cfg.admission, need)
     {
         Ok(())
     } else {
+        let whose = match agent {
+            Some(a) => format!("agent {a} is offline or has no"),
+            None => "no live agent of this provider has".into(),
+        };
         Err(ApiError::conflict(
             "no_capacity",
-            format!("no live agent of this provider has room for {what} now; try again later"),
+            format!("{whose} room for {what} now; try again later"),
         ))
     }
 }
@@ -253,7 +267,7 @@ pub async fn list_offerings(
             && q.disk_gib.is_none_or(|d| s.disk_gib >= d)
             && q.region.as_ref().is_none_or(|r| s.region.as_ref() == Some(r))
             && labels.iter().all(|(k, val)| s.labels.get(k) == Some(val));
-        if matches && (own.is_some() || live.can_take(&v.provider_id, &st.cfg.admission, Need::from(s))) {
+        if matches && (own.is_some() || live.can_take(&v.provider_id, None, &st.cfg.admission, Need::from(s))) {
             out.push(v);
         }
     }

@@ -48,7 +48,7 @@ fn accepted(a: Accepted) -> Response {
 
 /// Runs `f` at most once per `Idempotency-Key` (per caller and route): a retry with the same
 /// key and body replays the first answer; the same key with another body is refused.
-async fn idempotent<F>(
+pub(crate) async fn idempotent<F>(
     st: &AppState,
     headers: &HeaderMap,
     scope: String,
@@ -95,7 +95,7 @@ where
 }
 
 /// An age X25519 recipient: `age1` and 58 bech32 characters.
-fn check_age_recipient(s: &str) -> ApiResult<()> {
+pub(crate) fn check_age_recipient(s: &str) -> ApiResult<()> {
     const BECH32: &str = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
     if s.len() == 62 && s.starts_with("age1") && s[4..].chars().all(|c| BECH32.contains(c)) {
         Ok(())
@@ -107,7 +107,7 @@ fn check_age_recipient(s: &str) -> ApiResult<()> {
     }
 }
 
-fn core_invalid(e: berth_core::ProviderError) -> ApiError {
+pub(crate) fn core_invalid(e: berth_core::ProviderError) -> ApiError {
     match e {
         berth_core::ProviderError::InvalidSpec { field, reason } => ApiError::invalid(field, reason),
         other => ApiError::invalid("body", other.to_string()),
@@ -148,7 +148,7 @@ pub async fn create_order(
         };
         let spec = offering_view(&offering)?.spec;
         if order.provision {
-            require_room(&st, &offering.provider_id, Need::from(&spec), "this offering").await?;
+            require_room(&st, &offering.provider_id, None, Need::from(&spec), "this offering").await?;
         }
         let request = InstanceRequest {
             name: order.name.clone(),
@@ -161,11 +161,13 @@ pub async fn create_order(
             requester_public_key: order.requester_public_key.clone(),
             skip_post_provision: order.skip_post_provision,
             post_provision_commands: spec.post_provision_commands.clone(),
+            backend: None,
         };
         let new = NewInstance {
             provider_id: offering.provider_id.clone(),
-            customer_id: customer,
-            offering_id: offering.id.clone(),
+            customer_id: Some(customer),
+            offering_id: Some(offering.id.clone()),
+            agent_id: None,
             status: if order.provision { "provisioning" } else { "pending" }.into(),
             request: serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.to_string()))?,
         };
@@ -269,14 +271,18 @@ async fn act(
     })?;
     let i = visible_instance(st, caller, id).await?;
     let payload = if action == "provision" {
-        // Provisioning later needs what an order needs: an offering still on sale, and room.
-        if st.store.offering(&i.offering_id).await?.withdrawn_at.is_some() {
+        // Provisioning later needs what an order needs: an offering still on sale (placed
+        // instances have none), and room (on their agent, when placed).
+        if let Some(o) = &i.offering_id
+            && st.store.offering(o).await?.withdrawn_at.is_some()
+        {
             return Err(ApiError::conflict(
                 "offering_withdrawn",
                 "the offering was withdrawn; order another one",
             ));
         }
-        require_room(st, &i.provider_id, Need::from(&request_of(&i)?), "this instance").await?;
+        let need = Need::from(&request_of(&i)?);
+        require_room(st, &i.provider_id, i.agent_id.as_deref(), need, "this instance").await?;
         serde_json::to_value(provision_payload(&i)?).map_err(|e| ApiError::Internal(e.to_string()))?
     } else {
         payload
@@ -380,7 +386,7 @@ pub async fn reconfigure(
             disk_gib: 0,
         })
     {
-        require_room(&st, &i.provider_id, grow, "this growth").await?;
+        require_room(&st, &i.provider_id, i.agent_id.as_deref(), grow, "this growth").await?;
     }
     if let Some(d) = change.disk_gib
         && d < r.disk_gib
@@ -446,7 +452,8 @@ pub async fn pending_provision(
         out.push(PendingContract {
             contract_id: i.id.clone(),
             offering: SeedOffering {
-                id: i.offering_id.clone(),
+                // Placed instances have no offering: the seed's shape needs an id.
+                id: i.offering_id.clone().unwrap_or_default(),
                 cpu_cores: r.cores,
                 memory_gb: r.memory_mib as f64 / 1024.0,
                 storage_gb: r.disk_gib,

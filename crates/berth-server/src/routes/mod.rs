@@ -6,3 +6,4 @@ pub mod audit;
 pub mod catalog;
 pub mod instances;
 pub mod operations;
+pub mod placement;

@@ -33,6 +33,10 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     );
     assert!(!format!("{t:?}").contains(&t.secret));
     sessions(s, &t.secret, &c.id).await;
+    assert_eq!(s.customer(&c.id).await.unwrap().name, "cust");
+    assert!(s.customers().await.unwrap().iter().any(|x| x.id == c.id));
+    assert!(matches!(s.customer("nope").await, Err(StoreError::NotFound(_))));
+    placements(s, tag).await;
 
     // Agent reports: the last heartbeat wins; templates are replaced as a whole.
     let et = s.create_enrollment_token(&p.id, 60_000, T0).await.unwrap();
@@ -79,8 +83,9 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     ));
     let new = NewInstance {
         provider_id: p.id.clone(),
-        customer_id: c.id.clone(),
-        offering_id: o.id.clone(),
+        customer_id: Some(c.id.clone()),
+        offering_id: Some(o.id.clone()),
+        agent_id: None,
         status: "provisioning".into(),
         request: json!({"name": "web"}),
     };
@@ -257,4 +262,80 @@ async fn sessions(s: &dyn Store, token: &str, customer: &str) {
     // Making another one drops the expired ones on the way.
     let c = s.create_session(token, 60_000, T0 + 2_000).await.unwrap().unwrap();
     assert_eq!(s.session_principal(&c.secret, T0 + 2_001).await.unwrap(), who);
+}
+
+/// An instance placed on a chosen agent: no offering, no customer, and every operation of it
+/// (the first and later actions) claimable only by that agent, which is woken for it.
+async fn placements(s: &dyn Store, tag: &str) {
+    let p = s.create_provider(&format!("{tag}-place"), T0).await.unwrap();
+    let mut agents = Vec::new();
+    for n in 0..2u8 {
+        let et = s.create_enrollment_token(&p.id, 60_000, T0).await.unwrap();
+        let key = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            ed25519_dalek::SigningKey::from_bytes(&[tag.len() as u8 + 90 + n; 32])
+                .verifying_key()
+                .to_bytes(),
+        );
+        agents.push(s.enroll_agent(&et.secret, "a", &key, T0).await.unwrap().id);
+    }
+    let (mine, other) = (&agents[0], &agents[1]);
+    let new = NewInstance {
+        provider_id: p.id.clone(),
+        customer_id: None,
+        offering_id: None,
+        agent_id: Some(mine.clone()),
+        status: "provisioning".into(),
+        request: json!({"name": "placed"}),
+    };
+    let (i, op) = s
+        .create_instance(
+            new,
+            Some(("provision".into(), json!({}))),
+            audit("instance.created"),
+            T0,
+        )
+        .await
+        .unwrap();
+    let op = op.unwrap();
+    assert_eq!((i.customer_id.as_deref(), i.offering_id.as_deref()), (None, None));
+    assert_eq!(i.agent_id.as_ref(), Some(mine));
+    assert_eq!(op.agent_id.as_ref(), Some(mine));
+    assert!(
+        s.claim(&p.id, other, TTL, T0 + 1).await.unwrap().is_none(),
+        "store: work pinned to one agent is not another's"
+    );
+    let (claimed, lease) = s.claim(&p.id, mine, TTL, T0 + 2).await.unwrap().unwrap();
+    assert_eq!(claimed.id, op.id);
+    s.complete(&lease, Outcome::Succeeded(json!({})), None, None, T0 + 3)
+        .await
+        .unwrap();
+    // A later action stays with the agent, and wakes its long-poll (the recheck is an hour:
+    // only the wake-up can deliver it in time).
+    let stop = InstanceAction {
+        instance_id: i.id.clone(),
+        allowed: vec!["provisioning".into()],
+        new_status: None,
+        kind: "stop".into(),
+        payload: json!({}),
+        audit: audit("instance.stop"),
+    };
+    let hour = std::time::Duration::from_secs(3600);
+    let (waited, later) = tokio::join!(
+        s.claim_wait(&p.id, mine, TTL, std::time::Duration::from_secs(60), hour, &|| T0 + 5),
+        async {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            s.act_on_instance(stop, T0 + 4).await.unwrap()
+        }
+    );
+    assert_eq!(
+        later.agent_id.as_ref(),
+        Some(mine),
+        "store: later actions stay with the agent"
+    );
+    assert_eq!(
+        waited.unwrap().unwrap().0.id,
+        later.id,
+        "store: the pinned agent is woken"
+    );
 }

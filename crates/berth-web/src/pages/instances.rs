@@ -252,9 +252,14 @@ pub async fn bulk(State(web): State<Web>, v: Viewer, body: axum::body::Bytes) ->
             error: r.err().map(|p| p.detail),
         });
     }
+    outcomes_page(&v, &action, outcomes)
+}
+
+/// What each instance of an action on several came to.
+pub fn outcomes_page(v: &Viewer, action: &str, outcomes: Vec<Outcome>) -> Response {
     html(&BulkPage {
-        nav: Nav::of(&v),
-        action,
+        nav: Nav::of(v),
+        action: action.to_owned(),
         outcomes,
     })
 }

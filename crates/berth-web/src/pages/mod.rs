@@ -7,6 +7,7 @@ pub mod instances;
 pub mod offerings;
 pub mod operations;
 pub mod orders;
+pub mod wizard;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
@@ -79,7 +80,7 @@ pub async fn home(v: Viewer) -> Redirect {
 }
 
 /// A field error as forms show it: next to the field the API named.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

@@ -358,13 +358,19 @@ impl Stack {
 
     /// The operation once it ended (succeeded or failed).
     pub async fn finished(&self, op: &str, within: Duration) -> OperationView {
+        self.finished_as(&self.customer, op, within).await
+    }
+
+    /// As `finished`, asking as `who` (a provider's own machines are not the customer's).
+    pub async fn finished_as(&self, who: &Client, op: &str, within: Duration) -> OperationView {
         let until = Instant::now() + within;
         loop {
-            let v = match self.customer.wait_operation(op, Duration::from_secs(5)).await {
+            let v = match who.wait_operation(op, Duration::from_secs(5)).await {
                 Ok(v) => v,
                 Err(e) => {
                     // The control plane may be restarting.
                     eprintln!("wait {op}: {e}");
+                    assert!(Instant::now() < until, "operation {op}: {e} for {within:?}");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
                 }
