@@ -244,6 +244,9 @@ impl Client {
     pub async fn create_customer(&self, name: &str) -> Result<AccountCreated, ClientError> {
         self.post("/api/v1/customers", &CreateNamed { name: name.into() }).await
     }
+    pub async fn customers(&self) -> Result<Vec<CustomerView>, ClientError> {
+        self.get("/api/v1/customers").await
+    }
     pub async fn audit(&self, after: i64, limit: i64) -> Result<Vec<AuditEntryView>, ClientError> {
         self.get(&format!("/api/v1/audit?after={after}&limit={limit}")).await
     }

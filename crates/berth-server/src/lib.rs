@@ -54,7 +54,7 @@ fn api() -> OpenApiRouter<AppState> {
     use routes::*;
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::create_provider, accounts::list_providers))
-        .routes(routes!(accounts::create_customer))
+        .routes(routes!(accounts::create_customer, accounts::list_customers))
         .routes(routes!(accounts::create_enrollment_token))
         .routes(routes!(accounts::enroll))
         .routes(routes!(accounts::list_agents))

@@ -100,6 +100,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         row(POST, "/providers",                                      &[],                Some(&named),     "401 201 403 403 403 403 403 403"),
         row(GET,  "/providers",                                      &[],                None,             "401 200 200 200 403 403 200 200"),
         row(POST, "/customers",                                      &[],                Some(&named),     "401 201 403 403 403 403 403 403"),
+        row(GET,  "/customers",                                      &[],                None,             "401 200 403 403 403 403 403 403"),
         row(POST, "/providers/{id}/enrollment-tokens",               &[pa],              Some(&empty),     "401 201 201 404 403 403 403 403"),
         // The setup token is the credential: whoever calls, a bad one is refused.
         row(POST, "/agents/enroll",                                  &[],                Some(&setup),     "401 401 401 401 401 401 401 401"),

@@ -23,6 +23,18 @@ fn token_file(cfg: &ServerConfig) -> PathBuf {
     }
 }
 
+/// The HTTP app: the API and the dashboard (the default feature `dashboard`).
+#[cfg(feature = "dashboard")]
+pub fn app(state: berth_server::AppState) -> axum::Router {
+    berth_web::app(state)
+}
+
+/// The HTTP app: the API alone (built without the `dashboard` feature).
+#[cfg(not(feature = "dashboard"))]
+pub fn app(state: berth_server::AppState) -> axum::Router {
+    berth_server::router(state)
+}
+
 pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
     if let Some(ServerAction::Openapi) = args.action {
         println!("{}", serde_json::to_string_pretty(&berth_server::openapi())?);
@@ -35,10 +47,12 @@ pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
     if berth_server::bootstrap_operator(&*store, &file).await? {
         eprintln!("wrote the first operator API token to {} (mode 0600)", file.display());
     }
-    let running = berth_server::start_app(cfg, store, berth_web::app).await?;
+    let running = berth_server::start_app(cfg, store, app).await?;
     eprintln!("berth server listening on http://{}", running.addr);
     eprintln!("OpenAPI document: http://{}/api/v1/openapi.json", running.addr);
-    eprintln!("dashboard: http://{}/ (sign in with an API token)", running.addr);
+    if cfg!(feature = "dashboard") {
+        eprintln!("dashboard: http://{}/ (sign in with an API token)", running.addr);
+    }
     stop.wait().await;
     eprintln!("shutting down: finishing requests in flight");
     running.shutdown().await?;

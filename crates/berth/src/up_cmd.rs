@@ -72,7 +72,7 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| data.join("operator.token"));
     berth_server::bootstrap_operator(&*store, &operator_file).await?;
-    let server = berth_server::start_app(scfg, store, berth_web::app).await?;
+    let server = berth_server::start_app(scfg, store, crate::server_cmd::app).await?;
     let url = format!("http://{}", server.addr);
     let operator = Client::new(&url, Auth::Bearer(read_token(&operator_file)?));
 
@@ -151,7 +151,9 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
 
     println!("berth is up");
     println!("  control plane   {url}   (OpenAPI: {url}/api/v1/openapi.json)");
-    println!("  dashboard       {url}/   (sign in with one of the tokens below)");
+    if cfg!(feature = "dashboard") {
+        println!("  dashboard       {url}/   (sign in with one of the tokens below)");
+    }
     println!(
         "  agent           {} (backend {})",
         agent.agent.agent_id,

@@ -348,3 +348,28 @@ async fn the_staff_wizard_places_two_machines_from_a_name_pattern() {
     b.shot("wizard-5-started").await;
     b.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_sees_every_provider_customer_and_the_verified_audit_log() {
+    let Some(s) = stack(Db::Sqlite).await else { return };
+    let Some(b) = Browser::start(&s.url, "operator").await else {
+        return;
+    };
+    b.sign_in(&s.tokens.operator).await;
+    b.goto("/ui/agents").await;
+    b.wait_for(".agent .badge.online").await;
+    let page = b.text("main").await;
+    assert!(
+        page.contains("acme") && page.contains("alice"),
+        "providers and customers: {page}"
+    );
+    b.shot("operator-overview").await;
+    b.check_accessibility("operator overview").await;
+    b.click("header nav a[href='/ui/audit']").await;
+    b.wait_for("p.ok").await;
+    assert!(b.text("p.ok").await.contains("verifies"));
+    assert!(b.text("main table").await.contains("customer.created"));
+    b.shot("operator-audit").await;
+    b.check_accessibility("audit log").await;
+    b.quit().await;
+}

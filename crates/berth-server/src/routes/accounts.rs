@@ -89,6 +89,24 @@ pub async fn create_customer(
     account_created(&st, &req.caller, Role::Customer, c.id, c.name, now).await
 }
 
+#[utoipa::path(get, path = "/api/v1/customers", tag = "accounts",
+    responses((status = 200, body = [CustomerView]), (status = "4XX", body = Problem)))]
+pub async fn list_customers(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<CustomerView>>> {
+    req.caller.require_operator()?;
+    Ok(axum::Json(
+        st.store
+            .customers()
+            .await?
+            .into_iter()
+            .map(|c| CustomerView {
+                id: c.id,
+                name: c.name,
+                created_at: c.created_at,
+            })
+            .collect(),
+    ))
+}
+
 #[utoipa::path(post, path = "/api/v1/providers/{id}/enrollment-tokens", tag = "agents",
     params(("id" = String, Path, description = "provider id")), request_body = CreateEnrollmentToken,
     responses((status = 201, body = EnrollmentTokenView), (status = "4XX", body = Problem)))]

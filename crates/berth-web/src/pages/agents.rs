@@ -92,6 +92,7 @@ struct AgentsPage {
     nav: Nav,
     agents: Vec<AgentRow>,
     providers: Vec<ProviderView>,
+    customers: Vec<CustomerView>,
     setup: Option<EnrollmentTokenView>,
     can_enroll: bool,
 }
@@ -106,15 +107,19 @@ async fn render(web: &Web, v: &Viewer, setup: Option<EnrollmentTokenView>) -> cr
             .await?;
         rows.push(AgentRow::new(a, templates));
     }
-    let providers = if v.role() == "operator" {
-        web.api.get(&v.caller, "/api/v1/providers").await?
+    let (providers, customers) = if v.role() == "operator" {
+        (
+            web.api.get(&v.caller, "/api/v1/providers").await?,
+            web.api.get(&v.caller, "/api/v1/customers").await?,
+        )
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     Ok(html(&AgentsPage {
         nav: Nav::of(v),
         agents: rows,
         providers,
+        customers,
         setup,
         can_enroll: v.role() == "provider",
     }))
