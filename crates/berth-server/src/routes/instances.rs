@@ -107,6 +107,14 @@ pub(crate) fn check_age_recipient(s: &str) -> ApiResult<()> {
     }
 }
 
+/// The `ssh_public_key` field: one OpenSSH public key line.
+pub(crate) fn ssh_key(s: &str) -> ApiResult<berth_core::SshPublicKey> {
+    berth_core::SshPublicKey::parse(s).map_err(|e| match e {
+        berth_core::ProviderError::InvalidSpec { reason, .. } => ApiError::invalid("ssh_public_key", reason),
+        other => core_invalid(other),
+    })
+}
+
 pub(crate) fn core_invalid(e: berth_core::ProviderError) -> ApiError {
     match e {
         berth_core::ProviderError::InvalidSpec { field, reason } => ApiError::invalid(field, reason),
@@ -131,10 +139,7 @@ pub async fn create_order(
     idempotent(&st, &headers, scope, &fingerprinted, async move {
         let st = st2;
         berth_core::spec::validate_dns_name("name", &order.name).map_err(core_invalid)?;
-        let key = berth_core::SshPublicKey::parse(&order.ssh_public_key).map_err(|e| match e {
-            berth_core::ProviderError::InvalidSpec { reason, .. } => ApiError::invalid("ssh_public_key", reason),
-            other => core_invalid(other),
-        })?;
+        let key = ssh_key(&order.ssh_public_key)?;
         check_age_recipient(&order.requester_public_key)?;
         let offering = match st.store.offering(&order.offering_id).await {
             Ok(o) if o.withdrawn_at.is_none() => o,
@@ -169,7 +174,7 @@ pub async fn create_order(
             offering_id: Some(offering.id.clone()),
             agent_id: None,
             status: if order.provision { "provisioning" } else { "pending" }.into(),
-            request: serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.to_string()))?,
+            request: serde_json::Value::Null,
         };
         let audit = NewAuditEntry {
             actor,
@@ -177,23 +182,36 @@ pub async fn create_order(
             subject: String::new(),
             detail: serde_json::json!({"offering_id": offering.id, "name": order.name}),
         };
-        let first = if order.provision {
-            // The store fills in the instance id it makes.
-            let payload = payload_of("", request);
-            Some((
-                "provision".to_owned(),
-                serde_json::to_value(payload).map_err(|e| ApiError::Internal(e.to_string()))?,
-            ))
-        } else {
-            None
-        };
-        let (instance, op) = st.store.create_instance(new, first, audit, now_ms()).await?;
-        Ok(Accepted {
-            instance_id: instance.id,
-            operation_id: op.map(|o| o.id),
-        })
+        record(&st, new, request, order.provision, audit).await
     })
     .await
+}
+
+/// Records `new` with its `request` and, when `provision`, queues its provision, in one
+/// transaction with `audit`.
+pub(crate) async fn record(
+    st: &AppState,
+    mut new: NewInstance,
+    request: InstanceRequest,
+    provision: bool,
+    audit: NewAuditEntry,
+) -> ApiResult<Accepted> {
+    new.request = serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let first = if provision {
+        // The store fills in the instance id it makes.
+        let payload = payload_of("", request);
+        Some((
+            "provision".to_owned(),
+            serde_json::to_value(payload).map_err(|e| ApiError::Internal(e.to_string()))?,
+        ))
+    } else {
+        None
+    };
+    let (instance, op) = st.store.create_instance(new, first, audit, now_ms()).await?;
+    Ok(Accepted {
+        instance_id: instance.id,
+        operation_id: op.map(|o| o.id),
+    })
 }
 
 #[utoipa::path(get, path = "/api/v1/instances", tag = "instances",

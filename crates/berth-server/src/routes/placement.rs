@@ -15,8 +15,8 @@ use berth_store::{NewAuditEntry, NewInstance, StoreError};
 use crate::auth::{Authed, Caller, Json};
 use crate::problem::{ApiError, ApiResult};
 use crate::routes::catalog::{Need, require_room, validate_offering};
-use crate::routes::instances::{check_age_recipient, core_invalid, idempotent};
-use crate::views::{InstanceRequest, payload_of};
+use crate::routes::instances::{check_age_recipient, core_invalid, idempotent, record, ssh_key};
+use crate::views::InstanceRequest;
 use crate::{AppState, now_ms};
 
 /// The agent's heartbeat if it is live (within the heartbeat TTL).
@@ -146,10 +146,7 @@ pub async fn create_instance(
             labels: Default::default(),
             post_provision_commands: body.post_provision_commands.clone(),
         })?;
-        let key = berth_core::SshPublicKey::parse(&body.ssh_public_key).map_err(|e| match e {
-            berth_core::ProviderError::InvalidSpec { reason, .. } => ApiError::invalid("ssh_public_key", reason),
-            other => core_invalid(other),
-        })?;
+        let key = ssh_key(&body.ssh_public_key)?;
         check_age_recipient(&body.requester_public_key)?;
         if let Some(c) = &body.customer_id {
             match st.store.customer(c).await {
@@ -183,7 +180,7 @@ pub async fn create_instance(
             offering_id: None,
             agent_id: Some(agent.id.clone()),
             status: if body.provision { "provisioning" } else { "pending" }.into(),
-            request: serde_json::to_value(&request).map_err(|e| ApiError::Internal(e.to_string()))?,
+            request: serde_json::Value::Null,
         };
         let audit = NewAuditEntry {
             actor: caller.actor(),
@@ -191,20 +188,7 @@ pub async fn create_instance(
             subject: String::new(),
             detail: serde_json::json!({"agent_id": agent.id, "backend": backend, "name": body.name, "customer_id": body.customer_id}),
         };
-        let first = if body.provision {
-            let payload = payload_of("", request);
-            Some((
-                "provision".to_owned(),
-                serde_json::to_value(payload).map_err(|e| ApiError::Internal(e.to_string()))?,
-            ))
-        } else {
-            None
-        };
-        let (instance, op) = st.store.create_instance(new, first, audit, now_ms()).await?;
-        Ok(Accepted {
-            instance_id: instance.id,
-            operation_id: op.map(|o| o.id),
-        })
+        record(&st, new, request, body.provision, audit).await
     })
     .await
 }

@@ -94,6 +94,15 @@ impl FieldError {
         }
     }
 
+    /// The status of a form page showing this: 422 when there is an error.
+    pub fn status(&self) -> StatusCode {
+        if self.message.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+    }
+
     /// The message, if it belongs to `field`.
     pub fn on(&self, field: &str) -> Option<&str> {
         (self.field == field).then_some(self.message.as_str())

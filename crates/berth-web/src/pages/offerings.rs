@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use berth_api::wire::*;
 use serde::{Deserialize, Serialize};
@@ -166,11 +165,7 @@ async fn render(web: &Web, v: &Viewer, form: OfferingForm, error: FieldError) ->
             o,
         })
         .collect();
-    let status = if error.message.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let status = error.status();
     Ok((
         status,
         html(&OfferingsPage {

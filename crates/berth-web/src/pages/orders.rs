@@ -3,7 +3,6 @@
 //! double click or a resent form never makes two machines.
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use berth_api::wire::*;
 use serde::{Deserialize, Serialize};
@@ -127,11 +126,7 @@ async fn render(web: &Web, v: &Viewer, offering: &str, form: OrderForm, error: F
         .api
         .get(&v.caller, &format!("/api/v1/offerings/{}", seg(offering)))
         .await?;
-    let status = if error.message.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let status = error.status();
     Ok((
         status,
         html(&OrderPage {

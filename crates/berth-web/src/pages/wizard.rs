@@ -8,7 +8,6 @@
 //! idempotency key.
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use berth_api::wire::*;
 use serde::{Deserialize, Serialize};
@@ -307,11 +306,7 @@ async fn configure_page(web: &Web, v: &Viewer, mut w: Wizard, error: FieldError)
             *field = default.to_owned();
         }
     }
-    let status = if error.message.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::UNPROCESSABLE_ENTITY
-    };
+    let status = error.status();
     let back = format!("/ui/wizard/template?{}", w.query());
     Ok((
         status,
