@@ -52,6 +52,14 @@ impl ClientError {
             _ => None,
         }
     }
+
+    /// The field the problem names, if any.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ClientError::Problem(p) => p.field.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// Cheap to clone: clones share one connection pool.
@@ -243,6 +251,12 @@ impl Client {
     }
     pub async fn create_customer(&self, name: &str) -> Result<AccountCreated, ClientError> {
         self.post("/api/v1/customers", &CreateNamed { name: name.into() }).await
+    }
+    pub async fn keys(&self) -> Result<Vec<KeyView>, ClientError> {
+        self.get("/api/v1/keys").await
+    }
+    pub async fn save_key(&self, key: &SaveKey) -> Result<KeyView, ClientError> {
+        self.post("/api/v1/keys", key).await
     }
     pub async fn customers(&self) -> Result<Vec<CustomerView>, ClientError> {
         self.get("/api/v1/customers").await

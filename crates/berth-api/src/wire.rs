@@ -265,6 +265,27 @@ fn yes() -> bool {
     true
 }
 
+/// A public key to save on the calling customer's account.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveKey {
+    /// `ssh` (an OpenSSH public key line, offered at order time) or `age` (the recipient the
+    /// credentials of new machines are sealed to).
+    pub kind: String,
+    /// What it is called in lists: `laptop`, `ci`.
+    pub name: String,
+    pub public_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct KeyView {
+    pub id: String,
+    pub kind: String,
+    pub name: String,
+    pub public_key: String,
+    pub created_at: Millis,
+}
+
 /// A machine placed by a provider (or an operator) on a chosen agent and backend, with a
 /// template and size and no offering: for the provider itself or on behalf of a customer. Every
 /// operation of it is claimable only by that agent and runs on that backend.

@@ -55,6 +55,8 @@ fn api() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(accounts::create_provider, accounts::list_providers))
         .routes(routes!(accounts::create_customer, accounts::list_customers))
+        .routes(routes!(keys::list_keys, keys::save_key))
+        .routes(routes!(keys::delete_key))
         .routes(routes!(accounts::create_enrollment_token))
         .routes(routes!(accounts::enroll))
         .routes(routes!(accounts::list_agents))

@@ -51,6 +51,7 @@ fn to_json(v: impl serde::Serialize) -> Value {
 }
 
 const PUT: Method = Method::PUT;
+const DELETE: Method = Method::DELETE;
 
 #[tokio::test]
 async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
@@ -69,6 +70,13 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         ..order(off_a, "m")
     });
     let (cores, hb) = (json!({"cores": 4}), to_json(roomy()));
+    let key = json!({"kind": "ssh", "name": "laptop", "public_key": SSH_KEY});
+    let saved = w
+        .client(&w.ca.token)
+        .save_key(&serde_json::from_value(key.clone()).unwrap())
+        .await
+        .unwrap()
+        .id;
     // Placed on provider A's agent (recorded only: no room needed).
     let placed = to_json(CreateInstance {
         agent_id: ag_a.clone(),
@@ -101,6 +109,9 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         row(GET,  "/providers",                                      &[],                None,             "401 200 200 200 403 403 200 200"),
         row(POST, "/customers",                                      &[],                Some(&named),     "401 201 403 403 403 403 403 403"),
         row(GET,  "/customers",                                      &[],                None,             "401 200 403 403 403 403 403 403"),
+        row(GET,  "/keys",                                           &[],                None,             "401 403 403 403 200 200 403 403"),
+        row(POST, "/keys",                                           &[],                Some(&key),       "401 403 403 403 201 201 403 403"),
+        row(DELETE, "/keys/{id}",                                    &[&saved],          None,             "401 403 403 403 200 404 403 403"),
         row(POST, "/providers/{id}/enrollment-tokens",               &[pa],              Some(&empty),     "401 201 201 404 403 403 403 403"),
         // The setup token is the credential: whoever calls, a bad one is refused.
         row(POST, "/agents/enroll",                                  &[],                Some(&setup),     "401 401 401 401 401 401 401 401"),
@@ -248,4 +259,59 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         assert!(e.actor == "operator" || e.actor == format!("provider:{pa}"), "{e:?}");
     }
     assert!(w.ctx.store.verify_audit().await.unwrap().is_ok());
+}
+
+/// A provider places machines only for its own customers (who ordered from it), and an
+/// instance pinned to a revoked agent refuses actions instead of queueing work nobody can take.
+#[tokio::test]
+async fn placed_machines_belong_to_the_providers_customers_and_die_with_their_agent() {
+    let w = World::build().await;
+    let pa = w.client(&w.pa.token);
+    let place = |customer: Option<&str>, agent: &str| CreateInstance {
+        agent_id: agent.to_owned(),
+        backend: Some("pve1".into()),
+        template: None,
+        name: "placed".into(),
+        cores: 1,
+        memory_mib: 512,
+        disk_gib: 10,
+        ssh_public_key: SSH_KEY.into(),
+        requester_public_key: AGE_KEY.into(),
+        post_provision_commands: vec![],
+        skip_post_provision: false,
+        customer_id: customer.map(str::to_owned),
+        provision: false,
+    };
+    // Customer B never ordered from provider A: refused like an unknown customer.
+    for c in [w.cb.id.as_str(), "no-such-customer"] {
+        let e = pa
+            .create_instance(&place(Some(c), &w.agent_a.id), None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.field(), Some("customer_id"), "{e}");
+    }
+    let mine = pa
+        .create_instance(&place(Some(&w.ca.id), &w.agent_a.id), None)
+        .await
+        .unwrap();
+    let ca = w.client(&w.ca.token);
+    assert!(
+        ca.instance(&mine.instance_id).await.is_ok(),
+        "customer A sees the machine placed for them"
+    );
+    // The operator may place for anyone.
+    w.client(&w.operator)
+        .create_instance(&place(Some(&w.cb.id), &w.agent_a.id), None)
+        .await
+        .unwrap();
+
+    let spare = w.ctx.agent(&w.pa.id, &pa).await;
+    spare.client.heartbeat(&roomy()).await.unwrap();
+    let on_spare = pa.create_instance(&place(None, &spare.id), None).await.unwrap();
+    pa.revoke_agent(&spare.id).await.unwrap();
+    let e = pa
+        .instance_action(&on_spare.instance_id, "provision")
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("agent_revoked"), "{e}");
 }

@@ -18,6 +18,18 @@ pub struct Customer {
     pub created_at: Millis,
 }
 
+/// A public key a customer saved on their account.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomerKey {
+    pub id: String,
+    pub customer_id: String,
+    /// `ssh` or `age`.
+    pub kind: String,
+    pub name: String,
+    pub public_key: String,
+    pub created_at: Millis,
+}
+
 /// Who an API token speaks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -289,6 +301,22 @@ pub trait Catalog: Send + Sync {
     async fn create_customer(&self, name: &str, now: Millis) -> Result<Customer, StoreError>;
 
     async fn customer(&self, id: &str) -> Result<Customer, StoreError>;
+
+    /// Saves a public key (`kind` `ssh` or `age`, checked by the caller) on a customer's account.
+    async fn add_customer_key(
+        &self,
+        customer_id: &str,
+        kind: &str,
+        name: &str,
+        public_key: &str,
+        now: Millis,
+    ) -> Result<CustomerKey, StoreError>;
+
+    /// A customer's saved keys, oldest first.
+    async fn customer_keys(&self, customer_id: &str) -> Result<Vec<CustomerKey>, StoreError>;
+
+    /// Removes one of a customer's keys; another customer's (or an unknown) key is `NotFound`.
+    async fn delete_customer_key(&self, customer_id: &str, id: &str) -> Result<(), StoreError>;
 
     /// Every customer, oldest first.
     async fn customers(&self) -> Result<Vec<Customer>, StoreError>;

@@ -115,6 +115,69 @@ macro_rules! control_impl {
         Ok($crate::Customer { id: row.try_get("id")?, name: row.try_get("name")?, created_at: row.try_get("created_at")? })
     }
 
+    async fn add_customer_key(
+        &self,
+        customer_id: &str,
+        kind: &str,
+        name: &str,
+        public_key: &str,
+        now: Millis,
+    ) -> Result<$crate::CustomerKey, StoreError> {
+        agents::check_name("name", name)?;
+        let id = uuid::Uuid::new_v4().to_string();
+        sqlx::query(
+            "INSERT INTO customer_keys (id, customer_id, kind, name, public_key, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&id)
+        .bind(customer_id)
+        .bind(kind)
+        .bind(name)
+        .bind(public_key)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok($crate::CustomerKey {
+            id,
+            customer_id: customer_id.to_owned(),
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+            public_key: public_key.to_owned(),
+            created_at: now,
+        })
+    }
+
+    async fn customer_keys(&self, customer_id: &str) -> Result<Vec<$crate::CustomerKey>, StoreError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query("SELECT * FROM customer_keys WHERE customer_id = $1 ORDER BY created_at, id")
+            .bind(customer_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok($crate::CustomerKey {
+                    id: r.try_get("id")?,
+                    customer_id: r.try_get("customer_id")?,
+                    kind: r.try_get("kind")?,
+                    name: r.try_get("name")?,
+                    public_key: r.try_get("public_key")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_customer_key(&self, customer_id: &str, id: &str) -> Result<(), StoreError> {
+        let gone = sqlx::query("DELETE FROM customer_keys WHERE id = $1 AND customer_id = $2")
+            .bind(id)
+            .bind(customer_id)
+            .execute(&self.pool)
+            .await?;
+        if gone.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("key {id}")));
+        }
+        Ok(())
+    }
+
     async fn customers(&self) -> Result<Vec<$crate::Customer>, StoreError> {
         use sqlx::Row as _;
         let rows = sqlx::query("SELECT id, name, created_at FROM customers ORDER BY created_at, id")

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use agents::{Agent, EnrollmentToken, Provider};
 pub use audit::{AuditEntry, Broken, NewAuditEntry, Verified};
 pub use control::{
-    AgentStatus, ApiToken, Catalog, Customer, Idempotency, InstanceAction, InstanceChange, InstanceFilter,
+    AgentStatus, ApiToken, Catalog, Customer, CustomerKey, Idempotency, InstanceAction, InstanceChange, InstanceFilter,
     InstanceRecord, NewInstance, Offering, OpEvent, Role, Session, TemplateRecord,
 };
 pub use postgres::PgStore;

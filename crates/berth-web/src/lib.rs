@@ -50,6 +50,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/ui/offerings/{id}/withdraw", post(pages::offerings::withdraw))
         .route("/ui/catalogue", get(pages::orders::catalogue))
+        .route("/ui/keys", get(pages::keys::list).post(pages::keys::save))
+        .route("/ui/keys/{id}/delete", post(pages::keys::delete))
         .route(
             "/ui/order/{offering}",
             get(pages::orders::form).post(pages::orders::place),

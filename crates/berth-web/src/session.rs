@@ -144,7 +144,10 @@ pub struct NextQuery {
 
 /// Only a dashboard path of this site: never another origin (`//host`, `/\host`).
 fn safe_next(next: &str) -> String {
-    let ok = next.starts_with("/ui") && !next.contains("//") && !next.contains('\\');
+    let ok = next.starts_with("/ui")
+        && !next.contains("//")
+        && !next.contains('\\')
+        && next.chars().all(|c| c.is_ascii_graphic());
     if ok { next.to_owned() } else { "/ui".to_owned() }
 }
 
@@ -166,7 +169,9 @@ pub struct SignInForm {
 
 pub async fn sign_in(State(web): State<Web>, headers: HeaderMap, axum::Form(f): axum::Form<SignInForm>) -> Response {
     let next = safe_next(&f.next);
-    let ttl = web.state.cfg.ui.session_ttl_seconds.saturating_mul(1000) as i64;
+    // At most a year: a larger setting must not wrap around into a session that is already over.
+    let ttl_seconds = web.state.cfg.ui.session_ttl_seconds.clamp(60, 366 * 86_400);
+    let ttl = ttl_seconds as i64 * 1000;
     let token = f.token.trim();
     let made = if token.is_empty() {
         Ok(None)
@@ -200,7 +205,7 @@ pub async fn sign_in(State(web): State<Web>, headers: HeaderMap, axum::Form(f): 
     let cookie = format!(
         "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         session.secret,
-        web.state.cfg.ui.session_ttl_seconds,
+        ttl_seconds,
         if secure { "; Secure" } else { "" }
     );
     let mut resp = Redirect::to(&next).into_response();
@@ -240,6 +245,8 @@ mod tests {
             "//evil.example/ui",
             "https://evil.example",
             "/ui//evil",
+            "/ui\nx",
+            "/ui x",
             "/ui\\evil",
             "",
             "/api/v1/x",

@@ -303,3 +303,85 @@ async fn a_bulk_action_acts_on_each_selected_instance_the_caller_may_touch() {
     assert!(page.contains("web1") && page.contains("/ui/operations/"), "{page}");
     assert_eq!(w.alice.instances().await.unwrap()[0].status, "terminating");
 }
+
+#[tokio::test]
+async fn saved_keys_fill_the_order_form_and_private_keys_are_refused() {
+    let w = world().await;
+    let alice = w.sign_in(&w.alice_token).await;
+    let post = |path: &str, body: Vec<(&str, &str)>| {
+        w.http
+            .post(format!("{}{path}", w.url))
+            .header("cookie", &alice)
+            .headers(w.same_origin())
+            .form(&body)
+            .send()
+    };
+    let private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----";
+    let r = post(
+        "/ui/keys",
+        vec![("kind", "ssh"), ("name", "oops"), ("public_key", private)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("id=\"public_key-error\""), "the field is named: {page}");
+    assert!(
+        !page.contains("b3BlbnNzaC1rZXktdjEAAAAA"),
+        "a private key is not echoed back into the page"
+    );
+    assert!(w.alice.keys().await.unwrap().is_empty(), "nothing saved");
+
+    for (kind, name, key) in [("ssh", "laptop", SSH_KEY), ("age", "mine", AGE_KEY)] {
+        let r = post("/ui/keys", vec![("kind", kind), ("name", name), ("public_key", key)])
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    }
+    let keys = w.alice.keys().await.unwrap();
+    let ssh = keys.iter().find(|k| k.kind == "ssh").unwrap().id.clone();
+    let form = w
+        .get(&alice, &format!("/ui/order/{}", w.offering))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        form.contains(&format!("<option value=\"{ssh}\"")),
+        "the saved SSH key is offered"
+    );
+    assert!(
+        form.contains(&format!("value=\"{AGE_KEY}\"")),
+        "the saved age key is filled in"
+    );
+
+    let r = post(
+        &format!("/ui/order/{}", w.offering),
+        vec![
+            ("name", "keyed1"),
+            ("ssh_public_key", ""),
+            ("saved_ssh", &ssh),
+            ("requester_public_key", AGE_KEY),
+            ("build_later", "1"),
+            ("key", "k-keyed"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let made = w.alice.instances().await.unwrap();
+    let keyed = made.iter().find(|i| i.name == "keyed1").expect("ordered");
+    assert_eq!(keyed.ssh_public_key, SSH_KEY);
+    // Bob cannot remove Alice's key.
+    let bob = w.sign_in(&w.bob_token).await;
+    let r = w
+        .http
+        .post(format!("{}/ui/keys/{ssh}/delete", w.url))
+        .header("cookie", &bob)
+        .headers(w.same_origin())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(w.alice.keys().await.unwrap().len(), 2);
+}

@@ -90,10 +90,25 @@ async fn order_and_watch_live(db: Db, test: &str) {
     b.wait_for("article[data-offering]").await;
     b.shot("customer-catalogue").await;
     b.check_accessibility("catalogue").await;
+    // The age key is saved once on the account; the order form fills it in.
+    b.click("header nav a[href='/ui/keys']").await;
+    b.select("#kind", "age").await;
+    b.fill("#name", "mine").await;
+    b.fill("#public_key", &age_public()).await;
+    b.click("main form[action='/ui/keys'] button[type=submit]").await;
+    b.wait_for("tr[data-key]").await;
+    b.shot("customer-keys").await;
+    b.check_accessibility("keys").await;
+    b.goto("/ui/catalogue").await;
     b.click("article[data-offering] a.button").await;
     b.fill("#name", "web1").await;
     b.fill("#ssh_public_key", KEY).await;
-    b.fill("#requester_public_key", &age_public()).await;
+    let age = b.find("#requester_public_key").await.value().await.unwrap();
+    assert_eq!(
+        age.as_deref(),
+        Some(age_public().as_str()),
+        "the saved age key is filled in"
+    );
     b.shot("customer-order").await;
     b.check_accessibility("order form").await;
     b.click("main form button[type=submit]").await;

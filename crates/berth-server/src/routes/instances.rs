@@ -95,22 +95,22 @@ where
 }
 
 /// An age X25519 recipient: `age1` and 58 bech32 characters.
-pub(crate) fn check_age_recipient(s: &str) -> ApiResult<()> {
+pub(crate) fn check_age_recipient(field: &str, s: &str) -> ApiResult<()> {
     const BECH32: &str = "qpzry9x8gf2tvdw0s3jn54khce6mua7l";
     if s.len() == 62 && s.starts_with("age1") && s[4..].chars().all(|c| BECH32.contains(c)) {
         Ok(())
     } else {
         Err(ApiError::invalid(
-            "requester_public_key",
+            field,
             "must be an age X25519 recipient (`age1…`, 62 characters; `age-keygen -y` prints it)",
         ))
     }
 }
 
-/// The `ssh_public_key` field: one OpenSSH public key line.
-pub(crate) fn ssh_key(s: &str) -> ApiResult<berth_core::SshPublicKey> {
+/// An SSH public key field: one OpenSSH public key line.
+pub(crate) fn ssh_key(field: &str, s: &str) -> ApiResult<berth_core::SshPublicKey> {
     berth_core::SshPublicKey::parse(s).map_err(|e| match e {
-        berth_core::ProviderError::InvalidSpec { reason, .. } => ApiError::invalid("ssh_public_key", reason),
+        berth_core::ProviderError::InvalidSpec { reason, .. } => ApiError::invalid(field, reason),
         other => core_invalid(other),
     })
 }
@@ -139,8 +139,8 @@ pub async fn create_order(
     idempotent(&st, &headers, scope, &fingerprinted, async move {
         let st = st2;
         berth_core::spec::validate_dns_name("name", &order.name).map_err(core_invalid)?;
-        let key = ssh_key(&order.ssh_public_key)?;
-        check_age_recipient(&order.requester_public_key)?;
+        let key = ssh_key("ssh_public_key", &order.ssh_public_key)?;
+        check_age_recipient("requester_public_key", &order.requester_public_key)?;
         let offering = match st.store.offering(&order.offering_id).await {
             Ok(o) if o.withdrawn_at.is_none() => o,
             Ok(_) | Err(berth_store::StoreError::NotFound(_)) => {
@@ -288,6 +288,17 @@ async fn act(
         ))
     })?;
     let i = visible_instance(st, caller, id).await?;
+    if let Some(a) = &i.agent_id
+        && st.store.agent(a).await?.revoked_at.is_some()
+    {
+        return Err(ApiError::conflict(
+            "agent_revoked",
+            format!(
+                "instance {} runs on agent {a}, which was revoked: no agent can act on it any more",
+                i.id
+            ),
+        ));
+    }
     let payload = if action == "provision" {
         // Provisioning later needs what an order needs: an offering still on sale (placed
         // instances have none), and room (on their agent, when placed).
@@ -503,9 +514,9 @@ mod tests {
 
     #[test]
     fn age_recipients_and_path_keys() {
-        check_age_recipient("age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").unwrap();
-        assert!(check_age_recipient("age1short").is_err());
-        assert!(check_age_recipient("ssh-ed25519 AAAA").is_err());
+        check_age_recipient("k", "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p").unwrap();
+        assert!(check_age_recipient("k", "age1short").is_err());
+        assert!(check_age_recipient("k", "ssh-ed25519 AAAA").is_err());
         let hex = "11".repeat(32);
         assert_eq!(
             key_from_path(&hex).unwrap(),

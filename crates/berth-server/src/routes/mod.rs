@@ -5,5 +5,6 @@ pub mod agent;
 pub mod audit;
 pub mod catalog;
 pub mod instances;
+pub mod keys;
 pub mod operations;
 pub mod placement;

@@ -114,6 +114,35 @@ async fn placement(st: &AppState, caller: &Caller, req: &CreateInstance) -> ApiR
     Ok((agent.clone(), backend.name.clone()))
 }
 
+/// A provider may place machines only for its own customers (those with an instance of it);
+/// operators for any. Unknown and not-yours are refused alike.
+async fn check_customer(st: &AppState, caller: &Caller, provider_id: &str, customer: &str) -> ApiResult<()> {
+    let known = match st.store.customer(customer).await {
+        Ok(_) => true,
+        Err(StoreError::NotFound(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    let theirs = known
+        && (matches!(caller, Caller::Operator)
+            || !st
+                .store
+                .instances(&berth_store::InstanceFilter {
+                    provider_id: Some(provider_id.to_owned()),
+                    customer_id: Some(customer.to_owned()),
+                    ..Default::default()
+                })
+                .await?
+                .is_empty());
+    if theirs {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "customer_id",
+            format!("no customer {customer:?} of yours (a customer who has ordered from you)"),
+        ))
+    }
+}
+
 #[utoipa::path(post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstance,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retried request safe")),
     responses((status = 202, body = Accepted), (status = "4XX", body = Problem)))]
@@ -146,18 +175,12 @@ pub async fn create_instance(
             labels: Default::default(),
             post_provision_commands: body.post_provision_commands.clone(),
         })?;
-        let key = ssh_key(&body.ssh_public_key)?;
-        check_age_recipient(&body.requester_public_key)?;
-        if let Some(c) = &body.customer_id {
-            match st.store.customer(c).await {
-                Ok(_) => {}
-                Err(StoreError::NotFound(_)) => {
-                    return Err(ApiError::invalid("customer_id", format!("no customer {c:?}")));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let key = ssh_key("ssh_public_key", &body.ssh_public_key)?;
+        check_age_recipient("requester_public_key", &body.requester_public_key)?;
         let (agent, backend) = placement(&st, &caller, &body).await?;
+        if let Some(c) = &body.customer_id {
+            check_customer(&st, &caller, &agent.provider_id, c).await?;
+        }
         let request = InstanceRequest {
             name: body.name.clone(),
             cores: body.cores,

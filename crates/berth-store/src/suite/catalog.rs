@@ -37,6 +37,24 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     assert!(s.customers().await.unwrap().iter().any(|x| x.id == c.id));
     assert!(matches!(s.customer("nope").await, Err(StoreError::NotFound(_))));
     placements(s, tag).await;
+    // Saved keys: per customer; another customer's key cannot be removed.
+    let other = s.create_customer("other", T0).await.unwrap();
+    let k = s
+        .add_customer_key(&c.id, "ssh", "laptop", "ssh-ed25519 AAAA x", T0)
+        .await
+        .unwrap();
+    s.add_customer_key(&c.id, "age", "mine", "age1abc", T0 + 1)
+        .await
+        .unwrap();
+    let keys = s.customer_keys(&c.id).await.unwrap();
+    assert_eq!(keys.iter().map(|k| k.kind.as_str()).collect::<Vec<_>>(), ["ssh", "age"]);
+    assert!(s.customer_keys(&other.id).await.unwrap().is_empty());
+    assert!(matches!(
+        s.delete_customer_key(&other.id, &k.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.delete_customer_key(&c.id, &k.id).await.unwrap();
+    assert_eq!(s.customer_keys(&c.id).await.unwrap().len(), 1);
 
     // Agent reports: the last heartbeat wins; templates are replaced as a whole.
     let et = s.create_enrollment_token(&p.id, 60_000, T0).await.unwrap();

@@ -99,15 +99,7 @@ struct AgentsPage {
 
 async fn render(web: &Web, v: &Viewer, setup: Option<EnrollmentTokenView>) -> crate::api::ApiResult<Response> {
     let agents: Vec<AgentView> = web.api.get(&v.caller, "/api/v1/agents").await?;
-    let mut rows = Vec::new();
-    for a in agents {
-        let templates = web
-            .api
-            .get(&v.caller, &format!("/api/v1/agents/{}/templates", seg(&a.id)))
-            .await?;
-        rows.push(AgentRow::new(a, templates));
-    }
-    let (providers, customers) = if v.role() == "operator" {
+    let (providers, customers): (Vec<ProviderView>, Vec<CustomerView>) = if v.role() == "operator" {
         (
             web.api.get(&v.caller, "/api/v1/providers").await?,
             web.api.get(&v.caller, "/api/v1/customers").await?,
@@ -115,6 +107,23 @@ async fn render(web: &Web, v: &Viewer, setup: Option<EnrollmentTokenView>) -> cr
     } else {
         (Vec::new(), Vec::new())
     };
+    // Templates once per provider (not per agent), then grouped by agent.
+    let whose: Vec<String> = match v.role() {
+        "operator" => providers.iter().map(|p| p.id.clone()).collect(),
+        _ => vec![v.subject().to_owned()],
+    };
+    let mut templates: Vec<TemplateView> = Vec::new();
+    for p in whose {
+        let path = format!("/api/v1/providers/{}/templates", seg(&p));
+        templates.extend(web.api.get::<Vec<TemplateView>>(&v.caller, &path).await?);
+    }
+    let rows = agents
+        .into_iter()
+        .map(|a| {
+            let mine = templates.iter().filter(|t| t.agent_id == a.id).cloned().collect();
+            AgentRow::new(a, mine)
+        })
+        .collect();
     Ok(html(&AgentsPage {
         nav: Nav::of(v),
         agents: rows,

@@ -4,6 +4,7 @@
 
 pub mod agents;
 pub mod instances;
+pub mod keys;
 pub mod offerings;
 pub mod operations;
 pub mod orders;
@@ -79,11 +80,21 @@ pub async fn home(v: Viewer) -> Redirect {
     })
 }
 
+/// A form field that holds a private key pasted by mistake is not sent back to the browser:
+/// forms keep what was typed, except a secret.
+pub fn scrub_private(field: &mut String) {
+    if field.contains("PRIVATE KEY") {
+        field.clear();
+    }
+}
+
 /// A field error as forms show it: next to the field the API named.
 #[derive(Debug, Default)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    /// The API's status for it (0: the page's own check, 422).
+    pub status: u16,
 }
 
 impl FieldError {
@@ -91,15 +102,17 @@ impl FieldError {
         FieldError {
             field: p.field.clone().unwrap_or_default(),
             message: p.detail.clone(),
+            status: p.status,
         }
     }
 
-    /// The status of a form page showing this: 422 when there is an error.
+    /// The status of a form page showing this: the API's (409 for an offline agent, 403 …),
+    /// 422 for the page's own checks, 200 without an error.
     pub fn status(&self) -> StatusCode {
         if self.message.is_empty() {
             StatusCode::OK
         } else {
-            StatusCode::UNPROCESSABLE_ENTITY
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
         }
     }
 
@@ -137,8 +150,12 @@ pub async fn audit(State(web): State<Web>, v: Viewer, Query(q): Query<AuditQuery
         &v,
         async {
             let verification: AuditVerification = web.api.get(&v.caller, "/api/v1/audit/verify").await?;
-            let last = verification.entries.max(0);
-            let after = q.after.unwrap_or((last - AUDIT_PAGE).max(0)).clamp(0, last);
+            // A broken chain: start just before the break, and let the operator page past it.
+            let (last, start) = match verification.broken_at {
+                Some(b) => (b + AUDIT_PAGE, (b - AUDIT_PAGE / 2).max(0)),
+                None => (verification.entries.max(0), (verification.entries - AUDIT_PAGE).max(0)),
+            };
+            let after = q.after.unwrap_or(start).max(0);
             let mut entries: Vec<AuditEntryView> = web
                 .api
                 .get(&v.caller, &format!("/api/v1/audit?after={after}&limit={AUDIT_PAGE}"))
@@ -146,7 +163,7 @@ pub async fn audit(State(web): State<Web>, v: Viewer, Query(q): Query<AuditQuery
             entries.reverse();
             Ok(html(&AuditPage {
                 nav: Nav::of(&v),
-                newer: (after + AUDIT_PAGE < last).then_some(after + AUDIT_PAGE),
+                newer: (after + AUDIT_PAGE < last || entries.len() as i64 == AUDIT_PAGE).then_some(after + AUDIT_PAGE),
                 older: (after > 0).then_some((after - AUDIT_PAGE).max(0)),
                 verification,
                 entries,

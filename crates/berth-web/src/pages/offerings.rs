@@ -35,6 +35,7 @@ pub fn number<T: std::str::FromStr>(field: &str, s: &str, what: &str) -> Result<
     s.trim().parse().map_err(|_| FieldError {
         field: field.into(),
         message: format!("must be {what} (got {:?})", s.trim()),
+        status: 422,
     })
 }
 
@@ -53,6 +54,7 @@ pub fn labels(s: &str) -> Result<BTreeMap<String, String>, FieldError> {
                 .ok_or_else(|| FieldError {
                     field: "labels".into(),
                     message: format!("{p:?} is not key=value"),
+                    status: 422,
                 })
         })
         .collect()

@@ -99,6 +99,8 @@ pub struct OrderForm {
     pub requester_public_key: String,
     pub skip_post_provision: Option<String>,
     pub build_later: Option<String>,
+    /// A saved SSH key's id, used when no key is pasted.
+    pub saved_ssh: String,
     /// Made when the form is shown; the order is placed once per key.
     pub key: String,
 }
@@ -112,6 +114,7 @@ struct OrderPage {
     price: String,
     form: OrderForm,
     error: FieldError,
+    saved: Vec<KeyView>,
 }
 
 /// A fresh random key (128 bits, hex).
@@ -121,7 +124,12 @@ pub fn new_key() -> String {
     hex::encode(raw)
 }
 
-async fn render(web: &Web, v: &Viewer, offering: &str, form: OrderForm, error: FieldError) -> ApiResult<Response> {
+async fn render(web: &Web, v: &Viewer, offering: &str, mut form: OrderForm, error: FieldError) -> ApiResult<Response> {
+    super::scrub_private(&mut form.ssh_public_key);
+    let (saved, age) = super::keys::for_order(web, v).await;
+    if form.requester_public_key.is_empty() {
+        form.requester_public_key = age.unwrap_or_default();
+    }
     let o: OfferingView = web
         .api
         .get(&v.caller, &format!("/api/v1/offerings/{}", seg(offering)))
@@ -136,6 +144,7 @@ async fn render(web: &Web, v: &Viewer, offering: &str, form: OrderForm, error: F
             offering: o,
             form,
             error,
+            saved,
         }),
     )
         .into_response())
@@ -180,6 +189,12 @@ pub async fn place(
     Path(offering): Path<String>,
     axum::Form(mut form): axum::Form<OrderForm>,
 ) -> Response {
+    if form.ssh_public_key.trim().is_empty() && !form.saved_ssh.is_empty() {
+        let (saved, _) = super::keys::for_order(&web, &v).await;
+        if let Some(k) = saved.into_iter().find(|k| k.id == form.saved_ssh) {
+            form.ssh_public_key = k.public_key;
+        }
+    }
     let order = CreateOrder {
         offering_id: offering.clone(),
         name: form.name.trim().to_owned(),

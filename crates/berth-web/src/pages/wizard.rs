@@ -64,6 +64,7 @@ impl Wizard {
             return Err(FieldError {
                 field: "count".into(),
                 message: format!("must be 1-{MAX_COUNT} (got {count})"),
+                status: 422,
             });
         }
         let name = self.name.trim();
@@ -71,6 +72,7 @@ impl Wizard {
             return Err(FieldError {
                 field: "name".into(),
                 message: "for several machines, put {n} where the number goes (like web-{n})".into(),
+                status: 422,
             });
         }
         let base = CreateInstance {
@@ -297,6 +299,7 @@ async fn configure_page(web: &Web, v: &Viewer, mut w: Wizard, error: FieldError)
             ..Wizard::default()
         };
     }
+    super::scrub_private(&mut w.ssh_public_key);
     for (field, default) in [
         (&mut w.cores, "2"),
         (&mut w.memory_mib, "2048"),
