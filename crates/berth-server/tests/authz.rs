@@ -78,21 +78,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         .unwrap()
         .id;
     // Placed on provider A's agent (recorded only: no room needed).
-    let placed = to_json(CreateInstance {
-        agent_id: ag_a.clone(),
-        backend: Some("pve1".into()),
-        template: None,
-        name: "placed".into(),
-        cores: 1,
-        memory_mib: 512,
-        disk_gib: 10,
-        ssh_public_key: SSH_KEY.into(),
-        requester_public_key: AGE_KEY.into(),
-        post_provision_commands: vec![],
-        skip_post_provision: false,
-        customer_id: None,
-        provision: false,
-    });
+    let placed = to_json(placement(ag_a, None));
     let templates = json!({"templates": [{"backend": "pve1", "id": "9000", "name": "debian-12"}]});
     let renew = json!({"generation": w.gen_a});
     let events = json!({"generation": w.gen_a, "events": [{"stage": "clone_template", "phase": "started"}]});
@@ -267,21 +253,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
 async fn placed_machines_belong_to_the_providers_customers_and_die_with_their_agent() {
     let w = World::build().await;
     let pa = w.client(&w.pa.token);
-    let place = |customer: Option<&str>, agent: &str| CreateInstance {
-        agent_id: agent.to_owned(),
-        backend: Some("pve1".into()),
-        template: None,
-        name: "placed".into(),
-        cores: 1,
-        memory_mib: 512,
-        disk_gib: 10,
-        ssh_public_key: SSH_KEY.into(),
-        requester_public_key: AGE_KEY.into(),
-        post_provision_commands: vec![],
-        skip_post_provision: false,
-        customer_id: customer.map(str::to_owned),
-        provision: false,
-    };
+    let place = |customer: Option<&str>, agent: &str| placement(agent, customer);
     // Customer B never ordered from provider A: refused like an unknown customer.
     for c in [w.cb.id.as_str(), "no-such-customer"] {
         let e = pa
@@ -314,4 +286,23 @@ async fn placed_machines_belong_to_the_providers_customers_and_die_with_their_ag
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("agent_revoked"), "{e}");
+}
+
+/// A machine of one core placed on `agent` (recorded only: no room needed).
+fn placement(agent: &str, customer: Option<&str>) -> CreateInstance {
+    CreateInstance {
+        agent_id: agent.to_owned(),
+        backend: Some("pve1".into()),
+        template: None,
+        name: "placed".into(),
+        cores: 1,
+        memory_mib: 512,
+        disk_gib: 10,
+        ssh_public_key: SSH_KEY.into(),
+        requester_public_key: AGE_KEY.into(),
+        post_provision_commands: vec![],
+        skip_post_provision: false,
+        customer_id: customer.map(str::to_owned),
+        provision: false,
+    }
 }
