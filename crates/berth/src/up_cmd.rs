@@ -132,6 +132,8 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let metrics_hint = settings.agent.metrics_listen;
     cfg.agent = Some(settings);
     let agent = runner::start(&cfg).await?;
+    // Orders are placed by the control plane on agents it has heard from: wait for this one.
+    wait_for_agent(&provider, &agent.agent.agent_id, Duration::from_secs(120)).await?;
 
     // An offering from the first template the agent reports.
     let offering = ensure_offering(&provider, &provider_id).await?;
@@ -217,6 +219,34 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
     eprintln!("stopping the control plane");
     server.shutdown().await?;
     Ok(code)
+}
+
+/// Waits until the control plane has accepted a heartbeat from `agent_id` that reports room,
+/// saying what it waits for when that takes more than a moment.
+async fn wait_for_agent(provider: &Client, agent_id: &str, limit: Duration) -> anyhow::Result<()> {
+    let start = tokio::time::Instant::now();
+    let mut said = false;
+    loop {
+        let a = provider.agent(agent_id).await?;
+        let waiting_for = match &a.heartbeat {
+            Some(_) if !a.alive => "first heartbeat",
+            None => "first heartbeat",
+            Some(h) if h.capacity.cores_free == 0 => "report of free capacity",
+            Some(_) => return Ok(()),
+        };
+        if start.elapsed() >= limit {
+            anyhow::bail!(
+                "the agent {agent_id} is running but the control plane has not received its {waiting_for} after {} s: \
+                 see the agent's log above (`berth doctor --config …` checks its backend)",
+                limit.as_secs()
+            );
+        }
+        if !said && start.elapsed() >= Duration::from_secs(1) {
+            eprintln!("waiting for the agent's {waiting_for} to reach the control plane…");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The provider's first live offering, or a new one from the first reported template.
