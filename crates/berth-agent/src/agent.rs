@@ -29,6 +29,8 @@ pub struct Backend {
     /// Resources of provisions under way, by instance id (see [`Reservation`]).
     reserved: Mutex<HashMap<String, Need>>,
     circuit: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
+    /// A manual backend's request store, where an operator's input from the control plane goes.
+    pub manual: Option<Arc<berth_manual::ManualProvider>>,
 }
 
 impl Backend {
@@ -41,7 +43,14 @@ impl Backend {
             health: Mutex::new((true, None)),
             reserved: Mutex::new(HashMap::new()),
             circuit: None,
+            manual: None,
         }
+    }
+
+    /// Operator input for this backend's waiting provisions goes to `manual`.
+    pub fn with_manual(mut self, manual: Option<Arc<berth_manual::ManualProvider>>) -> Backend {
+        self.manual = manual;
+        self
     }
 
     pub fn with_capacity(mut self, capacity: Option<CapacitySection>) -> Backend {

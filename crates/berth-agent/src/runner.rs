@@ -39,8 +39,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let guarded = Arc::new(Guarded::new(bc.name.clone(), inner, bc.rate_limit, bc.circuit_breaker));
         let g = guarded.clone();
         let concurrency = bc.concurrency.unwrap_or(settings.agent.concurrency);
+        let manual = match bc.kind() {
+            crate::config::BackendKind::Manual => Some(Arc::new(crate::manual_provider(config, Some(&bc.name))?)),
+            _ => None,
+        };
         let backend = Backend::new(bc.name.clone(), guarded, concurrency)
             .with_capacity(bc.capacity.clone())
+            .with_manual(manual)
             .with_circuit(Arc::new(move || {
                 (g.state() != CircuitState::Closed)
                     .then(|| format!("circuit breaker {:?}: the backend kept failing", g.state()))

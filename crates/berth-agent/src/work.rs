@@ -262,7 +262,24 @@ impl Agent {
             self.confirmed(lease).await;
         }
         match entry.kind.as_str() {
-            "provision" => self.provision(b, id, tracked, lease, reporter).await,
+            "provision" => {
+                // A provision that may wait for a person: their answer can come through the API.
+                let watching = b.manual.as_ref().map(|m| {
+                    crate::inbox::watch(
+                        self.client.clone(),
+                        entry.operation_id.clone(),
+                        entry.generation,
+                        id.clone(),
+                        m.clone(),
+                        lease.lost.clone(),
+                    )
+                });
+                let outcome = self.provision(b, id, tracked, lease, reporter).await;
+                if let Some(w) = watching {
+                    w.finish().await;
+                }
+                outcome
+            }
             "start" => self.power(b, &r, PowerOp::Start).await,
             "reboot" => self.power(b, &r, PowerOp::Reboot).await,
             "stop" => {

@@ -345,6 +345,19 @@ impl Client {
     pub async fn operation(&self, id: &str) -> Result<OperationView, ClientError> {
         self.get(&format!("/api/v1/operations/{id}")).await
     }
+    /// Answers an operation that waits for an operator (a machine built by hand).
+    pub async fn submit_input(
+        &self,
+        operation_id: &str,
+        input: &OperatorInput,
+    ) -> Result<OperatorInputView, ClientError> {
+        self.post(&format!("/api/v1/operations/{operation_id}/input"), input)
+            .await
+    }
+    /// The operator's input to an operation, and whether its agent applied it.
+    pub async fn operation_input(&self, operation_id: &str) -> Result<OperatorInputView, ClientError> {
+        self.get(&format!("/api/v1/operations/{operation_id}/input")).await
+    }
     /// Long-polls until the operation is done or `wait` (at most 60 s) passes.
     pub async fn wait_operation(&self, id: &str, wait: Duration) -> Result<OperationView, ClientError> {
         let path = format!("/api/v1/operations/{id}?wait={}s", wait.as_secs().max(1));
@@ -373,6 +386,42 @@ impl Client {
             Some(&serde_json::json!({})),
             &[],
             wait + Duration::from_secs(30),
+        )
+        .await
+    }
+    /// Long-polls for up to `wait` for an operator's input to the operation this agent holds;
+    /// `None` when none came.
+    pub async fn wait_input(
+        &self,
+        operation_id: &str,
+        generation: i64,
+        wait: Duration,
+    ) -> Result<Option<OperatorInput>, ClientError> {
+        let path = format!(
+            "/api/v1/agent/operations/{operation_id}/input/wait?wait={}ms",
+            wait.as_millis()
+        );
+        self.request(
+            http::Method::POST,
+            &path,
+            Some(&LeaseRef { generation }),
+            &[],
+            wait + Duration::from_secs(30),
+        )
+        .await
+    }
+    /// Tells the control plane the agent took the operator's input (`error`: not applied, why).
+    pub async fn take_input(
+        &self,
+        operation_id: &str,
+        generation: i64,
+        error: Option<String>,
+    ) -> Result<(), ClientError> {
+        self.send(
+            http::Method::POST,
+            &format!("/api/v1/agent/operations/{operation_id}/input/taken"),
+            &InputTaken { generation, error },
+            TIMEOUT,
         )
         .await
     }

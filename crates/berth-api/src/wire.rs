@@ -7,6 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod input;
+pub use input::{InputTaken, OperatorInput, OperatorInputView};
+
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
 

@@ -87,6 +87,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         outcome: Completion::Succeeded(OpResult::default()),
     });
     let release = json!({"generation": w.gen_a2});
+    let answer = json!({"action": "complete", "ipv4": "203.0.113.7"});
     #[rustfmt::skip]
     let rows = [
         // an: anonymous, op: operator; pA, pB, cA, cB, aA, aB: provider, customer, agent of A and of B.
@@ -123,6 +124,9 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         row(POST, "/instances/{id}/reconfigure",                     &[inst],            Some(&cores),     "401 409:wrong_status 409:wrong_status 404 409:wrong_status 404 403 404"),
         row(GET,  "/operations/{id}",                                &[op],              None,             "401 200 200 404 200 404 200 404"),
         row(GET,  "/operations/{id}/events",                         &[op],              None,             "401 200 200 404 200 404 200 404"),
+        // Staff answer an operation waiting for a person; this one is not waiting (authorization passed).
+        row(POST, "/operations/{id}/input",                          &[op],              Some(&answer),    "401 409:not_waiting 409:not_waiting 404 403 404 403 404"),
+        row(GET,  "/operations/{id}/input",                          &[op],              None,             "401 404 404 404 403 404 403 404"),
         row(GET,  "/providers/{pubkey}/contracts/pending-provision", &[&hex_a],          None,             "401 200 200 404 403 403 200 404"),
         // Each agent already holds all of its provider's work.
         row(POST, "/agent/claim",                                    &["?wait=0s"],      None,             "401 403 403 403 403 403 204 204"),
@@ -132,6 +136,9 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         // Agent B on agent A's operations: not found, whether or not the id exists.
         row(POST, "/agent/operations/{id}/renew",                    &[op],              Some(&renew),     "401 403 403 403 403 403 200 404"),
         row(POST, "/agent/operations/{id}/events",                   &[op],              Some(&events),    "401 403 403 403 403 403 204 404"),
+        row(POST, "/agent/operations/{id}/input/wait",               &[op, "?wait=0s"],  Some(&renew),     "401 403 403 403 403 403 204 404"),
+        // Nothing to take: the holder is told so, agent B is told nothing.
+        row(POST, "/agent/operations/{id}/input/taken",              &[op],              Some(&renew),     "401 403 403 403 403 403 404 404"),
         row(POST, "/agent/operations/{id}/complete",                 &[op],              Some(&done),      "401 403 403 403 403 403 200 404"),
         row(POST, "/agent/operations/{id}/release",                  &[op2],             Some(&release),   "401 403 403 403 403 403 204 404"),
         row(GET,  "/audit",                                          &[],                None,             "401 200 403 403 403 403 403 403"),

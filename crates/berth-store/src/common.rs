@@ -369,6 +369,7 @@ macro_rules! store_impl {
     }
         }
         $crate::control_impl::control_impl!($ty);
+        $crate::inbox::inbox_impl!($ty);
     };
 }
 pub(crate) use store_impl;

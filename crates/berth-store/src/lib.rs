@@ -13,6 +13,7 @@ pub mod audit;
 mod common;
 pub mod control;
 mod control_impl;
+pub mod inbox;
 pub mod postgres;
 mod signal;
 pub mod sqlite;
@@ -29,6 +30,7 @@ pub use control::{
     AgentStatus, ApiToken, Catalog, Customer, CustomerKey, Idempotency, InstanceAction, InstanceChange, InstanceFilter,
     InstanceRecord, NewInstance, Offering, OpEvent, Role, Session, TemplateRecord,
 };
+pub use inbox::{Inbox, NewInput, OperatorInput};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -150,7 +152,7 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 #[async_trait]
-pub trait Store: Catalog + Send + Sync {
+pub trait Store: Catalog + Inbox + Send + Sync {
     /// Queues `op`; it gets a fresh id and the next place in the queue.
     async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError>;
 

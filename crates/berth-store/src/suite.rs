@@ -30,6 +30,7 @@ pub async fn run_all(store: Arc<dyn Store>, tag: &str) {
     claims_follow_queue_order_and_instances_run_one_at_a_time(&*store, tag).await;
     expired_leases_return_the_work_and_late_reports_are_refused(&*store, tag).await;
     release_requeues(&*store, tag).await;
+    operator_inputs_wait_for_the_agent(&*store, tag).await;
     concurrent_claimers_never_share_work(store.clone(), tag).await;
     long_poll_wakes_when_work_arrives(store.clone(), store.clone(), &format!("{tag}-poll")).await;
     enrollment_tokens_are_single_use_and_expire(&*store).await;
@@ -252,6 +253,58 @@ pub async fn release_requeues(s: &dyn Store, tag: &str) {
     let (again, l2) = s.claim(&p, "agent-b", TTL, T0 + 2).await.unwrap().unwrap();
     assert_eq!((again.id.as_str(), l2.generation), (o.id.as_str(), 2));
     s.finish(&l2, Outcome::Succeeded(json!({})), T0 + 3).await.unwrap();
+}
+
+/// An operator's input is kept for the agent holding the operation, one at a time: a second is
+/// refused while the first waits or after it was applied, and accepted after the agent could
+/// not apply it; only the lease's holder can take it.
+pub async fn operator_inputs_wait_for_the_agent(s: &dyn Store, tag: &str) {
+    let p = format!("{tag}-inputs");
+    let o = s.enqueue(op(&p, "i", "provision"), T0).await.unwrap();
+    let (_, l) = s.claim(&p, "agent-a", TTL, T0).await.unwrap().unwrap();
+    assert_eq!(s.input(&o.id).await.unwrap(), None);
+    let new = |action: &str| crate::NewInput {
+        operation_id: o.id.clone(),
+        action: action.into(),
+        body: json!({"action": action, "ipv4": "203.0.113.7"}),
+        submitted_by: "provider:p".into(),
+    };
+    let kept = s.submit_input(new("complete"), T0 + 1).await.unwrap();
+    assert_eq!(
+        (kept.submitted_at, kept.taken_at, kept.body["ipv4"].as_str()),
+        (T0 + 1, None, Some("203.0.113.7"))
+    );
+    assert!(matches!(
+        s.submit_input(new("fail"), T0 + 2).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // Another holder, or a stale generation, cannot take it.
+    let other = Lease {
+        holder: "agent-b".into(),
+        ..l.clone()
+    };
+    assert!(matches!(
+        s.take_input(&other, None, T0 + 3).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let taken = s.take_input(&l, Some("not pending"), T0 + 3).await.unwrap();
+    assert_eq!(
+        (taken.taken_at, taken.error.as_deref()),
+        (Some(T0 + 3), Some("not pending"))
+    );
+    assert!(matches!(
+        s.take_input(&l, None, T0 + 4).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // Not applied: a new input replaces it; applied: nothing more is accepted.
+    s.submit_input(new("cancel"), T0 + 5).await.unwrap();
+    assert_eq!(s.input(&o.id).await.unwrap().unwrap().action, "cancel");
+    s.take_input(&l, None, T0 + 6).await.unwrap();
+    assert!(matches!(
+        s.submit_input(new("complete"), T0 + 7).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.finish(&l, Outcome::Succeeded(json!({})), T0 + 8).await.unwrap();
 }
 
 /// Eight claimers race over 20 instances × 5 operations each: every operation is claimed

@@ -23,13 +23,45 @@ pub fn time(ms: impl std::borrow::Borrow<i64>) -> String {
     )
 }
 
-/// `0.42 s`, `12 s`, `3 min 5 s` between two instants.
+/// `0.42 s`, `12 s`, `3 min 5 s`, `2 h 5 min`, `3 d 4 h` between two instants.
 pub fn took(from: i64, to: i64) -> String {
     let ms = (to - from).max(0);
     match ms {
         0..1_000 => format!("{:.2} s", ms as f64 / 1000.0),
         1_000..60_000 => format!("{} s", ms / 1000),
-        _ => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1000),
+        3_600_000..86_400_000 => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
+        _ => format!("{} d {} h", ms / 86_400_000, ms % 86_400_000 / 3_600_000),
+    }
+}
+
+/// Milliseconds since the epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// How an operator's answer went, in a sentence.
+pub fn input_status(i: &berth_api::wire::OperatorInputView) -> String {
+    let what = match i.action.as_str() {
+        "complete" => "Details",
+        "fail" => "Failure",
+        _ => "Cancellation",
+    };
+    let by = if i.submitted_by == "operator" {
+        "an operator"
+    } else {
+        "the provider"
+    };
+    match (i.status.as_str(), &i.error) {
+        ("applied", _) => format!("{what} sent by {by} at {}, applied by the agent", time(i.submitted_at)),
+        ("not_applied", Some(e)) => format!("{what} sent by {by} at {} not applied: {e}", time(i.submitted_at)),
+        _ => format!(
+            "{what} sent by {by} at {}: waiting for the agent to take it",
+            time(i.submitted_at)
+        ),
     }
 }
 
@@ -92,6 +124,8 @@ mod tests {
         assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00 UTC");
         assert_eq!(took(0, 420), "0.42 s");
         assert_eq!(took(0, 185_000), "3 min 5 s");
+        assert_eq!(took(0, 7_500_000), "2 h 5 min");
+        assert_eq!(took(0, 3 * 86_400_000 + 4 * 3_600_000), "3 d 4 h");
         assert_eq!(used_percent(8, 2), 75);
         assert_eq!(used_percent(0, 0), 0);
         assert_eq!(used_percent(3, 2), 34);

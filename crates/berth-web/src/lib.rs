@@ -65,6 +65,8 @@ pub fn app(state: AppState) -> Router {
         .route("/ui/instances/{id}", get(pages::instances::show))
         .route("/ui/instances/{id}/{action}", post(pages::instances::act))
         .route("/ui/operations/{id}", get(pages::operations::show))
+        .route("/ui/operations/{id}/input", post(pages::waiting::answer))
+        .route("/ui/waiting", get(pages::waiting::list))
         .route("/ui/operations/{id}/live", get(live::stream))
         .route("/ui/audit", get(pages::audit))
         .layer(axum::middleware::from_fn(session::csrf_guard))

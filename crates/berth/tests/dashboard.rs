@@ -388,3 +388,81 @@ async fn an_operator_sees_every_provider_customer_and_the_verified_audit_log() {
     b.check_accessibility("audit log").await;
     b.quit().await;
 }
+
+/// The manual backend answered from its form ("dashboard input"): the provider finds the order
+/// under Waiting; a bad address is named next to its field, keeps what was typed except the
+/// password, and sends nothing; the details hand the machine over, the page follows it live to
+/// running with its SSH line, and the customer's credentials hold the typed password.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_manual_backend_is_completed_from_its_form() {
+    const PASSWORD: &str = "typed-in-the-browser-7";
+    let backend = "[provisioner]\ntype = \"manual\"\n\n[provisioner.manual]\npoll_interval_ms = 100\n".to_owned();
+    let extra =
+        "[polling]\nheartbeat_interval_seconds = 1\n[capacity]\ncores = 64\nmemory_mib = 262144\ndisk_gib = 10000\n";
+    let Some(mut s) = Stack::start_with_backend(Db::Sqlite, paced(), Some(backend), extra).await else {
+        return;
+    };
+    s.spawn_agent();
+    s.wait_agent_alive().await;
+    let Some(b) = Browser::start(&s.url, "manual-form").await else {
+        return;
+    };
+    let offering = s.offering(&[]).await;
+    let a = s.order(&offering, "hand-built").await;
+    let op = a.operation_id.unwrap();
+    s.in_stage(&op, "waiting_for_operator").await;
+
+    b.sign_in(&s.tokens.provider).await;
+    b.goto("/ui/waiting").await;
+    let row = format!("tr[data-operation='{op}']");
+    b.wait_for(&row).await;
+    assert!(b.text(&row).await.contains("hand-built"), "{}", b.text(&row).await);
+    b.shot("waiting").await;
+    b.check_accessibility("waiting list").await;
+
+    b.click(&format!("{row} a")).await;
+    b.wait_for("#answer-h").await;
+    b.fill("#ipv4", "203.0.113.300").await;
+    b.fill("#root_password", PASSWORD).await;
+    b.click("button[value=complete]").await;
+    b.wait_for("#ipv4-error").await;
+    assert!(
+        b.text("#ipv4-error").await.contains("not an IPv4 address"),
+        "the API's words"
+    );
+    assert_eq!(
+        b.find("#ipv4").await.value().await.unwrap().as_deref(),
+        Some("203.0.113.300")
+    );
+    assert_eq!(
+        b.find("#root_password").await.value().await.unwrap().as_deref(),
+        Some("")
+    );
+    assert!(
+        !b.driver.source().await.unwrap().contains(PASSWORD),
+        "never sent back into a page"
+    );
+    assert!(s.provider.operation_input(&op).await.is_err(), "nothing was kept");
+    b.set_width(360).await;
+    b.shot("manual-form-error-360px").await;
+    b.check_accessibility("manual form with an error").await;
+    b.set_width(1280).await;
+
+    b.fill("#ipv4", "203.0.113.7").await;
+    b.fill("#ssh_port", "2222").await;
+    b.fill("#root_password", PASSWORD).await;
+    b.click("button[value=complete]").await;
+    b.wait_for("#progress p.status[data-status='succeeded']").await;
+    assert!(b.text("#progress").await.contains("ssh -p 2222 203.0.113.7"));
+    b.shot("handed-over").await;
+    let i = s.customer.instance(&a.instance_id).await.unwrap();
+    assert_eq!(
+        (i.status.as_str(), i.ip_address.as_deref()),
+        ("running", Some("203.0.113.7"))
+    );
+    let plain = berth_api::credentials::open(stack::AGE_ID, &i.credentials.unwrap()).unwrap();
+    assert_eq!(plain.password, PASSWORD);
+    b.goto("/ui/waiting").await;
+    b.wait_for("p.empty").await;
+    b.quit().await;
+}

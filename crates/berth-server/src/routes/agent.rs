@@ -42,7 +42,7 @@ fn is_age_armor(s: &str) -> bool {
 const CLAIM_RECHECK: Duration = Duration::from_secs(10);
 
 /// Refuses, as not found, an operation of another provider (without telling whether it exists).
-async fn own_operation(st: &AppState, provider: &str, id: &str) -> ApiResult<berth_store::Operation> {
+pub(crate) async fn own_operation(st: &AppState, provider: &str, id: &str) -> ApiResult<berth_store::Operation> {
     match st.store.operation(id).await {
         Ok(op) if op.provider_id == provider => Ok(op),
         Ok(_) | Err(berth_store::StoreError::NotFound(_)) => Err(ApiError::NotFound(format!("operation {id}"))),
@@ -50,7 +50,7 @@ async fn own_operation(st: &AppState, provider: &str, id: &str) -> ApiResult<ber
     }
 }
 
-fn lease(op: &str, agent: &str, generation: i64) -> Lease {
+pub(crate) fn lease(op: &str, agent: &str, generation: i64) -> Lease {
     Lease {
         operation_id: op.into(),
         holder: agent.into(),
@@ -255,7 +255,7 @@ pub async fn complete(
     req: Authed<Json<Complete>>,
 ) -> ApiResult<axum::Json<OperationView>> {
     let (agent, provider) = req.caller.require_agent()?;
-    let c = req.body.0;
+    let mut c = req.body.0;
     match &c.outcome {
         Completion::Succeeded(r) => {
             if r.credentials.as_ref().is_some_and(|s| !is_age_armor(s)) {
@@ -272,6 +272,13 @@ pub async fn complete(
         }
     }
     let op = own_operation(&st, provider, &id).await?;
+    // A machine built by hand: the password the operator gave, sealed when it arrived.
+    if let Completion::Succeeded(r) = &mut c.outcome
+        && op.kind == "provision"
+        && r.credentials.is_none()
+    {
+        r.credentials = crate::routes::inputs::sealed_by_operator(&st, &id).await?;
+    }
     let instance = match st.store.instance(&op.instance_id).await {
         Ok(i) => Some(i),
         Err(berth_store::StoreError::NotFound(_)) => None,

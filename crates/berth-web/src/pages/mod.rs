@@ -8,6 +8,7 @@ pub mod keys;
 pub mod offerings;
 pub mod operations;
 pub mod orders;
+pub mod waiting;
 pub mod wizard;
 
 use axum::extract::{Query, State};
@@ -116,9 +117,12 @@ impl FieldError {
         }
     }
 
-    /// The message, if it belongs to `field`.
+    /// The message, if it belongs to `field` (shown next to it, without naming it again).
     pub fn on(&self, field: &str) -> Option<&str> {
-        (self.field == field).then_some(self.message.as_str())
+        (self.field == field).then(|| {
+            let m = self.message.as_str();
+            m.strip_prefix(field).and_then(|r| r.strip_prefix(": ")).unwrap_or(m)
+        })
     }
 
     /// The message, if it belongs to none of `fields` (shown above the form).

@@ -7,10 +7,10 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use berth_api::wire::*;
 
-use super::{Nav, page};
+use super::page;
 use crate::api::{ApiResult, seg};
 use crate::session::Viewer;
-use crate::{Web, fmt, html};
+use crate::{Web, fmt};
 
 /// The stages a provision goes through, in order (the manual backend waits for an operator
 /// instead of cloning; stages that were not reported yet show as waiting).
@@ -135,13 +135,6 @@ impl Progress {
     }
 }
 
-#[derive(askama::Template)]
-#[template(path = "operation.html")]
-struct OperationPage {
-    nav: Nav,
-    p: Progress,
-}
-
 /// The progress region alone, as the live stream pushes it.
 #[derive(askama::Template)]
 #[template(path = "progress.html")]
@@ -149,13 +142,8 @@ pub struct ProgressFragment {
     pub p: Progress,
 }
 
+/// The operation's page; staff also get the answer form while it waits for an operator.
 pub async fn show(State(web): State<Web>, v: Viewer, Path(id): Path<String>) -> Response {
-    page(
-        &v,
-        async {
-            let p = Progress::read(&web, &v, &id).await?;
-            Ok(html(&OperationPage { nav: Nav::of(&v), p }))
-        }
-        .await,
-    )
+    let r = super::waiting::render(&web, &v, &id, Default::default(), Default::default()).await;
+    page(&v, r)
 }

@@ -1,6 +1,7 @@
-//! Credentials a machine is born with (a generated root password) leave the agent only encrypted
-//! to the requester's age public key (X25519, ASCII armor): the control plane stores and returns
-//! ciphertext, and the customer decrypts with `berth instance credentials --identity` or the
+//! Credentials a machine is born with (a generated root password, or one an operator typed for a
+//! machine built by hand) are sealed to the requester's age public key (X25519, ASCII armor) by
+//! the agent, or by the control plane the moment the operator's form arrives: what is stored and
+//! returned is ciphertext, and the customer decrypts with `berth instance credentials --identity` or the
 //! `age`/`rage` command line tools.
 
 use std::str::FromStr as _;
