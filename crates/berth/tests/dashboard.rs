@@ -396,14 +396,9 @@ async fn an_operator_sees_every_provider_customer_and_the_verified_audit_log() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_manual_backend_is_completed_from_its_form() {
     const PASSWORD: &str = "typed-in-the-browser-7";
-    let backend = "[provisioner]\ntype = \"manual\"\n\n[provisioner.manual]\npoll_interval_ms = 100\n".to_owned();
-    let extra =
-        "[polling]\nheartbeat_interval_seconds = 1\n[capacity]\ncores = 64\nmemory_mib = 262144\ndisk_gib = 10000\n";
-    let Some(mut s) = Stack::start_with_backend(Db::Sqlite, paced(), Some(backend), extra).await else {
+    let Some(s) = Stack::manual(Db::Sqlite, paced()).await else {
         return;
     };
-    s.spawn_agent();
-    s.wait_agent_alive().await;
     let Some(b) = Browser::start(&s.url, "manual-form").await else {
         return;
     };

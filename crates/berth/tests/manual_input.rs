@@ -37,14 +37,7 @@ fn complete(ipv4: Option<&str>, ipv6: Option<&str>) -> OperatorInput {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_answers_a_manual_order_through_the_api() {
-    let backend = "[provisioner]\ntype = \"manual\"\n\n[provisioner.manual]\npoll_interval_ms = 100\n".to_owned();
-    let extra =
-        "[polling]\nheartbeat_interval_seconds = 1\n[capacity]\ncores = 64\nmemory_mib = 262144\ndisk_gib = 10000\n";
-    let mut s = Stack::start_with_backend(Db::Sqlite, Timings::fast(), Some(backend), extra)
-        .await
-        .unwrap();
-    s.spawn_agent();
-    s.wait_agent_alive().await;
+    let mut s = Stack::manual(Db::Sqlite, Timings::fast()).await.unwrap();
     let offering = s.offering(&[]).await;
     let a = s.order(&offering, "by-hand").await;
     let op = a.operation_id.clone().unwrap();

@@ -89,6 +89,17 @@ impl Stack {
         Stack::start_with(db, timings, provisioner, agent_extra).await
     }
 
+    /// A running stack whose agent drives a manual backend (answers polled every 100 ms) with
+    /// room for anything.
+    pub async fn manual(db: Db, timings: Timings) -> Option<Stack> {
+        let backend = "[provisioner]\ntype = \"manual\"\n\n[provisioner.manual]\npoll_interval_ms = 100\n".to_owned();
+        let extra = "[polling]\nheartbeat_interval_seconds = 1\n[capacity]\ncores = 64\nmemory_mib = 262144\ndisk_gib = 10000\n";
+        let mut s = Stack::start_with_backend(db, timings, Some(backend), extra).await?;
+        s.spawn_agent();
+        s.wait_agent_alive().await;
+        Some(s)
+    }
+
     /// As `start`, with the `[provisioner]` text made from the emulator (its URL, token, pin).
     pub async fn start_with(
         db: Db,
