@@ -461,3 +461,66 @@ async fn the_manual_backend_is_completed_from_its_form() {
     b.wait_for("p.empty").await;
     b.quit().await;
 }
+
+/// Instances recorded without provisioning (seed phase 6) are built from their Provision button,
+/// and several at once from a selection on the list; an empty list says so at 360 px.
+#[tokio::test(flavor = "multi_thread")]
+async fn pending_instances_are_provisioned_from_their_button_and_as_a_selection() {
+    let Some(s) = stack(Db::Sqlite).await else { return };
+    let Some(b) = Browser::start(&s.url, "pending").await else {
+        return;
+    };
+    b.sign_in(&s.tokens.customer).await;
+    b.set_width(360).await;
+    b.goto("/ui/instances").await;
+    assert!(b.text("p.empty").await.contains("No instances"));
+    b.shot("no-instances-360px").await;
+    b.check_accessibility("empty instance list").await;
+    b.set_width(1280).await;
+
+    let offering = s.offering(&[]).await;
+    let mut ids = Vec::new();
+    for name in ["node-1", "node-2", "node-3"] {
+        let order = berth_api::wire::CreateOrder {
+            offering_id: offering.clone(),
+            name: name.into(),
+            ssh_public_key: KEY.into(),
+            requester_public_key: age_public(),
+            skip_post_provision: false,
+            provision: false,
+        };
+        let a = s.customer.create_order(&order, None).await.unwrap();
+        assert!(a.operation_id.is_none(), "recorded only");
+        ids.push(a.instance_id);
+    }
+
+    // One from its own page.
+    b.goto(&format!("/ui/instances/{}", ids[0])).await;
+    b.click(&format!("form[action='/ui/instances/{}/provision'] button", ids[0]))
+        .await;
+    let op = operation_on_page(&b).await;
+    b.wait_for("#progress p.status[data-status='succeeded']").await;
+    assert_eq!(s.customer.operation(&op).await.unwrap().instance_id, ids[0]);
+
+    // The other two as a selection.
+    b.goto("/ui/instances?status=pending").await;
+    assert_eq!(b.all("tr[data-instance]").await.len(), 2, "only the pending ones");
+    for id in &ids[1..] {
+        b.click(&format!("input[name=ids][value='{id}']")).await;
+    }
+    b.select("#bulk-action", "provision").await;
+    b.shot("pending-selected").await;
+    b.click("#bulk button[type=submit]").await;
+    b.wait_for("tr[data-instance] a[href^='/ui/operations/']").await;
+    assert_eq!(b.all("tr[data-instance] a[href^='/ui/operations/']").await.len(), 2);
+    b.shot("pending-provisioning").await;
+    b.check_accessibility("bulk provision result").await;
+    for id in &ids {
+        let until = Instant::now() + LONG;
+        while s.customer.instance(id).await.unwrap().status != "running" {
+            assert!(Instant::now() < until, "{id} never ran:\n{}", s.agent_log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    b.quit().await;
+}
