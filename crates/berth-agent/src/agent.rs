@@ -31,6 +31,8 @@ pub struct Backend {
     circuit: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
     /// A manual backend's request store, where an operator's input from the control plane goes.
     pub manual: Option<Arc<berth_manual::ManualProvider>>,
+    /// Health as last reported, to log when it changes.
+    reported: Mutex<Option<bool>>,
 }
 
 impl Backend {
@@ -44,6 +46,7 @@ impl Backend {
             reserved: Mutex::new(HashMap::new()),
             circuit: None,
             manual: None,
+            reported: Mutex::new(None),
         }
     }
 
@@ -62,6 +65,21 @@ impl Backend {
     pub fn with_circuit(mut self, f: Arc<dyn Fn() -> Option<String> + Send + Sync>) -> Backend {
         self.circuit = Some(f);
         self
+    }
+
+    /// Logs a change of the health this backend is reported with: a warning when it turns
+    /// unhealthy (the control plane then refuses what only it could take), a note when it recovers.
+    pub fn note_health(&self, healthy: bool, detail: Option<&str>) {
+        let before = self.reported.lock().expect("health lock").replace(healthy);
+        match (before, healthy) {
+            (Some(true) | None, false) => tracing::warn!(
+                backend = %self.name,
+                detail = detail.unwrap_or("-"),
+                "backend unhealthy: it reports no capacity, so orders for it are refused (no_capacity) until it recovers"
+            ),
+            (Some(false), true) => tracing::info!(backend = %self.name, "backend healthy again"),
+            _ => {}
+        }
     }
 
     pub fn health(&self) -> (bool, Option<String>) {

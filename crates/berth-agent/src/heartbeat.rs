@@ -206,6 +206,7 @@ impl Agent {
                 healthy = false;
                 detail = Some(open);
             }
+            b.note_health(healthy, detail.as_deref());
             backends.push(BackendHealth {
                 name: b.name.clone(),
                 kind: b.provider.backend().to_owned(),

@@ -160,6 +160,11 @@ impl Agent {
                     }
                     seen.push((b, vms));
                 }
+                // A backend that cannot list at all (a script without `list`; doctor says so).
+                Err(e) if e.code() == berth_core::ErrorCode::Unsupported => {
+                    tracing::debug!(backend = %b.name, error = %e, "backend cannot list machines; not reconciled");
+                    all_listed = false;
+                }
                 Err(e) if self.backends.len() == 1 => return Err(e.into()),
                 Err(e) => {
                     tracing::warn!(backend = %b.name, error = %e, "cannot list machines; reconciling the other backends");

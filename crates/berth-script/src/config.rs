@@ -55,8 +55,11 @@ impl Action {
     }
 
     /// `health` is optional (doctor then skips the live check); every other action is required.
+    /// The seed's minimal form: `provision` and `terminate` (with `health_check`). Without
+    /// `status` Berth keeps its own record of provisions (`state_dir`); without `start`/`stop`
+    /// there is no power control; without `list`, no reconcile.
     pub fn required(self) -> bool {
-        self != Action::Health
+        matches!(self, Action::Provision | Action::Terminate)
     }
 }
 
@@ -101,6 +104,16 @@ pub struct ScriptConfig {
     /// Stdout beyond this many bytes is refused and the script killed.
     #[serde(default = "default_max_output")]
     pub max_output_bytes: u64,
+    /// Without a `status` action: where Berth records its provisions (relative to the config
+    /// file's directory), so a provision run again never makes a second machine.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+pub const DEFAULT_STATE_DIR: &str = "berth-script";
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
 }
 
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 300;
@@ -131,6 +144,16 @@ impl ScriptConfig {
             env: BTreeMap::new(),
             pass_env: Vec::new(),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            state_dir: default_state_dir(),
+        }
+    }
+
+    /// `state_dir` resolved against `base_dir`.
+    pub fn state_dir(&self, base_dir: &Path) -> PathBuf {
+        if self.state_dir.is_absolute() {
+            self.state_dir.clone()
+        } else {
+            base_dir.join(&self.state_dir)
         }
     }
 
@@ -186,6 +209,9 @@ impl ScriptConfig {
                 ));
             }
         }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(ConfigError::new("state_dir", "must not be empty: give a directory"));
+        }
         if self.timeout_seconds == 0 || self.timeout_seconds > MAX_TIMEOUT_SECONDS {
             return Err(ConfigError::new(
                 "timeout_seconds",
@@ -223,6 +249,7 @@ impl fmt::Debug for ScriptConfig {
             .field("env", &berth_exec::RedactedEnv(&self.env))
             .field("pass_env", &self.pass_env)
             .field("max_output_bytes", &self.max_output_bytes)
+            .field("state_dir", &self.state_dir)
             .finish()
     }
 }
@@ -268,12 +295,20 @@ mod tests {
     }
 
     #[test]
-    fn the_seeds_three_keys_are_not_enough_and_the_error_names_the_key() {
+    fn the_seeds_three_keys_are_enough_and_a_missing_one_is_named() {
         let c =
             parse("provision = \"/p\"\nterminate = \"/t\"\nhealth_check = \"/h\"\ntimeout_seconds = 300\n").unwrap();
-        let err = c.validate(Path::new("/")).unwrap_err();
-        assert_eq!(err.key, "start");
-        assert!(err.message.contains("set `start` or `command`"), "{err}");
+        c.validate(Path::new("/")).unwrap();
+        assert_eq!(
+            c.state_dir(Path::new("/etc/berth")),
+            Path::new("/etc/berth/berth-script")
+        );
+        let err = parse("provision = \"/p\"\n")
+            .unwrap()
+            .validate(Path::new("/"))
+            .unwrap_err();
+        assert_eq!(err.key, "terminate");
+        assert!(err.message.contains("set `terminate` or `command`"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@
 
 mod config;
 mod invoke;
+mod ledger;
 mod protocol;
 mod provider;
 
