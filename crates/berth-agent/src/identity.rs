@@ -93,10 +93,12 @@ pub fn signed_client(settings: &AgentSettings) -> anyhow::Result<(Client, Enroll
             settings.key_file.display()
         );
     }
-    let client = Client::new(
+    let client = Client::with_tls(
         &settings.endpoint,
         Auth::Signed(RequestSigner::new(key, enrollment.agent_id.clone())),
-    );
+        &settings.tls,
+    )
+    .map_err(anyhow::Error::msg)?;
     Ok((client, enrollment))
 }
 
@@ -111,7 +113,7 @@ pub async fn enroll(settings: &AgentSettings, token: &str, name: Option<&str>) -
         .or_else(|| settings.agent.name.clone())
         .unwrap_or_else(host_name);
     let public_key = public_key_b64(&key);
-    let anon = Client::new(&settings.endpoint, Auth::None);
+    let anon = Client::with_tls(&settings.endpoint, Auth::None, &settings.tls).map_err(anyhow::Error::msg)?;
     let view = anon
         .enroll(token, &name, &public_key)
         .await

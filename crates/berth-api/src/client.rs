@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+pub use berth_tls::TlsOptions;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -63,6 +65,10 @@ impl ClientError {
 }
 
 /// Cheap to clone: clones share one connection pool.
+/// How to make the control plane's certificate trusted, for the error when it is not.
+const TRUST_HINT: &str = "give the CA that signed it (`ca_file` in the agent's [api], `--ca-file` or BERTH_CA_FILE for \
+     the CLI) or pin it (`tls_fingerprint`, `--tls-fingerprint`; `berth server` prints it)";
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -92,15 +98,26 @@ fn now_secs() -> i64 {
 impl Client {
     /// `base` is the server's URL (`http://127.0.0.1:8420`), without `/api/v1`.
     pub fn new(base: &str, auth: Auth) -> Client {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+        Client::with_tls(base, auth, &TlsOptions::default()).expect("a default HTTP client builds")
+    }
+
+    /// A client that checks the control plane's certificate as `tls` says (system roots by
+    /// default; a CA file; SHA-256 pins).
+    pub fn with_tls(base: &str, auth: Auth, tls: &TlsOptions) -> Result<Client, String> {
+        let tls = TlsOptions {
+            server: "the control plane",
+            trust_hint: TRUST_HINT,
+            ..tls.clone()
+        };
+        let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+        let http = berth_tls::apply(builder, &tls)?
             .build()
-            .expect("a default HTTP client builds");
-        Client {
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(Client {
             http,
             base: base.trim_end_matches('/').to_owned(),
             auth,
-        }
+        })
     }
 
     pub fn base(&self) -> &str {
@@ -176,7 +193,7 @@ impl Client {
             .await
             .map_err(|e| ClientError::Transport {
                 url: url.clone(),
-                reason: error_chain(&e),
+                reason: berth_tls::describe_failure(&e, TRUST_HINT).unwrap_or_else(|| error_chain(&e)),
             })?;
         let status = resp.status();
         let text = resp.bytes().await.map_err(|e| ClientError::Transport {

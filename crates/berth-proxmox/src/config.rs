@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use berth_core::Secret;
 use serde::Deserialize;
 
-use crate::client::tls::parse_fingerprints;
+use berth_tls::parse_fingerprints;
 
 pub use berth_core::ConfigError;
 

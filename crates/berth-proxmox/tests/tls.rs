@@ -5,7 +5,7 @@
 mod common;
 
 use berth_core::{CheckStatus, ErrorCode, ListFilter, Provider};
-use berth_proxmox::client::tls::Fingerprint;
+use berth_proxmox::client::Fingerprint;
 use berth_proxmox::client::{ClientOptions, TlsOptions};
 use berth_proxmox::{ConfigError, ProxmoxProvider, PveClient, PveError};
 use common::*;
@@ -96,7 +96,7 @@ async fn ca_file_with_the_server_certificate_is_accepted() {
         .await
         .expect("localhost is in the certificate");
 
-    let pem = berth_proxmox::client::tls::parse_pem_certs(emu.cert_pem().unwrap().as_bytes()).unwrap();
+    let pem = berth_proxmox::client::parse_pem_certs(emu.cert_pem().unwrap().as_bytes()).unwrap();
     let mut o = ClientOptions::new(
         &emu.base_url(),
         &emu.token_id(),

@@ -22,6 +22,21 @@ pub struct ServerConfig {
     pub api: ApiPolicy,
     #[serde(default)]
     pub ui: UiPolicy,
+    #[serde(default)]
+    pub tls: TlsPolicy,
+}
+
+/// HTTPS for the API and the dashboard.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsPolicy {
+    /// The certificate chain (PEM, leaf first). Reloaded with the key on SIGHUP.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Serve plain HTTP on an address other than loopback (behind a proxy that terminates
+    /// TLS). Without it, such an address needs `cert_file` and `key_file`.
+    pub allow_plaintext: bool,
 }
 
 /// The dashboard's browser sessions.
@@ -195,6 +210,29 @@ impl ServerConfig {
                 return Err((key, format!("must be a percentage from 1 to 100 (got {v})")));
             }
         }
+        let t = &self.tls;
+        if t.cert_file.is_some() != t.key_file.is_some() {
+            let missing = if t.cert_file.is_none() {
+                "tls.cert_file"
+            } else {
+                "tls.key_file"
+            };
+            return Err((
+                missing,
+                "set both `cert_file` and `key_file` (PEM) to serve HTTPS".into(),
+            ));
+        }
+        if t.cert_file.is_none() && !t.allow_plaintext && !self.listen.ip().is_loopback() {
+            return Err((
+                "listen",
+                format!(
+                    "{} is reachable from other hosts, and without TLS API tokens and sessions would cross the \
+                     network in clear: set [tls] cert_file and key_file, or allow_plaintext = true behind a proxy \
+                     that terminates TLS",
+                    self.listen
+                ),
+            ));
+        }
         if !(1024..=16 * 1024 * 1024).contains(&self.api.body_limit_bytes) {
             return Err((
                 "api.body_limit_bytes",
@@ -228,7 +266,7 @@ mod tests {
         assert_eq!(c.listen.port(), 8420);
         assert_eq!(c.agents.lease_ttl_seconds, 60);
         let c = ServerConfig::parse(
-            "listen = \"0.0.0.0:9000\"\n[database]\npostgres = \"postgres://x\"\n[agents]\nlease_ttl_seconds = 30\n[admission]\ndisk_percent = 80\n",
+            "listen = \"0.0.0.0:9000\"\n[database]\npostgres = \"postgres://x\"\n[agents]\nlease_ttl_seconds = 30\n[admission]\ndisk_percent = 80\n[tls]\nallow_plaintext = true\n",
             "s.toml",
         )
         .unwrap();

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod problem;
 pub mod routes;
+mod tls;
 pub mod views;
 
 use std::path::Path;
@@ -125,6 +126,8 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Tls(String),
 }
 
 /// Opens the configured database (migrating it).
@@ -186,11 +189,29 @@ pub async fn bootstrap_operator(store: &dyn Store, file: &Path) -> Result<bool, 
 pub struct Running {
     pub addr: std::net::SocketAddr,
     pub state: AppState,
+    /// The certificate served, when HTTPS is on.
+    pub tls: Option<Arc<berth_tls::server::ReloadingCert>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
+    /// `https://…` or `http://…` of the listening address.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// Reads the certificate and key files again (SIGHUP): new connections get what they hold
+    /// now, open ones keep theirs. On error the certificate in use stays, and is logged.
+    pub fn reload_tls(&self) {
+        let Some(t) = &self.tls else { return };
+        match t.reload() {
+            Ok(fp) => tracing::info!(fingerprint = %format!("sha256:{fp}"), "TLS certificate reloaded"),
+            Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; still serving the previous one"),
+        }
+    }
+
     /// Stops accepting, lets requests in flight finish.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         if let Some(s) = self.stop.take() {
@@ -222,22 +243,46 @@ pub async fn start_app(
         what: "reading the listening address".into(),
         source,
     })?;
+    let tls = match (&cfg.tls.cert_file, &cfg.tls.key_file) {
+        (Some(c), Some(k)) => Some(
+            berth_tls::server::ReloadingCert::open(c, k)
+                .map_err(|(key, m)| ServeError::Tls(format!("tls.{key}: {m}")))?,
+        ),
+        _ => None,
+    };
+    if tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            listen = %addr,
+            "serving PLAIN HTTP on a non-loopback address (tls.allow_plaintext = true): tokens and sessions cross \
+             the network in clear unless a proxy in front terminates TLS"
+        );
+    }
     let state = AppState {
         store,
         cfg: Arc::new(cfg),
     };
     let app = app(state.clone());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let stop = async {
+        let _ = rx.await;
+    };
+    let task = match &tls {
+        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }),
+        Some(t) => {
+            let config = t.server_config().map_err(ServeError::Tls)?;
+            let listener = tls::TlsListener::new(listener, config).map_err(|source| ServeError::Io {
+                what: "listening for TLS".into(),
+                source,
+            })?;
+            tracing::info!(fingerprint = %format!("sha256:{}", t.fingerprint()), "serving HTTPS");
+            let app = app.layer(axum::middleware::from_fn(tls::hsts));
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
+        }
+    };
     Ok(Running {
         addr,
         state,
+        tls,
         stop: Some(tx),
         task,
     })

@@ -22,7 +22,16 @@ pub fn client(api: &ApiArgs) -> anyhow::Result<Client> {
         None => std::env::var("BERTH_TOKEN")
             .map_err(|_| anyhow!("no API token: pass --token-file FILE or set BERTH_TOKEN"))?,
     };
-    Ok(Client::new(&api.server, Auth::Bearer(token)))
+    let tls = berth_api::client::TlsOptions::from_files(api.ca_file.as_deref(), api.tls_fingerprint.as_deref())
+        .map_err(|e| {
+            let flag = |key: &str, flag: &str| e.strip_prefix(key).map(|rest| format!("{flag}{rest}"));
+            anyhow!(
+                flag("ca_file", "--ca-file")
+                    .or_else(|| flag("tls_fingerprint", "--tls-fingerprint"))
+                    .unwrap_or(e.clone())
+            )
+        })?;
+    Client::with_tls(&api.server, Auth::Bearer(token), &tls).map_err(|e| anyhow!(e))
 }
 
 fn show<T: Serialize>(out: OutputFormat, v: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<ExitCode> {

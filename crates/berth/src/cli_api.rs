@@ -14,6 +14,13 @@ pub struct ApiArgs {
     /// File holding the API token (or set BERTH_TOKEN).
     #[arg(long, global = true)]
     pub token_file: Option<PathBuf>,
+    /// A CA certificate bundle (PEM) that signed the server's certificate, besides the system's.
+    #[arg(long, env = "BERTH_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// The server certificate's SHA-256 (`sha256:AB:CD:…`, as `berth server` prints it):
+    /// trusted without a CA.
+    #[arg(long, env = "BERTH_TLS_FINGERPRINT", global = true)]
+    pub tls_fingerprint: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -47,13 +47,28 @@ pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
     if berth_server::bootstrap_operator(&*store, &file).await? {
         eprintln!("wrote the first operator API token to {} (mode 0600)", file.display());
     }
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let running = berth_server::start_app(cfg, store, app).await?;
-    eprintln!("berth server listening on http://{}", running.addr);
-    eprintln!("OpenAPI document: http://{}/api/v1/openapi.json", running.addr);
-    if cfg!(feature = "dashboard") {
-        eprintln!("dashboard: http://{}/ (sign in with an API token)", running.addr);
+    let url = running.url();
+    eprintln!("berth server listening on {url}");
+    if let Some(t) = &running.tls {
+        eprintln!(
+            "TLS certificate sha256:{} (pin it with --tls-fingerprint / tls_fingerprint; SIGHUP reloads it)",
+            t.fingerprint()
+        );
     }
-    stop.wait().await;
+    eprintln!("OpenAPI document: {url}/api/v1/openapi.json");
+    if cfg!(feature = "dashboard") {
+        eprintln!("dashboard: {url}/ (sign in with an API token)");
+    }
+    let stopped = stop.wait();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            _ = hup.recv() => running.reload_tls(),
+        }
+    }
     eprintln!("shutting down: finishing requests in flight");
     running.shutdown().await?;
     Ok(ExitCode::SUCCESS)

@@ -73,7 +73,7 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| data.join("operator.token"));
     berth_server::bootstrap_operator(&*store, &operator_file).await?;
     let server = berth_server::start_app(scfg, store, crate::server_cmd::app).await?;
-    let url = format!("http://{}", server.addr);
+    let url = server.url();
     let operator = Client::new(&url, Auth::Bearer(read_token(&operator_file)?));
 
     // Accounts.

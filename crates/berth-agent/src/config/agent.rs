@@ -18,6 +18,14 @@ pub struct ApiSection {
     /// creates it when absent. Default: `agent.key` in the state directory.
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// A CA certificate bundle (PEM) that signed the control plane's certificate, besides the
+    /// system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// The control plane certificate's SHA-256 (`sha256:AB:CD:…`; several, comma-separated, for
+    /// a rollover): trusted without a CA. `berth server` prints it.
+    #[serde(default)]
+    pub tls_fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -152,6 +160,8 @@ impl Default for ReconcileSection {
 pub struct AgentSettings {
     pub endpoint: String,
     pub key_file: PathBuf,
+    /// How the control plane's certificate is checked.
+    pub tls: berth_tls::TlsOptions,
     pub agent: AgentSection,
     pub polling: PollingSection,
     pub capacity: CapacitySection,
@@ -165,6 +175,7 @@ impl AgentSettings {
         AgentSettings {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             key_file: state_dir.join("agent.key"),
+            tls: berth_tls::TlsOptions::default(),
             agent: AgentSection {
                 state_dir: state_dir.to_owned(),
                 ..AgentSection::default()
@@ -303,9 +314,20 @@ pub(crate) fn settle(raw: RawAgentTables, base: &Path) -> Result<Option<AgentSet
         Some(k) => resolve(k),
         None => agent.state_dir.join("agent.key"),
     };
+    let ca = api.ca_file.as_deref().map(resolve);
+    let tls = berth_tls::TlsOptions {
+        ca_certs: berth_tls::TlsOptions::from_files(ca.as_deref(), None)
+            .map_err(|e| ("api.ca_file".to_owned(), e))?
+            .ca_certs,
+        fingerprints: berth_tls::TlsOptions::from_files(None, api.tls_fingerprint.as_deref())
+            .map_err(|e| ("api.tls_fingerprint".to_owned(), e))?
+            .fingerprints,
+        ..berth_tls::TlsOptions::default()
+    };
     Ok(Some(AgentSettings {
         endpoint: api.endpoint.trim_end_matches('/').to_owned(),
         key_file,
+        tls,
         agent,
         polling,
         capacity,

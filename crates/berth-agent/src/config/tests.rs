@@ -315,6 +315,17 @@ fn agent_table_errors_name_key_and_line() {
         assert_eq!(err.line, Some(line), "{err}");
         assert!(err.message.contains(says), "{err}");
     }
+    // How the control plane's certificate is checked: a bad pin or CA file names its key.
+    let endpoint = "endpoint = \"https://berth.example.com/\"";
+    for (extra, key, says) in [
+        ("tls_fingerprint = \"AB:CD\"", "api.tls_fingerprint", "32 bytes"),
+        ("ca_file = \"no-such-ca.pem\"", "api.ca_file", "no-such-ca.pem"),
+    ] {
+        let text = format!("{GOOD}{}", AGENT.replace(endpoint, &format!("{endpoint}\n{extra}")));
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{err}");
+        assert!(err.message.contains(says), "{err}");
+    }
     let err = parse(&format!("{GOOD}{AGENT}[reconcile]\nbogus = 1\n")).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("reconcile.bogus"), "{err}");
     let err = parse(&format!("{GOOD}\n[provisioner.rate_limit]\nqps = -1\n")).unwrap_err();

@@ -16,7 +16,7 @@ use super::error::PveError;
 use super::params::Params;
 use super::poll::{Durations, Poll};
 use super::retry::{RetryPolicy, retry};
-use super::tls::{self, TlsOptions};
+use berth_tls::TlsOptions;
 
 /// Everything needed to talk to one PVE API endpoint.
 #[derive(Clone, Debug)]
@@ -127,7 +127,7 @@ impl PveClient {
             .timeout(opts.request_timeout)
             .connect_timeout(Duration::from_secs(10).min(opts.request_timeout))
             .pool_idle_timeout(Duration::from_secs(30));
-        let builder = tls::apply(builder, &opts.tls).map_err(setup)?;
+        let builder = berth_tls::apply(builder, &opts.tls).map_err(setup)?;
         let http = builder.build().map_err(|e| setup(error_chain(&e)))?;
         Ok(PveClient {
             inner: Arc::new(Inner {
@@ -332,7 +332,7 @@ fn parse_failure(
 }
 
 fn transport(method: &'static str, path: &str, e: &reqwest::Error) -> PveError {
-    if let Some(message) = tls::describe_failure(e) {
+    if let Some(message) = berth_tls::describe_failure(e, crate::provider::PVE_TRUST_HINT) {
         return PveError::Tls {
             method,
             path: path.to_owned(),

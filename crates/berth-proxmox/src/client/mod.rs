@@ -8,14 +8,13 @@ pub mod params;
 pub mod poll;
 pub mod retry;
 pub mod task;
-pub mod tls;
 pub mod types;
 
 pub use api::{GuestType, PowerAction};
+pub use berth_tls::{Fingerprint, TlsOptions, parse_pem_certs};
 pub use error::PveError;
 pub use http::{ClientOptions, Envelope, Method, PveClient};
 pub use params::{Params, pve_urlencode};
 pub use poll::Poll;
 pub use retry::RetryPolicy;
 pub use task::{TaskOutcome, Upid};
-pub use tls::{Fingerprint, TlsOptions};

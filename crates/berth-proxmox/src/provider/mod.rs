@@ -28,9 +28,9 @@ use berth_core::{
     Provider, ProviderError, ReconfigureOutcome, Resize, Template, VmSpec,
 };
 
-use crate::client::tls::{parse_fingerprints, parse_pem_certs};
 use crate::client::{ClientOptions, PveClient, RetryPolicy, TlsOptions};
 use crate::config::{ConfigError, ProxmoxConfig};
+use berth_tls::{parse_fingerprints, parse_pem_certs};
 
 use stages::Stages;
 
@@ -98,9 +98,15 @@ fn tls_key(config: &ProxmoxConfig) -> &'static str {
     }
 }
 
+/// Proxmox signs its certificates with its own cluster CA.
+pub(crate) const PVE_TRUST_HINT: &str = "Proxmox uses its own cluster CA: set ca_file to a copy of /etc/pve/pve-root-ca.pem or \
+     pin tls_fingerprint (shown by `pvenode cert info`)";
+
 fn tls_options(config: &ProxmoxConfig) -> Result<TlsOptions, ConfigError> {
     let mut tls = TlsOptions {
         insecure: !config.verify_ssl,
+        server: "the Proxmox API",
+        trust_hint: PVE_TRUST_HINT,
         ..TlsOptions::default()
     };
     if let Some(fp) = &config.tls_fingerprint {

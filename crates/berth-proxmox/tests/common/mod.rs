@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::{GuestKind, InstanceId, ProgressSink, SshPublicKey, StageEvent, VmSpec};
-use berth_proxmox::client::{ClientOptions, RetryPolicy, TlsOptions, tls::Fingerprint};
+use berth_proxmox::client::{ClientOptions, Fingerprint, RetryPolicy, TlsOptions};
 use berth_proxmox::{ProxmoxConfig, ProxmoxProvider, PveClient};
 use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, GuestSnapshot, Timings};
 

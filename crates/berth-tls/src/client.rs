@@ -1,6 +1,7 @@
-//! TLS for the PVE client: system roots by default, an extra CA from `ca_file`, SHA-256 leaf
-//! fingerprint pinning (a custom rustls verifier that still checks handshake signatures), and
-//! the explicit, logged opt-out. Also turns a failed handshake into a clear message.
+//! How a client checks a server: system roots by default, an extra CA from `ca_file`, SHA-256
+//! leaf fingerprint pinning (a custom rustls verifier that still checks handshake signatures),
+//! and the explicit, logged opt-out. Also turns a failed handshake into a clear message. Used
+//! for the Proxmox API and for the control plane (agent and CLI).
 
 use std::fmt;
 use std::sync::Arc;
@@ -13,7 +14,8 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
 
-/// SHA-256 of a certificate's DER encoding: the value Proxmox shows as its "fingerprint".
+/// SHA-256 of a certificate's DER encoding (what Proxmox shows as its "fingerprint", and what
+/// `berth server` prints for its own certificate).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Fingerprint(pub [u8; 32]);
 
@@ -89,18 +91,46 @@ pub struct TlsOptions {
     pub fingerprints: Vec<Fingerprint>,
     /// `false` turns verification off entirely (explicit opt-out, logged).
     pub insecure: bool,
+    /// What the server is, for messages ("the Proxmox API", "the control plane").
+    pub server: &'static str,
+    /// How to fix an untrusted certificate, for the error ("set ca_file to …").
+    pub trust_hint: &'static str,
+}
+
+impl TlsOptions {
+    /// A CA file (PEM bundle) and/or pins (comma-separated SHA-256 fingerprints), as read from
+    /// a config file or the command line. Errors say which of the two is wrong.
+    pub fn from_files(ca_file: Option<&std::path::Path>, fingerprints: Option<&str>) -> Result<TlsOptions, String> {
+        let ca_certs = match ca_file {
+            None => Vec::new(),
+            Some(p) => {
+                let pem = std::fs::read(p).map_err(|e| format!("ca_file {}: {e}", p.display()))?;
+                parse_pem_certs(&pem).map_err(|e| format!("ca_file {}: {e}", p.display()))?
+            }
+        };
+        let fingerprints = match fingerprints {
+            None => Vec::new(),
+            Some(f) => parse_fingerprints(f).map_err(|e| format!("tls_fingerprint: {e}"))?,
+        };
+        Ok(TlsOptions {
+            ca_certs,
+            fingerprints,
+            ..TlsOptions::default()
+        })
+    }
 }
 
 /// Applies the TLS policy to a reqwest builder.
-pub(crate) fn apply(builder: reqwest::ClientBuilder, opts: &TlsOptions) -> Result<reqwest::ClientBuilder, String> {
+pub fn apply(builder: reqwest::ClientBuilder, opts: &TlsOptions) -> Result<reqwest::ClientBuilder, String> {
     if !opts.fingerprints.is_empty() {
         let config = pinned_config(opts)?;
         return Ok(builder.tls_backend_preconfigured(config));
     }
     if opts.insecure {
         tracing::warn!(
-            "TLS certificate verification of the Proxmox API is OFF (verify_ssl = false): anyone on the path can \
-             impersonate the server and read the API token; set ca_file or tls_fingerprint instead"
+            server = opts.server,
+            "TLS certificate verification is OFF: anyone on the path can impersonate the server and read the \
+             credentials sent to it; set ca_file or tls_fingerprint instead"
         );
         return Ok(builder.tls_danger_accept_invalid_certs(true));
     }
@@ -235,7 +265,8 @@ impl std::error::Error for FingerprintMismatch {}
 
 /// Finds a TLS verification failure in an error chain and explains it, or `None` when the
 /// error is not about TLS.
-pub(crate) fn describe_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+/// `trust_hint` finishes the message for a certificate no trusted CA signed.
+pub fn describe_failure(err: &(dyn std::error::Error + 'static), trust_hint: &str) -> Option<String> {
     let tls = find_rustls_error(err)?;
     Some(match tls {
         rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
@@ -245,10 +276,7 @@ pub(crate) fn describe_failure(err: &(dyn std::error::Error + 'static)) -> Optio
             }
         }
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer | CertificateError::BadSignature) => {
-            "certificate not trusted: it is not signed by a CA this host trusts (Proxmox uses its own cluster \
-             CA); set ca_file to a copy of /etc/pve/pve-root-ca.pem or pin tls_fingerprint (shown by \
-             `pvenode cert info`)"
-                .to_owned()
+            format!("certificate not trusted: it is not signed by a CA this host trusts; {trust_hint}")
         }
         rustls::Error::InvalidCertificate(e) => {
             format!("certificate not trusted: {e}; fix the server certificate, or set ca_file or tls_fingerprint")
@@ -306,7 +334,7 @@ mod tests {
         let err = rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(m))));
         let io = std::io::Error::new(std::io::ErrorKind::InvalidData, err);
         let nested = std::io::Error::other(io);
-        let msg = describe_failure(&nested).unwrap();
+        let msg = describe_failure(&nested, "set ca_file").unwrap();
         assert!(
             msg.starts_with("certificate fingerprint mismatch: expected sha256:01:01"),
             "{msg}"
