@@ -48,6 +48,32 @@ impl SqliteStore {
         })
     }
 
+    /// An online, consistent copy of the whole database into the new file `to` (`VACUUM INTO`):
+    /// one snapshot, while writers go on. Mode 0600 (it holds token hashes and the audit log).
+    pub async fn backup_to(&self, to: &Path) -> Result<(), StoreError> {
+        if to.exists() {
+            return Err(StoreError::Invalid {
+                field: "to",
+                reason: format!("{} exists: a backup never overwrites a file", to.display()),
+            });
+        }
+        let target = to.to_str().ok_or_else(|| StoreError::Invalid {
+            field: "to",
+            reason: format!("{} is not a UTF-8 path", to.display()),
+        })?;
+        sqlx::query("VACUUM INTO ?1").bind(target).execute(&self.pool).await?;
+        let io = |e: std::io::Error| StoreError::Backend(format!("finishing the backup {}: {e}", to.display()));
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(io)?;
+        Ok(())
+    }
+
+    /// Closes every connection (the WAL is checkpointed into the file).
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
     crate::common::store_helpers!();
 
     /// A transaction holding SQLite's write lock from the start, so a read-then-write never

@@ -27,6 +27,22 @@ pub struct ApiArgs {
 pub enum ServerAction {
     /// Print the OpenAPI document of the API.
     Openapi,
+    /// Copy the database (SQLite) to a new file while the server runs: one consistent snapshot.
+    Backup {
+        /// The new file (never overwritten).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place of the database (SQLite; stop `berth server` first). The backup is
+    /// migrated to this release and its audit chain verified before anything is replaced.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing database (it is kept beside as `<file>.before-restore`).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -2,6 +2,7 @@
 
 mod agent_cmd;
 mod api_cmd;
+mod backup;
 mod cli;
 mod cli_api;
 mod keygen;

@@ -36,9 +36,14 @@ pub fn app(state: berth_server::AppState) -> axum::Router {
 }
 
 pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
-    if let Some(ServerAction::Openapi) = args.action {
-        println!("{}", serde_json::to_string_pretty(&berth_server::openapi())?);
-        return Ok(ExitCode::SUCCESS);
+    match args.action {
+        Some(ServerAction::Openapi) => {
+            println!("{}", serde_json::to_string_pretty(&berth_server::openapi())?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Some(ServerAction::Backup { to }) => return crate::backup::backup(config, &to).await,
+        Some(ServerAction::Restore { from, force }) => return crate::backup::restore(config, &from, force).await,
+        None => {}
     }
     let stop = berth_agent::cmd::StopSignal::install()?;
     let cfg = ServerConfig::load(config)?;
