@@ -18,6 +18,8 @@ berth_need_packages postgresql
 # move together: chromedriver refuses another major version), and a font for the screenshots.
 berth_need_packages chromium chromium-driver fonts-dejavu-core
 export BERTH_REQUIRE_BROWSER=1
+# One build from scratch: incremental artifacts would only cost time and disk (tens of GB).
+export CARGO_INCREMENTAL=0
 if [ "$(id -u)" -eq 0 ]; then
     export BERTH_REQUIRE_LIBVIRT=1 BERTH_REQUIRE_POSTGRES=1
 else
@@ -38,3 +40,7 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast
+echo "==> Debian packages (built from the debug binaries, installed, checked, purged)"
+cargo build --locked -p berth-agent --bin berth-agent
+bash scripts/package-deb.sh --profile debug --no-build --out target/debian
+bash scripts/check-packages.sh target/debian

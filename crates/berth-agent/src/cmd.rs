@@ -97,9 +97,53 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     if let Some(m) = running.metrics {
         eprintln!("metrics: http://{m}/metrics");
     }
+    notify_ready(&format!("working for {}", settings.endpoint));
     stop.wait().await;
     eprintln!("stopping: no new work; running work finishes or is checkpointed and released");
     running.shutdown();
     running.wait().await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Tells systemd (`Type=notify` units) that the service is up; not under systemd (no
+/// `$NOTIFY_SOCKET`) it does nothing.
+pub fn notify_ready(status: &str) {
+    if let Some(socket) = std::env::var_os("NOTIFY_SOCKET")
+        && let Err(e) = notify(&socket, &format!("READY=1\nSTATUS={status}\n"))
+    {
+        tracing::warn!(error = %e, "cannot tell systemd that the service is ready");
+    }
+}
+
+/// One datagram to the notification socket (a path, or `@name` in the abstract namespace).
+fn notify(socket: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::net::UnixDatagram;
+    let sock = UnixDatagram::unbound()?;
+    match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt as _;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+            sock.send_to_addr(message.as_bytes(), &addr)?;
+        }
+        None => {
+            sock.send_to(message.as_bytes(), std::path::Path::new(socket))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn readiness_reaches_the_notification_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        super::notify(path.as_os_str(), "READY=1\nSTATUS=up\n").unwrap();
+        let mut buf = [0u8; 64];
+        let n = listener.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1\nSTATUS=up\n");
+        assert!(super::notify(dir.path().join("absent").as_os_str(), "READY=1").is_err());
+    }
 }

@@ -66,6 +66,7 @@ pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
     if cfg!(feature = "dashboard") {
         eprintln!("dashboard: {url}/ (sign in with an API token)");
     }
+    berth_agent::cmd::notify_ready(&format!("listening on {url}"));
     let stopped = stop.wait();
     tokio::pin!(stopped);
     loop {
