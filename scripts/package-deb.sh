@@ -23,6 +23,9 @@ done
 dir=$profile
 [ "$profile" = dev ] && dir=debug
 [ "$profile" = debug ] && profile=dev
+# Release packages are compressed hard; the tests' debug ones (~300 MB of binary) quickly.
+compress=(-Zxz)
+[ "$dir" = debug ] && compress=(-Zgzip -z1)
 
 if [ "$build" = 1 ]; then
     . scripts/lib.sh
@@ -102,7 +105,7 @@ CONTROL
     done
     printf '%s' "$postrm" > "$root/DEBIAN/postrm"
     chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/postrm"
-    dpkg-deb --root-owner-group --build "$root" "$out/${name}_${version}_${arch}.deb" >/dev/null
+    dpkg-deb "${compress[@]}" --root-owner-group --build "$root" "$out/${name}_${version}_${arch}.deb" >/dev/null
     echo "$out/${name}_${version}_${arch}.deb"
 }
 
