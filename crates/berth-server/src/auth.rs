@@ -161,6 +161,7 @@ impl<T: FromBody + Send> FromRequest<AppState> for Authed<T> {
             .await
             .map_err(|_| ApiError::TooLarge(limit))?;
         let caller = authenticate(state, &parts, &bytes).await?;
+        crate::access::note_caller(&parts.extensions, caller.actor());
         let ct = parts
             .headers
             .get(axum::http::header::CONTENT_TYPE)

@@ -132,6 +132,8 @@ pub struct ApiPolicy {
     pub body_limit_bytes: usize,
     /// Where the first operator token is written (mode 0600) when the database has none.
     pub operator_token_file: Option<PathBuf>,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the client in the logs.
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ApiPolicy {
@@ -139,6 +141,7 @@ impl Default for ApiPolicy {
         ApiPolicy {
             body_limit_bytes: 64 * 1024,
             operator_token_file: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -232,6 +235,9 @@ impl ServerConfig {
                     self.listen
                 ),
             ));
+        }
+        if let Err(e) = crate::access::TrustedProxies::parse(&self.api.trusted_proxies) {
+            return Err(("api.trusted_proxies", e));
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.api.body_limit_bytes) {
             return Err((

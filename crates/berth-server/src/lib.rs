@@ -3,11 +3,12 @@
 //! work under leases and report; every mutation is an operation (`202` + id) and an audit entry.
 //! The OpenAPI document comes from the same handlers ([`openapi`]).
 
+pub mod access;
 pub mod auth;
 pub mod config;
 pub mod problem;
 pub mod routes;
-mod tls;
+pub(crate) mod tls;
 pub mod views;
 
 use std::path::Path;
@@ -261,13 +262,20 @@ pub async fn start_app(
         store,
         cfg: Arc::new(cfg),
     };
-    let app = app(state.clone());
+    let proxies = Arc::new(
+        access::TrustedProxies::parse(&state.cfg.api.trusted_proxies)
+            .map_err(|e| ServeError::Config(format!("api.trusted_proxies: {e}")))?,
+    );
+    let app = app(state.clone()).layer(axum::middleware::from_fn_with_state(proxies, access::log));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async {
         let _ = rx.await;
     };
     let task = match &tls {
-        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }),
+        None => tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<access::Peer>();
+            axum::serve(listener, app).with_graceful_shutdown(stop).await
+        }),
         Some(t) => {
             let config = t.server_config().map_err(ServeError::Tls)?;
             let listener = tls::TlsListener::new(listener, config).map_err(|source| ServeError::Io {
@@ -275,7 +283,9 @@ pub async fn start_app(
                 source,
             })?;
             tracing::info!(fingerprint = %format!("sha256:{}", t.fingerprint()), "serving HTTPS");
-            let app = app.layer(axum::middleware::from_fn(tls::hsts));
+            let app = app
+                .layer(axum::middleware::from_fn(tls::hsts))
+                .into_make_service_with_connect_info::<access::Peer>();
             tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
         }
     };

@@ -82,13 +82,15 @@ impl FromRequestParts<Web> for Viewer {
             return Err(SignInFirst(back).into_response());
         };
         match web.state.store.session_principal(secret, berth_server::now_ms()).await {
-            Ok(Some((role, subject))) => Ok(Viewer {
-                caller: match role {
+            Ok(Some((role, subject))) => {
+                let caller = match role {
                     Role::Operator => Caller::Operator,
                     Role::Provider => Caller::Provider(subject),
                     Role::Customer => Caller::Customer(subject),
-                },
-            }),
+                };
+                berth_server::access::note_caller(&parts.extensions, caller.actor());
+                Ok(Viewer { caller })
+            }
             Ok(None) => Err(SignInFirst(back).into_response()),
             Err(e) => {
                 tracing::error!(error = %e, "reading a session");

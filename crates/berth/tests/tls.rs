@@ -126,6 +126,27 @@ async fn the_control_plane_serves_https_that_clients_verify() {
         "names the flag"
     );
 
+    // Each request is in the access log: route, status, caller, client; never the token.
+    let secret = std::fs::read_to_string(&token).unwrap().trim().to_owned();
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        while let Ok(l) = rx.try_recv() {
+            said.push(l);
+        }
+        let logged = said.iter().any(|l| {
+            l.contains("route=/api/v1/providers")
+                && l.contains("status=200")
+                && l.contains("caller=operator")
+                && l.contains("client=127.0.0.1")
+        });
+        if logged {
+            break;
+        }
+        assert!(Instant::now() < until, "no access log line: {said:#?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!said.iter().any(|l| l.contains(&secret)), "a token in the log");
+
     // HSTS on every answer.
     let http = reqwest::Client::builder()
         .tls_certs_merge([reqwest::Certificate::from_pem(&std::fs::read(&cert).unwrap()).unwrap()])
