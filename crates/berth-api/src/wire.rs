@@ -111,6 +111,10 @@ pub struct AgentView {
     /// Heartbeat younger than the server's TTL.
     pub alive: bool,
     pub heartbeat: Option<Heartbeat>,
+    /// The agent's version against the control plane's, when their minor versions differ:
+    /// one apart works (upgrade soon); more is not supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version_skew: Option<String>,
 }
 
 /// What an agent reports every few seconds.

@@ -187,9 +187,13 @@ fn view_with(st: &AppState, a: Agent, statuses: &[berth_store::AgentStatus]) -> 
     let status = statuses.iter().find(|s| s.agent_id == a.id).cloned();
     let ttl = st.cfg.agents.heartbeat_ttl_seconds as i64 * 1000;
     let last_seen = status.as_ref().map(|s| s.seen_at);
+    let heartbeat: Option<Heartbeat> = status.and_then(|s| serde_json::from_value(s.report).ok());
     AgentView {
+        version_skew: heartbeat
+            .as_ref()
+            .and_then(|h| version_skew(&h.version, env!("CARGO_PKG_VERSION"))),
         alive: a.revoked_at.is_none() && last_seen.is_some_and(|t| now_ms() - t <= ttl),
-        heartbeat: status.and_then(|s| serde_json::from_value(s.report).ok()),
+        heartbeat,
         last_seen,
         id: a.id,
         provider_id: a.provider_id,
@@ -198,6 +202,27 @@ fn view_with(st: &AppState, a: Agent, statuses: &[berth_store::AgentStatus]) -> 
         revoked_at: a.revoked_at,
         created_at: a.created_at,
     }
+}
+
+/// How an agent's version stands against the control plane's (`major.minor.patch`): `None`
+/// for the same minor version (or a version that does not parse).
+pub fn version_skew(agent: &str, server: &str) -> Option<String> {
+    let minor = |v: &str| -> Option<(u64, u64)> {
+        let mut parts = v.trim().split('.');
+        Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+    };
+    let (a, s) = (minor(agent)?, minor(server)?);
+    if a == s {
+        return None;
+    }
+    let older = if a < s { "agent" } else { "control plane" };
+    Some(if a.0 == s.0 && a.1.abs_diff(s.1) == 1 {
+        format!("agent {agent}, control plane {server}: one minor version apart, which works; upgrade the {older} soon")
+    } else {
+        format!(
+            "agent {agent}, control plane {server}: further apart than one minor version, which is not supported; upgrade the {older}"
+        )
+    })
 }
 
 /// An agent this caller manages, or NotFound (not telling apart "absent" and "not yours").
@@ -303,4 +328,25 @@ pub async fn provider_templates(
     }
     let t = st.store.templates(None, Some(&id)).await?;
     Ok(axum::Json(t.into_iter().map(template_view).collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn version_skew_says_how_far_apart_and_what_to_upgrade() {
+        use super::version_skew;
+        assert_eq!(version_skew("0.1.4", "0.1.0"), None);
+        let one = version_skew("0.1.9", "0.2.0").unwrap();
+        assert!(
+            one.contains("one minor version apart") && one.contains("upgrade the agent"),
+            "{one}"
+        );
+        let far = version_skew("0.4.0", "0.2.1").unwrap();
+        assert!(
+            far.contains("not supported") && far.contains("upgrade the control plane"),
+            "{far}"
+        );
+        assert!(version_skew("1.2.0", "2.2.0").unwrap().contains("not supported"));
+        assert_eq!(version_skew("dev", "0.1.0"), None);
+    }
 }
