@@ -10,6 +10,7 @@ pub mod provider;
 pub mod secret;
 pub mod spec;
 pub mod stage;
+pub mod time;
 
 pub use config_error::ConfigError;
 pub use error::{ErrorCode, ProviderError};
@@ -22,3 +23,4 @@ pub use provider::{ListFilter, Provider};
 pub use secret::Secret;
 pub use spec::{GuestKind, Ipv4Config, Ipv6Config, NetworkSpec, Resize, SshPublicKey, VmSpec};
 pub use stage::{NoProgress, ProgressSink, Stage, StageEvent, StagePhase};
+pub use time::utc;

@@ -2,25 +2,7 @@
 
 /// `2026-12-06 06:17:49 UTC` for milliseconds since the epoch.
 pub fn time(ms: impl std::borrow::Borrow<i64>) -> String {
-    let ms = *ms.borrow();
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    berth_core::utc(*ms.borrow())
 }
 
 /// `0.42 s`, `12 s`, `3 min 5 s`, `2 h 5 min`, `3 d 4 h` between two instants.

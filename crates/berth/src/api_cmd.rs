@@ -441,7 +441,10 @@ pub async fn audit_list(after: i64, limit: i64, api: &ApiArgs, out: OutputFormat
     let page = c.audit(after, limit).await?;
     show(out, &page, |p| {
         p.iter()
-            .map(|e| format!("{:>6} {} {:<24} {:<28} {}", e.seq, e.at, e.action, e.subject, e.actor))
+            .map(|e| {
+                let at = berth_core::utc(e.at);
+                format!("{:>6} {at} {:<24} {:<28} {}", e.seq, e.action, e.subject, e.actor)
+            })
             .collect::<Vec<_>>()
             .join("\n")
     })

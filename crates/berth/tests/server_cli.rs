@@ -232,6 +232,13 @@ async fn server_and_client_commands_from_order_to_audit() {
         (list[0]["status"].as_str(), list[0]["vm_id"].as_str()),
         (Some("running"), Some("101"))
     );
+    // The audit log as a person reads it: times in UTC, not epoch milliseconds.
+    let out = run(&["audit", "list"], &url, Some(&op_token));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(" UTC ") && text.contains("provider.created"),
+        "{text}"
+    );
     // A customer is not an operator.
     let out = run(&["provider", "create", "x"], &url, Some(&c_token));
     assert!(!out.status.success());
