@@ -248,6 +248,28 @@ pub struct OfferingView {
     pub spec: OfferingSpec,
     pub withdrawn_at: Option<Millis>,
     pub created_at: Millis,
+    /// Whether it can be ordered now, agent by agent (`GET /offerings/{id}`, for its provider
+    /// and operators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<Availability>,
+}
+
+/// Whether an offering can be ordered now, and on which of its provider's agents.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Availability {
+    /// Some agent can take an order of it now (what `POST /orders` checks).
+    pub orderable: bool,
+    pub agents: Vec<AgentAvailability>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AgentAvailability {
+    pub agent_id: String,
+    pub name: String,
+    pub orderable: bool,
+    /// Why not: revoked, never heard from, offline since when, or which resource is short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// A customer's order: one machine of an offering.

@@ -313,13 +313,29 @@ async fn discovery_and_orders_need_a_live_agent_with_room() {
     assert_eq!(customer.instance(&later.instance_id).await.unwrap().status, "pending");
 
     let agent = ctx.agent(&pid, &provider).await;
+    // The provider is told why it cannot be ordered, agent by agent; a customer is not.
+    let why = |v: OfferingView| {
+        let a = v.availability.expect("the provider sees availability");
+        (a.orderable, a.agents[0].reason.clone().unwrap_or_default())
+    };
+    let (orderable, reason) = why(provider.offering(&offering.id).await.unwrap());
+    assert!(!orderable && reason.contains("has not sent a heartbeat"), "{reason}");
+    assert!(customer.offering(&offering.id).await.unwrap().availability.is_none());
     // Nearly full: 64 cores × 90% − 56 used = 1.6 < 2.
     let mut hb = roomy();
     hb.capacity.cores_free = 8;
     agent.client.heartbeat(&hb).await.unwrap();
     assert!(customer.offerings("").await.unwrap().is_empty());
+    let (orderable, reason) = why(provider.offering(&offering.id).await.unwrap());
+    assert!(!orderable, "{reason}");
+    assert!(
+        reason.contains("no room: 2 cores needed, 1 left under the 90% threshold"),
+        "{reason}"
+    );
     agent.client.heartbeat(&roomy()).await.unwrap();
     assert_eq!(customer.offerings("").await.unwrap().len(), 1);
+    let a = provider.offering(&offering.id).await.unwrap().availability.unwrap();
+    assert!(a.orderable && a.agents[0].reason.is_none(), "{a:?}");
     let p = customer.instance_action(&later.instance_id, "provision").await.unwrap();
     let c = agent.client.claim(NO_WAIT).await.unwrap().unwrap();
     assert_eq!(c.operation_id, p.operation_id.unwrap());

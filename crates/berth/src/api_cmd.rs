@@ -213,6 +213,30 @@ pub async fn offering(action: OfferingAction, api: &ApiArgs, out: OutputFormat) 
             let all = c.offerings(&q.finish()).await?;
             show(out, &all, |all| all.iter().map(line).collect::<Vec<_>>().join("\n"))
         }
+        OfferingAction::Show { id } => {
+            let o = c.offering(&id).await?;
+            show(out, &o, |o| {
+                let mut text = line(o);
+                if let Some(a) = &o.availability {
+                    let now = if a.orderable {
+                        "orderable now"
+                    } else {
+                        "NOT orderable now"
+                    };
+                    text.push_str(&format!("\n{now}"));
+                    for g in &a.agents {
+                        let why = g.reason.as_deref().unwrap_or("can take it");
+                        text.push_str(&format!("\n  agent {} ({}): {why}", g.name, g.agent_id));
+                    }
+                    if a.agents.is_empty() {
+                        text.push_str(
+                            "\n  no agent is enrolled: `berth agent-token create`, then `berth agent enroll`",
+                        );
+                    }
+                }
+                text
+            })
+        }
         OfferingAction::Withdraw { id } => {
             let o = c.withdraw_offering(&id).await?;
             show(out, &o, |o| format!("withdrawn: {}", line(o)))

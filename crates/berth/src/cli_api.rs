@@ -121,6 +121,10 @@ pub enum OfferingAction {
         #[arg(long = "label")]
         labels: Vec<String>,
     },
+    /// One offering; for its provider, whether it can be ordered now and why not, per agent.
+    Show {
+        id: String,
+    },
     Withdraw {
         id: String,
     },

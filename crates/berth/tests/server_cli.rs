@@ -160,6 +160,17 @@ async fn server_and_client_commands_from_order_to_audit() {
         &c_token,
     );
     assert_eq!(found[0]["id"], offering["id"]);
+    // Its provider sees, per agent, whether it can be ordered now.
+    let out = run(
+        &["offering", "show", offering["id"].as_str().unwrap()],
+        &url,
+        Some(&p_token),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\norderable now") && text.contains(": can take it"),
+        "{text}"
+    );
     let order = json(
         &[
             "order",

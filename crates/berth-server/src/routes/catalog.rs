@@ -193,7 +193,76 @@ pub fn offering_view(o: &Offering) -> ApiResult<OfferingView> {
         spec,
         withdrawn_at: o.withdrawn_at,
         created_at: o.created_at,
+        availability: None,
     })
+}
+
+/// Why the offering can or cannot be ordered now, agent by agent, by the rule orders are
+/// admitted with ([`fits`] on a live agent's last heartbeat).
+async fn availability(st: &AppState, o: &Offering, spec: &OfferingSpec) -> ApiResult<Availability> {
+    let ttl = st.cfg.agents.heartbeat_ttl_seconds as i64 * 1000;
+    let now = now_ms();
+    let statuses = st.store.agent_statuses(Some(&o.provider_id)).await?;
+    let need = Need::from(spec);
+    let adm = &st.cfg.admission;
+    let mut agents = Vec::new();
+    for a in st.store.agents(Some(&o.provider_id)).await? {
+        let status = statuses.iter().find(|s| s.agent_id == a.id);
+        let heartbeat = status.and_then(|s| serde_json::from_value::<Heartbeat>(s.report.clone()).ok());
+        let reason = match (a.revoked_at, status, &heartbeat) {
+            (Some(t), _, _) => Some(format!("revoked at {}", berth_core::utc(t))),
+            (None, None, _) | (None, Some(_), None) => Some("has not sent a heartbeat yet".to_owned()),
+            (None, Some(s), Some(_)) if now - s.seen_at > ttl => {
+                Some(format!("offline: last heartbeat at {}", berth_core::utc(s.seen_at)))
+            }
+            (None, Some(_), Some(h)) if !fits(&h.capacity, adm, need) => Some(short_of(&h.capacity, adm, need)),
+            _ => None,
+        };
+        agents.push(AgentAvailability {
+            orderable: reason.is_none(),
+            agent_id: a.id,
+            name: a.name,
+            reason,
+        });
+    }
+    Ok(Availability {
+        orderable: o.withdrawn_at.is_none() && agents.iter().any(|a| a.orderable),
+        agents,
+    })
+}
+
+/// What is short on an agent for `need`, in words.
+fn short_of(c: &CapacityReport, adm: &Admission, need: Need) -> String {
+    let room = |total: u64, free: u64, pct: u8| {
+        let used = total.saturating_sub(free.min(total));
+        (total.saturating_mul(u64::from(pct)) / 100).saturating_sub(used)
+    };
+    let mut short = Vec::new();
+    for (what, has, wants, pct) in [
+        (
+            "cores",
+            room(c.cores_total, c.cores_free, adm.cores_percent),
+            need.cores,
+            adm.cores_percent,
+        ),
+        (
+            "MiB of memory",
+            room(c.memory_mib_total, c.memory_mib_free, adm.memory_percent),
+            need.memory_mib,
+            adm.memory_percent,
+        ),
+        (
+            "GiB of disk",
+            room(c.disk_gib_total, c.disk_gib_free, adm.disk_percent),
+            need.disk_gib,
+            adm.disk_percent,
+        ),
+    ] {
+        if has < wants {
+            short.push(format!("{wants} {what} needed, {has} left under the {pct}% threshold"));
+        }
+    }
+    format!("no room: {}", short.join("; "))
 }
 
 #[utoipa::path(post, path = "/api/v1/offerings", tag = "offerings", request_body = OfferingSpec,
@@ -290,7 +359,11 @@ pub async fn get_offering(
     if !visible {
         return Err(ApiError::NotFound(format!("offering {id}")));
     }
-    Ok(axum::Json(offering_view(&o)?))
+    let mut v = offering_view(&o)?;
+    if !matches!(req.caller, Caller::Customer(_)) {
+        v.availability = Some(availability(&st, &o, &v.spec).await?);
+    }
+    Ok(axum::Json(v))
 }
 
 #[utoipa::path(post, path = "/api/v1/offerings/{id}/withdraw", tag = "offerings", params(("id" = String, Path)),
