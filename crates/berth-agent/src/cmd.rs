@@ -105,6 +105,81 @@ pub async fn run(cfg: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `status`: what this agent is and is doing, from its own files and from the control plane:
+/// its identity, each backend, the operations its journal holds (claimed and not yet
+/// acknowledged: their lease generation, the stages done, whether the outcome is decided), and
+/// how the control plane sees it (heartbeat, backends' health, version skew).
+pub async fn status(cfg: &Config) -> anyhow::Result<ExitCode> {
+    let settings = settings(cfg)?;
+    let enrolled = identity::load_enrollment(&settings);
+    match &enrolled {
+        Ok(e) => println!(
+            "agent {} ({}) of provider {}, control plane {}",
+            e.agent_id, e.name, e.provider_id, e.endpoint
+        ),
+        Err(e) => println!("not enrolled: {e:#}"),
+    }
+    println!("backends:");
+    for b in &cfg.backends {
+        println!("  {} ({})", b.name, b.kind().as_str());
+    }
+    let entries = crate::journal::Journal::open(&settings.journal_dir())?.load_all()?;
+    if entries.is_empty() {
+        println!("journal: no operation in progress");
+    } else {
+        println!(
+            "journal: {} operation(s) not yet acknowledged by the control plane:",
+            entries.len()
+        );
+        for e in entries {
+            let stages = if e.stages.is_empty() {
+                "none".to_owned()
+            } else {
+                e.stages.join(", ")
+            };
+            let decided = if e.outcome.is_some() {
+                "; outcome decided, being reported"
+            } else {
+                ""
+            };
+            println!(
+                "  {} {} of instance {} on {} (lease generation {}): stages done: {stages}{decided}",
+                e.operation_id, e.kind, e.instance_id, e.backend, e.generation
+            );
+        }
+    }
+    if enrolled.is_ok() {
+        let seen = match identity::signed_client(&settings) {
+            Ok((client, _)) => client.me().await.map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match seen {
+            Ok(v) => {
+                let state = if v.alive {
+                    "alive"
+                } else {
+                    "not alive (no recent heartbeat)"
+                };
+                let last = v.last_seen.map(berth_core::utc).unwrap_or_else(|| "never".into());
+                println!("control plane: {state}, last heartbeat {last}");
+                for b in v.heartbeat.iter().flat_map(|h| &h.backends) {
+                    let health = if b.healthy { "healthy" } else { "UNHEALTHY" };
+                    println!(
+                        "  {} {health}{}",
+                        b.name,
+                        b.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default()
+                    );
+                }
+                if let Some(skew) = v.version_skew {
+                    println!("  {skew}");
+                }
+            }
+            Err(e) => println!("control plane: not reached ({e:#})"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Tells systemd (`Type=notify` units) that the service is up; not under systemd (no
 /// `$NOTIFY_SOCKET`) it does nothing.
 pub fn notify_ready(status: &str) {

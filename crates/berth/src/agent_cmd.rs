@@ -15,6 +15,7 @@ pub async fn run(args: AgentArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load(config)?;
     match args.action {
         Some(AgentAction::Enroll(a)) => cmd::enroll(&cfg, &a).await,
+        Some(AgentAction::Status) => cmd::status(&cfg).await,
         None | Some(AgentAction::Run) => cmd::run(&cfg).await,
     }
 }

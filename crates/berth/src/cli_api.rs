@@ -271,6 +271,9 @@ pub enum AgentAction {
     Enroll(berth_agent::cmd::EnrollArgs),
     /// Run the agent (the default).
     Run,
+    /// This agent's identity, backends, the operations in its journal, and how the control
+    /// plane sees it.
+    Status,
 }
 
 /// `berth up`: the control plane on SQLite and a local agent, in one process.

@@ -201,6 +201,22 @@ async fn the_control_plane_serves_https_that_clients_verify() {
         assert!(Instant::now() < until, "no heartbeat over HTTPS");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // `berth agent status`: identity, backends, journal, and the control plane's view.
+    let out = berth()
+        .args(["agent", "status", "--config"])
+        .arg(&agent_toml)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "(tls) of provider",
+        "  manual (manual)",
+        "journal: no operation in progress",
+        "control plane: alive",
+    ] {
+        assert!(text.contains(want), "{want:?} in:\n{text}");
+    }
     let _ = agent.0.kill();
 
     // SIGHUP: new connections get the new certificate.

@@ -33,6 +33,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// This agent's identity, backends, the operations in its journal, and how the control
+    /// plane sees it.
+    Status,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         let cfg = berth_agent::load_config(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))?;
         match cli.command {
             Some(Command::Enroll(args)) => berth_agent::cmd::enroll(&cfg, &args).await,
+            Some(Command::Status) => berth_agent::cmd::status(&cfg).await,
             _ => berth_agent::cmd::run(&cfg).await,
         }
     });
