@@ -28,6 +28,19 @@ pub struct Postgres {
 }
 
 impl Postgres {
+    /// One of this server's own programs (`pg_dump`, `psql`), of its version.
+    pub fn program(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
+    /// The URL of another database on this server.
+    pub fn url_of(&self, database: &str) -> String {
+        match self.url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{database}"),
+            None => self.url.clone(),
+        }
+    }
+
     /// Starts one, or `None` (printing why) where it cannot run and the environment does not
     /// require it.
     pub fn start() -> Option<Postgres> {

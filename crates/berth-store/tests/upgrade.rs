@@ -1,13 +1,15 @@
 //! Migrations forward from a database written by an earlier release: `fixtures/release-0.1.sqlite`
-//! was made by release 0.1 running the store suite (every table holds rows) and committed. The
-//! current code opens a copy (running whatever migrations came since), reads the data back, and
-//! the audit chain still verifies. `BERTH_UPDATE_FIXTURE=1` writes a new fixture: only when a
-//! release is cut, and under a new name, never over an old one.
+//! and `fixtures/release-0.1.pg.sql` (a `pg_dump`) were made by release 0.1 running the store
+//! suite (every table holds rows) and committed. The current code opens a copy, or a database
+//! restored from the dump (running whatever migrations came since), reads the data back, and the
+//! audit chain still verifies. `BERTH_UPDATE_FIXTURE=1` writes new fixtures: only when a release
+//! is cut, and under a new name, never over an old one.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use berth_store::{Catalog as _, InstanceFilter, SqliteStore, Store as _, suite};
+use berth_store::testpg::Postgres;
+use berth_store::{InstanceFilter, PgStore, SqliteStore, Store, suite};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -31,6 +33,51 @@ async fn a_release_0_1_database_opens_reads_and_verifies() {
     let copy = dir.path().join("berth.db");
     std::fs::copy(fixture("release-0.1.sqlite"), &copy).expect("the committed fixture");
     let store = SqliteStore::open(&copy).await.expect("migrates forward");
+    reads_back_and_takes_work(&store).await;
+}
+
+fn release() -> String {
+    env!("CARGO_PKG_VERSION").rsplit_once('.').unwrap().0.to_owned()
+}
+
+#[tokio::test]
+async fn a_release_0_1_postgres_dump_restores_migrates_and_verifies() {
+    let Some(pg) = Postgres::start() else { return };
+    let run = |program: &str, args: &[&str]| {
+        let out = std::process::Command::new(pg.program(program))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{program} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let name = format!("release-{}.pg.sql", release());
+    if std::env::var("BERTH_UPDATE_FIXTURE").is_ok_and(|v| v == "1") && !fixture(&name).exists() {
+        run("psql", &[&pg.url, "-q", "-c", "CREATE DATABASE written"]);
+        let store = PgStore::connect(&pg.url_of("written")).await.unwrap();
+        suite::run_all(Arc::new(store), "fixture").await;
+        let file = fixture(&name).display().to_string();
+        run(
+            "pg_dump",
+            &["--no-owner", "--no-privileges", "--file", &file, &pg.url_of("written")],
+        );
+    }
+    run("psql", &[&pg.url, "-q", "-c", "CREATE DATABASE restored"]);
+    let dump = fixture("release-0.1.pg.sql").display().to_string();
+    run(
+        "psql",
+        &[&pg.url_of("restored"), "-q", "-v", "ON_ERROR_STOP=1", "-f", &dump],
+    );
+    let store = PgStore::connect(&pg.url_of("restored"))
+        .await
+        .expect("migrates forward");
+    reads_back_and_takes_work(&store).await;
+}
+
+async fn reads_back_and_takes_work(store: &dyn Store) {
     let v = store.verify_audit().await.unwrap().expect("the audit chain verifies");
     assert!(v.entries > 0);
     assert!(!store.providers().await.unwrap().is_empty());
