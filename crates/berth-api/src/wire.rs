@@ -117,9 +117,10 @@ pub struct AgentView {
     pub version_skew: Option<String>,
 }
 
-/// What an agent reports every few seconds.
+/// What an agent reports every few seconds. Unlike other requests, a heartbeat (and what it
+/// holds) accepts fields it does not know, so an agent one minor version newer than the control
+/// plane keeps reporting: what it adds is ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     pub version: String,
     pub capacity: CapacityReport,
@@ -133,7 +134,6 @@ pub struct Heartbeat {
 
 /// One difference between a backend and the control plane.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Drift {
     pub instance_id: String,
     /// `stopped` (expected running), `running` (expected stopped), `missing` (no machine), or
@@ -151,7 +151,6 @@ pub struct Drift {
 
 /// Configured totals × overcommit, and what is still free.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CapacityReport {
     pub cores_total: u64,
     pub cores_free: u64,
@@ -162,7 +161,6 @@ pub struct CapacityReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct BackendHealth {
     pub name: String,
     /// `proxmox`, `libvirt`, `multipass`, `script`, `manual`.

@@ -56,6 +56,17 @@ async fn agent_signatures_cannot_be_tampered_with_replayed_or_forged() {
     let seen = w.client(&w.pa.token).agent(id).await.unwrap().heartbeat.unwrap();
     assert_eq!(seen.capacity.cores_free, 60, "no tampered heartbeat was recorded");
 
+    // A heartbeat from a newer agent, with fields this control plane does not know, is taken.
+    let mut newer = serde_json::to_value(roomy()).unwrap();
+    newer["uptime_seconds"] = serde_json::json!(12);
+    newer["capacity"]["gpus_free"] = serde_json::json!(2);
+    newer["capacity"]["cores_free"] = serde_json::json!(59);
+    let newer = serde_json::to_vec(&newer).unwrap();
+    assert_eq!(post(sign(&newer, now_secs(), None), newer.clone()).await.status, 204);
+    let seen = w.client(&w.pa.token).agent(id).await.unwrap();
+    assert_eq!(seen.heartbeat.unwrap().capacity.cores_free, 59);
+    assert!(seen.alive);
+
     // The same nonce twice: the second (and a resend of the first) is a replay.
     let now = now_secs();
     let first = sign(&hb(50), now, Some("nonce-once"));
