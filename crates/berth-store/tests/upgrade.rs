@@ -1,8 +1,8 @@
-//! Migrations forward from a database written by an earlier release: `fixtures/release-0.1.sqlite`
-//! and `fixtures/release-0.1.pg.sql` (a `pg_dump`) were made by release 0.1 running the store
-//! suite (every table holds rows) and committed. The current code opens a copy, or a database
-//! restored from the dump (running whatever migrations came since), reads the data back, and the
-//! audit chain still verifies. `BERTH_UPDATE_FIXTURE=1` writes new fixtures: only when a release
+//! Migrations forward from a database written by an earlier release: `fixtures/release-0.1.sqlite.sql`
+//! (`scripts/sqlite-dump.py`) and `fixtures/release-0.1.pg.sql` (`pg_dump`) were made by release
+//! 0.1 running the store suite (every table holds rows) and committed as text. The test builds a
+//! database from each dump, opens it with the current code (running whatever migrations came
+//! since), reads the data back, and the audit chain still verifies. `BERTH_UPDATE_FIXTURE=1` writes new fixtures: only when a release
 //! is cut, and under a new name, never over an old one.
 
 use std::path::PathBuf;
@@ -20,18 +20,34 @@ fn fixture(name: &str) -> PathBuf {
 #[tokio::test]
 async fn a_release_0_1_database_opens_reads_and_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let name = format!(
-        "release-{}.sqlite",
-        env!("CARGO_PKG_VERSION").rsplit_once('.').unwrap().0
-    );
+    let name = format!("release-{}.sqlite.sql", release());
     if std::env::var("BERTH_UPDATE_FIXTURE").is_ok_and(|v| v == "1") && !fixture(&name).exists() {
-        let store = SqliteStore::open(&dir.path().join("new.db")).await.unwrap();
-        let store = Arc::new(store);
+        let written = dir.path().join("written.db");
+        let store = Arc::new(SqliteStore::open(&written).await.unwrap());
         suite::run_all(store.clone(), "fixture").await;
-        store.backup_to(&fixture(&name)).await.unwrap();
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/sqlite-dump.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(&written)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::write(fixture(&name), out.stdout).unwrap();
     }
+    // The database, built from the committed dump.
+    let dump = std::fs::read_to_string(fixture("release-0.1.sqlite.sql")).expect("the committed fixture");
     let copy = dir.path().join("berth.db");
-    std::fs::copy(fixture("release-0.1.sqlite"), &copy).expect("the committed fixture");
+    // Rows go in table by table, in name order: references are checked once all are there.
+    let options =
+        <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(&format!("sqlite://{}", copy.display()))
+            .unwrap()
+            .create_if_missing(true)
+            .foreign_keys(false);
+    let raw = sqlx::SqlitePool::connect_with(options).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(dump)).execute(&raw).await.unwrap();
+    let dangling = sqlx::query("PRAGMA foreign_key_check").fetch_all(&raw).await.unwrap();
+    assert!(dangling.is_empty(), "{} rows reference nothing", dangling.len());
+    raw.close().await;
     let store = SqliteStore::open(&copy).await.expect("migrates forward");
     reads_back_and_takes_work(&store).await;
 }

@@ -459,6 +459,9 @@ async fn the_manual_backend_is_completed_from_its_form() {
     assert_eq!(plain.password, PASSWORD);
     b.goto("/ui/waiting").await;
     b.wait_for("p.empty").await;
+    b.set_width(360).await;
+    b.shot("nothing-waiting-360px").await;
+    b.check_accessibility("empty waiting list").await;
     b.quit().await;
 }
 
