@@ -40,6 +40,9 @@ echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast
+echo "==> schemathesis: the API as docs/openapi.json says, fuzzed live as operator, provider and customer"
+cargo build --locked -p berth --bin berth
+bash scripts/schemathesis.sh target/debug/berth
 echo "==> Debian packages (built from the debug binaries, installed, checked, purged)"
 cargo build --locked -p berth-agent --bin berth-agent
 bash scripts/package-deb.sh --profile debug --no-build --out target/debian

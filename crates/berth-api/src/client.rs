@@ -141,6 +141,41 @@ impl Client {
         headers: &[(&str, &str)],
         timeout: Duration,
     ) -> Result<Option<T>, ClientError> {
+        Ok(self
+            .exchange(method, path_and_query, body, headers, timeout)
+            .await?
+            .map(|(v, _)| v))
+    }
+
+    /// Every item of a paged list, following `Link: <…>; rel="next"` page by page.
+    async fn get_all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ClientError> {
+        let mut out = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(p) = next.take() {
+            let Some((page, headers)) = self
+                .exchange::<(), Vec<T>>(http::Method::GET, &p, None, &[], TIMEOUT)
+                .await?
+            else {
+                break;
+            };
+            out.extend(page);
+            next = headers
+                .get(http::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(next_link);
+        }
+        Ok(out)
+    }
+
+    /// One request and the response's headers; `Ok(None)` for `204 No Content`.
+    async fn exchange<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: http::Method,
+        path_and_query: &str,
+        body: Option<&B>,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Option<(T, http::HeaderMap)>, ClientError> {
         let url = format!("{}{path_and_query}", self.base);
         let bytes = match body {
             Some(b) => serde_json::to_vec(b).map_err(|e| ClientError::Decode {
@@ -196,6 +231,7 @@ impl Client {
                 reason: berth_tls::describe_failure(&e, TRUST_HINT).unwrap_or_else(|| error_chain(&e)),
             })?;
         let status = resp.status();
+        let response_headers = resp.headers().clone();
         let text = resp.bytes().await.map_err(|e| ClientError::Transport {
             url: url.clone(),
             reason: error_chain(&e),
@@ -214,7 +250,7 @@ impl Client {
             });
         }
         serde_json::from_slice(&text)
-            .map(Some)
+            .map(|v| Some((v, response_headers)))
             .map_err(|e| ClientError::Decode {
                 url,
                 reason: e.to_string(),
@@ -264,19 +300,34 @@ impl Client {
         self.post("/api/v1/providers", &CreateNamed { name: name.into() }).await
     }
     pub async fn providers(&self) -> Result<Vec<ProviderView>, ClientError> {
-        self.get("/api/v1/providers").await
+        self.get_all("/api/v1/providers").await
     }
     pub async fn create_customer(&self, name: &str) -> Result<AccountCreated, ClientError> {
         self.post("/api/v1/customers", &CreateNamed { name: name.into() }).await
     }
     pub async fn keys(&self) -> Result<Vec<KeyView>, ClientError> {
-        self.get("/api/v1/keys").await
+        self.get_all("/api/v1/keys").await
     }
     pub async fn save_key(&self, key: &SaveKey) -> Result<KeyView, ClientError> {
         self.post("/api/v1/keys", key).await
     }
+    /// The quotas in force for an account (operators: any; others: their own).
+    pub async fn quota(&self, account_id: &str) -> Result<QuotaView, ClientError> {
+        self.get(&format!("/api/v1/accounts/{account_id}/quota")).await
+    }
+    /// Gives an account its own quotas (operators).
+    pub async fn set_quota(&self, account_id: &str, q: &SetQuota) -> Result<QuotaView, ClientError> {
+        self.call(
+            http::Method::PUT,
+            &format!("/api/v1/accounts/{account_id}/quota"),
+            Some(q),
+            &[],
+            TIMEOUT,
+        )
+        .await
+    }
     pub async fn customers(&self) -> Result<Vec<CustomerView>, ClientError> {
-        self.get("/api/v1/customers").await
+        self.get_all("/api/v1/customers").await
     }
     pub async fn audit(&self, after: i64, limit: i64) -> Result<Vec<AuditEntryView>, ClientError> {
         self.get(&format!("/api/v1/audit?after={after}&limit={limit}")).await
@@ -295,7 +346,7 @@ impl Client {
         .await
     }
     pub async fn agents(&self) -> Result<Vec<AgentView>, ClientError> {
-        self.get("/api/v1/agents").await
+        self.get_all("/api/v1/agents").await
     }
     pub async fn agent(&self, id: &str) -> Result<AgentView, ClientError> {
         self.get(&format!("/api/v1/agents/{id}")).await
@@ -318,14 +369,14 @@ impl Client {
             .await
     }
     pub async fn pending_provision(&self, pubkey_hex: &str) -> Result<Vec<PendingContract>, ClientError> {
-        self.get(&format!("/api/v1/providers/{pubkey_hex}/contracts/pending-provision"))
+        self.get_all(&format!("/api/v1/providers/{pubkey_hex}/contracts/pending-provision"))
             .await
     }
 
     // Customers (and everyone: discovery).
     /// `query` is the query string without `?` (`cores=2&region=eu`), or empty.
     pub async fn offerings(&self, query: &str) -> Result<Vec<OfferingView>, ClientError> {
-        self.get(&format!("/api/v1/offerings?{query}")).await
+        self.get_all(&format!("/api/v1/offerings?{query}")).await
     }
     pub async fn offering(&self, id: &str) -> Result<OfferingView, ClientError> {
         self.get(&format!("/api/v1/offerings/{id}")).await
@@ -346,7 +397,7 @@ impl Client {
             .await
     }
     pub async fn instances(&self) -> Result<Vec<InstanceView>, ClientError> {
-        self.get("/api/v1/instances").await
+        self.get_all("/api/v1/instances").await
     }
     pub async fn instance(&self, id: &str) -> Result<InstanceView, ClientError> {
         self.get(&format!("/api/v1/instances/{id}")).await
@@ -513,4 +564,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// The target of `rel="next"` in a `Link` header (RFC 8288), if any.
+fn next_link(header: &str) -> Option<String> {
+    header.split(',').find_map(|part| {
+        let (target, params) = part.trim().split_once(';')?;
+        let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;
+        params
+            .split(';')
+            .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
+            .then(|| target.to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_is_found_in_link() {
+        assert_eq!(
+            next_link("</api/v1/instances?after=a>; rel=\"next\"").as_deref(),
+            Some("/api/v1/instances?after=a")
+        );
+        assert_eq!(next_link("</x>; rel=\"prev\""), None);
+        assert_eq!(next_link("garbage"), None);
+    }
 }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 mod input;
+mod quota;
 pub use input::{InputTaken, OperatorInput, OperatorInputView};
+pub use quota::{QuotaView, SetQuota};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;
@@ -49,6 +51,8 @@ redacted_debug!(EnrollAgent { name, public_key } secret token);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateNamed {
+    /// Shown to people: no control characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
 }
 
@@ -207,9 +211,11 @@ pub enum PricePeriod {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Price {
-    /// In the currency's minor unit (cents).
+    /// In the currency's minor unit (cents), at most 10^11.
+    #[schema(maximum = 100_000_000_000_u64)]
     pub amount: u64,
     /// ISO 4217, three capital letters.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
     pub period: PricePeriod,
 }
@@ -218,23 +224,33 @@ pub struct Price {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OfferingSpec {
+    /// Shown to customers: no control characters.
+    #[schema(min_length = 1, max_length = 128)]
     pub name: String,
+    #[schema(minimum = 1, maximum = 8192)]
     pub cores: u32,
+    #[schema(minimum = 16, maximum = 16_777_216_u64)]
     pub memory_mib: u64,
+    #[schema(minimum = 1, maximum = 1_048_576_u64)]
     pub disk_gib: u64,
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub bandwidth_mbps: Option<u32>,
     /// The backend's template id (see the provider's template list); `None`: the backend default.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     pub template: Option<String>,
     #[serde(default)]
     pub price: Option<Price>,
     #[serde(default)]
+    #[schema(pattern = "^[a-z0-9._-]{1,63}$")]
     pub region: Option<String>,
+    /// Keys 1-63 of a-z 0-9 . _ -; values up to 256 bytes; at most 32.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Run inside the guest once it is reachable (the `post_provision` stage).
+    /// Run inside the guest once it is reachable (the `post_provision` stage); at most 64.
     #[serde(default)]
+    #[schema(max_items = 64)]
     pub post_provision_commands: Vec<String>,
 }
 
@@ -274,8 +290,14 @@ pub struct AgentAvailability {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrder {
+    #[schema(min_length = 1, max_length = 128)]
     pub offering_id: String,
-    /// The machine's host name.
+    /// The machine's host name (a DNS name).
+    #[schema(
+        min_length = 1,
+        max_length = 253,
+        pattern = "^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+    )]
     pub name: String,
     /// OpenSSH public key installed for the login user.
     pub ssh_public_key: String,

@@ -10,6 +10,7 @@ pub mod provider;
 pub mod secret;
 pub mod spec;
 pub mod stage;
+pub mod text;
 pub mod time;
 
 pub use config_error::ConfigError;

@@ -16,18 +16,6 @@ use ipnet::IpNet;
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Peer {
-        Peer(*stream.remote_addr())
-    }
-}
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::TlsListener>> for Peer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::TlsListener>) -> Peer {
-        Peer(*stream.remote_addr())
-    }
-}
-
 /// Where authentication writes who the caller turned out to be, for the access log.
 #[derive(Clone, Default)]
 pub struct CallerSlot(Arc<Mutex<Option<String>>>);

@@ -125,8 +125,17 @@ impl FromBody for Empty {
     }
 }
 
-/// A JSON body of `T` (unknown fields refused, errors name the field).
-pub struct Json<T>(pub T);
+/// A JSON body of `T` (unknown fields refused, errors name the field), parsed when the request
+/// arrives but reported only when the handler takes it with [`Json::get`] — after it checked who
+/// is calling, so a caller without the right learns that first, not what their body lacks.
+pub struct Json<T>(ApiResult<T>);
+
+impl<T> Json<T> {
+    /// The body, or why it does not fit.
+    pub fn get(self) -> ApiResult<T> {
+        self.0
+    }
+}
 
 impl<T: serde::de::DeserializeOwned> FromBody for Json<T> {
     fn from_body(content_type: Option<&str>, bytes: &Bytes) -> ApiResult<Self> {
@@ -136,12 +145,12 @@ impl<T: serde::de::DeserializeOwned> FromBody for Json<T> {
             .next()
             .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
         {
-            return Err(ApiError::Unsupported(format!(
+            return Ok(Json(Err(ApiError::Unsupported(format!(
                 "send the body as `Content-Type: application/json` (got {:?})",
                 ct
-            )));
+            )))));
         }
-        parse_json(bytes).map(Json)
+        Ok(Json(parse_json(bytes)))
     }
 }
 
@@ -157,16 +166,25 @@ impl<T: FromBody + Send> FromRequest<AppState> for Authed<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let (parts, body) = req.into_parts();
         let limit = state.cfg.api.body_limit_bytes;
-        let bytes = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| ApiError::TooLarge(limit))?;
+        let bytes = match axum::body::to_bytes(body, limit).await {
+            Ok(b) => b,
+            Err(e) if crate::serve::is_timeout(&e) => return Err(ApiError::BodyTimeout),
+            Err(_) => return Err(ApiError::TooLarge(limit)),
+        };
         let caller = authenticate(state, &parts, &bytes).await?;
         crate::access::note_caller(&parts.extensions, caller.actor());
         let ct = parts
             .headers
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let body = T::from_body(ct, &bytes)?;
+        let body = match T::from_body(ct, &bytes) {
+            Ok(b) => b,
+            // A body where none is taken: say first that the caller is unknown.
+            Err(e) => {
+                caller.require_authenticated()?;
+                return Err(e);
+            }
+        };
         Ok(Authed { caller, body })
     }
 }

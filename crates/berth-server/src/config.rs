@@ -24,6 +24,81 @@ pub struct ServerConfig {
     pub ui: UiPolicy,
     #[serde(default)]
     pub tls: TlsPolicy,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub quotas: QuotaDefaults,
+}
+
+/// What every account may hold unless an operator gave it other numbers
+/// (`PUT /accounts/{id}/quota`). A customer's instances count against the customer; instances
+/// a provider places on its own agents, against the provider.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaDefaults {
+    /// Instances not terminated.
+    pub instances: i64,
+    /// Instances recorded but not provisioned (`"provision": false` orders).
+    pub pending_instances: i64,
+    /// Offerings not withdrawn, per provider.
+    pub offerings: i64,
+}
+
+impl Default for QuotaDefaults {
+    fn default() -> Self {
+        QuotaDefaults {
+            instances: 100,
+            pending_instances: 20,
+            offerings: 100,
+        }
+    }
+}
+
+/// What one client may hold or send: connections and how long they may dawdle, request rates,
+/// and how much each account may own. Every bound refuses with a problem document naming it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Open connections at most (also held under the process's file limit). At the cap, a new
+    /// connection closes the longest-idle one that has no request in flight, so idle sockets
+    /// never lock others out.
+    pub max_connections: usize,
+    /// A request head (and the next one on a kept-alive connection) must arrive within this.
+    pub header_timeout_seconds: u64,
+    /// A request body must arrive whole within this of its head.
+    pub body_timeout_seconds: u64,
+    /// A response other than an event stream must be sent within this.
+    pub response_timeout_seconds: u64,
+    /// An event stream (`/operations/{id}/events`) ends after this; clients resume with
+    /// `Last-Event-ID`.
+    pub stream_max_seconds: u64,
+    /// Requests per second from one client address (behind `api.trusted_proxies`: the address
+    /// they forwarded for), and how many may come at once.
+    pub address_rate: u32,
+    pub address_burst: u32,
+    /// Requests per second with one credential (API token, session, agent key), and how many
+    /// may come at once.
+    pub credential_rate: u32,
+    pub credential_burst: u32,
+    /// Addresses and credentials tracked at most (each table).
+    pub rate_limit_keys: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            header_timeout_seconds: 10,
+            body_timeout_seconds: 30,
+            response_timeout_seconds: 120,
+            stream_max_seconds: 900,
+            address_rate: 200,
+            address_burst: 1000,
+            credential_rate: 50,
+            credential_burst: 500,
+            rate_limit_keys: 100_000,
+        }
+    }
 }
 
 /// HTTPS for the API and the dashboard.
@@ -238,6 +313,33 @@ impl ServerConfig {
         }
         if let Err(e) = crate::access::TrustedProxies::parse(&self.api.trusted_proxies) {
             return Err(("api.trusted_proxies", e));
+        }
+        let l = &self.limits;
+        for (key, v, lo, hi) in [
+            ("limits.max_connections", l.max_connections as u64, 16, 1_000_000),
+            ("limits.header_timeout_seconds", l.header_timeout_seconds, 1, 300),
+            ("limits.body_timeout_seconds", l.body_timeout_seconds, 1, 3_600),
+            ("limits.response_timeout_seconds", l.response_timeout_seconds, 5, 3_600),
+            ("limits.stream_max_seconds", l.stream_max_seconds, 1, 86_400),
+            ("limits.address_rate", l.address_rate.into(), 1, 1_000_000),
+            ("limits.address_burst", l.address_burst.into(), 1, 1_000_000),
+            ("limits.credential_rate", l.credential_rate.into(), 1, 1_000_000),
+            ("limits.credential_burst", l.credential_burst.into(), 1, 1_000_000),
+            ("limits.rate_limit_keys", l.rate_limit_keys as u64, 100, 10_000_000),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                return Err((key, format!("must be between {lo} and {hi} (got {v})")));
+            }
+        }
+        let q = &self.quotas;
+        for (key, v) in [
+            ("quotas.instances", q.instances),
+            ("quotas.pending_instances", q.pending_instances),
+            ("quotas.offerings", q.offerings),
+        ] {
+            if !(0..=1_000_000).contains(&v) {
+                return Err((key, format!("must be between 0 and 1000000 (got {v})")));
+            }
         }
         if !(1024..=16 * 1024 * 1024).contains(&self.api.body_limit_bytes) {
             return Err((

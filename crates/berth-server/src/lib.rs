@@ -4,10 +4,15 @@
 //! The OpenAPI document comes from the same handlers ([`openapi`]).
 
 pub mod access;
+mod apidoc;
 pub mod auth;
 pub mod config;
+pub mod guard;
+pub mod paging;
 pub mod problem;
+pub mod ratelimit;
 pub mod routes;
+pub mod serve;
 pub(crate) mod tls;
 pub mod views;
 
@@ -89,19 +94,20 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::heartbeat))
         .routes(routes!(agent::put_templates))
         .routes(routes!(agent::me))
+        .routes(routes!(quotas::get_quota, quotas::set_quota))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
 }
 
 /// The OpenAPI document of the API, as committed in `docs/openapi.json`.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().split_for_parts().1
+pub fn openapi() -> serde_json::Value {
+    apidoc::finish(api().split_for_parts().1)
 }
 
 /// The whole HTTP app over `state`.
 pub fn router(state: AppState) -> Router {
     let (router, doc) = api().split_for_parts();
-    let doc = Arc::new(doc);
+    let doc = Arc::new(apidoc::finish(doc));
     router
         .route(
             "/api/v1/openapi.json",
@@ -111,6 +117,9 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            problem::ApiError::MethodNotAllowed(method.to_string())
+        })
         .fallback(|| async { problem::ApiError::NotFound("route".into()) })
         .with_state(state)
 }
@@ -266,29 +275,27 @@ pub async fn start_app(
         access::TrustedProxies::parse(&state.cfg.api.trusted_proxies)
             .map_err(|e| ServeError::Config(format!("api.trusted_proxies: {e}")))?,
     );
-    let app = app(state.clone()).layer(axum::middleware::from_fn_with_state(proxies, access::log));
+    let limiter = Arc::new(ratelimit::RateLimiter::new(&state.cfg.limits, proxies.clone()));
+    // Outermost first: the access log sees every answer, guards and limits included.
+    let mut app = app(state.clone())
+        .layer(axum::middleware::from_fn_with_state(limiter, ratelimit::limit))
+        .layer(axum::middleware::from_fn(guard::check))
+        .layer(axum::middleware::from_fn_with_state(proxies, access::log));
+    let acceptor = match &tls {
+        None => None,
+        Some(t) => {
+            let config = t.server_config().map_err(ServeError::Tls)?;
+            tracing::info!(fingerprint = %format!("sha256:{}", t.fingerprint()), "serving HTTPS");
+            app = app.layer(axum::middleware::from_fn(tls::hsts));
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
+    };
+    let bounds = serve::Bounds::from_config(&state.cfg.limits);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let stop = async {
         let _ = rx.await;
     };
-    let task = match &tls {
-        None => tokio::spawn(async move {
-            let app = app.into_make_service_with_connect_info::<access::Peer>();
-            axum::serve(listener, app).with_graceful_shutdown(stop).await
-        }),
-        Some(t) => {
-            let config = t.server_config().map_err(ServeError::Tls)?;
-            let listener = tls::TlsListener::new(listener, config).map_err(|source| ServeError::Io {
-                what: "listening for TLS".into(),
-                source,
-            })?;
-            tracing::info!(fingerprint = %format!("sha256:{}", t.fingerprint()), "serving HTTPS");
-            let app = app
-                .layer(axum::middleware::from_fn(tls::hsts))
-                .into_make_service_with_connect_info::<access::Peer>();
-            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
-        }
-    };
+    let task = tokio::spawn(serve::serve(listener, acceptor, app, bounds, stop));
     Ok(Running {
         addr,
         state,

@@ -25,8 +25,22 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the request body did not arrive in time (limits.body_timeout_seconds)")]
+    BodyTimeout,
     #[error("{0}")]
     Unsupported(String),
+    /// The request itself is malformed (a path that is not UTF-8…).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("this route does not take {0}")]
+    MethodNotAllowed(String),
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("the request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    /// Too many requests from one token or address; try again after this many seconds.
+    #[error("too many requests; try again in {0} s")]
+    RateLimited(u64),
     #[error("internal error")]
     Internal(String),
 }
@@ -65,13 +79,50 @@ impl ApiError {
             ApiError::Signature(e) => (StatusCode::UNAUTHORIZED, e.code(), "Bad request signature", None, false),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Not allowed", None, false),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found", None, false),
-            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, *code, "Conflict", None, *code == "busy"),
+            ApiError::Conflict { code, .. } => (
+                StatusCode::CONFLICT,
+                *code,
+                "Conflict",
+                None,
+                // Waiting helps: the work in the way finishes, or room frees up.
+                matches!(*code, "busy" | "no_capacity"),
+            ),
             ApiError::TooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 "Request body too large",
                 None,
                 false,
+            ),
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "Request body too slow",
+                None,
+                true,
+            ),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request", "Bad request", None, false),
+            ApiError::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+                None,
+                false,
+            ),
+            ApiError::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long", "URI too long", None, false),
+            ApiError::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "Request headers too large",
+                None,
+                false,
+            ),
+            ApiError::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Too many requests",
+                None,
+                true,
             ),
             ApiError::Unsupported(_) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -117,6 +168,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid { field, reason } => ApiError::invalid(field, reason),
             StoreError::BadToken => ApiError::Unauthenticated(e.to_string()),
             StoreError::Conflict(m) => ApiError::conflict("conflict", m),
+            e @ StoreError::Quota { .. } => crate::routes::quotas::exceeded(e),
             StoreError::Backend(m) => ApiError::Internal(m),
         }
     }
@@ -134,6 +186,11 @@ impl IntoResponse for ApiError {
             axum::http::header::CONTENT_TYPE,
             axum::http::HeaderValue::from_static("application/problem+json"),
         );
+        if let ApiError::RateLimited(secs) = &self
+            && let Ok(v) = axum::http::HeaderValue::try_from(secs.to_string())
+        {
+            resp.headers_mut().insert(axum::http::header::RETRY_AFTER, v);
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
@@ -145,9 +202,20 @@ impl IntoResponse for ApiError {
 }
 
 /// Parses a JSON body, naming the field that does not fit (`spec.cores`, `labels`…).
+/// Every request body is one JSON object and nothing after it. A number with a zero fraction
+/// (`2.0`, `1e3`) counts as the integer it is, as JSON Schema says.
 pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::invalid("body", "must be a JSON object ({…})"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut tree = <serde_json::Value as serde::Deserialize>::deserialize(&mut de)
+        .map_err(|e| ApiError::invalid("body", format!("is not JSON: {e}")))?;
+    de.end()
+        .map_err(|_| ApiError::invalid("body", "must be one JSON object with nothing after it"))?;
+    integral(&mut tree);
+    serde_path_to_error::deserialize(tree).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = inner.to_string();
@@ -164,6 +232,25 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
         };
         ApiError::invalid(field, msg)
     })
+}
+
+/// Whole numbers written as floats become integers, everywhere in `v`.
+fn integral(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or(f64::NAN);
+            if f.is_finite() && f.fract() == 0.0 {
+                if (0.0..=u64::MAX as f64).contains(&f) {
+                    *v = serde_json::Value::from(f as u64);
+                } else if (i64::MIN as f64..0.0).contains(&f) {
+                    *v = serde_json::Value::from(f as i64);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(integral),
+        serde_json::Value::Object(o) => o.values_mut().for_each(integral),
+        _ => {}
+    }
 }
 
 /// Parses a query string, naming the parameter that does not fit; unknown ones are refused
@@ -217,6 +304,13 @@ mod tests {
         assert_eq!(field(r#"{"a": 1, "inner": {"b": 1}}"#), "inner.b");
         assert_eq!(field(r#"{"a": 1, "inner": {}}"#), "inner.b");
         assert_eq!(field("not json"), "body");
+        assert_eq!(field(r#"{"a": 1} garbage"#), "body");
+        assert_eq!(field(r#"{"a": 1}{}"#), "body");
+        assert_eq!(field(r#"[1, null]"#), "body");
+        assert!(parse_json::<T>(b" {\"a\": 1}\n").is_ok());
+        assert_eq!(parse_json::<T>(br#"{"a": 7.0}"#).unwrap().a, 7);
+        assert_eq!(parse_json::<T>(br#"{"a": 1e3}"#).unwrap().a, 1000);
+        assert_eq!(field(r#"{"a": 7.5}"#), "a");
     }
 
     #[test]

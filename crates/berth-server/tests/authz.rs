@@ -88,6 +88,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
     });
     let release = json!({"generation": w.gen_a2});
     let answer = json!({"action": "complete", "ipv4": "203.0.113.7"});
+    let (ca, quota) = (&w.ca.id, json!({"instances": 500}));
     #[rustfmt::skip]
     let rows = [
         // an: anonymous, op: operator; pA, pB, cA, cB, aA, aB: provider, customer, agent of A and of B.
@@ -115,8 +116,8 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         row(POST, "/offerings/{id}/withdraw",                        &[&spare_offering], None,             "401 403 200 404 403 403 403 403"),
         row(POST, "/orders",                                         &[],                Some(&later),     "401 403 403 403 202 202 403 403"),
         row(GET,  "/instances",                                      &[],                None,             "401 200 200 200 200 200 200 200"),
-        // Another provider's agent is not one of yours: the field is named, nothing is said of it.
-        row(POST, "/instances",                                      &[],                Some(&placed),    "401 202 202 422:invalid_input 403 403 403 403"),
+        // Another provider's agent is not one of yours: not found, nothing is said of it.
+        row(POST, "/instances",                                      &[],                Some(&placed),    "401 202 202 404 403 403 403 403"),
         row(GET,  "/instances/{id}",                                 &[inst],            None,             "401 200 200 404 200 404 200 404"),
         row(GET,  "/instances/{id}/operations",                      &[inst],            None,             "401 200 200 404 200 404 200 404"),
         // Still provisioning: whoever may act on it is told it cannot now (authorization passed).
@@ -141,6 +142,9 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         row(POST, "/agent/operations/{id}/input/taken",              &[op],              Some(&renew),     "401 403 403 403 403 403 404 404"),
         row(POST, "/agent/operations/{id}/complete",                 &[op],              Some(&done),      "401 403 403 403 403 403 200 404"),
         row(POST, "/agent/operations/{id}/release",                  &[op2],             Some(&release),   "401 403 403 403 403 403 204 404"),
+        // An account's quotas: operators see and set any; an account sees its own.
+        row(GET,  "/accounts/{id}/quota",                            &[ca],              None,             "401 200 404 404 200 404 404 404"),
+        row(PUT,  "/accounts/{id}/quota",                            &[ca],              Some(&quota),     "401 200 403 403 403 403 403 403"),
         row(GET,  "/audit",                                          &[],                None,             "401 200 403 403 403 403 403 403"),
         row(GET,  "/audit/verify",                                   &[],                None,             "401 200 403 403 403 403 403 403"),
     ];

@@ -347,7 +347,12 @@ async fn discovery_and_orders_need_a_live_agent_with_room() {
         .create_order(&order(&offering.id, "b"), None)
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Some("invalid_input"));
+    assert_eq!(e.code(), Some("offering_withdrawn"));
+    let e = customer
+        .create_order(&order("no-such-offering", "c"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("not_found"));
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@
 #[test]
 fn committed_openapi_document_is_current() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
-    let fresh = serde_json::to_string_pretty(&berth_server::openapi()).unwrap() + "\n";
+    // Keys sorted: serde_json keeps insertion order when another crate of the build turns on
+    // its `preserve_order` feature, so the order would depend on what else was compiled.
+    let fresh = serde_json::to_string_pretty(&sorted(berth_server::openapi())).unwrap() + "\n";
     if std::env::var("BERTH_UPDATE_OPENAPI").as_deref() == Ok("1") {
         std::fs::write(&path, &fresh).unwrap();
         return;
@@ -36,5 +38,17 @@ fn every_route_is_documented_with_problems() {
                 "{m} {p} documents no problem response"
             );
         }
+    }
+}
+
+fn sorted(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut entries: Vec<_> = m.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(sorted).collect()),
+        other => other,
     }
 }

@@ -74,13 +74,7 @@ pub(crate) fn check_public_key(key: &str) -> Result<(), StoreError> {
 }
 
 pub(crate) fn check_name(field: &'static str, name: &str) -> Result<(), StoreError> {
-    if name.trim().is_empty() || name.len() > 128 {
-        return Err(StoreError::Invalid {
-            field,
-            reason: format!("must be 1-128 characters (got {})", name.len()),
-        });
-    }
-    Ok(())
+    berth_core::text::check_name(name, 128).map_err(|reason| StoreError::Invalid { field, reason })
 }
 
 macro_rules! agent_from_row {

@@ -147,6 +147,39 @@ pub struct NewInstance {
     pub agent_id: Option<String>,
     pub status: String,
     pub request: serde_json::Value,
+    /// Bounds on what the instance's account holds, checked in the same transaction.
+    pub quota: Option<InstanceQuota>,
+}
+
+/// How many instances an account may hold: not terminated, and of those still `pending`
+/// (recorded, not provisioned). Counted against the customer, or the provider for its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InstanceQuota {
+    pub instances: i64,
+    pub pending_instances: i64,
+}
+
+/// One page of a list in creation order: the items after the one whose id is `after`, at most
+/// `limit` of them. An `after` that names nothing gives an empty page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+impl Page {
+    /// The first `limit` items.
+    pub fn first(limit: i64) -> Page {
+        Page { after: None, limit }
+    }
+
+    /// Every item: only for lists bounded otherwise (a provider's agents, an account's keys).
+    pub fn all() -> Page {
+        Page {
+            after: None,
+            limit: i64::MAX,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -291,10 +324,10 @@ pub trait Catalog: Send + Sync {
     /// any replica).
     fn operation_signal(&self, operation_id: &str) -> std::sync::Arc<tokio::sync::Notify>;
 
-    async fn providers(&self) -> Result<Vec<Provider>, StoreError>;
+    async fn providers(&self, page: &Page) -> Result<Vec<Provider>, StoreError>;
 
     /// Agents, of one provider or all.
-    async fn agents(&self, provider_id: Option<&str>) -> Result<Vec<Agent>, StoreError>;
+    async fn agents(&self, provider_id: Option<&str>, page: &Page) -> Result<Vec<Agent>, StoreError>;
 
     async fn agent_by_key(&self, public_key: &str) -> Result<Agent, StoreError>;
 
@@ -313,13 +346,13 @@ pub trait Catalog: Send + Sync {
     ) -> Result<CustomerKey, StoreError>;
 
     /// A customer's saved keys, oldest first.
-    async fn customer_keys(&self, customer_id: &str) -> Result<Vec<CustomerKey>, StoreError>;
+    async fn customer_keys(&self, customer_id: &str, page: &Page) -> Result<Vec<CustomerKey>, StoreError>;
 
     /// Removes one of a customer's keys; another customer's (or an unknown) key is `NotFound`.
     async fn delete_customer_key(&self, customer_id: &str, id: &str) -> Result<(), StoreError>;
 
     /// Every customer, oldest first.
-    async fn customers(&self) -> Result<Vec<Customer>, StoreError>;
+    async fn customers(&self, page: &Page) -> Result<Vec<Customer>, StoreError>;
 
     /// A new API token for `role` (`subject`: the provider or customer id, empty for an
     /// operator). Only its hash is kept.
@@ -370,10 +403,13 @@ pub trait Catalog: Send + Sync {
         provider_id: Option<&str>,
     ) -> Result<Vec<TemplateRecord>, StoreError>;
 
+    /// A new offering; with `max_offerings`, refused (`Quota`) when the provider already has
+    /// that many not withdrawn.
     async fn create_offering(
         &self,
         provider_id: &str,
         body: serde_json::Value,
+        max_offerings: Option<i64>,
         audit: NewAuditEntry,
         now: Millis,
     ) -> Result<Offering, StoreError>;
@@ -381,7 +417,7 @@ pub trait Catalog: Send + Sync {
     async fn offering(&self, id: &str) -> Result<Offering, StoreError>;
 
     /// Offerings not withdrawn, of one provider or all.
-    async fn offerings(&self, provider_id: Option<&str>) -> Result<Vec<Offering>, StoreError>;
+    async fn offerings(&self, provider_id: Option<&str>, page: &Page) -> Result<Vec<Offering>, StoreError>;
 
     async fn withdraw_offering(&self, id: &str, audit: NewAuditEntry, now: Millis) -> Result<Offering, StoreError>;
 
@@ -397,14 +433,14 @@ pub trait Catalog: Send + Sync {
 
     async fn instance(&self, id: &str) -> Result<InstanceRecord, StoreError>;
 
-    async fn instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>, StoreError>;
+    async fn instances(&self, filter: &InstanceFilter, page: &Page) -> Result<Vec<InstanceRecord>, StoreError>;
 
     /// Queues an operation for an instance whose status is one of `action.allowed`, moving it
     /// to `action.new_status`; a `Conflict` names the status it is in.
     async fn act_on_instance(&self, action: InstanceAction, now: Millis) -> Result<Operation, StoreError>;
 
     /// Operations of an instance, in order.
-    async fn instance_operations(&self, instance_id: &str) -> Result<Vec<Operation>, StoreError>;
+    async fn instance_operations(&self, instance_id: &str, page: &Page) -> Result<Vec<Operation>, StoreError>;
 
     /// `true` the first time `(keyid, nonce)` is seen; remembered until `expires_at`. Expired
     /// nonces are swept now and then. Shared by every replica on the database.

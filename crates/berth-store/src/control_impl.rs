@@ -66,19 +66,32 @@ macro_rules! control_impl {
         self.signals.get(&format!("op:{operation_id}"))
     }
 
-    async fn providers(&self) -> Result<Vec<Provider>, StoreError> {
+    async fn providers(&self, page: &$crate::Page) -> Result<Vec<Provider>, StoreError> {
         use sqlx::Row as _;
-        let rows = sqlx::query("SELECT * FROM providers ORDER BY created_at, id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query(
+            "SELECT * FROM providers WHERE ($1 IS NULL OR (created_at, id) > (SELECT created_at, id FROM providers WHERE id = $1))
+             ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(page.after.as_deref())
+        .bind(page.limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| Ok(Provider { id: r.try_get("id")?, name: r.try_get("name")?, created_at: r.try_get("created_at")? }))
             .collect()
     }
 
-    async fn agents(&self, provider_id: Option<&str>) -> Result<Vec<Agent>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM agents WHERE ($1 IS NULL OR provider_id = $1) ORDER BY created_at, id")
-            .bind(provider_id)
-            .fetch_all(&self.pool)
-            .await?;
+    async fn agents(&self, provider_id: Option<&str>, page: &$crate::Page) -> Result<Vec<Agent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM agents WHERE ($1 IS NULL OR provider_id = $1)
+             AND ($2 IS NULL OR (created_at, id) > (SELECT created_at, id FROM agents WHERE id = $2))
+             ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(provider_id)
+        .bind(page.after.as_deref())
+        .bind(page.limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|r| agents::agent_from_row!(r)).collect()
     }
 
@@ -146,12 +159,18 @@ macro_rules! control_impl {
         })
     }
 
-    async fn customer_keys(&self, customer_id: &str) -> Result<Vec<$crate::CustomerKey>, StoreError> {
+    async fn customer_keys(&self, customer_id: &str, page: &$crate::Page) -> Result<Vec<$crate::CustomerKey>, StoreError> {
         use sqlx::Row as _;
-        let rows = sqlx::query("SELECT * FROM customer_keys WHERE customer_id = $1 ORDER BY created_at, id")
-            .bind(customer_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT * FROM customer_keys WHERE customer_id = $1
+             AND ($2 IS NULL OR (created_at, id) > (SELECT created_at, id FROM customer_keys WHERE id = $2))
+             ORDER BY created_at, id LIMIT $3",
+        )
+        .bind(customer_id)
+        .bind(page.after.as_deref())
+        .bind(page.limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok($crate::CustomerKey {
@@ -178,11 +197,17 @@ macro_rules! control_impl {
         Ok(())
     }
 
-    async fn customers(&self) -> Result<Vec<$crate::Customer>, StoreError> {
+    async fn customers(&self, page: &$crate::Page) -> Result<Vec<$crate::Customer>, StoreError> {
         use sqlx::Row as _;
-        let rows = sqlx::query("SELECT id, name, created_at FROM customers ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, name, created_at FROM customers
+             WHERE ($1 IS NULL OR (created_at, id) > (SELECT created_at, id FROM customers WHERE id = $1))
+             ORDER BY created_at, id LIMIT $2",
+        )
+        .bind(page.after.as_deref())
+        .bind(page.limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| Ok($crate::Customer { id: r.try_get("id")?, name: r.try_get("name")?, created_at: r.try_get("created_at")? }))
             .collect()
@@ -375,10 +400,15 @@ macro_rules! control_impl {
         &self,
         provider_id: &str,
         body: serde_json::Value,
+        max_offerings: Option<i64>,
         audit: NewAuditEntry,
         now: Millis,
     ) -> Result<$crate::Offering, StoreError> {
         let mut tx = self.begin_write().await?;
+        if let Some(limit) = max_offerings {
+            self.lock_audit(&mut tx).await?;
+            $crate::quota::check_offerings!(&mut *tx, provider_id, limit);
+        }
         let row = sqlx::query(
             "INSERT INTO offerings (id, provider_id, body, created_at)
              SELECT $1, id, $2, $3 FROM providers WHERE id = $4 RETURNING *",
@@ -405,11 +435,15 @@ macro_rules! control_impl {
         }
     }
 
-    async fn offerings(&self, provider_id: Option<&str>) -> Result<Vec<$crate::Offering>, StoreError> {
+    async fn offerings(&self, provider_id: Option<&str>, page: &$crate::Page) -> Result<Vec<$crate::Offering>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM offerings WHERE withdrawn_at IS NULL AND ($1 IS NULL OR provider_id = $1) ORDER BY created_at, id",
+            "SELECT * FROM offerings WHERE withdrawn_at IS NULL AND ($1 IS NULL OR provider_id = $1)
+             AND ($2 IS NULL OR (created_at, id) > (SELECT created_at, id FROM offerings WHERE id = $2))
+             ORDER BY created_at, id LIMIT $3",
         )
         .bind(provider_id)
+        .bind(page.after.as_deref())
+        .bind(page.limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| $crate::control::offering_from_row!(r)).collect()
@@ -437,6 +471,11 @@ macro_rules! control_impl {
     ) -> Result<($crate::InstanceRecord, Option<Operation>), StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.begin_write().await?;
+        if let Some(q) = &new.quota {
+            // Serialises the creators (the audit lock is taken by every one of them anyway).
+            self.lock_audit(&mut tx).await?;
+            $crate::quota::check_instances!(&mut *tx, &new, q);
+        }
         let row = sqlx::query(
             "INSERT INTO instances (id, provider_id, customer_id, offering_id, agent_id, status, request, state, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, '{}', $8, $8) RETURNING *",
@@ -490,14 +529,18 @@ macro_rules! control_impl {
         }
     }
 
-    async fn instances(&self, f: &$crate::InstanceFilter) -> Result<Vec<$crate::InstanceRecord>, StoreError> {
+    async fn instances(&self, f: &$crate::InstanceFilter, page: &$crate::Page) -> Result<Vec<$crate::InstanceRecord>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM instances WHERE ($1 IS NULL OR provider_id = $1) AND ($2 IS NULL OR customer_id = $2)
-             AND ($3 IS NULL OR status = $3) ORDER BY created_at, id",
+             AND ($3 IS NULL OR status = $3)
+             AND ($4 IS NULL OR (created_at, id) > (SELECT created_at, id FROM instances WHERE id = $4))
+             ORDER BY created_at, id LIMIT $5",
         )
         .bind(f.provider_id.as_deref())
         .bind(f.customer_id.as_deref())
         .bind(f.status.as_deref())
+        .bind(page.after.as_deref())
+        .bind(page.limit)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| $crate::control::instance_from_row!(r)).collect()
@@ -547,11 +590,16 @@ macro_rules! control_impl {
         Ok(op)
     }
 
-    async fn instance_operations(&self, instance_id: &str) -> Result<Vec<Operation>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM operations WHERE instance_id = $1 ORDER BY seq")
-            .bind(instance_id)
-            .fetch_all(&self.pool)
-            .await?;
+    async fn instance_operations(&self, instance_id: &str, page: &$crate::Page) -> Result<Vec<Operation>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM operations WHERE instance_id = $1
+             AND ($2 IS NULL OR seq > (SELECT seq FROM operations WHERE id = $2)) ORDER BY seq LIMIT $3",
+        )
+        .bind(instance_id)
+        .bind(page.after.as_deref())
+        .bind(page.limit)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(row_op).collect()
     }
 

@@ -15,6 +15,7 @@ pub mod control;
 mod control_impl;
 pub mod inbox;
 pub mod postgres;
+pub mod quota;
 mod signal;
 pub mod sqlite;
 pub mod suite;
@@ -28,10 +29,11 @@ pub use agents::{Agent, EnrollmentToken, Provider};
 pub use audit::{AuditEntry, Broken, NewAuditEntry, Verified};
 pub use control::{
     AgentStatus, ApiToken, Catalog, Customer, CustomerKey, Idempotency, InstanceAction, InstanceChange, InstanceFilter,
-    InstanceRecord, NewInstance, Offering, OpEvent, Role, Session, TemplateRecord,
+    InstanceQuota, InstanceRecord, NewInstance, Offering, OpEvent, Page, Role, Session, TemplateRecord,
 };
 pub use inbox::{Inbox, NewInput, OperatorInput};
 pub use postgres::PgStore;
+pub use quota::{Quota, Quotas};
 pub use sqlite::SqliteStore;
 
 /// Milliseconds since the Unix epoch. The caller passes "now", so tests control time.
@@ -135,6 +137,9 @@ pub enum StoreError {
     BadToken,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A quota (`what`) would be exceeded.
+    #[error("the {what} quota of {limit} is reached")]
+    Quota { what: &'static str, limit: i64 },
     #[error("database error: {0}")]
     Backend(String),
 }
@@ -152,7 +157,7 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 #[async_trait]
-pub trait Store: Catalog + Inbox + Send + Sync {
+pub trait Store: Catalog + Inbox + Quotas + Send + Sync {
     /// Queues `op`; it gets a fresh id and the next place in the queue.
     async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError>;
 

@@ -9,7 +9,9 @@ use serde_json::json;
 use crate::{Lease, NewAuditEntry, NewOperation, OpStatus, Outcome, Store, StoreError};
 
 mod catalog;
+mod limits;
 pub use catalog::catalog;
+pub use limits::limits;
 
 fn op(provider: &str, instance: &str, kind: &str) -> NewOperation {
     NewOperation {
@@ -37,6 +39,7 @@ pub async fn run_all(store: Arc<dyn Store>, tag: &str) {
     audit_chain_holds_under_concurrent_appends(store.clone()).await;
     // After the audit checks, which expect an empty log.
     catalog(&*store, tag).await;
+    limits(store.clone(), tag).await;
 }
 
 /// A claimer long-polling on `waiter` gets work that `writer` (the same store, or another

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_store::testpg::Postgres;
-use berth_store::{InstanceFilter, PgStore, SqliteStore, Store, suite};
+use berth_store::{InstanceFilter, Page, PgStore, SqliteStore, Store, suite};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -96,9 +96,9 @@ async fn a_release_0_1_postgres_dump_restores_migrates_and_verifies() {
 async fn reads_back_and_takes_work(store: &dyn Store) {
     let v = store.verify_audit().await.unwrap().expect("the audit chain verifies");
     assert!(v.entries > 0);
-    assert!(!store.providers().await.unwrap().is_empty());
-    assert!(!store.customers().await.unwrap().is_empty());
-    let instances = store.instances(&InstanceFilter::default()).await.unwrap();
+    assert!(!store.providers(&Page::all()).await.unwrap().is_empty());
+    assert!(!store.customers(&Page::all()).await.unwrap().is_empty());
+    let instances = store.instances(&InstanceFilter::default(), &Page::all()).await.unwrap();
     assert!(!instances.is_empty());
     // What was running and what finished reads back.
     for i in instances.iter().take(20) {

@@ -37,7 +37,8 @@ pub fn client(api: &ApiArgs) -> anyhow::Result<Client> {
 fn show<T: Serialize>(out: OutputFormat, v: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<ExitCode> {
     match out {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(v)?),
-        OutputFormat::Human => println!("{}", human(v)),
+        // Names and messages come from other people: no escape codes reach this terminal.
+        OutputFormat::Human => println!("{}", berth_core::text::printable(&human(v))),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -336,13 +337,14 @@ pub async fn follow(c: &Client, id: &str, timeout: Duration, out: OutputFormat) 
         let o = c.operation(id).await?;
         if out == OutputFormat::Human {
             for e in o.events.iter().skip(seen) {
-                eprintln!(
+                let line = format!(
                     "[{:>6.1}s] {:<16} {}{}",
                     start.elapsed().as_secs_f64(),
                     e.event.stage,
                     e.event.phase,
                     e.event.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
                 );
+                eprintln!("{}", berth_core::text::printable(&line));
             }
         }
         seen = o.events.len();

@@ -2,13 +2,15 @@
 //! providers and customers (each gets its first API token); providers make setup tokens that
 //! enroll agents; agents' heartbeats and templates are readable by their provider.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use berth_api::wire::*;
 use berth_store::{Agent, NewAuditEntry, Role};
 
 use crate::auth::{Authed, Json};
-use crate::problem::{ApiError, ApiResult};
+use crate::paging::{PageQuery, no_query, paged};
+use crate::problem::{ApiError, ApiResult, parse_query};
 use crate::{AppState, now_ms};
 
 fn audit(actor: &crate::auth::Caller, action: &str, subject: String, detail: serde_json::Value) -> NewAuditEntry {
@@ -28,7 +30,7 @@ pub async fn create_provider(
 ) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
     req.caller.require_operator()?;
     let now = now_ms();
-    let p = st.store.create_provider(&req.body.0.name, now).await?;
+    let p = st.store.create_provider(&req.body.get()?.name, now).await?;
     account_created(&st, &req.caller, Role::Provider, p.id, p.name, now).await
 }
 
@@ -60,21 +62,43 @@ async fn account_created(
     ))
 }
 
-#[utoipa::path(get, path = "/api/v1/providers", tag = "accounts",
-    responses((status = 200, body = [ProviderView]), (status = "4XX", body = Problem)))]
-pub async fn list_providers(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<ProviderView>>> {
+#[utoipa::path(get, path = "/api/v1/providers", tag = "accounts", params(PageQuery),
+    responses((status = 200, body = [ProviderView], description = "operators: a page of providers; a provider: itself"),
+        (status = "4XX", body = Problem)))]
+pub async fn list_providers(
+    State(st): State<AppState>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+    req: Authed,
+) -> ApiResult<Response> {
     let scope = req.caller.provider_scope()?;
-    let all = st.store.providers().await?;
-    Ok(axum::Json(
-        all.into_iter()
-            .filter(|p| scope.is_none_or(|s| s == p.id))
-            .map(|p| ProviderView {
-                id: p.id,
-                name: p.name,
-                created_at: p.created_at,
-            })
-            .collect(),
-    ))
+    let page = parse_query::<PageQuery>(q.as_deref())?.page()?;
+    let view = |p: berth_store::Provider| ProviderView {
+        id: p.id,
+        name: p.name,
+        created_at: p.created_at,
+    };
+    let Some(own) = scope else {
+        let all = st.store.providers(&page).await?;
+        let (n, last) = (all.len(), all.last().map(|p| p.id.clone()));
+        return Ok(paged(
+            &uri,
+            &page,
+            n,
+            last.as_deref(),
+            all.into_iter().map(view).collect(),
+        ));
+    };
+    // Providers are few (operators make them): a provider finds itself among them.
+    let mine: Vec<ProviderView> = st
+        .store
+        .providers(&berth_store::Page::all())
+        .await?
+        .into_iter()
+        .filter(|p| p.id == own && page.after.is_none())
+        .map(view)
+        .collect();
+    Ok(paged(&uri, &page, 0, None, mine))
 }
 
 #[utoipa::path(post, path = "/api/v1/customers", tag = "accounts", request_body = CreateNamed,
@@ -85,26 +109,31 @@ pub async fn create_customer(
 ) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
     req.caller.require_operator()?;
     let now = now_ms();
-    let c = st.store.create_customer(&req.body.0.name, now).await?;
+    let c = st.store.create_customer(&req.body.get()?.name, now).await?;
     account_created(&st, &req.caller, Role::Customer, c.id, c.name, now).await
 }
 
-#[utoipa::path(get, path = "/api/v1/customers", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/customers", tag = "accounts", params(PageQuery),
     responses((status = 200, body = [CustomerView]), (status = "4XX", body = Problem)))]
-pub async fn list_customers(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<CustomerView>>> {
+pub async fn list_customers(
+    State(st): State<AppState>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+    req: Authed,
+) -> ApiResult<Response> {
     req.caller.require_operator()?;
-    Ok(axum::Json(
-        st.store
-            .customers()
-            .await?
-            .into_iter()
-            .map(|c| CustomerView {
-                id: c.id,
-                name: c.name,
-                created_at: c.created_at,
-            })
-            .collect(),
-    ))
+    let page = parse_query::<PageQuery>(q.as_deref())?.page()?;
+    let all = st.store.customers(&page).await?;
+    let (n, last) = (all.len(), all.last().map(|c| c.id.clone()));
+    let views = all
+        .into_iter()
+        .map(|c| CustomerView {
+            id: c.id,
+            name: c.name,
+            created_at: c.created_at,
+        })
+        .collect();
+    Ok(paged(&uri, &page, n, last.as_deref(), views))
 }
 
 #[utoipa::path(post, path = "/api/v1/providers/{id}/enrollment-tokens", tag = "agents",
@@ -122,7 +151,7 @@ pub async fn create_enrollment_token(
     if !req.caller.manages_provider(&id) {
         return Err(ApiError::NotFound(format!("provider {id}")));
     }
-    let ttl = req.body.0.ttl_seconds.unwrap_or(86_400);
+    let ttl = req.body.get()?.ttl_seconds.unwrap_or(86_400);
     let now = now_ms();
     let t = st
         .store
@@ -160,7 +189,7 @@ pub async fn enroll(
     req: Authed<Json<EnrollAgent>>,
 ) -> ApiResult<(StatusCode, axum::Json<AgentView>)> {
     // The setup token is the credential here.
-    let b = req.body.0;
+    let b = req.body.get()?;
     let now = now_ms();
     let a = st.store.enroll_agent(&b.token, &b.name, &b.public_key, now).await?;
     st.store
@@ -235,15 +264,21 @@ async fn managed_agent(st: &AppState, caller: &crate::auth::Caller, id: &str) ->
     Ok(a)
 }
 
-#[utoipa::path(get, path = "/api/v1/agents", tag = "agents",
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", params(PageQuery),
     responses((status = 200, body = [AgentView]), (status = "4XX", body = Problem)))]
-pub async fn list_agents(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<AgentView>>> {
+pub async fn list_agents(
+    State(st): State<AppState>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+    req: Authed,
+) -> ApiResult<Response> {
     let scope = req.caller.provider_scope()?;
+    let page = parse_query::<PageQuery>(q.as_deref())?.page()?;
+    let agents = st.store.agents(scope, &page).await?;
     let statuses = st.store.agent_statuses(scope).await?;
-    let agents = st.store.agents(scope).await?;
-    Ok(axum::Json(
-        agents.into_iter().map(|a| view_with(&st, a, &statuses)).collect(),
-    ))
+    let (n, last) = (agents.len(), agents.last().map(|a| a.id.clone()));
+    let views = agents.into_iter().map(|a| view_with(&st, a, &statuses)).collect();
+    Ok(paged(&uri, &page, n, last.as_deref(), views))
 }
 
 #[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents", params(("id" = String, Path)),
@@ -251,9 +286,11 @@ pub async fn list_agents(State(st): State<AppState>, req: Authed) -> ApiResult<a
 pub async fn get_agent(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
     req: Authed,
 ) -> ApiResult<axum::Json<AgentView>> {
     let a = managed_agent(&st, &req.caller, &id).await?;
+    no_query(q.as_deref())?;
     Ok(axum::Json(agent_view(&st, a).await?))
 }
 
@@ -308,9 +345,11 @@ fn template_view(t: berth_store::TemplateRecord) -> TemplateView {
 pub async fn agent_templates(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
     req: Authed,
 ) -> ApiResult<axum::Json<Vec<TemplateView>>> {
     managed_agent(&st, &req.caller, &id).await?;
+    no_query(q.as_deref())?;
     let t = st.store.templates(Some(&id), None).await?;
     Ok(axum::Json(t.into_iter().map(template_view).collect()))
 }
@@ -320,12 +359,14 @@ pub async fn agent_templates(
 pub async fn provider_templates(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
     req: Authed,
 ) -> ApiResult<axum::Json<Vec<TemplateView>>> {
     req.caller.provider_scope()?;
     if !req.caller.manages_provider(&id) {
         return Err(ApiError::NotFound(format!("provider {id}")));
     }
+    no_query(q.as_deref())?;
     let t = st.store.templates(None, Some(&id)).await?;
     Ok(axum::Json(t.into_iter().map(template_view).collect()))
 }

@@ -110,7 +110,7 @@ pub async fn renew(
     let ttl = st.cfg.agents.lease_ttl_seconds as i64 * 1000;
     let l = st
         .store
-        .renew(&lease(&id, agent, req.body.0.generation), ttl, now_ms())
+        .renew(&lease(&id, agent, req.body.get()?.generation), ttl, now_ms())
         .await?;
     Ok(axum::Json(LeaseView {
         generation: l.generation,
@@ -129,7 +129,7 @@ pub async fn release(
     let (agent, provider) = req.caller.require_agent()?;
     own_operation(&st, provider, &id).await?;
     st.store
-        .release(&lease(&id, agent, req.body.0.generation), now_ms())
+        .release(&lease(&id, agent, req.body.get()?.generation), now_ms())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -169,7 +169,7 @@ pub async fn report_events(
 ) -> ApiResult<StatusCode> {
     let (agent, provider) = req.caller.require_agent()?;
     own_operation(&st, provider, &id).await?;
-    let r = req.body.0;
+    let r = req.body.get()?;
     if r.events.is_empty() || r.events.len() > 100 {
         return Err(ApiError::invalid("events", "send 1-100 events"));
     }
@@ -255,7 +255,7 @@ pub async fn complete(
     req: Authed<Json<Complete>>,
 ) -> ApiResult<axum::Json<OperationView>> {
     let (agent, provider) = req.caller.require_agent()?;
-    let mut c = req.body.0;
+    let mut c = req.body.get()?;
     match &c.outcome {
         Completion::Succeeded(r) => {
             if r.credentials.as_ref().is_some_and(|s| !is_age_armor(s)) {
@@ -343,7 +343,7 @@ fn finished_under(op: &berth_store::Operation, generation: i64) -> bool {
     responses((status = 204), (status = "4XX", body = Problem)))]
 pub async fn heartbeat(State(st): State<AppState>, req: Authed<Json<Heartbeat>>) -> ApiResult<StatusCode> {
     let (agent, _) = req.caller.require_agent()?;
-    let hb = req.body.0;
+    let hb = req.body.get()?;
     if hb.version.is_empty() || hb.version.len() > 64 {
         return Err(ApiError::invalid("version", "must be 1-64 characters"));
     }
@@ -359,7 +359,7 @@ pub async fn heartbeat(State(st): State<AppState>, req: Authed<Json<Heartbeat>>)
     responses((status = 204), (status = "4XX", body = Problem)))]
 pub async fn put_templates(State(st): State<AppState>, req: Authed<Json<TemplatesReport>>) -> ApiResult<StatusCode> {
     let (agent, _) = req.caller.require_agent()?;
-    let t = req.body.0.templates;
+    let t = req.body.get()?.templates;
     if t.len() > 10_000 {
         return Err(ApiError::invalid("templates", "at most 10000 templates"));
     }
@@ -380,8 +380,9 @@ pub async fn put_templates(State(st): State<AppState>, req: Authed<Json<Template
 
 #[utoipa::path(get, path = "/api/v1/agent/me", tag = "agent",
     responses((status = 200, body = AgentView), (status = "4XX", body = Problem)))]
-pub async fn me(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<AgentView>> {
+pub async fn me(State(st): State<AppState>, RawQuery(q): RawQuery, req: Authed) -> ApiResult<axum::Json<AgentView>> {
     let (agent, _) = req.caller.require_agent()?;
+    crate::paging::no_query(q.as_deref())?;
     let a = st.store.agent(agent).await?;
     Ok(axum::Json(agent_view(&st, a).await?))
 }

@@ -9,11 +9,14 @@ use crate::auth::Authed;
 use crate::problem::{ApiResult, parse_query};
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// Entries after this sequence number (default 0: from the start).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// At most this many (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -39,10 +42,15 @@ pub async fn list(
 ) -> ApiResult<axum::Json<Vec<AuditEntryView>>> {
     req.caller.require_operator()?;
     let q: AuditQuery = parse_query(q.as_deref())?;
-    let page = st
-        .store
-        .audit_page(q.after.unwrap_or(0), q.limit.unwrap_or(100).clamp(1, 1000))
-        .await?;
+    let limit = crate::paging::page(None, q.limit)?.limit;
+    let after = q.after.unwrap_or(0);
+    if after < 0 {
+        return Err(crate::problem::ApiError::invalid(
+            "after",
+            format!("must be a sequence number, 0 or more (got {after})"),
+        ));
+    }
+    let page = st.store.audit_page(after, limit).await?;
     Ok(axum::Json(page.into_iter().map(entry_view).collect()))
 }
 
@@ -67,7 +75,12 @@ pub fn verification(v: Result<berth_store::Verified, berth_store::Broken>) -> Au
 
 #[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
     responses((status = 200, body = AuditVerification), (status = "4XX", body = Problem)))]
-pub async fn verify(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<AuditVerification>> {
+pub async fn verify(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    req: Authed,
+) -> ApiResult<axum::Json<AuditVerification>> {
     req.caller.require_operator()?;
+    crate::paging::no_query(q.as_deref())?;
     Ok(axum::Json(verification(st.store.verify_audit().await?)))
 }

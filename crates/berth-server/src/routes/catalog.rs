@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use berth_api::wire::*;
 use berth_store::{NewAuditEntry, Offering};
 use serde::Deserialize;
 
 use crate::auth::{Authed, Caller, Json};
 use crate::config::Admission;
+use crate::paging::{no_query, paged};
 use crate::problem::{ApiError, ApiResult, parse_query};
 use crate::{AppState, now_ms};
 
@@ -118,10 +120,16 @@ pub async fn require_room(
     }
 }
 
+/// 16 TiB.
+const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
+const MAX_DISK_GIB: u64 = 1 << 20;
+/// In minor units: a billion in major ones.
+const MAX_PRICE: u64 = 100_000_000_000;
+
 pub fn validate_offering(s: &OfferingSpec) -> ApiResult<()> {
     let inv = |f: &str, r: String| Err(ApiError::invalid(f, r));
-    if s.name.trim().is_empty() || s.name.len() > 128 {
-        return inv("name", format!("must be 1-128 characters (got {})", s.name.len()));
+    if let Err(why) = berth_core::text::check_name(&s.name, 128) {
+        return inv("name", why);
     }
     if s.cores == 0 || s.cores > berth_core::VmSpec::MAX_CORES {
         return inv(
@@ -129,16 +137,32 @@ pub fn validate_offering(s: &OfferingSpec) -> ApiResult<()> {
             format!("must be 1-{} (got {})", berth_core::VmSpec::MAX_CORES, s.cores),
         );
     }
-    if s.memory_mib < berth_core::VmSpec::MIN_MEMORY_MIB {
-        return inv("memory_mib", format!("must be at least 16 MiB (got {})", s.memory_mib));
+    if !(berth_core::VmSpec::MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&s.memory_mib) {
+        return inv(
+            "memory_mib",
+            format!("must be 16-{MAX_MEMORY_MIB} MiB (got {})", s.memory_mib),
+        );
     }
-    if s.disk_gib == 0 || s.disk_gib > 1 << 20 {
+    if let Some(b) = s.bandwidth_mbps
+        && !(1..=1_000_000).contains(&b)
+    {
+        return inv("bandwidth_mbps", format!("must be 1-1000000 Mbit/s (got {b})"));
+    }
+    if s.disk_gib == 0 || s.disk_gib > MAX_DISK_GIB {
         return inv("disk_gib", format!("must be 1-1048576 GiB (got {})", s.disk_gib));
     }
     if let Some(t) = &s.template
-        && (t.is_empty() || t.len() > 256 || t.chars().any(char::is_control))
+        && (t.is_empty() || t.chars().count() > 256 || t.chars().any(char::is_control))
     {
         return inv("template", "must be 1-256 printable characters".into());
+    }
+    if let Some(p) = &s.price
+        && p.amount > MAX_PRICE
+    {
+        return inv(
+            "price.amount",
+            format!("must be at most {MAX_PRICE} (minor units; got {})", p.amount),
+        );
     }
     if let Some(p) = &s.price
         && (p.currency.len() != 3 || !p.currency.chars().all(|c| c.is_ascii_uppercase()))
@@ -157,10 +181,10 @@ pub fn validate_offering(s: &OfferingSpec) -> ApiResult<()> {
         return inv("labels", format!("at most 32 labels (got {})", s.labels.len()));
     }
     for (k, v) in &s.labels {
-        if !label_like(k) || v.len() > 256 {
+        if !label_like(k) || v.chars().count() > 256 || v.chars().any(char::is_control) {
             return inv(
                 &format!("labels.{k}"),
-                "keys are 1-63 of a-z 0-9 . _ -; values up to 256 bytes".into(),
+                "keys are 1-63 of a-z 0-9 . _ -; values up to 256 characters without control characters".into(),
             );
         }
     }
@@ -168,10 +192,10 @@ pub fn validate_offering(s: &OfferingSpec) -> ApiResult<()> {
         return inv("post_provision_commands", "at most 64 commands".into());
     }
     for (i, c) in s.post_provision_commands.iter().enumerate() {
-        if c.trim().is_empty() || c.len() > 4096 || c.contains('\0') {
+        if c.trim().is_empty() || c.chars().count() > 4096 || c.contains('\0') {
             return inv(
                 &format!("post_provision_commands[{i}]"),
-                "must be 1-4096 bytes, no NUL".into(),
+                "must be 1-4096 characters, not only spaces, no NUL".into(),
             );
         }
     }
@@ -206,7 +230,7 @@ async fn availability(st: &AppState, o: &Offering, spec: &OfferingSpec) -> ApiRe
     let need = Need::from(spec);
     let adm = &st.cfg.admission;
     let mut agents = Vec::new();
-    for a in st.store.agents(Some(&o.provider_id)).await? {
+    for a in st.store.agents(Some(&o.provider_id), &berth_store::Page::all()).await? {
         let status = statuses.iter().find(|s| s.agent_id == a.id);
         let heartbeat = status.and_then(|s| serde_json::from_value::<Heartbeat>(s.report.clone()).ok());
         let reason = match (a.revoked_at, status, &heartbeat) {
@@ -272,7 +296,7 @@ pub async fn create_offering(
     req: Authed<Json<OfferingSpec>>,
 ) -> ApiResult<(StatusCode, axum::Json<OfferingView>)> {
     let provider = req.caller.require_provider()?.to_owned();
-    let spec = req.body.0;
+    let spec = req.body.get()?;
     validate_offering(&spec)?;
     let body = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
     let audit = NewAuditEntry {
@@ -281,20 +305,38 @@ pub async fn create_offering(
         subject: String::new(),
         detail: body.clone(),
     };
-    let o = st.store.create_offering(&provider, body, audit, now_ms()).await?;
+    let max = crate::routes::quotas::offering_quota(&st, &provider).await?;
+    let o = st
+        .store
+        .create_offering(&provider, body, Some(max), audit, now_ms())
+        .await
+        .map_err(crate::routes::quotas::exceeded)?;
     Ok((StatusCode::CREATED, axum::Json(offering_view(&o)?)))
 }
 
-/// Discovery filters: an offering matches when it offers at least this much.
+/// Discovery filters: an offering matches when it offers at least this much. Pages are of the
+/// offerings read, so a filtered page may hold fewer than `limit`: follow `Link: rel="next"`.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DiscoveryQuery {
+    #[param(maximum = 8192)]
     pub cores: Option<u32>,
+    #[param(maximum = 16_777_216_u64)]
     pub memory_mib: Option<u64>,
+    #[param(maximum = 1_048_576_u64)]
     pub disk_gib: Option<u64>,
+    #[param(max_length = 63)]
     pub region: Option<String>,
     /// `key=value` pairs separated by commas; all must match.
+    #[param(max_length = 2048)]
     pub labels: Option<String>,
+    /// The id of the last offering of the previous page.
+    #[param(max_length = 128)]
+    pub after: Option<String>,
+    /// At most this many offerings read (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
 }
 
 fn parse_labels(s: &str) -> ApiResult<BTreeMap<String, String>> {
@@ -312,17 +354,40 @@ fn parse_labels(s: &str) -> ApiResult<BTreeMap<String, String>> {
     responses((status = 200, body = [OfferingView], description = "customers and operators: what can be ordered now; providers: their own offerings"), (status = "4XX", body = Problem)))]
 pub async fn list_offerings(
     State(st): State<AppState>,
+    uri: Uri,
     RawQuery(q): RawQuery,
     req: Authed,
-) -> ApiResult<axum::Json<Vec<OfferingView>>> {
+) -> ApiResult<Response> {
     req.caller.require_authenticated()?;
     let q: DiscoveryQuery = parse_query(q.as_deref())?;
+    let page = crate::paging::page(q.after.as_deref(), q.limit)?;
+    for (field, v, max) in [
+        (
+            "cores",
+            q.cores.map(u64::from),
+            u64::from(berth_core::VmSpec::MAX_CORES),
+        ),
+        ("memory_mib", q.memory_mib, MAX_MEMORY_MIB),
+        ("disk_gib", q.disk_gib, MAX_DISK_GIB),
+    ] {
+        if v.is_some_and(|v| v > max) {
+            return Err(ApiError::invalid(field, format!("must be at most {max}")));
+        }
+    }
+    if let Some(r) = &q.region
+        && !label_like(r)
+    {
+        return Err(ApiError::invalid(
+            "region",
+            format!("must be 1-63 of a-z 0-9 . _ - (got {r:?})"),
+        ));
+    }
     let labels = parse_labels(q.labels.as_deref().unwrap_or(""))?;
     let own = match &req.caller {
         Caller::Provider(p) | Caller::Agent { provider_id: p, .. } => Some(p.as_str()),
         _ => None,
     };
-    let offerings = st.store.offerings(own).await?;
+    let offerings = st.store.offerings(own, &page).await?;
     let live = match own {
         None => Live::read(&st, None).await?,
         Some(_) => Live(Vec::new()),
@@ -340,7 +405,8 @@ pub async fn list_offerings(
             out.push(v);
         }
     }
-    Ok(axum::Json(out))
+    let last = offerings.last().map(|o| o.id.as_str());
+    Ok(paged(&uri, &page, offerings.len(), last, out))
 }
 
 #[utoipa::path(get, path = "/api/v1/offerings/{id}", tag = "offerings", params(("id" = String, Path)),
@@ -348,9 +414,11 @@ pub async fn list_offerings(
 pub async fn get_offering(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
     req: Authed,
 ) -> ApiResult<axum::Json<OfferingView>> {
     req.caller.require_authenticated()?;
+    no_query(q.as_deref())?;
     let o = st.store.offering(&id).await?;
     let visible = match &req.caller {
         Caller::Customer(_) => o.withdrawn_at.is_none(),

@@ -196,7 +196,7 @@ pub async fn submit_input(
             format!("operation {id} is not waiting for an operator"),
         ));
     }
-    let input = req.body.0;
+    let input = req.body.get()?;
     let recipient = op.payload["requester_public_key"].as_str().unwrap_or_default();
     let body = kept_body(&input, recipient)?;
     let now = now_ms();
@@ -237,9 +237,11 @@ pub async fn submit_input(
 pub async fn get_input(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
     req: Authed,
 ) -> ApiResult<axum::Json<OperatorInputView>> {
     answerable(&st, &req.caller, &id).await?;
+    crate::paging::no_query(q.as_deref())?;
     match st.store.input(&id).await? {
         Some(i) => Ok(axum::Json(view(i))),
         None => Err(ApiError::NotFound(format!("operator input for operation {id}"))),
@@ -262,7 +264,7 @@ pub async fn wait_input(
     let op = own_operation(&st, provider, &id).await?;
     let held = op.status == OpStatus::Running
         && op.lease_holder.as_deref() == Some(agent)
-        && op.generation == req.body.0.generation;
+        && op.generation == req.body.get()?.generation;
     if !held {
         return Err(StoreError::LeaseLost(id).into());
     }
@@ -294,7 +296,7 @@ pub async fn input_taken(
 ) -> ApiResult<StatusCode> {
     let (agent, provider) = req.caller.require_agent()?;
     own_operation(&st, provider, &id).await?;
-    let t = req.body.0;
+    let t = req.body.get()?;
     let error = t
         .error
         .as_deref()

@@ -4,8 +4,8 @@
 //! [`rule`]); every mutation answers `202 Accepted` with the operation id. `Idempotency-Key`
 //! makes retried POSTs safe. Also the seed's pending-provision endpoint.
 
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use berth_api::wire::*;
@@ -13,7 +13,8 @@ use berth_store::{Idempotency, InstanceAction, InstanceFilter, NewAuditEntry, Ne
 use sha2::{Digest as _, Sha256};
 
 use crate::auth::{Authed, Caller, Empty, Json};
-use crate::problem::{ApiError, ApiResult};
+use crate::paging::{PageQuery, no_query, paged};
+use crate::problem::{ApiError, ApiResult, parse_query};
 use crate::routes::catalog::{Need, offering_view, require_room};
 use crate::views::{InstanceRequest, instance_view, payload_of, provision_payload, request_of};
 use crate::{AppState, now_ms};
@@ -50,6 +51,7 @@ fn accepted(a: Accepted) -> Response {
 /// key and body replays the first answer; the same key with another body is refused.
 pub(crate) async fn idempotent<F>(
     st: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     scope: String,
     body: &impl serde::Serialize,
@@ -58,13 +60,15 @@ pub(crate) async fn idempotent<F>(
 where
     F: std::future::Future<Output = ApiResult<Accepted>>,
 {
+    // Who is calling comes before what the headers hold.
+    caller.require_authenticated()?;
     let Some(key) = headers.get("idempotency-key") else {
         return f.await.map(accepted);
     };
     let key = key
         .to_str()
         .ok()
-        .filter(|k| (1..=255).contains(&k.len()))
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| ApiError::invalid("Idempotency-Key", "must be 1-255 visible ASCII characters"))?;
     let fingerprint = hex::encode(Sha256::digest(serde_json::to_vec(body).unwrap_or_default()));
     match st.store.idempotency_begin(&scope, key, &fingerprint, now_ms()).await? {
@@ -131,23 +135,29 @@ pub async fn create_order(
     req: Authed<Json<CreateOrder>>,
 ) -> ApiResult<Response> {
     let customer = req.caller.require_customer()?.to_owned();
-    let order = req.body.0;
+    let order = req.body.get()?;
     let scope = format!("{}:orders", req.caller.actor());
     let actor = req.caller.actor();
     let st2 = st.clone();
     let fingerprinted = order.clone();
-    idempotent(&st, &headers, scope, &fingerprinted, async move {
+    idempotent(&st, &req.caller, &headers, scope, &fingerprinted, async move {
         let st = st2;
         berth_core::spec::validate_dns_name("name", &order.name).map_err(core_invalid)?;
         let key = ssh_key("ssh_public_key", &order.ssh_public_key)?;
         check_age_recipient("requester_public_key", &order.requester_public_key)?;
         let offering = match st.store.offering(&order.offering_id).await {
             Ok(o) if o.withdrawn_at.is_none() => o,
-            Ok(_) | Err(berth_store::StoreError::NotFound(_)) => {
-                return Err(ApiError::invalid(
-                    "offering_id",
-                    format!("no offering {:?} can be ordered", order.offering_id),
+            Ok(_) => {
+                return Err(ApiError::conflict(
+                    "offering_withdrawn",
+                    format!(
+                        "offering {} was withdrawn by its provider and can no longer be ordered",
+                        order.offering_id
+                    ),
                 ));
+            }
+            Err(berth_store::StoreError::NotFound(_)) => {
+                return Err(ApiError::NotFound(format!("offering {:?}", order.offering_id)));
             }
             Err(e) => return Err(e.into()),
         };
@@ -170,6 +180,7 @@ pub async fn create_order(
         };
         let new = NewInstance {
             provider_id: offering.provider_id.clone(),
+            quota: Some(crate::routes::quotas::instance_quota(&st, &customer).await?),
             customer_id: Some(customer),
             offering_id: Some(offering.id.clone()),
             agent_id: None,
@@ -207,18 +218,47 @@ pub(crate) async fn record(
     } else {
         None
     };
-    let (instance, op) = st.store.create_instance(new, first, audit, now_ms()).await?;
+    let (instance, op) = st
+        .store
+        .create_instance(new, first, audit, now_ms())
+        .await
+        .map_err(crate::routes::quotas::exceeded)?;
     Ok(Accepted {
         instance_id: instance.id,
         operation_id: op.map(|o| o.id),
     })
 }
 
-#[utoipa::path(get, path = "/api/v1/instances", tag = "instances",
-    responses((status = 200, body = [InstanceView]), (status = "4XX", body = Problem)))]
-pub async fn list_instances(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<InstanceView>>> {
+/// Which instances, and which page of them.
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceQuery {
+    /// Only instances in this status (`pending`, `provisioning`, `running`, `stopped`, `failed`,
+    /// `terminating`, `terminated`…).
+    #[param(max_length = 32)]
+    pub status: Option<String>,
+    /// The id of the last instance of the previous page.
+    #[param(max_length = 128)]
+    pub after: Option<String>,
+    /// At most this many (1-1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/api/v1/instances", tag = "instances", params(InstanceQuery),
+    responses((status = 200, body = [InstanceView], description = "a page of the instances the caller may see, oldest first; `Link: rel=\"next\"` names the next page"),
+        (status = "4XX", body = Problem)))]
+pub async fn list_instances(
+    State(st): State<AppState>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+    req: Authed,
+) -> ApiResult<Response> {
     req.caller.require_authenticated()?;
-    let filter = match &req.caller {
+    let q: InstanceQuery = parse_query(q.as_deref())?;
+    let page = crate::paging::page(q.after.as_deref(), q.limit)?;
+    let mut filter = match &req.caller {
         Caller::Customer(c) => InstanceFilter {
             customer_id: Some(c.clone()),
             ..Default::default()
@@ -229,8 +269,15 @@ pub async fn list_instances(State(st): State<AppState>, req: Authed) -> ApiResul
         },
         _ => InstanceFilter::default(),
     };
-    let all = st.store.instances(&filter).await?;
-    Ok(axum::Json(all.iter().map(instance_view).collect::<ApiResult<_>>()?))
+    if let Some(s) = &q.status
+        && !((1..=32).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+    {
+        return Err(ApiError::invalid("status", "must be a status like running or pending"));
+    }
+    filter.status = q.status;
+    let all = st.store.instances(&filter, &page).await?;
+    let views: Vec<InstanceView> = all.iter().map(instance_view).collect::<ApiResult<_>>()?;
+    Ok(paged(&uri, &page, all.len(), all.last().map(|i| i.id.as_str()), views))
 }
 
 /// An instance the caller may see, or NotFound.
@@ -248,27 +295,33 @@ pub async fn visible_instance(st: &AppState, caller: &Caller, id: &str) -> ApiRe
 pub async fn get_instance(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    RawQuery(q): RawQuery,
     req: Authed,
 ) -> ApiResult<axum::Json<InstanceView>> {
     let i = visible_instance(&st, &req.caller, &id).await?;
+    no_query(q.as_deref())?;
     Ok(axum::Json(instance_view(&i)?))
 }
 
-#[utoipa::path(get, path = "/api/v1/instances/{id}/operations", tag = "instances", params(("id" = String, Path)),
-    responses((status = 200, body = [OperationView], description = "the instance's operations, oldest first, with their stages"),
+#[utoipa::path(get, path = "/api/v1/instances/{id}/operations", tag = "instances", params(("id" = String, Path), PageQuery),
+    responses((status = 200, body = [OperationView], description = "a page of the instance's operations, oldest first, with their stages"),
         (status = "4XX", body = Problem)))]
 pub async fn instance_operations(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
     req: Authed,
-) -> ApiResult<axum::Json<Vec<OperationView>>> {
+) -> ApiResult<Response> {
     let i = visible_instance(&st, &req.caller, &id).await?;
-    let mut out = Vec::new();
-    for op in st.store.instance_operations(&i.id).await? {
+    let page = parse_query::<PageQuery>(q.as_deref())?.page()?;
+    let ops = st.store.instance_operations(&i.id, &page).await?;
+    let mut out = Vec::with_capacity(ops.len());
+    for op in &ops {
         let events = st.store.events(&op.id, 0).await?;
-        out.push(crate::views::operation_view(&op, &events)?);
+        out.push(crate::views::operation_view(op, &events)?);
     }
-    Ok(axum::Json(out))
+    Ok(paged(&uri, &page, ops.len(), ops.last().map(|o| o.id.as_str()), out))
 }
 
 async fn act(
@@ -363,7 +416,8 @@ pub async fn instance_action(
     }
     let scope = format!("{}:instances/{id}/{action}", req.caller.actor());
     let st2 = st.clone();
-    idempotent(&st, &headers, scope, &(), async move {
+    let who = req.caller.clone();
+    idempotent(&st, &who, &headers, scope, &(), async move {
         act(&st2, &req.caller, &id, &action, serde_json::json!({})).await
     })
     .await
@@ -379,7 +433,7 @@ pub async fn reconfigure(
     req: Authed<Json<Reconfigure>>,
 ) -> ApiResult<Response> {
     let i = visible_instance(&st, &req.caller, &id).await?;
-    let change = req.body.0;
+    let change = req.body.get()?;
     if change == Reconfigure::default() {
         return Err(ApiError::invalid(
             "body",
@@ -425,7 +479,8 @@ pub async fn reconfigure(
     let scope = format!("{}:instances/{id}/reconfigure", req.caller.actor());
     let payload = serde_json::to_value(&change).map_err(|e| ApiError::Internal(e.to_string()))?;
     let st2 = st.clone();
-    idempotent(&st, &headers, scope, &change, async move {
+    let who = req.caller.clone();
+    idempotent(&st, &who, &headers, scope, &change, async move {
         act(&st2, &req.caller, &id, "reconfigure", payload).await
     })
     .await
@@ -448,14 +503,17 @@ fn key_from_path(s: &str) -> ApiResult<String> {
 }
 
 #[utoipa::path(get, path = "/api/v1/providers/{pubkey}/contracts/pending-provision", tag = "agents",
-    params(("pubkey" = String, Path, description = "an enrolled agent's Ed25519 public key, hex")),
+    params(("pubkey" = String, Path, description = "an enrolled agent's Ed25519 public key, hex"), PageQuery),
     responses((status = 200, body = [PendingContract]), (status = "4XX", body = Problem)))]
 pub async fn pending_provision(
     State(st): State<AppState>,
     Path(pubkey): Path<String>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
     req: Authed,
-) -> ApiResult<axum::Json<Vec<PendingContract>>> {
+) -> ApiResult<Response> {
     req.caller.provider_scope()?;
+    let page = parse_query::<PageQuery>(q.as_deref())?.page()?;
     let key = key_from_path(&pubkey)?;
     let agent = match st.store.agent_by_key(&key).await {
         Ok(a) if a.revoked_at.is_none() => a,
@@ -469,11 +527,14 @@ pub async fn pending_provision(
     }
     let pending = st
         .store
-        .instances(&InstanceFilter {
-            provider_id: Some(agent.provider_id.clone()),
-            status: Some("provisioning".into()),
-            ..Default::default()
-        })
+        .instances(
+            &InstanceFilter {
+                provider_id: Some(agent.provider_id.clone()),
+                status: Some("provisioning".into()),
+                ..Default::default()
+            },
+            &page,
+        )
         .await?;
     let mut out = Vec::with_capacity(pending.len());
     for i in &pending {
@@ -493,7 +554,13 @@ pub async fn pending_provision(
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
         });
     }
-    Ok(axum::Json(out))
+    Ok(paged(
+        &uri,
+        &page,
+        pending.len(),
+        pending.last().map(|i| i.id.as_str()),
+        out,
+    ))
 }
 
 #[cfg(test)]

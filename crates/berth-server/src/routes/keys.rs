@@ -3,13 +3,15 @@
 //! key is refused by the same check as an order's key. Customers only; another customer's key
 //! answers 404.
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{StatusCode, Uri};
+use axum::response::Response;
 use berth_api::wire::*;
 use berth_store::{CustomerKey, NewAuditEntry, StoreError};
 
 use crate::auth::{Authed, Json};
-use crate::problem::{ApiError, ApiResult};
+use crate::paging::{PageQuery, paged};
+use crate::problem::{ApiError, ApiResult, parse_query};
 use crate::routes::instances::{check_age_recipient, ssh_key};
 use crate::{AppState, now_ms};
 
@@ -26,12 +28,24 @@ fn view(k: CustomerKey) -> KeyView {
     }
 }
 
-#[utoipa::path(get, path = "/api/v1/keys", tag = "accounts",
+#[utoipa::path(get, path = "/api/v1/keys", tag = "accounts", params(PageQuery),
     responses((status = 200, body = [KeyView], description = "the calling customer's saved keys"), (status = "4XX", body = Problem)))]
-pub async fn list_keys(State(st): State<AppState>, req: Authed) -> ApiResult<axum::Json<Vec<KeyView>>> {
+pub async fn list_keys(
+    State(st): State<AppState>,
+    uri: Uri,
+    RawQuery(q): RawQuery,
+    req: Authed,
+) -> ApiResult<Response> {
     let customer = req.caller.require_customer()?;
-    Ok(axum::Json(
-        st.store.customer_keys(customer).await?.into_iter().map(view).collect(),
+    let page = parse_query::<PageQuery>(q.as_deref())?.page()?;
+    let keys = st.store.customer_keys(customer, &page).await?;
+    let (n, last) = (keys.len(), keys.last().map(|k| k.id.clone()));
+    Ok(paged(
+        &uri,
+        &page,
+        n,
+        last.as_deref(),
+        keys.into_iter().map(view).collect(),
     ))
 }
 
@@ -42,7 +56,7 @@ pub async fn save_key(
     req: Authed<Json<SaveKey>>,
 ) -> ApiResult<(StatusCode, axum::Json<KeyView>)> {
     let customer = req.caller.require_customer()?.to_owned();
-    let k = req.body.0;
+    let k = req.body.get()?;
     let public_key = match k.kind.as_str() {
         "ssh" => ssh_key("public_key", k.public_key.trim())?.as_str().to_owned(),
         "age" => {
@@ -51,10 +65,10 @@ pub async fn save_key(
         }
         other => return Err(ApiError::invalid("kind", format!("must be ssh or age (got {other:?})"))),
     };
-    let existing = st.store.customer_keys(&customer).await?;
+    let existing = st.store.customer_keys(&customer, &berth_store::Page::all()).await?;
     if existing.len() >= MAX_KEYS {
-        return Err(ApiError::invalid(
-            "public_key",
+        return Err(ApiError::conflict(
+            "quota_exceeded",
             format!("at most {MAX_KEYS} keys per account; remove one first"),
         ));
     }
@@ -91,7 +105,7 @@ pub async fn delete_key(
     let customer = req.caller.require_customer()?;
     let key = st
         .store
-        .customer_keys(customer)
+        .customer_keys(customer, &berth_store::Page::all())
         .await?
         .into_iter()
         .find(|k| k.id == id)

@@ -9,3 +9,4 @@ pub mod instances;
 pub mod keys;
 pub mod operations;
 pub mod placement;
+pub mod quotas;

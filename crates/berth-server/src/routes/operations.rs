@@ -57,6 +57,7 @@ pub async fn visible_operation(st: &AppState, caller: &Caller, id: &str) -> ApiR
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct WaitQuery {
     /// Long-poll until the operation is done, at most this long (`30s`, max 60s).
@@ -79,9 +80,9 @@ pub async fn get_operation(
     RawQuery(q): RawQuery,
     req: Authed,
 ) -> ApiResult<axum::Json<OperationView>> {
+    let mut op = visible_operation(&st, &req.caller, &id).await?;
     let q: WaitQuery = parse_query(q.as_deref())?;
     let wait = q.duration(MAX_WAIT)?;
-    let mut op = visible_operation(&st, &req.caller, &id).await?;
     let deadline = tokio::time::Instant::now() + wait;
     let signal = st.store.operation_signal(&id);
     while !done(&op) {
@@ -104,12 +105,14 @@ struct Feed {
     id: String,
     after: i64,
     finished: bool,
+    /// The stream ends here (`limits.stream_max_seconds`); the client resumes with Last-Event-ID.
+    until: tokio::time::Instant,
     pending: std::collections::VecDeque<Event>,
 }
 
 #[utoipa::path(get, path = "/api/v1/operations/{id}/events", tag = "operations", params(("id" = String, Path)),
     responses((status = 200, content_type = "text/event-stream",
-        description = "`stage` events (an EventView each, id = its seq; resume with Last-Event-ID), then one `done` event with the OperationView"),
+        description = "`stage` events (an EventView each, id = its seq; resume with Last-Event-ID), then one `done` event with the OperationView. A stream still open after limits.stream_max_seconds ends without `done`: reconnect with Last-Event-ID"),
         (status = "4XX", body = Problem)))]
 pub async fn operation_events(
     State(st): State<AppState>,
@@ -124,10 +127,11 @@ pub async fn operation_events(
         .and_then(|v| v.parse::<i64>().ok())
         .unwrap_or(0);
     let feed = Feed {
-        st,
+        st: st.clone(),
         id,
         after,
         finished: false,
+        until: tokio::time::Instant::now() + Duration::from_secs(st.cfg.limits.stream_max_seconds),
         pending: Default::default(),
     };
     let stream = futures::stream::unfold(feed, |mut f| async move {
@@ -182,7 +186,11 @@ pub async fn operation_events(
                 continue;
             }
             if f.pending.is_empty() {
-                let _ = tokio::time::timeout(RECHECK, notified).await;
+                let left = f.until.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                let _ = tokio::time::timeout(left.min(RECHECK), notified).await;
             }
         }
     });

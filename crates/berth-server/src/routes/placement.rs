@@ -37,10 +37,7 @@ async fn placement(st: &AppState, caller: &Caller, req: &CreateInstance) -> ApiR
     let agent = match st.store.agent(&req.agent_id).await {
         Ok(a) if caller.manages_provider(&a.provider_id) => a,
         Ok(_) | Err(StoreError::NotFound(_)) => {
-            return Err(ApiError::invalid(
-                "agent_id",
-                format!("no agent {:?} of yours", req.agent_id),
-            ));
+            return Err(ApiError::NotFound(format!("agent {:?}", req.agent_id)));
         }
         Err(e) => return Err(e.into()),
     };
@@ -126,11 +123,14 @@ async fn check_customer(st: &AppState, caller: &Caller, provider_id: &str, custo
         && (matches!(caller, Caller::Operator)
             || !st
                 .store
-                .instances(&berth_store::InstanceFilter {
-                    provider_id: Some(provider_id.to_owned()),
-                    customer_id: Some(customer.to_owned()),
-                    ..Default::default()
-                })
+                .instances(
+                    &berth_store::InstanceFilter {
+                        provider_id: Some(provider_id.to_owned()),
+                        customer_id: Some(customer.to_owned()),
+                        ..Default::default()
+                    },
+                    &berth_store::Page::first(1),
+                )
                 .await?
                 .is_empty());
     if theirs {
@@ -155,16 +155,18 @@ pub async fn create_instance(
     if matches!(req.caller, Caller::Agent { .. }) {
         return Err(ApiError::Forbidden("agents do not place machines".into()));
     }
-    let body = req.body.0;
+    let body = req.body.get()?;
     let scope = format!("{}:instances", req.caller.actor());
     let caller = req.caller;
+    let who = caller.clone();
     let st2 = st.clone();
     let fingerprinted = body.clone();
-    idempotent(&st, &headers, scope, &fingerprinted, async move {
+    idempotent(&st, &who, &headers, scope, &fingerprinted, async move {
         let st = st2;
         berth_core::spec::validate_dns_name("name", &body.name).map_err(core_invalid)?;
+        // The sizes, template and commands as an offering's; the name is a host name (above).
         validate_offering(&OfferingSpec {
-            name: body.name.clone(),
+            name: "placed".into(),
             cores: body.cores,
             memory_mib: body.memory_mib,
             disk_gib: body.disk_gib,
@@ -204,6 +206,10 @@ pub async fn create_instance(
             agent_id: Some(agent.id.clone()),
             status: if body.provision { "provisioning" } else { "pending" }.into(),
             request: serde_json::Value::Null,
+            quota: Some(
+                crate::routes::quotas::instance_quota(&st, body.customer_id.as_deref().unwrap_or(&agent.provider_id))
+                    .await?,
+            ),
         };
         let audit = NewAuditEntry {
             actor: caller.actor(),

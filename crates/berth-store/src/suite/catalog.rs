@@ -34,7 +34,7 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     assert!(!format!("{t:?}").contains(&t.secret));
     sessions(s, &t.secret, &c.id).await;
     assert_eq!(s.customer(&c.id).await.unwrap().name, "cust");
-    assert!(s.customers().await.unwrap().iter().any(|x| x.id == c.id));
+    assert!(s.customers(&Page::all()).await.unwrap().iter().any(|x| x.id == c.id));
     assert!(matches!(s.customer("nope").await, Err(StoreError::NotFound(_))));
     placements(s, tag).await;
     // Saved keys: per customer; another customer's key cannot be removed.
@@ -46,15 +46,15 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     s.add_customer_key(&c.id, "age", "mine", "age1abc", T0 + 1)
         .await
         .unwrap();
-    let keys = s.customer_keys(&c.id).await.unwrap();
+    let keys = s.customer_keys(&c.id, &Page::all()).await.unwrap();
     assert_eq!(keys.iter().map(|k| k.kind.as_str()).collect::<Vec<_>>(), ["ssh", "age"]);
-    assert!(s.customer_keys(&other.id).await.unwrap().is_empty());
+    assert!(s.customer_keys(&other.id, &Page::all()).await.unwrap().is_empty());
     assert!(matches!(
         s.delete_customer_key(&other.id, &k.id).await,
         Err(StoreError::NotFound(_))
     ));
     s.delete_customer_key(&c.id, &k.id).await.unwrap();
-    assert_eq!(s.customer_keys(&c.id).await.unwrap().len(), 1);
+    assert_eq!(s.customer_keys(&c.id, &Page::all()).await.unwrap().len(), 1);
 
     // Agent reports: the last heartbeat wins; templates are replaced as a whole.
     let et = s.create_enrollment_token(&p.id, 60_000, T0).await.unwrap();
@@ -92,11 +92,11 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
 
     // Offerings and instances; the first operation is queued with the instance.
     let o = s
-        .create_offering(&p.id, json!({"name": "small"}), audit("offering.created"), T0)
+        .create_offering(&p.id, json!({"name": "small"}), None, audit("offering.created"), T0)
         .await
         .unwrap();
     assert!(matches!(
-        s.create_offering("nope", json!({}), audit("x"), T0).await,
+        s.create_offering("nope", json!({}), None, audit("x"), T0).await,
         Err(StoreError::NotFound(_))
     ));
     let new = NewInstance {
@@ -106,6 +106,7 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
         agent_id: None,
         status: "provisioning".into(),
         request: json!({"name": "web"}),
+        quota: None,
     };
     let (i, op) = s
         .create_instance(new, Some(("provision".into(), json!({}))), audit("order.created"), T0)
@@ -129,7 +130,7 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
         s.act_on_instance(stop(&["running"]), T0).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(s.instance_operations(&i.id).await.unwrap().len(), 1);
+    assert_eq!(s.instance_operations(&i.id, &Page::all()).await.unwrap().len(), 1);
 
     // Events need the lease; a terminate queued meanwhile is not overwritten by the provision.
     let (claimed, lease) = s.claim(&p.id, &a.id, TTL, T0 + 1).await.unwrap().unwrap();
@@ -176,18 +177,24 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
         ("terminating", Some("100"))
     );
     let listed = s
-        .instances(&InstanceFilter {
-            customer_id: Some(c.id.clone()),
-            ..Default::default()
-        })
+        .instances(
+            &InstanceFilter {
+                customer_id: Some(c.id.clone()),
+                ..Default::default()
+            },
+            &Page::all(),
+        )
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
     assert!(
-        s.instances(&InstanceFilter {
-            customer_id: Some("other".into()),
-            ..Default::default()
-        })
+        s.instances(
+            &InstanceFilter {
+                customer_id: Some("other".into()),
+                ..Default::default()
+            },
+            &Page::all()
+        )
         .await
         .unwrap()
         .is_empty()
@@ -195,7 +202,7 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     s.withdraw_offering(&o.id, audit("offering.withdrawn"), T0 + 6)
         .await
         .unwrap();
-    assert!(s.offerings(Some(&p.id)).await.unwrap().is_empty());
+    assert!(s.offerings(Some(&p.id), &Page::all()).await.unwrap().is_empty());
 
     // Nonces: once each; idempotency keys: replay, mismatch, freed on failure.
     assert!(
@@ -305,6 +312,7 @@ async fn placements(s: &dyn Store, tag: &str) {
         agent_id: Some(mine.clone()),
         status: "provisioning".into(),
         request: json!({"name": "placed"}),
+        quota: None,
     };
     let (i, op) = s
         .create_instance(

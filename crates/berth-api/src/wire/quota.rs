@@ -1,0 +1,34 @@
+//! Quotas: how much one account may hold. The server's `[quotas]` gives every account its
+//! defaults; an operator may give one account other numbers.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An account's own numbers; a field left out (or `null`) keeps the server's default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuota {
+    /// Instances not terminated.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub instances: Option<i64>,
+    /// Instances recorded but not provisioned (`pending`).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub pending_instances: Option<i64>,
+    /// Offerings not withdrawn (providers).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub offerings: Option<i64>,
+}
+
+/// The numbers in force for an account, and which of them are its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct QuotaView {
+    pub account_id: String,
+    pub instances: i64,
+    pub pending_instances: i64,
+    pub offerings: i64,
+    /// What was set for this account (the rest are the server's defaults).
+    pub own: SetQuota,
+}
