@@ -112,10 +112,9 @@ pub async fn enroll(settings: &AgentSettings, token: &str, name: Option<&str>) -
         .map(str::to_owned)
         .or_else(|| settings.agent.name.clone())
         .unwrap_or_else(host_name);
-    let public_key = public_key_b64(&key);
     let anon = Client::with_tls(&settings.endpoint, Auth::None, &settings.tls).map_err(anyhow::Error::msg)?;
     let view = anon
-        .enroll(token, &name, &public_key)
+        .enroll(token, &name, &key)
         .await
         .with_context(|| format!("enrollment with {} failed", settings.endpoint))?;
     let e = Enrollment {
@@ -123,7 +122,7 @@ pub async fn enroll(settings: &AgentSettings, token: &str, name: Option<&str>) -
         provider_id: view.provider_id,
         endpoint: settings.endpoint.clone(),
         name: view.name,
-        public_key,
+        public_key: public_key_b64(&key),
     };
     let path = enrollment_path(settings);
     fsutil::write_atomic(&path, &serde_json::to_vec_pretty(&e)?, 0o600)

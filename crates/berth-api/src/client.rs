@@ -69,6 +69,10 @@ impl ClientError {
 const TRUST_HINT: &str = "give the CA that signed it (`ca_file` in the agent's [api], `--ca-file` or BERTH_CA_FILE for \
      the CLI) or pin it (`tls_fingerprint`, `--tls-fingerprint`; `berth server` prints it)";
 
+/// The `keyid` an enrollment is signed under: the agent has no id yet, so the key being
+/// enrolled signs the request and the server checks it against the body's `public_key`.
+pub const ENROLL_KEYID: &str = "enroll";
+
 #[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -434,13 +438,25 @@ impl Client {
     }
 
     // Agents (signed).
-    pub async fn enroll(&self, token: &str, name: &str, public_key: &str) -> Result<AgentView, ClientError> {
+    /// Enrolls `key`'s public half with a setup token. The request is signed by `key` itself
+    /// (keyid [`ENROLL_KEYID`]), so the control plane knows the agent holds the key it enrolls.
+    pub async fn enroll(
+        &self,
+        token: &str,
+        name: &str,
+        key: &ed25519_dalek::SigningKey,
+    ) -> Result<AgentView, ClientError> {
+        use base64::Engine as _;
         let body = EnrollAgent {
             token: token.into(),
             name: name.into(),
-            public_key: public_key.into(),
+            public_key: base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes()),
         };
-        self.post("/api/v1/agents/enroll", &body).await
+        let signed = Client {
+            auth: Auth::Signed(RequestSigner::new(key.clone(), ENROLL_KEYID)),
+            ..self.clone()
+        };
+        signed.post("/api/v1/agents/enroll", &body).await
     }
     pub async fn me(&self) -> Result<AgentView, ClientError> {
         self.get("/api/v1/agent/me").await

@@ -19,7 +19,12 @@ pub enum Caller {
     Operator,
     Provider(String),
     Customer(String),
-    Agent { id: String, provider_id: String },
+    Agent {
+        id: String,
+        provider_id: String,
+    },
+    /// A request signed by the Ed25519 key (standard base64) it asks to enroll.
+    Enrolling(String),
 }
 
 impl Caller {
@@ -31,6 +36,7 @@ impl Caller {
             Caller::Provider(p) => format!("provider:{p}"),
             Caller::Customer(c) => format!("customer:{c}"),
             Caller::Agent { id, .. } => format!("agent:{id}"),
+            Caller::Enrolling(_) => "enrolling".into(),
         }
     }
 
@@ -200,6 +206,9 @@ async fn authenticate(state: &AppState, parts: &axum::http::request::Parts, body
         return Ok(c.clone());
     }
     if parts.headers.contains_key("signature-input") || parts.headers.contains_key("signature") {
+        if httpsig::signature_keyid(&parts.headers)? == berth_api::client::ENROLL_KEYID {
+            return verify_enrollment(state, parts, body).await;
+        }
         return verify_agent(state, parts, body).await;
     }
     let Some(auth) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
@@ -218,6 +227,40 @@ async fn authenticate(state: &AppState, parts: &axum::http::request::Parts, body
         Some((Role::Customer, c)) => Ok(Caller::Customer(c)),
         None => Err(ApiError::Unauthenticated("unknown or revoked API token".into())),
     }
+}
+
+/// An enrollment signed by the key it enrolls (the body's `public_key`): checked like an
+/// agent's request, nonce included.
+async fn verify_enrollment(state: &AppState, parts: &axum::http::request::Parts, body: &[u8]) -> ApiResult<Caller> {
+    let public_key = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["public_key"].as_str().map(str::to_owned))
+        .ok_or_else(|| ApiError::invalid("public_key", "the enrollment names the key that signs it"))?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(&public_key)
+        .ok()
+        .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
+        .and_then(|raw| ed25519_dalek::VerifyingKey::from_bytes(&raw).ok())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "public_key",
+                "must be the standard base64 of a 32-byte Ed25519 public key",
+            )
+        })?;
+    let now = crate::now_ms() / 1000;
+    let skew = state.cfg.agents.max_clock_skew_seconds as i64;
+    let verified = httpsig::verify_request(&parts.method, &parts.uri, &parts.headers, body, now, skew, &|id| {
+        (id == berth_api::client::ENROLL_KEYID).then_some(key)
+    })?;
+    let keyid = format!("enroll:{public_key}");
+    if !state
+        .store
+        .nonce_first_use(&keyid, &verified.nonce, verified.remember_until * 1000, crate::now_ms())
+        .await?
+    {
+        return Err(SigError::Replayed.into());
+    }
+    Ok(Caller::Enrolling(public_key))
 }
 
 async fn verify_agent(state: &AppState, parts: &axum::http::request::Parts, body: &[u8]) -> ApiResult<Caller> {

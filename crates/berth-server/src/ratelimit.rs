@@ -76,14 +76,18 @@ impl RateLimiter {
     }
 }
 
-/// What a request presents as its credential, hashed: bearer token, session cookie or agent key id.
+/// What a request presents as its credential, hashed: bearer token, agent key id (a signature's
+/// own parameters change with every request) or session cookie.
 fn credential(req: &Request) -> Option<[u8; 16]> {
     let h = req.headers();
-    let presented = h
-        .get(axum::http::header::AUTHORIZATION)
-        .or_else(|| h.get("signature-input"))
-        .or_else(|| h.get(axum::http::header::COOKIE))?;
-    let digest = Sha256::digest(presented.as_bytes());
+    let presented = match h.get(axum::http::header::AUTHORIZATION) {
+        Some(a) => a.as_bytes().to_vec(),
+        None => match berth_api::httpsig::signature_keyid(h) {
+            Ok(keyid) => format!("keyid:{keyid}").into_bytes(),
+            Err(_) => h.get(axum::http::header::COOKIE)?.as_bytes().to_vec(),
+        },
+    };
+    let digest = Sha256::digest(&presented);
     let mut key = [0u8; 16];
     key.copy_from_slice(&digest[..16]);
     Some(key)

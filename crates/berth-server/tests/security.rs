@@ -207,21 +207,50 @@ async fn bad_input_is_refused_with_a_problem_naming_the_field() {
             .assert_problem(415, "unsupported_media_type", None);
     }
 
-    // Enrollment: a bad setup token; a key enrolled twice (the token stays usable).
-    let enroll = |token: &str, key: &SigningKey| {
-        let body = json!({"token": token, "name": "edge", "public_key": b64_public(key)});
-        async move { call(url, &Who::Anonymous, POST, "/api/v1/agents/enroll", Some(&body)).await }
+    // Enrollment, signed by `signer` (keyid "enroll") for `key`: a bad setup token; a key
+    // enrolled twice (the token stays usable); a key its sender does not hold.
+    let path = "/api/v1/agents/enroll";
+    let enroll = |token: &str, key: &SigningKey, signer: Option<&SigningKey>| {
+        let body = serde_json::to_vec(&json!({"token": token, "name": "edge", "public_key": b64_public(key)})).unwrap();
+        let headers = match signer {
+            Some(s) => signed(url, s, "enroll", &POST, path, &body, now_secs(), None),
+            None => HeaderMap::new(),
+        };
+        async move { exchange(url, POST, path, json_type(headers), body).await }
     };
-    enroll("not-a-setup-token", &fresh_key())
+    enroll("not-a-setup-token", &fresh_key(), None)
+        .await
+        .assert_problem(401, "unauthenticated", None);
+    let fresh = fresh_key();
+    enroll("not-a-setup-token", &fresh, Some(&fresh))
         .await
         .assert_problem(401, "unauthenticated", None);
     let provider_a = w.client(&w.pa.token);
     let setup = provider_a.create_enrollment_token(&w.pa.id, None).await.unwrap().token;
-    enroll(&setup, &w.agent_a.key)
+    let mine = enroll(&setup, &w.agent_a.key, None).await;
+    mine.assert_problem(401, "unauthenticated", None);
+    assert!(
+        mine.body["detail"].as_str().unwrap().contains("sign the enrollment"),
+        "{mine:?}"
+    );
+    let stolen = enroll(&setup, &w.agent_a.key, Some(&fresh_key())).await;
+    assert!(
+        stolen.status == 401,
+        "a key the sender cannot sign with is refused: {stolen:?}"
+    );
+    enroll(&setup, &w.agent_a.key, Some(&w.agent_a.key))
         .await
         .assert_problem(409, "conflict", None);
-    let a = enroll(&setup, &fresh_key()).await;
+    let key = fresh_key();
+    let a = enroll(&setup, &key, Some(&key)).await;
     assert_eq!(a.status, 201, "{a:?}");
+    // A replayed enrollment is refused like any replayed signature.
+    let body = serde_json::to_vec(&json!({"token": setup, "name": "edge", "public_key": b64_public(&key)})).unwrap();
+    let h = signed(url, &key, "enroll", &POST, path, &body, now_secs(), Some("once"));
+    exchange(url, POST, path, json_type(h.clone()), body.clone()).await;
+    exchange(url, POST, path, json_type(h), body)
+        .await
+        .assert_problem(401, "nonce_replayed", None);
 
     // Orders with keys that are not keys.
     let o = serde_json::to_value(order(&w.offering_a, "v1")).unwrap();
@@ -280,11 +309,7 @@ async fn secrets_stay_out_of_the_audit_log_and_debug_output() {
     let provider_a = w.client(&w.pa.token);
     let setup = provider_a.create_enrollment_token(&w.pa.id, None).await.unwrap().token;
     let key = fresh_key();
-    w.ctx
-        .anonymous()
-        .enroll(&setup, "edge-1", &b64_public(&key))
-        .await
-        .unwrap();
+    w.ctx.anonymous().enroll(&setup, "edge-1", &key).await.unwrap();
     let unused = provider_a.create_enrollment_token(&w.pa.id, None).await.unwrap().token;
     let c = w.client(&w.operator).create_customer("customer-c").await.unwrap();
     w.client(&c.token).instances().await.unwrap();

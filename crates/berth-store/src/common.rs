@@ -371,6 +371,7 @@ macro_rules! store_impl {
         $crate::control_impl::control_impl!($ty);
         $crate::inbox::inbox_impl!($ty);
         $crate::quota::quota_impl!($ty);
+        $crate::replay::replay_impl!($ty);
     };
 }
 pub(crate) use store_impl;

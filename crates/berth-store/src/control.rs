@@ -253,19 +253,6 @@ impl InstanceAction {
     }
 }
 
-/// Where an idempotent request stands.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Idempotency {
-    /// First time: go ahead, then record the response.
-    New,
-    /// Another request with this key is still running.
-    InProgress,
-    /// Done before: replay this status and body.
-    Done(u16, serde_json::Value),
-    /// The key was used for a different request.
-    Mismatch,
-}
-
 pub(crate) fn json_col(s: String) -> Result<serde_json::Value, StoreError> {
     serde_json::from_str(&s).map_err(|e| StoreError::Backend(format!("stored JSON does not parse: {e}")))
 }
@@ -441,32 +428,4 @@ pub trait Catalog: Send + Sync {
 
     /// Operations of an instance, in order.
     async fn instance_operations(&self, instance_id: &str, page: &Page) -> Result<Vec<Operation>, StoreError>;
-
-    /// `true` the first time `(keyid, nonce)` is seen; remembered until `expires_at`. Expired
-    /// nonces are swept now and then. Shared by every replica on the database.
-    async fn nonce_first_use(
-        &self,
-        keyid: &str,
-        nonce: &str,
-        expires_at: Millis,
-        now: Millis,
-    ) -> Result<bool, StoreError>;
-
-    /// Starts an idempotent request under `(scope, key)` with the request's `fingerprint`.
-    async fn idempotency_begin(
-        &self,
-        scope: &str,
-        key: &str,
-        fingerprint: &str,
-        now: Millis,
-    ) -> Result<Idempotency, StoreError>;
-
-    /// Records the response of a request begun with [`Store::idempotency_begin`]; a response
-    /// that is not to be replayed (`None`) frees the key for a retry.
-    async fn idempotency_end(
-        &self,
-        scope: &str,
-        key: &str,
-        response: Option<(u16, serde_json::Value)>,
-    ) -> Result<(), StoreError>;
 }

@@ -16,6 +16,7 @@ mod control_impl;
 pub mod inbox;
 pub mod postgres;
 pub mod quota;
+pub mod replay;
 mod signal;
 pub mod sqlite;
 pub mod suite;
@@ -28,12 +29,13 @@ use serde::{Deserialize, Serialize};
 pub use agents::{Agent, EnrollmentToken, Provider};
 pub use audit::{AuditEntry, Broken, NewAuditEntry, Verified};
 pub use control::{
-    AgentStatus, ApiToken, Catalog, Customer, CustomerKey, Idempotency, InstanceAction, InstanceChange, InstanceFilter,
+    AgentStatus, ApiToken, Catalog, Customer, CustomerKey, InstanceAction, InstanceChange, InstanceFilter,
     InstanceQuota, InstanceRecord, NewInstance, Offering, OpEvent, Page, Role, Session, TemplateRecord,
 };
 pub use inbox::{Inbox, NewInput, OperatorInput};
 pub use postgres::PgStore;
 pub use quota::{Quota, Quotas};
+pub use replay::{Idempotency, Replay};
 pub use sqlite::SqliteStore;
 
 /// Milliseconds since the Unix epoch. The caller passes "now", so tests control time.
@@ -157,7 +159,7 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 #[async_trait]
-pub trait Store: Catalog + Inbox + Quotas + Send + Sync {
+pub trait Store: Catalog + Inbox + Quotas + Replay + Send + Sync {
     /// Queues `op`; it gets a fresh id and the next place in the queue.
     async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError>;
 

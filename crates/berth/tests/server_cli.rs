@@ -108,10 +108,8 @@ async fn server_and_client_commands_from_order_to_audit() {
 
     // An agent enrolls with the setup token and reports in.
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-    use base64::Engine as _;
-    let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
     let a = Client::new(&url, Auth::None)
-        .enroll(setup["token"].as_str().unwrap(), "a1", &pubkey)
+        .enroll(setup["token"].as_str().unwrap(), "a1", &key)
         .await
         .unwrap();
     let agent = Client::new(&url, Auth::Signed(RequestSigner::new(key, a.id)));

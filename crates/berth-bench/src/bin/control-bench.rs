@@ -120,10 +120,8 @@ async fn main() -> anyhow::Result<()> {
             let mut seed = [0u8; 32];
             getrandom::fill(&mut seed)?;
             let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-            use base64::Engine as _;
-            let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
             let view = Client::new(&urls[0], Auth::None)
-                .enroll(&t.token, &format!("a{a}"), &pubkey)
+                .enroll(&t.token, &format!("a{a}"), &key)
                 .await?;
             // Agents connect to the replicas in turn.
             let url = &urls[agents.len() % urls.len()];

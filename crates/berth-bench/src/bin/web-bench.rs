@@ -99,9 +99,7 @@ async fn main() -> anyhow::Result<()> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed)?;
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-    use base64::Engine as _;
-    let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
-    let view = Client::new(&url, Auth::None).enroll(&t.token, "a", &pubkey).await?;
+    let view = Client::new(&url, Auth::None).enroll(&t.token, "a", &key).await?;
     let agent = Client::new(&url, Auth::Signed(RequestSigner::new(key, view.id)));
     let big = 1 << 30;
     agent

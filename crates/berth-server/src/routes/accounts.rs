@@ -8,7 +8,7 @@ use axum::response::Response;
 use berth_api::wire::*;
 use berth_store::{Agent, NewAuditEntry, Role};
 
-use crate::auth::{Authed, Json};
+use crate::auth::{Authed, Caller, Json};
 use crate::paging::{PageQuery, no_query, paged};
 use crate::problem::{ApiError, ApiResult, parse_query};
 use crate::{AppState, now_ms};
@@ -145,7 +145,7 @@ pub async fn create_enrollment_token(
     req: Authed<Json<CreateEnrollmentToken>>,
 ) -> ApiResult<(StatusCode, axum::Json<EnrollmentTokenView>)> {
     req.caller.provider_scope()?;
-    if matches!(req.caller, crate::auth::Caller::Agent { .. }) {
+    if matches!(req.caller, Caller::Agent { .. }) {
         return Err(ApiError::Forbidden("agents cannot enroll other agents".into()));
     }
     if !req.caller.manages_provider(&id) {
@@ -188,8 +188,20 @@ pub async fn enroll(
     State(st): State<AppState>,
     req: Authed<Json<EnrollAgent>>,
 ) -> ApiResult<(StatusCode, axum::Json<AgentView>)> {
-    // The setup token is the credential here.
+    // The setup token is the credential here, and the request is signed by the key it enrolls.
+    let Caller::Enrolling(signer) = &req.caller else {
+        return Err(ApiError::Unauthenticated(
+            "sign the enrollment with the key being enrolled (keyid \"enroll\"); an agent older than this control \
+             plane cannot enroll with it: upgrade the agent"
+                .into(),
+        ));
+    };
     let b = req.body.get()?;
+    if b.public_key != *signer {
+        return Err(ApiError::Unauthenticated(
+            "the enrollment is signed by another key than the one it enrolls".into(),
+        ));
+    }
     let now = now_ms();
     let a = st.store.enroll_agent(&b.token, &b.name, &b.public_key, now).await?;
     st.store
@@ -301,7 +313,7 @@ pub async fn revoke_agent(
     Path(id): Path<String>,
     req: Authed,
 ) -> ApiResult<axum::Json<AgentView>> {
-    if matches!(req.caller, crate::auth::Caller::Agent { .. }) {
+    if matches!(req.caller, Caller::Agent { .. }) {
         return Err(ApiError::Forbidden("agents cannot revoke agents".into()));
     }
     let before = managed_agent(&st, &req.caller, &id).await?;

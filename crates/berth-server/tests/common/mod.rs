@@ -90,9 +90,7 @@ impl TestContext {
         getrandom::fill(&mut seed).unwrap();
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
         let token = provider.create_enrollment_token(provider_id, None).await.unwrap();
-        use base64::Engine as _;
-        let pubkey = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
-        let a = self.anonymous().enroll(&token.token, "agent", &pubkey).await.unwrap();
+        let a = self.anonymous().enroll(&token.token, "agent", &key).await.unwrap();
         TestAgent {
             client: Client::new(&self.url, Auth::Signed(RequestSigner::new(key.clone(), a.id.clone()))),
             id: a.id,

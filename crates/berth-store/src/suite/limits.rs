@@ -221,4 +221,35 @@ pub async fn limits(s: Arc<dyn Store>, tag: &str) {
         s.set_quota("nobody", mine, audit("quota.set"), T0).await,
         Err(StoreError::NotFound(_))
     ));
+
+    // Idempotency keys are not kept forever: one stuck in progress is freed after an hour, one
+    // done is forgotten after a day.
+    let scope = format!("{tag}-expiry");
+    let begin = |key: &'static str, now: i64| {
+        let (s, scope) = (s.clone(), scope.clone());
+        async move { s.idempotency_begin(&scope, key, "f", now).await.unwrap() }
+    };
+    assert_eq!(begin("stuck", T0).await, Idempotency::New);
+    assert_eq!(
+        begin("stuck", T0 + replay::IN_PROGRESS_MS - 1).await,
+        Idempotency::InProgress
+    );
+    assert_eq!(
+        begin("stuck", T0 + replay::IN_PROGRESS_MS + 1).await,
+        Idempotency::New,
+        "store: an abandoned key is taken again"
+    );
+    assert_eq!(begin("done", T0).await, Idempotency::New);
+    s.idempotency_end(&scope, "done", Some((202, json!({"x": 1}))))
+        .await
+        .unwrap();
+    assert_eq!(
+        begin("done", T0 + replay::IDEMPOTENCY_TTL_MS - 1).await,
+        Idempotency::Done(202, json!({"x": 1}))
+    );
+    assert_eq!(
+        begin("done", T0 + replay::IDEMPOTENCY_TTL_MS + 1).await,
+        Idempotency::New,
+        "store: keys are forgotten after a day"
+    );
 }
