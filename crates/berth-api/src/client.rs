@@ -315,6 +315,30 @@ impl Client {
     pub async fn save_key(&self, key: &SaveKey) -> Result<KeyView, ClientError> {
         self.post("/api/v1/keys", key).await
     }
+    /// API tokens: the caller's own, or (operators) an account's.
+    pub async fn tokens(&self, account: Option<&str>) -> Result<Vec<TokenView>, ClientError> {
+        match account {
+            Some(a) => self.get(&format!("/api/v1/accounts/{a}/tokens")).await,
+            None => self.get("/api/v1/tokens").await,
+        }
+    }
+    pub async fn create_token(&self, account: Option<&str>, req: &CreateToken) -> Result<TokenCreated, ClientError> {
+        match account {
+            Some(a) => self.post(&format!("/api/v1/accounts/{a}/tokens"), req).await,
+            None => self.post("/api/v1/tokens", req).await,
+        }
+    }
+    pub async fn revoke_token(&self, account: Option<&str>, id: &str) -> Result<TokenView, ClientError> {
+        let path = match account {
+            Some(a) => format!("/api/v1/accounts/{a}/tokens/{id}/revoke"),
+            None => format!("/api/v1/tokens/{id}/revoke"),
+        };
+        self.post(&path, &serde_json::json!({})).await
+    }
+    pub async fn rotate_token(&self, id: &str) -> Result<TokenCreated, ClientError> {
+        self.post(&format!("/api/v1/tokens/{id}/rotate"), &serde_json::json!({}))
+            .await
+    }
     /// The quotas in force for an account (operators: any; others: their own).
     pub async fn quota(&self, account_id: &str) -> Result<QuotaView, ClientError> {
         self.get(&format!("/api/v1/accounts/{account_id}/quota")).await

@@ -9,8 +9,10 @@ use utoipa::ToSchema;
 
 mod input;
 mod quota;
+mod tokens;
 pub use input::{InputTaken, OperatorInput, OperatorInputView};
 pub use quota::{QuotaView, SetQuota};
+pub use tokens::{CreateToken, TokenCreated, TokenView};
 
 /// Milliseconds since the Unix epoch.
 pub type Millis = i64;

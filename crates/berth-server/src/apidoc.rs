@@ -37,6 +37,7 @@ fn name() -> Value {
 fn constrain(v: &mut Value) {
     let props: &[(&str, &str, Value)] = &[
         ("CreateNamed", "name", name()),
+        ("CreateToken", "name", name()),
         ("EnrollAgent", "name", name()),
         ("EnrollAgent", "token", json!({"minLength": 1, "maxLength": 256})),
         (

@@ -221,7 +221,7 @@ async fn authenticate(state: &AppState, parts: &axum::http::request::Parts, body
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim())
         .ok_or_else(|| ApiError::Unauthenticated("the Authorization header must be `Bearer <API token>`".into()))?;
-    match state.store.token_principal(token).await? {
+    match state.store.token_principal(token, crate::now_ms()).await? {
         Some((Role::Operator, _)) => Ok(Caller::Operator),
         Some((Role::Provider, p)) => Ok(Caller::Provider(p)),
         Some((Role::Customer, c)) => Ok(Caller::Customer(c)),

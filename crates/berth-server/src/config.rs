@@ -42,6 +42,8 @@ pub struct QuotaDefaults {
     pub pending_instances: i64,
     /// Offerings not withdrawn, per provider.
     pub offerings: i64,
+    /// API tokens live (neither revoked nor expired), per account (and for operators together).
+    pub tokens: i64,
 }
 
 impl Default for QuotaDefaults {
@@ -50,6 +52,7 @@ impl Default for QuotaDefaults {
             instances: 100,
             pending_instances: 20,
             offerings: 100,
+            tokens: 20,
         }
     }
 }
@@ -336,6 +339,7 @@ impl ServerConfig {
             ("quotas.instances", q.instances),
             ("quotas.pending_instances", q.pending_instances),
             ("quotas.offerings", q.offerings),
+            ("quotas.tokens", q.tokens),
         ] {
             if !(0..=1_000_000).contains(&v) {
                 return Err((key, format!("must be between 0 and 1000000 (got {v})")));

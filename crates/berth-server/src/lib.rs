@@ -95,6 +95,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::put_templates))
         .routes(routes!(agent::me))
         .routes(routes!(quotas::get_quota, quotas::set_quota))
+        .routes(routes!(tokens::list_own, tokens::create_own))
+        .routes(routes!(tokens::revoke_own))
+        .routes(routes!(tokens::rotate_own))
+        .routes(routes!(tokens::list_account, tokens::create_account_token))
+        .routes(routes!(tokens::revoke_account_token))
         .routes(routes!(audit::list))
         .routes(routes!(audit::verify))
 }

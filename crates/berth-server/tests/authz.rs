@@ -89,6 +89,19 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
     let release = json!({"generation": w.gen_a2});
     let answer = json!({"action": "complete", "ipv4": "203.0.113.7"});
     let (ca, quota) = (&w.ca.id, json!({"instances": 500}));
+    // Customer A's spare tokens: one to revoke, one to rotate, one an operator revokes.
+    let tok = json!({"name": "ci", "ttl_seconds": 3600});
+    let spare_token = |name: &'static str| {
+        let c = w.client(&w.ca.token);
+        async move {
+            c.create_token(None, &serde_json::from_value(json!({"name": name})).unwrap())
+                .await
+                .unwrap()
+                .view
+                .id
+        }
+    };
+    let (spare_tok, rot_tok, op_tok) = (spare_token("a").await, spare_token("b").await, spare_token("c").await);
     #[rustfmt::skip]
     let rows = [
         // an: anonymous, op: operator; pA, pB, cA, cB, aA, aB: provider, customer, agent of A and of B.
@@ -145,6 +158,14 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         // An account's quotas: operators see and set any; an account sees its own.
         row(GET,  "/accounts/{id}/quota",                            &[ca],              None,             "401 200 404 404 200 404 404 404"),
         row(PUT,  "/accounts/{id}/quota",                            &[ca],              Some(&quota),     "401 200 403 403 403 403 403 403"),
+        // API tokens: everyone but agents manages their own; operators any account's.
+        row(GET,  "/tokens",                                         &[],                None,             "401 200 200 200 200 200 403 403"),
+        row(POST, "/tokens",                                         &[],                Some(&tok),       "401 201 201 201 201 201 403 403"),
+        row(POST, "/tokens/{id}/revoke",                             &[&spare_tok],      None,             "401 404 404 404 200 404 403 403"),
+        row(POST, "/tokens/{id}/rotate",                             &[&rot_tok],        None,             "401 404 404 404 201 404 403 403"),
+        row(GET,  "/accounts/{id}/tokens",                           &[ca],              None,             "401 200 403 403 403 403 403 403"),
+        row(POST, "/accounts/{id}/tokens",                           &[ca],              Some(&tok),       "401 201 403 403 403 403 403 403"),
+        row(POST, "/accounts/{id}/tokens/{token}/revoke",            &[ca, &op_tok],     None,             "401 200 403 403 403 403 403 403"),
         row(GET,  "/audit",                                          &[],                None,             "401 200 403 403 403 403 403 403"),
         row(GET,  "/audit/verify",                                   &[],                None,             "401 200 403 403 403 403 403 403"),
     ];

@@ -372,6 +372,7 @@ macro_rules! store_impl {
         $crate::inbox::inbox_impl!($ty);
         $crate::quota::quota_impl!($ty);
         $crate::replay::replay_impl!($ty);
+        $crate::tokens::tokens_impl!($ty);
     };
 }
 pub(crate) use store_impl;

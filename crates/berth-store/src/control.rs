@@ -354,14 +354,14 @@ pub trait Catalog: Send + Sync {
     /// Stores a token made with [`ApiToken::generate`] (only its hash).
     async fn store_api_token(&self, token: &ApiToken, name: &str, now: Millis) -> Result<(), StoreError>;
 
-    /// Who a token speaks for, if it is known and not revoked.
-    async fn token_principal(&self, secret: &str) -> Result<Option<(Role, String)>, StoreError>;
+    /// Who a token speaks for, if it is known, not revoked and not expired at `now`.
+    async fn token_principal(&self, secret: &str, now: Millis) -> Result<Option<(Role, String)>, StoreError>;
 
     /// A session for the principal of `token` (`None`: unknown or revoked token), ending at
     /// `now + ttl_ms`. Expired sessions are dropped on the way.
     async fn create_session(&self, token: &str, ttl_ms: i64, now: Millis) -> Result<Option<Session>, StoreError>;
 
-    /// Who a session speaks for, while it is live and its token is not revoked.
+    /// Who a session speaks for, while it is live and its token neither revoked nor expired.
     async fn session_principal(&self, secret: &str, now: Millis) -> Result<Option<(Role, String)>, StoreError>;
 
     /// Ends a session (signing out); an unknown one is already ended.

@@ -238,12 +238,16 @@ macro_rules! control_impl {
         Ok(())
     }
 
-    async fn token_principal(&self, secret: &str) -> Result<Option<($crate::Role, String)>, StoreError> {
+    async fn token_principal(&self, secret: &str, now: Millis) -> Result<Option<($crate::Role, String)>, StoreError> {
         use sqlx::Row as _;
-        let row = sqlx::query("SELECT role, subject FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
-            .bind(agents::token_hash(secret))
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT role, subject FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > $2)",
+        )
+        .bind(agents::token_hash(secret))
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| Ok(($crate::Role::parse(&r.try_get::<String, _>("role")?)?, r.try_get("subject")?)))
             .transpose()
     }
@@ -254,7 +258,7 @@ macro_rules! control_impl {
         ttl_ms: i64,
         now: Millis,
     ) -> Result<Option<$crate::control::Session>, StoreError> {
-        let Some((role, subject)) = self.token_principal(token).await? else {
+        let Some((role, subject)) = self.token_principal(token, now).await? else {
             return Ok(None);
         };
         let secret = agents::new_secret()?.replacen(agents::TOKEN_PREFIX, "berth_session_", 1);
@@ -284,7 +288,8 @@ macro_rules! control_impl {
         use sqlx::Row as _;
         let row = sqlx::query(
             "SELECT t.role, t.subject FROM sessions s JOIN api_tokens t ON t.token_hash = s.token_hash
-             WHERE s.session_hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
+             WHERE s.session_hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL
+             AND (t.expires_at IS NULL OR t.expires_at > $2)",
         )
         .bind(agents::token_hash(secret))
         .bind(now)

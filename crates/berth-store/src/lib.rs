@@ -22,6 +22,7 @@ pub mod sqlite;
 pub mod suite;
 #[cfg(feature = "test-support")]
 pub mod testpg;
+pub mod tokens;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,7 @@ pub use postgres::PgStore;
 pub use quota::{Quota, Quotas};
 pub use replay::{Idempotency, Replay};
 pub use sqlite::SqliteStore;
+pub use tokens::{Issued, TokenInfo, Tokens};
 
 /// Milliseconds since the Unix epoch. The caller passes "now", so tests control time.
 pub type Millis = i64;
@@ -159,7 +161,7 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
 }
 
 #[async_trait]
-pub trait Store: Catalog + Inbox + Quotas + Replay + Send + Sync {
+pub trait Store: Catalog + Inbox + Quotas + Replay + Tokens + Send + Sync {
     /// Queues `op`; it gets a fresh id and the next place in the queue.
     async fn enqueue(&self, op: NewOperation, now: Millis) -> Result<Operation, StoreError>;
 

@@ -16,6 +16,8 @@ pub struct Quota {
     pub pending_instances: Option<i64>,
     /// Offerings not withdrawn (providers).
     pub offerings: Option<i64>,
+    /// API tokens live (neither revoked nor expired).
+    pub tokens: Option<i64>,
 }
 
 #[async_trait::async_trait]
@@ -102,6 +104,7 @@ macro_rules! quota_impl {
                         instances: r.try_get("instances")?,
                         pending_instances: r.try_get("pending_instances")?,
                         offerings: r.try_get("offerings")?,
+                        tokens: r.try_get("tokens")?,
                     }),
                 }
             }
@@ -128,13 +131,14 @@ macro_rules! quota_impl {
                     .await?;
                 if quota != $crate::quota::Quota::default() {
                     sqlx::query(
-                        "INSERT INTO quotas (account_id, instances, pending_instances, offerings, updated_at)
-                         VALUES ($1, $2, $3, $4, $5)",
+                        "INSERT INTO quotas (account_id, instances, pending_instances, offerings, tokens, updated_at)
+                         VALUES ($1, $2, $3, $4, $5, $6)",
                     )
                     .bind(account_id)
                     .bind(quota.instances)
                     .bind(quota.pending_instances)
                     .bind(quota.offerings)
+                    .bind(quota.tokens)
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;

@@ -1,11 +1,16 @@
 //! Wake-ups for long-polling claimers and operation watchers: one `Notify` per provider (rung
 //! when work for it is queued or given back) and per watched operation (`op:<id>`: an event or
-//! the end), in this process and, on PostgreSQL, from any replica (`NOTIFY`).
+//! the end), in this process and, on PostgreSQL, from any replica (`NOTIFY`). Entries nobody
+//! holds any more are dropped once the map passes [`SWEEP_ABOVE`]: a wake-up for them had no
+//! one to wake (waiters look at the store before they wait, so a dropped permit loses nothing).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
+
+/// The map is swept of entries nobody waits on when it holds more than this.
+const SWEEP_ABOVE: usize = 1024;
 
 #[derive(Default)]
 pub struct Signals {
@@ -13,13 +18,13 @@ pub struct Signals {
 }
 
 impl Signals {
-    pub fn get(&self, provider_id: &str) -> Arc<Notify> {
-        self.map
-            .lock()
-            .expect("signals lock")
-            .entry(provider_id.to_owned())
-            .or_default()
-            .clone()
+    pub fn get(&self, key: &str) -> Arc<Notify> {
+        let mut map = self.map.lock().expect("signals lock");
+        if map.len() > SWEEP_ABOVE {
+            // Only the map holds it: nobody waits there.
+            map.retain(|_, n| Arc::strong_count(n) > 1);
+        }
+        map.entry(key.to_owned()).or_default().clone()
     }
 
     /// Work for a provider wakes one claimer (one piece of work needs one agent: waking all of
@@ -40,6 +45,22 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entries_nobody_waits_on_are_dropped() {
+        let s = Signals::default();
+        let held: Vec<_> = (0..10).map(|n| s.get(&format!("op:held-{n}"))).collect();
+        for n in 0..5 * SWEEP_ABOVE {
+            drop(s.get(&format!("op:{n}")));
+        }
+        let map = s.map.lock().unwrap();
+        assert!(map.len() <= SWEEP_ABOVE + 1, "{}", map.len());
+        assert!(
+            (0..10).all(|n| map.contains_key(&format!("op:held-{n}"))),
+            "held entries stay"
+        );
+        drop(held);
+    }
 
     #[tokio::test]
     async fn work_wakes_one_claimer_and_passes_on_if_it_left() {

@@ -10,8 +10,10 @@ use crate::{Lease, NewAuditEntry, NewOperation, OpStatus, Outcome, Store, StoreE
 
 mod catalog;
 mod limits;
+mod tokens;
 pub use catalog::catalog;
 pub use limits::limits;
+pub use tokens::tokens;
 
 fn op(provider: &str, instance: &str, kind: &str) -> NewOperation {
     NewOperation {
@@ -40,6 +42,7 @@ pub async fn run_all(store: Arc<dyn Store>, tag: &str) {
     // After the audit checks, which expect an empty log.
     catalog(&*store, tag).await;
     limits(store.clone(), tag).await;
+    tokens(&*store, tag).await;
 }
 
 /// A claimer long-polling on `waiter` gets work that `writer` (the same store, or another

@@ -34,7 +34,7 @@ pub fn client(api: &ApiArgs) -> anyhow::Result<Client> {
     Client::with_tls(&api.server, Auth::Bearer(token), &tls).map_err(|e| anyhow!(e))
 }
 
-fn show<T: Serialize>(out: OutputFormat, v: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<ExitCode> {
+pub fn show<T: Serialize>(out: OutputFormat, v: &T, human: impl FnOnce(&T) -> String) -> anyhow::Result<ExitCode> {
     match out {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(v)?),
         // Names and messages come from other people: no escape codes reach this terminal.
@@ -94,7 +94,15 @@ pub async fn accounts(kind: &str, action: AccountAction, api: &ApiArgs, out: Out
                     .join("\n")
             })
         }
-        AccountAction::List => bail!("listing customers is not offered"),
+        AccountAction::List => {
+            let all = c.customers().await?;
+            show(out, &all, |all| {
+                all.iter()
+                    .map(|c| format!("{}  {}", c.id, c.name))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
     }
 }
 

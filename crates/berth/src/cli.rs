@@ -40,6 +40,12 @@ pub enum Command {
     Customer(crate::cli_api::AccountAction),
     /// Setup tokens that enroll agents.
     AgentToken(crate::cli_api::AgentTokenArgs),
+    /// API tokens: list, create (with a lifetime), revoke, rotate.
+    #[command(subcommand)]
+    Token(crate::cli_api::TokenAction),
+    /// What an account may hold: show, and set (operators).
+    #[command(subcommand)]
+    Quota(crate::cli_api::QuotaAction),
     /// Offerings: publish (providers), discover (customers).
     #[command(subcommand)]
     Offering(crate::cli_api::OfferingAction),

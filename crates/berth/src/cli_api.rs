@@ -59,6 +59,54 @@ pub enum AccountAction {
     List,
 }
 
+#[derive(Subcommand, Debug)]
+pub enum TokenAction {
+    /// Your API tokens (operators: `--account` for a provider's or customer's): ids, names,
+    /// lifetimes; never the secrets.
+    List {
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// A new API token, shown once.
+    Create {
+        /// What it is for: `ci`, `billing`, `laptop`.
+        name: String,
+        /// How long it may be used: `30d`, `24h` (default: until revoked).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Operators: make it for this provider or customer.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Revoke a token by id (`berth token list`): it stops working at once.
+    Revoke {
+        id: String,
+        /// Operators: a token of this provider or customer.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// A new secret for one of your tokens, same name and lifetime; the old one stops working.
+    Rotate { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QuotaAction {
+    /// The quotas in force for an account (yours, or any for operators).
+    Show { account: String },
+    /// Give an account its own numbers (operators); `default` returns one to the server's.
+    Set {
+        account: String,
+        #[arg(long)]
+        instances: Option<String>,
+        #[arg(long)]
+        pending_instances: Option<String>,
+        #[arg(long)]
+        offerings: Option<String>,
+        #[arg(long)]
+        tokens: Option<String>,
+    },
+}
+
 #[derive(Args, Debug)]
 pub struct AgentTokenArgs {
     #[command(subcommand)]

@@ -10,6 +10,7 @@ mod operator;
 mod output;
 mod progress;
 mod server_cmd;
+mod token_cmd;
 mod up_cmd;
 mod vm;
 
@@ -44,6 +45,8 @@ fn main() -> ExitCode {
             cli::Command::Provider(a) => api_cmd::accounts("provider", a, &cli.api, output).await,
             cli::Command::Customer(a) => api_cmd::accounts("customer", a, &cli.api, output).await,
             cli::Command::AgentToken(a) => api_cmd::agent_token(a, &cli.api, output).await,
+            cli::Command::Token(a) => token_cmd::token(a, &cli.api, output).await,
+            cli::Command::Quota(a) => token_cmd::quota(a, &cli.api, output).await,
             cli::Command::Offering(a) => api_cmd::offering(a, &cli.api, output).await,
             cli::Command::Order(a) => api_cmd::order(a, &cli.api, output).await,
             cli::Command::Op(a) => api_cmd::op(a, &cli.api, output).await,

@@ -20,6 +20,10 @@ pub struct SetQuota {
     #[serde(default)]
     #[schema(minimum = 0, maximum = 1000000)]
     pub offerings: Option<i64>,
+    /// API tokens live (neither revoked nor expired).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub tokens: Option<i64>,
 }
 
 /// The numbers in force for an account, and which of them are its own.
@@ -29,6 +33,7 @@ pub struct QuotaView {
     pub instances: i64,
     pub pending_instances: i64,
     pub offerings: i64,
+    pub tokens: i64,
     /// What was set for this account (the rest are the server's defaults).
     pub own: SetQuota,
 }

@@ -125,12 +125,9 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let url = format!("http://{addr}");
-    let cfg = berth_server::ServerConfig::parse(
-        &format!(
-            "listen = \"{addr}\"\n[database]\nsqlite = \"{}\"\n",
-            dir.path().join("bench.db").display()
-        ),
-        "server.toml",
+    let cfg = berth_bench::server_config(
+        &format!("listen = \"{addr}\""),
+        &format!("sqlite = \"{}\"", dir.path().join("bench.db").display()),
     )?;
     let store = berth_server::open_store(&cfg).await?;
     let token_file = dir.path().join("operator.token");

@@ -71,8 +71,7 @@ async fn main() -> anyhow::Result<()> {
     let mut urls = Vec::new();
     let mut servers = Vec::new();
     for s in &stores {
-        let mut cfg =
-            berth_server::ServerConfig::parse("listen = \"127.0.0.1:0\"\n[database]\nsqlite = \"x\"\n", "bench")?;
+        let mut cfg = berth_bench::server_config("listen = \"127.0.0.1:0\"", "sqlite = \"x\"")?;
         cfg.api.body_limit_bytes = 1 << 20;
         let running = berth_server::start(cfg, s.clone()).await?;
         urls.push(format!("http://{}", running.addr));

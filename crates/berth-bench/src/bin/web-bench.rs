@@ -76,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let operator = store
         .create_api_token(Role::Operator, "", "bench", berth_server::now_ms())
         .await?;
-    let cfg = berth_server::ServerConfig::parse("listen = \"127.0.0.1:0\"\n[database]\nsqlite = \"x\"\n", "bench")?;
+    let cfg = berth_bench::server_config("listen = \"127.0.0.1:0\"", "sqlite = \"x\"")?;
     let server = berth_server::start_app(cfg, store, berth_web::app).await?;
     let url = format!("http://{}", server.addr);
     let op = Client::new(&url, Auth::Bearer(operator.secret));

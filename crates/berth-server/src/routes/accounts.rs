@@ -29,35 +29,30 @@ pub async fn create_provider(
     req: Authed<Json<CreateNamed>>,
 ) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
     req.caller.require_operator()?;
-    let now = now_ms();
-    let p = st.store.create_provider(&req.body.get()?.name, now).await?;
-    account_created(&st, &req.caller, Role::Provider, p.id, p.name, now).await
+    account_created(&st, &req.caller, Role::Provider, &req.body.get()?.name).await
 }
 
-/// The first API token of a new provider or customer, the audit entry, and the answer.
+/// A new provider or customer with its first API token and its audit entry, in one transaction.
 async fn account_created(
     st: &AppState,
-    caller: &crate::auth::Caller,
+    caller: &Caller,
     role: Role,
-    id: String,
-    name: String,
-    now: i64,
+    name: &str,
 ) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
-    let t = st.store.create_api_token(role, &id, "initial", now).await?;
     let kind = role.as_str();
     let entry = audit(
         caller,
         &format!("{kind}.created"),
-        format!("{kind}:{id}"),
+        String::new(),
         serde_json::json!({ "name": name }),
     );
-    st.store.append_audit(entry, now).await?;
+    let (id, issued) = st.store.create_account(role, name, entry, now_ms()).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(AccountCreated {
             id,
-            name,
-            token: t.secret,
+            name: name.to_owned(),
+            token: issued.token.secret,
         }),
     ))
 }
@@ -108,9 +103,7 @@ pub async fn create_customer(
     req: Authed<Json<CreateNamed>>,
 ) -> ApiResult<(StatusCode, axum::Json<AccountCreated>)> {
     req.caller.require_operator()?;
-    let now = now_ms();
-    let c = st.store.create_customer(&req.body.get()?.name, now).await?;
-    account_created(&st, &req.caller, Role::Customer, c.id, c.name, now).await
+    account_created(&st, &req.caller, Role::Customer, &req.body.get()?.name).await
 }
 
 #[utoipa::path(get, path = "/api/v1/customers", tag = "accounts", params(PageQuery),

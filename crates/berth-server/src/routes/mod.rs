@@ -10,3 +10,4 @@ pub mod keys;
 pub mod operations;
 pub mod placement;
 pub mod quotas;
+pub mod tokens;

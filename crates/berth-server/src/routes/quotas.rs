@@ -20,10 +20,12 @@ async fn in_force(st: &AppState, account_id: &str) -> ApiResult<QuotaView> {
         instances: own.instances.unwrap_or(d.instances),
         pending_instances: own.pending_instances.unwrap_or(d.pending_instances),
         offerings: own.offerings.unwrap_or(d.offerings),
+        tokens: own.tokens.unwrap_or(d.tokens),
         own: SetQuota {
             instances: own.instances,
             pending_instances: own.pending_instances,
             offerings: own.offerings,
+            tokens: own.tokens,
         },
     })
 }
@@ -40,6 +42,14 @@ pub async fn instance_quota(st: &AppState, account_id: &str) -> ApiResult<Instan
 /// How many offerings `provider_id` may have.
 pub async fn offering_quota(st: &AppState, provider_id: &str) -> ApiResult<i64> {
     Ok(in_force(st, provider_id).await?.offerings)
+}
+
+/// How many live API tokens `(role, subject)` may hold (operators: the default).
+pub async fn token_quota(st: &AppState, subject: &str, role: berth_store::Role) -> ApiResult<i64> {
+    if role == berth_store::Role::Operator {
+        return Ok(st.cfg.quotas.tokens);
+    }
+    Ok(in_force(st, subject).await?.tokens)
 }
 
 /// A refused quota, as the API says it.
@@ -104,6 +114,7 @@ pub async fn set_quota(
         ("instances", q.instances),
         ("pending_instances", q.pending_instances),
         ("offerings", q.offerings),
+        ("tokens", q.tokens),
     ] {
         if let Some(v) = v
             && !(0..=MAX).contains(&v)
@@ -118,6 +129,7 @@ pub async fn set_quota(
         instances: q.instances,
         pending_instances: q.pending_instances,
         offerings: q.offerings,
+        tokens: q.tokens,
     };
     let audit = NewAuditEntry {
         actor: req.caller.actor(),

@@ -12,5 +12,9 @@ CREATE TABLE quotas (
     instances         BIGINT,
     pending_instances BIGINT,
     offerings         BIGINT,
+    tokens            BIGINT,
     updated_at        BIGINT NOT NULL
 );
+
+-- API tokens may expire (NULL: until revoked).
+ALTER TABLE api_tokens ADD COLUMN expires_at BIGINT;

@@ -23,11 +23,11 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     let t = s.create_api_token(Role::Customer, &c.id, "t", T0).await.unwrap();
     assert!(t.secret.starts_with(control::API_TOKEN_PREFIX));
     assert_eq!(
-        s.token_principal(&t.secret).await.unwrap(),
+        s.token_principal(&t.secret, T0).await.unwrap(),
         Some((Role::Customer, c.id.clone()))
     );
     assert_eq!(
-        s.token_principal("berth_tok_nope").await.unwrap(),
+        s.token_principal("berth_tok_nope", T0).await.unwrap(),
         None,
         "store: unknown tokens map to no one"
     );

@@ -208,8 +208,7 @@ pub async fn limits(s: Arc<dyn Store>, tag: &str) {
     assert_eq!(s.quota(&c.id).await.unwrap(), Quota::default());
     let mine = Quota {
         instances: Some(50),
-        pending_instances: None,
-        offerings: None,
+        ..Default::default()
     };
     s.set_quota(&c.id, mine, audit("quota.set"), T0).await.unwrap();
     assert_eq!(s.quota(&c.id).await.unwrap(), mine);

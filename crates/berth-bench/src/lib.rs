@@ -1,0 +1,17 @@
+//! What the benchmark binaries share: the control plane's configuration under load.
+
+use berth_server::ServerConfig;
+
+/// A `server.toml` for a benchmark whose `[database]` table is `database` (and `extra` lines
+/// before it, such as `listen`). Every simulated agent and customer connects from 127.0.0.1 and
+/// one customer places every order, so the per-address rate limit and the account quotas —
+/// bounds on one real client — are raised out of the way; their machinery (the connection
+/// table, timeouts, rate buckets, quota counts) still runs on every request and is measured.
+pub fn server_config(extra: &str, database: &str) -> anyhow::Result<ServerConfig> {
+    let text = format!(
+        "{extra}\n[database]\n{database}\n[limits]\naddress_rate = 1000000\naddress_burst = 1000000\n\
+         credential_rate = 1000000\ncredential_burst = 1000000\nmax_connections = 8192\n\
+         [quotas]\ninstances = 1000000\npending_instances = 1000000\nofferings = 1000000\n"
+    );
+    Ok(ServerConfig::parse(&text, "bench server.toml")?)
+}
