@@ -26,6 +26,16 @@ fn op(provider: &str, instance: &str, kind: &str) -> NewOperation {
 }
 
 const T0: i64 = 1_800_000_000_000;
+
+/// An audit entry for the checks that need one.
+fn audit(action: &str) -> NewAuditEntry {
+    NewAuditEntry {
+        actor: "test".into(),
+        action: action.into(),
+        subject: "s".into(),
+        detail: json!({}),
+    }
+}
 const TTL: i64 = 30_000;
 
 /// Runs every check; `tag` keeps the ids of repeated runs on one database apart.

@@ -18,12 +18,12 @@ fn table(list: &[TokenView]) -> String {
         return "no tokens".into();
     }
     let mut lines = vec![format!(
-        "{:<16}  {:<20}  {:<20}  {:<20}  {}",
+        "{:<16}  {:<20}  {:<23}  {:<23}  {}",
         "ID", "NAME", "CREATED", "EXPIRES", "REVOKED"
     )];
     for t in list {
         lines.push(format!(
-            "{:<16}  {:<20}  {:<20}  {:<20}  {}",
+            "{:<16}  {:<20}  {:<23}  {:<23}  {}",
             t.id,
             t.name,
             berth_core::utc(t.created_at),

@@ -106,6 +106,24 @@ async fn server_and_client_commands_from_order_to_audit() {
     let c_token = write("customer.token", &customer["token"]);
     let setup = json(&["agent-token", "create", "--ttl", "1h"], &url, &p_token);
 
+    // Operators list customers; every account manages its API tokens; quotas are shown and set.
+    let customers = json(&["customer", "list"], &url, &op_token);
+    assert_eq!(customers[0]["name"], "alice");
+    let ci = json(&["token", "create", "ci", "--ttl", "30d"], &url, &c_token);
+    let ci_token = write("ci.token", &ci["token"]);
+    let listed = json(&["token", "list"], &url, &ci_token);
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    let revoked = json(&["token", "revoke", ci["id"].as_str().unwrap()], &url, &c_token);
+    assert!(revoked["revoked_at"].is_i64(), "{revoked}");
+    let cid = customer["id"].as_str().unwrap();
+    let q = json(&["quota", "set", cid, "--instances", "7"], &url, &op_token);
+    assert_eq!(
+        (q["instances"].as_i64(), q["own"]["instances"].as_i64()),
+        (Some(7), Some(7))
+    );
+    let q = json(&["quota", "show", cid], &url, &c_token);
+    assert_eq!(q["instances"], 7);
+
     // An agent enrolls with the setup token and reports in.
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
     let a = Client::new(&url, Auth::None)

@@ -81,23 +81,9 @@ pub async fn get_quota(
         return Err(ApiError::NotFound(format!("account {id}")));
     }
     if matches!(req.caller, Caller::Operator) {
-        known(&st, &id).await?;
+        crate::routes::tokens::account_of(&st, &id).await?;
     }
     Ok(axum::Json(in_force(&st, &id).await?))
-}
-
-async fn known(st: &AppState, id: &str) -> ApiResult<()> {
-    match st.store.customer(id).await {
-        Ok(_) => return Ok(()),
-        Err(StoreError::NotFound(_)) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let providers = st.store.providers(&berth_store::Page::all()).await?;
-    if providers.iter().any(|p| p.id == id) {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!("account {id}")))
-    }
 }
 
 #[utoipa::path(put, path = "/api/v1/accounts/{id}/quota", tag = "accounts", params(("id" = String, Path, description = "a customer or provider id")),

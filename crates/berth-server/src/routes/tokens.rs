@@ -38,6 +38,11 @@ fn own(caller: &Caller) -> ApiResult<(Role, String)> {
 /// The account `id` (a provider or customer), for an operator.
 async fn account(st: &AppState, caller: &Caller, id: &str) -> ApiResult<(Role, String)> {
     caller.require_operator()?;
+    account_of(st, id).await
+}
+
+/// Whether `id` is a customer or a provider (`NotFound`: neither).
+pub async fn account_of(st: &AppState, id: &str) -> ApiResult<(Role, String)> {
     match st.store.customer(id).await {
         Ok(_) => return Ok((Role::Customer, id.to_owned())),
         Err(StoreError::NotFound(_)) => {}

@@ -4,17 +4,8 @@
 
 use serde_json::json;
 
-use super::{T0, TTL};
+use super::{T0, TTL, audit};
 use crate::*;
-
-fn audit(action: &str) -> NewAuditEntry {
-    NewAuditEntry {
-        actor: "test".into(),
-        action: action.into(),
-        subject: "s".into(),
-        detail: json!({}),
-    }
-}
 
 pub async fn catalog(s: &dyn Store, tag: &str) {
     // Tokens: only the hash is kept; a principal comes back for the secret alone.

@@ -5,17 +5,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::T0;
+use super::{T0, audit};
 use crate::*;
-
-fn audit(action: &str) -> NewAuditEntry {
-    NewAuditEntry {
-        actor: "test".into(),
-        action: action.into(),
-        subject: "s".into(),
-        detail: json!({}),
-    }
-}
 
 fn order(provider: &str, customer: &str, status: &str, quota: Option<InstanceQuota>) -> NewInstance {
     NewInstance {

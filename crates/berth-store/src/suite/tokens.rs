@@ -1,19 +1,8 @@
 //! API tokens over their life, as the store keeps them: an account with its first token and
 //! its audit entry at once; tokens listed, expiring, capped, revoked and rotated.
 
-use serde_json::json;
-
-use super::T0;
+use super::{T0, audit};
 use crate::*;
-
-fn audit(action: &str) -> NewAuditEntry {
-    NewAuditEntry {
-        actor: "test".into(),
-        action: action.into(),
-        subject: String::new(),
-        detail: json!({}),
-    }
-}
 
 pub async fn tokens(s: &dyn Store, tag: &str) {
     let (id, first) = s
