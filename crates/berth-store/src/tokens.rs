@@ -125,6 +125,26 @@ macro_rules! tokens_impl {
                 $crate::tokens::token_from_row!(&row)
             }
 
+            async fn revoke_in(
+                tx: &mut sqlx::Transaction<'static, Db>,
+                role: $crate::Role,
+                subject: &str,
+                id: &str,
+                now: Millis,
+            ) -> Result<(), StoreError> {
+                sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = $1
+                     WHERE role = $2 AND subject = $3 AND substr(token_hash, 1, 16) = $4",
+                )
+                .bind(now)
+                .bind(role.as_str())
+                .bind(subject)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+                Ok(())
+            }
+
             async fn token_in(
                 tx: &mut sqlx::Transaction<'static, Db>,
                 role: $crate::Role,
@@ -259,13 +279,7 @@ macro_rules! tokens_impl {
                         ));
                     }
                 }
-                sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE role = $2 AND subject = $3 AND substr(token_hash, 1, 16) = $4")
-                    .bind(now)
-                    .bind(role.as_str())
-                    .bind(subject)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::revoke_in(&mut tx, role, subject, id, now).await?;
                 let mut audit = audit;
                 audit.subject = format!("token:{id}");
                 self.audit_in(&mut tx, audit, now).await?;
@@ -293,13 +307,7 @@ macro_rules! tokens_impl {
                 let expires_at = old.expires_at.map(|e| now + (e - old.created_at));
                 let token = $crate::ApiToken::generate(role, subject)?;
                 let info = Self::insert_token_in(&mut tx, &token, &old.name, expires_at, now).await?;
-                sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE role = $2 AND subject = $3 AND substr(token_hash, 1, 16) = $4")
-                    .bind(now)
-                    .bind(role.as_str())
-                    .bind(subject)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
+                Self::revoke_in(&mut tx, role, subject, id, now).await?;
                 let mut audit = audit;
                 audit.subject = format!("token:{id}");
                 if let Some(d) = audit.detail.as_object_mut() {
