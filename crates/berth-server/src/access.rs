@@ -16,6 +16,11 @@ use ipnet::IpNet;
 #[derive(Clone, Copy, Debug)]
 pub struct Peer(pub SocketAddr);
 
+/// The client's address as [`log`] worked it out (behind trusted proxies: the one they
+/// forwarded for), for the layers inside it (the rate limits).
+#[derive(Clone, Copy, Debug)]
+pub struct Client(pub IpAddr);
+
 /// Where authentication writes who the caller turned out to be, for the access log.
 #[derive(Clone, Default)]
 pub struct CallerSlot(Arc<Mutex<Option<String>>>);
@@ -78,15 +83,15 @@ pub async fn log(State(proxies): State<Arc<TrustedProxies>>, mut req: Request, n
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "-".into());
     let peer = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.0.ip());
-    let forwarded = req
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let client = peer.map(|p| proxies.client(p, forwarded));
+    if let Some(c) = client {
+        req.extensions_mut().insert(Client(c));
+    }
     let slot = CallerSlot::default();
     req.extensions_mut().insert(slot.clone());
     let resp = next.run(req).await;
-    let client = peer.map(|p| proxies.client(p, forwarded.as_deref()).to_string());
+    let client = client.map(|c| c.to_string());
     let caller = slot.0.lock().expect("caller slot").take();
     tracing::info!(
         target: "berth::access",

@@ -280,7 +280,7 @@ pub async fn start_app(
         access::TrustedProxies::parse(&state.cfg.api.trusted_proxies)
             .map_err(|e| ServeError::Config(format!("api.trusted_proxies: {e}")))?,
     );
-    let limiter = Arc::new(ratelimit::RateLimiter::new(&state.cfg.limits, proxies.clone()));
+    let limiter = Arc::new(ratelimit::RateLimiter::new(&state.cfg.limits));
     // Outermost first: the access log sees every answer, guards and limits included.
     let mut app = app(state.clone())
         .layer(axum::middleware::from_fn_with_state(limiter, ratelimit::limit))

@@ -60,8 +60,8 @@ pub fn page(after: Option<&str>, limit: Option<i64>) -> ApiResult<Page> {
 pub fn no_query(raw: Option<&str>) -> ApiResult<()> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
-    struct None {}
-    parse_query::<None>(raw).map(|_| ())
+    struct NoParams {}
+    parse_query::<NoParams>(raw).map(|_| ())
 }
 
 /// A JSON array of `items`: a page read from the store as `page`, where `fetched` rows came

@@ -11,12 +11,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest as _, Sha256};
 
-use crate::access::{Peer, TrustedProxies};
+use crate::access::Client;
 use crate::config::Limits;
 use crate::problem::ApiError;
 
@@ -63,15 +63,13 @@ impl<K: std::hash::Hash + Eq> Gcra<K> {
 pub struct RateLimiter {
     addresses: Gcra<IpAddr>,
     credentials: Gcra<[u8; 16]>,
-    proxies: Arc<TrustedProxies>,
 }
 
 impl RateLimiter {
-    pub fn new(l: &Limits, proxies: Arc<TrustedProxies>) -> RateLimiter {
+    pub fn new(l: &Limits) -> RateLimiter {
         RateLimiter {
             addresses: Gcra::new(l.address_rate, l.address_burst, l.rate_limit_keys),
             credentials: Gcra::new(l.credential_rate, l.credential_burst, l.rate_limit_keys),
-            proxies,
         }
     }
 }
@@ -103,12 +101,11 @@ pub async fn limit(State(rl): State<Arc<RateLimiter>>, req: Request, next: Next)
         return next.run(req).await;
     }
     let now = Instant::now();
-    if let Some(ConnectInfo(Peer(peer))) = req.extensions().get::<ConnectInfo<Peer>>() {
-        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        let client = rl.proxies.client(peer.ip(), forwarded);
-        if let Err(wait) = rl.addresses.take(client, now) {
-            return refuse(wait);
-        }
+    // The access log, outside this layer, has worked out who the client is.
+    if let Some(Client(client)) = req.extensions().get::<Client>()
+        && let Err(wait) = rl.addresses.take(*client, now)
+    {
+        return refuse(wait);
     }
     if let Some(key) = credential(&req)
         && let Err(wait) = rl.credentials.take(key, now)

@@ -268,9 +268,11 @@ async fn connection<S>(
         let app = app.clone();
         async move {
             let mut req = req.map(|b| {
+                // No timer for a request without a body (most GETs).
+                let empty = http_body::Body::is_end_stream(&b);
                 Body::new(Bounded {
                     inner: b,
-                    deadline: Some(Box::pin(tokio::time::sleep(body_timeout))),
+                    deadline: (!empty).then(|| Box::pin(tokio::time::sleep(body_timeout))),
                     what: "request body",
                     _in_flight: None,
                 })
