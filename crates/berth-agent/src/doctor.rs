@@ -35,7 +35,13 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 };
                 match crate::build_provider(&config, b) {
                     Err(e) => checks.push(named(Check::fail("backend", e.to_string()))),
-                    Ok(provider) => checks.extend(provider.validate().await.into_iter().map(named)),
+                    Ok(provider) => {
+                        checks.extend(provider.validate().await.into_iter().map(named));
+                        if let Some(settings) = &config.agent {
+                            let cfg = b.capacity.as_ref().unwrap_or(&settings.capacity);
+                            checks.push(named(capacity_check(b, provider, cfg).await));
+                        }
+                    }
                 }
             }
         }
@@ -101,4 +107,32 @@ async fn agent_checks(settings: &crate::AgentSettings) -> Vec<Check> {
         Err(e) => out.push(Check::fail("control plane", format!("unreachable: {e}"))),
     }
     out
+}
+
+/// For an agent: whether the backend has room to report. A backend that cannot tell its host's
+/// totals (the script backend) and no `[capacity]` numbers would make every order `no_capacity`.
+async fn capacity_check(
+    b: &crate::config::BackendConfig,
+    provider: std::sync::Arc<dyn berth_core::Provider>,
+    cfg: &crate::config::CapacitySection,
+) -> Check {
+    let backend = crate::agent::Backend::new(b.name.clone(), provider, 1).with_capacity(b.capacity.clone());
+    let refused = "so every order for it would be refused (no_capacity)";
+    match crate::heartbeat::capacity(&backend, cfg).await {
+        Err(e) => Check::fail("capacity", format!("{e}; {refused}")),
+        Ok(c) if c.cores_total == 0 || c.memory_mib_total == 0 || c.disk_gib_total == 0 => Check::fail(
+            "capacity",
+            format!(
+                "{} cores, {} MiB, {} GiB in all, {refused}: set cores, memory_mib and disk_gib in [capacity]",
+                c.cores_total, c.memory_mib_total, c.disk_gib_total
+            ),
+        ),
+        Ok(c) => Check::ok(
+            "capacity",
+            format!(
+                "{}/{} cores, {}/{} MiB, {}/{} GiB free",
+                c.cores_free, c.cores_total, c.memory_mib_free, c.memory_mib_total, c.disk_gib_free, c.disk_gib_total
+            ),
+        ),
+    }
 }

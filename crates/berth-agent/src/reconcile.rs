@@ -187,7 +187,14 @@ impl Agent {
         let mut present = HashSet::new();
         for (b, vms) in &seen {
             for vm in vms {
-                let Some(iid) = vm.instance_id.as_ref().map(|i| i.to_string()) else {
+                // Machines made outside the control plane (`berth vm create`) are not ours to
+                // judge: no drift, no orphan.
+                let Some(iid) = vm
+                    .instance_id
+                    .as_ref()
+                    .filter(|i| i.scope() == berth_core::Scope::ControlPlane)
+                    .map(|i| i.to_string())
+                else {
                     continue;
                 };
                 present.insert(iid.clone());

@@ -55,6 +55,15 @@ impl ClientError {
         }
     }
 
+    /// The HTTP status the server answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Problem(p) => Some(p.status),
+            ClientError::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
     /// The field the problem names, if any.
     pub fn field(&self) -> Option<&str> {
         match self {
@@ -354,6 +363,34 @@ impl Client {
         )
         .await
     }
+    /// The customers a provider set numbers for (and `default`).
+    pub async fn customer_quotas(&self, provider_id: &str) -> Result<Vec<CustomerQuotaView>, ClientError> {
+        self.get_all(&format!("/api/v1/providers/{provider_id}/customer-quotas"))
+            .await
+    }
+    /// What a provider lets a customer hold, in force.
+    pub async fn customer_quota(&self, provider_id: &str, customer_id: &str) -> Result<CustomerQuotaView, ClientError> {
+        self.get(&format!(
+            "/api/v1/providers/{provider_id}/customer-quotas/{customer_id}"
+        ))
+        .await
+    }
+    /// Sets what a provider lets a customer (or `default`: every customer) hold.
+    pub async fn set_customer_quota(
+        &self,
+        provider_id: &str,
+        customer_id: &str,
+        q: &SetCustomerQuota,
+    ) -> Result<CustomerQuotaView, ClientError> {
+        self.call(
+            http::Method::PUT,
+            &format!("/api/v1/providers/{provider_id}/customer-quotas/{customer_id}"),
+            Some(q),
+            &[],
+            TIMEOUT,
+        )
+        .await
+    }
     pub async fn customers(&self) -> Result<Vec<CustomerView>, ClientError> {
         self.get_all("/api/v1/customers").await
     }
@@ -607,7 +644,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// The target of `rel="next"` in a `Link` header (RFC 8288), if any.
-fn next_link(header: &str) -> Option<String> {
+pub fn next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
         let (target, params) = part.trim().split_once(';')?;
         let target = target.trim().strip_prefix('<')?.strip_suffix('>')?;

@@ -11,7 +11,7 @@ mod input;
 mod quota;
 mod tokens;
 pub use input::{InputTaken, OperatorInput, OperatorInputView};
-pub use quota::{QuotaView, SetQuota};
+pub use quota::{CustomerQuotaView, QuotaView, SetCustomerQuota, SetQuota};
 pub use tokens::{CreateToken, TokenCreated, TokenView};
 
 /// Milliseconds since the Unix epoch.

@@ -14,6 +14,19 @@ use crate::error::ProviderError;
 #[serde(transparent)]
 pub struct InstanceId(String);
 
+/// Whose machine an id names, read from the id itself (so from every backend's marker alike).
+/// The control plane's store makes the id of every instance it hands its agents: a UUID.
+/// `berth vm create` makes ids of another form and refuses UUIDs, so a machine made by hand
+/// next to a running agent is never taken by that agent's reconcile for one the control plane
+/// lost. (Machines made by hand before this rule carry UUIDs; to an agent they look like its own.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Made for a control plane's instance: its agent reconciles it.
+    ControlPlane,
+    /// Made directly (`berth vm create`, the declarative mode): no agent touches it.
+    Local,
+}
+
 impl InstanceId {
     pub const MAX_LEN: usize = 63;
 
@@ -37,9 +50,23 @@ impl InstanceId {
         Ok(InstanceId(s.to_owned()))
     }
 
-    /// A fresh random id (a UUID v4 in its hyphenated form).
+    /// A fresh random id in the control plane's scope (a UUID v4 in its hyphenated form).
     pub fn generate() -> Self {
         InstanceId(uuid::Uuid::new_v4().to_string())
+    }
+
+    /// A fresh random id in the local scope: `vm-` and 16 hex digits.
+    pub fn generate_local() -> Self {
+        InstanceId(format!("vm-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]))
+    }
+
+    /// Whose machine this id names; see [`Scope`].
+    pub fn scope(&self) -> Scope {
+        if self.0.len() == 36 && uuid::Uuid::try_parse(&self.0).is_ok() {
+            Scope::ControlPlane
+        } else {
+            Scope::Local
+        }
     }
 
     pub fn as_str(&self) -> &str {
@@ -95,6 +122,23 @@ impl From<InstanceId> for InstanceRef {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_scope_is_read_from_the_id() {
+        let cp = InstanceId::generate();
+        assert_eq!(cp.scope(), Scope::ControlPlane);
+        let local = InstanceId::generate_local();
+        assert_eq!(local.scope(), Scope::Local);
+        assert!(InstanceId::parse(local.as_str()).is_ok(), "{local}");
+        for s in [
+            "web1",
+            "orphan-2",
+            "3f2b8c1e9d7a4b6c8e0f1a2b3c4d5e6f",
+            "3f2b8c1e-9d7a-4b6c-8e0f-1a2b3c4d5e6",
+        ] {
+            assert_eq!(InstanceId::parse(s).unwrap().scope(), Scope::Local, "{s}");
+        }
+    }
 
     #[test]
     fn accepts_uuid_and_slugs() {

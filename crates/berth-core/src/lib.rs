@@ -15,7 +15,7 @@ pub mod time;
 
 pub use config_error::ConfigError;
 pub use error::{ErrorCode, ProviderError};
-pub use ids::{InstanceId, InstanceRef};
+pub use ids::{InstanceId, InstanceRef, Scope};
 pub use instance::{
     Capabilities, Capacity, Check, CheckStatus, DeleteOutcome, ExecOutput, Instance, PowerOp, PowerState,
     ReconfigureOutcome, Template,

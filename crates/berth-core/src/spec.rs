@@ -162,6 +162,13 @@ impl SshPublicKey {
 
     pub fn parse(line: &str) -> Result<Self, ProviderError> {
         let line = line.trim();
+        // Said before anything of it is shown: a private key is never echoed, not even in part.
+        if line.contains("PRIVATE KEY") {
+            return Err(ProviderError::invalid(
+                "ssh_key",
+                "this is a private key; pass the public key (the .pub file beside it)",
+            ));
+        }
         let shown: String = line.chars().take(40).collect();
         let bad = |why: String| {
             ProviderError::invalid(
@@ -422,6 +429,11 @@ mod tests {
             assert_eq!(err.code(), crate::ErrorCode::InvalidSpec, "{bad:?}");
             assert!(err.to_string().starts_with("invalid ssh_key"), "{err}");
         }
+        let private =
+            "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n-----END OPENSSH PRIVATE KEY-----\n";
+        let err = SshPublicKey::parse(private).unwrap_err().to_string();
+        assert!(err.contains("this is a private key; pass the public key"), "{err}");
+        assert!(!err.contains("b3Bl"), "nothing of the key is shown: {err}");
     }
 
     #[test]

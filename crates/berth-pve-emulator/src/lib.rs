@@ -223,6 +223,11 @@ impl EmulatorHandle {
         seed::add_foreign_vm(&mut self.world(), node, vmid, name);
     }
 
+    /// A running VM carrying Berth's marker for `instance_id`, made behind the agent's back.
+    pub fn add_marked_vm(&self, node: &str, vmid: u32, name: &str, instance_id: &str) {
+        seed::add_marked_vm(&mut self.world(), node, vmid, name, instance_id);
+    }
+
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.world().requests.clone()
     }

@@ -140,6 +140,18 @@ fn add_template(world: &mut World, vmid: u32, node: &str, name: &str, storage: &
 }
 
 /// A running VM that Berth does not own (2 cores, 2 GiB, 8G disk on local-lvm, agent up).
+/// A running VM carrying Berth's marker for `instance_id` (tags and description, as the
+/// Proxmox backend writes them), made behind the agent's back.
+pub(crate) fn add_marked_vm(world: &mut World, node: &str, vmid: u32, name: &str, instance_id: &str) {
+    add_foreign_vm(world, node, vmid, name);
+    let guest = world.guests.get_mut(&vmid).expect("just added");
+    guest.config.insert("tags".into(), format!("berth;berth-{instance_id}"));
+    guest.config.insert(
+        "description".into(),
+        format!("Managed by Berth; do not edit the line below.\nberth-instance-id: {instance_id}\n"),
+    );
+}
+
 pub(crate) fn add_foreign_vm(world: &mut World, node: &str, vmid: u32, name: &str) {
     let volid = world.alloc_disk(node, "local-lvm", vmid, 8 * GIB, None, "images");
     let config: BTreeMap<String, String> = [

@@ -121,6 +121,20 @@ fn constrain(v: &mut Value) {
         };
         merge(target, extra);
     }
+    // A change names at least one number (`null` is not one), each bounded as in an order.
+    if let Some(r) = v.pointer_mut("/components/schemas/Reconfigure") {
+        r["minProperties"] = json!(1);
+        for (prop, min, max) in [
+            ("cores", 1, 8192),
+            ("memory_mib", 16, 16_777_216),
+            ("disk_gib", 1, 1_048_576),
+        ] {
+            let p = &mut r["properties"][prop];
+            p["type"] = json!("integer");
+            p["minimum"] = json!(min);
+            p["maximum"] = json!(max);
+        }
+    }
     // A saved key is one of two shapes, told apart by `kind`.
     if let Some(save) = v.pointer_mut("/components/schemas/SaveKey") {
         let shape = |kind: &str, format: &str| {

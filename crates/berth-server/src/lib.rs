@@ -95,6 +95,8 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(agent::put_templates))
         .routes(routes!(agent::me))
         .routes(routes!(quotas::get_quota, quotas::set_quota))
+        .routes(routes!(customer_quotas::list))
+        .routes(routes!(customer_quotas::get, customer_quotas::set))
         .routes(routes!(tokens::list_own, tokens::create_own))
         .routes(routes!(tokens::revoke_own))
         .routes(routes!(tokens::rotate_own))

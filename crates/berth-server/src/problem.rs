@@ -21,7 +21,8 @@ pub enum ApiError {
     /// Also what a caller gets for something that exists but is not theirs.
     #[error("{0} not found")]
     NotFound(String),
-    #[error("{code}: {message}")]
+    /// The message alone: the code travels in the problem's `code`, not again in its detail.
+    #[error("{message}")]
     Conflict { code: &'static str, message: String },
     #[error("the request body is larger than {0} bytes")]
     TooLarge(usize),

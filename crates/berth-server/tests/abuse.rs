@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use berth_api::wire::{CreateOrder, SetQuota};
+use berth_api::wire::{CreateOrder, SetCustomerQuota, SetQuota};
 use common::*;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, Method};
@@ -171,6 +171,17 @@ async fn malformed_requests_get_problems_naming_what_is_wrong() {
         .await
         .assert_problem(422, "invalid_input", Some(field));
     }
+    // A reconfigure keeps the bounds of an order (schemathesis found disk_gib 0 accepted).
+    let reconfigure = format!("/api/v1/instances/{}/reconfigure", w.inst_a);
+    for (field, value) in [("disk_gib", 0), ("cores", 0), ("memory_mib", 8)] {
+        call(url, &customer, POST, &reconfigure, Some(&json!({ field: value })))
+            .await
+            .assert_problem(422, "invalid_input", Some(field));
+    }
+    // Shrinking is valid input but not for this machine (schemathesis: a 422 for schema-valid data).
+    call(url, &customer, POST, &reconfigure, Some(&json!({"disk_gib": 1})))
+        .await
+        .assert_problem(409, "disk_shrink", None);
     call(
         url,
         &Who::Bearer(w.operator.clone()),
@@ -327,6 +338,72 @@ async fn quotas_bound_what_one_account_holds_and_operators_move_them() {
             .iter()
             .any(|e| e.action == "quota.set" && e.subject == format!("account:{cid}"))
     );
+}
+
+/// A provider bounds what each customer holds of its instances (a default, and one customer's
+/// own numbers), on top of the customer's quota; another provider's customers are not its to see.
+#[tokio::test]
+async fn providers_bound_what_each_customer_holds_of_their_instances() {
+    let ctx = TestContext::sqlite().await;
+    let (pid, provider) = ctx.provider("acme").await;
+    let (_, other) = ctx.provider("other").await;
+    let (cid, customer) = ctx.customer("bob").await;
+    let offering = provider.create_offering(&small_offering()).await.unwrap();
+    let later = |name: &str| CreateOrder {
+        provision: false,
+        ..order(&offering.id, name)
+    };
+    let two = SetCustomerQuota {
+        instances: Some(2),
+        pending_instances: None,
+    };
+    let set = provider.set_customer_quota(&pid, "default", &two).await.unwrap();
+    assert_eq!((set.customer_id.as_str(), set.instances), ("default", Some(2)));
+    for n in 0..2 {
+        customer.create_order(&later(&format!("p{n}")), None).await.unwrap();
+    }
+    let e = customer.create_order(&later("p2"), None).await.unwrap_err();
+    assert_eq!(e.code(), Some("quota_exceeded"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("this provider lets each customer hold 2 instances"),
+        "{e}"
+    );
+    // The customer sees what is in force for it; the provider raises it for this customer.
+    let mine = customer.customer_quota(&pid, &cid).await.unwrap();
+    assert_eq!((mine.instances, mine.pending_instances), (Some(2), None));
+    let three = SetCustomerQuota {
+        instances: Some(3),
+        pending_instances: None,
+    };
+    provider.set_customer_quota(&pid, &cid, &three).await.unwrap();
+    customer.create_order(&later("p2"), None).await.unwrap();
+    let listed: Vec<_> = provider
+        .customer_quotas(&pid)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.customer_id, q.instances))
+        .collect();
+    assert!(
+        listed.contains(&(cid.clone(), Some(3))) && listed.len() == 2,
+        "{listed:?}"
+    );
+    // Not another provider's, not the customer's to set; bad numbers and customers by name.
+    let e = other.set_customer_quota(&pid, &cid, &three).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    let e = customer.set_customer_quota(&pid, &cid, &three).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let bad = SetCustomerQuota {
+        instances: Some(-1),
+        pending_instances: None,
+    };
+    let e = provider.set_customer_quota(&pid, &cid, &bad).await.unwrap_err();
+    assert_eq!((e.code(), e.field()), (Some("invalid_input"), Some("instances")), "{e}");
+    let e = provider.set_customer_quota(&pid, "nobody", &three).await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    let audit = ctx.operator.audit(0, 1000).await.unwrap();
+    assert_eq!(audit.iter().filter(|e| e.action == "customer_quota.set").count(), 2);
 }
 
 #[tokio::test]

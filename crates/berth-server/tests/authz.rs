@@ -158,6 +158,11 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         // An account's quotas: operators see and set any; an account sees its own.
         row(GET,  "/accounts/{id}/quota",                            &[ca],              None,             "401 200 404 404 200 404 404 404"),
         row(PUT,  "/accounts/{id}/quota",                            &[ca],              Some(&quota),     "401 200 403 403 403 403 403 403"),
+        // What a provider lets its customers hold: the provider and operators set and list it;
+        // the customer reads its own.
+        row(GET,  "/providers/{id}/customer-quotas",                 &[pa],              None,             "401 200 200 404 403 403 403 403"),
+        row(GET,  "/providers/{id}/customer-quotas/{customer}",      &[pa, ca],          None,             "401 200 200 404 200 404 404 404"),
+        row(PUT,  "/providers/{id}/customer-quotas/{customer}",      &[pa, ca],          Some(&quota),     "401 200 200 404 403 403 403 403"),
         // API tokens: everyone but agents manages their own; operators any account's.
         row(GET,  "/tokens",                                         &[],                None,             "401 200 200 200 200 200 403 403"),
         row(POST, "/tokens",                                         &[],                Some(&tok),       "401 201 201 201 201 201 403 403"),

@@ -157,6 +157,8 @@ pub struct NewInstance {
 pub struct InstanceQuota {
     pub instances: i64,
     pub pending_instances: i64,
+    /// What the instance's provider lets its customer hold (unbounded for its own machines).
+    pub of_provider: crate::quota::CustomerQuota,
 }
 
 /// One page of a list in creation order: the items after the one whose id is `after`, at most

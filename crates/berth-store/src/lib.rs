@@ -35,7 +35,7 @@ pub use control::{
 };
 pub use inbox::{Inbox, NewInput, OperatorInput};
 pub use postgres::PgStore;
-pub use quota::{Quota, Quotas};
+pub use quota::{CustomerQuota, EVERY_CUSTOMER, Quota, Quotas};
 pub use replay::{Idempotency, Replay};
 pub use sqlite::SqliteStore;
 pub use tokens::{Issued, TokenInfo, Tokens};

@@ -20,6 +20,27 @@ pub struct Quota {
     pub tokens: Option<i64>,
 }
 
+/// What a provider lets one customer hold of its instances (on top of the customer's own
+/// quota); `None`: no bound of the provider's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomerQuota {
+    pub instances: Option<i64>,
+    pub pending_instances: Option<i64>,
+}
+
+impl CustomerQuota {
+    /// These numbers, each one not set taken from `fallback`.
+    pub fn or(self, fallback: CustomerQuota) -> CustomerQuota {
+        CustomerQuota {
+            instances: self.instances.or(fallback.instances),
+            pending_instances: self.pending_instances.or(fallback.pending_instances),
+        }
+    }
+}
+
+/// The customer key of a provider's numbers for every customer without its own.
+pub const EVERY_CUSTOMER: &str = "default";
+
 #[async_trait::async_trait]
 pub trait Quotas: Send + Sync {
     /// The numbers set for `account_id` (all `None` when none were).
@@ -34,6 +55,27 @@ pub trait Quotas: Send + Sync {
         audit: NewAuditEntry,
         now: Millis,
     ) -> Result<Quota, StoreError>;
+
+    /// What `provider_id` set for `customer_id` (or [`EVERY_CUSTOMER`]) exactly.
+    async fn customer_quota(&self, provider_id: &str, customer_id: &str) -> Result<CustomerQuota, StoreError>;
+
+    /// Every customer `provider_id` set numbers for, by customer id.
+    async fn customer_quotas(
+        &self,
+        provider_id: &str,
+        page: &crate::Page,
+    ) -> Result<Vec<(String, CustomerQuota)>, StoreError>;
+
+    /// Sets what `provider_id` lets `customer_id` (or [`EVERY_CUSTOMER`]) hold (all `None`:
+    /// removes it), with `audit`, in one transaction. Unknown provider or customer: `NotFound`.
+    async fn set_customer_quota(
+        &self,
+        provider_id: &str,
+        customer_id: &str,
+        quota: CustomerQuota,
+        audit: NewAuditEntry,
+        now: Millis,
+    ) -> Result<CustomerQuota, StoreError>;
 }
 
 /// Refuses (`return Err(Quota)`) an instance its account has no room for, in `$tx`.
@@ -63,6 +105,32 @@ macro_rules! check_instances {
                 what: "pending_instances",
                 limit: q.pending_instances,
             });
+        }
+        let p = q.of_provider;
+        if let Some(customer) = new.customer_id.as_deref()
+            && (p.instances.is_some() || p.pending_instances.is_some())
+        {
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS held, COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0) AS pending
+                 FROM instances WHERE status <> 'terminated' AND customer_id = $1 AND provider_id = $2",
+            )
+            .bind(customer)
+            .bind(&new.provider_id)
+            .fetch_one($tx)
+            .await?;
+            let (held, pending): (i64, i64) = (row.try_get("held")?, row.try_get("pending")?);
+            if let Some(limit) = p.instances.filter(|l| held >= *l) {
+                return Err(StoreError::Quota {
+                    what: "provider_instances",
+                    limit,
+                });
+            }
+            if let Some(limit) = p.pending_instances.filter(|l| new.status == "pending" && pending >= *l) {
+                return Err(StoreError::Quota {
+                    what: "provider_pending_instances",
+                    limit,
+                });
+            }
         }
     }};
 }
@@ -147,7 +215,104 @@ macro_rules! quota_impl {
                 tx.commit().await?;
                 Ok(quota)
             }
+
+            async fn customer_quota(
+                &self,
+                provider_id: &str,
+                customer_id: &str,
+            ) -> Result<$crate::quota::CustomerQuota, StoreError> {
+                let row = sqlx::query("SELECT * FROM customer_quotas WHERE provider_id = $1 AND customer_id = $2")
+                    .bind(provider_id)
+                    .bind(customer_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    None => Default::default(),
+                    Some(r) => $crate::quota::customer_quota_of(&r)?,
+                })
+            }
+
+            async fn customer_quotas(
+                &self,
+                provider_id: &str,
+                page: &$crate::Page,
+            ) -> Result<Vec<(String, $crate::quota::CustomerQuota)>, StoreError> {
+                use sqlx::Row as _;
+                let rows = sqlx::query(
+                    "SELECT * FROM customer_quotas WHERE provider_id = $1 AND customer_id > $2
+                     ORDER BY customer_id LIMIT $3",
+                )
+                .bind(provider_id)
+                .bind(page.after.as_deref().unwrap_or(""))
+                .bind(page.limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| Ok((r.try_get("customer_id")?, $crate::quota::customer_quota_of(r)?)))
+                    .collect()
+            }
+
+            async fn set_customer_quota(
+                &self,
+                provider_id: &str,
+                customer_id: &str,
+                quota: $crate::quota::CustomerQuota,
+                audit: NewAuditEntry,
+                now: Millis,
+            ) -> Result<$crate::quota::CustomerQuota, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let provider = sqlx::query("SELECT id FROM providers WHERE id = $1")
+                    .bind(provider_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if provider.is_none() {
+                    return Err(StoreError::NotFound(format!("provider {provider_id}")));
+                }
+                if customer_id != $crate::quota::EVERY_CUSTOMER {
+                    let customer = sqlx::query("SELECT id FROM customers WHERE id = $1")
+                        .bind(customer_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if customer.is_none() {
+                        return Err(StoreError::NotFound(format!("customer {customer_id}")));
+                    }
+                }
+                sqlx::query("DELETE FROM customer_quotas WHERE provider_id = $1 AND customer_id = $2")
+                    .bind(provider_id)
+                    .bind(customer_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if quota != $crate::quota::CustomerQuota::default() {
+                    sqlx::query(
+                        "INSERT INTO customer_quotas (provider_id, customer_id, instances, pending_instances, updated_at)
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(provider_id)
+                    .bind(customer_id)
+                    .bind(quota.instances)
+                    .bind(quota.pending_instances)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                self.audit_in(&mut tx, audit, now).await?;
+                tx.commit().await?;
+                Ok(quota)
+            }
         }
     };
 }
 pub(crate) use quota_impl;
+
+/// A `customer_quotas` row's numbers.
+pub(crate) fn customer_quota_of<R>(r: &R) -> Result<CustomerQuota, StoreError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(CustomerQuota {
+        instances: r.try_get("instances")?,
+        pending_instances: r.try_get("pending_instances")?,
+    })
+}

@@ -83,6 +83,28 @@ impl Api {
         Self::json(self.send(caller, Method::GET, path, None::<&()>, &[]).await?).await
     }
 
+    /// Every item of a paged list (`path` has no `limit`): pages of the largest size,
+    /// following `Link: rel="next"` to the last.
+    pub async fn list<T: DeserializeOwned>(&self, caller: &Caller, path: &str) -> ApiResult<Vec<T>> {
+        let sep = match path.find('?') {
+            None => "?",
+            Some(i) if i + 1 == path.len() => "",
+            Some(_) => "&",
+        };
+        let mut next = Some(format!("{path}{sep}limit=1000"));
+        let mut out = Vec::new();
+        while let Some(p) = next.take() {
+            let resp = self.send(caller, Method::GET, &p, None::<&()>, &[]).await?;
+            next = resp
+                .headers()
+                .get(header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(berth_api::client::next_link);
+            out.extend(Self::json::<Vec<T>>(resp).await?);
+        }
+        Ok(out)
+    }
+
     /// POST `body`; `key` is sent as `Idempotency-Key` where the route takes one.
     pub async fn post<T: DeserializeOwned>(
         &self,

@@ -22,6 +22,7 @@ struct World {
     offering: String,
     alice: Client,
     instance: String,
+    operator: Client,
     _server: berth_server::Running,
     _dir: tempfile::TempDir,
 }
@@ -34,7 +35,12 @@ async fn world() -> World {
         .await
         .unwrap();
     let cfg =
-        berth_server::ServerConfig::parse("listen = \"127.0.0.1:0\"\n[database]\nsqlite = \"unused\"\n", "t").unwrap();
+        berth_server::ServerConfig::parse(
+            "listen = \"127.0.0.1:0\"\n[database]\nsqlite = \"unused\"\n\
+             [limits]\ncredential_rate = 100000\ncredential_burst = 100000\naddress_rate = 100000\naddress_burst = 100000\n",
+            "t",
+        )
+        .unwrap();
     let server = berth_server::start_app(cfg, store, berth_web::app).await.unwrap();
     let url = format!("http://{}", server.addr);
     let operator = Client::new(&url, Auth::Bearer(op.secret));
@@ -86,6 +92,7 @@ async fn world() -> World {
         offering,
         alice,
         instance,
+        operator,
         _server: server,
         _dir: dir,
     }
@@ -384,4 +391,39 @@ async fn saved_keys_fill_the_order_form_and_private_keys_are_refused() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(w.alice.keys().await.unwrap().len(), 2);
+}
+
+/// A list longer than the API's largest page is shown whole: the dashboard follows the pages.
+#[tokio::test]
+async fn a_list_longer_than_one_api_page_is_shown_whole() {
+    let w = world().await;
+    let alice_id = w.alice.instance(&w.instance).await.unwrap().customer_id.unwrap();
+    let room = SetQuota {
+        instances: Some(2000),
+        pending_instances: Some(2000),
+        ..Default::default()
+    };
+    w.operator.set_quota(&alice_id, &room).await.unwrap();
+    for n in 0..1050 {
+        w.alice
+            .create_order(
+                &CreateOrder {
+                    offering_id: w.offering.clone(),
+                    name: format!("many{n}"),
+                    ssh_public_key: SSH_KEY.into(),
+                    requester_public_key: AGE_KEY.into(),
+                    skip_post_provision: false,
+                    provision: false,
+                },
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let alice = w.sign_in(&w.alice_token).await;
+    let page = w.get(&alice, "/ui/instances?page=22").await.text().await.unwrap();
+    assert!(page.contains("1051 instances, page 22 of 22"), "{page}");
+    assert!(page.contains("All (1051)"), "{page}");
+    // The oldest is on the last page (newest first).
+    assert!(page.contains("web1"), "{page}");
 }

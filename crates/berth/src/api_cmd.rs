@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::cli::OutputFormat;
 use crate::cli_api::*;
+use crate::cli_error::bad_flag;
 
 pub fn client(api: &ApiArgs) -> anyhow::Result<Client> {
     let token = match &api.token_file {
@@ -48,13 +49,19 @@ pub fn duration(field: &str, s: &str) -> anyhow::Result<Duration> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()
-        .map_err(|_| anyhow!("{field}: {s:?} is not a duration like 90s, 10m, 24h or 7d"))?;
+        .map_err(|_| bad_flag(field, format!("{s:?} is not a duration like 90s, 10m, 24h or 7d")))?;
     let secs = match unit {
-        "s" | "" => n,
+        "" => {
+            return Err(bad_flag(
+                field,
+                format!("{s:?} has no unit; say {s}s, {s}m, {s}h or {s}d"),
+            ));
+        }
+        "s" => n,
         "m" => n * 60,
         "h" => n * 3600,
         "d" => n * 86_400,
-        _ => bail!("{field}: unknown unit in {s:?} (s, m, h, d)"),
+        _ => return Err(bad_flag(field, format!("unknown unit in {s:?} (s, m, h, d)"))),
     };
     Ok(Duration::from_secs(secs))
 }
@@ -106,19 +113,55 @@ pub async fn accounts(kind: &str, action: AccountAction, api: &ApiArgs, out: Out
     }
 }
 
+/// `--provider`, or the caller's own provider when its token sees exactly one.
+pub async fn own_provider(c: &Client, provider: Option<String>) -> anyhow::Result<String> {
+    if let Some(p) = provider {
+        return Ok(p);
+    }
+    let mine = c.providers().await?;
+    match mine.as_slice() {
+        [one] => Ok(one.id.clone()),
+        _ => Err(bad_flag(
+            "--provider",
+            format!("name the provider (this token sees {} of them)", mine.len()),
+        )),
+    }
+}
+
+pub async fn templates(action: TemplateAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let c = client(api)?;
+    let TemplateAction::List { agent, provider } = action;
+    let list = match agent {
+        Some(a) => c.agent_templates(&a).await?,
+        None => c.provider_templates(&own_provider(&c, provider).await?).await?,
+    };
+    show(out, &list, |l| {
+        if l.is_empty() {
+            return "no templates reported (agents report theirs when they start and every few minutes)".into();
+        }
+        let mut lines = vec![format!(
+            "{:<36}  {:<12}  {:<16}  {:<32}  {}",
+            "AGENT", "BACKEND", "ID", "NAME", "DISK"
+        )];
+        for t in l {
+            let r = &t.template;
+            lines.push(format!(
+                "{:<36}  {:<12}  {:<16}  {:<32}  {}",
+                t.agent_id,
+                r.backend,
+                r.id,
+                r.name,
+                r.disk_gib.map_or_else(|| "-".into(), |d| format!("{d} GiB"))
+            ));
+        }
+        lines.join("\n")
+    })
+}
+
 pub async fn agent_token(args: AgentTokenArgs, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
     let c = client(api)?;
     let AgentTokenAction::Create { provider, ttl } = args.action;
-    let provider = match provider {
-        Some(p) => p,
-        None => {
-            let mine = c.providers().await?;
-            match mine.as_slice() {
-                [one] => one.id.clone(),
-                _ => bail!("--provider: name the provider (this token sees {} of them)", mine.len()),
-            }
-        }
-    };
+    let provider = own_provider(&c, provider).await?;
     let t = c
         .create_enrollment_token(&provider, Some(duration("--ttl", &ttl)?.as_secs()))
         .await?;
@@ -131,7 +174,12 @@ pub async fn agent_token(args: AgentTokenArgs, api: &ApiArgs, out: OutputFormat)
 }
 
 fn price(s: &str) -> anyhow::Result<Price> {
-    let bad = || anyhow!("--price: {s:?} is not like 500EUR/month (amount in cents, currency, hour|month)");
+    let bad = || {
+        bad_flag(
+            "--price",
+            format!("{s:?} is not like 500EUR/month (amount in cents, currency, hour|month)"),
+        )
+    };
     let (amount_cur, period) = s.split_once('/').ok_or_else(bad)?;
     let split = amount_cur.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     Ok(Price {
@@ -150,7 +198,7 @@ fn labels(v: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, Str
         .map(|l| {
             l.split_once('=')
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| anyhow!("--label: {l:?} is not key=value"))
+                .ok_or_else(|| bad_flag("--label", format!("{l:?} is not key=value")))
         })
         .collect()
 }
@@ -279,16 +327,30 @@ pub async fn order(action: OrderAction, api: &ApiArgs, out: OutputFormat) -> any
     accepted(&c, a, wait, out).await
 }
 
-/// `--ssh-key`: a public key line, or a file holding one.
+/// `--ssh-key`: a public key line, or a file holding one. Checked here, before any request, so
+/// a private key never leaves this machine.
 fn key_line(ssh_key: String) -> anyhow::Result<String> {
-    Ok(if std::path::Path::new(&ssh_key).is_file() {
-        std::fs::read_to_string(&ssh_key)
-            .with_context(|| format!("reading --ssh-key {ssh_key}"))?
-            .trim()
-            .to_owned()
+    let path = std::path::Path::new(&ssh_key);
+    let text = if path.is_file() {
+        std::fs::read_to_string(path).map_err(|e| bad_flag("--ssh-key", format!("cannot read {ssh_key}: {e}")))?
+    } else if !ssh_key.trim().contains(char::is_whitespace) {
+        // A key line always has a space after its type: this was meant as a file.
+        return Err(bad_flag("--ssh-key", format!("no such file: {ssh_key}")));
     } else {
-        ssh_key
-    })
+        ssh_key.clone()
+    };
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .unwrap_or("");
+    let key = berth_core::SshPublicKey::parse(if text.contains("PRIVATE KEY") { &text } else { line }).map_err(
+        |e| match e {
+            berth_core::ProviderError::InvalidSpec { reason, .. } => bad_flag("--ssh-key", reason),
+            other => bad_flag("--ssh-key", other.to_string()),
+        },
+    )?;
+    Ok(key.as_str().to_owned())
 }
 
 /// What a queued machine shows: its ids, or its operation followed to the end with --wait.

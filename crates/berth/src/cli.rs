@@ -58,6 +58,9 @@ pub enum Command {
     /// Instances in the control plane and their actions.
     #[command(subcommand)]
     Instance(crate::cli_api::InstanceAction),
+    /// The templates agents report, for offerings.
+    #[command(subcommand)]
+    Template(crate::cli_api::TemplateAction),
     /// The audit log.
     #[command(subcommand)]
     Audit(crate::cli_api::AuditAction),

@@ -105,6 +105,33 @@ pub enum QuotaAction {
         #[arg(long)]
         tokens: Option<String>,
     },
+    /// The customers a provider set numbers for, and its `default` for every other customer.
+    Customers {
+        /// The provider (default: the caller's own, for a provider token).
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// What a provider lets one customer hold of its instances, in force (`-`: no bound).
+    Customer {
+        /// A customer id, or `default`.
+        customer: String,
+        /// The provider (default: the caller's own, for a provider token).
+        #[arg(long)]
+        provider: Option<String>,
+    },
+    /// Bound what one customer (or, as `default`, every customer) holds of a provider's
+    /// instances, on top of the customer's own quota; `default` as a number removes it.
+    SetCustomer {
+        /// A customer id, or `default`.
+        customer: String,
+        /// The provider (default: the caller's own, for a provider token).
+        #[arg(long)]
+        provider: Option<String>,
+        #[arg(long)]
+        instances: Option<String>,
+        #[arg(long)]
+        pending_instances: Option<String>,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -140,7 +167,7 @@ pub enum OfferingAction {
         disk_gib: u64,
         #[arg(long)]
         bandwidth_mbps: Option<u32>,
-        /// The backend's template id (see `berth agent templates`).
+        /// The backend's template id (see `berth template list`).
         #[arg(long)]
         template: Option<String>,
         /// `AMOUNT CURRENCY/PERIOD` in minor units, e.g. `500EUR/month`.
@@ -336,6 +363,19 @@ pub struct UpArgs {
     /// Also order one machine from the first offering and follow it until it runs.
     #[arg(long)]
     pub demo: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TemplateAction {
+    /// The templates the agents report: what an offering's `--template` may name.
+    List {
+        /// Only this agent's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// The provider (default: the caller's own, for a provider token).
+        #[arg(long, conflicts_with = "agent")]
+        provider: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

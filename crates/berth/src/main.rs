@@ -5,10 +5,12 @@ mod api_cmd;
 mod backup;
 mod cli;
 mod cli_api;
+mod cli_error;
 mod keygen;
 mod operator;
 mod output;
 mod progress;
+mod quota_cmd;
 mod server_cmd;
 mod token_cmd;
 mod up_cmd;
@@ -34,8 +36,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let output = cli.output.output;
     let result = runtime.block_on(async move {
-        let (config, output) = (&cli.config.config, cli.output.output);
+        let config = &cli.config.config;
         match cli.command {
             cli::Command::Doctor(_) => berth_agent::doctor::run(config, output == cli::OutputFormat::Json).await,
             cli::Command::Keygen(args) => keygen::run(&args),
@@ -46,11 +49,12 @@ fn main() -> ExitCode {
             cli::Command::Customer(a) => api_cmd::accounts("customer", a, &cli.api, output).await,
             cli::Command::AgentToken(a) => api_cmd::agent_token(a, &cli.api, output).await,
             cli::Command::Token(a) => token_cmd::token(a, &cli.api, output).await,
-            cli::Command::Quota(a) => token_cmd::quota(a, &cli.api, output).await,
+            cli::Command::Quota(a) => quota_cmd::quota(a, &cli.api, output).await,
             cli::Command::Offering(a) => api_cmd::offering(a, &cli.api, output).await,
             cli::Command::Order(a) => api_cmd::order(a, &cli.api, output).await,
             cli::Command::Op(a) => api_cmd::op(a, &cli.api, output).await,
             cli::Command::Instance(a) => api_cmd::instance(a, &cli.api, output).await,
+            cli::Command::Template(a) => api_cmd::templates(a, &cli.api, output).await,
             cli::Command::Agent(a) => agent_cmd::run(a, config).await,
             cli::Command::Up(a) => up_cmd::run(a, config).await,
             cli::Command::Audit(cli_api::AuditAction::Verify) => server_cmd::audit_verify(config, output).await,
@@ -61,9 +65,6 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => cli_error::report(&e, output),
     }
 }

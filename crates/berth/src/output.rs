@@ -11,6 +11,17 @@ pub struct Printer {
     format: OutputFormat,
 }
 
+/// `println!`, with control and bidi characters (from names a backend reports) shown escaped,
+/// so nothing in them can drive the terminal.
+macro_rules! say {
+    ($($t:tt)*) => { println!("{}", berth_core::text::printable(&format!($($t)*))) };
+}
+
+/// `eprintln!`, escaped as [`say!`].
+macro_rules! say_err {
+    ($($t:tt)*) => { eprintln!("{}", berth_core::text::printable(&format!($($t)*))) };
+}
+
 fn dash<T: ToString>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
@@ -68,7 +79,7 @@ impl Printer {
             ("ssh port", i.ssh_port.unwrap_or(22).to_string()),
         ];
         for (k, v) in rows {
-            println!("{k:<10} {v}");
+            say!("{k:<10} {v}");
         }
     }
 
@@ -76,7 +87,7 @@ impl Printer {
         if self.format == OutputFormat::Json {
             return self.json(&Value::Array(list.iter().map(|i| instance_json(backend, i)).collect()));
         }
-        println!(
+        say!(
             "{:<38} {:>10} {:<9} {:<8} {:<24} {:<12} IPV4",
             "INSTANCE",
             backend_id_label(backend).to_uppercase(),
@@ -86,7 +97,7 @@ impl Printer {
             "STATE",
         );
         for i in list {
-            println!(
+            say!(
                 "{:<38} {:>10} {:<9} {:<8} {:<24} {:<12} {}",
                 dash(i.instance_id.as_ref()),
                 i.backend_id,
@@ -103,9 +114,9 @@ impl Printer {
         if self.format == OutputFormat::Json {
             return self.json(&serde_json::to_value(list).unwrap_or(Value::Null));
         }
-        println!("{:<12} {:<32} {:<9} {:<8} DISK", "ID", "NAME", "KIND", "NODE");
+        say!("{:<12} {:<32} {:<9} {:<8} DISK", "ID", "NAME", "KIND", "NODE");
         for t in list {
-            println!(
+            say!(
                 "{:<12} {:<32} {:<9} {:<8} {}",
                 t.id,
                 t.name,
@@ -121,8 +132,8 @@ impl Printer {
             return self.json(&json!({ "id": id, "outcome": outcome }));
         }
         match outcome {
-            DeleteOutcome::Deleted => println!("deleted {id}"),
-            DeleteOutcome::AlreadyAbsent => println!("{id} does not exist (nothing to delete)"),
+            DeleteOutcome::Deleted => say!("deleted {id}"),
+            DeleteOutcome::AlreadyAbsent => say!("{id} does not exist (nothing to delete)"),
         }
     }
 
@@ -131,9 +142,9 @@ impl Printer {
             return self.json(&json!({ "id": id, "restart_required": outcome.restart_required }));
         }
         if outcome.restart_required {
-            println!("changed {id}; the change takes effect after a restart (berth vm reboot {id})");
+            say!("changed {id}; the change takes effect after a restart (berth vm reboot {id})");
         } else {
-            println!("changed {id}");
+            say!("changed {id}");
         }
     }
 
@@ -147,7 +158,7 @@ impl Printer {
                 "line": e.line, "key": e.key, "retryable": false,
             }}));
         }
-        eprintln!("error: {e}");
+        say_err!("error: {e}");
         ExitCode::from(2)
     }
 
@@ -161,7 +172,7 @@ impl Printer {
             }
             self.json(&json!({ "error": err }));
         }
-        eprintln!("error: {e}");
+        say_err!("error: {e}");
         if e.code() == berth_core::ErrorCode::InvalidSpec {
             ExitCode::from(2)
         } else {

@@ -1,13 +1,12 @@
-//! `berth token` and `berth quota`: API tokens over their life, and what an account may hold.
+//! `berth token`: API tokens over their life.
 
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail};
-use berth_api::wire::{CreateToken, QuotaView, SetQuota, TokenCreated, TokenView};
+use berth_api::wire::{CreateToken, TokenCreated, TokenView};
 
 use crate::api_cmd::{client, duration, show};
 use crate::cli::OutputFormat;
-use crate::cli_api::{ApiArgs, QuotaAction, TokenAction};
+use crate::cli_api::{ApiArgs, TokenAction};
 
 fn when(ms: Option<i64>) -> String {
     ms.map(berth_core::utc).unwrap_or_else(|| "-".into())
@@ -62,71 +61,5 @@ pub async fn token(action: TokenAction, api: &ApiArgs, out: OutputFormat) -> any
             })
         }
         TokenAction::Rotate { id } => show(out, &c.rotate_token(&id).await?, created),
-    }
-}
-
-/// `--instances 500`, or `default` (the server's number).
-fn number(flag: &str, v: Option<String>) -> anyhow::Result<Option<Option<i64>>> {
-    match v.as_deref() {
-        None => Ok(None),
-        Some("default") => Ok(Some(None)),
-        Some(s) => s
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .map(|n| Some(Some(n)))
-            .ok_or_else(|| anyhow!("{flag}: {s:?} is not a number (0 or more) or `default`")),
-    }
-}
-
-fn quota_text(q: &QuotaView) -> String {
-    let own = |set: Option<i64>| if set.is_some() { "  (set for this account)" } else { "" };
-    format!(
-        "account {}\ninstances          {}{}\npending instances  {}{}\nofferings          {}{}\ntokens             {}{}",
-        q.account_id,
-        q.instances,
-        own(q.own.instances),
-        q.pending_instances,
-        own(q.own.pending_instances),
-        q.offerings,
-        own(q.own.offerings),
-        q.tokens,
-        own(q.own.tokens)
-    )
-}
-
-pub async fn quota(action: QuotaAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
-    let c = client(api)?;
-    match action {
-        QuotaAction::Show { account } => show(out, &c.quota(&account).await?, quota_text),
-        QuotaAction::Set {
-            account,
-            instances,
-            pending_instances,
-            offerings,
-            tokens,
-        } => {
-            let changes = [
-                number("--instances", instances)?,
-                number("--pending-instances", pending_instances)?,
-                number("--offerings", offerings)?,
-                number("--tokens", tokens)?,
-            ];
-            if changes.iter().all(Option::is_none) {
-                bail!(
-                    "name what to set: --instances, --pending-instances, --offerings or --tokens (a number or `default`)"
-                );
-            }
-            // Unnamed numbers keep what the account has now.
-            let now = c.quota(&account).await?.own;
-            let pick = |change: Option<Option<i64>>, current: Option<i64>| change.unwrap_or(current);
-            let set = SetQuota {
-                instances: pick(changes[0], now.instances),
-                pending_instances: pick(changes[1], now.pending_instances),
-                offerings: pick(changes[2], now.offerings),
-                tokens: pick(changes[3], now.tokens),
-            };
-            show(out, &c.set_quota(&account, &set).await?, quota_text)
-        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use berth_core::{
     ErrorCode, GuestKind, InstanceId, InstanceRef, Ipv4Config, ListFilter, NetworkSpec, PowerOp, Provider,
-    ProviderError, Resize, SshPublicKey, VmSpec,
+    ProviderError, Resize, Scope, SshPublicKey, VmSpec,
 };
 
 use crate::cli::{CreateArgs, KindArg, OutputFormat, VmAction, VmArgs};
@@ -50,6 +50,15 @@ pub async fn run(
         Ok(p) => p,
         Err(e) => return Ok(out.config_error(&e)),
     };
+    if let (VmAction::Create(_), Some(agent)) = (&args.action, &config.agent) {
+        // Said on stderr, so `--output json` stays one document.
+        eprintln!(
+            "note: an agent of {} drives this backend; this machine is made outside the control plane (id {}), \
+             and the agent leaves it alone",
+            agent.endpoint,
+            spec.as_ref().map_or("", |s| s.instance_id.as_str())
+        );
+    }
     let password_out = match &args.action {
         VmAction::Create(c) => c.password_out.clone(),
         _ => None,
@@ -174,8 +183,17 @@ fn keep_password(inst: &berth_core::Instance, out: Option<&Path>) -> Result<(), 
 fn build_spec(c: &CreateArgs, kind: GuestKind) -> Result<VmSpec, ProviderError> {
     let instance_id = match &c.instance_id {
         Some(s) => InstanceId::parse(s)?,
-        None => InstanceId::generate(),
+        None => InstanceId::generate_local(),
     };
+    if instance_id.scope() == Scope::ControlPlane {
+        return Err(ProviderError::invalid(
+            "instance_id",
+            format!(
+                "{instance_id} is a UUID, the form of the control plane's instance ids: an agent on this \
+                 backend would take the machine for one of its own and stop it; choose another (e.g. vm-web1)"
+            ),
+        ));
+    }
     let mut ssh_keys = Vec::new();
     for k in &c.ssh_keys {
         ssh_keys.push(SshPublicKey::parse(k)?);

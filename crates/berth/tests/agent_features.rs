@@ -34,27 +34,12 @@ async fn drift_of(s: &Stack, instance: &str, kind: &str) -> Drift {
     }
 }
 
-/// A Berth-owned machine made behind the control plane's back (`berth vm create`).
-async fn make_stray(s: &Stack, instance_id: &str) {
-    let cfg = s.agent_toml.display().to_string();
-    let made = run_berth(
-        [
-            "vm",
-            "create",
-            "--name",
-            "stray",
-            "--instance-id",
-            instance_id,
-            "--ssh-key",
-            common::KEY,
-            "--config",
-            &cfg,
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-    .await;
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+/// A machine carrying Berth's marker for an instance id of the control plane's form that the
+/// control plane does not know (its database restored from before the machine was made, say).
+fn make_stray(s: &Stack, vmid: u32) -> String {
+    let id = berth_core::InstanceId::generate().to_string();
+    s.emu.add_marked_vm("pve1", vmid, "stray", &id);
+    id
 }
 
 /// The offering's commands run in the guest once it is reachable, each once, in order; their
@@ -126,15 +111,15 @@ async fn reconcile_quarantines_orphans_and_reports_drift() {
     s.spawn_agent();
     s.wait_agent_alive().await;
     let cfg = s.agent_toml.display().to_string();
-    make_stray(&s, "orphan-1").await;
-    let d = drift_of(&s, "orphan-1", "orphan").await;
+    let orphan = make_stray(&s, 4201);
+    let d = drift_of(&s, &orphan, "orphan").await;
     assert!(d.detail.unwrap().contains("no such instance"));
     let until = Instant::now() + Duration::from_secs(20);
-    while s.owned_by("orphan-1")[0].status != "stopped" {
+    while s.owned_by(&orphan)[0].status != "stopped" {
         assert!(Instant::now() < until, "the orphan was not stopped");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(s.owned_by("orphan-1").len(), 1, "kept, not deleted");
+    assert_eq!(s.owned_by(&orphan).len(), 1, "kept, not deleted");
 
     let offering = s.offering(&[]).await;
     let a = s.order(&offering, "web1").await;
@@ -161,10 +146,10 @@ async fn orphans_are_deleted_only_when_configured_after_the_grace() {
     let mut s = Stack::start(Db::Sqlite, Timings::fast(), extra).await.unwrap();
     s.spawn_agent();
     s.wait_agent_alive().await;
-    make_stray(&s, "orphan-2").await;
+    let orphan = make_stray(&s, 4202);
     let found = Instant::now();
     let until = found + Duration::from_secs(30);
-    while !s.owned_by("orphan-2").is_empty() {
+    while !s.owned_by(&orphan).is_empty() {
         assert!(
             Instant::now() < until,
             "the orphan was never deleted\n{}",
@@ -173,6 +158,76 @@ async fn orphans_are_deleted_only_when_configured_after_the_grace() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(found.elapsed() >= Duration::from_secs(2), "not before the grace period");
+}
+
+/// A machine made with `berth vm create` on the backend a running agent drives is not the
+/// agent's: over several reconcile passes, with `delete_orphans` and no grace, it keeps running
+/// and is never reported; the CLI says an agent drives the backend, and refuses an id of the
+/// control plane's form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_made_by_the_cli_next_to_an_agent_are_left_alone() {
+    let extra = "[polling]\nheartbeat_interval_seconds = 1\nreconcile_interval_seconds = 1\n\
+                 [reconcile]\ndelete_orphans = true\norphan_grace_seconds = 0\n";
+    let mut s = Stack::start(Db::Sqlite, Timings::fast(), extra).await.unwrap();
+    s.spawn_agent();
+    s.wait_agent_alive().await;
+    let cfg = s.agent_toml.display().to_string();
+    let create = |extra: &[&str]| {
+        let mut args: Vec<String> = [
+            "vm",
+            "create",
+            "--name",
+            "byhand",
+            "--ssh-key",
+            common::KEY,
+            "--config",
+            &cfg,
+        ]
+        .map(String::from)
+        .to_vec();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        run_berth(args)
+    };
+    let made = create(&["--output", "json"]).await;
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let note = String::from_utf8_lossy(&made.stderr);
+    assert!(
+        note.contains("an agent of") && note.contains("leaves it alone"),
+        "{note}"
+    );
+    let vm: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap();
+    let id = vm["instance_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("vm-"), "{vm}");
+    // A stray of the control plane's form is found and deleted meanwhile: reconcile ran.
+    let orphan = make_stray(&s, 4203);
+    let until = Instant::now() + Duration::from_secs(30);
+    while !s.owned_by(&orphan).is_empty() {
+        assert!(
+            Instant::now() < until,
+            "the orphan was never deleted\n{}",
+            s.agent_log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mine = s.owned_by(&id);
+    assert_eq!(mine.len(), 1, "{}", s.agent_log());
+    assert_eq!(mine[0].status, "running", "{}", s.agent_log());
+    let agents = s.provider.agents().await.unwrap();
+    let reported: Vec<_> = agents
+        .iter()
+        .filter_map(|a| a.heartbeat.as_ref())
+        .flat_map(|h| h.drift.iter())
+        .filter(|d| d.instance_id == id)
+        .collect();
+    assert!(reported.is_empty(), "{reported:?}");
+
+    let uuid = berth_core::InstanceId::generate().to_string();
+    let refused = create(&["--instance-id", &uuid]).await;
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("instance_id") && err.contains("control plane"), "{err}");
+    assert!(s.owned_by(&uuid).is_empty());
 }
 
 /// A host at its threshold: the heartbeat's capacity makes the control plane refuse the next
@@ -225,18 +280,52 @@ async fn a_full_host_gets_no_more_work() {
     assert_eq!(hb.capacity.cores_free, 2);
 }
 
+/// The example script backend as README shows it (no `[capacity]`), keeping its state in `dir`.
+fn script_backend(dir: &std::path::Path) -> String {
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/script-backend/berth_backend.py");
+    format!(
+        "[provisioner]\ntype = \"script\"\n\n[provisioner.script]\ncommand = \"{}\"\ntimeout_seconds = 30\nenv = {{ BERTH_EXAMPLE_STATE = \"{}\" }}\n",
+        example.display(),
+        dir.display()
+    )
+}
+
+/// A script backend cannot tell its host's totals: without `[capacity]` every order would be
+/// `no_capacity`, and `berth doctor` says so (it passed before); with it, doctor shows the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_fails_a_backend_that_would_refuse_every_order() {
+    let scratch = tempfile::tempdir().unwrap();
+    let s = Stack::start_with_backend(Db::Sqlite, Timings::fast(), Some(script_backend(scratch.path())), "")
+        .await
+        .unwrap();
+    let cfg = s.agent_toml.display().to_string();
+    let out = run_berth(["doctor", "--config", &cfg].map(String::from).to_vec()).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    let line = text.lines().find(|l| l.contains("capacity")).unwrap_or_default();
+    assert!(
+        line.starts_with("[FAIL]") && line.contains("no_capacity") && line.contains("[capacity]"),
+        "{text}"
+    );
+
+    let with = format!(
+        "{}\n[capacity]\ncores = 8\nmemory_mib = 16384\ndisk_gib = 200\n",
+        std::fs::read_to_string(&s.agent_toml).unwrap()
+    );
+    std::fs::write(&s.agent_toml, with).unwrap();
+    let out = run_berth(["doctor", "--config", &cfg].map(String::from).to_vec()).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let line = text.lines().find(|l| l.contains("capacity")).unwrap_or_default();
+    assert!(line.starts_with("[ ok ]") && line.contains("cores"), "{text}");
+}
+
 /// A script backend's generated root password reaches the customer only as age ciphertext, and
 /// `berth instance credentials` opens it with the customer's identity.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_are_sealed_to_the_requester() {
-    let example =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/script-backend/berth_backend.py");
     let scratch = tempfile::tempdir().unwrap();
-    let backend = format!(
-        "[provisioner]\ntype = \"script\"\n\n[provisioner.script]\ncommand = \"{}\"\ntimeout_seconds = 30\nenv = {{ BERTH_EXAMPLE_STATE = \"{}\" }}\n",
-        example.display(),
-        scratch.path().display()
-    );
+    let backend = script_backend(scratch.path());
     let extra = "[capacity]\ncores = 64\nmemory_mib = 262144\ndisk_gib = 10000\n";
     let mut s = Stack::start_with_backend(Db::Sqlite, Timings::fast(), Some(backend), extra)
         .await

@@ -69,12 +69,36 @@ async fn a_machine_placed_on_an_agent_runs_there_and_stays_there() {
     std::fs::write(&token, &s.tokens.provider).unwrap();
 
     // A template the backend does not report: refused, the field named, nothing made.
+    // With --output json the control plane's refusal is a JSON error on stdout (code, field),
+    // and the exit code says "bad input" (2).
     let out = run_berth(create_args(&s, &token, &target, "nope1", "no-such-template")).await;
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("\"field\": \"template\"") || err.contains("template"),
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let err: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (err["error"]["code"].as_str(), err["error"]["field"].as_str()),
+        (Some("invalid_input"), Some("template")),
         "{err}"
+    );
+    // The templates an offering or a placement may name, as the CLI lists them.
+    let listed = run_berth(
+        [
+            "template",
+            "list",
+            "--agent",
+            &target,
+            "--server",
+            &s.url,
+            "--token-file",
+            &token.display().to_string(),
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.status.success() && text.starts_with("AGENT") && text.contains("9000"),
+        "{text}"
     );
     assert!(s.provider.instances().await.unwrap().is_empty(), "nothing was made");
 

@@ -123,6 +123,29 @@ async fn server_and_client_commands_from_order_to_audit() {
     );
     let q = json(&["quota", "show", cid], &url, &c_token);
     assert_eq!(q["instances"], 7);
+    // The provider bounds what each customer holds of its instances; the customer reads it.
+    json(
+        &["quota", "set-customer", "default", "--instances", "5"],
+        &url,
+        &p_token,
+    );
+    let q = json(
+        &["quota", "set-customer", cid, "--pending-instances", "2"],
+        &url,
+        &p_token,
+    );
+    assert_eq!(
+        (q["instances"].as_i64(), q["pending_instances"].as_i64()),
+        (None, Some(2))
+    );
+    let pid = provider["id"].as_str().unwrap();
+    let q = json(&["quota", "customer", cid, "--provider", pid], &url, &c_token);
+    assert_eq!(
+        (q["instances"].as_i64(), q["pending_instances"].as_i64()),
+        (Some(5), Some(2))
+    );
+    let listed = json(&["quota", "customers"], &url, &p_token);
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 
     // An agent enrolls with the setup token and reports in.
     let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
@@ -187,12 +210,52 @@ async fn server_and_client_commands_from_order_to_audit() {
         text.contains("\norderable now") && text.contains(": can take it"),
         "{text}"
     );
+    // A private key or a missing file is refused here, before any request: nothing is sent.
+    let private = dir.path().join("id_ed25519");
+    std::fs::write(
+        &private,
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let before = json(&["audit", "list"], &url, &op_token).as_array().unwrap().len();
+    let offering_id = offering["id"].as_str().unwrap();
+    for (key, says) in [
+        (
+            private.display().to_string(),
+            "this is a private key; pass the public key",
+        ),
+        ("nofile.pub".to_owned(), "no such file: nofile.pub"),
+    ] {
+        let args = [
+            "order",
+            "create",
+            "--offering",
+            offering_id,
+            "--name",
+            "web-0",
+            "--ssh-key",
+            &key,
+            "--requester-key",
+            AGE,
+        ];
+        let out = run(&args, &url, Some(&c_token));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(
+            err.contains("--ssh-key") && err.contains(says) && !err.contains("b3Bl"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        json(&["audit", "list"], &url, &op_token).as_array().unwrap().len(),
+        before
+    );
     let order = json(
         &[
             "order",
             "create",
             "--offering",
-            offering["id"].as_str().unwrap(),
+            offering_id,
             "--name",
             "web-1",
             "--ssh-key",

@@ -37,3 +37,30 @@ pub struct QuotaView {
     /// What was set for this account (the rest are the server's defaults).
     pub own: SetQuota,
 }
+
+/// What a provider lets one customer (or, as `default`, every customer without their own
+/// numbers) hold of its instances, on top of the customer's own quota. A field left out (or
+/// `null`) sets no bound; both left out removes the entry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetCustomerQuota {
+    /// The customer's instances of this provider, not terminated.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub instances: Option<i64>,
+    /// The customer's instances of this provider recorded but not provisioned.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 1000000)]
+    pub pending_instances: Option<i64>,
+}
+
+/// A provider's numbers for one customer (`customer_id`, or `default`): one read names what is
+/// in force for that customer (its own numbers, else the provider's default); a list names
+/// what was set. `null`: no bound of the provider's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct CustomerQuotaView {
+    pub provider_id: String,
+    pub customer_id: String,
+    pub instances: Option<i64>,
+    pub pending_instances: Option<i64>,
+}

@@ -180,7 +180,7 @@ pub async fn create_order(
         };
         let new = NewInstance {
             provider_id: offering.provider_id.clone(),
-            quota: Some(crate::routes::quotas::instance_quota(&st, &customer).await?),
+            quota: Some(crate::routes::quotas::instance_quota(&st, &offering.provider_id, Some(&customer)).await?),
             customer_id: Some(customer),
             offering_id: Some(offering.id.clone()),
             agent_id: None,
@@ -452,8 +452,8 @@ pub async fn reconfigure(
     {
         return Err(ApiError::invalid("memory_mib", "must be 16 MiB to 16 TiB"));
     }
-    if change.disk_gib.is_some_and(|d| d > MAX_DISK_GIB) {
-        return Err(ApiError::invalid("disk_gib", "must be at most 1048576 GiB"));
+    if change.disk_gib.is_some_and(|d| !(1..=MAX_DISK_GIB).contains(&d)) {
+        return Err(ApiError::invalid("disk_gib", "must be 1-1048576 GiB"));
     }
     // Growing needs room on the provider's hosts, as an order does.
     let r = request_of(&i)?;
@@ -474,7 +474,11 @@ pub async fn reconfigure(
     if let Some(d) = change.disk_gib
         && d < r.disk_gib
     {
-        return Err(ApiError::invalid("disk_gib", "disks only grow"));
+        // Valid input, but not for this machine: a conflict with its state, like a wrong status.
+        return Err(ApiError::conflict(
+            "disk_shrink",
+            format!("disk_gib: disks only grow; this one has {} GiB (got {d})", r.disk_gib),
+        ));
     }
     let scope = format!("{}:instances/{id}/reconfigure", req.caller.actor());
     let payload = serde_json::to_value(&change).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod agent;
 pub mod audit;
 pub mod catalog;
+pub mod customer_quotas;
 pub mod inputs;
 pub mod instances;
 pub mod keys;

@@ -207,8 +207,7 @@ pub async fn create_instance(
             status: if body.provision { "provisioning" } else { "pending" }.into(),
             request: serde_json::Value::Null,
             quota: Some(
-                crate::routes::quotas::instance_quota(&st, body.customer_id.as_deref().unwrap_or(&agent.provider_id))
-                    .await?,
+                crate::routes::quotas::instance_quota(&st, &agent.provider_id, body.customer_id.as_deref()).await?,
             ),
         };
         let audit = NewAuditEntry {

@@ -10,7 +10,7 @@ use crate::problem::{ApiError, ApiResult};
 use crate::{AppState, now_ms};
 
 /// The highest number an operator may set.
-const MAX: i64 = 1_000_000;
+pub const MAX: i64 = 1_000_000;
 
 async fn in_force(st: &AppState, account_id: &str) -> ApiResult<QuotaView> {
     let own = st.store.quota(account_id).await?;
@@ -30,12 +30,18 @@ async fn in_force(st: &AppState, account_id: &str) -> ApiResult<QuotaView> {
     })
 }
 
-/// What an instance of `account_id` is counted against.
-pub async fn instance_quota(st: &AppState, account_id: &str) -> ApiResult<InstanceQuota> {
-    let q = in_force(st, account_id).await?;
+/// What an instance of `provider_id` is counted against: its customer's quota and what the
+/// provider lets that customer hold, or, for the provider's own machine, the provider's quota.
+pub async fn instance_quota(st: &AppState, provider_id: &str, customer_id: Option<&str>) -> ApiResult<InstanceQuota> {
+    let q = in_force(st, customer_id.unwrap_or(provider_id)).await?;
+    let of_provider = match customer_id {
+        Some(c) => super::customer_quotas::in_force(st, provider_id, c).await?,
+        None => Default::default(),
+    };
     Ok(InstanceQuota {
         instances: q.instances,
         pending_instances: q.pending_instances,
+        of_provider,
     })
 }
 
@@ -55,6 +61,13 @@ pub async fn token_quota(st: &AppState, subject: &str, role: berth_store::Role) 
 /// A refused quota, as the API says it.
 pub fn exceeded(e: StoreError) -> ApiError {
     match e {
+        StoreError::Quota { what, limit } if what.starts_with("provider_") => ApiError::conflict(
+            "quota_exceeded",
+            format!(
+                "this provider lets each customer hold {limit} {}; the provider can raise it",
+                what.trim_start_matches("provider_").replace('_', " ")
+            ),
+        ),
         StoreError::Quota { what, limit } => ApiError::conflict(
             "quota_exceeded",
             format!("the {what} quota of this account ({limit}) is reached; an operator can raise it"),
@@ -96,21 +109,12 @@ pub async fn set_quota(
 ) -> ApiResult<axum::Json<QuotaView>> {
     req.caller.require_operator()?;
     let q = req.body.get()?;
-    for (field, v) in [
+    in_range(&[
         ("instances", q.instances),
         ("pending_instances", q.pending_instances),
         ("offerings", q.offerings),
         ("tokens", q.tokens),
-    ] {
-        if let Some(v) = v
-            && !(0..=MAX).contains(&v)
-        {
-            return Err(ApiError::invalid(
-                field,
-                format!("must be between 0 and {MAX} (got {v})"),
-            ));
-        }
-    }
+    ])?;
     let quota = Quota {
         instances: q.instances,
         pending_instances: q.pending_instances,
@@ -128,4 +132,19 @@ pub async fn set_quota(
         Err(StoreError::NotFound(_)) => Err(ApiError::NotFound(format!("account {id}"))),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuses a number outside 0..=[`MAX`], by field.
+pub fn in_range(numbers: &[(&str, Option<i64>)]) -> ApiResult<()> {
+    for (field, v) in numbers {
+        if let Some(v) = v
+            && !(0..=MAX).contains(v)
+        {
+            return Err(ApiError::invalid(
+                *field,
+                format!("must be between 0 and {MAX} (got {v})"),
+            ));
+        }
+    }
+    Ok(())
 }

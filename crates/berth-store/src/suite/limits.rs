@@ -164,6 +164,7 @@ pub async fn limits(s: Arc<dyn Store>, tag: &str) {
     let q = InstanceQuota {
         instances: 10,
         pending_instances: 7,
+        of_provider: CustomerQuota::default(),
     };
     assert!(matches!(
         s.create_instance(order(&p.id, &c.id, "pending", Some(q)), None, audit("x"), T0)
@@ -211,6 +212,77 @@ pub async fn limits(s: Arc<dyn Store>, tag: &str) {
         s.set_quota("nobody", mine, audit("quota.set"), T0).await,
         Err(StoreError::NotFound(_))
     ));
+
+    // What a provider lets its customers hold: one customer's numbers, else its default;
+    // counted per provider, so another provider's instances do not count.
+    let (c2, other) = (
+        s.create_customer(&format!("{tag}-c2"), T0).await.unwrap(),
+        s.create_provider(&format!("{tag}-other"), T0).await.unwrap(),
+    );
+    let every = CustomerQuota {
+        instances: Some(2),
+        pending_instances: None,
+    };
+    s.set_customer_quota(&p.id, EVERY_CUSTOMER, every, audit("customer_quota.set"), T0)
+        .await
+        .unwrap();
+    let one = CustomerQuota {
+        instances: None,
+        pending_instances: Some(1),
+    };
+    s.set_customer_quota(&p.id, &c2.id, one, audit("customer_quota.set"), T0)
+        .await
+        .unwrap();
+    assert_eq!(s.customer_quota(&p.id, &c2.id).await.unwrap(), one);
+    let listed = s.customer_quotas(&p.id, &Page::all()).await.unwrap();
+    let mut want = vec![(EVERY_CUSTOMER.to_owned(), every), (c2.id.clone(), one)];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(listed, want, "store: a provider's numbers, by customer id");
+    let roomy = InstanceQuota {
+        instances: 100,
+        pending_instances: 100,
+        of_provider: one.or(every),
+    };
+    s.create_instance(order(&other.id, &c2.id, "pending", Some(roomy)), None, audit("x"), T0)
+        .await
+        .unwrap();
+    s.create_instance(order(&p.id, &c2.id, "pending", Some(roomy)), None, audit("x"), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_instance(order(&p.id, &c2.id, "pending", Some(roomy)), None, audit("x"), T0)
+            .await,
+        Err(StoreError::Quota {
+            what: "provider_pending_instances",
+            limit: 1
+        })
+    ));
+    s.create_instance(order(&p.id, &c2.id, "provisioning", Some(roomy)), None, audit("x"), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.create_instance(order(&p.id, &c2.id, "provisioning", Some(roomy)), None, audit("x"), T0)
+            .await,
+        Err(StoreError::Quota {
+            what: "provider_instances",
+            limit: 2
+        })
+    ));
+    s.set_customer_quota(&p.id, &c2.id, CustomerQuota::default(), audit("customer_quota.set"), T0)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.customer_quotas(&p.id, &Page::all()).await.unwrap().len(),
+        1,
+        "store: cleared"
+    );
+    for (provider, customer) in [("nobody", c2.id.as_str()), (p.id.as_str(), "nobody")] {
+        assert!(matches!(
+            s.set_customer_quota(provider, customer, one, audit("customer_quota.set"), T0)
+                .await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
 
     // Idempotency keys are not kept forever: one stuck in progress is freed after an hour, one
     // done is forgotten after a day.

@@ -98,11 +98,11 @@ struct AgentsPage {
 }
 
 async fn render(web: &Web, v: &Viewer, setup: Option<EnrollmentTokenView>) -> crate::api::ApiResult<Response> {
-    let agents: Vec<AgentView> = web.api.get(&v.caller, "/api/v1/agents").await?;
+    let agents: Vec<AgentView> = web.api.list(&v.caller, "/api/v1/agents").await?;
     let (providers, customers): (Vec<ProviderView>, Vec<CustomerView>) = if v.role() == "operator" {
         (
-            web.api.get(&v.caller, "/api/v1/providers").await?,
-            web.api.get(&v.caller, "/api/v1/customers").await?,
+            web.api.list(&v.caller, "/api/v1/providers").await?,
+            web.api.list(&v.caller, "/api/v1/customers").await?,
         )
     } else {
         (Vec::new(), Vec::new())

@@ -55,7 +55,7 @@ pub async fn list(State(web): State<Web>, v: Viewer, RawQuery(q): RawQuery) -> R
     page(
         &v,
         async {
-            let mut all: Vec<InstanceView> = web.api.get(&v.caller, "/api/v1/instances").await?;
+            let mut all: Vec<InstanceView> = web.api.list(&v.caller, "/api/v1/instances").await?;
             all.sort_by_key(|i| std::cmp::Reverse(i.created_at));
             let total = all.len();
             let statuses = STATUSES
@@ -132,7 +132,7 @@ pub async fn show(State(web): State<Web>, v: Viewer, Path(id): Path<String>) -> 
                 .await?;
             let mut ops: Vec<OperationView> = web
                 .api
-                .get(&v.caller, &format!("/api/v1/instances/{}/operations", seg(&id)))
+                .list(&v.caller, &format!("/api/v1/instances/{}/operations", seg(&id)))
                 .await?;
             ops.reverse();
             let busy = ops.iter().any(|o| matches!(o.status.as_str(), "queued" | "running"));

@@ -31,7 +31,7 @@ struct KeysPage {
 
 async fn render(web: &Web, v: &Viewer, mut form: KeyForm, error: FieldError) -> ApiResult<Response> {
     super::scrub_private(&mut form.public_key);
-    let keys = web.api.get(&v.caller, "/api/v1/keys").await?;
+    let keys = web.api.list(&v.caller, "/api/v1/keys").await?;
     let status = error.status();
     Ok((
         status,
@@ -76,7 +76,7 @@ pub async fn delete(State(web): State<Web>, v: Viewer, Path(id): Path<String>) -
 
 /// The keys an order form offers: saved SSH keys to pick, and the saved age key (the newest).
 pub async fn for_order(web: &Web, v: &Viewer) -> (Vec<KeyView>, Option<String>) {
-    let keys: Vec<KeyView> = web.api.get(&v.caller, "/api/v1/keys").await.unwrap_or_default();
+    let keys: Vec<KeyView> = web.api.list(&v.caller, "/api/v1/keys").await.unwrap_or_default();
     let age = keys
         .iter()
         .rev()

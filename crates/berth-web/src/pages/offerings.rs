@@ -142,7 +142,7 @@ struct OfferingsPage {
 
 async fn render(web: &Web, v: &Viewer, form: OfferingForm, error: FieldError) -> ApiResult<Response> {
     // Providers: their own, on sale or withdrawn; operators: what can be ordered now.
-    let offerings: Vec<OfferingView> = web.api.get(&v.caller, "/api/v1/offerings").await?;
+    let offerings: Vec<OfferingView> = web.api.list(&v.caller, "/api/v1/offerings").await?;
     let choices = if v.role() == "provider" {
         let t: Vec<TemplateView> = web
             .api

@@ -63,7 +63,7 @@ pub async fn catalogue(State(web): State<Web>, v: Viewer, RawQuery(q): RawQuery)
     };
     let (offerings, error) = match cap {
         Err(e) => (Vec::new(), e),
-        Ok(cap) => match web.api.get::<Vec<OfferingView>>(&v.caller, &path).await {
+        Ok(cap) => match web.api.list::<OfferingView>(&v.caller, &path).await {
             Ok(all) => (
                 all.into_iter()
                     .filter(|o| cap.is_none_or(|c| o.spec.price.as_ref().is_some_and(|p| p.amount <= c)))

@@ -202,13 +202,13 @@ pub async fn list(State(web): State<Web>, v: Viewer) -> Response {
     page(
         &v,
         async {
-            let instances: Vec<InstanceView> = web.api.get(&v.caller, "/api/v1/instances").await?;
+            let instances: Vec<InstanceView> = web.api.list(&v.caller, "/api/v1/instances?status=provisioning").await?;
             let mut waiting = Vec::new();
             let now = fmt::now_ms();
             for i in instances.into_iter().filter(|i| i.status == "provisioning") {
                 let ops: Vec<OperationView> = web
                     .api
-                    .get(&v.caller, &format!("/api/v1/instances/{}/operations", seg(&i.id)))
+                    .list(&v.caller, &format!("/api/v1/instances/{}/operations", seg(&i.id)))
                     .await?;
                 let Some(op) = ops.into_iter().find(is_waiting) else {
                     continue;

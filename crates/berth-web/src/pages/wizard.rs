@@ -162,7 +162,7 @@ pub async fn hypervisor(State(web): State<Web>, v: Viewer, RawQuery(q): RawQuery
     page(
         &v,
         async {
-            let agents: Vec<AgentView> = web.api.get(&v.caller, "/api/v1/agents").await?;
+            let agents: Vec<AgentView> = web.api.list(&v.caller, "/api/v1/agents").await?;
             let adm = &web.state.cfg.admission;
             let smallest = berth_server::routes::catalog::Need {
                 cores: 1,
