@@ -41,8 +41,8 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
 # The fuzzer is one client sending thousands of requests: rates high enough not to hide
-# routes behind 429s (the rate limits have their own tests). Long polls wait at most a second
-# (a fixed `wait`), or fuzzed waits of up to a minute each would fill the run.
+# routes behind 429s (the rate limits have their own tests). Long polls do not wait (a fixed
+# `wait=0s`), or fuzzed waits of up to a minute each would fill the run.
 cat > "$work/server.toml" <<TOML
 listen = "127.0.0.1:$port"
 [database]

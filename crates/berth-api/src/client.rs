@@ -464,6 +464,19 @@ impl Client {
     pub async fn instances(&self) -> Result<Vec<InstanceView>, ClientError> {
         self.get_all("/api/v1/instances").await
     }
+    /// The instances with `status` (as the API filters them).
+    pub async fn instances_with_status(&self, status: &str) -> Result<Vec<InstanceView>, ClientError> {
+        // Statuses are lowercase words; anything else is the server's to refuse, sent as typed
+        // but escaped.
+        let q: String = status
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'0'..=b'9' | b'_' | b'-' => (b as char).to_string(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        self.get_all(&format!("/api/v1/instances?status={q}")).await
+    }
     pub async fn instance(&self, id: &str) -> Result<InstanceView, ClientError> {
         self.get(&format!("/api/v1/instances/{id}")).await
     }

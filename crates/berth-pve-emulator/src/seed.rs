@@ -139,7 +139,6 @@ fn add_template(world: &mut World, vmid: u32, node: &str, name: &str, storage: &
     world.guests.insert(vmid, Guest::new(vmid, node, Kind::Qemu, config));
 }
 
-/// A running VM that Berth does not own (2 cores, 2 GiB, 8G disk on local-lvm, agent up).
 /// A running VM carrying Berth's marker for `instance_id` (tags and description, as the
 /// Proxmox backend writes them), made behind the agent's back.
 pub(crate) fn add_marked_vm(world: &mut World, node: &str, vmid: u32, name: &str, instance_id: &str) {
@@ -152,6 +151,7 @@ pub(crate) fn add_marked_vm(world: &mut World, node: &str, vmid: u32, name: &str
     );
 }
 
+/// A running VM that Berth does not own (2 cores, 2 GiB, 8G disk on local-lvm, agent up).
 pub(crate) fn add_foreign_vm(world: &mut World, node: &str, vmid: u32, name: &str) {
     let volid = world.alloc_disk(node, "local-lvm", vmid, 8 * GIB, None, "images");
     let config: BTreeMap<String, String> = [

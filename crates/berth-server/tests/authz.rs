@@ -161,7 +161,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         // What a provider lets its customers hold: the provider and operators set and list it;
         // the customer reads its own.
         row(GET,  "/providers/{id}/customer-quotas",                 &[pa],              None,             "401 200 200 404 403 403 403 403"),
-        row(GET,  "/providers/{id}/customer-quotas/{customer}",      &[pa, ca],          None,             "401 200 200 404 200 404 404 404"),
+        row(GET,  "/providers/{id}/customer-quotas/{customer}",      &[pa, ca],          None,             "401 200 200 404 200 404 403 403"),
         row(PUT,  "/providers/{id}/customer-quotas/{customer}",      &[pa, ca],          Some(&quota),     "401 200 200 404 403 403 403 403"),
         // API tokens: everyone but agents manages their own; operators any account's.
         row(GET,  "/tokens",                                         &[],                None,             "401 200 200 200 200 200 403 403"),

@@ -203,6 +203,8 @@ async fn an_order_becomes_a_running_instance() {
         .await
         .unwrap();
     assert_eq!(customer.instance(&inst.id).await.unwrap().status, "stopped");
+    let again = customer.instance_action(&inst.id, "stop").await.unwrap();
+    assert_eq!(again.operation_id, None, "already stopped: done, nothing queued");
     let c2 = agent.client.claim(NO_WAIT).await.unwrap().unwrap();
     assert_eq!(
         (c2.operation_id.as_str(), c2.payload["cores"].as_u64()),
@@ -257,6 +259,15 @@ async fn an_order_becomes_a_running_instance() {
         .unwrap();
     assert_eq!(c3.operation_id, term.operation_id.unwrap());
     assert_eq!(customer.instance(&inst.id).await.unwrap().status, "terminated");
+    let again = customer.instance_action(&inst.id, "terminate").await.unwrap();
+    assert_eq!(again.operation_id, None, "already terminated: done, nothing queued");
+    // With no room left anywhere, an action the status forbids still says so (not no_capacity).
+    let mut full = roomy();
+    full.capacity.cores_free = 0;
+    full.capacity.memory_mib_free = 0;
+    agent.client.heartbeat(&full).await.unwrap();
+    let e = customer.instance_action(&inst.id, "provision").await.unwrap_err();
+    assert_eq!(e.code(), Some("wrong_status"), "{e}");
 
     // Everything is in the audit log, and the chain verifies.
     let audit = ctx.operator.audit(0, 1000).await.unwrap();

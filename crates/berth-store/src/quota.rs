@@ -185,6 +185,9 @@ macro_rules! quota_impl {
                 now: Millis,
             ) -> Result<$crate::quota::Quota, StoreError> {
                 let mut tx = self.begin_write().await?;
+                // Serialised with every other writer (PostgreSQL takes no lock until the
+                // audit append otherwise): two sets at once must not both insert.
+                self.lock_audit(&mut tx).await?;
                 let known =
                     sqlx::query("SELECT id FROM customers WHERE id = $1 UNION SELECT id FROM providers WHERE id = $1")
                         .bind(account_id)
@@ -261,6 +264,7 @@ macro_rules! quota_impl {
                 now: Millis,
             ) -> Result<$crate::quota::CustomerQuota, StoreError> {
                 let mut tx = self.begin_write().await?;
+                self.lock_audit(&mut tx).await?;
                 let provider = sqlx::query("SELECT id FROM providers WHERE id = $1")
                     .bind(provider_id)
                     .fetch_optional(&mut *tx)

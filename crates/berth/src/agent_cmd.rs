@@ -17,5 +17,8 @@ pub async fn run(args: AgentArgs, config: &Path) -> anyhow::Result<ExitCode> {
         Some(AgentAction::Enroll(a)) => cmd::enroll(&cfg, &a).await,
         Some(AgentAction::Status) => cmd::status(&cfg).await,
         None | Some(AgentAction::Run) => cmd::run(&cfg).await,
+        Some(AgentAction::List | AgentAction::Show { .. } | AgentAction::Revoke { .. }) => {
+            unreachable!("the API's agent commands are dispatched in main")
+        }
     }
 }

@@ -66,19 +66,6 @@ pub fn duration(field: &str, s: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs(secs))
 }
 
-fn instance_line(i: &InstanceView) -> String {
-    format!(
-        "{}  {:<12} {:<20} {} cores {} MiB {} GiB  ip {}",
-        i.id,
-        i.status,
-        i.name,
-        i.cores,
-        i.memory_mib,
-        i.disk_gib,
-        i.ip_address.as_deref().unwrap_or("-")
-    )
-}
-
 pub async fn accounts(kind: &str, action: AccountAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
     let c = client(api)?;
     match action {
@@ -118,7 +105,16 @@ pub async fn own_provider(c: &Client, provider: Option<String>) -> anyhow::Resul
     if let Some(p) = provider {
         return Ok(p);
     }
-    let mine = c.providers().await?;
+    let mine = match c.providers().await {
+        // A customer's token sees no providers: the provider must be named.
+        Err(e) if e.status() == Some(403) => {
+            return Err(bad_flag(
+                "--provider",
+                "name the provider (this token is not a provider's)",
+            ));
+        }
+        other => other?,
+    };
     match mine.as_slice() {
         [one] => Ok(one.id.clone()),
         _ => Err(bad_flag(
@@ -329,7 +325,7 @@ pub async fn order(action: OrderAction, api: &ApiArgs, out: OutputFormat) -> any
 
 /// `--ssh-key`: a public key line, or a file holding one. Checked here, before any request, so
 /// a private key never leaves this machine.
-fn key_line(ssh_key: String) -> anyhow::Result<String> {
+pub(crate) fn key_line(ssh_key: String) -> anyhow::Result<String> {
     let path = std::path::Path::new(&ssh_key);
     let text = if path.is_file() {
         std::fs::read_to_string(path).map_err(|e| bad_flag("--ssh-key", format!("cannot read {ssh_key}: {e}")))?
@@ -354,7 +350,7 @@ fn key_line(ssh_key: String) -> anyhow::Result<String> {
 }
 
 /// What a queued machine shows: its ids, or its operation followed to the end with --wait.
-async fn accepted(c: &Client, a: Accepted, wait: bool, out: OutputFormat) -> anyhow::Result<ExitCode> {
+pub(crate) async fn accepted(c: &Client, a: Accepted, wait: bool, out: OutputFormat) -> anyhow::Result<ExitCode> {
     if wait && let Some(op) = &a.operation_id {
         return follow(c, op, Duration::from_secs(3600), out).await;
     }
@@ -362,12 +358,14 @@ async fn accepted(c: &Client, a: Accepted, wait: bool, out: OutputFormat) -> any
         format!(
             "instance {}\noperation {}",
             a.instance_id,
-            a.operation_id.as_deref().unwrap_or("- (not provisioned yet)")
+            a.operation_id
+                .as_deref()
+                .unwrap_or("- (none queued: nothing to do now)")
         )
     })
 }
 
-fn uuid_like() -> String {
+pub(crate) fn uuid_like() -> String {
     let mut b = [0u8; 16];
     let _ = getrandom::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -439,97 +437,6 @@ pub async fn op(action: OpAction, api: &ApiArgs, out: OutputFormat) -> anyhow::R
         }
         OpAction::Wait { id, timeout } => follow(&c, &id, duration("--timeout", &timeout)?, out).await,
     }
-}
-
-pub async fn instance(action: InstanceAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
-    let c = client(api)?;
-    let (id, act) = match action {
-        InstanceAction::Create {
-            agent,
-            backend,
-            template,
-            name,
-            cores,
-            memory_mib,
-            disk_gib,
-            ssh_key,
-            requester_key,
-            customer,
-            commands,
-            skip_post_provision,
-            no_provision,
-            idempotency_key,
-            wait,
-        } => {
-            let req = CreateInstance {
-                agent_id: agent,
-                backend,
-                template,
-                name,
-                cores,
-                memory_mib,
-                disk_gib,
-                ssh_public_key: key_line(ssh_key)?,
-                requester_public_key: requester_key,
-                post_provision_commands: commands,
-                skip_post_provision,
-                customer_id: customer,
-                provision: !no_provision,
-            };
-            let key = idempotency_key.unwrap_or_else(uuid_like);
-            let a = c.create_instance(&req, Some(&key)).await?;
-            return accepted(&c, a, wait, out).await;
-        }
-        InstanceAction::List => {
-            let all = c.instances().await?;
-            return show(out, &all, |all| {
-                all.iter().map(instance_line).collect::<Vec<_>>().join("\n")
-            });
-        }
-        InstanceAction::Show { id } => {
-            let i = c.instance(&id).await?;
-            return show(out, &i, instance_line);
-        }
-        InstanceAction::Credentials { id, identity } => {
-            let i = c.instance(&id).await?;
-            let sealed = i
-                .credentials
-                .with_context(|| format!("instance {id} has no credentials (its backend made none)"))?;
-            let file = std::fs::read_to_string(&identity)
-                .with_context(|| format!("cannot read the identity file {}", identity.display()))?;
-            let plain = berth_agent::credentials::open(&file, &sealed).map_err(anyhow::Error::msg)?;
-            return show(out, &plain, |p| format!("user {}\npassword {}", p.user, p.password));
-        }
-        InstanceAction::Reconfigure {
-            id,
-            cores,
-            memory_mib,
-            disk_gib,
-        } => {
-            let a = c
-                .reconfigure(
-                    &id,
-                    &Reconfigure {
-                        cores,
-                        memory_mib,
-                        disk_gib,
-                    },
-                )
-                .await?;
-            return show(out, &a, |a| {
-                format!("operation {}", a.operation_id.as_deref().unwrap_or("-"))
-            });
-        }
-        InstanceAction::Provision { id } => (id, "provision"),
-        InstanceAction::Start { id } => (id, "start"),
-        InstanceAction::Stop { id } => (id, "stop"),
-        InstanceAction::Reboot { id } => (id, "reboot"),
-        InstanceAction::Terminate { id } => (id, "terminate"),
-    };
-    let a = c.instance_action(&id, act).await?;
-    show(out, &a, |a| {
-        format!("operation {}", a.operation_id.as_deref().unwrap_or("-"))
-    })
 }
 
 pub async fn audit_list(after: i64, limit: i64, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {

@@ -168,6 +168,9 @@ pub enum VmAction {
     /// Delete a machine and its disks. Deleting something already gone succeeds.
     Delete {
         id: String,
+        /// Do not ask (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
     },
     /// List the templates machines can be created from.
     Templates,

@@ -295,7 +295,16 @@ pub enum InstanceAction {
         #[arg(long)]
         wait: bool,
     },
-    List,
+    /// The instances you see, newest last.
+    List {
+        /// Only those with this status (pending, provisioning, running, stopped, failed, …).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only those with this name.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// One instance in detail (ID: its id or its name).
     Show {
         id: String,
     },
@@ -311,8 +320,12 @@ pub enum InstanceAction {
     Reboot {
         id: String,
     },
+    /// Destroy the machine and its disks (asks first on a terminal).
     Terminate {
         id: String,
+        /// Do not ask (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
     },
     /// Decrypt the credentials the machine was born with (a root password), with the age
     /// identity whose public key the order named.
@@ -349,6 +362,17 @@ pub enum AgentAction {
     /// This agent's identity, backends, the operations in its journal, and how the control
     /// plane sees it.
     Status,
+    /// The agents the control plane knows (providers: theirs), through the API.
+    List,
+    /// One agent: its heartbeat, backends, capacity and drift, through the API.
+    Show { id: String },
+    /// Revoke an agent's key: it can no longer claim work (asks first on a terminal).
+    Revoke {
+        id: String,
+        /// Do not ask (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `berth up`: the control plane on SQLite and a local agent, in one process.

@@ -43,6 +43,31 @@ pub fn bad_flag(flag: &str, message: impl Into<String>) -> anyhow::Error {
     .into()
 }
 
+/// Asks before destroying `what`, unless `yes`: on a terminal, a `y` answers; anywhere else the
+/// command is refused with how to confirm (`--yes`). `Err` holds the reason to show.
+pub fn confirm(what: &str, yes: bool) -> Result<(), String> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(format!(
+            "this destroys {what} and cannot be undone; confirm with --yes (no terminal to ask on)"
+        ));
+    }
+    eprint!(
+        "{}",
+        berth_core::text::printable(&format!("Destroy {what}? This cannot be undone. [y/N] "))
+    );
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    match answer.trim() {
+        "y" | "Y" | "yes" | "YES" => Ok(()),
+        _ => Err("not confirmed; nothing was done".into()),
+    }
+}
+
 struct Described {
     code: String,
     message: String,

@@ -1,11 +1,13 @@
 //! `berth`: argument parsing and wiring only. Each subcommand lives in its own module.
 
 mod agent_cmd;
+mod agents_cmd;
 mod api_cmd;
 mod backup;
 mod cli;
 mod cli_api;
 mod cli_error;
+mod instance_cmd;
 mod keygen;
 mod operator;
 mod output;
@@ -53,8 +55,16 @@ fn main() -> ExitCode {
             cli::Command::Offering(a) => api_cmd::offering(a, &cli.api, output).await,
             cli::Command::Order(a) => api_cmd::order(a, &cli.api, output).await,
             cli::Command::Op(a) => api_cmd::op(a, &cli.api, output).await,
-            cli::Command::Instance(a) => api_cmd::instance(a, &cli.api, output).await,
+            cli::Command::Instance(a) => instance_cmd::instance(a, &cli.api, output).await,
             cli::Command::Template(a) => api_cmd::templates(a, &cli.api, output).await,
+            cli::Command::Agent(cli_api::AgentArgs {
+                action:
+                    Some(
+                        a @ (cli_api::AgentAction::List
+                        | cli_api::AgentAction::Show { .. }
+                        | cli_api::AgentAction::Revoke { .. }),
+                    ),
+            }) => agents_cmd::agents(a, &cli.api, output).await,
             cli::Command::Agent(a) => agent_cmd::run(a, config).await,
             cli::Command::Up(a) => up_cmd::run(a, config).await,
             cli::Command::Audit(cli_api::AuditAction::Verify) => server_cmd::audit_verify(config, output).await,

@@ -131,7 +131,7 @@ fn print_pending(out: &Printer, list: &[PendingRequest]) {
         println!(
             "{:<38} {:<20} {:<24} {:>7}m {:>9}m {}",
             p.instance_id,
-            p.name,
+            berth_core::text::printable(&p.name),
             p.size(),
             p.age.as_secs() / 60,
             left / 60,

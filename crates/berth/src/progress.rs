@@ -57,7 +57,9 @@ impl ProgressSink for StageDisplay {
         {
             m.insert(ev.stage, Instant::now());
         }
-        let detail = ev.detail.clone().unwrap_or_default();
+        // A backend's words: shown escaped, on one line.
+        let detail =
+            berth_core::text::printable(&ev.detail.clone().unwrap_or_default().replace('\n', " ")).into_owned();
         let Some(bar) = &self.bar else {
             let ms = self
                 .took(ev.stage)

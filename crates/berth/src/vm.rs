@@ -117,7 +117,8 @@ async fn dispatch(
             let outcome = p.reconfigure(&r, &change).await?;
             out.reconfigured(&id, &outcome);
         }
-        VmAction::Delete { id } => {
+        VmAction::Delete { id, yes } => {
+            crate::cli_error::confirm(&format!("machine {id}"), yes).map_err(|m| ProviderError::invalid("yes", m))?;
             let r = resolve(p, &id).await?;
             let outcome = p.delete(&r).await?;
             out.deleted(&id, outcome);

@@ -73,7 +73,7 @@ async fn kill_at_every_stage_then_rerun_yields_one_vm() {
                 "kill at {stage} {phase}: expected one VM, found {named:?}"
             );
 
-            assert_eq!(env.json(&["vm", "delete", &id]).await["outcome"], "deleted");
+            assert_eq!(env.json(&["vm", "delete", &id, "--yes"]).await["outcome"], "deleted");
             assert!(
                 env.machines().is_empty(),
                 "kill at {stage} {phase} left {:?}",

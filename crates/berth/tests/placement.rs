@@ -100,6 +100,30 @@ async fn a_machine_placed_on_an_agent_runs_there_and_stays_there() {
         listed.status.success() && text.starts_with("AGENT") && text.contains("9000"),
         "{text}"
     );
+    // The agents as the provider sees them: a list with a header, one in detail, and a revoke
+    // that needs confirming.
+    let cli = |args: &[&str]| {
+        let mut v: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        v.extend([
+            "--server".into(),
+            s.url.clone(),
+            "--token-file".into(),
+            token.display().to_string(),
+        ]);
+        run_berth(v)
+    };
+    let out = cli(&["agent", "list"]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.starts_with("ID") && text.matches(" alive ").count() == 2, "{text}");
+    let out = cli(&["agent", "show", &target]).await;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        text.contains("name         second") && text.contains("backend "),
+        "{text}"
+    );
+    let out = cli(&["agent", "revoke", &target]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(s.provider.agent(&target).await.unwrap().revoked_at.is_none());
     assert!(s.provider.instances().await.unwrap().is_empty(), "nothing was made");
 
     let out = run_berth(create_args(&s, &token, &target, "placed1", "9000")).await;

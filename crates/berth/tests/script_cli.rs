@@ -71,7 +71,13 @@ fn vm_commands_drive_a_script_backend() {
 
     assert_eq!(json(&config, &["vm", "stop", "order-7"])["state"], "stopped");
     assert_eq!(json(&config, &["vm", "start", "order-7"])["state"], "running");
-    assert_eq!(json(&config, &["vm", "delete", "order-7"])["outcome"], "deleted");
-    assert_eq!(json(&config, &["vm", "delete", "order-7"])["outcome"], "already_absent");
+    assert_eq!(
+        json(&config, &["vm", "delete", "order-7", "--yes"])["outcome"],
+        "deleted"
+    );
+    assert_eq!(
+        json(&config, &["vm", "delete", "order-7", "--yes"])["outcome"],
+        "already_absent"
+    );
     assert_eq!(json(&config, &["vm", "list"]).as_array().map(Vec::len), Some(0));
 }

@@ -70,10 +70,15 @@ async fn vm_lifecycle_through_the_cli() {
         "{text}"
     );
 
-    let del = env.json(&["vm", "delete", "web1-order-42"]).await;
+    // Without a terminal to ask on, a delete needs --yes; nothing is touched until then.
+    let refused = env.run(&["vm", "delete", "web1-order-42"]).await;
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("confirm with --yes"));
+    assert_eq!(env.machines().len(), 1);
+    let del = env.json(&["vm", "delete", "web1-order-42", "--yes"]).await;
     assert_eq!(del["outcome"], "deleted");
     assert!(env.machines().is_empty());
-    let del = env.json(&["vm", "delete", "web1-order-42"]).await;
+    let del = env.json(&["vm", "delete", "web1-order-42", "--yes"]).await;
     assert_eq!(del["outcome"], "already_absent", "delete of a missing VM succeeds");
 }
 
@@ -115,7 +120,7 @@ async fn list_hides_foreign_vms_unless_all() {
     let all = env.json(&["vm", "list", "--all"]).await;
     assert!(all.as_array().unwrap().iter().any(|i| i["name"] == "not-ours"), "{all}");
     // Berth refuses to delete what it does not own.
-    let out = env.run(&["vm", "delete", "555"]).await;
+    let out = env.run(&["vm", "delete", "555", "--yes"]).await;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not managed by Berth"), "{}", stderr(&out));
     assert_eq!(env.machines().len(), 1);
@@ -152,7 +157,7 @@ async fn containers_through_the_cli() {
     assert_eq!(list.as_array().map(Vec::len), Some(1));
     let vms = env.json(&["vm", "list", "--kind", "vm"]).await;
     assert_eq!(vms.as_array().map(Vec::len), Some(0));
-    assert_eq!(env.json(&["ct", "delete", "ct1"]).await["outcome"], "deleted");
+    assert_eq!(env.json(&["ct", "delete", "ct1", "--yes"]).await["outcome"], "deleted");
     assert!(env.machines().is_empty());
 }
 

@@ -38,9 +38,10 @@ pub struct QuotaView {
     pub own: SetQuota,
 }
 
-/// What a provider lets one customer (or, as `default`, every customer without their own
-/// numbers) hold of its instances, on top of the customer's own quota. A field left out (or
-/// `null`) sets no bound; both left out removes the entry.
+/// What a provider lets one customer (or, as `default`, every customer) hold of its instances,
+/// on top of the customer's own quota. For one customer, a field left out (or `null`) takes the
+/// provider's `default`; for `default`, it sets no bound. Both left out removes the entry. (A
+/// customer cannot be exempted from the default but by a number as high as wanted.)
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetCustomerQuota {

@@ -1,6 +1,7 @@
-//! What a provider lets its customers hold of its instances: numbers for one customer, or
-//! (`default`) for every customer without their own, on top of each customer's own quota. Set
-//! and listed by the provider (and operators); a customer reads what is in force for itself.
+//! What a provider lets its customers hold of its instances: numbers for one customer (one it
+//! has served: it has or had an instance of the provider), or (`default`) for every customer, on
+//! top of each customer's own quota. Set and listed by the provider (and operators); a customer
+//! reads what is in force for itself.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::Uri;
@@ -91,13 +92,17 @@ pub async fn get(
         other => sets_for(other, &id).is_ok(),
     };
     if !allowed {
+        // Agents may never call this; anyone else asked about what is not theirs.
+        if matches!(req.caller, Caller::Agent { .. } | Caller::Enrolling(_)) {
+            return Err(ApiError::Forbidden(
+                "agents have no business with customers' quotas".into(),
+            ));
+        }
         return Err(ApiError::NotFound(format!(
             "customer quota {customer} of provider {id}"
         )));
     }
-    if !matches!(req.caller, Caller::Customer(_)) {
-        known_provider(&st, &id).await?;
-    }
+    known_provider(&st, &id).await?;
     Ok(axum::Json(view(&id, &customer, in_force(&st, &id, &customer).await?)))
 }
 
@@ -112,6 +117,23 @@ pub async fn set(
 ) -> ApiResult<axum::Json<CustomerQuotaView>> {
     sets_for(&req.caller, &id)?;
     let q = req.body.get()?;
+    // A provider names only customers it has served: whether another id is a customer is not
+    // its to learn (the answer is the same 404 as for no customer at all).
+    if matches!(req.caller, Caller::Provider(_)) && customer != EVERY_CUSTOMER {
+        let filter = berth_store::InstanceFilter {
+            provider_id: Some(id.clone()),
+            customer_id: Some(customer.clone()),
+            status: None,
+        };
+        if st
+            .store
+            .instances(&filter, &berth_store::Page::first(1))
+            .await?
+            .is_empty()
+        {
+            return Err(ApiError::NotFound(format!("customer {customer}")));
+        }
+    }
     super::quotas::in_range(&[("instances", q.instances), ("pending_instances", q.pending_instances)])?;
     let quota = CustomerQuota {
         instances: q.instances,

@@ -341,6 +341,29 @@ async fn act(
         ))
     })?;
     let i = visible_instance(st, caller, id).await?;
+    // Asked for what already is (as `qm stop` of a stopped VM): done, nothing queued.
+    if matches!(
+        (action, i.status.as_str()),
+        ("terminate", "terminated") | ("stop", "stopped") | ("start", "running")
+    ) {
+        return Ok(Accepted {
+            instance_id: i.id,
+            operation_id: None,
+        });
+    }
+    // The status first: an action the instance cannot take now is `wrong_status`, whatever the
+    // room (the store checks again in its transaction).
+    if !allowed.contains(&i.status.as_str()) {
+        return Err(ApiError::conflict(
+            "wrong_status",
+            format!(
+                "instance {} is {}; {action} needs it to be {}",
+                i.id,
+                i.status,
+                allowed.join(" or ")
+            ),
+        ));
+    }
     if let Some(a) = &i.agent_id
         && st.store.agent(a).await?.revoked_at.is_some()
     {

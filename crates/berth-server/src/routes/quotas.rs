@@ -64,7 +64,7 @@ pub fn exceeded(e: StoreError) -> ApiError {
         StoreError::Quota { what, limit } if what.starts_with("provider_") => ApiError::conflict(
             "quota_exceeded",
             format!(
-                "this provider lets each customer hold {limit} {}; the provider can raise it",
+                "this provider lets this customer hold {limit} {}; the provider can raise it",
                 what.trim_start_matches("provider_").replace('_', " ")
             ),
         ),
