@@ -45,3 +45,50 @@ pub async fn serve(addr: SocketAddr, stop: CancellationToken) -> anyhow::Result<
     });
     Ok(bound)
 }
+
+/// `# HELP` for the agent's own families (the guard describes the backend ones), and the series
+/// a first scrape should already find, at zero: a dashboard or an alert on `rate()` needs them
+/// before anything happened.
+pub fn describe(backends: &[String]) {
+    use metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+    describe_counter!(
+        "berth_operations_total",
+        "Operations this agent finished, by kind and result"
+    );
+    describe_histogram!(
+        "berth_stage_duration_seconds",
+        Unit::Seconds,
+        "How long each provisioning stage took"
+    );
+    describe_counter!(
+        "berth_lease_renewals_total",
+        "Lease renewals, by result (ok, lost, error)"
+    );
+    describe_counter!("berth_claims_total", "Claims for work, by result (work, none, error)");
+    describe_counter!("berth_heartbeats_total", "Heartbeats sent, by result (ok, error)");
+    describe_gauge!("berth_drift", "Machines not as the control plane expects them, by kind");
+    describe_counter!(
+        "berth_orphans_deleted_total",
+        "Orphans deleted after their grace period"
+    );
+    for kind in ["provision", "start", "stop", "reboot", "reconfigure", "terminate"] {
+        for result in ["succeeded", "failed", "interrupted"] {
+            counter!("berth_operations_total", "kind" => kind, "result" => result).increment(0);
+        }
+    }
+    for result in ["ok", "lost", "error"] {
+        counter!("berth_lease_renewals_total", "result" => result).increment(0);
+    }
+    for result in ["work", "none", "error"] {
+        counter!("berth_claims_total", "result" => result).increment(0);
+    }
+    for result in ["ok", "error"] {
+        counter!("berth_heartbeats_total", "result" => result).increment(0);
+    }
+    for kind in ["stopped", "running", "missing", "orphan", "kept"] {
+        gauge!("berth_drift", "kind" => kind).set(0.0);
+    }
+    for b in backends {
+        counter!("berth_orphans_deleted_total", "backend" => b.clone()).increment(0);
+    }
+}

@@ -312,7 +312,7 @@ impl Agent {
             let bytes = serde_json::to_vec_pretty(&quarantine)?;
             fsutil::write_atomic(&self.quarantine_path(), &bytes, 0o600)?;
         }
-        for kind in ["stopped", "running", "missing", "orphan"] {
+        for kind in ["stopped", "running", "missing", "orphan", "kept"] {
             let n = drift.iter().filter(|d| d.kind == kind).count();
             metrics::gauge!("berth_drift", "kind" => kind).set(n as f64);
         }

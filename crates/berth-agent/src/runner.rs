@@ -56,8 +56,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let agent = Agent::new(client, enrollment.agent_id, settings, backends)?;
     crate::metrics_http::handle();
     crate::guard::describe_metrics();
+    crate::metrics_http::describe(&config.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>());
+    // Metrics are a convenience: an address already taken (a second agent on this host) is
+    // said, and the agent runs without them.
     let metrics = match metrics_listen {
-        Some(addr) => Some(crate::metrics_http::serve(addr, agent.shutdown.clone()).await?),
+        Some(addr) => match crate::metrics_http::serve(addr, agent.shutdown.clone()).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                tracing::warn!(%addr, error = %format!("{e:#}"), "metrics not served (set agent.metrics_listen to another address, or \"off\")");
+                None
+            }
+        },
         None => None,
     };
     let task = tokio::spawn(agent.clone().run());

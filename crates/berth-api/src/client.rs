@@ -99,7 +99,7 @@ impl std::fmt::Debug for Client {
 }
 
 /// How long an ordinary request may take.
-const TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(60);
 
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
@@ -161,7 +161,7 @@ impl Client {
     }
 
     /// Every item of a paged list, following `Link: <…>; rel="next"` page by page.
-    async fn get_all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ClientError> {
+    pub(crate) async fn get_all<T: DeserializeOwned>(&self, path: &str) -> Result<Vec<T>, ClientError> {
         let mut out = Vec::new();
         let mut next = Some(path.to_owned());
         while let Some(p) = next.take() {
@@ -271,7 +271,7 @@ impl Client {
     }
 
     /// A request whose answer has a body.
-    async fn call<B: Serialize, T: DeserializeOwned>(
+    pub(crate) async fn call<B: Serialize, T: DeserializeOwned>(
         &self,
         method: http::Method,
         path: &str,
@@ -300,11 +300,11 @@ impl Client {
             .map(|_| ())
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+    pub(crate) async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call::<(), T>(http::Method::GET, path, None, &[], TIMEOUT).await
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
+    pub(crate) async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, ClientError> {
         self.call(http::Method::POST, path, Some(body), &[], TIMEOUT).await
     }
 
@@ -323,73 +323,6 @@ impl Client {
     }
     pub async fn save_key(&self, key: &SaveKey) -> Result<KeyView, ClientError> {
         self.post("/api/v1/keys", key).await
-    }
-    /// API tokens: the caller's own, or (operators) an account's.
-    pub async fn tokens(&self, account: Option<&str>) -> Result<Vec<TokenView>, ClientError> {
-        match account {
-            Some(a) => self.get(&format!("/api/v1/accounts/{a}/tokens")).await,
-            None => self.get("/api/v1/tokens").await,
-        }
-    }
-    pub async fn create_token(&self, account: Option<&str>, req: &CreateToken) -> Result<TokenCreated, ClientError> {
-        match account {
-            Some(a) => self.post(&format!("/api/v1/accounts/{a}/tokens"), req).await,
-            None => self.post("/api/v1/tokens", req).await,
-        }
-    }
-    pub async fn revoke_token(&self, account: Option<&str>, id: &str) -> Result<TokenView, ClientError> {
-        let path = match account {
-            Some(a) => format!("/api/v1/accounts/{a}/tokens/{id}/revoke"),
-            None => format!("/api/v1/tokens/{id}/revoke"),
-        };
-        self.post(&path, &serde_json::json!({})).await
-    }
-    pub async fn rotate_token(&self, id: &str) -> Result<TokenCreated, ClientError> {
-        self.post(&format!("/api/v1/tokens/{id}/rotate"), &serde_json::json!({}))
-            .await
-    }
-    /// The quotas in force for an account (operators: any; others: their own).
-    pub async fn quota(&self, account_id: &str) -> Result<QuotaView, ClientError> {
-        self.get(&format!("/api/v1/accounts/{account_id}/quota")).await
-    }
-    /// Gives an account its own quotas (operators).
-    pub async fn set_quota(&self, account_id: &str, q: &SetQuota) -> Result<QuotaView, ClientError> {
-        self.call(
-            http::Method::PUT,
-            &format!("/api/v1/accounts/{account_id}/quota"),
-            Some(q),
-            &[],
-            TIMEOUT,
-        )
-        .await
-    }
-    /// The customers a provider set numbers for (and `default`).
-    pub async fn customer_quotas(&self, provider_id: &str) -> Result<Vec<CustomerQuotaView>, ClientError> {
-        self.get_all(&format!("/api/v1/providers/{provider_id}/customer-quotas"))
-            .await
-    }
-    /// What a provider lets a customer hold, in force.
-    pub async fn customer_quota(&self, provider_id: &str, customer_id: &str) -> Result<CustomerQuotaView, ClientError> {
-        self.get(&format!(
-            "/api/v1/providers/{provider_id}/customer-quotas/{customer_id}"
-        ))
-        .await
-    }
-    /// Sets what a provider lets a customer (or `default`: every customer) hold.
-    pub async fn set_customer_quota(
-        &self,
-        provider_id: &str,
-        customer_id: &str,
-        q: &SetCustomerQuota,
-    ) -> Result<CustomerQuotaView, ClientError> {
-        self.call(
-            http::Method::PUT,
-            &format!("/api/v1/providers/{provider_id}/customer-quotas/{customer_id}"),
-            Some(q),
-            &[],
-            TIMEOUT,
-        )
-        .await
     }
     pub async fn customers(&self) -> Result<Vec<CustomerView>, ClientError> {
         self.get_all("/api/v1/customers").await

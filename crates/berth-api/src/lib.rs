@@ -4,6 +4,7 @@
 //! (`credentials`).
 
 pub mod client;
+mod client_accounts;
 pub mod credentials;
 pub mod digest;
 pub mod httpsig;

@@ -439,20 +439,6 @@ pub async fn op(action: OpAction, api: &ApiArgs, out: OutputFormat) -> anyhow::R
     }
 }
 
-pub async fn audit_list(after: i64, limit: i64, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
-    let c = client(api)?;
-    let page = c.audit(after, limit).await?;
-    show(out, &page, |p| {
-        p.iter()
-            .map(|e| {
-                let at = berth_core::utc(e.at);
-                format!("{:>6} {at} {:<24} {:<28} {}", e.seq, e.action, e.subject, e.actor)
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -406,11 +406,28 @@ pub enum TemplateAction {
 pub enum AuditAction {
     /// Verify the hash chain offline, straight from the database named in the server config.
     Verify,
-    /// Print entries (operators, through the API).
+    /// Print entries (operators, through the API), oldest first.
     List {
+        /// Only entries after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: i64,
+        /// At most this many entries (1-1000).
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// Only this actor's (`operator`, `provider:ID`, `customer:ID`, `agent:ID`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only about this subject (`instance:ID`, `account:ID`, …).
+        #[arg(long)]
+        subject: Option<String>,
+        /// Only these actions: exact (`instance.created`) or a prefix ending in `.` (`instance.`).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries younger than this (`90s`, `10m`, `24h`, `7d`).
+        #[arg(long)]
+        since: Option<String>,
+        /// Keep printing new entries as they are appended (Ctrl-C ends).
+        #[arg(long)]
+        follow: bool,
     },
 }

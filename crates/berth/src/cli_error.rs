@@ -68,6 +68,23 @@ pub fn confirm(what: &str, yes: bool) -> Result<(), String> {
     }
 }
 
+/// The flag a person typed for an API body field, where the names differ or the field is
+/// spelled with underscores (`memory_mib` → `--memory-mib`).
+fn flag_of(field: &str) -> String {
+    let top = field.split('.').next().unwrap_or(field);
+    match top {
+        "ssh_public_key" => "--ssh-key".into(),
+        "requester_public_key" => "--requester-key".into(),
+        "offering_id" => "--offering".into(),
+        "agent_id" => "--agent".into(),
+        "customer_id" => "--customer".into(),
+        "post_provision_commands" => "--post-provision".into(),
+        "ttl_seconds" => "--ttl".into(),
+        "labels" => "--label".into(),
+        other => format!("--{}", other.replace('_', "-").to_lowercase()),
+    }
+}
+
 struct Described {
     code: String,
     message: String,
@@ -93,7 +110,13 @@ fn describe(e: &anyhow::Error) -> Described {
     match e.chain().find_map(|c| c.downcast_ref::<ClientError>()) {
         Some(ClientError::Problem(p)) => Described {
             code: p.code.clone(),
-            message: p.detail.clone(),
+            // The detail names the body's field first (`cores: …`): say the flag instead.
+            message: match &p.field {
+                Some(f) if f != "body" && p.detail.starts_with(&format!("{f}: ")) => {
+                    format!("{}: {}", flag_of(f), &p.detail[f.len() + 2..])
+                }
+                _ => p.detail.clone(),
+            },
             status: Some(p.status),
             field: p.field.clone(),
             retryable: p.retryable,
@@ -166,5 +189,23 @@ mod tests {
         assert_eq!(report(&problem(409, "no_capacity"), human), ExitCode::from(4));
         assert_eq!(report(&problem(403, "forbidden"), human), ExitCode::from(5));
         assert_eq!(report(&anyhow::anyhow!("boom"), human), ExitCode::from(1));
+    }
+
+    #[test]
+    fn a_field_is_said_as_the_flag_typed() {
+        let mut p = Problem {
+            type_: "about:blank".into(),
+            title: "t".into(),
+            status: 422,
+            detail: "memory_mib: must be 16 MiB to 16 TiB".into(),
+            code: "invalid_input".into(),
+            field: Some("memory_mib".into()),
+            retryable: false,
+        };
+        let said = |p: &Problem| describe(&ClientError::Problem(Box::new(p.clone())).into()).message;
+        assert_eq!(said(&p), "--memory-mib: must be 16 MiB to 16 TiB");
+        p.detail = "ssh_public_key: not a key".into();
+        p.field = Some("ssh_public_key".into());
+        assert_eq!(said(&p), "--ssh-key: not a key");
     }
 }

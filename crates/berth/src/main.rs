@@ -3,6 +3,7 @@
 mod agent_cmd;
 mod agents_cmd;
 mod api_cmd;
+mod audit_cmd;
 mod backup;
 mod cli;
 mod cli_api;
@@ -68,8 +69,22 @@ fn main() -> ExitCode {
             cli::Command::Agent(a) => agent_cmd::run(a, config).await,
             cli::Command::Up(a) => up_cmd::run(a, config).await,
             cli::Command::Audit(cli_api::AuditAction::Verify) => server_cmd::audit_verify(config, output).await,
-            cli::Command::Audit(cli_api::AuditAction::List { after, limit }) => {
-                api_cmd::audit_list(after, limit, &cli.api, output).await
+            cli::Command::Audit(cli_api::AuditAction::List {
+                after,
+                limit,
+                actor,
+                subject,
+                action,
+                since,
+                follow,
+            }) => {
+                let filter = audit_cmd::Filter {
+                    actor,
+                    subject,
+                    action,
+                    since,
+                };
+                audit_cmd::list(after, limit, filter, follow, &cli.api, output).await
             }
         }
     });

@@ -51,10 +51,22 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
 pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
     let stop = berth_agent::cmd::StopSignal::install()?;
     let data = std::path::absolute(&args.data_dir)?;
+    let server_toml = data.join("server.toml");
+    // The address first, before anything is written: a second `berth up` on the same port
+    // fails here, not after making a data directory it cannot use.
+    let (listen, named_by) = match berth_server::ServerConfig::load(&server_toml) {
+        Ok(c) if server_toml.exists() => (c.listen.to_string(), format!("listen in {}", server_toml.display())),
+        _ => (args.listen.clone(), "--listen".to_owned()),
+    };
+    if let Err(e) = std::net::TcpListener::bind(&listen) {
+        return Err(crate::cli_error::bad_flag(
+            &named_by,
+            format!("cannot listen on {listen}: {e} (another berth up or berth server?); choose another address"),
+        ));
+    }
     fsutil::ensure_private_dir(&data).with_context(|| format!("cannot create {}", data.display()))?;
 
     // The control plane.
-    let server_toml = data.join("server.toml");
     if !server_toml.exists() {
         let text = format!(
             "# Written by `berth up`.\nlisten = \"{}\"\n\n[database]\nsqlite = \"{}\"\n\n[api]\noperator_token_file = \"{}\"\n",
@@ -129,7 +141,6 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
         let token = provider.create_enrollment_token(&provider_id, None).await?;
         identity::enroll(&settings, &token.token, Some("local")).await?;
     }
-    let metrics_hint = settings.agent.metrics_listen;
     cfg.agent = Some(settings);
     let agent = runner::start(&cfg).await?;
     // Orders are placed by the control plane on agents it has heard from: wait for this one.
@@ -161,19 +172,28 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
         agent.agent.agent_id,
         cfg.describe_backends()
     );
-    if let Some(m) = agent.metrics.or(metrics_hint) {
+    if let Some(m) = agent.metrics {
         println!("  metrics         http://{m}/metrics");
     }
+    println!("  server config   {}", server_toml.display());
+    println!("  agent config    {}", agent_toml.display());
     println!("  operator token  {}", operator_file.display());
     println!("  provider token  {}", provider_file.display());
     println!("  customer token  {}", customer_file.display());
+    println!(
+        "  customer keys   {} (SSH), {} (age identity: opens the credentials)",
+        ssh_key.display(),
+        age_file.display()
+    );
+    // Commands that run as printed, from any directory: this very binary, by its full path.
+    let me = std::env::current_exe().map_or_else(|_| "berth".into(), |p| p.display().to_string());
     match &offering {
         Some(o) => {
             println!("  offering        {o}");
             println!();
             println!("Order a machine (as the customer):");
             println!(
-                "  BERTH_TOKEN=$(cat {}) berth --server {url} order create --offering {o} --name web1 \\\n      --ssh-key {}.pub --requester-key {age_public} --wait",
+                "  BERTH_TOKEN=$(cat {}) {me} --server {url} order create --offering {o} --name web1 \\\n      --ssh-key {}.pub --requester-key {age_public} --wait",
                 customer_file.display(),
                 ssh_key.display()
             );

@@ -50,6 +50,12 @@ pub async fn run(
         Ok(p) => p,
         Err(e) => return Ok(out.config_error(&e)),
     };
+    if let Some(s) = spec.as_ref().filter(|s| s.ssh_keys.is_empty()) {
+        eprintln!(
+            "warning: no SSH key given (--ssh-key, --ssh-key-file): nobody can log in to {} by key",
+            s.name
+        );
+    }
     if let (VmAction::Create(_), Some(agent)) = (&args.action, &config.agent) {
         // Said on stderr, so `--output json` stays one document.
         eprintln!(
@@ -99,7 +105,17 @@ async fn dispatch(
         }
         VmAction::Start { id } => power(p, &id, PowerOp::Start, out).await?,
         VmAction::Stop { id } => power(p, &id, PowerOp::Stop, out).await?,
-        VmAction::Reboot { id } => power(p, &id, PowerOp::Reboot, out).await?,
+        VmAction::Reboot { id } => {
+            // As `qm reboot`: a stopped machine is not rebooted (that would start it unasked).
+            let r = resolve(p, &id).await?;
+            if p.describe(&r).await?.state == berth_core::PowerState::Stopped {
+                let noun = if kind == GuestKind::Container { "ct" } else { "vm" };
+                return Err(ProviderError::conflict(format!(
+                    "{id} is stopped; reboot needs it running (start it: berth {noun} start {id})"
+                )));
+            }
+            power(p, &id, PowerOp::Reboot, out).await?
+        }
         VmAction::Shutdown { id, timeout } => power(p, &id, PowerOp::Shutdown { timeout_secs: timeout }, out).await?,
         VmAction::Resize {
             id,

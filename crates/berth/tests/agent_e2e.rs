@@ -101,6 +101,16 @@ async fn order_to_running_and_back(db: Db) {
     ] {
         assert!(body.contains(needle), "metrics lack {needle}:\n{body}");
     }
+    // Every family says what it is, and series nothing has happened to yet are there at zero.
+    for family in body.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split_whitespace().next().unwrap();
+        assert!(body.contains(&format!("# HELP {name} ")), "{name} has no HELP:\n{body}");
+    }
+    assert!(
+        body.contains(r#"berth_operations_total{kind="reboot",result="failed"} 0"#),
+        "{body}"
+    );
+    assert!(body.contains(r#"berth_claims_total{result="error"} 0"#), "{body}");
     // Its heartbeat: capacity of the emulated node, the backend healthy.
     let agents = s.provider.agents().await.unwrap();
     let hb = agents[0].heartbeat.as_ref().expect("a heartbeat");

@@ -326,6 +326,50 @@ async fn server_and_client_commands_from_order_to_audit() {
         out.status.success() && text.contains(" UTC ") && text.contains("provider.created"),
         "{text}"
     );
+    // Filtered by action (a prefix) and actor; followed as it grows.
+    let out = run(
+        &["audit", "list", "--action", "provider.", "--since", "1h"],
+        &url,
+        Some(&op_token),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("provider.created") && !text.contains("customer.created"),
+        "{text}"
+    );
+    let out = run(&["audit", "list", "--actor", "nobody"], &url, Some(&op_token));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no entries");
+    let all = json(&["audit", "list", "--limit", "1000"], &url, &op_token);
+    let last = all.as_array().unwrap().last().unwrap()["seq"].to_string();
+    let mut follow = Server(
+        berth()
+            .args([
+                "audit",
+                "list",
+                "--follow",
+                "--action",
+                "quota.",
+                "--after",
+                &last,
+                "--token-file",
+            ])
+            .arg(&op_token)
+            .env("BERTH_SERVER", &url)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = std::io::BufReader::new(follow.0.stdout.take().unwrap());
+    json(&["quota", "set", cid, "--tokens", "9"], &url, &op_token);
+    let seen = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead as _;
+        lines.lines().map_while(Result::ok).find(|l| l.contains("quota.set"))
+    });
+    let seen = tokio::time::timeout(Duration::from_secs(20), seen)
+        .await
+        .expect("followed in time");
+    assert!(seen.unwrap().is_some_and(|l| l.contains(&format!("account:{cid}"))));
+    drop(follow);
     // Terminating asks first; without a terminal it needs --yes, and nothing is queued.
     let id = list[0]["id"].as_str().unwrap();
     let out = run(&["instance", "terminate", id], &url, Some(&c_token));

@@ -69,6 +69,18 @@ async fn up_runs_an_order_to_a_running_vm_and_stops_cleanly() {
     let (mut child, rx) = up(&env, &data, port);
     let mut seen = Vec::new();
     wait_for(&rx, "berth is up", &mut seen);
+    // What it wrote is named, and the command it prints runs as printed (the full path).
+    let keys = wait_for(&rx, "customer keys", &mut seen);
+    assert!(
+        keys.contains("customer.agekey") && keys.contains("id_ed25519"),
+        "{keys}"
+    );
+    let cmd = wait_for(&rx, "order create", &mut seen);
+    let exe = cmd
+        .split_whitespace()
+        .find(|w| w.ends_with("/berth"))
+        .unwrap_or_default();
+    assert!(exe.starts_with('/') && std::path::Path::new(exe).exists(), "{cmd}");
     let line = wait_for(&rx, "is running: vm", &mut seen);
     assert!(line.contains("on pve1") && line.contains("ip "), "{line}");
     let status = tokio::task::spawn_blocking(move || term(&mut child)).await.unwrap();
@@ -95,4 +107,22 @@ async fn up_runs_an_order_to_a_running_vm_and_stops_cleanly() {
     assert_eq!(machines, 2);
     let enrollments: Vec<_> = seen.iter().filter(|l| l.contains("agent ")).collect();
     assert!(!enrollments.is_empty(), "{seen:?}");
+}
+
+/// A port in use is said first, before anything is written: no data directory is left behind.
+#[test]
+fn a_port_in_use_is_refused_before_anything_is_written() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("berth-data");
+    let out = berth()
+        .args(["up", "--listen", &addr, "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--listen") && err.contains(&addr), "{err}");
+    assert!(!data.exists(), "nothing written");
 }

@@ -61,6 +61,11 @@ async fn vm_lifecycle_through_the_cli() {
         env.json(&["vm", "shutdown", "web1-order-42", "--timeout", "30"]).await["state"],
         "stopped"
     );
+    // As `qm reboot`: a stopped machine is not rebooted (nor started unasked).
+    let refused = env.run(&["vm", "reboot", "web1-order-42"]).await;
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("is stopped; reboot needs it running"));
+    assert_eq!(env.json(&["vm", "describe", "web1-order-42"]).await["state"], "stopped");
 
     let human = env.run(&["vm", "describe", "web1-order-42"]).await;
     assert!(human.status.success());
@@ -189,4 +194,17 @@ async fn keygen_writes_usable_keys() {
     berth_core::SshPublicKey::parse(public.trim()).unwrap();
     let again = berth().args(["keygen", "--out"]).arg(&key).output().unwrap();
     assert!(!again.status.success(), "keygen never overwrites");
+}
+
+/// A machine without any SSH key is made (a console or a password may be all that is wanted),
+/// with a warning that nobody can log in by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_without_a_key_warns() {
+    let env = start(timings()).await;
+    let out = env.run(&["vm", "create", "--name", "nokey", "--output", "json"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: no SSH key given"), "{err}");
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(made["instance_id"].as_str().unwrap().starts_with("vm-"), "{made}");
 }

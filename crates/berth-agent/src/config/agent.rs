@@ -35,7 +35,9 @@ pub struct AgentSection {
     pub name: Option<String>,
     /// Where the enrollment record and the journal live (relative to this file).
     pub state_dir: PathBuf,
-    /// Prometheus metrics on this local address (`/metrics`); none when absent.
+    /// Prometheus metrics on this local address (`/metrics`), by default `127.0.0.1:9464`;
+    /// `"off"` serves none.
+    #[serde(deserialize_with = "address_or_off")]
     pub metrics_listen: Option<SocketAddr>,
     /// Operations under way at once on this host, over all backends; each backend's own
     /// `concurrency` (default: this) bounds it further.
@@ -48,12 +50,28 @@ pub struct AgentSection {
     pub shutdown_grace_seconds: u64,
 }
 
+/// Where the agent's metrics are served unless the file says otherwise.
+pub const DEFAULT_METRICS_PORT: u16 = 9464;
+
+/// `"off"`, or a socket address.
+fn address_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "off" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "expected an address like 127.0.0.1:9464, or \"off\" (got {s:?})"
+        ))
+    })
+}
+
 impl Default for AgentSection {
     fn default() -> Self {
         AgentSection {
             name: None,
             state_dir: PathBuf::from("berth-agent-state"),
-            metrics_listen: None,
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
             concurrency: 4,
             stop_timeout_seconds: 60,
             attempts: 3,

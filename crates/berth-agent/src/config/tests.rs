@@ -334,3 +334,18 @@ fn agent_table_errors_name_key_and_line() {
 
 #[path = "tests_backends.rs"]
 mod backends;
+
+#[test]
+fn metrics_are_served_unless_turned_off() {
+    let api = "[api]\nendpoint = \"https://berth.example.com\"\n";
+    let on = parse(&format!("{GOOD}{api}")).unwrap().agent.unwrap();
+    assert_eq!(on.agent.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    let off = parse(&format!("{GOOD}{api}[agent]\nmetrics_listen = \"off\"\n"))
+        .unwrap()
+        .agent
+        .unwrap();
+    assert_eq!(off.agent.metrics_listen, None);
+    let err = parse(&format!("{GOOD}{api}[agent]\nmetrics_listen = \"nine\"\n")).unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("agent.metrics_listen"), "{err}");
+    assert!(err.to_string().contains("\"off\""), "{err}");
+}

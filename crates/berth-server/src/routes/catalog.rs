@@ -121,8 +121,8 @@ pub async fn require_room(
 }
 
 /// 16 TiB.
-const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
-const MAX_DISK_GIB: u64 = 1 << 20;
+pub(crate) const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_DISK_GIB: u64 = 1 << 20;
 /// In minor units: a billion in major ones.
 const MAX_PRICE: u64 = 100_000_000_000;
 

@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per resource.
 
 pub mod accounts;
+pub mod actions;
 pub mod agent;
 pub mod audit;
 pub mod catalog;

@@ -118,7 +118,7 @@ fn actions(status: &str) -> Vec<(&'static str, &'static str)> {
         ("terminate", "Terminate"),
     ]
     .into_iter()
-    .filter(|(a, _)| berth_server::routes::instances::rule(a).is_some_and(|(allowed, _)| allowed.contains(&status)))
+    .filter(|(a, _)| berth_server::routes::actions::rule(a).is_some_and(|(allowed, _)| allowed.contains(&status)))
     .collect()
 }
 
