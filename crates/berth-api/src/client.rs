@@ -414,13 +414,6 @@ impl Client {
         self.get(&format!("/api/v1/instances/{id}")).await
     }
     /// `action`: `provision`, `start`, `stop`, `reboot`, `terminate`.
-    pub async fn instance_action(&self, id: &str, action: &str) -> Result<Accepted, ClientError> {
-        self.post(&format!("/api/v1/instances/{id}/{action}"), &serde_json::json!({}))
-            .await
-    }
-    pub async fn reconfigure(&self, id: &str, change: &Reconfigure) -> Result<Accepted, ClientError> {
-        self.post(&format!("/api/v1/instances/{id}/reconfigure"), change).await
-    }
     pub async fn operation(&self, id: &str) -> Result<OperationView, ClientError> {
         self.get(&format!("/api/v1/operations/{id}")).await
     }

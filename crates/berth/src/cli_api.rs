@@ -305,20 +305,27 @@ pub enum InstanceAction {
         name: Option<String>,
     },
     /// One instance in detail (ID: its id or its name).
-    Show {
-        id: String,
-    },
+    Show { id: String },
+    /// Build a recorded (pending) or failed instance.
     Provision {
         id: String,
+        #[command(flatten)]
+        run: ActionArgs,
     },
     Start {
         id: String,
+        #[command(flatten)]
+        run: ActionArgs,
     },
     Stop {
         id: String,
+        #[command(flatten)]
+        run: ActionArgs,
     },
     Reboot {
         id: String,
+        #[command(flatten)]
+        run: ActionArgs,
     },
     /// Destroy the machine and its disks (asks first on a terminal).
     Terminate {
@@ -326,6 +333,8 @@ pub enum InstanceAction {
         /// Do not ask (needed without a terminal).
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        run: ActionArgs,
     },
     /// Decrypt the credentials the machine was born with (a root password), with the age
     /// identity whose public key the order named.
@@ -335,6 +344,7 @@ pub enum InstanceAction {
         #[arg(long)]
         identity: PathBuf,
     },
+    /// Change the size: the numbers named change (disks only grow).
     Reconfigure {
         id: String,
         #[arg(long)]
@@ -343,7 +353,20 @@ pub enum InstanceAction {
         memory_mib: Option<u64>,
         #[arg(long)]
         disk_gib: Option<u64>,
+        #[command(flatten)]
+        run: ActionArgs,
     },
+}
+
+/// What every instance action takes.
+#[derive(Args, Debug)]
+pub struct ActionArgs {
+    /// Follow the operation until it ends.
+    #[arg(long)]
+    pub wait: bool,
+    /// Makes a retried request safe (default: a fresh one per run).
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
 }
 
 /// `berth agent`: run the agent (`--config berth.toml`), or enroll it.

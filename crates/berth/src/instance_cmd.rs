@@ -105,7 +105,7 @@ fn detail(i: &InstanceView) -> String {
 
 pub async fn instance(action: InstanceAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
     let c = client(api)?;
-    let (id, act) = match action {
+    let (id, act, run) = match action {
         InstanceAction::Create {
             agent,
             backend,
@@ -169,34 +169,33 @@ pub async fn instance(action: InstanceAction, api: &ApiArgs, out: OutputFormat) 
             cores,
             memory_mib,
             disk_gib,
+            run,
         } => {
+            let change = Reconfigure {
+                cores,
+                memory_mib,
+                disk_gib,
+            };
+            let key = run.idempotency_key.unwrap_or_else(uuid_like);
             let a = c
-                .reconfigure(
-                    &resolve(&c, &id).await?,
-                    &Reconfigure {
-                        cores,
-                        memory_mib,
-                        disk_gib,
-                    },
-                )
+                .reconfigure_with_key(&resolve(&c, &id).await?, &change, Some(&key))
                 .await?;
-            return show(out, &a, |a| {
-                format!("operation {}", a.operation_id.as_deref().unwrap_or("-"))
-            });
+            return accepted(&c, a, run.wait, out).await;
         }
-        InstanceAction::Provision { id } => (id, "provision"),
-        InstanceAction::Start { id } => (id, "start"),
-        InstanceAction::Stop { id } => (id, "stop"),
-        InstanceAction::Reboot { id } => (id, "reboot"),
-        InstanceAction::Terminate { id, yes } => {
+        InstanceAction::Provision { id, run } => (id, "provision", run),
+        InstanceAction::Start { id, run } => (id, "start", run),
+        InstanceAction::Stop { id, run } => (id, "stop", run),
+        InstanceAction::Reboot { id, run } => (id, "reboot", run),
+        InstanceAction::Terminate { id, yes, run } => {
             crate::cli_error::confirm(&format!("instance {id}"), yes).map_err(|m| bad_flag("--yes", m))?;
-            (id, "terminate")
+            (id, "terminate", run)
         }
     };
-    let a = c.instance_action(&resolve(&c, &id).await?, act).await?;
-    show(out, &a, |a| {
-        format!("operation {}", a.operation_id.as_deref().unwrap_or("-"))
-    })
+    let key = run.idempotency_key.unwrap_or_else(uuid_like);
+    let a = c
+        .instance_action_with_key(&resolve(&c, &id).await?, act, Some(&key))
+        .await?;
+    accepted(&c, a, run.wait, out).await
 }
 
 #[cfg(test)]

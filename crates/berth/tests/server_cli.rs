@@ -370,8 +370,15 @@ async fn server_and_client_commands_from_order_to_audit() {
         .expect("followed in time");
     assert!(seen.unwrap().is_some_and(|l| l.contains(&format!("account:{cid}"))));
     drop(follow);
-    // Terminating asks first; without a terminal it needs --yes, and nothing is queued.
+    // Every action takes an idempotency key: the same key, the same operation (a retry queues
+    // nothing more), and names work where ids do.
     let id = list[0]["id"].as_str().unwrap();
+    let stop = |key: &str| json(&["instance", "stop", "web-1", "--idempotency-key", key], &url, &c_token);
+    let (first, again) = (stop("stop-1"), stop("stop-1"));
+    assert!(first["operation_id"].is_string(), "{first}");
+    assert_eq!(first["operation_id"], again["operation_id"]);
+    assert_ne!(stop("stop-2")["operation_id"], first["operation_id"]);
+    // Terminating asks first; without a terminal it needs --yes, and nothing is queued.
     let out = run(&["instance", "terminate", id], &url, Some(&c_token));
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("confirm with --yes"));
