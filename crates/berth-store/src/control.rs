@@ -315,6 +315,9 @@ pub trait Catalog: Send + Sync {
 
     async fn providers(&self, page: &Page) -> Result<Vec<Provider>, StoreError>;
 
+    /// One provider, or `NotFound`.
+    async fn provider(&self, id: &str) -> Result<Provider, StoreError>;
+
     /// Agents, of one provider or all.
     async fn agents(&self, provider_id: Option<&str>, page: &Page) -> Result<Vec<Agent>, StoreError>;
 

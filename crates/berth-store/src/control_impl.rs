@@ -118,6 +118,16 @@ macro_rules! control_impl {
         Ok($crate::Customer { id, name: name.to_owned(), created_at: now })
     }
 
+    async fn provider(&self, id: &str) -> Result<Provider, StoreError> {
+        use sqlx::Row as _;
+        let r = sqlx::query("SELECT id, name, created_at FROM providers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("provider {id}")))?;
+        Ok(Provider { id: r.try_get("id")?, name: r.try_get("name")?, created_at: r.try_get("created_at")? })
+    }
+
     async fn customer(&self, id: &str) -> Result<$crate::Customer, StoreError> {
         use sqlx::Row as _;
         let row = sqlx::query("SELECT id, name, created_at FROM customers WHERE id = $1")

@@ -48,12 +48,8 @@ fn sets_for(caller: &Caller, provider_id: &str) -> ApiResult<()> {
 
 /// A provider that exists (operators may name any).
 async fn known_provider(st: &AppState, provider_id: &str) -> ApiResult<()> {
-    let all = st.store.providers(&berth_store::Page::all()).await?;
-    if all.iter().any(|p| p.id == provider_id) {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!("provider {provider_id}")))
-    }
+    st.store.provider(provider_id).await?;
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/api/v1/providers/{id}/customer-quotas", tag = "accounts",

@@ -48,11 +48,10 @@ pub async fn account_of(st: &AppState, id: &str) -> ApiResult<(Role, String)> {
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    let providers = st.store.providers(&berth_store::Page::all()).await?;
-    if providers.iter().any(|p| p.id == id) {
-        Ok((Role::Provider, id.to_owned()))
-    } else {
-        Err(ApiError::NotFound(format!("account {id}")))
+    match st.store.provider(id).await {
+        Ok(_) => Ok((Role::Provider, id.to_owned())),
+        Err(StoreError::NotFound(_)) => Err(ApiError::NotFound(format!("account {id}"))),
+        Err(e) => Err(e.into()),
     }
 }
 

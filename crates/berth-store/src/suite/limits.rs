@@ -146,6 +146,8 @@ pub async fn limits(s: Arc<dyn Store>, tag: &str) {
     })
     .await;
     assert_eq!(paged, providers, "store: providers page");
+    assert_eq!(s.provider(&p.id).await.unwrap().id, p.id, "store: one provider by id");
+    assert!(matches!(s.provider("nobody").await, Err(StoreError::NotFound(_))));
 
     // Offerings quota: counted per provider, withdrawn ones free their place.
     assert!(matches!(
