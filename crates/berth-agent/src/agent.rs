@@ -33,6 +33,8 @@ pub struct Backend {
     pub manual: Option<Arc<berth_manual::ManualProvider>>,
     /// Health as last reported, to log when it changes.
     reported: Mutex<Option<bool>>,
+    /// What the backend can do, asked once (it does not change while the agent runs).
+    capabilities: tokio::sync::OnceCell<berth_core::Capabilities>,
 }
 
 impl Backend {
@@ -47,7 +49,17 @@ impl Backend {
             circuit: None,
             manual: None,
             reported: Mutex::new(None),
+            capabilities: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// What the backend can do: asked once, then remembered (a failed ask is asked again).
+    pub async fn capabilities(&self) -> Option<berth_core::Capabilities> {
+        self.capabilities
+            .get_or_try_init(|| self.provider.capabilities())
+            .await
+            .ok()
+            .copied()
     }
 
     /// Operator input for this backend's waiting provisions goes to `manual`.

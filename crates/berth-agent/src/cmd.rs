@@ -148,6 +148,29 @@ pub async fn status(cfg: &Config) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let state = &settings.agent.state_dir;
+    let q = crate::release::quarantined(state);
+    if q.orphans.is_empty() {
+        println!("quarantine: empty");
+    } else {
+        println!("quarantine: machines stopped because the control plane does not expect them:");
+        for (id, o) in &q.orphans {
+            println!(
+                "  {id} on {} ({}) since {}; `berth agent release {id}` hands it to you",
+                o.backend,
+                o.vm_id,
+                berth_core::utc(o.since)
+            );
+        }
+    }
+    for (id, r) in crate::release::released(state) {
+        println!(
+            "released: {id} on {} ({}) at {}: left alone",
+            r.backend,
+            r.vm_id,
+            berth_core::utc(r.at)
+        );
+    }
     if enrolled.is_ok() {
         let seen = match identity::signed_client(&settings) {
             Ok((client, _)) => client.me().await.map_err(anyhow::Error::from),
@@ -206,6 +229,19 @@ fn notify(socket: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `berth agent release ID`: hands a quarantined machine to the operator; the running agent
+/// leaves it alone from its next reconcile pass on.
+pub fn release(cfg: &Config, instance_id: &str) -> anyhow::Result<ExitCode> {
+    let settings = settings(cfg)?;
+    let o = crate::release::release(&settings.agent.state_dir, instance_id)?;
+    println!(
+        "released {instance_id} ({} on {}): the agent no longer stops, deletes or reports it; \
+         it is yours (`berth vm start {instance_id}`, `berth vm delete {instance_id}`)",
+        o.vm_id, o.backend
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

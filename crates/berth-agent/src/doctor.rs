@@ -55,6 +55,7 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 CheckStatus::Ok => " ok ",
                 CheckStatus::Warn => "warn",
                 CheckStatus::Fail => "FAIL",
+                CheckStatus::Skipped => "skip",
             };
             println!("[{tag}] {:<22} {}", c.name, c.detail);
         }

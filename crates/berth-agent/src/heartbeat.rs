@@ -212,6 +212,7 @@ impl Agent {
                 kind: b.provider.backend().to_owned(),
                 healthy,
                 detail,
+                reconfigure: b.capabilities().await.map(|c| c.reconfigure),
             });
         }
         Heartbeat {

@@ -20,6 +20,7 @@ pub mod lease;
 pub mod metrics_http;
 mod provision;
 pub mod reconcile;
+pub mod release;
 mod route;
 pub mod runner;
 mod work;

@@ -126,7 +126,19 @@ impl Agent {
                 }
             }
         }
-        if let Some(pw) = &inst.root_password {
+        if inst.root_password.is_some() && p.requester_public_key.is_empty() {
+            // Nobody can read it: it is not kept (the login is by SSH key), and that is said.
+            reporter.send(berth_api::wire::EventReport {
+                stage: "wait_network".into(),
+                phase: "progress".into(),
+                percent: None,
+                message: Some(
+                    "the machine was born with a root password; the order named no requester key, so it was not kept \
+                     (log in with the SSH key)"
+                        .into(),
+                ),
+            });
+        } else if let Some(pw) = &inst.root_password {
             let plain = crate::credentials::Plain {
                 user: "root".into(),
                 password: pw.expose().to_owned(),

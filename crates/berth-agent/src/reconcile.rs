@@ -5,7 +5,8 @@
 //! when `[reconcile] delete_orphans` says so. Each instance is read again just before its machine
 //! is stopped or deleted, so a list read a moment earlier never decides that alone. A machine
 //! whose failed provision is kept for a look (`post_provision.keep_failed`) is reported, never
-//! stopped or deleted.
+//! stopped or deleted; one an operator released from quarantine ([`crate::release`]) is left
+//! alone.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -86,10 +87,7 @@ impl Agent {
     }
 
     fn load_quarantine(&self) -> Quarantine {
-        std::fs::read(self.quarantine_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        crate::release::quarantined(&self.settings.agent.state_dir)
     }
 
     /// Instances with work of this agent under way: running now, or in the journal for an
@@ -201,6 +199,11 @@ impl Agent {
                 if busy.contains(&iid) {
                     continue;
                 }
+                // An operator took this one over (`berth agent release`): not ours any more.
+                if crate::release::is_released(&self.settings.agent.state_dir, &iid) {
+                    quarantine.orphans.remove(&iid);
+                    continue;
+                }
                 let kept = self.kept(&iid);
                 let report = |kind: &str, detail: String, since: i64| Drift {
                     instance_id: iid.clone(),
@@ -307,6 +310,7 @@ impl Agent {
         }
         if all_listed {
             quarantine.orphans.retain(|iid, _| present.contains(iid));
+            crate::release::forget_gone(&self.settings.agent.state_dir, &present);
         }
         if quarantine.orphans.len() != before || !quarantine.orphans.is_empty() {
             let bytes = serde_json::to_vec_pretty(&quarantine)?;

@@ -47,8 +47,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             .with_capacity(bc.capacity.clone())
             .with_manual(manual)
             .with_circuit(Arc::new(move || {
-                (g.state() != CircuitState::Closed)
-                    .then(|| format!("circuit breaker {:?}: the backend kept failing", g.state()))
+                let state = match g.state() {
+                    CircuitState::Closed => return None,
+                    CircuitState::Open => "open",
+                    CircuitState::HalfOpen => "half-open (one trial call at a time)",
+                };
+                Some(format!("circuit breaker {state}: the backend kept failing"))
             }));
         backends.push(backend);
     }
@@ -57,14 +61,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     crate::metrics_http::handle();
     crate::guard::describe_metrics();
     crate::metrics_http::describe(&config.backends.iter().map(|b| b.name.clone()).collect::<Vec<_>>());
-    // Metrics are a convenience: an address already taken (a second agent on this host) is
-    // said, and the agent runs without them.
-    let metrics = match metrics_listen {
+    // Metrics at the default address are a convenience: taken (a second agent on this host),
+    // that is said and the agent runs without them. An address the file names is meant: one
+    // that cannot be used stops the start, as any other bad setting does.
+    let metrics = match metrics_listen.address() {
         Some(addr) => match crate::metrics_http::serve(addr, agent.shutdown.clone()).await {
             Ok(a) => Some(a),
-            Err(e) => {
+            Err(e) if metrics_listen == crate::config::MetricsListen::Default => {
                 tracing::warn!(%addr, error = %format!("{e:#}"), "metrics not served (set agent.metrics_listen to another address, or \"off\")");
                 None
+            }
+            Err(e) => {
+                agent.shutdown.cancel();
+                return Err(e);
             }
         },
         None => None,

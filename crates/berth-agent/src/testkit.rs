@@ -114,7 +114,7 @@ impl Kit {
                     offering_id: offering.into(),
                     name: name.into(),
                     ssh_public_key: KEY.into(),
-                    requester_public_key: requester,
+                    requester_public_key: Some(requester),
                     skip_post_provision: false,
                     provision: true,
                 },

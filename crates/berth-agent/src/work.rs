@@ -42,6 +42,7 @@ pub(crate) fn result_of(i: &Instance, backend: &str) -> OpResult {
         ip_address: i.ipv4.map(|a| a.to_string()),
         ipv6_address: i.ipv6.map(|a| a.to_string()),
         ssh_port: Some(i.ssh_port.unwrap_or(22)),
+        login_user: i.login_user.clone(),
         ..OpResult::default()
     }
 }
@@ -283,12 +284,7 @@ impl Agent {
             "start" => self.power(b, &r, PowerOp::Start).await,
             "reboot" => self.power(b, &r, PowerOp::Reboot).await,
             "stop" => {
-                let graceful = b
-                    .provider
-                    .capabilities()
-                    .await
-                    .map(|c| c.graceful_shutdown)
-                    .unwrap_or(false);
+                let graceful = b.capabilities().await.is_some_and(|c| c.graceful_shutdown);
                 let op = if graceful {
                     PowerOp::Shutdown {
                         timeout_secs: self.settings.agent.stop_timeout_seconds,

@@ -110,7 +110,7 @@ async fn the_lean_agent_enrolls_checks_runs_and_stops() {
         offering_id: offering.id,
         name: "lean1".into(),
         ssh_public_key: KEY.into(),
-        requester_public_key: age::x25519::Identity::generate().to_public().to_string(),
+        requester_public_key: Some(age::x25519::Identity::generate().to_public().to_string()),
         skip_post_provision: false,
         provision: true,
     };

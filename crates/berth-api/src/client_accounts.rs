@@ -1,5 +1,5 @@
-//! The typed client's account calls: API tokens over their life, and quotas (an account's own,
-//! and what a provider lets each customer hold).
+//! The typed client's account calls: API tokens over their life, quotas (an account's own, and
+//! what a provider lets each customer hold), and changing an offering.
 
 use crate::client::{Client, ClientError, TIMEOUT};
 use crate::wire::*;
@@ -67,6 +67,17 @@ impl Client {
             http::Method::PUT,
             &format!("/api/v1/providers/{provider_id}/customer-quotas/{customer_id}"),
             Some(q),
+            &[],
+            TIMEOUT,
+        )
+        .await
+    }
+    /// Replaces an offering's spec (what later orders get).
+    pub async fn update_offering(&self, id: &str, spec: &OfferingSpec) -> Result<OfferingView, ClientError> {
+        self.call(
+            http::Method::PUT,
+            &format!("/api/v1/offerings/{id}"),
+            Some(spec),
             &[],
             TIMEOUT,
         )

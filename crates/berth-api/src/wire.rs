@@ -2,15 +2,18 @@
 //! and serves them), the agent and the CLI (which send and read them). Requests reject unknown
 //! fields; every type carries its OpenAPI schema.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+mod catalog;
 mod input;
+mod login;
+mod price;
 mod quota;
 mod tokens;
+pub use catalog::{AgentAvailability, Availability, OfferingSpec, OfferingView, Price, PricePeriod};
 pub use input::{InputTaken, OperatorInput, OperatorInputView};
+pub use login::ssh_command;
 pub use quota::{CustomerQuotaView, QuotaView, SetCustomerQuota, SetQuota};
 pub use tokens::{CreateToken, TokenCreated, TokenView};
 
@@ -174,6 +177,9 @@ pub struct BackendHealth {
     pub healthy: bool,
     #[serde(default)]
     pub detail: Option<String>,
+    /// Whether it can change a machine's size (`None`: the agent did not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconfigure: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -203,91 +209,6 @@ pub struct TemplateView {
     pub reported_at: Millis,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum PricePeriod {
-    Hour,
-    Month,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    /// In the currency's minor unit (cents), at most 10^11.
-    #[schema(maximum = 100_000_000_000_u64)]
-    pub amount: u64,
-    /// ISO 4217, three capital letters.
-    #[schema(pattern = "^[A-Z]{3}$")]
-    pub currency: String,
-    pub period: PricePeriod,
-}
-
-/// What a provider publishes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OfferingSpec {
-    /// Shown to customers: no control characters.
-    #[schema(min_length = 1, max_length = 128)]
-    pub name: String,
-    #[schema(minimum = 1, maximum = 8192)]
-    pub cores: u32,
-    #[schema(minimum = 16, maximum = 16_777_216_u64)]
-    pub memory_mib: u64,
-    #[schema(minimum = 1, maximum = 1_048_576_u64)]
-    pub disk_gib: u64,
-    #[serde(default)]
-    #[schema(minimum = 1, maximum = 1_000_000)]
-    pub bandwidth_mbps: Option<u32>,
-    /// The backend's template id (see the provider's template list); `None`: the backend default.
-    #[serde(default)]
-    #[schema(min_length = 1, max_length = 256)]
-    pub template: Option<String>,
-    #[serde(default)]
-    pub price: Option<Price>,
-    #[serde(default)]
-    #[schema(pattern = "^[a-z0-9._-]{1,63}$")]
-    pub region: Option<String>,
-    /// Keys 1-63 of a-z 0-9 . _ -; values up to 256 bytes; at most 32.
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    /// Run inside the guest once it is reachable (the `post_provision` stage); at most 64.
-    #[serde(default)]
-    #[schema(max_items = 64)]
-    pub post_provision_commands: Vec<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct OfferingView {
-    pub id: String,
-    pub provider_id: String,
-    #[serde(flatten)]
-    pub spec: OfferingSpec,
-    pub withdrawn_at: Option<Millis>,
-    pub created_at: Millis,
-    /// Whether it can be ordered now, agent by agent (`GET /offerings/{id}`, for its provider
-    /// and operators).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub availability: Option<Availability>,
-}
-
-/// Whether an offering can be ordered now, and on which of its provider's agents.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct Availability {
-    /// Some agent can take an order of it now (what `POST /orders` checks).
-    pub orderable: bool,
-    pub agents: Vec<AgentAvailability>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-pub struct AgentAvailability {
-    pub agent_id: String,
-    pub name: String,
-    pub orderable: bool,
-    /// Why not: revoked, never heard from, offline since when, or which resource is short.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
-
 /// A customer's order: one machine of an offering.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -303,8 +224,10 @@ pub struct CreateOrder {
     pub name: String,
     /// OpenSSH public key installed for the login user.
     pub ssh_public_key: String,
-    /// The customer's age (X25519) public key; credentials the VM is born with are encrypted to it.
-    pub requester_public_key: String,
+    /// The customer's age (X25519) public key; credentials the VM is born with are encrypted to
+    /// it. Without it, a password the machine is born with is not kept (log in by SSH key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_public_key: Option<String>,
     #[serde(default)]
     pub skip_post_provision: bool,
     /// `false` records the instance without provisioning it yet (`POST …/provision` later).
@@ -358,8 +281,10 @@ pub struct CreateInstance {
     pub disk_gib: u64,
     /// OpenSSH public key installed for the login user.
     pub ssh_public_key: String,
-    /// age (X25519) public key the credentials the VM is born with are encrypted to.
-    pub requester_public_key: String,
+    /// age (X25519) public key the credentials the VM is born with are encrypted to. Without
+    /// it, a password the machine is born with is not kept (log in by SSH key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester_public_key: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub post_provision_commands: Vec<String>,
     #[serde(default)]
@@ -405,6 +330,9 @@ pub struct InstanceView {
     pub ip_address: Option<String>,
     pub ipv6_address: Option<String>,
     pub ssh_port: Option<u16>,
+    /// The user to log in as by SSH, when the backend said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_user: Option<String>,
     /// Credentials the VM was born with, encrypted to the requester's public key (ASCII-armored age).
     pub credentials: Option<String>,
     pub last_error: Option<OpError>,
@@ -464,7 +392,7 @@ pub struct EventView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StageView {
     pub stage: String,
-    /// `running`, `completed`, `skipped`.
+    /// `running`, `completed`, `skipped`, or `failed` (the stage a failed operation ended in).
     pub status: String,
     pub started_at: Millis,
     pub finished_at: Option<Millis>,
@@ -502,6 +430,9 @@ pub struct OpResult {
     pub ipv6_address: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_port: Option<u16>,
+    /// The user to log in as by SSH, when the backend said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_user: Option<String>,
     /// Encrypted to the requester's public key on the agent; the server never sees plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<String>,

@@ -77,6 +77,10 @@ pub struct Instance {
     /// SSH port when it is not 22 (a NAT'ed or manually provisioned machine); `None` = 22.
     #[serde(default)]
     pub ssh_port: Option<u16>,
+    /// The user to log in as by SSH, where the backend knows it: set by `create` (the
+    /// cloud-init user it made, a container's `root`); `None` elsewhere.
+    #[serde(default)]
+    pub login_user: Option<String>,
     /// A password the machine was born with (script or operator supplied). Never serialized
     /// and never printed: it leaves the agent only encrypted to the requester's key.
     #[serde(skip)]
@@ -168,6 +172,8 @@ pub enum CheckStatus {
     Ok,
     Warn,
     Fail,
+    /// Not run: a check it depends on failed (so its answer would say nothing new, slowly).
+    Skipped,
 }
 
 /// One line of `berth doctor`: what was checked and what was found.
@@ -200,6 +206,14 @@ impl Check {
             detail: detail.into(),
         }
     }
+    /// Not run because `because` (the check it depends on) failed.
+    pub fn skipped(name: impl Into<String>, because: &str) -> Self {
+        Check {
+            name: name.into(),
+            status: CheckStatus::Skipped,
+            detail: format!("not checked: the {because} check failed"),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +236,7 @@ mod tests {
             disk_gib: None,
             ssh_port: Some(2222),
             root_password: Some(Secret::new("hunter2-root")),
+            login_user: None,
         };
         let json = serde_json::to_string(&i).unwrap();
         assert!(!json.contains("hunter2") && json.contains("2222"), "{json}");

@@ -1,6 +1,6 @@
-//! Times as people read them, the same in the CLI and the dashboard.
+//! Times as people and programs read them (RFC 3339, UTC), the same in the CLI and the dashboard.
 
-/// `2026-12-06 06:17:49 UTC` for milliseconds since the epoch.
+/// `2026-12-06T06:17:49Z` (RFC 3339) for milliseconds since the epoch.
 pub fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -15,7 +15,7 @@ pub fn utc(ms: i64) -> String {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
@@ -26,7 +26,7 @@ pub fn utc(ms: i64) -> String {
 mod tests {
     #[test]
     fn civil_time_in_utc() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(super::utc(1_796_544_000_000), "2026-12-06 08:00:00 UTC");
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::utc(1_796_544_000_000), "2026-12-06T08:00:00Z");
     }
 }

@@ -198,6 +198,7 @@ pub fn instance(found: &Found, with_addresses: bool) -> Result<Instance, Provide
         disk_gib,
         ssh_port: None,
         root_password: None,
+        login_user: None,
     })
 }
 

@@ -317,7 +317,9 @@ impl Provider for LibvirtProvider {
     }
 
     async fn create(&self, spec: &VmSpec, progress: &dyn ProgressSink) -> Result<Instance, ProviderError> {
-        crate::create::create(self, spec, progress).await
+        let mut inst = crate::create::create(self, spec, progress).await?;
+        inst.login_user = Some(spec.user.clone().unwrap_or_else(|| self.cfg.user.clone()));
+        Ok(inst)
     }
 
     async fn describe(&self, id: &InstanceRef) -> Result<Instance, ProviderError> {

@@ -39,6 +39,12 @@ pub struct PendingRequest {
     pub deadline: SystemTime,
     /// Whether the webhook accepted the notification.
     pub notified: bool,
+    /// The SSH public keys to install for the login user.
+    pub ssh_keys: Vec<String>,
+    /// The login user to create (`None`: the operator's usual one).
+    pub user: Option<String>,
+    /// The addresses and name servers asked for.
+    pub network: berth_core::NetworkSpec,
 }
 
 impl PendingRequest {
@@ -214,6 +220,9 @@ impl ManualProvider {
                     age: now.duration_since(created_at).unwrap_or_default(),
                     deadline: created_at + deadline,
                     notified: r.notified,
+                    ssh_keys: r.spec.ssh_keys.iter().map(|k| k.as_str().to_owned()).collect(),
+                    user: r.spec.user,
+                    network: r.spec.network,
                 }
             })
             .collect())

@@ -274,6 +274,7 @@ pub(crate) fn to_instance(record: &Record) -> Instance {
         disk_gib: Some(record.spec.disk_gib),
         ssh_port: details.and_then(|d| d.ssh_port),
         root_password: None,
+        login_user: None,
     }
 }
 

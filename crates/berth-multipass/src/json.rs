@@ -280,6 +280,7 @@ fn base_instance(name: &str, state: PowerState, ipv4: Option<Ipv4Addr>) -> Insta
         disk_gib: None,
         ssh_port: None,
         root_password: None,
+        login_user: None,
     }
 }
 

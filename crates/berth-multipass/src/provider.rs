@@ -345,6 +345,7 @@ impl Provider for MultipassProvider {
         ));
         Ok(Instance {
             instance_id: Some(spec.instance_id.clone()),
+            login_user: Some(spec.user.clone().unwrap_or_else(|| self.cli.config.user.clone())),
             ..inst
         })
     }

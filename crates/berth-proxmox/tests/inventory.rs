@@ -94,8 +94,17 @@ async fn doctor_names_what_is_wrong() {
     assert!(s == CheckStatus::Fail && d.contains("pve9"), "{d}");
     let (s, d) = status("template");
     assert!(s == CheckStatus::Fail && d.contains("not a template"), "{d}");
-    assert_eq!(status("storage").0, CheckStatus::Fail);
+    // What lives on a node that is not there is not asked (no seconds of retried errors).
+    assert_eq!(
+        status("storage"),
+        (CheckStatus::Skipped, "not checked: the node check failed".into())
+    );
     assert_eq!(status("pool").0, CheckStatus::Fail);
+    let mut cfg = config(&emu);
+    cfg.storage = "nope".into();
+    let checks = berth_proxmox::ProxmoxProvider::new(cfg).unwrap().validate().await;
+    let storage = checks.iter().find(|c| c.name == "storage").unwrap();
+    assert_eq!(storage.status, CheckStatus::Fail, "{storage:?}");
 
     let mut cfg = config(&emu);
     cfg.api_token_secret = Some(berth_core::Secret::new("wrong-secret"));

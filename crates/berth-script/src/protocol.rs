@@ -153,6 +153,9 @@ pub(crate) struct WireInstance {
     pub memory_mib: Option<u64>,
     #[serde(default)]
     pub disk_gib: Option<u64>,
+    /// The user to log in as by SSH.
+    #[serde(default)]
+    pub login_user: Option<String>,
 }
 
 impl WireInstance {
@@ -179,6 +182,7 @@ impl WireInstance {
             disk_gib: self.disk_gib,
             ssh_port: self.ssh_port,
             root_password: self.root_password,
+            login_user: self.login_user,
         })
     }
 }

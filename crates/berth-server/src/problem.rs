@@ -169,6 +169,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid { field, reason } => ApiError::invalid(field, reason),
             StoreError::BadToken => ApiError::Unauthenticated(e.to_string()),
             StoreError::Conflict(m) => ApiError::conflict("conflict", m),
+            e @ StoreError::NameTaken { .. } => ApiError::conflict("name_taken", format!("{e}; pick another name")),
             e @ StoreError::Quota { .. } => crate::routes::quotas::exceeded(e),
             StoreError::Backend(m) => ApiError::Internal(m),
         }

@@ -19,6 +19,7 @@ pub struct InstanceRequest {
     pub bandwidth_mbps: Option<u32>,
     pub template: Option<String>,
     pub ssh_public_key: String,
+    /// Empty when the order named none.
     pub requester_public_key: String,
     pub skip_post_provision: bool,
     pub post_provision_commands: Vec<String>,
@@ -42,6 +43,8 @@ pub struct InstanceState {
     pub ipv6_address: Option<String>,
     #[serde(default)]
     pub ssh_port: Option<u16>,
+    #[serde(default)]
+    pub login_user: Option<String>,
     #[serde(default)]
     pub credentials: Option<String>,
     #[serde(default)]
@@ -107,6 +110,7 @@ pub fn instance_view(i: &InstanceRecord) -> ApiResult<InstanceView> {
         ip_address: s.ip_address,
         ipv6_address: s.ipv6_address,
         ssh_port: s.ssh_port,
+        login_user: s.login_user,
         credentials: s.credentials,
         last_error: s.last_error,
         created_at: i.created_at,
@@ -167,6 +171,13 @@ pub fn operation_view(op: &Operation, events: &[OpEvent]) -> ApiResult<Operation
         }
         if ev.message.is_some() {
             s.message = ev.message.clone();
+        }
+    }
+    // An operation that ended failed ends the stage it was in as failed, not running forever.
+    if op.status == OpStatus::Failed {
+        for s in stages.iter_mut().filter(|s| s.status == "running") {
+            s.status = "failed".into();
+            s.finished_at = Some(op.updated_at.max(s.started_at));
         }
     }
     let done = stages.iter().filter(|s| s.status != "running").count();
@@ -256,5 +267,13 @@ mod tests {
         assert_eq!(v.stages[1].status, "running");
         assert_eq!(v.percent, 16);
         assert_eq!(operation_view(&op(OpStatus::Succeeded), &[]).unwrap().percent, 100);
+        let mut failed = op(OpStatus::Failed);
+        failed.updated_at = 50;
+        let v = operation_view(&failed, &[ev(1, "clone_template", "started")]).unwrap();
+        assert_eq!(
+            (v.stages[0].status.as_str(), v.stages[0].finished_at),
+            ("failed", Some(50)),
+            "the stage a failed operation was in ends failed"
+        );
     }
 }

@@ -336,7 +336,7 @@ fn placement(agent: &str, customer: Option<&str>) -> CreateInstance {
         memory_mib: 512,
         disk_gib: 10,
         ssh_public_key: SSH_KEY.into(),
-        requester_public_key: AGE_KEY.into(),
+        requester_public_key: Some(AGE_KEY.into()),
         post_provision_commands: vec![],
         skip_post_provision: false,
         customer_id: customer.map(str::to_owned),

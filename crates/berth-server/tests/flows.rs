@@ -243,6 +243,34 @@ async fn an_order_becomes_a_running_instance() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("invalid_input"));
+    // A backend that cannot change sizes (as the agent's heartbeat says) is refused up front.
+    let mut fixed = roomy();
+    fixed.backends[0].reconfigure = Some(false);
+    agent.client.heartbeat(&fixed).await.unwrap();
+    let e = customer
+        .reconfigure(
+            &inst.id,
+            &Reconfigure {
+                cores: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("reconfigure_unsupported"), "{e}");
+    agent.client.heartbeat(&roomy()).await.unwrap();
+    // Disks only grow: valid input, but not for this machine.
+    let e = customer
+        .reconfigure(
+            &inst.id,
+            &Reconfigure {
+                disk_gib: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some("disk_shrink"), "{e}");
     let err = customer.instance_action(&inst.id, "reboot").await.unwrap_err();
     assert_eq!(err.code(), Some("wrong_status"), "reboot needs a running instance");
     let term = customer.instance_action(&inst.id, "terminate").await.unwrap();

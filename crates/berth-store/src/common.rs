@@ -255,7 +255,8 @@ macro_rules! store_impl {
             .bind(name)
             .bind(now)
             .execute(&self.pool)
-            .await?;
+            .await
+            .map_err(|e| $crate::control::name_taken(e, "provider", name))?;
         Ok(Provider {
             id,
             name: name.to_owned(),

@@ -274,6 +274,24 @@ macro_rules! offering_from_row {
 }
 pub(crate) use offering_from_row;
 
+/// A unique index refusing `name` (of a `what`) as [`StoreError::NameTaken`]; other errors as
+/// they are.
+pub(crate) fn name_taken(e: sqlx::Error, what: &'static str, name: &str) -> StoreError {
+    if e.as_database_error().is_some_and(|d| d.is_unique_violation()) {
+        StoreError::NameTaken {
+            what,
+            name: name.to_owned(),
+        }
+    } else {
+        e.into()
+    }
+}
+
+/// An offering body's `name` (the column the per-provider unique index is on).
+pub(crate) fn offering_name(body: &serde_json::Value) -> String {
+    body.get("name").and_then(|n| n.as_str()).unwrap_or_default().to_owned()
+}
+
 macro_rules! instance_from_row {
     ($row:expr) => {{
         use sqlx::Row as _;
@@ -408,10 +426,26 @@ pub trait Catalog: Send + Sync {
 
     async fn offering(&self, id: &str) -> Result<Offering, StoreError>;
 
-    /// Offerings not withdrawn, of one provider or all.
-    async fn offerings(&self, provider_id: Option<&str>, page: &Page) -> Result<Vec<Offering>, StoreError>;
+    /// Offerings of one provider or all: those on sale, or with `withdrawn` those withdrawn too.
+    async fn offerings(
+        &self,
+        provider_id: Option<&str>,
+        withdrawn: bool,
+        page: &Page,
+    ) -> Result<Vec<Offering>, StoreError>;
 
     async fn withdraw_offering(&self, id: &str, audit: NewAuditEntry, now: Millis) -> Result<Offering, StoreError>;
+
+    /// Replaces an offering's body (what later orders get; instances keep what they were
+    /// ordered with). A withdrawn offering is not changed (`Conflict`); a name another of the
+    /// provider's offerings on sale has is refused (`NameTaken`).
+    async fn update_offering(
+        &self,
+        id: &str,
+        body: serde_json::Value,
+        audit: NewAuditEntry,
+        now: Millis,
+    ) -> Result<Offering, StoreError>;
 
     /// Creates an instance and, if `action` is given, queues its first operation, appending
     /// `audit`, all in one transaction.

@@ -424,16 +424,19 @@ macro_rules! control_impl {
             self.lock_audit(&mut tx).await?;
             $crate::quota::check_offerings!(&mut *tx, provider_id, limit);
         }
+        let name = $crate::control::offering_name(&body);
         let row = sqlx::query(
-            "INSERT INTO offerings (id, provider_id, body, created_at)
-             SELECT $1, id, $2, $3 FROM providers WHERE id = $4 RETURNING *",
+            "INSERT INTO offerings (id, provider_id, body, name, created_at)
+             SELECT $1, id, $2, $3, $4 FROM providers WHERE id = $5 RETURNING *",
         )
         .bind(uuid::Uuid::new_v4().to_string())
         .bind(body.to_string())
+        .bind(&name)
         .bind(now)
         .bind(provider_id)
         .fetch_optional(&mut *tx)
-        .await?
+        .await
+        .map_err(|e| $crate::control::name_taken(e, "offering", &name))?
         .ok_or_else(|| StoreError::NotFound(format!("provider {provider_id}")))?;
         let offering = $crate::control::offering_from_row!(&row)?;
         let mut audit = audit;
@@ -450,18 +453,57 @@ macro_rules! control_impl {
         }
     }
 
-    async fn offerings(&self, provider_id: Option<&str>, page: &$crate::Page) -> Result<Vec<$crate::Offering>, StoreError> {
+    async fn offerings(
+        &self,
+        provider_id: Option<&str>,
+        withdrawn: bool,
+        page: &$crate::Page,
+    ) -> Result<Vec<$crate::Offering>, StoreError> {
         let rows = sqlx::query(
-            "SELECT * FROM offerings WHERE withdrawn_at IS NULL AND ($1 IS NULL OR provider_id = $1)
+            "SELECT * FROM offerings WHERE ($4 OR withdrawn_at IS NULL) AND ($1 IS NULL OR provider_id = $1)
              AND ($2 IS NULL OR (created_at, id) > (SELECT created_at, id FROM offerings WHERE id = $2))
              ORDER BY created_at, id LIMIT $3",
         )
         .bind(provider_id)
         .bind(page.after.as_deref())
         .bind(page.limit)
+        .bind(withdrawn)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| $crate::control::offering_from_row!(r)).collect()
+    }
+
+    async fn update_offering(
+        &self,
+        id: &str,
+        body: serde_json::Value,
+        audit: NewAuditEntry,
+        now: Millis,
+    ) -> Result<$crate::Offering, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let name = $crate::control::offering_name(&body);
+        let row = sqlx::query("UPDATE offerings SET body = $1, name = $2 WHERE id = $3 AND withdrawn_at IS NULL RETURNING *")
+            .bind(body.to_string())
+            .bind(&name)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| $crate::control::name_taken(e, "offering", &name))?;
+        let Some(row) = row else {
+            let exists = sqlx::query("SELECT id FROM offerings WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            return Err(if exists {
+                StoreError::Conflict(format!("offering {id} is withdrawn; publish a new one"))
+            } else {
+                StoreError::NotFound(format!("offering {id}"))
+            });
+        };
+        self.audit_in(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        $crate::control::offering_from_row!(&row)
     }
 
     async fn withdraw_offering(&self, id: &str, audit: NewAuditEntry, now: Millis) -> Result<$crate::Offering, StoreError> {

@@ -141,6 +141,9 @@ pub enum StoreError {
     BadToken,
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A name its owner already uses (`what`: `provider`, `offering`).
+    #[error("{what} name {name:?} is already taken")]
+    NameTaken { what: &'static str, name: String },
     /// A quota (`what`) would be exceeded.
     #[error("the {what} quota of {limit} is reached")]
     Quota { what: &'static str, limit: i64 },

@@ -1,6 +1,6 @@
 //! How pages show times, sizes and shares.
 
-/// `2026-12-06 06:17:49 UTC` for milliseconds since the epoch.
+/// `2026-12-06T06:17:49Z` (RFC 3339) for milliseconds since the epoch.
 pub fn time(ms: impl std::borrow::Borrow<i64>) -> String {
     berth_core::utc(*ms.borrow())
 }
@@ -101,9 +101,9 @@ mod tests {
 
     #[test]
     fn formats() {
-        assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(time(1_796_538_669_000), "2026-12-06 06:31:09 UTC");
-        assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(time(1_796_538_669_000), "2026-12-06T06:31:09Z");
+        assert_eq!(time(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(took(0, 420), "0.42 s");
         assert_eq!(took(0, 185_000), "3 min 5 s");
         assert_eq!(took(0, 7_500_000), "2 h 5 min");

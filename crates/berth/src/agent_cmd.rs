@@ -11,13 +11,15 @@ pub fn load(config: &Path) -> anyhow::Result<Config> {
     berth_agent::load_config(config).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-pub async fn run(args: AgentArgs, config: &Path) -> anyhow::Result<ExitCode> {
+pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config.config.as_path();
     let cfg = load(config)?;
     match args.action {
         Some(AgentAction::Enroll(a)) => cmd::enroll(&cfg, &a).await,
         Some(AgentAction::Status) => cmd::status(&cfg).await,
+        Some(AgentAction::Release { instance_id }) => cmd::release(&cfg, &instance_id),
         None | Some(AgentAction::Run) => cmd::run(&cfg).await,
-        Some(AgentAction::List | AgentAction::Show { .. } | AgentAction::Revoke { .. }) => {
+        Some(AgentAction::List { .. } | AgentAction::Show { .. } | AgentAction::Revoke { .. }) => {
             unreachable!("the API's agent commands are dispatched in main")
         }
     }

@@ -6,7 +6,7 @@ use berth_api::wire::AgentView;
 
 use crate::api_cmd::{client, show};
 use crate::cli::OutputFormat;
-use crate::cli_api::{AgentAction, ApiArgs};
+use crate::cli_api::AgentAction;
 use crate::cli_error::{bad_flag, confirm};
 
 fn when(ms: Option<i64>) -> String {
@@ -26,7 +26,7 @@ fn table(list: &[AgentView]) -> String {
         return "no agents (enroll one with berth agent enroll --token …)".into();
     }
     let row = |id: &str, name: &str, st: &str, seen: &str, version: &str| {
-        format!("{id:<36}  {name:<20}  {st:<8}  {seen:<23}  {version}")
+        format!("{id:<36}  {name:<20}  {st:<8}  {seen:<20}  {version}")
     };
     let mut lines = vec![row("ID", "NAME", "STATE", "LAST SEEN", "VERSION")];
     for a in list {
@@ -61,7 +61,12 @@ fn detail(a: &AgentView) -> String {
         for b in &h.backends {
             let health = if b.healthy { "healthy" } else { "unhealthy" };
             let detail = b.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
-            lines.push(format!("backend      {} ({}) {health}{detail}", b.name, b.kind));
+            let fixed = if b.reconfigure == Some(false) {
+                ", cannot resize"
+            } else {
+                ""
+            };
+            lines.push(format!("backend      {} ({}{fixed}) {health}{detail}", b.name, b.kind));
         }
         for d in &h.drift {
             let what = d.detail.as_deref().unwrap_or("");
@@ -74,18 +79,70 @@ fn detail(a: &AgentView) -> String {
     lines.join("\n")
 }
 
-pub async fn agents(action: AgentAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
-    let c = client(api)?;
+pub async fn agents(action: AgentAction, out: OutputFormat) -> anyhow::Result<ExitCode> {
     match action {
-        AgentAction::List => show(out, &c.agents().await?, |l| table(l)),
-        AgentAction::Show { id } => show(out, &c.agent(&id).await?, detail),
-        AgentAction::Revoke { id, yes } => {
+        AgentAction::List { api } => show(out, &client(&api)?.agents().await?, |l| table(l)),
+        AgentAction::Show { id, api } => show(out, &client(&api)?.agent(&id).await?, detail),
+        AgentAction::Revoke { id, yes, api } => {
+            let c = client(&api)?;
             confirm(&format!("agent {id}'s access (it can no longer claim work)"), yes)
                 .map_err(|m| bad_flag("--yes", m))?;
             show(out, &c.revoke_agent(&id).await?, detail)
         }
-        AgentAction::Enroll(_) | AgentAction::Run | AgentAction::Status => {
+        AgentAction::Enroll(_) | AgentAction::Run | AgentAction::Status | AgentAction::Release { .. } => {
             unreachable!("the local agent's commands are dispatched in main")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> AgentView {
+        serde_json::from_value(serde_json::json!({
+            "id": "a1", "provider_id": "p1", "name": "pve-fra-1", "public_key": "k",
+            "revoked_at": null, "created_at": 1_796_544_000_000_i64,
+            "last_seen": 1_796_544_060_000_i64, "alive": true,
+            "heartbeat": {
+                "version": "0.1.0",
+                "capacity": {"cores_total": 32, "cores_free": 20, "memory_mib_total": 131072,
+                             "memory_mib_free": 65536, "disk_gib_total": 2000, "disk_gib_free": 1500},
+                "backends": [{"name": "pve", "kind": "proxmox", "healthy": true},
+                             {"name": "lab", "kind": "script", "healthy": false,
+                              "detail": "circuit breaker open: the backend kept failing", "reconfigure": false}],
+                "drift": [{"instance_id": "i9", "kind": "orphan", "backend": "pve",
+                           "detail": "the control plane has no such instance; stopped and quarantined",
+                           "since": 1_796_544_000_000_i64}]
+            }
+        }))
+        .unwrap()
+    }
+
+    /// Golden: the list under a header; one agent in full, with its backends and drift.
+    #[test]
+    fn agents_list_and_show() {
+        assert_eq!(
+            table(&[sample()]),
+            "\
+ID                                    NAME                  STATE     LAST SEEN             VERSION
+a1                                    pve-fra-1             alive     2026-12-06T08:01:00Z  0.1.0"
+        );
+        assert!(table(&[]).starts_with("no agents"));
+        assert_eq!(
+            detail(&sample()),
+            "\
+agent        a1
+name         pve-fra-1
+provider     p1
+state        alive
+last seen    2026-12-06T08:01:00Z
+enrolled     2026-12-06T08:00:00Z
+version      0.1.0
+free         20/32 cores, 65536/131072 MiB, 1500/2000 GiB
+backend      pve (proxmox) healthy
+backend      lab (script, cannot resize) unhealthy: circuit breaker open: the backend kept failing
+drift        orphan i9 on pve: the control plane has no such instance; stopped and quarantined"
+        );
     }
 }

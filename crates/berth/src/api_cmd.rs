@@ -82,22 +82,28 @@ pub async fn accounts(kind: &str, action: AccountAction, api: &ApiArgs, out: Out
         AccountAction::List if kind == "provider" => {
             let all = c.providers().await?;
             show(out, &all, |all| {
-                all.iter()
-                    .map(|p| format!("{}  {}", p.id, p.name))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                accounts_table("providers", all.iter().map(|p| (p.id.as_str(), p.name.as_str())))
             })
         }
         AccountAction::List => {
             let all = c.customers().await?;
             show(out, &all, |all| {
-                all.iter()
-                    .map(|c| format!("{}  {}", c.id, c.name))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                accounts_table("customers", all.iter().map(|c| (c.id.as_str(), c.name.as_str())))
             })
         }
     }
+}
+
+/// Providers or customers (`what`): id and name under a header; an empty list says so.
+fn accounts_table<'a>(what: &str, rows: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let lines: Vec<String> = rows.map(|(id, name)| format!("{id:<36}  {name}")).collect();
+    if lines.is_empty() {
+        return format!("no {what}");
+    }
+    std::iter::once(format!("{:<36}  NAME", "ID"))
+        .chain(lines)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// `--provider`, or the caller's own provider when its token sees exactly one.
@@ -131,32 +137,35 @@ pub async fn templates(action: TemplateAction, api: &ApiArgs, out: OutputFormat)
         Some(a) => c.agent_templates(&a).await?,
         None => c.provider_templates(&own_provider(&c, provider).await?).await?,
     };
-    show(out, &list, |l| {
-        if l.is_empty() {
-            return "no templates reported (agents report theirs when they start and every few minutes)".into();
-        }
-        let mut lines = vec![format!(
-            "{:<36}  {:<12}  {:<16}  {:<32}  {}",
-            "AGENT", "BACKEND", "ID", "NAME", "DISK"
-        )];
-        for t in l {
-            let r = &t.template;
-            lines.push(format!(
-                "{:<36}  {:<12}  {:<16}  {:<32}  {}",
-                t.agent_id,
-                r.backend,
-                r.id,
-                r.name,
-                r.disk_gib.map_or_else(|| "-".into(), |d| format!("{d} GiB"))
-            ));
-        }
-        lines.join("\n")
-    })
+    show(out, &list, |l| reported_templates(l))
 }
 
-pub async fn agent_token(args: AgentTokenArgs, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+/// The templates agents report, under a header; an empty list says when they come.
+fn reported_templates(l: &[TemplateView]) -> String {
+    if l.is_empty() {
+        return "no templates reported (agents report theirs when they start and every few minutes)".into();
+    }
+    let mut lines = vec![format!(
+        "{:<36}  {:<12}  {:<16}  {:<32}  {}",
+        "AGENT", "BACKEND", "ID", "NAME", "DISK"
+    )];
+    for t in l {
+        let r = &t.template;
+        lines.push(format!(
+            "{:<36}  {:<12}  {:<16}  {:<32}  {}",
+            t.agent_id,
+            r.backend,
+            r.id,
+            r.name,
+            r.disk_gib.map_or_else(|| "-".into(), |d| format!("{d} GiB"))
+        ));
+    }
+    lines.join("\n")
+}
+
+pub async fn agent_token(action: AgentTokenAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
     let c = client(api)?;
-    let AgentTokenAction::Create { provider, ttl } = args.action;
+    let AgentTokenAction::Create { provider, ttl } = action;
     let provider = own_provider(&c, provider).await?;
     let t = c
         .create_enrollment_token(&provider, Some(duration("--ttl", &ttl)?.as_secs()))
@@ -167,134 +176,6 @@ pub async fn agent_token(args: AgentTokenArgs, api: &ApiArgs, out: OutputFormat)
             t.token, t.token
         )
     })
-}
-
-fn price(s: &str) -> anyhow::Result<Price> {
-    let bad = || {
-        bad_flag(
-            "--price",
-            format!("{s:?} is not like 500EUR/month (amount in cents, currency, hour|month)"),
-        )
-    };
-    let (amount_cur, period) = s.split_once('/').ok_or_else(bad)?;
-    let split = amount_cur.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    Ok(Price {
-        amount: amount_cur[..split].parse().map_err(|_| bad())?,
-        currency: amount_cur[split..].to_owned(),
-        period: match period {
-            "hour" => PricePeriod::Hour,
-            "month" => PricePeriod::Month,
-            _ => return Err(bad()),
-        },
-    })
-}
-
-fn labels(v: &[String]) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    v.iter()
-        .map(|l| {
-            l.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| bad_flag("--label", format!("{l:?} is not key=value")))
-        })
-        .collect()
-}
-
-pub async fn offering(action: OfferingAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
-    let c = client(api)?;
-    let line = |o: &OfferingView| {
-        format!(
-            "{}  {:<16} {} cores {} MiB {} GiB  {}",
-            o.id,
-            o.spec.name,
-            o.spec.cores,
-            o.spec.memory_mib,
-            o.spec.disk_gib,
-            o.spec.region.as_deref().unwrap_or("-")
-        )
-    };
-    match action {
-        OfferingAction::Create {
-            name,
-            cores,
-            memory_mib,
-            disk_gib,
-            bandwidth_mbps,
-            template,
-            price: p,
-            region,
-            labels: l,
-            post_provision,
-        } => {
-            let spec = OfferingSpec {
-                name,
-                cores,
-                memory_mib,
-                disk_gib,
-                bandwidth_mbps,
-                template,
-                price: p.as_deref().map(price).transpose()?,
-                region,
-                labels: labels(&l)?,
-                post_provision_commands: post_provision,
-            };
-            let o = c.create_offering(&spec).await?;
-            show(out, &o, line)
-        }
-        OfferingAction::List {
-            cores,
-            memory_mib,
-            disk_gib,
-            region,
-            labels: l,
-        } => {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            if let Some(v) = cores {
-                q.append_pair("cores", &v.to_string());
-            }
-            if let Some(v) = memory_mib {
-                q.append_pair("memory_mib", &v.to_string());
-            }
-            if let Some(v) = disk_gib {
-                q.append_pair("disk_gib", &v.to_string());
-            }
-            if let Some(v) = &region {
-                q.append_pair("region", v);
-            }
-            if !l.is_empty() {
-                q.append_pair("labels", &l.join(","));
-            }
-            let all = c.offerings(&q.finish()).await?;
-            show(out, &all, |all| all.iter().map(line).collect::<Vec<_>>().join("\n"))
-        }
-        OfferingAction::Show { id } => {
-            let o = c.offering(&id).await?;
-            show(out, &o, |o| {
-                let mut text = line(o);
-                if let Some(a) = &o.availability {
-                    let now = if a.orderable {
-                        "orderable now"
-                    } else {
-                        "NOT orderable now"
-                    };
-                    text.push_str(&format!("\n{now}"));
-                    for g in &a.agents {
-                        let why = g.reason.as_deref().unwrap_or("can take it");
-                        text.push_str(&format!("\n  agent {} ({}): {why}", g.name, g.agent_id));
-                    }
-                    if a.agents.is_empty() {
-                        text.push_str(
-                            "\n  no agent is enrolled: `berth agent-token create`, then `berth agent enroll`",
-                        );
-                    }
-                }
-                text
-            })
-        }
-        OfferingAction::Withdraw { id } => {
-            let o = c.withdraw_offering(&id).await?;
-            show(out, &o, |o| format!("withdrawn: {}", line(o)))
-        }
-    }
 }
 
 pub async fn order(action: OrderAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
@@ -372,11 +253,22 @@ pub(crate) fn uuid_like() -> String {
 }
 
 fn op_summary(o: &OperationView) -> String {
-    let mut s = format!(
-        "operation {} ({} of instance {}): {} {}%",
-        o.id, o.kind, o.instance_id, o.status, o.percent
-    );
-    for st in &o.stages {
+    op_summary_with(o, true)
+}
+
+/// The operation's head line, its stages (`stages`: not after a live display, which showed
+/// them as they happened), then its error or what it left behind.
+fn op_summary_with(o: &OperationView, stages: bool) -> String {
+    let mut s = if stages {
+        format!(
+            "operation {} ({} of instance {}): {} {}%",
+            o.id, o.kind, o.instance_id, o.status, o.percent
+        )
+    } else {
+        // Under a live display that named the operation: what came of it.
+        format!("{} {}: instance {}", o.kind, o.status, o.instance_id)
+    };
+    for st in o.stages.iter().filter(|_| stages) {
         let took = st
             .finished_at
             .map(|f| format!(" {:.1}s", (f - st.started_at) as f64 / 1000.0))
@@ -390,8 +282,23 @@ fn op_summary(o: &OperationView) -> String {
         if let Some(ip) = &r.ip_address {
             s.push_str(&format!("\n  address: {ip}"));
         }
+        if let Some(ip) = &r.ipv6_address {
+            s.push_str(&format!("\n  address: {ip}"));
+        }
+        if let Some(ssh) = r.ssh_command() {
+            s.push_str(&format!("\n  log in: {ssh}"));
+        }
+        if r.restart_required == Some(true) {
+            s.push_str(&format!(
+                "\n  restart required: the change takes effect after a reboot (berth instance reboot {})",
+                o.instance_id
+            ));
+        }
         for cmd in &r.commands {
             s.push_str(&format!("\n  $ {} → exit {}", cmd.command, cmd.exit_status));
+            for l in cmd.output_tail.lines() {
+                s.push_str(&format!("\n    | {l}"));
+            }
         }
     }
     s
@@ -401,9 +308,15 @@ fn op_summary(o: &OperationView) -> String {
 pub async fn follow(c: &Client, id: &str, timeout: Duration, out: OutputFormat) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
     let mut seen = 0;
+    // On a terminal, the same live display as `vm create`; plain lines otherwise.
+    let live = crate::progress::StageDisplay::live(format!("operation {id}"), out == OutputFormat::Human);
     loop {
         let o = c.operation(id).await?;
-        if out == OutputFormat::Human {
+        if let Some(live) = &live {
+            for e in o.events.iter().skip(seen) {
+                live.event_at(&e.event.stage, &e.event.phase, e.event.message.as_deref(), e.at);
+            }
+        } else if out == OutputFormat::Human {
             for e in o.events.iter().skip(seen) {
                 let line = format!(
                     "[{:>6.1}s] {:<16} {}{}",
@@ -418,7 +331,10 @@ pub async fn follow(c: &Client, id: &str, timeout: Duration, out: OutputFormat) 
         seen = o.events.len();
         if o.status == "succeeded" || o.status == "failed" {
             let ok = o.status == "succeeded";
-            show(out, &o, op_summary)?;
+            if let Some(live) = &live {
+                live.finish(ok);
+            }
+            show(out, &o, |o| op_summary_with(o, live.is_none()))?;
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         if start.elapsed() > timeout {
@@ -443,20 +359,72 @@ pub async fn op(action: OpAction, api: &ApiArgs, out: OutputFormat) -> anyhow::R
 mod tests {
     use super::*;
 
+    /// Golden: a finished operation as a person reads it, with what it left behind.
     #[test]
-    fn durations_and_prices_parse() {
+    fn operation_summary_shows_failed_stages_restarts_and_command_output() {
+        let o: OperationView = serde_json::from_value(serde_json::json!({
+            "id": "op1", "instance_id": "i1", "kind": "provision", "status": "failed", "percent": 40,
+            "stages": [
+                {"stage": "clone_template", "status": "completed", "started_at": 0, "finished_at": 1500},
+                {"stage": "post_provision", "status": "failed", "started_at": 1500, "finished_at": 4000}
+            ],
+            "events": [],
+            "result": {"ip_address": "192.0.2.7", "ssh_port": 2222, "login_user": "debian", "restart_required": true,
+                       "commands": [{"command": "apt-get install -y nginx", "exit_status": 100,
+                                     "output_tail": "E: Unable to locate package nginx\nE: done"}]},
+            "error": {"code": "post_provision_failed", "message": "a command failed"},
+            "created_at": 0, "updated_at": 4000
+        }))
+        .unwrap();
+        assert_eq!(
+            op_summary(&o),
+            "\
+operation op1 (provision of instance i1): failed 40%
+  clone_template   completed 1.5s
+  post_provision   failed 2.5s
+  error: a command failed (post_provision_failed)
+  address: 192.0.2.7
+  log in: ssh -p 2222 debian@192.0.2.7
+  restart required: the change takes effect after a reboot (berth instance reboot i1)
+  $ apt-get install -y nginx → exit 100
+    | E: Unable to locate package nginx
+    | E: done"
+        );
+    }
+
+    /// Golden: the templates agents report, under a header.
+    #[test]
+    fn reported_templates_read_as_a_table() {
+        let t: TemplateView = serde_json::from_value(serde_json::json!({
+            "agent_id": "a1", "reported_at": 0, "backend": "pve", "id": "9000", "name": "debian-12", "disk_gib": 3
+        }))
+        .unwrap();
+        assert_eq!(
+            reported_templates(&[t]),
+            "\
+AGENT                                 BACKEND       ID                NAME                              DISK
+a1                                    pve           9000              debian-12                         3 GiB"
+        );
+        assert!(reported_templates(&[]).starts_with("no templates reported"));
+    }
+
+    /// Golden: providers and customers under a header; an empty list says so.
+    #[test]
+    fn accounts_read_as_a_table() {
+        let rows = [("5b0c6a47-3f7e-4d2a-9c1e-2f8a7b6c5d4e", "acme")];
+        assert_eq!(
+            accounts_table("providers", rows.into_iter()),
+            "\
+ID                                    NAME
+5b0c6a47-3f7e-4d2a-9c1e-2f8a7b6c5d4e  acme"
+        );
+        assert_eq!(accounts_table("customers", std::iter::empty()), "no customers");
+    }
+
+    #[test]
+    fn durations_parse() {
         assert_eq!(duration("t", "90s").unwrap(), Duration::from_secs(90));
         assert_eq!(duration("t", "7d").unwrap(), Duration::from_secs(7 * 86_400));
         assert!(duration("t", "1y").unwrap_err().to_string().contains("unknown unit"));
-        assert_eq!(
-            price("500EUR/month").unwrap(),
-            Price {
-                amount: 500,
-                currency: "EUR".into(),
-                period: PricePeriod::Month
-            }
-        );
-        assert!(price("EUR/month").is_err());
-        assert!(price("5EUR/week").is_err());
     }
 }

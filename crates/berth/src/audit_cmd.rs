@@ -25,10 +25,17 @@ pub struct Filter {
     pub since: Option<String>,
 }
 
-/// One entry per line: sequence, time (UTC), action, subject, actor.
+/// One entry per line: sequence, time (RFC 3339, UTC), action, subject, actor.
 fn line(e: &AuditEntryView) -> String {
     let at = berth_core::utc(e.at);
-    format!("{:>6} {at} {:<24} {:<28} {}", e.seq, e.action, e.subject, e.actor)
+    format!("{:>6} {at:<20} {:<24} {:<28} {}", e.seq, e.action, e.subject, e.actor)
+}
+
+fn header() -> String {
+    format!(
+        "{:>6} {:<20} {:<24} {:<28} {}",
+        "SEQ", "TIME", "ACTION", "SUBJECT", "ACTOR"
+    )
 }
 
 fn keeps(e: &AuditEntryView, f: &Filter, oldest: i64) -> bool {
@@ -82,7 +89,10 @@ pub async fn list(
             if l.is_empty() {
                 return "no entries".into();
             }
-            l.iter().map(line).collect::<Vec<_>>().join("\n")
+            std::iter::once(header())
+                .chain(l.iter().map(line))
+                .collect::<Vec<_>>()
+                .join("\n")
         });
     }
     // Following: each entry as it comes, a line (or a JSON object per line).
@@ -90,6 +100,9 @@ pub async fn list(
         OutputFormat::Json => println!("{}", serde_json::to_string(e).unwrap_or_default()),
         OutputFormat::Human => println!("{}", berth_core::text::printable(&line(e))),
     };
+    if out == OutputFormat::Human {
+        println!("{}", header());
+    }
     kept.iter().for_each(print);
     // One Ctrl-C listener for the whole run, so a press during a request is not lost.
     let stop = tokio::signal::ctrl_c();
@@ -134,6 +147,18 @@ mod tests {
             prev_hash: String::new(),
             hash: String::new(),
         }
+    }
+
+    /// Golden: a header, then one entry per line.
+    #[test]
+    fn entries_line_up_under_a_header() {
+        let mut e = entry("instance.created", "customer:c1", 1_796_544_000_000);
+        e.seq = 42;
+        assert_eq!(
+            format!("{}\n{}", header(), line(&e)),
+            "   SEQ TIME                 ACTION                   SUBJECT                      ACTOR\n    42 \
+             2026-12-06T08:00:00Z instance.created         instance:i1                  customer:c1"
+        );
     }
 
     #[test]

@@ -11,13 +11,19 @@ pub struct Cli {
     #[arg(long, short, global = true)]
     pub verbose: bool,
     #[command(flatten)]
-    pub config: ConfigArg,
-    #[command(flatten)]
     pub output: OutputArg,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// A command run against a control plane: where it is and who calls (flags taken before or
+/// after the subcommand), then what to do.
+#[derive(Args, Debug)]
+pub struct Api<T: Subcommand> {
     #[command(flatten)]
     pub api: crate::cli_api::ApiArgs,
     #[command(subcommand)]
-    pub command: Command,
+    pub action: T,
 }
 
 #[derive(Subcommand, Debug)]
@@ -33,34 +39,25 @@ pub enum Command {
     /// Run the control plane (`--config server.toml`).
     Server(crate::cli_api::ServerArgs),
     /// Providers (operators create them).
-    #[command(subcommand)]
-    Provider(crate::cli_api::AccountAction),
+    Provider(Api<crate::cli_api::AccountAction>),
     /// Customers (operators create them).
-    #[command(subcommand)]
-    Customer(crate::cli_api::AccountAction),
+    Customer(Api<crate::cli_api::AccountAction>),
     /// Setup tokens that enroll agents.
-    AgentToken(crate::cli_api::AgentTokenArgs),
+    AgentToken(Api<crate::cli_api::AgentTokenAction>),
     /// API tokens: list, create (with a lifetime), revoke, rotate.
-    #[command(subcommand)]
-    Token(crate::cli_api::TokenAction),
+    Token(Api<crate::cli_api::TokenAction>),
     /// What an account may hold: show, and set (operators).
-    #[command(subcommand)]
-    Quota(crate::cli_api::QuotaAction),
+    Quota(Api<crate::cli_api::QuotaAction>),
     /// Offerings: publish (providers), discover (customers).
-    #[command(subcommand)]
-    Offering(crate::cli_api::OfferingAction),
+    Offering(Api<crate::cli_api::OfferingAction>),
     /// Orders (customers).
-    #[command(subcommand)]
-    Order(crate::cli_api::OrderAction),
+    Order(Api<crate::cli_api::OrderAction>),
     /// Operations: show one, or follow it until it ends.
-    #[command(subcommand)]
-    Op(crate::cli_api::OpAction),
+    Op(Api<crate::cli_api::OpAction>),
     /// Instances in the control plane and their actions.
-    #[command(subcommand)]
-    Instance(crate::cli_api::InstanceAction),
+    Instance(Api<crate::cli_api::InstanceAction>),
     /// The templates agents report, for offerings.
-    #[command(subcommand)]
-    Template(crate::cli_api::TemplateAction),
+    Template(Api<crate::cli_api::TemplateAction>),
     /// The audit log.
     #[command(subcommand)]
     Audit(crate::cli_api::AuditAction),
@@ -93,7 +90,10 @@ pub struct OutputArg {
 }
 
 #[derive(Args, Debug)]
-pub struct DoctorArgs {}
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
 
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
@@ -113,6 +113,8 @@ pub enum KindArg {
 
 #[derive(Args, Debug)]
 pub struct VmArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
     /// Machine kind (`berth ct` implies container).
     #[arg(long, value_enum, global = true)]
     pub kind: Option<KindArg>,
@@ -130,43 +132,61 @@ pub enum VmAction {
     /// List Berth's machines (all machines with --all; requests waiting for an operator with
     /// --pending, manual backend).
     List {
+        /// Every machine on the backend, not only Berth's.
         #[arg(long)]
         all: bool,
+        /// Manual backend: the requests waiting for an operator to build them.
         #[arg(long, conflicts_with = "all")]
         pending: bool,
     },
     /// Show one machine. ID is Berth's instance id or the backend's own id (the VMID).
     Describe {
+        /// Berth's instance id or the backend's own id (the VMID).
         id: String,
     },
+    /// Power on a stopped machine and wait until it has an address.
     Start {
+        /// Berth's instance id or the backend's own id (the VMID).
         id: String,
+        /// How long to wait for an address (`90s`, `5m`; `0s`: do not wait).
+        #[arg(long, default_value = "120s")]
+        timeout: String,
     },
     /// Power off at once.
     Stop {
+        /// Berth's instance id or the backend's own id (the VMID).
         id: String,
     },
     /// Shut down gracefully; power off if still running after the timeout.
     Shutdown {
+        /// Berth's instance id or the backend's own id (the VMID).
         id: String,
-        #[arg(long, default_value_t = 120)]
-        timeout: u64,
+        /// How long to wait for the guest before powering off (`120s`, `5m`).
+        #[arg(long, default_value = "120s")]
+        timeout: String,
     },
+    /// Restart a running machine (a stopped one is refused: start it).
     Reboot {
+        /// Berth's instance id or the backend's own id (the VMID).
         id: String,
     },
     /// Change cores, memory or disk size (disks only grow).
     Resize {
+        /// Berth's instance id or the backend's own id (the VMID).
         id: String,
+        /// New number of cores.
         #[arg(long)]
         cores: Option<u32>,
+        /// New memory in MiB.
         #[arg(long)]
         memory_mib: Option<u64>,
+        /// New root disk size in GiB (larger than now).
         #[arg(long)]
         disk_gib: Option<u64>,
     },
     /// Delete a machine and its disks. Deleting something already gone succeeds.
     Delete {
+        /// Berth's instance id or the backend's own id (the VMID).
         id: String,
         /// Do not ask (needed without a terminal).
         #[arg(long)]
@@ -174,8 +194,15 @@ pub enum VmAction {
     },
     /// List the templates machines can be created from.
     Templates,
+    /// Manual backend: what to build for a waiting request: size, template, the SSH keys to
+    /// install and the network settings asked for.
+    Request {
+        /// The request's instance id (`berth vm list --pending`).
+        id: String,
+    },
     /// Manual backend: submit the details of a machine an operator has built.
     Complete {
+        /// The request's instance id (`berth vm list --pending`).
         id: String,
         /// Its address (IPv4 and/or IPv6; repeatable).
         #[arg(long = "ip", required = true)]
@@ -189,13 +216,17 @@ pub enum VmAction {
     },
     /// Manual backend: fail a request; the reason reaches the requester.
     Fail {
+        /// The request's instance id (`berth vm list --pending`).
         id: String,
+        /// Why it cannot be built (the requester reads it).
         #[arg(long)]
         reason: String,
     },
     /// Manual backend: withdraw a request nobody should build.
     Cancel {
+        /// The request's instance id (`berth vm list --pending`).
         id: String,
+        /// Why it is withdrawn (recorded with it).
         #[arg(long)]
         reason: String,
     },
@@ -206,10 +237,13 @@ pub struct CreateArgs {
     /// Host name (a DNS name).
     #[arg(long)]
     pub name: String,
+    /// Virtual CPU cores.
     #[arg(long, default_value_t = 1)]
     pub cores: u32,
+    /// Memory in MiB.
     #[arg(long, default_value_t = 1024)]
     pub memory_mib: u64,
+    /// Root disk size in GiB.
     #[arg(long, default_value_t = 10)]
     pub disk_gib: u64,
     /// SSH public key line; repeatable.
@@ -238,4 +272,35 @@ pub struct CreateArgs {
     /// never printed; without this flag it is dropped.
     #[arg(long)]
     pub password_out: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every subcommand and every flag says what it is for in `--help`.
+    #[test]
+    fn every_command_and_flag_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let p = format!("{path} {}", sub.get_name());
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(format!("{p} (command)"));
+                }
+                walk(sub, &p, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "berth", &mut missing);
+        assert!(missing.is_empty(), "no help for:\n{}", missing.join("\n"));
+    }
 }

@@ -11,8 +11,8 @@ pub struct ApiArgs {
     /// The control plane's URL.
     #[arg(long, env = "BERTH_SERVER", default_value = "http://127.0.0.1:8420", global = true)]
     pub server: String,
-    /// File holding the API token (or set BERTH_TOKEN).
-    #[arg(long, global = true)]
+    /// File holding the API token (or set BERTH_TOKEN to the token itself).
+    #[arg(long, env = "BERTH_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
     /// A CA certificate bundle (PEM) that signed the server's certificate, besides the system's.
     #[arg(long, env = "BERTH_CA_FILE", global = true)]
@@ -47,6 +47,8 @@ pub enum ServerAction {
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArg,
     #[command(subcommand)]
     pub action: Option<ServerAction>,
 }
@@ -54,7 +56,10 @@ pub struct ServerArgs {
 #[derive(Subcommand, Debug)]
 pub enum AccountAction {
     /// Create one (operators); prints its id and first API token.
-    Create { name: String },
+    Create {
+        /// Its name (unique among them).
+        name: String,
+    },
     /// List them (providers: operators see all).
     List,
 }
@@ -64,6 +69,7 @@ pub enum TokenAction {
     /// Your API tokens (operators: `--account` for a provider's or customer's): ids, names,
     /// lifetimes; never the secrets.
     List {
+        /// Operators: a provider's or customer's id.
         #[arg(long)]
         account: Option<String>,
     },
@@ -80,28 +86,40 @@ pub enum TokenAction {
     },
     /// Revoke a token by id (`berth token list`): it stops working at once.
     Revoke {
+        /// The token's id (`berth token list`).
         id: String,
         /// Operators: a token of this provider or customer.
         #[arg(long)]
         account: Option<String>,
     },
     /// A new secret for one of your tokens, same name and lifetime; the old one stops working.
-    Rotate { id: String },
+    Rotate {
+        /// The token's id (`berth token list`).
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum QuotaAction {
     /// The quotas in force for an account (yours, or any for operators).
-    Show { account: String },
+    Show {
+        /// A provider's or customer's id.
+        account: String,
+    },
     /// Give an account its own numbers (operators); `default` returns one to the server's.
     Set {
+        /// A provider's or customer's id.
         account: String,
+        /// Instances it may hold at once (a number, or `default`).
         #[arg(long)]
         instances: Option<String>,
+        /// Instances it may have waiting to be built at once (a number, or `default`).
         #[arg(long)]
         pending_instances: Option<String>,
+        /// Offerings a provider may publish (a number, or `default`).
         #[arg(long)]
         offerings: Option<String>,
+        /// API tokens it may hold (a number, or `default`).
         #[arg(long)]
         tokens: Option<String>,
     },
@@ -127,17 +145,13 @@ pub enum QuotaAction {
         /// The provider (default: the caller's own, for a provider token).
         #[arg(long)]
         provider: Option<String>,
+        /// Instances of this provider's the customer may hold (a number, or `default`).
         #[arg(long)]
         instances: Option<String>,
+        /// Of those, how many may wait to be built at once (a number, or `default`).
         #[arg(long)]
         pending_instances: Option<String>,
     },
-}
-
-#[derive(Args, Debug)]
-pub struct AgentTokenArgs {
-    #[command(subcommand)]
-    pub action: AgentTokenAction,
 }
 
 #[derive(Subcommand, Debug)]
@@ -153,54 +167,111 @@ pub enum AgentTokenAction {
     },
 }
 
+/// An offering's machine and catalogue entry, as `offering create` takes it.
+#[derive(Args, Debug)]
+pub struct OfferingFlags {
+    /// Its name, shown to customers (unique among your offerings on sale).
+    #[arg(long)]
+    pub name: String,
+    /// Virtual CPU cores.
+    #[arg(long)]
+    pub cores: u32,
+    /// Memory in MiB.
+    #[arg(long)]
+    pub memory_mib: u64,
+    /// Root disk size in GiB.
+    #[arg(long)]
+    pub disk_gib: u64,
+    /// Network bandwidth in Mbit/s, as sold.
+    #[arg(long)]
+    pub bandwidth_mbps: Option<u32>,
+    /// The backend's template id (see `berth template list`); default: the backend's default.
+    #[arg(long)]
+    pub template: Option<String>,
+    /// `AMOUNT CURRENCY/PERIOD` in major units: `9.99EUR/month`, `0.02USD/hour`.
+    #[arg(long)]
+    pub price: Option<String>,
+    /// Region label customers filter by (`eu-1`).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// `key=value`; repeatable.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// A command run in the guest once it is reachable; repeatable, in order.
+    #[arg(long = "post-provision")]
+    pub post_provision: Vec<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum OfferingAction {
-    /// Publish an offering (providers).
-    Create {
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        cores: u32,
-        #[arg(long)]
-        memory_mib: u64,
-        #[arg(long)]
-        disk_gib: u64,
-        #[arg(long)]
-        bandwidth_mbps: Option<u32>,
-        /// The backend's template id (see `berth template list`).
-        #[arg(long)]
-        template: Option<String>,
-        /// `AMOUNT CURRENCY/PERIOD` in minor units, e.g. `500EUR/month`.
-        #[arg(long)]
-        price: Option<String>,
-        #[arg(long)]
-        region: Option<String>,
-        /// `key=value`; repeatable.
-        #[arg(long = "label")]
-        labels: Vec<String>,
-        /// A command run in the guest once it is reachable; repeatable, in order.
-        #[arg(long = "post-provision")]
-        post_provision: Vec<String>,
-    },
-    /// What can be ordered now (customers), or your own offerings (providers).
+    /// Publish an offering (providers); says when no agent can take it yet, and why.
+    Create(OfferingFlags),
+    /// What can be ordered now (customers), or your own offerings with whether each can be
+    /// ordered now (providers).
     List {
+        /// Only those with at least this many cores.
         #[arg(long)]
         cores: Option<u32>,
+        /// Only those with at least this much memory (MiB).
         #[arg(long)]
         memory_mib: Option<u64>,
+        /// Only those with at least this much disk (GiB).
         #[arg(long)]
         disk_gib: Option<u64>,
+        /// Only those in this region.
         #[arg(long)]
         region: Option<String>,
         /// `key=value`; repeatable; all must match.
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Providers and operators: withdrawn offerings too.
+        #[arg(long)]
+        all: bool,
     },
     /// One offering; for its provider, whether it can be ordered now and why not, per agent.
     Show {
+        /// The offering's id.
         id: String,
     },
+    /// Change an offering (providers): the flags named change, the rest stays. Later orders
+    /// get the new spec; machines already ordered keep theirs.
+    Update {
+        /// The offering's id.
+        id: String,
+        /// A new name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Virtual CPU cores.
+        #[arg(long)]
+        cores: Option<u32>,
+        /// Memory in MiB.
+        #[arg(long)]
+        memory_mib: Option<u64>,
+        /// Root disk size in GiB.
+        #[arg(long)]
+        disk_gib: Option<u64>,
+        /// Network bandwidth in Mbit/s (`none` removes it).
+        #[arg(long)]
+        bandwidth_mbps: Option<String>,
+        /// The backend's template id (`none`: the backend's default).
+        #[arg(long)]
+        template: Option<String>,
+        /// `9.99EUR/month` (`none` removes the price).
+        #[arg(long)]
+        price: Option<String>,
+        /// Region label (`none` removes it).
+        #[arg(long)]
+        region: Option<String>,
+        /// `key=value`; repeatable; replaces all labels (`--label none` removes them).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Replaces the post-provision commands; repeatable (`--post-provision none` removes them).
+        #[arg(long = "post-provision")]
+        post_provision: Vec<String>,
+    },
+    /// Stop selling an offering: it can no longer be ordered; machines of it keep running.
     Withdraw {
+        /// The offering's id.
         id: String,
     },
 }
@@ -209,6 +280,7 @@ pub enum OfferingAction {
 pub enum OrderAction {
     /// Order a machine of an offering (customers); prints the operation, or follows it with --wait.
     Create {
+        /// The offering's id (`berth offering list`).
         #[arg(long)]
         offering: String,
         /// Host name.
@@ -218,8 +290,10 @@ pub enum OrderAction {
         #[arg(long)]
         ssh_key: String,
         /// Your age public key (`age1…`); credentials the VM is born with are encrypted to it.
+        /// Without it, a password the machine is born with is not kept (log in by SSH key).
         #[arg(long)]
-        requester_key: String,
+        requester_key: Option<String>,
+        /// Do not run the offering's post-provision commands.
         #[arg(long)]
         skip_post_provision: bool,
         /// Record the instance without provisioning it yet.
@@ -236,11 +310,14 @@ pub enum OrderAction {
 
 #[derive(Subcommand, Debug)]
 pub enum OpAction {
+    /// One operation: its stages, result or error.
     Show {
+        /// The operation's id.
         id: String,
     },
     /// Follow an operation's stages until it ends (exit status 1 if it failed).
     Wait {
+        /// The operation's id.
         id: String,
         /// Give up after this long: `90s`, `10m`.
         #[arg(long, default_value = "30m")]
@@ -265,24 +342,29 @@ pub enum InstanceAction {
         /// Host name.
         #[arg(long)]
         name: String,
+        /// Virtual CPU cores.
         #[arg(long)]
         cores: u32,
+        /// Memory in MiB.
         #[arg(long)]
         memory_mib: u64,
+        /// Root disk size in GiB.
         #[arg(long)]
         disk_gib: u64,
         /// SSH public key line, or a file holding one.
         #[arg(long)]
         ssh_key: String,
-        /// age public key (`age1…`) the credentials are encrypted to.
+        /// age public key (`age1…`) the credentials are encrypted to. Without it, a password
+        /// the machine is born with is not kept (log in by SSH key).
         #[arg(long)]
-        requester_key: String,
+        requester_key: Option<String>,
         /// The customer it is for (default: your own machine).
         #[arg(long)]
         customer: Option<String>,
         /// A command to run in the guest once it is reachable (repeatable).
         #[arg(long = "command")]
         commands: Vec<String>,
+        /// Do not run the post-provision commands.
         #[arg(long)]
         skip_post_provision: bool,
         /// Record the instance without provisioning it yet.
@@ -304,31 +386,42 @@ pub enum InstanceAction {
         #[arg(long)]
         name: Option<String>,
     },
-    /// One instance in detail (ID: its id or its name).
-    Show { id: String },
+    /// One instance in detail.
+    Show {
+        /// The instance: its id or its name.
+        id: String,
+    },
     /// Build a recorded (pending) or failed instance.
     Provision {
+        /// The instance: its id or its name.
         id: String,
         #[command(flatten)]
         run: ActionArgs,
     },
+    /// Power on a stopped instance.
     Start {
+        /// The instance: its id or its name.
         id: String,
         #[command(flatten)]
         run: ActionArgs,
     },
+    /// Power off a running instance.
     Stop {
+        /// The instance: its id or its name.
         id: String,
         #[command(flatten)]
         run: ActionArgs,
     },
+    /// Restart a running instance.
     Reboot {
+        /// The instance: its id or its name.
         id: String,
         #[command(flatten)]
         run: ActionArgs,
     },
     /// Destroy the machine and its disks (asks first on a terminal).
     Terminate {
+        /// The instance: its id or its name.
         id: String,
         /// Do not ask (needed without a terminal).
         #[arg(long)]
@@ -339,6 +432,7 @@ pub enum InstanceAction {
     /// Decrypt the credentials the machine was born with (a root password), with the age
     /// identity whose public key the order named.
     Credentials {
+        /// The instance: its id or its name.
         id: String,
         /// The age identity file (`AGE-SECRET-KEY-1…`, as `age-keygen` writes it).
         #[arg(long)]
@@ -346,11 +440,15 @@ pub enum InstanceAction {
     },
     /// Change the size: the numbers named change (disks only grow).
     Reconfigure {
+        /// The instance: its id or its name.
         id: String,
+        /// New number of cores.
         #[arg(long)]
         cores: Option<u32>,
+        /// New memory in MiB.
         #[arg(long)]
         memory_mib: Option<u64>,
+        /// New root disk size in GiB (larger than now).
         #[arg(long)]
         disk_gib: Option<u64>,
         #[command(flatten)]
@@ -372,6 +470,8 @@ pub struct ActionArgs {
 /// `berth agent`: run the agent (`--config berth.toml`), or enroll it.
 #[derive(Args, Debug)]
 pub struct AgentArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArg,
     #[command(subcommand)]
     pub action: Option<AgentAction>,
 }
@@ -385,22 +485,41 @@ pub enum AgentAction {
     /// This agent's identity, backends, the operations in its journal, and how the control
     /// plane sees it.
     Status,
+    /// Hand a machine this agent holds in quarantine to the operator: the agent no longer
+    /// stops, deletes or reports it (`berth agent status` lists the quarantine).
+    Release {
+        /// The quarantined machine's instance id.
+        instance_id: String,
+    },
     /// The agents the control plane knows (providers: theirs), through the API.
-    List,
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// One agent: its heartbeat, backends, capacity and drift, through the API.
-    Show { id: String },
+    Show {
+        /// The agent's id (`berth agent list`).
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Revoke an agent's key: it can no longer claim work (asks first on a terminal).
     Revoke {
+        /// The agent's id (`berth agent list`).
         id: String,
         /// Do not ask (needed without a terminal).
         #[arg(long)]
         yes: bool,
+        #[command(flatten)]
+        api: ApiArgs,
     },
 }
 
 /// `berth up`: the control plane on SQLite and a local agent, in one process.
 #[derive(Args, Debug)]
 pub struct UpArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArg,
     /// Where the database, tokens, keys and the agent's journal go.
     #[arg(long, default_value = "berth-data")]
     pub data_dir: PathBuf,
@@ -428,9 +547,14 @@ pub enum TemplateAction {
 #[derive(Subcommand, Debug)]
 pub enum AuditAction {
     /// Verify the hash chain offline, straight from the database named in the server config.
-    Verify,
+    Verify {
+        #[command(flatten)]
+        config: crate::cli::ConfigArg,
+    },
     /// Print entries (operators, through the API), oldest first.
     List {
+        #[command(flatten)]
+        api: ApiArgs,
         /// Only entries after this sequence number.
         #[arg(long, default_value_t = 0)]
         after: i64,

@@ -82,6 +82,7 @@ fn detail(i: &InstanceView) -> String {
         format!("ipv4         {}", dash(i.ip_address.as_deref())),
         format!("ipv6         {}", dash(i.ipv6_address.as_deref())),
         format!("ssh port     {}", i.ssh_port.unwrap_or(22)),
+        format!("login user   {}", dash(i.login_user.as_deref())),
         format!(
             "credentials  {}",
             if i.credentials.is_some() {
@@ -92,13 +93,8 @@ fn detail(i: &InstanceView) -> String {
         ),
         format!("created      {}", berth_core::utc(i.created_at)),
     ]);
-    if let Some(ip) = i.ip_address.as_deref().or(i.ipv6_address.as_deref()) {
-        let port = i
-            .ssh_port
-            .filter(|p| *p != 22)
-            .map(|p| format!(" -p {p}"))
-            .unwrap_or_default();
-        lines.push(format!("ssh          ssh{port} USER@{ip}"));
+    if let Some(ssh) = i.ssh_command() {
+        lines.push(format!("ssh          {ssh}"));
     }
     lines.join("\n")
 }
@@ -222,6 +218,7 @@ mod tests {
             ip_address: Some("192.0.2.7".into()),
             ipv6_address: None,
             ssh_port: Some(2222),
+            login_user: Some("debian".into()),
             credentials: Some("-----BEGIN AGE ENCRYPTED FILE-----".into()),
             last_error: Some(OpError {
                 code: "timeout".into(),
@@ -249,9 +246,10 @@ agent        a1
 ipv4         192.0.2.7
 ipv6         -
 ssh port     2222
+login user   debian
 credentials  yes (berth instance credentials ID --identity FILE)
-created      2025-12-06 05:46:40 UTC
-ssh          ssh -p 2222 USER@192.0.2.7";
+created      2025-12-06T05:46:40Z
+ssh          ssh -p 2222 debian@192.0.2.7";
         assert_eq!(detail(&sample()), want);
     }
 
@@ -260,7 +258,7 @@ ssh          ssh -p 2222 USER@192.0.2.7";
     fn list_has_a_header_and_says_when_empty() {
         let want = "\
 ID                                    STATUS        NAME                      SIZE                    IPV4             CREATED
-3f2b8c1e-9d7a-4b6c-8e0f-1a2b3c4d5e6f  failed        web-1                     2c 2048 MiB 20 GiB      192.0.2.7        2025-12-06 05:46:40 UTC";
+3f2b8c1e-9d7a-4b6c-8e0f-1a2b3c4d5e6f  failed        web-1                     2c 2048 MiB 20 GiB      192.0.2.7        2025-12-06T05:46:40Z";
         assert_eq!(table(&[sample()]), want);
         assert_eq!(table(&[]), "no instances");
     }

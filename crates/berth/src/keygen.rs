@@ -11,13 +11,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::SigningKey;
 
-use crate::cli::KeygenArgs;
+use crate::cli::{KeygenArgs, OutputFormat};
 
-pub fn run(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &KeygenArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
     let (private, public) = write_key_pair(&args.out, &args.comment)?;
-    println!("private key: {}", private.display());
-    println!("public key:  {}", public.display());
-    Ok(ExitCode::SUCCESS)
+    let paths = serde_json::json!({ "private_key": private, "public_key": public });
+    crate::api_cmd::show(out, &paths, |_| {
+        format!("private key: {}\npublic key:  {}", private.display(), public.display())
+    })
 }
 
 /// Writes `path` (private, 0600) and `path.pub` (public, 0644). Fails if either exists.

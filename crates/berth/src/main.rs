@@ -10,6 +10,7 @@ mod cli_api;
 mod cli_error;
 mod instance_cmd;
 mod keygen;
+mod offering_cmd;
 mod operator;
 mod output;
 mod progress;
@@ -41,35 +42,37 @@ fn main() -> ExitCode {
     };
     let output = cli.output.output;
     let result = runtime.block_on(async move {
-        let config = &cli.config.config;
+        use cli::Command as C;
         match cli.command {
-            cli::Command::Doctor(_) => berth_agent::doctor::run(config, output == cli::OutputFormat::Json).await,
-            cli::Command::Keygen(args) => keygen::run(&args),
-            cli::Command::Vm(args) => vm::run(args, config, output, None).await,
-            cli::Command::Ct(args) => vm::run(args, config, output, Some(berth_core::GuestKind::Container)).await,
-            cli::Command::Server(args) => server_cmd::run(args, config).await,
-            cli::Command::Provider(a) => api_cmd::accounts("provider", a, &cli.api, output).await,
-            cli::Command::Customer(a) => api_cmd::accounts("customer", a, &cli.api, output).await,
-            cli::Command::AgentToken(a) => api_cmd::agent_token(a, &cli.api, output).await,
-            cli::Command::Token(a) => token_cmd::token(a, &cli.api, output).await,
-            cli::Command::Quota(a) => quota_cmd::quota(a, &cli.api, output).await,
-            cli::Command::Offering(a) => api_cmd::offering(a, &cli.api, output).await,
-            cli::Command::Order(a) => api_cmd::order(a, &cli.api, output).await,
-            cli::Command::Op(a) => api_cmd::op(a, &cli.api, output).await,
-            cli::Command::Instance(a) => instance_cmd::instance(a, &cli.api, output).await,
-            cli::Command::Template(a) => api_cmd::templates(a, &cli.api, output).await,
-            cli::Command::Agent(cli_api::AgentArgs {
+            C::Doctor(a) => berth_agent::doctor::run(&a.config.config, output == cli::OutputFormat::Json).await,
+            C::Keygen(args) => keygen::run(&args, output),
+            C::Vm(args) => vm::run(args, output, None).await,
+            C::Ct(args) => vm::run(args, output, Some(berth_core::GuestKind::Container)).await,
+            C::Server(args) => server_cmd::run(args).await,
+            C::Provider(a) => api_cmd::accounts("provider", a.action, &a.api, output).await,
+            C::Customer(a) => api_cmd::accounts("customer", a.action, &a.api, output).await,
+            C::AgentToken(a) => api_cmd::agent_token(a.action, &a.api, output).await,
+            C::Token(a) => token_cmd::token(a.action, &a.api, output).await,
+            C::Quota(a) => quota_cmd::quota(a.action, &a.api, output).await,
+            C::Offering(a) => offering_cmd::offering(a.action, &a.api, output).await,
+            C::Order(a) => api_cmd::order(a.action, &a.api, output).await,
+            C::Op(a) => api_cmd::op(a.action, &a.api, output).await,
+            C::Instance(a) => instance_cmd::instance(a.action, &a.api, output).await,
+            C::Template(a) => api_cmd::templates(a.action, &a.api, output).await,
+            C::Agent(cli_api::AgentArgs {
                 action:
                     Some(
-                        a @ (cli_api::AgentAction::List
+                        a @ (cli_api::AgentAction::List { .. }
                         | cli_api::AgentAction::Show { .. }
                         | cli_api::AgentAction::Revoke { .. }),
                     ),
-            }) => agents_cmd::agents(a, &cli.api, output).await,
-            cli::Command::Agent(a) => agent_cmd::run(a, config).await,
-            cli::Command::Up(a) => up_cmd::run(a, config).await,
-            cli::Command::Audit(cli_api::AuditAction::Verify) => server_cmd::audit_verify(config, output).await,
-            cli::Command::Audit(cli_api::AuditAction::List {
+                ..
+            }) => agents_cmd::agents(a, output).await,
+            C::Agent(a) => agent_cmd::run(a).await,
+            C::Up(a) => up_cmd::run(a).await,
+            C::Audit(cli_api::AuditAction::Verify { config }) => server_cmd::audit_verify(&config.config, output).await,
+            C::Audit(cli_api::AuditAction::List {
+                api,
                 after,
                 limit,
                 actor,
@@ -84,7 +87,7 @@ fn main() -> ExitCode {
                     action,
                     since,
                 };
-                audit_cmd::list(after, limit, filter, follow, &cli.api, output).await
+                audit_cmd::list(after, limit, filter, follow, &api, output).await
             }
         }
     });

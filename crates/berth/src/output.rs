@@ -64,67 +64,21 @@ impl Printer {
         if self.format == OutputFormat::Json {
             return self.json(&instance_json(backend, i));
         }
-        let rows = [
-            ("instance", dash(i.instance_id.as_ref())),
-            (backend_id_label(backend), i.backend_id.clone()),
-            ("kind", i.kind.to_string()),
-            ("node", dash(i.node.as_ref())),
-            ("name", i.name.clone()),
-            ("state", i.state.to_string()),
-            ("ipv4", dash(i.ipv4)),
-            ("ipv6", dash(i.ipv6)),
-            ("cores", dash(i.cores)),
-            ("memory", dash(i.memory_mib.map(|m| format!("{m} MiB")))),
-            ("disk", dash(i.disk_gib.map(|d| format!("{d} GiB")))),
-            ("ssh port", i.ssh_port.unwrap_or(22).to_string()),
-        ];
-        for (k, v) in rows {
-            say!("{k:<10} {v}");
-        }
+        say!("{}", instance_detail(backend, i));
     }
 
     pub fn instances(&self, backend: &str, list: &[Instance]) {
         if self.format == OutputFormat::Json {
             return self.json(&Value::Array(list.iter().map(|i| instance_json(backend, i)).collect()));
         }
-        say!(
-            "{:<38} {:>10} {:<9} {:<8} {:<24} {:<12} IPV4",
-            "INSTANCE",
-            backend_id_label(backend).to_uppercase(),
-            "KIND",
-            "NODE",
-            "NAME",
-            "STATE",
-        );
-        for i in list {
-            say!(
-                "{:<38} {:>10} {:<9} {:<8} {:<24} {:<12} {}",
-                dash(i.instance_id.as_ref()),
-                i.backend_id,
-                i.kind,
-                dash(i.node.as_ref()),
-                i.name,
-                i.state,
-                dash(i.ipv4)
-            );
-        }
+        say!("{}", instances_table(backend, list));
     }
 
     pub fn templates(&self, list: &[Template]) {
         if self.format == OutputFormat::Json {
             return self.json(&serde_json::to_value(list).unwrap_or(Value::Null));
         }
-        say!("{:<12} {:<32} {:<9} {:<8} DISK", "ID", "NAME", "KIND", "NODE");
-        for t in list {
-            say!(
-                "{:<12} {:<32} {:<9} {:<8} {}",
-                t.id,
-                t.name,
-                t.kind,
-                dash(t.node.as_ref()),
-                dash(t.disk_gib.map(|d| format!("{d} GiB")))
-            );
-        }
+        say!("{}", templates_table(list));
     }
 
     pub fn deleted(&self, id: &str, outcome: DeleteOutcome) {
@@ -163,7 +117,8 @@ impl Printer {
     }
 
     /// Reports a failure (stderr for people; a JSON error object on stdout with --output json)
-    /// and returns the exit code: 2 for bad input, 1 for everything else.
+    /// and returns the exit code, as for every command: 2 bad input, 3 not found, 4 conflict,
+    /// 5 not allowed, 1 any other failure.
     pub fn error(&self, e: &ProviderError) -> ExitCode {
         if self.format == OutputFormat::Json {
             let mut err = json!({ "code": e.code(), "message": e.to_string(), "retryable": e.is_retryable() });
@@ -173,10 +128,155 @@ impl Printer {
             self.json(&json!({ "error": err }));
         }
         say_err!("error: {e}");
-        if e.code() == berth_core::ErrorCode::InvalidSpec {
-            ExitCode::from(2)
-        } else {
-            ExitCode::FAILURE
+        use berth_core::ErrorCode as C;
+        ExitCode::from(match e.code() {
+            C::InvalidSpec => 2,
+            C::NotFound => 3,
+            C::Conflict => 4,
+            C::Unauthorized => 5,
+            _ => 1,
+        })
+    }
+}
+
+/// One machine, a row per fact, then how to log in once it has an address.
+fn instance_detail(backend: &str, i: &Instance) -> String {
+    let rows = [
+        ("instance", dash(i.instance_id.as_ref())),
+        (backend_id_label(backend), i.backend_id.clone()),
+        ("kind", i.kind.to_string()),
+        ("node", dash(i.node.as_ref())),
+        ("name", i.name.clone()),
+        ("state", i.state.to_string()),
+        ("ipv4", dash(i.ipv4)),
+        ("ipv6", dash(i.ipv6)),
+        ("cores", dash(i.cores)),
+        ("memory", dash(i.memory_mib.map(|m| format!("{m} MiB")))),
+        ("disk", dash(i.disk_gib.map(|d| format!("{d} GiB")))),
+        ("ssh port", i.ssh_port.unwrap_or(22).to_string()),
+        ("login", dash(i.login_user.as_ref())),
+    ];
+    let mut lines: Vec<String> = rows.iter().map(|(k, v)| format!("{k:<10} {v}")).collect();
+    if let Some(ip) = i.ipv4.map(|a| a.to_string()).or(i.ipv6.map(|a| a.to_string())) {
+        let ssh = berth_api::wire::ssh_command(i.login_user.as_deref(), &ip, i.ssh_port);
+        lines.push(format!("{:<10} {ssh}", "ssh"));
+    }
+    lines.join("\n")
+}
+
+fn instances_table(backend: &str, list: &[Instance]) -> String {
+    if list.is_empty() {
+        return "no machines".into();
+    }
+    let row = |a: &str, b: &str, c: &str, d: &str, e: &str, f: &str, g: &str| {
+        format!("{a:<38} {b:>10} {c:<9} {d:<8} {e:<24} {f:<12} {g}")
+    };
+    let mut lines = vec![row(
+        "INSTANCE",
+        &backend_id_label(backend).to_uppercase(),
+        "KIND",
+        "NODE",
+        "NAME",
+        "STATE",
+        "IPV4",
+    )];
+    for i in list {
+        lines.push(row(
+            &dash(i.instance_id.as_ref()),
+            &i.backend_id,
+            &i.kind.to_string(),
+            &dash(i.node.as_ref()),
+            &i.name,
+            &i.state.to_string(),
+            &dash(i.ipv4),
+        ));
+    }
+    lines.join("\n")
+}
+
+fn templates_table(list: &[Template]) -> String {
+    if list.is_empty() {
+        return "no templates".into();
+    }
+    let mut lines = vec![format!("{:<12} {:<32} {:<9} {:<8} DISK", "ID", "NAME", "KIND", "NODE")];
+    for t in list {
+        lines.push(format!(
+            "{:<12} {:<32} {:<9} {:<8} {}",
+            t.id,
+            t.name,
+            t.kind,
+            dash(t.node.as_ref()),
+            dash(t.disk_gib.map(|d| format!("{d} GiB")))
+        ));
+    }
+    lines.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> Instance {
+        Instance {
+            instance_id: Some(berth_core::InstanceId::parse("vm-web1").unwrap()),
+            backend_id: "101".into(),
+            kind: berth_core::GuestKind::Vm,
+            node: Some("pve1".into()),
+            name: "web1".into(),
+            state: berth_core::PowerState::Running,
+            ipv4: Some("192.0.2.7".parse().unwrap()),
+            ipv6: None,
+            cores: Some(2),
+            memory_mib: Some(2048),
+            disk_gib: Some(20),
+            ssh_port: None,
+            login_user: Some("berth".into()),
+            root_password: None,
         }
+    }
+
+    /// Golden: `vm describe`, `vm list` and `vm templates` as people read them.
+    #[test]
+    fn machines_and_templates_read_as_tables() {
+        assert_eq!(
+            instance_detail("proxmox", &vm()),
+            "\
+instance   vm-web1
+vmid       101
+kind       vm
+node       pve1
+name       web1
+state      running
+ipv4       192.0.2.7
+ipv6       -
+cores      2
+memory     2048 MiB
+disk       20 GiB
+ssh port   22
+login      berth
+ssh        ssh berth@192.0.2.7"
+        );
+        assert_eq!(
+            instances_table("proxmox", &[vm()]),
+            "\
+INSTANCE                                     VMID KIND      NODE     NAME                     STATE        IPV4
+vm-web1                                       101 vm        pve1     web1                     running      192.0.2.7"
+        );
+        assert_eq!(instances_table("proxmox", &[]), "no machines");
+        let t = Template {
+            id: "9000".into(),
+            name: "debian-12".into(),
+            kind: berth_core::GuestKind::Vm,
+            node: Some("pve1".into()),
+            disk_gib: Some(3),
+            format: None,
+        };
+        assert_eq!(
+            templates_table(&[t]),
+            "\
+ID           NAME                             KIND      NODE     DISK
+9000         debian-12                        vm        pve1     3 GiB"
+        );
+        assert_eq!(templates_table(&[]), "no templates");
     }
 }

@@ -151,3 +151,51 @@ fn customer_text(q: &CustomerQuotaView) -> String {
         bound(q.pending_instances)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden: an account's numbers, saying which were set for it; a provider's per-customer
+    /// numbers under a header.
+    #[test]
+    fn quotas_read_as_tables() {
+        let q = QuotaView {
+            account_id: "c1".into(),
+            instances: 500,
+            pending_instances: 50,
+            offerings: 100,
+            tokens: 20,
+            own: SetQuota {
+                instances: Some(500),
+                ..SetQuota::default()
+            },
+        };
+        assert_eq!(
+            quota_text(&q),
+            "\
+account c1
+instances          500  (set for this account)
+pending instances  50
+offerings          100
+tokens             20"
+        );
+        let c = CustomerQuotaView {
+            provider_id: "p1".into(),
+            customer_id: "default".into(),
+            instances: Some(10),
+            pending_instances: None,
+        };
+        assert_eq!(
+            customer_table(std::slice::from_ref(&c)),
+            "\
+CUSTOMER                              INSTANCES  PENDING INSTANCES
+default                                      10                  -"
+        );
+        assert_eq!(
+            customer_text(&c),
+            "provider p1, customer default\ninstances          10\npending instances  -"
+        );
+        assert!(customer_table(&[]).starts_with("no numbers set"));
+    }
+}

@@ -35,7 +35,8 @@ pub fn app(state: berth_server::AppState) -> axum::Router {
     berth_server::router(state)
 }
 
-pub async fn run(args: ServerArgs, config: &Path) -> anyhow::Result<ExitCode> {
+pub async fn run(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config.config.as_path();
     match args.action {
         Some(ServerAction::Openapi) => {
             println!("{}", serde_json::to_string_pretty(&berth_server::openapi())?);

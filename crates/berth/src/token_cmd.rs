@@ -17,12 +17,12 @@ fn table(list: &[TokenView]) -> String {
         return "no tokens".into();
     }
     let mut lines = vec![format!(
-        "{:<16}  {:<20}  {:<23}  {:<23}  {}",
+        "{:<16}  {:<20}  {:<20}  {:<20}  {}",
         "ID", "NAME", "CREATED", "EXPIRES", "REVOKED"
     )];
     for t in list {
         lines.push(format!(
-            "{:<16}  {:<20}  {:<23}  {:<23}  {}",
+            "{:<16}  {:<20}  {:<20}  {:<20}  {}",
             t.id,
             t.name,
             berth_core::utc(t.created_at),
@@ -61,5 +61,29 @@ pub async fn token(action: TokenAction, api: &ApiArgs, out: OutputFormat) -> any
             })
         }
         TokenAction::Rotate { id } => show(out, &c.rotate_token(&id).await?, created),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden: tokens under a header, times in RFC 3339; an empty list says so.
+    #[test]
+    fn tokens_line_up_under_a_header() {
+        let t = TokenView {
+            id: "tok_1a2b".into(),
+            name: "ci".into(),
+            created_at: 1_796_544_000_000,
+            expires_at: Some(1_796_630_400_000),
+            revoked_at: None,
+        };
+        assert_eq!(
+            table(&[t]),
+            "\
+ID                NAME                  CREATED               EXPIRES               REVOKED
+tok_1a2b          ci                    2026-12-06T08:00:00Z  2026-12-07T08:00:00Z  -"
+        );
+        assert_eq!(table(&[]), "no tokens");
     }
 }

@@ -48,7 +48,9 @@ fn read_token(path: &Path) -> anyhow::Result<String> {
         .to_owned())
 }
 
-pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
+pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config.config.clone();
+    let config = config.as_path();
     let stop = berth_agent::cmd::StopSignal::install()?;
     let data = std::path::absolute(&args.data_dir)?;
     let server_toml = data.join("server.toml");
@@ -193,7 +195,7 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
             println!();
             println!("Order a machine (as the customer):");
             println!(
-                "  BERTH_TOKEN=$(cat {}) {me} --server {url} order create --offering {o} --name web1 \\\n      --ssh-key {}.pub --requester-key {age_public} --wait",
+                "  BERTH_TOKEN=$(cat {}) {me} order create --server {url} --offering {o} --name web1 \\\n      --ssh-key {}.pub --requester-key {age_public} --wait",
                 customer_file.display(),
                 ssh_key.display()
             );
@@ -210,7 +212,7 @@ pub async fn run(args: UpArgs, config: &Path) -> anyhow::Result<ExitCode> {
             offering_id: offering,
             name: name.clone(),
             ssh_public_key: ssh_public.trim().to_owned(),
-            requester_public_key: age_public.clone(),
+            requester_public_key: Some(age_public.clone()),
             skip_post_provision: false,
             provision: true,
         };

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use berth_core::{
@@ -14,12 +15,7 @@ use crate::cli::{CreateArgs, KindArg, OutputFormat, VmAction, VmArgs};
 use crate::output::Printer;
 use crate::progress::StageDisplay;
 
-pub async fn run(
-    args: VmArgs,
-    config: &Path,
-    output: OutputFormat,
-    forced: Option<GuestKind>,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(args: VmArgs, output: OutputFormat, forced: Option<GuestKind>) -> anyhow::Result<ExitCode> {
     // `berth vm` is about VMs unless --kind says otherwise; `berth ct` about containers.
     let kind = forced
         .or(args.kind.map(|k| match k {
@@ -36,7 +32,7 @@ pub async fn run(
         },
         _ => None,
     };
-    let config = match berth_agent::load_config(config) {
+    let config = match berth_agent::load_config(&args.config.config) {
         Ok(c) => c,
         Err(e) => return Ok(out.config_error(&e)),
     };
@@ -86,8 +82,11 @@ async fn dispatch(
 ) -> Result<ExitCode, ProviderError> {
     let backend = p.backend();
     match action {
-        VmAction::Create(_) => {
+        VmAction::Create(c) => {
             let spec = spec.expect("spec is built for create");
+            if c.instance_id.is_some() {
+                same_machine(p, &spec).await?;
+            }
             let display = StageDisplay::new(&spec, out.format() == OutputFormat::Human);
             let result = p.create(&spec, &display).await;
             display.finish(result.is_ok());
@@ -103,7 +102,12 @@ async fn dispatch(
             let r = resolve(p, &id).await?;
             out.instance(backend, &p.describe(&r).await?);
         }
-        VmAction::Start { id } => power(p, &id, PowerOp::Start, out).await?,
+        VmAction::Start { id, timeout } => {
+            let wait = flag_duration("timeout", &timeout)?;
+            let r = resolve(p, &id).await?;
+            let inst = p.power(&r, PowerOp::Start).await?;
+            out.instance(backend, &with_address(p, &r, inst, wait).await?);
+        }
         VmAction::Stop { id } => power(p, &id, PowerOp::Stop, out).await?,
         VmAction::Reboot { id } => {
             // As `qm reboot`: a stopped machine is not rebooted (that would start it unasked).
@@ -116,7 +120,10 @@ async fn dispatch(
             }
             power(p, &id, PowerOp::Reboot, out).await?
         }
-        VmAction::Shutdown { id, timeout } => power(p, &id, PowerOp::Shutdown { timeout_secs: timeout }, out).await?,
+        VmAction::Shutdown { id, timeout } => {
+            let timeout_secs = flag_duration("timeout", &timeout)?.as_secs();
+            power(p, &id, PowerOp::Shutdown { timeout_secs }, out).await?
+        }
         VmAction::Resize {
             id,
             cores,
@@ -139,7 +146,7 @@ async fn dispatch(
             let outcome = p.delete(&r).await?;
             out.deleted(&id, outcome);
         }
-        VmAction::Complete { .. } | VmAction::Fail { .. } | VmAction::Cancel { .. } => {
+        VmAction::Complete { .. } | VmAction::Request { .. } | VmAction::Fail { .. } | VmAction::Cancel { .. } => {
             unreachable!("operator actions are handled by crate::operator")
         }
         VmAction::Templates => {
@@ -158,24 +165,125 @@ async fn power(p: &Arc<dyn Provider>, id: &str, op: PowerOp, out: &Printer) -> R
     Ok(())
 }
 
-/// An ID on the command line is Berth's instance id, or else the backend's own id (a VMID, a
-/// Multipass name, a script's external id). The instance id wins when a machine carries it;
-/// when neither names a machine, the instance id is used (so deleting it succeeds and the other
-/// commands say NotFound). A transient failure is reported, never taken for absence.
+/// A duration flag (`90s`, `5m`), as every command takes them.
+fn flag_duration(field: &str, s: &str) -> Result<Duration, ProviderError> {
+    crate::api_cmd::duration(&format!("--{field}"), s).map_err(|e| {
+        let why = e
+            .downcast_ref::<crate::cli_error::BadFlag>()
+            .map_or_else(|| e.to_string(), |b| b.message.clone());
+        ProviderError::invalid(field, why)
+    })
+}
+
+/// After a start: the machine once it reports an address, or as it is when `wait` runs out
+/// (said on stderr; the machine is running all the same).
+async fn with_address(
+    p: &Arc<dyn Provider>,
+    r: &InstanceRef,
+    mut inst: berth_core::Instance,
+    wait: Duration,
+) -> Result<berth_core::Instance, ProviderError> {
+    let until = std::time::Instant::now() + wait;
+    while inst.ipv4.is_none() && inst.ipv6.is_none() {
+        if std::time::Instant::now() >= until {
+            if !wait.is_zero() {
+                eprintln!(
+                    "note: no address reported after {}s; the machine is started (`berth vm describe` shows it once it has one)",
+                    wait.as_secs()
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        inst = p.describe(r).await?;
+    }
+    Ok(inst)
+}
+
+/// `vm create` with an id a machine already carries is idempotent only for the same machine:
+/// another name or kind, or (once it runs, so its configuration is done) another size, is
+/// reported instead of the old machine being returned as if it were the one asked for.
+async fn same_machine(p: &Arc<dyn Provider>, spec: &VmSpec) -> Result<(), ProviderError> {
+    let existing = match p.describe(&InstanceRef::Id(spec.instance_id.clone())).await {
+        Ok(i) => i,
+        Err(e) if e.code() == ErrorCode::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let differences = spec_differences(spec, &existing);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    Err(ProviderError::conflict(format!(
+        "{} already exists with another spec: {}; delete it first (berth vm delete {}) or choose another --instance-id",
+        spec.instance_id,
+        differences.join(", "),
+        spec.instance_id
+    )))
+}
+
+fn spec_differences(spec: &VmSpec, i: &berth_core::Instance) -> Vec<String> {
+    let mut d = Vec::new();
+    if i.name != spec.name {
+        d.push(format!("name {} (asked {})", i.name, spec.name));
+    }
+    if i.kind != spec.kind {
+        d.push(format!("kind {} (asked {})", i.kind, spec.kind));
+    }
+    // Sizes are set while it is created: judged only once it runs.
+    if i.state == berth_core::PowerState::Running {
+        let mut size = |what: &str, has: Option<u64>, asked: u64| {
+            if let Some(has) = has.filter(|h| *h != asked) {
+                d.push(format!("{what} {has} (asked {asked})"));
+            }
+        };
+        size("cores", i.cores.map(u64::from), u64::from(spec.cores));
+        size("memory_mib", i.memory_mib, spec.memory_mib);
+        size("disk_gib", i.disk_gib, spec.disk_gib);
+    }
+    d
+}
+
+/// An ID on the command line is Berth's instance id, else the backend's own id (a VMID, a
+/// Multipass name, a script's external id), else the name of exactly one of Berth's machines.
+/// The instance id wins when a machine carries it; when nothing matches, the instance id is used
+/// (so deleting it succeeds and the other commands say NotFound). A transient failure is
+/// reported, never taken for absence.
 async fn resolve(p: &Arc<dyn Provider>, s: &str) -> Result<InstanceRef, ProviderError> {
     let backend = InstanceRef::Backend(s.to_owned());
-    let Ok(id) = InstanceId::parse(s) else {
-        return Ok(backend);
-    };
-    match p.describe(&InstanceRef::Id(id.clone())).await {
-        Ok(_) => return Ok(InstanceRef::Id(id)),
-        Err(e) if e.code() != ErrorCode::NotFound => return Err(e),
-        Err(_) => {}
+    let id = InstanceId::parse(s).ok();
+    if let Some(id) = &id {
+        match p.describe(&InstanceRef::Id(id.clone())).await {
+            Ok(_) => return Ok(InstanceRef::Id(id.clone())),
+            Err(e) if e.code() != ErrorCode::NotFound => return Err(e),
+            Err(_) => {}
+        }
     }
     match p.describe(&backend).await {
-        Ok(_) => Ok(backend),
-        Err(e) if e.is_retryable() => Err(e),
-        Err(_) => Ok(InstanceRef::Id(id)),
+        Ok(_) => return Ok(backend),
+        Err(e) if e.is_retryable() => return Err(e),
+        Err(_) => {}
+    }
+    // A name, as people call their machines.
+    let named: Vec<_> = match p.list(ListFilter::default()).await {
+        Ok(all) => all
+            .into_iter()
+            .filter(|i| i.name == s && i.instance_id.is_some())
+            .collect(),
+        Err(e) if e.code() == ErrorCode::Unsupported => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    match named.as_slice() {
+        [one] => Ok(InstanceRef::Id(one.instance_id.clone().expect("filtered"))),
+        [] => Ok(id.map_or(backend, InstanceRef::Id)),
+        several => Err(ProviderError::conflict(format!(
+            "{} machines are called {s}: name one by its instance id ({})",
+            several.len(),
+            several
+                .iter()
+                .filter_map(|i| i.instance_id.as_ref().map(ToString::to_string))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
     }
 }
 

@@ -49,6 +49,12 @@ async fn order_to_running_and_back(db: Db) {
         "{i:?}"
     );
     assert_eq!(i.ssh_port, Some(22));
+    // Who to log in as (cloud-init's user, the backend's `ci_user`), and how, ready to paste.
+    assert_eq!(i.login_user.as_deref(), Some("berth"));
+    assert_eq!(
+        i.ssh_command(),
+        Some(format!("ssh berth@{}", i.ip_address.as_deref().unwrap()))
+    );
     let vms = s.owned_by(&a.instance_id);
     assert_eq!(vms.len(), 1, "{vms:?}");
     assert_eq!(vms[0].status, "running");

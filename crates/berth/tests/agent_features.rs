@@ -138,6 +138,104 @@ async fn reconcile_quarantines_orphans_and_reports_drift() {
     assert_eq!(s.owned_by(&a.instance_id).len(), 1, "drift is reported, not acted on");
 }
 
+/// An operator takes a quarantined machine over with `berth agent release`: the running agent
+/// stops reporting it and, once it is started by hand, leaves it running over later passes.
+/// Only a machine in quarantine can be released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_orphan_is_left_alone() {
+    let extra = "[polling]\nheartbeat_interval_seconds = 1\nreconcile_interval_seconds = 1\n";
+    let mut s = Stack::start(Db::Sqlite, Timings::fast(), extra).await.unwrap();
+    s.spawn_agent();
+    s.wait_agent_alive().await;
+    let cfg = s.agent_toml.display().to_string();
+    let berth = |args: &[&str]| {
+        let mut a: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        a.extend(["--config".into(), cfg.clone()]);
+        run_berth(a)
+    };
+    let orphan = make_stray(&s, 4203);
+    drift_of(&s, &orphan, "orphan").await;
+    let until = Instant::now() + Duration::from_secs(20);
+    while s.owned_by(&orphan)[0].status != "stopped" {
+        assert!(Instant::now() < until, "the orphan was not stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let status = berth(&["agent", "status"]).await;
+    let text = String::from_utf8_lossy(&status.stdout).into_owned();
+    assert!(text.contains(&format!("  {orphan} on ")), "{text}");
+
+    let other = berth_core::InstanceId::generate().to_string();
+    let refused = berth(&["agent", "release", &other]).await;
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not in this agent's quarantine"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let released = berth(&["agent", "release", &orphan]).await;
+    assert!(
+        released.status.success(),
+        "{}",
+        String::from_utf8_lossy(&released.stderr)
+    );
+
+    // The next pass no longer reports it.
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reported = s
+            .provider
+            .agents()
+            .await
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.heartbeat.as_ref())
+            .flat_map(|h| h.drift.iter())
+            .any(|d| d.instance_id == orphan);
+        if !reported {
+            break;
+        }
+        assert!(Instant::now() < until, "still reported\n{}", s.agent_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Started by hand, it stays running over later passes.
+    let started = berth(&["vm", "start", &orphan, "--timeout", "0s"]).await;
+    assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(s.owned_by(&orphan)[0].status, "running", "{}", s.agent_log());
+    let text = String::from_utf8_lossy(&berth(&["agent", "status"]).await.stdout).into_owned();
+    assert!(
+        text.contains("quarantine: empty") && text.contains(&format!("released: {orphan}")),
+        "{text}"
+    );
+}
+
+/// A metrics address the configuration names is meant: taken, the agent does not start and
+/// says why (the default address taken only costs the metrics).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_named_metrics_address_that_is_taken_stops_the_start() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let extra = format!("metrics_listen = \"127.0.0.1:{port}\"\n");
+    let mut s = Stack::start(Db::Sqlite, Timings::fast(), &extra).await.unwrap();
+    s.spawn_agent();
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = s.agent_exited() {
+            break status;
+        }
+        assert!(Instant::now() < until, "the agent kept running\n{}", s.agent_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!status.success());
+    assert!(
+        s.agent_log()
+            .contains(&format!("cannot listen for metrics on 127.0.0.1:{port}")),
+        "{}",
+        s.agent_log()
+    );
+    drop(held);
+}
+
 /// With `delete_orphans` and no grace, an orphan is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orphans_are_deleted_only_when_configured_after_the_grace() {
@@ -254,7 +352,7 @@ async fn a_full_host_gets_no_more_work() {
                     offering_id: offering.clone(),
                     name: "web2".into(),
                     ssh_public_key: common::KEY.into(),
-                    requester_public_key: stack::age_public(),
+                    requester_public_key: Some(stack::age_public()),
                     skip_post_provision: false,
                     provision: true,
                 },

@@ -74,7 +74,7 @@ async fn a_backup_taken_while_orders_run_restores_and_finishes_the_work() {
 
     // The restarted control plane verifies, and the work the backup holds is finished.
     s.start_server().await;
-    let verify = run_berth(args(&["--config", &cfg, "audit", "verify"])).await;
+    let verify = run_berth(args(&["audit", "verify", "--config", &cfg])).await;
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
     let kept = s.operator.instances().await.unwrap();
     assert!(!kept.is_empty(), "the backup holds the orders placed before it");

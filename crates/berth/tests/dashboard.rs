@@ -488,7 +488,7 @@ async fn pending_instances_are_provisioned_from_their_button_and_as_a_selection(
             offering_id: offering.clone(),
             name: name.into(),
             ssh_public_key: KEY.into(),
-            requester_public_key: age_public(),
+            requester_public_key: Some(age_public()),
             skip_post_provision: false,
             provision: false,
         };

@@ -74,6 +74,23 @@ fn an_operator_completes_a_waiting_create() {
     let pending = run(&config, &["vm", "list", "--pending"]);
     assert!(pending.status.success(), "{}", stderr(&pending));
     assert!(stdout(&pending).contains("hand-1"), "{}", stdout(&pending));
+    // What to build: the key to install and the network asked for, and how to hand it over.
+    let sheet = run(&config, &["vm", "request", "hand-1"]);
+    assert!(sheet.status.success(), "{}", stderr(&sheet));
+    let text = stdout(&sheet);
+    assert!(
+        text.contains(&format!("ssh keys     {KEY}"))
+            && text.contains("\nipv4         dhcp\n")
+            && text.contains("berth vm complete hand-1 --ip ADDRESS"),
+        "{text}"
+    );
+    let unknown = run(&config, &["vm", "request", "hand-404"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no request hand-404 waits"),
+        "{}",
+        stderr(&unknown)
+    );
 
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "s3cret-root-pw\n").unwrap();

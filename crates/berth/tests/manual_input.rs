@@ -130,5 +130,43 @@ async fn an_operator_answers_a_manual_order_through_the_api() {
     assert_eq!(failed.status, "failed", "{failed:#?}");
     let e = failed.error.unwrap();
     assert!(e.message.contains("no capacity in rack 4"), "{e:?}");
+
+    // An order naming no requester key: a password could be read by nobody, so it is refused
+    // by name; without one the machine is delivered, with no credentials.
+    let c = s
+        .customer
+        .create_order(
+            &CreateOrder {
+                offering_id: offering.clone(),
+                name: "keyless".into(),
+                ssh_public_key: common::KEY.into(),
+                requester_public_key: None,
+                skip_post_provision: false,
+                provision: true,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let op3 = c.operation_id.clone().unwrap();
+    s.in_stage(&op3, "waiting_for_operator").await;
+    let p = refused(
+        s.provider
+            .submit_input(&op3, &complete(Some("203.0.113.10"), None))
+            .await,
+    );
+    assert_eq!((p.status, p.field.as_deref()), (422, Some("root_password")), "{p:?}");
+    assert!(p.detail.contains("no requester key"), "{p:?}");
+    let no_password = OperatorInput::Complete {
+        ipv4: Some("203.0.113.10".into()),
+        ipv6: None,
+        ssh_port: None,
+        root_password: None,
+    };
+    s.provider.submit_input(&op3, &no_password).await.unwrap();
+    let done = s.finished(&op3, LONG).await;
+    assert_eq!(done.status, "succeeded", "{done:#?}");
+    let i = s.customer.instance(&c.instance_id).await.unwrap();
+    assert_eq!((i.status.as_str(), i.credentials), ("running", None));
     s.term_agent().await;
 }

@@ -167,7 +167,7 @@ async fn server_and_client_commands_from_order_to_audit() {
             "--disk-gib",
             "10",
             "--price",
-            "500EUR/month",
+            "4.99EUR/month",
             "--label",
             "ssd=yes",
             "--region",
@@ -190,9 +190,16 @@ async fn server_and_client_commands_from_order_to_audit() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("\norderable now") && text.contains(": can take it"),
+        text.contains("\nprice        4.99 EUR/month\n")
+            && text.contains("\norderable    yes")
+            && text.contains(": can take it"),
         "{text}"
     );
+    assert_eq!(
+        offering["price"]["amount"], 499,
+        "major units on the command line, minor on the wire"
+    );
+    offering_names_changes_and_withdrawals(&url, &p_token, &c_token, offering["id"].as_str().unwrap());
     // A private key or a missing file is refused here, before any request (the message names
     // the flag typed, not the API's field).
     let private = dir.path().join("id_ed25519");
@@ -319,11 +326,11 @@ async fn server_and_client_commands_from_order_to_audit() {
         (list[0]["status"].as_str(), list[0]["vm_id"].as_str()),
         (Some("running"), Some("101"))
     );
-    // The audit log as a person reads it: times in UTC, not epoch milliseconds.
+    // The audit log as a person reads it: times in RFC 3339 UTC, not epoch milliseconds.
     let out = run(&["audit", "list"], &url, Some(&op_token));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains(" UTC ") && text.contains("provider.created"),
+        out.status.success() && text.starts_with("   SEQ TIME") && text.contains("Z provider.created"),
         "{text}"
     );
     // Filtered by action (a prefix) and actor; followed as it grows.
@@ -451,4 +458,60 @@ fn a_bad_server_config_names_file_place_and_key() {
         err.contains("server.toml") && err.contains("agents.lease_ttl_seconds"),
         "{err}"
     );
+}
+
+/// Offering names are unique per provider; `offering update` changes the flags named; a
+/// withdrawn offering is listed for its provider with `--all` (customers may not ask).
+fn offering_names_changes_and_withdrawals(url: &str, p: &std::path::Path, c: &std::path::Path, id: &str) {
+    let create = |name: &str| {
+        run(
+            &[
+                "offering",
+                "create",
+                "--name",
+                name,
+                "--cores",
+                "1",
+                "--memory-mib",
+                "512",
+                "--disk-gib",
+                "10",
+                "-o",
+                "json",
+            ],
+            url,
+            Some(p),
+        )
+    };
+    let taken = create("small");
+    let text = String::from_utf8_lossy(&taken.stdout);
+    assert_eq!(taken.status.code(), Some(4), "a conflict: {text}");
+    assert!(text.contains("\"code\": \"name_taken\""), "{text}");
+
+    let changed = json(
+        &["offering", "update", id, "--price", "5EUR/month", "--label", "none"],
+        url,
+        p,
+    );
+    assert_eq!(
+        (&changed["price"]["amount"], &changed["labels"], &changed["cores"]),
+        (&serde_json::json!(500), &serde_json::json!({}), &serde_json::json!(1)),
+        "only the flags named change: {changed}"
+    );
+
+    let tmp = String::from_utf8_lossy(&create("tmp").stdout).into_owned();
+    let tmp: serde_json::Value = serde_json::from_str(&tmp).unwrap();
+    let tmp_id = tmp["id"].as_str().unwrap();
+    json(&["offering", "withdraw", tmp_id], url, p);
+    let on_sale = json(&["offering", "list"], url, p);
+    assert!(on_sale.as_array().unwrap().iter().all(|o| o["id"] != tmp["id"]));
+    let out = run(&["offering", "list", "--all"], url, Some(p));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("ID ") && text.lines().any(|l| l.starts_with(tmp_id) && l.ends_with("withdrawn")),
+        "{text}"
+    );
+    let out = run(&["offering", "list", "--all"], url, Some(c));
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--all"));
 }

@@ -53,12 +53,34 @@ async fn vm_lifecycle_through_the_cli() {
     assert_eq!(list.as_array().map(Vec::len), Some(1));
     let by_vmid = env.json(&["vm", "describe", &vmid.to_string()]).await;
     assert_eq!(by_vmid["instance_id"], "web1-order-42");
+    // A name works wherever an id does.
+    let by_name = env.json(&["vm", "describe", "web1"]).await;
+    assert_eq!(by_name["instance_id"], "web1-order-42");
+
+    // The same id with another spec is reported, not answered with the old machine.
+    let mut bigger = create.to_vec();
+    let at = bigger.iter().position(|a| *a == "--cores").unwrap();
+    bigger[at + 1] = "4";
+    bigger.extend(["--output", "json"]);
+    let other = env.run(&bigger).await;
+    assert_eq!(other.status.code(), Some(4), "a conflict: {}", stdout(&other));
+    assert!(stdout(&other).contains("cores 2 (asked 4)"), "{}", stdout(&other));
+    assert_eq!(env.machines().len(), 1);
 
     assert_eq!(env.json(&["vm", "stop", "web1-order-42"]).await["state"], "stopped");
-    assert_eq!(env.json(&["vm", "start", "web1-order-42"]).await["state"], "running");
+    // Start waits for the address, as create does.
+    let started = env.json(&["vm", "start", "web1-order-42"]).await;
+    assert_eq!(started["state"], "running");
+    assert!(started["ipv4"].is_string(), "start waits for the address: {started}");
     assert_eq!(env.json(&["vm", "reboot", "web1-order-42"]).await["state"], "running");
+    // Durations carry their unit.
+    let unitless = env
+        .run(&["vm", "shutdown", "web1-order-42", "--timeout", "30", "--output", "json"])
+        .await;
+    assert_eq!(unitless.status.code(), Some(2), "{}", stdout(&unitless));
+    assert!(stdout(&unitless).contains("no unit"), "{}", stdout(&unitless));
     assert_eq!(
-        env.json(&["vm", "shutdown", "web1-order-42", "--timeout", "30"]).await["state"],
+        env.json(&["vm", "shutdown", "web1-order-42", "--timeout", "30s"]).await["state"],
         "stopped"
     );
     // As `qm reboot`: a stopped machine is not rebooted (nor started unasked).
@@ -194,6 +216,19 @@ async fn keygen_writes_usable_keys() {
     berth_core::SshPublicKey::parse(public.trim()).unwrap();
     let again = berth().args(["keygen", "--out"]).arg(&key).output().unwrap();
     assert!(!again.status.success(), "keygen never overwrites");
+    // The same output contract as every command: JSON when asked, pretty-printed.
+    let out = berth()
+        .args(["keygen", "--output", "json", "--out"])
+        .arg(dir.path().join("k2"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert!(v["public_key"].as_str().unwrap().ends_with("k2.pub"), "{v}");
+    assert!(
+        text.contains("\n  \"private_key\""),
+        "pretty like every command: {text}"
+    );
 }
 
 /// A machine without any SSH key is made (a console or a password may be all that is wanted),

@@ -38,7 +38,7 @@ pub struct AgentSection {
     /// Prometheus metrics on this local address (`/metrics`), by default `127.0.0.1:9464`;
     /// `"off"` serves none.
     #[serde(deserialize_with = "address_or_off")]
-    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_listen: MetricsListen,
     /// Operations under way at once on this host, over all backends; each backend's own
     /// `concurrency` (default: this) bounds it further.
     pub concurrency: usize,
@@ -53,13 +53,34 @@ pub struct AgentSection {
 /// Where the agent's metrics are served unless the file says otherwise.
 pub const DEFAULT_METRICS_PORT: u16 = 9464;
 
+/// `agent.metrics_listen`: left out, an address the file names, or `"off"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetricsListen {
+    /// Not in the file: `127.0.0.1:9464`, and an address already taken only costs the metrics.
+    #[default]
+    Default,
+    /// Named in the file: an address that cannot be used stops the agent from starting.
+    At(SocketAddr),
+    Off,
+}
+
+impl MetricsListen {
+    pub fn address(self) -> Option<SocketAddr> {
+        match self {
+            MetricsListen::Default => Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
+            MetricsListen::At(a) => Some(a),
+            MetricsListen::Off => None,
+        }
+    }
+}
+
 /// `"off"`, or a socket address.
-fn address_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+fn address_or_off<'de, D: serde::Deserializer<'de>>(d: D) -> Result<MetricsListen, D::Error> {
     let s = String::deserialize(d)?;
     if s == "off" {
-        return Ok(None);
+        return Ok(MetricsListen::Off);
     }
-    s.parse().map(Some).map_err(|_| {
+    s.parse().map(MetricsListen::At).map_err(|_| {
         serde::de::Error::custom(format!(
             "expected an address like 127.0.0.1:9464, or \"off\" (got {s:?})"
         ))
@@ -71,7 +92,7 @@ impl Default for AgentSection {
         AgentSection {
             name: None,
             state_dir: PathBuf::from("berth-agent-state"),
-            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], DEFAULT_METRICS_PORT))),
+            metrics_listen: MetricsListen::Default,
             concurrency: 4,
             stop_timeout_seconds: 60,
             attempts: 3,

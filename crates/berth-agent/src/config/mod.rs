@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub use agent::{AgentSection, AgentSettings, CapacitySection, PollingSection, PostProvisionSection, ReconcileSection};
+pub use agent::{
+    AgentSection, AgentSettings, CapacitySection, MetricsListen, PollingSection, PostProvisionSection, ReconcileSection,
+};
 pub use backend::{BackendConfig, BackendKind, BackendSettings, PROXMOX_SECRET_ENV};
 pub use locate::ConfigFileError;
 use locate::Locator;

@@ -339,12 +339,24 @@ mod backends;
 fn metrics_are_served_unless_turned_off() {
     let api = "[api]\nendpoint = \"https://berth.example.com\"\n";
     let on = parse(&format!("{GOOD}{api}")).unwrap().agent.unwrap();
-    assert_eq!(on.agent.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+    assert_eq!(
+        on.agent.metrics_listen.address(),
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
     let off = parse(&format!("{GOOD}{api}[agent]\nmetrics_listen = \"off\"\n"))
         .unwrap()
         .agent
         .unwrap();
-    assert_eq!(off.agent.metrics_listen, None);
+    assert_eq!(off.agent.metrics_listen.address(), None);
+    let named = parse(&format!("{GOOD}{api}[agent]\nmetrics_listen = \"127.0.0.1:9999\"\n"))
+        .unwrap()
+        .agent
+        .unwrap();
+    assert_eq!(
+        named.agent.metrics_listen,
+        crate::config::MetricsListen::At("127.0.0.1:9999".parse().unwrap()),
+        "an address the file names is meant: taken, the agent does not start"
+    );
     let err = parse(&format!("{GOOD}{api}[agent]\nmetrics_listen = \"nine\"\n")).unwrap_err();
     assert_eq!(err.key.as_deref(), Some("agent.metrics_listen"), "{err}");
     assert!(err.to_string().contains("\"off\""), "{err}");

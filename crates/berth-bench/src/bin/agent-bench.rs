@@ -80,7 +80,7 @@ async fn order(customer: &Client, offering: &str, name: &str) -> anyhow::Result<
                 offering_id: offering.into(),
                 name: name.into(),
                 ssh_public_key: SSH.into(),
-                requester_public_key: AGE.into(),
+                requester_public_key: Some(AGE.into()),
                 skip_post_provision: false,
                 provision: true,
             },

@@ -204,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
                 offering_id: offering,
                 name: format!("vm{n}"),
                 ssh_public_key: SSH.into(),
-                requester_public_key: AGE.into(),
+                requester_public_key: Some(AGE.into()),
                 skip_post_provision: false,
                 provision: true,
             };

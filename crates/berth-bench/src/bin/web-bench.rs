@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
         offering_id: offering.clone(),
         name,
         ssh_public_key: SSH.into(),
-        requester_public_key: AGE.into(),
+        requester_public_key: Some(AGE.into()),
         skip_post_provision: false,
         provision,
     };

@@ -50,14 +50,26 @@ impl ProxmoxProvider {
                 }
             }
         }
-        checks.push(self.check_node().await);
+        let node = self.check_node().await;
+        // What lives on the node is not asked of a node that is not there (each answer would
+        // be an error retried for seconds, saying nothing the node check did not).
+        let node_ok = node.status != CheckStatus::Fail;
+        checks.push(node);
         checks.push(self.check_template().await);
-        checks.push(self.check_storage().await);
+        checks.push(if node_ok {
+            self.check_storage().await
+        } else {
+            Check::skipped("storage", "node")
+        });
         if let Some(pool) = &self.config.pool {
             checks.push(self.check_pool(pool).await);
         }
         if let Some(t) = &self.config.ct_template {
-            checks.push(self.check_ct(t).await);
+            checks.push(if node_ok {
+                self.check_ct(t).await
+            } else {
+                Check::skipped("ct_template", "node")
+            });
         }
         checks.extend(self.check_permissions().await);
         checks

@@ -121,6 +121,7 @@ impl Guest {
             disk_gib: self.disk_gib,
             ssh_port: None,
             root_password: None,
+            login_user: None,
         }
     }
 }

@@ -139,7 +139,13 @@ impl Provider for ProxmoxProvider {
 
     async fn create(&self, spec: &VmSpec, progress: &dyn ProgressSink) -> Result<Instance, ProviderError> {
         spec.validate()?;
-        self.create_guest(spec, &Stages::new(progress)).await
+        let mut inst = self.create_guest(spec, &Stages::new(progress)).await?;
+        // Who cloud-init made (a container's keys are root's).
+        inst.login_user = Some(match spec.kind {
+            berth_core::GuestKind::Container => "root".into(),
+            berth_core::GuestKind::Vm => spec.user.clone().unwrap_or_else(|| self.config.ci_user.clone()),
+        });
+        Ok(inst)
     }
 
     async fn describe(&self, id: &InstanceRef) -> Result<Instance, ProviderError> {

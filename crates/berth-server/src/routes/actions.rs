@@ -10,8 +10,9 @@ use berth_store::{InstanceAction, NewAuditEntry};
 
 use crate::auth::{Authed, Caller, Empty, Json};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::catalog::{MAX_DISK_GIB, MAX_MEMORY_MIB, Need, require_room};
+use crate::routes::catalog::{Need, require_room};
 use crate::routes::instances::{idempotent, visible_instance};
+use crate::routes::offerings::{MAX_DISK_GIB, MAX_MEMORY_MIB};
 use crate::views::{provision_payload, request_of};
 use crate::{AppState, now_ms};
 
@@ -184,6 +185,23 @@ pub async fn reconfigure(
     if change.disk_gib.is_some_and(|d| !(1..=MAX_DISK_GIB).contains(&d)) {
         return Err(ApiError::invalid("disk_gib", "must be 1-1048576 GiB"));
     }
+    // The status, then whether the machine's backend can change a size at all, then room.
+    let (allowed, _) = rule("reconfigure").expect("a known action");
+    if !allowed.contains(&i.status.as_str()) {
+        return Err(ApiError::conflict(
+            "wrong_status",
+            format!(
+                "instance {} is {}; reconfigure needs it to be {}",
+                i.id,
+                i.status,
+                allowed.join(" or ")
+            ),
+        ));
+    }
+    // The agent the machine runs on: the one that built it, else the one it was placed on.
+    if let Some(a) = crate::views::state_of(&i)?.agent_id.or_else(|| i.agent_id.clone()) {
+        can_reconfigure(&st, &i.provider_id, &a).await?;
+    }
     // Growing needs room on the provider's hosts, as an order does.
     let r = request_of(&i)?;
     let grow = Need {
@@ -217,6 +235,35 @@ pub async fn reconfigure(
         act(&st2, &req.caller, &id, "reconfigure", payload).await
     })
     .await
+}
+
+/// Refuses (`409 reconfigure_unsupported`) a change of size on an agent none of whose backends
+/// can make one, by what its last heartbeat said (an agent that did not say is let through:
+/// the agent refuses then).
+async fn can_reconfigure(st: &AppState, provider_id: &str, agent_id: &str) -> ApiResult<()> {
+    let Some(status) = st
+        .store
+        .agent_statuses(Some(provider_id))
+        .await?
+        .into_iter()
+        .find(|s| s.agent_id == agent_id)
+    else {
+        return Ok(());
+    };
+    let Ok(hb) = serde_json::from_value::<Heartbeat>(status.report) else {
+        return Ok(());
+    };
+    if !hb.backends.is_empty() && hb.backends.iter().all(|b| b.reconfigure == Some(false)) {
+        let kinds: Vec<&str> = hb.backends.iter().map(|b| b.kind.as_str()).collect();
+        return Err(ApiError::conflict(
+            "reconfigure_unsupported",
+            format!(
+                "the backend this instance runs on ({}) cannot change a machine's size",
+                kinds.join(", ")
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -215,6 +215,7 @@ pub fn instance_change(
                     state.ip_address = r.ip_address.clone();
                     state.ipv6_address = r.ipv6_address.clone();
                     state.ssh_port = r.ssh_port.or(Some(22));
+                    state.login_user = r.login_user.clone();
                     state.credentials = r.credentials.clone().or(state.credentials);
                     Some("running")
                 }

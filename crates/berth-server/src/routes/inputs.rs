@@ -107,6 +107,13 @@ fn kept_body(input: &OperatorInput, recipient: &str) -> ApiResult<serde_json::Va
                             format!("must be 1-{MAX_PASSWORD_CHARS} characters without control characters"),
                         ));
                     }
+                    if recipient.is_empty() {
+                        return Err(ApiError::invalid(
+                            "root_password",
+                            "the order named no requester key, so nobody could read it; leave it out \
+                             (the customer logs in with their SSH key)",
+                        ));
+                    }
                     let plain = berth_api::credentials::Plain {
                         user: "root".into(),
                         password: pw.to_owned(),

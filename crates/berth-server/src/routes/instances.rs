@@ -15,7 +15,8 @@ use sha2::{Digest as _, Sha256};
 use crate::auth::{Authed, Caller, Json};
 use crate::paging::{PageQuery, no_query, paged};
 use crate::problem::{ApiError, ApiResult, parse_query};
-use crate::routes::catalog::{Need, offering_view, require_room};
+use crate::routes::catalog::{Need, require_room};
+use crate::routes::offerings::offering_view;
 use crate::views::{InstanceRequest, instance_view, payload_of, provision_payload, request_of};
 use crate::{AppState, now_ms};
 
@@ -126,7 +127,9 @@ pub async fn create_order(
         let st = st2;
         berth_core::spec::validate_dns_name("name", &order.name).map_err(core_invalid)?;
         let key = ssh_key("ssh_public_key", &order.ssh_public_key)?;
-        check_age_recipient("requester_public_key", &order.requester_public_key)?;
+        if let Some(k) = &order.requester_public_key {
+            check_age_recipient("requester_public_key", k)?;
+        }
         let offering = match st.store.offering(&order.offering_id).await {
             Ok(o) if o.withdrawn_at.is_none() => o,
             Ok(_) => {
@@ -155,7 +158,7 @@ pub async fn create_order(
             bandwidth_mbps: spec.bandwidth_mbps,
             template: spec.template.clone(),
             ssh_public_key: key.as_str().to_owned(),
-            requester_public_key: order.requester_public_key.clone(),
+            requester_public_key: order.requester_public_key.clone().unwrap_or_default(),
             skip_post_provision: order.skip_post_provision,
             post_provision_commands: spec.post_provision_commands.clone(),
             backend: None,

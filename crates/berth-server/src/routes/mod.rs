@@ -9,6 +9,7 @@ pub mod customer_quotas;
 pub mod inputs;
 pub mod instances;
 pub mod keys;
+pub mod offerings;
 pub mod operations;
 pub mod placement;
 pub mod quotas;

@@ -14,8 +14,9 @@ use berth_store::{NewAuditEntry, NewInstance, StoreError};
 
 use crate::auth::{Authed, Caller, Json};
 use crate::problem::{ApiError, ApiResult};
-use crate::routes::catalog::{Need, require_room, validate_offering};
+use crate::routes::catalog::{Need, require_room};
 use crate::routes::instances::{check_age_recipient, core_invalid, idempotent, record, ssh_key};
+use crate::routes::offerings::validate_offering;
 use crate::views::InstanceRequest;
 use crate::{AppState, now_ms};
 
@@ -178,7 +179,9 @@ pub async fn create_instance(
             post_provision_commands: body.post_provision_commands.clone(),
         })?;
         let key = ssh_key("ssh_public_key", &body.ssh_public_key)?;
-        check_age_recipient("requester_public_key", &body.requester_public_key)?;
+        if let Some(k) = &body.requester_public_key {
+            check_age_recipient("requester_public_key", k)?;
+        }
         let (agent, backend) = placement(&st, &caller, &body).await?;
         if let Some(c) = &body.customer_id {
             check_customer(&st, &caller, &agent.provider_id, c).await?;
@@ -191,7 +194,7 @@ pub async fn create_instance(
             bandwidth_mbps: None,
             template: body.template.clone(),
             ssh_public_key: key.as_str().to_owned(),
-            requester_public_key: body.requester_public_key.clone(),
+            requester_public_key: body.requester_public_key.clone().unwrap_or_default(),
             skip_post_provision: body.skip_post_provision,
             post_provision_commands: body.post_provision_commands.clone(),
             backend: Some(backend.clone()),

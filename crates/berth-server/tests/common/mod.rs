@@ -116,14 +116,18 @@ pub fn roomy() -> Heartbeat {
             kind: "proxmox".into(),
             healthy: true,
             detail: None,
+            reconfigure: Some(true),
         }],
         drift: vec![],
     }
 }
 
+/// A small offering; each call's name is new (names are unique among a provider's offerings).
 pub fn small_offering() -> OfferingSpec {
+    static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     OfferingSpec {
-        name: "small".into(),
+        name: if n == 0 { "small".into() } else { format!("small-{n}") },
         cores: 2,
         memory_mib: 2048,
         disk_gib: 20,
@@ -145,7 +149,7 @@ pub fn order(offering_id: &str, name: &str) -> CreateOrder {
         offering_id: offering_id.into(),
         name: name.into(),
         ssh_public_key: SSH_KEY.into(),
-        requester_public_key: AGE_KEY.into(),
+        requester_public_key: Some(AGE_KEY.into()),
         skip_post_provision: false,
         provision: true,
     }

@@ -90,6 +90,63 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
         s.create_offering("nope", json!({}), None, audit("x"), T0).await,
         Err(StoreError::NotFound(_))
     ));
+    // Names are unique per owner: providers among providers, offerings on sale per provider.
+    assert!(
+        matches!(
+            s.create_provider(&format!("{tag}-p"), T0).await,
+            Err(StoreError::NameTaken { what: "provider", .. })
+        ),
+        "store: a provider name is taken once"
+    );
+    assert!(
+        matches!(
+            s.create_offering(&p.id, json!({"name": "small"}), None, audit("x"), T0)
+                .await,
+            Err(StoreError::NameTaken { what: "offering", .. })
+        ),
+        "store: an offering name is taken once per provider"
+    );
+    let other = s
+        .create_offering(&p.id, json!({"name": "other"}), None, audit("offering.created"), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.update_offering(&other.id, json!({"name": "small"}), audit("offering.updated"), T0)
+            .await,
+        Err(StoreError::NameTaken { .. })
+    ));
+    let renamed = s
+        .update_offering(
+            &other.id,
+            json!({"name": "medium", "cores": 2}),
+            audit("offering.updated"),
+            T0,
+        )
+        .await
+        .unwrap();
+    assert_eq!(renamed.body["cores"], 2, "store: update replaces the body");
+    s.withdraw_offering(&other.id, audit("offering.withdrawn"), T0)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.update_offering(&other.id, json!({"name": "medium"}), audit("x"), T0)
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.update_offering("nope", json!({"name": "x"}), audit("x"), T0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A withdrawn offering's name is free again; it is still listed with `withdrawn`.
+    let again = s
+        .create_offering(&p.id, json!({"name": "medium"}), None, audit("offering.created"), T0)
+        .await
+        .unwrap();
+    s.withdraw_offering(&again.id, audit("offering.withdrawn"), T0)
+        .await
+        .unwrap();
+    let all = s.offerings(Some(&p.id), true, &Page::all()).await.unwrap();
+    assert_eq!(all.len(), 3, "store: withdrawn offerings are listed when asked");
     let new = NewInstance {
         provider_id: p.id.clone(),
         customer_id: Some(c.id.clone()),
@@ -193,7 +250,7 @@ pub async fn catalog(s: &dyn Store, tag: &str) {
     s.withdraw_offering(&o.id, audit("offering.withdrawn"), T0 + 6)
         .await
         .unwrap();
-    assert!(s.offerings(Some(&p.id), &Page::all()).await.unwrap().is_empty());
+    assert!(s.offerings(Some(&p.id), false, &Page::all()).await.unwrap().is_empty());
 
     // Nonces: once each; idempotency keys: replay, mismatch, freed on failure.
     assert!(

@@ -101,7 +101,7 @@ pub async fn limits(s: Arc<dyn Store>, tag: &str) {
             .unwrap();
     }
     let offerings: Vec<String> = s
-        .offerings(Some(&p.id), &Page::all())
+        .offerings(Some(&p.id), false, &Page::all())
         .await
         .unwrap()
         .into_iter()
@@ -110,7 +110,7 @@ pub async fn limits(s: Arc<dyn Store>, tag: &str) {
     let paged = all_pages(2, |page| {
         let (s, p) = (s.clone(), p.id.clone());
         async move {
-            s.offerings(Some(&p), &page)
+            s.offerings(Some(&p), false, &page)
                 .await
                 .unwrap()
                 .into_iter()

@@ -136,14 +136,7 @@ pub async fn show(State(web): State<Web>, v: Viewer, Path(id): Path<String>) -> 
                 .await?;
             ops.reverse();
             let busy = ops.iter().any(|o| matches!(o.status.as_str(), "queued" | "running"));
-            let ssh = i
-                .ip_address
-                .as_ref()
-                .or(i.ipv6_address.as_ref())
-                .map(|ip| match i.ssh_port {
-                    Some(p) if p != 22 => format!("ssh -p {p} {ip}"),
-                    _ => format!("ssh {ip}"),
-                });
+            let ssh = i.ssh_command();
             Ok(html(&InstancePage {
                 nav: Nav::of(&v),
                 actions: actions(&i.status),

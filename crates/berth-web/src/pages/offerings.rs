@@ -110,19 +110,7 @@ pub struct Row {
 }
 
 pub fn price(p: &Option<Price>) -> String {
-    match p {
-        Some(p) => format!(
-            "{}.{:02} {} per {}",
-            p.amount / 100,
-            p.amount % 100,
-            p.currency,
-            match p.period {
-                PricePeriod::Hour => "hour",
-                PricePeriod::Month => "month",
-            }
-        ),
-        None => String::new(),
-    }
+    p.as_ref().map(Price::to_string).unwrap_or_default()
 }
 
 pub fn summary(s: &OfferingSpec) -> String {

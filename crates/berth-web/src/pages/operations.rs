@@ -100,13 +100,7 @@ impl Progress {
                 None => how.to_owned(),
             }
         });
-        let ssh = op.result.as_ref().and_then(|r| {
-            let ip = r.ip_address.as_ref().or(r.ipv6_address.as_ref())?;
-            Some(match r.ssh_port {
-                Some(p) if p != 22 => format!("ssh -p {p} {ip}"),
-                _ => format!("ssh {ip}"),
-            })
-        });
+        let ssh = op.result.as_ref().and_then(OpResult::ssh_command);
         let can_retry = failed && op.kind == "provision" && instance.as_ref().is_some_and(|i| i.status == "failed");
         Progress {
             op,

@@ -199,7 +199,7 @@ pub async fn place(
         offering_id: offering.clone(),
         name: form.name.trim().to_owned(),
         ssh_public_key: form.ssh_public_key.trim().to_owned(),
-        requester_public_key: form.requester_public_key.trim().to_owned(),
+        requester_public_key: Some(form.requester_public_key.trim().to_owned()).filter(|k| !k.is_empty()),
         skip_post_provision: form.skip_post_provision.is_some(),
         provision: form.build_later.is_none(),
     };

@@ -84,7 +84,7 @@ impl Wizard {
             memory_mib: number("memory_mib", &self.memory_mib, "a whole number of MiB")?,
             disk_gib: number("disk_gib", &self.disk_gib, "a whole number of GiB")?,
             ssh_public_key: self.ssh_public_key.trim().to_owned(),
-            requester_public_key: self.requester_public_key.trim().to_owned(),
+            requester_public_key: Some(self.requester_public_key.trim().to_owned()).filter(|k| !k.is_empty()),
             post_provision_commands: lines(&self.commands),
             skip_post_provision: !self.skip_post_provision.is_empty(),
             customer_id: Some(self.customer_id.trim().to_owned()).filter(|c| !c.is_empty()),
@@ -126,7 +126,9 @@ pub fn cli_line(r: &CreateInstance) -> String {
         r.cores, r.memory_mib, r.disk_gib
     ));
     w.push(format!("--ssh-key {}", sh(&r.ssh_public_key)));
-    w.push(format!("--requester-key {}", sh(&r.requester_public_key)));
+    if let Some(k) = &r.requester_public_key {
+        w.push(format!("--requester-key {}", sh(k)));
+    }
     if let Some(c) = &r.customer_id {
         w.push(format!("--customer {}", sh(c)));
     }

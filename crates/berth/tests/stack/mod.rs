@@ -257,6 +257,11 @@ impl Stack {
         OtherAgent(c.spawn().unwrap())
     }
 
+    /// How the agent process ended, once it has.
+    pub fn agent_exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.agent.as_mut().and_then(|c| c.try_wait().unwrap())
+    }
+
     pub fn spawn_agent(&mut self) {
         self.spawn_agent_with(&[]);
     }
@@ -327,8 +332,11 @@ impl Stack {
     }
 
     pub async fn offering(&self, commands: &[&str]) -> String {
+        // Names are unique among a provider's offerings on sale.
+        static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let spec = OfferingSpec {
-            name: "small".into(),
+            name: if n == 0 { "small".into() } else { format!("small-{n}") },
             cores: 2,
             memory_mib: 2048,
             disk_gib: 20,
@@ -350,7 +358,7 @@ impl Stack {
                     offering_id: offering.into(),
                     name: name.into(),
                     ssh_public_key: KEY.into(),
-                    requester_public_key: age_public(),
+                    requester_public_key: Some(age_public()),
                     skip_post_provision: false,
                     provision: true,
                 },
