@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use berth_core::{
     Capabilities, Capacity, Check, DeleteOutcome, ExecOutput, Instance, InstanceRef, ListFilter, PowerOp, ProgressSink,
-    Provider, ProviderError, ReconfigureOutcome, Resize, Template, VmSpec,
+    Provider, ProviderError, ReconfigureOutcome, Resize, Snapshot, Template, VmSpec,
 };
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -520,6 +520,29 @@ impl Provider for Guarded {
     async fn exec(&self, id: &InstanceRef, command: &str, timeout: Duration) -> Result<ExecOutput, ProviderError> {
         self.call_with("exec", exec_fault, |p| p.exec(id, command, timeout))
             .await
+    }
+
+    async fn snapshots(&self, id: &InstanceRef) -> Result<Vec<Snapshot>, ProviderError> {
+        self.call("snapshots", |p| p.snapshots(id)).await
+    }
+
+    async fn snapshot(
+        &self,
+        id: &InstanceRef,
+        name: &str,
+        description: &str,
+        vmstate: bool,
+    ) -> Result<Snapshot, ProviderError> {
+        self.call("snapshot", |p| p.snapshot(id, name, description, vmstate))
+            .await
+    }
+
+    async fn rollback(&self, id: &InstanceRef, name: &str, start: bool) -> Result<Instance, ProviderError> {
+        self.call("rollback", |p| p.rollback(id, name, start)).await
+    }
+
+    async fn delete_snapshot(&self, id: &InstanceRef, name: &str) -> Result<DeleteOutcome, ProviderError> {
+        self.call("delete_snapshot", |p| p.delete_snapshot(id, name)).await
     }
 }
 

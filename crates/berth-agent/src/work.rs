@@ -42,7 +42,7 @@ pub(crate) fn result_of(i: &Instance, backend: &str) -> OpResult {
         ip_address: i.ipv4.map(|a| a.to_string()),
         ipv6_address: i.ipv6.map(|a| a.to_string()),
         ssh_port: Some(i.ssh_port.unwrap_or(22)),
-        login_user: i.login_user.clone(),
+        login_user: i.login_user.clone().filter(|u| berth_core::spec::is_unix_user(u)),
         ..OpResult::default()
     }
 }

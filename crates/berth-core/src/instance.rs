@@ -132,6 +132,19 @@ pub struct Capabilities {
     pub capacity: bool,
 }
 
+/// A snapshot of a machine: its disks and configuration, and with `vmstate` its memory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub name: String,
+    /// The snapshot it was taken on top of.
+    pub parent: Option<String>,
+    /// When it was taken (Unix seconds), where the backend says.
+    pub taken_at: Option<u64>,
+    pub description: String,
+    /// The running machine's memory was saved: a rollback resumes it running.
+    pub vmstate: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeleteOutcome {

@@ -18,7 +18,7 @@ pub use error::{ErrorCode, ProviderError};
 pub use ids::{InstanceId, InstanceRef, Scope};
 pub use instance::{
     Capabilities, Capacity, Check, CheckStatus, DeleteOutcome, ExecOutput, Instance, PowerOp, PowerState,
-    ReconfigureOutcome, Template,
+    ReconfigureOutcome, Snapshot, Template,
 };
 pub use provider::{ListFilter, Provider};
 pub use secret::Secret;

@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use crate::error::ProviderError;
 use crate::ids::InstanceRef;
 use crate::instance::{
-    Capabilities, Capacity, Check, DeleteOutcome, ExecOutput, Instance, PowerOp, ReconfigureOutcome, Template,
+    Capabilities, Capacity, Check, DeleteOutcome, ExecOutput, Instance, PowerOp, ReconfigureOutcome, Snapshot, Template,
 };
 use crate::spec::{GuestKind, Resize, VmSpec};
 use crate::stage::ProgressSink;
@@ -74,4 +74,42 @@ pub trait Provider: Send + Sync {
             self.backend()
         )))
     }
+
+    /// The machine's snapshots, oldest first. Backends without snapshots answer `Unsupported`,
+    /// as do the three calls below.
+    async fn snapshots(&self, id: &InstanceRef) -> Result<Vec<Snapshot>, ProviderError> {
+        let _ = id;
+        Err(no_snapshots(self.backend()))
+    }
+
+    /// Takes snapshot `name` (with `vmstate`, of a running machine's memory too). A name the
+    /// machine already has is a `Conflict`; one the backend's format refuses, `InvalidSpec`
+    /// naming `name`. Berth's machines only.
+    async fn snapshot(
+        &self,
+        id: &InstanceRef,
+        name: &str,
+        description: &str,
+        vmstate: bool,
+    ) -> Result<Snapshot, ProviderError> {
+        let _ = (id, name, description, vmstate);
+        Err(no_snapshots(self.backend()))
+    }
+
+    /// Puts the machine back to snapshot `name`: its disks and config as they were (writes since
+    /// are lost). It runs afterwards when the snapshot holds its memory, or when `start`.
+    async fn rollback(&self, id: &InstanceRef, name: &str, start: bool) -> Result<Instance, ProviderError> {
+        let _ = (id, name, start);
+        Err(no_snapshots(self.backend()))
+    }
+
+    /// Deletes snapshot `name`; one that is not there is `AlreadyAbsent`.
+    async fn delete_snapshot(&self, id: &InstanceRef, name: &str) -> Result<DeleteOutcome, ProviderError> {
+        let _ = (id, name);
+        Err(no_snapshots(self.backend()))
+    }
+}
+
+fn no_snapshots(backend: &str) -> ProviderError {
+    ProviderError::unsupported(format!("snapshots on the {backend} backend"))
 }

@@ -104,8 +104,6 @@ impl VmSpec {
     }
 }
 
-/// Checks a DNS name the way Proxmox's `dns-name` format does (no underscores), with the usual
-/// length limits.
 /// A Unix user name as cloud-init creates it: lowercase letters, digits, `_` and `-`, at most
 /// 32 characters, not starting with `-`.
 pub fn is_unix_user(user: &str) -> bool {
@@ -117,6 +115,8 @@ pub fn is_unix_user(user: &str) -> bool {
         && !user.starts_with('-')
 }
 
+/// Checks a DNS name the way Proxmox's `dns-name` format does (no underscores), with the usual
+/// length limits.
 pub fn validate_dns_name(field: &str, name: &str) -> Result<(), ProviderError> {
     let bad = |why: &str| {
         ProviderError::invalid(

@@ -67,6 +67,30 @@ pub(crate) enum TaskAction {
         disk: String,
         size: String,
     },
+    /// `qmsnapshot` / `vzsnapshot`.
+    Snapshot {
+        node: String,
+        kind: Kind,
+        vmid: u32,
+        name: String,
+        description: String,
+        vmstate: bool,
+    },
+    /// `qmdelsnapshot` / `vzdelsnapshot`.
+    DeleteSnapshot {
+        node: String,
+        kind: Kind,
+        vmid: u32,
+        name: String,
+    },
+    /// `qmrollback` / `vzrollback`.
+    Rollback {
+        node: String,
+        kind: Kind,
+        vmid: u32,
+        name: String,
+        start: bool,
+    },
     /// Ends with this error (used for async config updates that failed).
     Fail(String),
     /// Nothing left to do (async config updates that were applied).
@@ -78,6 +102,24 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
     match action {
         TaskAction::Clone(job) => clone(world, *job),
         TaskAction::Start { node, kind, vmid } => start(world, &node, kind, vmid),
+        TaskAction::Snapshot {
+            node,
+            kind,
+            vmid,
+            name,
+            description,
+            vmstate,
+        } => crate::snapshots::take(world, (&node, kind, vmid), &name, description, vmstate),
+        TaskAction::DeleteSnapshot { node, kind, vmid, name } => {
+            crate::snapshots::delete(world, (&node, kind, vmid), &name)
+        }
+        TaskAction::Rollback {
+            node,
+            kind,
+            vmid,
+            name,
+            start,
+        } => crate::snapshots::rollback(world, (&node, kind, vmid), &name, start),
         TaskAction::Stop {
             node,
             kind,
@@ -191,7 +233,7 @@ pub(crate) fn regenerate_cloudinit(g: &mut Guest) {
         .collect();
 }
 
-fn start(world: &mut World, node: &str, kind: Kind, vmid: u32) -> Result<Vec<String>, String> {
+pub(crate) fn start(world: &mut World, node: &str, kind: Kind, vmid: u32) -> Result<Vec<String>, String> {
     let agent_ready = world.timings.agent_ready;
     let g = world
         .guest_on_mut(node, kind, vmid)

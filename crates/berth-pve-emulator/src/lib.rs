@@ -14,6 +14,7 @@ mod propstr;
 pub mod schema;
 mod seed;
 mod server;
+mod snapshots;
 mod state;
 mod tasks;
 

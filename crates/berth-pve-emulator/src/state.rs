@@ -132,6 +132,21 @@ pub(crate) struct Guest {
     pub agent_ready_at: Option<Instant>,
     /// Processes started through the guest agent (`agent/exec`).
     pub execs: GuestExecs,
+    /// Its snapshots, oldest first (they die with the guest).
+    pub snapshots: Vec<SnapshotEntry>,
+}
+
+/// One snapshot of a guest: the config it had, and whether its RAM was saved (`vmstate`).
+#[derive(Clone, Debug)]
+pub(crate) struct SnapshotEntry {
+    pub name: String,
+    /// The snapshot it was taken on top of.
+    pub parent: Option<String>,
+    /// Unix seconds.
+    pub snaptime: u64,
+    pub description: String,
+    pub vmstate: bool,
+    pub config: BTreeMap<String, String>,
 }
 
 impl Guest {
@@ -148,6 +163,7 @@ impl Guest {
             started_at: None,
             agent_ready_at: None,
             execs: GuestExecs::default(),
+            snapshots: Vec::new(),
         }
     }
     pub fn lock(&self) -> Option<&str> {

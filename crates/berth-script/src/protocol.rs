@@ -164,6 +164,16 @@ impl WireInstance {
         if self.external_id.trim().is_empty() {
             return Err("instance.external_id is empty".into());
         }
+        // It ends up in an `ssh user@address` line people paste: a user name, nothing else.
+        if let Some(u) = self
+            .login_user
+            .as_deref()
+            .filter(|u| !berth_core::spec::is_unix_user(u))
+        {
+            return Err(format!(
+                "instance.login_user: {u:?} is not a Unix user name (lowercase letters, digits, '_' or '-', at most 32)"
+            ));
+        }
         let instance_id = match &self.contract_id {
             None => None,
             Some(c) => Some(InstanceId::parse(c).map_err(|e| format!("instance.contract_id: {e}"))?),
@@ -268,6 +278,19 @@ mod tests {
         let s = snippet(&out);
         assert!(!s.contains("hunter2"), "{s}");
         assert!(s.len() < 260, "{s}");
+    }
+
+    /// A login user ends up in an `ssh user@address` line people paste: a user name or an error.
+    #[test]
+    fn a_login_user_is_a_unix_user_name() {
+        let parse = |u: &str| {
+            serde_json::from_value::<WireInstance>(serde_json::json!({"external_id": "vm-1", "login_user": u}))
+                .unwrap()
+                .into_instance()
+        };
+        assert_eq!(parse("debian").unwrap().login_user.as_deref(), Some("debian"));
+        let e = parse("x -oProxyCommand=touch y").unwrap_err();
+        assert!(e.starts_with("instance.login_user:"), "{e}");
     }
 
     #[test]

@@ -65,6 +65,10 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
     let (named, empty) = (json!({"name": "someone-new"}), json!({}));
     let setup = json!({"token": "not-a-setup-token", "name": "x", "public_key": b64_public(&fresh_key())});
     let offer = to_json(small_offering());
+    let renamed = to_json(OfferingSpec {
+        name: "renamed".into(),
+        ..small_offering()
+    });
     let later = to_json(CreateOrder {
         provision: false,
         ..order(off_a, "m")
@@ -126,6 +130,7 @@ async fn every_endpoint_answers_every_kind_of_caller_as_its_role_allows() {
         row(GET,  "/offerings",                                      &[],                None,             "401 200 200 200 200 200 200 200"),
         // Customers see any offering that can be ordered; providers (and their agents) only theirs.
         row(GET,  "/offerings/{id}",                                 &[off_a],           None,             "401 200 200 404 200 200 200 404"),
+        row(PUT,  "/offerings/{id}",                                 &[&spare_offering], Some(&renamed),   "401 403 200 404 403 403 403 403"),
         row(POST, "/offerings/{id}/withdraw",                        &[&spare_offering], None,             "401 403 200 404 403 403 403 403"),
         row(POST, "/orders",                                         &[],                Some(&later),     "401 403 403 403 202 202 403 403"),
         row(GET,  "/instances",                                      &[],                None,             "401 200 200 200 200 200 200 200"),

@@ -138,6 +138,17 @@ async fn an_order_becomes_a_running_instance() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Some("invalid_input"));
+    // So is a login user that is not one: it would be pasted as `ssh USER@address`.
+    let injected = OpResult {
+        login_user: Some("x -oProxyCommand=touch y".into()),
+        ..Default::default()
+    };
+    let e = agent
+        .client
+        .complete(&op_id, g, Completion::Succeeded(injected))
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("outcome.succeeded.login_user"), "{e}");
     let done = agent
         .client
         .complete(&op_id, g, Completion::Succeeded(result))

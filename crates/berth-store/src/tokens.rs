@@ -192,7 +192,8 @@ macro_rules! tokens_impl {
                     .bind(name)
                     .bind(now)
                     .execute(&mut *tx)
-                    .await?;
+                    .await
+                    .map_err(|e| $crate::control::name_taken(e, "provider", name))?;
                 let token = $crate::ApiToken::generate(role, &id)?;
                 let info = Self::insert_token_in(&mut tx, &token, "initial", None, now).await?;
                 let mut audit = audit;

@@ -338,6 +338,9 @@ pub async fn follow(c: &Client, id: &str, timeout: Duration, out: OutputFormat) 
             return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
         }
         if start.elapsed() > timeout {
+            if let Some(live) = &live {
+                live.finish(false);
+            }
             bail!("operation {id} still {} after {:?}", o.status, timeout);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -194,6 +194,44 @@ pub enum VmAction {
     },
     /// List the templates machines can be created from.
     Templates,
+    /// Take a snapshot of a machine (Proxmox): its disks and config, with --vmstate its memory.
+    Snapshot {
+        /// Berth's instance id, the backend's own id, or the machine's name.
+        id: String,
+        /// The snapshot's name: 2-40 letters, digits, '_' or '-', starting with a letter.
+        name: String,
+        /// What it is for, kept with it.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Save a running VM's memory too: a rollback resumes it running.
+        #[arg(long)]
+        vmstate: bool,
+    },
+    /// List a machine's snapshots, oldest first.
+    Snapshots {
+        /// Berth's instance id, the backend's own id, or the machine's name.
+        id: String,
+    },
+    /// Put a machine back to a snapshot: writes since then are lost (asks first on a terminal).
+    Rollback {
+        /// Berth's instance id, the backend's own id, or the machine's name.
+        id: String,
+        /// The snapshot's name.
+        name: String,
+        /// Start the machine afterwards (a snapshot with memory resumes it anyway).
+        #[arg(long)]
+        start: bool,
+        /// Do not ask (needed without a terminal).
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Delete a snapshot (the machine stays as it is). Deleting one already gone succeeds.
+    SnapshotDelete {
+        /// Berth's instance id, the backend's own id, or the machine's name.
+        id: String,
+        /// The snapshot's name.
+        name: String,
+    },
     /// Manual backend: what to build for a waiting request: size, template, the SSH keys to
     /// install and the network settings asked for.
     Request {

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use berth_core::{DeleteOutcome, Instance, ProviderError, ReconfigureOutcome, Template};
+use berth_core::{DeleteOutcome, Instance, ProviderError, ReconfigureOutcome, Snapshot, Template};
 use serde_json::{Value, json};
 
 use crate::cli::OutputFormat;
@@ -79,6 +79,13 @@ impl Printer {
             return self.json(&serde_json::to_value(list).unwrap_or(Value::Null));
         }
         say!("{}", templates_table(list));
+    }
+
+    pub fn snapshots(&self, list: &[Snapshot]) {
+        if self.format == OutputFormat::Json {
+            return self.json(&serde_json::to_value(list).unwrap_or(Value::Null));
+        }
+        say!("{}", snapshots_table(list));
     }
 
     pub fn deleted(&self, id: &str, outcome: DeleteOutcome) {
@@ -212,9 +219,53 @@ fn templates_table(list: &[Template]) -> String {
     lines.join("\n")
 }
 
+fn snapshots_table(list: &[Snapshot]) -> String {
+    if list.is_empty() {
+        return "no snapshots".into();
+    }
+    let mut lines = vec![format!(
+        "{:<24} {:<20} {:<24} {:<6} DESCRIPTION",
+        "NAME", "TAKEN", "PARENT", "MEMORY"
+    )];
+    for s in list {
+        lines.push(
+            format!(
+                "{:<24} {:<20} {:<24} {:<6} {}",
+                s.name,
+                dash(s.taken_at.map(|t| berth_core::utc(t as i64 * 1000))),
+                dash(s.parent.as_ref()),
+                if s.vmstate { "yes" } else { "no" },
+                s.description.replace('\n', " ")
+            )
+            .trim_end()
+            .to_owned(),
+        );
+    }
+    lines.join("\n")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Golden: a machine's snapshots under a header.
+    #[test]
+    fn snapshots_read_as_a_table() {
+        let s = Snapshot {
+            name: "before-upgrade".into(),
+            parent: None,
+            taken_at: Some(1_796_544_000),
+            description: "apt full-upgrade".into(),
+            vmstate: true,
+        };
+        assert_eq!(
+            snapshots_table(&[s]),
+            "\
+NAME                     TAKEN                PARENT                   MEMORY DESCRIPTION
+before-upgrade           2026-12-06T08:00:00Z -                        yes    apt full-upgrade"
+        );
+        assert_eq!(snapshots_table(&[]), "no snapshots");
+    }
 
     fn vm() -> Instance {
         Instance {

@@ -98,15 +98,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_default();
     let provider_file = data.join("provider.token");
     let customer_file = data.join("customer.token");
-    if accounts.provider_id.is_none() || !provider_file.exists() {
-        let p = operator.create_provider("local").await?;
-        save_secret(&provider_file, &p.token)?;
-        accounts.provider_id = Some(p.id);
+    // An account made before whose token file is gone gets a new token, not a second account
+    // (provider names are unique).
+    match (&accounts.provider_id, provider_file.exists()) {
+        (Some(_), true) => {}
+        (Some(id), false) => save_secret(&provider_file, &new_token(&operator, id).await?)?,
+        (None, _) => {
+            let p = operator.create_provider("local").await?;
+            save_secret(&provider_file, &p.token)?;
+            accounts.provider_id = Some(p.id);
+        }
     }
-    if accounts.customer_id.is_none() || !customer_file.exists() {
-        let c = operator.create_customer("demo-customer").await?;
-        save_secret(&customer_file, &c.token)?;
-        accounts.customer_id = Some(c.id);
+    match (&accounts.customer_id, customer_file.exists()) {
+        (Some(_), true) => {}
+        (Some(id), false) => save_secret(&customer_file, &new_token(&operator, id).await?)?,
+        (None, _) => {
+            let c = operator.create_customer("demo-customer").await?;
+            save_secret(&customer_file, &c.token)?;
+            accounts.customer_id = Some(c.id);
+        }
     }
     fsutil::write_atomic(&accounts_file, &serde_json::to_vec_pretty(&accounts)?, 0o600)?;
     let provider_id = accounts.provider_id.clone().unwrap_or_default();
@@ -320,4 +330,13 @@ fn uuid_suffix() -> String {
     let mut b = [0u8; 3];
     let _ = getrandom::fill(&mut b);
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A new API token for an account `berth up` made before (its token file was removed).
+async fn new_token(operator: &berth_api::client::Client, account: &str) -> anyhow::Result<String> {
+    let req = berth_api::wire::CreateToken {
+        name: "berth-up".into(),
+        ttl_seconds: None,
+    };
+    Ok(operator.create_token(Some(account), &req).await?.token)
 }

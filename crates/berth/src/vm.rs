@@ -142,12 +142,39 @@ async fn dispatch(
         }
         VmAction::Delete { id, yes } => {
             crate::cli_error::confirm(&format!("machine {id}"), yes).map_err(|m| ProviderError::invalid("yes", m))?;
-            let r = resolve(p, &id).await?;
+            // By id only: a gone id must not fall through to a machine that happens to carry it
+            // as its name.
+            let r = resolve_id(p, &id).await?;
             let outcome = p.delete(&r).await?;
             out.deleted(&id, outcome);
         }
         VmAction::Complete { .. } | VmAction::Request { .. } | VmAction::Fail { .. } | VmAction::Cancel { .. } => {
             unreachable!("operator actions are handled by crate::operator")
+        }
+        VmAction::Snapshot {
+            id,
+            name,
+            description,
+            vmstate,
+        } => {
+            let r = resolve(p, &id).await?;
+            let snap = p.snapshot(&r, &name, &description, vmstate).await?;
+            out.snapshots(std::slice::from_ref(&snap));
+        }
+        VmAction::Snapshots { id } => {
+            let r = resolve(p, &id).await?;
+            out.snapshots(&p.snapshots(&r).await?);
+        }
+        VmAction::Rollback { id, name, start, yes } => {
+            let r = resolve(p, &id).await?;
+            crate::cli_error::confirm(&format!("what {id} wrote since snapshot {name} (rollback)"), yes)
+                .map_err(|m| ProviderError::invalid("yes", m))?;
+            out.instance(backend, &p.rollback(&r, &name, start).await?);
+        }
+        VmAction::SnapshotDelete { id, name } => {
+            let r = resolve(p, &id).await?;
+            let outcome = p.delete_snapshot(&r, &name).await?;
+            out.deleted(&format!("snapshot {name} of {id}"), outcome);
         }
         VmAction::Templates => {
             let mut templates = p.list_templates().await?;
@@ -195,7 +222,12 @@ async fn with_address(
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        inst = p.describe(r).await?;
+        match p.describe(r).await {
+            Ok(now) => inst = now,
+            // The machine is started; a passing failure to read it only delays the address.
+            Err(e) if e.is_retryable() => tracing::debug!(error = %e, "reading the machine again"),
+            Err(e) => return Err(e),
+        }
     }
     Ok(inst)
 }
@@ -209,7 +241,7 @@ async fn same_machine(p: &Arc<dyn Provider>, spec: &VmSpec) -> Result<(), Provid
         Err(e) if e.code() == ErrorCode::NotFound => return Ok(()),
         Err(e) => return Err(e),
     };
-    let differences = spec_differences(spec, &existing);
+    let differences = spec_differences(spec, &existing, p.backend() != "multipass");
     if differences.is_empty() {
         return Ok(());
     }
@@ -221,9 +253,13 @@ async fn same_machine(p: &Arc<dyn Provider>, spec: &VmSpec) -> Result<(), Provid
     )))
 }
 
-fn spec_differences(spec: &VmSpec, i: &berth_core::Instance) -> Vec<String> {
+/// What differs between the machine asked for and the one carrying its id. `as_configured`:
+/// the backend reports the name and sizes it was given (not so Multipass, which names machines
+/// after their id and reports the memory and disk the guest sees): only kind and cores are
+/// compared otherwise.
+fn spec_differences(spec: &VmSpec, i: &berth_core::Instance, as_configured: bool) -> Vec<String> {
     let mut d = Vec::new();
-    if i.name != spec.name {
+    if as_configured && i.name != spec.name {
         d.push(format!("name {} (asked {})", i.name, spec.name));
     }
     if i.kind != spec.kind {
@@ -237,8 +273,10 @@ fn spec_differences(spec: &VmSpec, i: &berth_core::Instance) -> Vec<String> {
             }
         };
         size("cores", i.cores.map(u64::from), u64::from(spec.cores));
-        size("memory_mib", i.memory_mib, spec.memory_mib);
-        size("disk_gib", i.disk_gib, spec.disk_gib);
+        if as_configured {
+            size("memory_mib", i.memory_mib, spec.memory_mib);
+            size("disk_gib", i.disk_gib, spec.disk_gib);
+        }
     }
     d
 }
@@ -249,20 +287,44 @@ fn spec_differences(spec: &VmSpec, i: &berth_core::Instance) -> Vec<String> {
 /// (so deleting it succeeds and the other commands say NotFound). A transient failure is
 /// reported, never taken for absence.
 async fn resolve(p: &Arc<dyn Provider>, s: &str) -> Result<InstanceRef, ProviderError> {
+    match by_id(p, s).await? {
+        Found::Yes(r) => Ok(r),
+        Found::No(fallback) => by_name(p, s, fallback).await,
+    }
+}
+
+/// As [`resolve`], without names.
+async fn resolve_id(p: &Arc<dyn Provider>, s: &str) -> Result<InstanceRef, ProviderError> {
+    Ok(match by_id(p, s).await? {
+        Found::Yes(r) | Found::No(r) => r,
+    })
+}
+
+enum Found {
+    Yes(InstanceRef),
+    /// Nothing carries it; the reference to use all the same.
+    No(InstanceRef),
+}
+
+async fn by_id(p: &Arc<dyn Provider>, s: &str) -> Result<Found, ProviderError> {
     let backend = InstanceRef::Backend(s.to_owned());
     let id = InstanceId::parse(s).ok();
     if let Some(id) = &id {
         match p.describe(&InstanceRef::Id(id.clone())).await {
-            Ok(_) => return Ok(InstanceRef::Id(id.clone())),
+            Ok(_) => return Ok(Found::Yes(InstanceRef::Id(id.clone()))),
             Err(e) if e.code() != ErrorCode::NotFound => return Err(e),
             Err(_) => {}
         }
     }
     match p.describe(&backend).await {
-        Ok(_) => return Ok(backend),
-        Err(e) if e.is_retryable() => return Err(e),
-        Err(_) => {}
+        Ok(_) => Ok(Found::Yes(backend)),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(_) => Ok(Found::No(id.map_or(backend, InstanceRef::Id))),
     }
+}
+
+/// The one machine of Berth's called `s`, else `fallback`.
+async fn by_name(p: &Arc<dyn Provider>, s: &str, fallback: InstanceRef) -> Result<InstanceRef, ProviderError> {
     // A name, as people call their machines.
     let named: Vec<_> = match p.list(ListFilter::default()).await {
         Ok(all) => all
@@ -274,7 +336,7 @@ async fn resolve(p: &Arc<dyn Provider>, s: &str) -> Result<InstanceRef, Provider
     };
     match named.as_slice() {
         [one] => Ok(InstanceRef::Id(one.instance_id.clone().expect("filtered"))),
-        [] => Ok(id.map_or(backend, InstanceRef::Id)),
+        [] => Ok(fallback),
         several => Err(ProviderError::conflict(format!(
             "{} machines are called {s}: name one by its instance id ({})",
             several.len(),

@@ -102,6 +102,14 @@ async fn server_and_client_commands_from_order_to_audit() {
     };
     let provider = json(&["provider", "create", "acme"], &url, &op_token);
     let p_token = write("provider.token", &provider["token"]);
+    // Provider names are unique: a conflict (exit 4) naming the name, not a server error.
+    let again = run(&["provider", "create", "acme", "-o", "json"], &url, Some(&op_token));
+    let text = String::from_utf8_lossy(&again.stdout);
+    assert_eq!(again.status.code(), Some(4), "{text}");
+    assert!(
+        text.contains("\"code\": \"name_taken\"") && text.contains("acme"),
+        "{text}"
+    );
     let customer = json(&["customer", "create", "alice"], &url, &op_token);
     let c_token = write("customer.token", &customer["token"]);
     let setup = json(&["agent-token", "create", "--ttl", "1h"], &url, &p_token);

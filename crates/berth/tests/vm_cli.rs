@@ -231,6 +231,72 @@ async fn keygen_writes_usable_keys() {
     );
 }
 
+/// Snapshots through the CLI: taken, listed under a header, rolled back (asked for without a
+/// terminal), deleted; a name PVE refuses is named before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_through_the_cli() {
+    let env = start(timings()).await;
+    let made = env
+        .json(&[
+            "vm",
+            "create",
+            "--name",
+            "snappy",
+            "--ssh-key",
+            KEY,
+            "--instance-id",
+            "vm-snappy",
+        ])
+        .await;
+    assert_eq!(made["state"], "running");
+    let s = env
+        .json(&[
+            "vm",
+            "snapshot",
+            "snappy",
+            "before-upgrade",
+            "--description",
+            "2 cores",
+            "--vmstate",
+        ])
+        .await;
+    assert_eq!(
+        (s[0]["name"].as_str(), s[0]["vmstate"].as_bool()),
+        (Some("before-upgrade"), Some(true))
+    );
+    let listed = env.run(&["vm", "snapshots", "vm-snappy"]).await;
+    let text = stdout(&listed);
+    assert!(
+        text.starts_with("NAME ") && text.contains("before-upgrade") && text.contains(" yes "),
+        "{text}"
+    );
+    let bad = env
+        .run(&["vm", "snapshot", "vm-snappy", "1st try", "--output", "json"])
+        .await;
+    assert_eq!(bad.status.code(), Some(2), "{}", stdout(&bad));
+    assert!(stdout(&bad).contains("\"field\": \"name\""), "{}", stdout(&bad));
+    // Rolling back loses writes: refused without a terminal unless --yes.
+    let unasked = env.run(&["vm", "rollback", "vm-snappy", "before-upgrade"]).await;
+    assert_eq!(unasked.status.code(), Some(2));
+    assert!(stderr(&unasked).contains("--yes"), "{}", stderr(&unasked));
+    let back = env
+        .json(&["vm", "rollback", "vm-snappy", "before-upgrade", "--yes"])
+        .await;
+    assert_eq!(back["state"], "running", "its memory was saved");
+    let gone = env
+        .json(&["vm", "snapshot-delete", "vm-snappy", "before-upgrade"])
+        .await;
+    assert_eq!(gone["outcome"], "deleted");
+    let again = env
+        .json(&["vm", "snapshot-delete", "vm-snappy", "before-upgrade"])
+        .await;
+    assert_eq!(again["outcome"], "already_absent");
+    assert_eq!(
+        stdout(&env.run(&["vm", "snapshots", "vm-snappy"]).await).trim(),
+        "no snapshots"
+    );
+}
+
 /// A machine without any SSH key is made (a console or a password may be all that is wanted),
 /// with a warning that nobody can log in by key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

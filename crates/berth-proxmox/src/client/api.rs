@@ -10,7 +10,7 @@ use super::params::{Params, path_segment};
 use super::task::Upid;
 use super::types::{
     AgentExecStarted, AgentExecStatus, AgentInterfaces, ClusterResource, GuestConfig, GuestStatus, NetInterface,
-    NodeInfo, NodeStatus, Permissions, PoolInfo, StorageInfo, StorageVolume, VersionInfo, lenient_u64,
+    NodeInfo, NodeStatus, Permissions, PoolInfo, SnapshotInfo, StorageInfo, StorageVolume, VersionInfo, lenient_u64,
 };
 
 /// The two guest types, and their path segment (`qemu`, `lxc`).
@@ -228,6 +228,67 @@ impl PveClient {
             .bool("destroy-unreferenced-disks", true);
         let data = self.write(Method::Delete, &path, &params).await?;
         upid_from(Method::Delete, &path, data)
+    }
+
+    /// `GET …/snapshot`: the guest's snapshots, without the pseudo-entry `current`.
+    pub async fn snapshots(&self, node: &str, ty: GuestType, vmid: u32) -> Result<Vec<SnapshotInfo>, PveError> {
+        let all: Vec<SnapshotInfo> = self
+            .get(&format!("{}/snapshot", guest_path(node, ty, vmid)), &Params::new())
+            .await?;
+        Ok(all.into_iter().filter(|s| s.name != "current").collect())
+    }
+
+    /// `POST …/snapshot`, sent once (a retry of a lost answer would find the name taken).
+    /// `vmstate` exists for VMs only.
+    pub async fn create_snapshot(
+        &self,
+        node: &str,
+        ty: GuestType,
+        vmid: u32,
+        name: &str,
+        description: &str,
+        vmstate: bool,
+    ) -> Result<Upid, PveError> {
+        let path = format!("{}/snapshot", guest_path(node, ty, vmid));
+        let mut params = Params::new().str("snapname", name);
+        if !description.is_empty() {
+            params = params.str("description", description);
+        }
+        if vmstate && ty == GuestType::Qemu {
+            params = params.bool("vmstate", true);
+        }
+        let data = self.write_once(Method::Post, &path, &params).await?;
+        upid_from(Method::Post, &path, data)
+    }
+
+    /// `DELETE …/snapshot/{name}`.
+    pub async fn delete_snapshot(&self, node: &str, ty: GuestType, vmid: u32, name: &str) -> Result<Upid, PveError> {
+        let path = format!("{}/snapshot/{}", guest_path(node, ty, vmid), path_segment(name));
+        let data = self.write_once(Method::Delete, &path, &Params::new()).await?;
+        upid_from(Method::Delete, &path, data)
+    }
+
+    /// `POST …/snapshot/{name}/rollback` (`start`: run the guest afterwards).
+    pub async fn rollback_snapshot(
+        &self,
+        node: &str,
+        ty: GuestType,
+        vmid: u32,
+        name: &str,
+        start: bool,
+    ) -> Result<Upid, PveError> {
+        let path = format!(
+            "{}/snapshot/{}/rollback",
+            guest_path(node, ty, vmid),
+            path_segment(name)
+        );
+        let params = if start {
+            Params::new().bool("start", true)
+        } else {
+            Params::new()
+        };
+        let data = self.write_once(Method::Post, &path, &params).await?;
+        upid_from(Method::Post, &path, data)
     }
 
     /// `POST /nodes/{node}/qemu/{vmid}/clone`, sent once: a retried clone must first check

@@ -428,3 +428,17 @@ mod tests {
         assert!(s.has_content("vztmpl") && !s.has_content("images"));
     }
 }
+
+/// One entry of `GET …/snapshot` (the pseudo-entry `current` included).
+#[derive(Debug, Clone, Deserialize)]
+pub struct SnapshotInfo {
+    pub name: String,
+    #[serde(default, deserialize_with = "de_string")]
+    pub parent: Option<String>,
+    #[serde(default, deserialize_with = "de_u64")]
+    pub snaptime: Option<u64>,
+    #[serde(default, deserialize_with = "de_string")]
+    pub description: Option<String>,
+    #[serde(default, deserialize_with = "de_bool")]
+    pub vmstate: bool,
+}

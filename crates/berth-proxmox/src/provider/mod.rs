@@ -16,6 +16,7 @@ mod network;
 mod power;
 mod preflight;
 mod pve_params;
+mod snapshot;
 mod stages;
 mod steps;
 mod vmid;
@@ -178,5 +179,27 @@ impl Provider for ProxmoxProvider {
 
     async fn exec(&self, id: &InstanceRef, command: &str, timeout: Duration) -> Result<ExecOutput, ProviderError> {
         self.exec_ref(id, command, timeout).await
+    }
+
+    async fn snapshots(&self, id: &InstanceRef) -> Result<Vec<berth_core::Snapshot>, ProviderError> {
+        self.snapshots_ref(id).await
+    }
+
+    async fn snapshot(
+        &self,
+        id: &InstanceRef,
+        name: &str,
+        description: &str,
+        vmstate: bool,
+    ) -> Result<berth_core::Snapshot, ProviderError> {
+        self.snapshot_ref(id, name, description, vmstate).await
+    }
+
+    async fn rollback(&self, id: &InstanceRef, name: &str, start: bool) -> Result<Instance, ProviderError> {
+        self.rollback_ref(id, name, start).await
+    }
+
+    async fn delete_snapshot(&self, id: &InstanceRef, name: &str) -> Result<DeleteOutcome, ProviderError> {
+        self.delete_snapshot_ref(id, name).await
     }
 }

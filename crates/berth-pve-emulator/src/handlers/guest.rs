@@ -263,7 +263,12 @@ pub(super) fn config_get(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> Ap
     ctx.token.check_vm(&world, vmid, &["VM.Audit"], false)?;
     let g = guest(&world, node, kind, vmid)?;
     if let Some(snap) = ctx.params.get("snapshot") {
-        return Err(ApiError::fail(format!("snapshot '{snap}' does not exist")));
+        let s = g
+            .snapshots
+            .iter()
+            .find(|s| s.name == snap)
+            .ok_or_else(|| ApiError::fail(format!("snapshot '{snap}' does not exist")))?;
+        return Reply::data(json!(s.config));
     }
     Reply::data(guestcfg::config_json(g, current))
 }

@@ -6,6 +6,7 @@ mod guest;
 mod lxc;
 mod pools;
 mod qemu;
+mod snapshot;
 mod storage;
 mod tasks;
 
@@ -59,6 +60,7 @@ pub(crate) enum Endpoint {
     AgentExecStatus,
     LxcInterfaces,
     Clone,
+    Snapshot(snapshot::SnapshotOp),
 }
 
 /// A matched endpoint with its path parameters.
@@ -71,6 +73,7 @@ pub(crate) struct Route {
     pub storage: Option<String>,
     pub upid: Option<String>,
     pub poolid: Option<String>,
+    pub snapname: Option<String>,
 }
 
 impl Route {
@@ -83,6 +86,7 @@ impl Route {
             storage: None,
             upid: None,
             poolid: None,
+            snapname: None,
         }
     }
     fn node(mut self, n: &str) -> Route {
@@ -99,6 +103,7 @@ impl Route {
             ("storage", &self.storage),
             ("upid", &self.upid),
             ("poolid", &self.poolid),
+            ("snapname", &self.snapname),
         ] {
             if let Some(v) = v {
                 out.push((name, v.clone()));
@@ -166,6 +171,9 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Option<Route> {
             let mut r = Route::new(ep).node(n);
             r.kind = Some(kind);
             r.vmid = Some(id.to_string());
+            if let ["snapshot", name, ..] = rest {
+                r.snapname = Some(name.to_string());
+            }
             r
         }
         _ => return None,
@@ -197,6 +205,19 @@ fn guest_endpoint(method: &str, kind: Kind, rest: &[&str]) -> Option<Endpoint> {
         ("GET", ["agent", "exec-status"]) if qemu => E::AgentExecStatus,
         ("GET", ["interfaces"]) if !qemu => E::LxcInterfaces,
         ("POST", ["clone"]) if qemu => E::Clone,
+        (m, ["snapshot", rest @ ..]) => {
+            use snapshot::SnapshotOp as S;
+            E::Snapshot(match (m, rest) {
+                ("GET", []) => S::List,
+                ("POST", []) => S::Create,
+                ("GET", [_]) => S::Index,
+                ("DELETE", [_]) => S::Delete,
+                ("POST", [_, "rollback"]) => S::Rollback,
+                ("GET", [_, "config"]) => S::ConfigGet,
+                ("PUT", [_, "config"]) => S::ConfigPut,
+                _ => return None,
+            })
+        }
         _ => return None,
     })
 }
@@ -225,6 +246,11 @@ pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
         E::TaskStop => tasks::stop(ctx, &node, route.upid.as_deref().unwrap_or_default()),
         E::GuestList => guest::list(ctx, &node, route.kind.unwrap_or(Kind::Qemu)),
         E::LxcCreate => lxc::create(ctx, &node),
+        E::Snapshot(op) => {
+            let kind = route.kind.unwrap_or(Kind::Qemu);
+            let vmid = crate::api::parse_vmid("vmid", route.vmid.as_deref().unwrap_or_default())?;
+            snapshot::dispatch(ctx, op, &node, kind, vmid, route.snapname.as_deref())
+        }
         _ => {
             let kind = route.kind.unwrap_or(Kind::Qemu);
             let vmid = crate::api::parse_vmid("vmid", route.vmid.as_deref().unwrap_or_default())?;

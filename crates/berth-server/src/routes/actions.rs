@@ -200,7 +200,7 @@ pub async fn reconfigure(
     }
     // The agent the machine runs on: the one that built it, else the one it was placed on.
     if let Some(a) = crate::views::state_of(&i)?.agent_id.or_else(|| i.agent_id.clone()) {
-        can_reconfigure(&st, &i.provider_id, &a).await?;
+        can_reconfigure(&st, &i.provider_id, &a, request_of(&i)?.backend.as_deref()).await?;
     }
     // Growing needs room on the provider's hosts, as an order does.
     let r = request_of(&i)?;
@@ -237,10 +237,11 @@ pub async fn reconfigure(
     .await
 }
 
-/// Refuses (`409 reconfigure_unsupported`) a change of size on an agent none of whose backends
-/// can make one, by what its last heartbeat said (an agent that did not say is let through:
-/// the agent refuses then).
-async fn can_reconfigure(st: &AppState, provider_id: &str, agent_id: &str) -> ApiResult<()> {
+/// Refuses (`409 reconfigure_unsupported`) a change of size the machine's backend cannot make,
+/// by what the agent's last heartbeat said: the named `backend` when the instance was placed on
+/// one, else every backend of the agent (an agent that did not say is let through: the agent
+/// refuses then).
+async fn can_reconfigure(st: &AppState, provider_id: &str, agent_id: &str, backend: Option<&str>) -> ApiResult<()> {
     let Some(status) = st
         .store
         .agent_statuses(Some(provider_id))
@@ -253,8 +254,13 @@ async fn can_reconfigure(st: &AppState, provider_id: &str, agent_id: &str) -> Ap
     let Ok(hb) = serde_json::from_value::<Heartbeat>(status.report) else {
         return Ok(());
     };
-    if !hb.backends.is_empty() && hb.backends.iter().all(|b| b.reconfigure == Some(false)) {
-        let kinds: Vec<&str> = hb.backends.iter().map(|b| b.kind.as_str()).collect();
+    let candidates: Vec<&BackendHealth> = hb
+        .backends
+        .iter()
+        .filter(|b| backend.is_none_or(|n| b.name == n))
+        .collect();
+    if !candidates.is_empty() && candidates.iter().all(|b| b.reconfigure == Some(false)) {
+        let kinds: Vec<&str> = candidates.iter().map(|b| b.kind.as_str()).collect();
         return Err(ApiError::conflict(
             "reconfigure_unsupported",
             format!(

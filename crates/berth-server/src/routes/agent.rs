@@ -265,6 +265,16 @@ pub async fn complete(
                     "must be encrypted to the requester's key (ASCII-armored age); the server never stores plaintext",
                 ));
             }
+            // Shown in an `ssh user@address` line people paste.
+            if r.login_user
+                .as_deref()
+                .is_some_and(|u| !berth_core::spec::is_unix_user(u))
+            {
+                return Err(ApiError::invalid(
+                    "outcome.succeeded.login_user",
+                    "must be a Unix user name (lowercase letters, digits, '_' or '-', at most 32)",
+                ));
+            }
         }
         Completion::Failed(e) => {
             if e.code.is_empty() || e.message.is_empty() {

@@ -73,14 +73,28 @@ impl OfferingForm {
     fn spec(&self) -> Result<OfferingSpec, FieldError> {
         let price = match some(&self.price) {
             None => None,
-            Some(p) => Some(Price {
-                amount: number("price", &p, "an amount in cents, a whole number")?,
-                currency: self.currency.trim().to_owned(),
-                period: match self.period.as_str() {
-                    "hour" => PricePeriod::Hour,
-                    _ => PricePeriod::Month,
-                },
-            }),
+            Some(p) => {
+                let currency = self.currency.trim();
+                if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+                    return Err(FieldError {
+                        field: "price.currency".into(),
+                        message: format!("must be an ISO 4217 code like EUR (got {currency:?})"),
+                        status: 422,
+                    });
+                }
+                let period = if self.period == "hour" { "hour" } else { "month" };
+                // In major units, as on the command line: 9.99 (EUR has 2 decimals).
+                Some(
+                    Price::parse(&format!("{p}{currency}/{period}")).map_err(|_| FieldError {
+                        field: "price".into(),
+                        message: format!(
+                            "must be an amount like 9.99, with at most {} decimals for {currency} (got {p:?})",
+                            Price::minor_digits(currency)
+                        ),
+                        status: 422,
+                    })?,
+                )
+            }
         };
         Ok(OfferingSpec {
             name: self.name.trim().to_owned(),

@@ -59,14 +59,15 @@ pub async fn catalogue(State(web): State<Web>, v: Viewer, RawQuery(q): RawQuery)
     );
     let cap = match filters.max_price.trim() {
         "" => Ok(None),
-        s => super::offerings::number::<u64>("max_price", s, "an amount in cents, a whole number").map(Some),
+        s => super::offerings::number::<f64>("max_price", s, "an amount like 9.99")
+            .map(|c| Some(c).filter(|c| c.is_finite() && *c >= 0.0)),
     };
     let (offerings, error) = match cap {
         Err(e) => (Vec::new(), e),
         Ok(cap) => match web.api.list::<OfferingView>(&v.caller, &path).await {
             Ok(all) => (
                 all.into_iter()
-                    .filter(|o| cap.is_none_or(|c| o.spec.price.as_ref().is_some_and(|p| p.amount <= c)))
+                    .filter(|o| cap.is_none_or(|c| o.spec.price.as_ref().is_some_and(|p| major(p) <= c)))
                     .collect(),
                 FieldError::default(),
             ),
@@ -221,4 +222,9 @@ pub async fn place(
             page(&v, render(&web, &v, &offering, form, error).await)
         }
     }
+}
+
+/// A price in its currency's major units (what the catalogue's "at most" filter compares).
+fn major(p: &Price) -> f64 {
+    p.amount as f64 / 10f64.powi(Price::minor_digits(&p.currency) as i32)
 }

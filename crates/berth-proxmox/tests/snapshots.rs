@@ -1,0 +1,151 @@
+//! Snapshots against the emulator: taken (with memory on a running VM), listed, rolled back
+//! (config and power state come back), deleted, gone with the machine; PVE's refusals named.
+
+mod common;
+
+use berth_core::{
+    DeleteOutcome, ErrorCode, GuestKind, InstanceRef, PowerOp, PowerState, Provider, ProviderError, Resize,
+};
+use berth_pve_emulator::{Fault, FaultRule};
+use common::*;
+
+#[tokio::test]
+async fn a_vms_snapshots_are_taken_listed_rolled_back_and_deleted() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let spec = spec(GuestKind::Vm, "snap");
+    p.create(&spec, &Events::default()).await.unwrap();
+    let id = InstanceRef::Id(spec.instance_id.clone());
+    assert!(
+        p.snapshots(&id).await.unwrap().is_empty(),
+        "`current` is not a snapshot"
+    );
+
+    let s = p.snapshot(&id, "before", "2 cores", true).await.unwrap();
+    assert_eq!(
+        (s.vmstate, s.parent.as_deref(), s.description.as_str()),
+        (true, None, "2 cores")
+    );
+    // Stopped, resized, and a second snapshot on top of the first (no memory: it is stopped).
+    p.power(&id, PowerOp::Stop).await.unwrap();
+    p.reconfigure(
+        &id,
+        &Resize {
+            cores: Some(4),
+            ..Resize::default()
+        },
+    )
+    .await
+    .unwrap();
+    let s2 = p.snapshot(&id, "after", "", true).await.unwrap();
+    assert_eq!((s2.vmstate, s2.parent.as_deref()), (false, Some("before")));
+    let names: Vec<String> = p.snapshots(&id).await.unwrap().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["before", "after"]);
+
+    // Taken twice: a conflict. A name PVE's format refuses: named, and nothing is sent.
+    assert_eq!(
+        p.snapshot(&id, "before", "", false).await.unwrap_err().code(),
+        ErrorCode::Conflict
+    );
+    let sent = writes(&emu).len();
+    let e = p.snapshot(&id, "1st try", "", false).await.unwrap_err();
+    assert!(
+        matches!(&e, ProviderError::InvalidSpec { field, .. } if field == "name"),
+        "{e}"
+    );
+    assert_eq!(writes(&emu).len(), sent, "nothing reached PVE");
+
+    // Back to the first: its config, and running again (its memory was saved).
+    let i = p.rollback(&id, "before", false).await.unwrap();
+    assert_eq!((i.state, i.cores), (PowerState::Running, Some(2)), "{i:?}");
+    // Back to the second: stopped as it was, unless asked to start.
+    let i = p.rollback(&id, "after", false).await.unwrap();
+    assert_eq!((i.state, i.cores), (PowerState::Stopped, Some(4)), "{i:?}");
+    let i = p.rollback(&id, "after", true).await.unwrap();
+    assert_eq!(i.state, PowerState::Running);
+    assert_eq!(
+        p.rollback(&id, "nope", false).await.unwrap_err().code(),
+        ErrorCode::NotFound
+    );
+
+    // Deleting the first puts the second on nothing; deleting it again is done already.
+    assert_eq!(p.delete_snapshot(&id, "before").await.unwrap(), DeleteOutcome::Deleted);
+    let left = p.snapshots(&id).await.unwrap();
+    assert_eq!((left.len(), left[0].parent.as_deref()), (1, None));
+    assert_eq!(
+        p.delete_snapshot(&id, "before").await.unwrap(),
+        DeleteOutcome::AlreadyAbsent
+    );
+    // Snapshots go with the machine.
+    p.delete(&id).await.unwrap();
+    assert_eq!(p.snapshots(&id).await.unwrap_err().code(), ErrorCode::NotFound);
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
+}
+
+#[tokio::test]
+async fn a_containers_snapshots_roll_back_and_start_on_request() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let spec = spec(GuestKind::Container, "ctsnap");
+    p.create(&spec, &Events::default()).await.unwrap();
+    let id = InstanceRef::Id(spec.instance_id.clone());
+    // No memory for containers: `vmstate` is not sent (PVE's schema has none for them).
+    let s = p.snapshot(&id, "base", "", true).await.unwrap();
+    assert!(!s.vmstate);
+    let i = p.rollback(&id, "base", false).await.unwrap();
+    assert_eq!(i.state, PowerState::Stopped);
+    let i = p.rollback(&id, "base", true).await.unwrap();
+    assert_eq!(i.state, PowerState::Running);
+    // (A `vmstate` sent for a container would be a schema violation here.)
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
+}
+
+#[tokio::test]
+async fn a_failed_snapshot_task_is_reported_and_leaves_no_snapshot() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let spec = spec(GuestKind::Vm, "snapfail");
+    p.create(&spec, &Events::default()).await.unwrap();
+    let id = InstanceRef::Id(spec.instance_id.clone());
+    emu.inject(FaultRule {
+        method: Some("POST".into()),
+        path_contains: "/snapshot".into(),
+        fault: Fault::TaskFailure {
+            message: "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout".into(),
+        },
+        times: 1,
+    });
+    let e = p.snapshot(&id, "nightly", "", false).await.unwrap_err();
+    assert!(e.to_string().contains("got timeout"), "{e}");
+    assert!(p.snapshots(&id).await.unwrap().is_empty());
+    // Taken on a second try.
+    p.snapshot(&id, "nightly", "", false).await.unwrap();
+}
+
+/// PVE refuses snapshots of a raw image on file storage, in the task; reserved names at once.
+#[tokio::test]
+async fn storage_without_snapshots_and_reserved_names_are_refused() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let params = berth_proxmox::client::Params::new()
+        .int("newid", 4300u32)
+        .bool("full", true)
+        .str("storage", "shared")
+        .str("format", "raw")
+        .str("name", "rawdisk");
+    let upid = c.clone_vm("pve1", 9000, &params).await.unwrap();
+    c.wait_task(&upid, std::time::Duration::from_secs(10)).await.unwrap();
+    let ty = berth_proxmox::client::GuestType::Qemu;
+    let upid = c.create_snapshot("pve1", ty, 4300, "s1", "", false).await.unwrap();
+    let e = c
+        .wait_task(&upid, std::time::Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("snapshot feature is not available"), "{e}");
+    assert!(c.snapshots("pve1", ty, 4300).await.unwrap().is_empty());
+    let e = c
+        .create_snapshot("pve1", ty, 4300, "current", "", false)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("reserved name"), "{e}");
+}
