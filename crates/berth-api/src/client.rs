@@ -84,8 +84,8 @@ pub const ENROLL_KEYID: &str = "enroll";
 
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
     auth: Auth,
 }
 
@@ -209,28 +209,7 @@ impl Client {
                 http::HeaderValue::from_static("application/json"),
             );
         }
-        match &self.auth {
-            Auth::None => {}
-            Auth::Bearer(t) => {
-                let v = http::HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| ClientError::Decode {
-                    url: url.clone(),
-                    reason: "the API token is not a valid header value".into(),
-                })?;
-                hm.insert(http::header::AUTHORIZATION, v);
-            }
-            Auth::Signed(signer) => {
-                let uri: http::Uri = url.parse().map_err(|e| ClientError::Decode {
-                    url: url.clone(),
-                    reason: format!("{e}"),
-                })?;
-                signer
-                    .sign(&method, &uri, &mut hm, &bytes, now_secs())
-                    .map_err(|e| ClientError::Decode {
-                        url: url.clone(),
-                        reason: format!("signing: {e}"),
-                    })?;
-            }
-        }
+        self.authorize(&method, &url, &bytes, &mut hm)?;
         let resp = self
             .http
             .request(method, &url)
@@ -239,10 +218,7 @@ impl Client {
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| ClientError::Transport {
-                url: url.clone(),
-                reason: berth_tls::describe_failure(&e, TRUST_HINT).unwrap_or_else(|| error_chain(&e)),
-            })?;
+            .map_err(|e| transport(&url, &e))?;
         let status = resp.status();
         let response_headers = resp.headers().clone();
         let text = resp.bytes().await.map_err(|e| ClientError::Transport {
@@ -253,14 +229,7 @@ impl Client {
             return Ok(None);
         }
         if !status.is_success() {
-            return Err(match serde_json::from_slice::<Problem>(&text) {
-                Ok(p) => ClientError::Problem(Box::new(p)),
-                Err(_) => ClientError::Status {
-                    status: status.as_u16(),
-                    url,
-                    body: String::from_utf8_lossy(&text).chars().take(500).collect(),
-                },
-            });
+            return Err(refusal(status, url, &text));
         }
         serde_json::from_slice(&text)
             .map(|v| Some((v, response_headers)))
@@ -268,6 +237,39 @@ impl Client {
                 url,
                 reason: e.to_string(),
             })
+    }
+
+    /// Adds the caller's credentials to `hm`: the bearer token, or the request's signature.
+    pub(crate) fn authorize(
+        &self,
+        method: &http::Method,
+        url: &str,
+        bytes: &[u8],
+        hm: &mut http::HeaderMap,
+    ) -> Result<(), ClientError> {
+        match &self.auth {
+            Auth::None => {}
+            Auth::Bearer(t) => {
+                let v = http::HeaderValue::try_from(format!("Bearer {t}")).map_err(|_| ClientError::Decode {
+                    url: url.to_owned(),
+                    reason: "the API token is not a valid header value".into(),
+                })?;
+                hm.insert(http::header::AUTHORIZATION, v);
+            }
+            Auth::Signed(signer) => {
+                let uri: http::Uri = url.parse().map_err(|e| ClientError::Decode {
+                    url: url.to_owned(),
+                    reason: format!("{e}"),
+                })?;
+                signer
+                    .sign(method, &uri, hm, bytes, now_secs())
+                    .map_err(|e| ClientError::Decode {
+                        url: url.to_owned(),
+                        reason: format!("signing: {e}"),
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// A request whose answer has a body.
@@ -571,7 +573,28 @@ impl Client {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// A request that did not get an answer: the cause, with what to set when the server's
+/// certificate is not trusted.
+pub(crate) fn transport(url: &str, e: &reqwest::Error) -> ClientError {
+    ClientError::Transport {
+        url: url.to_owned(),
+        reason: berth_tls::describe_failure(e, TRUST_HINT).unwrap_or_else(|| error_chain(e)),
+    }
+}
+
+/// A refusal: the problem document, or the status and the start of the body.
+pub(crate) fn refusal(status: http::StatusCode, url: String, body: &[u8]) -> ClientError {
+    match serde_json::from_slice::<Problem>(body) {
+        Ok(p) => ClientError::Problem(Box::new(p)),
+        Err(_) => ClientError::Status {
+            status: status.as_u16(),
+            url,
+            body: String::from_utf8_lossy(body).chars().take(500).collect(),
+        },
+    }
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

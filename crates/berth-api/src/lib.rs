@@ -5,6 +5,7 @@
 
 pub mod client;
 mod client_accounts;
+mod client_events;
 mod client_instances;
 pub mod credentials;
 pub mod digest;

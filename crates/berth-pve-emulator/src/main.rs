@@ -35,6 +35,9 @@ struct Args {
     /// Duration of a container create task, in ms.
     #[arg(long)]
     create_ct_ms: Option<u64>,
+    /// Every answer this much later (milliseconds): a real pveproxy's round trip.
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
     /// Fraction (0..1) of requests that fail transiently.
     #[arg(long, default_value_t = 0.0)]
     fault_rate: f64,
@@ -101,6 +104,7 @@ async fn main() -> anyhow::Result<()> {
         None => handle.token_secret(),
     };
     handle.set_fault_rate(args.fault_rate);
+    handle.set_latency(std::time::Duration::from_millis(args.latency_ms));
     println!("url={}", handle.base_url());
     if let Some(fp) = handle.fingerprint() {
         println!("fingerprint={fp}");

@@ -178,6 +178,11 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     };
 
     let resp = process(&shared, req, &method, &raw_path, &rel, &query, &mut seen).await;
+    // A real pveproxy answers in milliseconds, not microseconds (`set_latency`).
+    let latency = shared.world().latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     let resp = match resp {
         Ok(reply) => success_response(reply),
         Err(Outcome::Error(e)) => error_response(&e, shared.old_error_envelope),

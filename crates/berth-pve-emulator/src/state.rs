@@ -116,6 +116,7 @@ impl Volume {
 pub(crate) struct Pool {
     pub comment: Option<String>,
     pub vms: BTreeSet<u32>,
+    pub storage: BTreeSet<String>,
 }
 
 pub(crate) struct Guest {
@@ -273,6 +274,8 @@ pub(crate) struct World {
     pub requests: Vec<RequestRecord>,
     pub violations: Vec<String>,
     pub next_pid: u32,
+    /// Added to every answer (a real API's round trip); zero by default.
+    pub latency: std::time::Duration,
     pub boot: Instant,
     pub node_fingerprint: String,
     pub exec: ExecSettings,
@@ -295,6 +298,7 @@ impl World {
             requests: Vec::new(),
             violations: Vec::new(),
             next_pid: 4000 + rand::random_range(0..20000),
+            latency: std::time::Duration::ZERO,
             boot: Instant::now(),
             node_fingerprint,
             exec: ExecSettings::default(),

@@ -175,6 +175,18 @@ async fn delay_still_answers() {
     assert!(api.h.requests().iter().any(|q| q.path == "/version" && q.status == 200));
 }
 
+/// `set_latency` holds every answer back at least that long (a real API's round trip).
+#[tokio::test]
+async fn latency_holds_every_answer_back() {
+    let api = start().await;
+    api.h.set_latency(Duration::from_millis(40));
+    for _ in 0..2 {
+        let t = std::time::Instant::now();
+        assert_eq!(api.get("/version").await.status, 200);
+        assert!(t.elapsed() >= Duration::from_millis(40), "{:?}", t.elapsed());
+    }
+}
+
 #[tokio::test]
 async fn no_worker_upid_starts_nothing() {
     let api = start().await;

@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{Context as _, anyhow};
 use berth_api::client::{Auth, Client};
 use berth_api::wire::*;
 use serde::Serialize;
@@ -304,20 +304,17 @@ fn op_summary_with(o: &OperationView, stages: bool) -> String {
     s
 }
 
-/// Prints each stage as it happens until the operation ends.
+/// Prints each stage as the control plane records it (its event stream, not a poll) until the
+/// operation ends.
 pub async fn follow(c: &Client, id: &str, timeout: Duration, out: OutputFormat) -> anyhow::Result<ExitCode> {
     let start = Instant::now();
-    let mut seen = 0;
     // On a terminal, the same live display as `vm create`; plain lines otherwise.
     let live = crate::progress::StageDisplay::live(format!("operation {id}"), out == OutputFormat::Human);
-    loop {
-        let o = c.operation(id).await?;
-        if let Some(live) = &live {
-            for e in o.events.iter().skip(seen) {
+    let shown = c
+        .follow_operation(id, timeout, |e| {
+            if let Some(live) = &live {
                 live.event_at(&e.event.stage, &e.event.phase, e.event.message.as_deref(), e.at);
-            }
-        } else if out == OutputFormat::Human {
-            for e in o.events.iter().skip(seen) {
+            } else if out == OutputFormat::Human {
                 let line = format!(
                     "[{:>6.1}s] {:<16} {}{}",
                     start.elapsed().as_secs_f64(),
@@ -327,24 +324,23 @@ pub async fn follow(c: &Client, id: &str, timeout: Duration, out: OutputFormat) 
                 );
                 eprintln!("{}", berth_core::text::printable(&line));
             }
-        }
-        seen = o.events.len();
-        if o.status == "succeeded" || o.status == "failed" {
-            let ok = o.status == "succeeded";
-            if let Some(live) = &live {
-                live.finish(ok);
-            }
-            show(out, &o, |o| op_summary_with(o, live.is_none()))?;
-            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
-        }
-        if start.elapsed() > timeout {
+        })
+        .await;
+    let o = match shown {
+        Ok(o) => o,
+        Err(e) => {
             if let Some(live) = &live {
                 live.finish(false);
             }
-            bail!("operation {id} still {} after {:?}", o.status, timeout);
+            return Err(e.into());
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let ok = o.status == "succeeded";
+    if let Some(live) = &live {
+        live.finish(ok);
     }
+    show(out, &o, |o| op_summary_with(o, live.is_none()))?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub async fn op(action: OpAction, api: &ApiArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {

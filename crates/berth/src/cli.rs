@@ -36,6 +36,8 @@ pub enum Command {
     Vm(VmArgs),
     /// Drive containers (LXC) on the configured backend directly (same as `vm --kind container`).
     Ct(VmArgs),
+    /// Proxmox VE objects beyond guests, on the cluster the configuration names: pools, storage.
+    Pve(PveArgs),
     /// Run the control plane (`--config server.toml`).
     Server(crate::cli_api::ServerArgs),
     /// Providers (operators create them).
@@ -103,6 +105,48 @@ pub struct KeygenArgs {
     /// Comment stored in the key.
     #[arg(long, default_value = "berth")]
     pub comment: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PveArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Which backend, when the configuration names several (a `proxmox` one).
+    #[arg(long, global = true)]
+    pub backend: Option<String>,
+    #[command(subcommand)]
+    pub action: PveAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PveAction {
+    /// Resource pools.
+    #[command(subcommand)]
+    Pool(PvePoolAction),
+    /// Storage as a node sees it.
+    #[command(subcommand)]
+    Storage(PveStorageAction),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PvePoolAction {
+    /// Every pool the token may see.
+    List,
+    /// One pool with its members (guests and storage).
+    Show {
+        /// The pool's id.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PveStorageAction {
+    /// The storages of a node: type, content, use.
+    List {
+        /// The node (default: the configuration's `node`).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]

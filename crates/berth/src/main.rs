@@ -14,6 +14,7 @@ mod offering_cmd;
 mod operator;
 mod output;
 mod progress;
+mod pve_cmd;
 mod quota_cmd;
 mod server_cmd;
 mod token_cmd;
@@ -48,6 +49,7 @@ fn main() -> ExitCode {
             C::Keygen(args) => keygen::run(&args, output),
             C::Vm(args) => vm::run(args, output, None).await,
             C::Ct(args) => vm::run(args, output, Some(berth_core::GuestKind::Container)).await,
+            C::Pve(args) => pve_cmd::run(args, output).await,
             C::Server(args) => server_cmd::run(args).await,
             C::Provider(a) => api_cmd::accounts("provider", a.action, &a.api, output).await,
             C::Customer(a) => api_cmd::accounts("customer", a.action, &a.api, output).await,

@@ -69,7 +69,7 @@ async fn order_and_watch_live(db: Db, test: &str) {
     b.fill("#cores", "1").await;
     b.fill("#memory_mib", "1024").await;
     b.fill("#disk_gib", "10").await;
-    b.fill("#price", "500").await;
+    b.fill("#price", "4.99").await;
     b.click("form[action='/ui/offerings'] button[type=submit]").await;
     b.wait_for("tr[data-offering]").await;
     let offerings = s.provider.offerings("").await.unwrap();
@@ -79,7 +79,11 @@ async fn order_and_watch_live(db: Db, test: &str) {
         Some("9000"),
         "the picked template, not a typed id"
     );
-    assert_eq!(offerings[0].spec.price.as_ref().map(|p| p.amount), Some(500));
+    assert_eq!(
+        offerings[0].spec.price.as_ref().map(|p| p.amount),
+        Some(499),
+        "entered in major units, kept in minor ones"
+    );
     b.shot("provider-offerings").await;
     b.check_accessibility("offerings").await;
     b.sign_out().await;

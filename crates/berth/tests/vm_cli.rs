@@ -297,6 +297,48 @@ async fn snapshots_through_the_cli() {
     );
 }
 
+/// `berth pve`: the cluster's pools (a machine Berth made is in `berth`) and a node's storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pve_pools_and_storage_through_the_cli() {
+    let env = start(timings()).await;
+    let made = env
+        .json(&[
+            "vm",
+            "create",
+            "--name",
+            "pooled",
+            "--ssh-key",
+            KEY,
+            "--instance-id",
+            "vm-pooled",
+        ])
+        .await;
+    let pools = env.json(&["pve", "pool", "list"]).await;
+    assert!(
+        pools.as_array().unwrap().iter().any(|p| p["poolid"] == "berth"),
+        "{pools}"
+    );
+    let shown = env.run(&["pve", "pool", "show", "berth"]).await;
+    let text = stdout(&shown);
+    assert!(
+        text.starts_with("pool         berth") && text.contains(&format!("VM {} (pooled) on pve1", made["vmid"])),
+        "{text}"
+    );
+    let storage = env.run(&["pve", "storage", "list"]).await;
+    let text = stdout(&storage);
+    assert!(
+        text.starts_with("STORAGE ") && text.contains("local-lvm        lvmthin"),
+        "{text}"
+    );
+    let missing = env.run(&["pve", "pool", "show", "nope", "--output", "json"]).await;
+    assert!(!missing.status.success());
+    assert!(
+        stdout(&missing).contains("pool 'nope' does not exist"),
+        "{}",
+        stdout(&missing)
+    );
+}
+
 /// A machine without any SSH key is made (a console or a password may be all that is wanted),
 /// with a warning that nobody can log in by key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -161,6 +161,46 @@ impl PveClient {
         self.get("/pools", &Params::new().opt_str("poolid", poolid)).await
     }
 
+    /// `POST /pools`.
+    pub async fn create_pool(&self, poolid: &str, comment: Option<&str>) -> Result<(), PveError> {
+        let params = Params::new().str("poolid", poolid).opt_str("comment", comment);
+        self.write::<Value>(Method::Post, "/pools", &params).await.map(|_| ())
+    }
+
+    /// `PUT /pools`: adds (or with `remove`, removes) guests and storage; a guest in another
+    /// pool is moved only with `allow_move`.
+    pub async fn update_pool(
+        &self,
+        poolid: &str,
+        vms: &[u32],
+        storage: &[&str],
+        remove: bool,
+        allow_move: bool,
+    ) -> Result<(), PveError> {
+        let join = |v: Vec<String>| (!v.is_empty()).then(|| v.join(","));
+        let mut params = Params::new()
+            .str("poolid", poolid)
+            .opt_str("vms", join(vms.iter().map(u32::to_string).collect()).as_deref())
+            .opt_str(
+                "storage",
+                join(storage.iter().map(|s| s.to_string()).collect()).as_deref(),
+            );
+        if remove {
+            params = params.bool("delete", true);
+        }
+        if allow_move {
+            params = params.bool("allow-move", true);
+        }
+        self.write::<Value>(Method::Put, "/pools", &params).await.map(|_| ())
+    }
+
+    /// `DELETE /pools?poolid=`: an empty pool only.
+    pub async fn delete_pool(&self, poolid: &str) -> Result<(), PveError> {
+        self.write::<Value>(Method::Delete, "/pools", &Params::new().str("poolid", poolid))
+            .await
+            .map(|_| ())
+    }
+
     /// The calling token's effective privileges, for one path or every path with an ACL.
     pub async fn permissions(&self, path: Option<&str>) -> Result<Permissions, PveError> {
         self.get("/access/permissions", &Params::new().opt_str("path", path))

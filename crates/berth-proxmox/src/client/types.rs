@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 /// A number given as a JSON number or a numeric string.
@@ -195,7 +195,7 @@ pub struct MemoryInfo {
 }
 
 /// One entry of `GET /nodes/{node}/storage`, also the shape of `.../storage/{id}/status`.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
 pub struct StorageInfo {
     #[serde(default, deserialize_with = "de_string")]
     pub storage: Option<String>,
@@ -236,11 +236,29 @@ pub struct StorageVolume {
 }
 
 /// One entry of `GET /pools`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct PoolInfo {
     pub poolid: String,
     #[serde(default, deserialize_with = "de_string")]
     pub comment: Option<String>,
+    /// Only when one pool is asked for (`poolid=`): its guests and storage.
+    #[serde(default)]
+    pub members: Vec<PoolMember>,
+}
+
+/// A pool's member: a guest (`qemu`, `lxc`) or a storage on a node.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PoolMember {
+    #[serde(rename = "type", default, deserialize_with = "de_string")]
+    pub kind: Option<String>,
+    #[serde(default, deserialize_with = "de_u32")]
+    pub vmid: Option<u32>,
+    #[serde(default, deserialize_with = "de_string")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "de_string")]
+    pub storage: Option<String>,
+    #[serde(default, deserialize_with = "de_string")]
+    pub node: Option<String>,
 }
 
 /// `GET /access/permissions`: path → privilege → propagate flag.

@@ -34,6 +34,8 @@ pub(crate) enum Endpoint {
     PoolsList,
     PoolsCreate,
     PoolGet,
+    PoolUpdate,
+    PoolDelete,
     StorageList,
     StorageStatus,
     StorageContent,
@@ -127,8 +129,14 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Option<Route> {
         ("GET", ["access", "permissions"]) => Route::new(E::AccessPermissions),
         ("GET", ["pools"]) => Route::new(E::PoolsList),
         ("POST", ["pools"]) => Route::new(E::PoolsCreate),
-        ("GET", ["pools", p]) => {
-            let mut r = Route::new(E::PoolGet);
+        ("PUT", ["pools"]) => Route::new(E::PoolUpdate),
+        ("DELETE", ["pools"]) => Route::new(E::PoolDelete),
+        (m @ ("GET" | "PUT" | "DELETE"), ["pools", p]) => {
+            let mut r = Route::new(match m {
+                "GET" => E::PoolGet,
+                "PUT" => E::PoolUpdate,
+                _ => E::PoolDelete,
+            });
             r.poolid = Some(p.to_string());
             r
         }
@@ -237,6 +245,8 @@ pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
         E::PoolsList => pools::list(ctx),
         E::PoolsCreate => pools::create(ctx),
         E::PoolGet => pools::get(ctx, route.poolid.as_deref().unwrap_or_default()),
+        E::PoolUpdate => pools::update(ctx, route.poolid.as_deref()),
+        E::PoolDelete => pools::delete(ctx, route.poolid.as_deref()),
         E::StorageList => storage::list(ctx, &node),
         E::StorageStatus => storage::status(ctx, &node, route.storage.as_deref().unwrap_or_default()),
         E::StorageContent => storage::content(ctx, &node, route.storage.as_deref().unwrap_or_default()),

@@ -1,4 +1,6 @@
-//! `/pools`: list (members only with `poolid`), create, and the deprecated `GET /pools/{poolid}`.
+//! `/pools`: list (members only with `poolid`), create, update (members added or removed),
+//! delete (empty pools only), and the deprecated `/pools/{poolid}` forms. Texts as PVE's
+//! `PVE::API2::Pool` words them.
 
 use serde_json::{Value, json};
 
@@ -9,12 +11,121 @@ fn members(world: &World, poolid: &str, type_filter: Option<&str>) -> Vec<Value>
     let Some(pool) = world.pools.get(poolid) else {
         return Vec::new();
     };
-    pool.vms
+    let mut out: Vec<Value> = pool
+        .vms
         .iter()
         .filter_map(|id| world.guests.get(id))
         .filter(|g| type_filter.is_none_or(|t| t == g.kind.as_str()))
         .map(|g| super::cluster::guest_resource(world, g))
-        .collect()
+        .collect();
+    if type_filter.is_none_or(|t| t == "storage") {
+        for sid in &pool.storage {
+            let Some(st) = world.storage(sid) else { continue };
+            for node in &st.nodes {
+                out.push(json!({
+                    "id": format!("storage/{node}/{sid}"), "type": "storage", "storage": sid,
+                    "node": node, "plugintype": st.kind, "content": st.content_string(),
+                    "shared": u8::from(st.shared), "status": "available",
+                }));
+            }
+        }
+    }
+    out
+}
+
+/// `PUT /pools` (and `/pools/{poolid}`): add or, with `delete`, remove guests and storage; a
+/// guest in another pool moves only with `allow-move`.
+pub(super) fn update(ctx: &mut Ctx, path_pool: Option<&str>) -> ApiResult {
+    let poolid = match path_pool {
+        Some(p) => p.to_string(),
+        None => ctx.params.required("poolid")?.to_string(),
+    };
+    ctx.token.check(&format!("/pool/{poolid}"), &["Pool.Allocate"], false)?;
+    let delete = ctx.params.flag("delete")?;
+    let allow_move = ctx.params.flag("allow-move")?;
+    let comment = ctx.params.get("comment").map(str::to_string);
+    let list = |key: &str| -> Vec<String> {
+        ctx.params
+            .get(key)
+            .map(|v| {
+                v.split([',', ';', ' ', '\0'])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let (vms, storages) = (list("vms"), list("storage"));
+    let mut world = ctx.world();
+    if !world.pools.contains_key(&poolid) {
+        return Err(ApiError::fail(format!("pool '{poolid}' does not exist")));
+    }
+    // Checked whole before anything changes, as PVE's single config write does.
+    let mut moves = Vec::new();
+    for v in &vms {
+        let vmid: u32 = v.parse().map_err(|_| ApiError::fail(format!("no such VM '{v}'")))?;
+        if !world.guests.contains_key(&vmid) {
+            return Err(ApiError::fail(format!("no such VM '{vmid}'")));
+        }
+        let member = world.pools[&poolid].vms.contains(&vmid);
+        match (delete, member, world.pool_of(vmid)) {
+            (true, false, _) => return Err(ApiError::fail(format!("VM {vmid} is not a pool member"))),
+            (false, true, _) => return Err(ApiError::fail(format!("VM {vmid} is already a pool member"))),
+            (false, false, Some(other)) if !allow_move => {
+                return Err(ApiError::fail(format!(
+                    "VM {vmid} belongs already to pool '{other}' and 'allow-move' is not set"
+                )));
+            }
+            _ => moves.push(vmid),
+        }
+    }
+    for sid in &storages {
+        if world.storage(sid).is_none() {
+            return Err(ApiError::fail(format!("no such storage '{sid}'")));
+        }
+        match (delete, world.pools[&poolid].storage.contains(sid)) {
+            (true, false) => return Err(ApiError::fail(format!("Storage '{sid}' is not a pool member"))),
+            (false, true) => return Err(ApiError::fail(format!("Storage '{sid}' is already a pool member"))),
+            _ => {}
+        }
+    }
+    for vmid in moves {
+        world.remove_from_pools(vmid);
+        if !delete {
+            world.pools.get_mut(&poolid).expect("checked").vms.insert(vmid);
+        }
+    }
+    let pool = world.pools.get_mut(&poolid).expect("checked");
+    for sid in storages {
+        if delete {
+            pool.storage.remove(&sid);
+        } else {
+            pool.storage.insert(sid);
+        }
+    }
+    if let Some(c) = comment {
+        pool.comment = Some(c).filter(|c| !c.is_empty());
+    }
+    Reply::null()
+}
+
+/// `DELETE /pools?poolid=` (and `/pools/{poolid}`): empty pools only.
+pub(super) fn delete(ctx: &mut Ctx, path_pool: Option<&str>) -> ApiResult {
+    let poolid = match path_pool {
+        Some(p) => p.to_string(),
+        None => ctx.params.required("poolid")?.to_string(),
+    };
+    ctx.token.check(&format!("/pool/{poolid}"), &["Pool.Allocate"], false)?;
+    let mut world = ctx.world();
+    let pool = world
+        .pools
+        .get(&poolid)
+        .ok_or_else(|| ApiError::fail(format!("pool '{poolid}' does not exist")))?;
+    if !pool.vms.is_empty() || !pool.storage.is_empty() {
+        return Err(ApiError::fail(format!("pool '{poolid}' is not empty")));
+    }
+    world.pools.remove(&poolid);
+    Reply::null()
 }
 
 fn check_type(ctx: &Ctx) -> Result<Option<String>, ApiError> {

@@ -163,6 +163,9 @@ pub async fn reconfigure(
     req: Authed<Json<Reconfigure>>,
 ) -> ApiResult<Response> {
     let i = visible_instance(&st, &req.caller, &id).await?;
+    if matches!(req.caller, Caller::Agent { .. }) {
+        return Err(ApiError::Forbidden("agents do not order actions".into()));
+    }
     let change = req.body.get()?;
     if change == Reconfigure::default() {
         return Err(ApiError::invalid(

@@ -1,0 +1,162 @@
+//! `berth pve`: Proxmox VE objects beyond guests (pools, storage), read through the same client
+//! and credentials as the backend the configuration names.
+
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use berth_agent::config::BackendSettings;
+use berth_proxmox::client::types::{PoolInfo, StorageInfo};
+
+use crate::api_cmd::show;
+use crate::cli::{OutputFormat, PveAction, PveArgs, PvePoolAction, PveStorageAction};
+
+fn gib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(|| "-".into(), |b| format!("{}", b / (1 << 30)))
+}
+
+fn pools_table(list: &[PoolInfo]) -> String {
+    if list.is_empty() {
+        return "no pools".into();
+    }
+    std::iter::once(format!("{:<24} COMMENT", "POOL"))
+        .chain(list.iter().map(|p| {
+            format!("{:<24} {}", p.poolid, p.comment.as_deref().unwrap_or("-"))
+                .trim_end()
+                .to_owned()
+        }))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn pool_detail(p: &PoolInfo) -> String {
+    let mut lines = vec![
+        format!("pool         {}", p.poolid),
+        format!("comment      {}", p.comment.as_deref().unwrap_or("-")),
+    ];
+    if p.members.is_empty() {
+        lines.push("members      none".into());
+    }
+    for (i, m) in p.members.iter().enumerate() {
+        let what = match (m.kind.as_deref(), m.vmid, m.storage.as_deref()) {
+            (Some("storage"), _, Some(s)) => format!("storage {s} on {}", m.node.as_deref().unwrap_or("?")),
+            (Some(k), Some(v), _) => format!(
+                "{} {v} ({}) on {}",
+                if k == "lxc" { "CT" } else { "VM" },
+                m.name.as_deref().unwrap_or("-"),
+                m.node.as_deref().unwrap_or("?")
+            ),
+            _ => "?".into(),
+        };
+        lines.push(format!("{:<12} {what}", if i == 0 { "members" } else { "" }));
+    }
+    lines.join("\n")
+}
+
+fn storage_table(list: &[StorageInfo]) -> String {
+    if list.is_empty() {
+        return "no storage".into();
+    }
+    let row =
+        |a: &str, b: &str, c: &str, d: &str, e: &str, f: &str| format!("{a:<16} {b:<8} {c:<32} {d:<6} {e:>14} {f}");
+    std::iter::once(row("STORAGE", "TYPE", "CONTENT", "SHARED", "USED/TOTAL GiB", "STATE"))
+        .chain(list.iter().map(|s| {
+            let state = match (s.enabled, s.active) {
+                (false, _) => "disabled",
+                (true, false) => "inactive",
+                (true, true) => "active",
+            };
+            row(
+                s.storage.as_deref().unwrap_or("?"),
+                s.kind.as_deref().unwrap_or("?"),
+                s.content.as_deref().unwrap_or("-"),
+                if s.shared { "yes" } else { "no" },
+                &format!("{}/{}", gib(s.used), gib(s.total)),
+                state,
+            )
+        }))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub async fn run(args: PveArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let config = berth_agent::load_config(&args.config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let b = config
+        .backend(args.backend.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let BackendSettings::Proxmox(cfg) = &b.settings else {
+        bail!(
+            "backend {} is {}: `berth pve` needs a proxmox backend (--backend NAME)",
+            b.name,
+            b.kind().as_str()
+        );
+    };
+    let node = cfg.node.clone();
+    let provider = berth_proxmox::ProxmoxProvider::new(cfg.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let c = provider.client();
+    match args.action {
+        PveAction::Pool(PvePoolAction::List) => {
+            let all = c.pools(None).await.context("listing pools")?;
+            show(out, &all, |l| pools_table(l))
+        }
+        PveAction::Pool(PvePoolAction::Show { name }) => {
+            let one = c
+                .pools(Some(&name))
+                .await
+                .with_context(|| format!("reading pool {name}"))?
+                .into_iter()
+                .next()
+                .with_context(|| format!("no pool {name}"))?;
+            show(out, &one, pool_detail)
+        }
+        PveAction::Storage(PveStorageAction::List { node: n }) => {
+            let n = n.unwrap_or(node);
+            let all = c
+                .storages(&n, None)
+                .await
+                .with_context(|| format!("listing the storage of node {n}"))?;
+            show(out, &all, |l| storage_table(l))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden: pools, one pool with its members, a node's storage.
+    #[test]
+    fn pools_and_storage_read_as_tables() {
+        let p: PoolInfo = serde_json::from_value(serde_json::json!({
+            "poolid": "web", "comment": "front ends",
+            "members": [
+                {"type": "qemu", "vmid": 101, "name": "web1", "node": "pve1"},
+                {"type": "storage", "storage": "shared", "node": "pve1"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            pools_table(std::slice::from_ref(&p)),
+            "POOL                     COMMENT\nweb                      front ends"
+        );
+        assert_eq!(
+            pool_detail(&p),
+            "\
+pool         web
+comment      front ends
+members      VM 101 (web1) on pve1
+             storage shared on pve1"
+        );
+        let s: StorageInfo = serde_json::from_value(serde_json::json!({
+            "storage": "local-lvm", "type": "lvmthin", "content": "images,rootdir", "shared": 0,
+            "total": 429_496_729_600_u64, "used": 21_474_836_480_u64, "active": 1, "enabled": 1
+        }))
+        .unwrap();
+        assert_eq!(
+            storage_table(&[s]),
+            "\
+STORAGE          TYPE     CONTENT                          SHARED USED/TOTAL GiB STATE
+local-lvm        lvmthin  images,rootdir                   no             20/400 active"
+        );
+        assert_eq!(pools_table(&[]), "no pools");
+    }
+}
