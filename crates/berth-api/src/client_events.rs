@@ -13,11 +13,14 @@ struct SseEvent {
     data: String,
 }
 
-/// Takes the complete events (each ended by a blank line) off the front of `buf`.
-fn take_events(buf: &mut String) -> Vec<SseEvent> {
+/// Takes the complete events (each ended by a blank line) off the front of `buf`, the bytes
+/// read so far with `\r` left out (so neither a character nor a `\r\n` split between two
+/// chunks is lost).
+fn take_events(buf: &mut Vec<u8>) -> Vec<SseEvent> {
     let mut out = Vec::new();
-    while let Some(end) = buf.find("\n\n") {
-        let block: String = buf.drain(..end + 2).collect();
+    while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+        let bytes: Vec<u8> = buf.drain(..end + 2).collect();
+        let block = String::from_utf8_lossy(&bytes);
         let mut ev = SseEvent::default();
         for line in block.lines() {
             // `:` lines are comments (keep-alives); `id:` is read from the data's `seq`.
@@ -90,14 +93,18 @@ impl Client {
                 let body = resp.bytes().await.unwrap_or_default();
                 return Err(refusal(status, url, &body));
             }
-            let mut buf = String::new();
+            let mut buf: Vec<u8> = Vec::new();
             loop {
                 let chunk = match resp.chunk().await {
                     Ok(Some(c)) => c,
-                    // Closed by the server, or broken: open it again from `after`.
-                    Ok(None) | Err(_) => break,
+                    // Closed by the server, or broken: open it again from `after`, after a
+                    // pause (a server that keeps closing is not asked in a tight loop).
+                    Ok(None) | Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                        break;
+                    }
                 };
-                buf.push_str(&String::from_utf8_lossy(&chunk).replace("\r\n", "\n"));
+                buf.extend(chunk.iter().filter(|b| **b != b'\r'));
                 for ev in take_events(&mut buf) {
                     match ev.name.as_str() {
                         "stage" => {
@@ -132,7 +139,7 @@ mod tests {
 
     #[test]
     fn events_are_taken_whole_and_comments_skipped() {
-        let mut buf = ": keep-alive\n\nevent: stage\nid: 3\ndata: {\"a\":1}\n\nevent: done\ndata: x".to_owned();
+        let mut buf = b": keep-alive\n\nevent: stage\nid: 3\ndata: {\"a\":1}\n\nevent: done\ndata: x".to_vec();
         let got = take_events(&mut buf);
         assert_eq!(
             got,
@@ -141,8 +148,24 @@ mod tests {
                 data: "{\"a\":1}".into()
             }]
         );
-        assert_eq!(buf, "event: done\ndata: x", "an unfinished event waits for the rest");
-        buf.push_str("\n\n");
+        assert_eq!(buf, b"event: done\ndata: x", "an unfinished event waits for the rest");
+        buf.extend(b"\n\n");
         assert_eq!(take_events(&mut buf)[0].name, "done");
+    }
+
+    /// Chunks may split a character or a `\r\n`: the bytes are joined before anything is read.
+    #[test]
+    fn chunk_boundaries_lose_nothing() {
+        let whole = "event: stage\r\ndata: {\"m\":\"caf\u{e9}\"}\r\n\r\n".as_bytes();
+        for cut in 1..whole.len() {
+            let mut buf = Vec::new();
+            let mut got = Vec::new();
+            for part in [&whole[..cut], &whole[cut..]] {
+                buf.extend(part.iter().filter(|b| **b != b'\r'));
+                got.extend(take_events(&mut buf));
+            }
+            assert_eq!(got.len(), 1, "cut at {cut}");
+            assert_eq!(got[0].data, "{\"m\":\"caf\u{e9}\"}", "cut at {cut}");
+        }
     }
 }

@@ -118,8 +118,20 @@ async fn a_failed_snapshot_task_is_reported_and_leaves_no_snapshot() {
     let e = p.snapshot(&id, "nightly", "", false).await.unwrap_err();
     assert!(e.to_string().contains("got timeout"), "{e}");
     assert!(p.snapshots(&id).await.unwrap().is_empty());
-    // Taken on a second try.
+    // Taken on a second try; while its worker runs the guest is locked, and the lock goes
+    // with the worker.
     p.snapshot(&id, "nightly", "", false).await.unwrap();
+    let vmid: u32 = p.describe(&id).await.unwrap().backend_id.parse().unwrap();
+    assert_eq!(marked(&emu, spec.instance_id.as_str())[0].lock, None);
+    // A guest locked by something else (a backup): the task fails naming the lock.
+    p.power(&id, PowerOp::Stop).await.unwrap();
+    assert_eq!(set_lock(&emu, "pve1", vmid, "backup").await.as_deref(), Some("backup"));
+    let e = p.snapshot(&id, "during-backup", "", false).await.unwrap_err();
+    assert!(e.to_string().contains("VM is locked (backup)"), "{e}");
+    assert_eq!(
+        marked(&emu, spec.instance_id.as_str())[0].lock.as_deref(),
+        Some("backup")
+    );
 }
 
 /// PVE refuses snapshots of a raw image on file storage, in the task; reserved names at once.

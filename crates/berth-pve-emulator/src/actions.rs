@@ -198,6 +198,15 @@ pub(crate) fn abort(world: &mut World, action: TaskAction) {
                 g.config.remove("lock");
             }
         }
+        TaskAction::Snapshot { node, kind, vmid, .. } => {
+            crate::snapshots::unlock(world, (&node, kind, vmid), "snapshot")
+        }
+        TaskAction::DeleteSnapshot { node, kind, vmid, .. } => {
+            crate::snapshots::unlock(world, (&node, kind, vmid), "delete")
+        }
+        TaskAction::Rollback { node, kind, vmid, .. } => {
+            crate::snapshots::unlock(world, (&node, kind, vmid), "rollback")
+        }
         _ => {}
     }
 }

@@ -196,14 +196,14 @@ impl EmulatorHandle {
         w.fault_rate = 0.0;
     }
 
-    /// Makes this fraction (0.0..=1.0) of requests fail transiently: 500 lock timeouts on PUT config,
-    /// 595 on GETs, task failures on clone.
     /// Every answer comes this much later: a real cluster's round trip, for measuring how many
     /// requests sit on a path (zero by default).
     pub fn set_latency(&self, latency: std::time::Duration) {
         self.world().latency = latency;
     }
 
+    /// Makes this fraction (0.0..=1.0) of requests fail transiently: 500 lock timeouts on PUT config,
+    /// 595 on GETs, task failures on clone.
     pub fn set_fault_rate(&self, rate: f64) {
         self.world().fault_rate = rate.clamp(0.0, 1.0);
     }

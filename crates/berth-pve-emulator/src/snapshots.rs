@@ -7,8 +7,18 @@ use std::collections::BTreeMap;
 use crate::propstr::{self, drive_volume, is_cdrom, is_cloudinit};
 use crate::state::{Guest, Kind, SnapshotEntry, World, unix_now};
 
-/// Config keys a snapshot does not keep: they describe the live guest.
-const LIVE_KEYS: &[&str] = &["lock", "parent", "snapstate"];
+/// Config keys a snapshot does not keep (PVE's `__snapshot_copy_config`): they describe the live
+/// guest, and a rollback leaves them as they are.
+const LIVE_KEYS: &[&str] = &["lock", "parent", "snapstate", "description"];
+
+/// The lock each worker holds while it runs (PVE's names).
+pub(crate) fn lock_name(what: &str) -> &'static str {
+    match what {
+        "snapshot" => "snapshot",
+        "delete" => "snapshot-delete",
+        _ => "rollback",
+    }
+}
 
 /// Whether a disk of `config` sits where PVE cannot snapshot it: a raw image on file storage
 /// (`dir`, `nfs`), or an unknown storage. Cloud-init and CD drives are not snapshotted.
@@ -26,12 +36,13 @@ pub(crate) fn unsupported(world: &World, node: &str, config: &BTreeMap<String, S
         })
 }
 
-fn guest_mut<'a>(world: &'a mut World, node: &str, kind: Kind, vmid: u32) -> Result<&'a mut Guest, String> {
+/// The guest, its worker's `lock` taken off (the handler set it when the task started).
+fn guest_mut<'a>(world: &'a mut World, node: &str, kind: Kind, vmid: u32, lock: &str) -> Result<&'a mut Guest, String> {
     let g = world
         .guest_on_mut(node, kind, vmid)
         .ok_or_else(|| kind.missing_config(node, vmid))?;
-    if let Some(lock) = g.lock() {
-        return Err(format!("{} is locked ({lock})", kind.label()));
+    if g.lock() == Some(lock) {
+        g.config.remove("lock");
     }
     Ok(g)
 }
@@ -50,7 +61,7 @@ pub(crate) fn take(
         .config
         .clone();
     let cannot = unsupported(world, node, &config);
-    let g = guest_mut(world, node, kind, vmid)?;
+    let g = guest_mut(world, node, kind, vmid, lock_name("snapshot"))?;
     if g.snapshots.iter().any(|s| s.name == name) {
         return Err(format!("snapshot name '{name}' already used"));
     }
@@ -81,7 +92,7 @@ pub(crate) fn delete(
     (node, kind, vmid): (&str, Kind, u32),
     name: &str,
 ) -> Result<Vec<String>, String> {
-    let g = guest_mut(world, node, kind, vmid)?;
+    let g = guest_mut(world, node, kind, vmid, lock_name("delete"))?;
     let idx = g
         .snapshots
         .iter()
@@ -110,7 +121,7 @@ pub(crate) fn rollback(
     name: &str,
     start: bool,
 ) -> Result<Vec<String>, String> {
-    let g = guest_mut(world, node, kind, vmid)?;
+    let g = guest_mut(world, node, kind, vmid, lock_name("rollback"))?;
     let snap = g
         .snapshots
         .iter()
@@ -119,6 +130,10 @@ pub(crate) fn rollback(
         .ok_or_else(|| format!("snapshot '{name}' does not exist"))?;
     let mut config = snap.config.clone();
     config.insert("parent".into(), name.to_owned());
+    // What a snapshot does not keep stays as it is now.
+    if let Some(d) = g.config.get("description") {
+        config.insert("description".into(), d.clone());
+    }
     g.config = config;
     g.pending.clear();
     g.pending_delete.clear();
@@ -131,4 +146,13 @@ pub(crate) fn rollback(
         log.extend(crate::actions::start(world, node, kind, vmid)?);
     }
     Ok(log)
+}
+
+/// Takes a failed or interrupted worker's lock off (as PVE's worker does on its way out).
+pub(crate) fn unlock(world: &mut World, (node, kind, vmid): (&str, Kind, u32), what: &str) {
+    if let Some(g) = world.guest_on_mut(node, kind, vmid)
+        && g.lock() == Some(lock_name(what))
+    {
+        g.config.remove("lock");
+    }
 }

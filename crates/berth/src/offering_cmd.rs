@@ -205,7 +205,7 @@ pub async fn offering(action: OfferingAction, api: &ApiArgs, out: OutputFormat) 
             if all {
                 q.append_pair("all", "true");
             }
-            // A customer's `--all` is refused by the server, naming `all` (said as `--all`).
+            // A customer's `--all` is refused by the server (not allowed, exit 5).
             let list = c.offerings(&q.finish()).await?;
             show(out, &list, |l| table(l))
         }

@@ -520,6 +520,11 @@ fn offering_names_changes_and_withdrawals(url: &str, p: &std::path::Path, c: &st
         "{text}"
     );
     let out = run(&["offering", "list", "--all"], url, Some(c));
-    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--all"));
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "not allowed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("withdrawn offerings"));
 }

@@ -19,7 +19,7 @@ fn check_name(name: &str) -> Result<(), ProviderError> {
             format!("a snapshot name is 2-40 letters, digits, '_' or '-', starting with a letter (got {name:?})"),
         ));
     }
-    if matches!(name, "current" | "pending") {
+    if name.eq_ignore_ascii_case("current") || name.eq_ignore_ascii_case("pending") {
         return Err(ProviderError::invalid(
             "name",
             format!("'{name}' is a name PVE reserves"),
@@ -40,15 +40,26 @@ fn to_snapshot(s: SnapshotInfo) -> Snapshot {
 
 impl ProxmoxProvider {
     async fn snapshots_of(&self, g: &Guest) -> Result<Vec<Snapshot>, ProviderError> {
-        let mut all: Vec<Snapshot> = self
+        let all: Vec<Snapshot> = self
             .client
             .snapshots(&g.node, g.ty, g.vmid)
             .await?
             .into_iter()
             .map(to_snapshot)
             .collect();
-        all.sort_by_key(|s| s.taken_at);
-        Ok(all)
+        // Oldest first: down the parent chain (two taken within one second share a `snaptime`).
+        let depth = |s: &Snapshot| {
+            let mut d = 0;
+            let mut cur = s.parent.clone();
+            while let Some(p) = cur.filter(|_| d < all.len()) {
+                d += 1;
+                cur = all.iter().find(|x| x.name == p).and_then(|x| x.parent.clone());
+            }
+            d
+        };
+        let mut keyed: Vec<(usize, Snapshot)> = all.iter().map(|s| (depth(s), s.clone())).collect();
+        keyed.sort_by_key(|(d, s)| (*d, s.taken_at));
+        Ok(keyed.into_iter().map(|(_, s)| s).collect())
     }
 
     pub(crate) async fn snapshots_ref(&self, r: &InstanceRef) -> Result<Vec<Snapshot>, ProviderError> {

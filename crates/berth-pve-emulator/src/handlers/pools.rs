@@ -58,22 +58,34 @@ pub(super) fn update(ctx: &mut Ctx, path_pool: Option<&str>) -> ApiResult {
     let (vms, storages) = (list("vms"), list("storage"));
     let mut world = ctx.world();
     if !world.pools.contains_key(&poolid) {
-        return Err(ApiError::fail(format!("pool '{poolid}' does not exist")));
+        return Err(ApiError::fail(format!(
+            "update pools failed: pool '{poolid}' does not exist"
+        )));
     }
     // Checked whole before anything changes, as PVE's single config write does.
     let mut moves = Vec::new();
     for v in &vms {
-        let vmid: u32 = v.parse().map_err(|_| ApiError::fail(format!("no such VM '{v}'")))?;
+        let vmid: u32 = v
+            .parse()
+            .map_err(|_| ApiError::fail(format!("update pools failed: no such VM '{v}'")))?;
         if !world.guests.contains_key(&vmid) {
-            return Err(ApiError::fail(format!("no such VM '{vmid}'")));
+            return Err(ApiError::fail(format!("update pools failed: no such VM '{vmid}'")));
         }
         let member = world.pools[&poolid].vms.contains(&vmid);
         match (delete, member, world.pool_of(vmid)) {
-            (true, false, _) => return Err(ApiError::fail(format!("VM {vmid} is not a pool member"))),
-            (false, true, _) => return Err(ApiError::fail(format!("VM {vmid} is already a pool member"))),
+            (true, false, _) => {
+                return Err(ApiError::fail(format!(
+                    "update pools failed: VM {vmid} is not a pool member"
+                )));
+            }
+            (false, true, _) => {
+                return Err(ApiError::fail(format!(
+                    "update pools failed: VM {vmid} is already a pool member"
+                )));
+            }
             (false, false, Some(other)) if !allow_move => {
                 return Err(ApiError::fail(format!(
-                    "VM {vmid} belongs already to pool '{other}' and 'allow-move' is not set"
+                    "update pools failed: VM {vmid} belongs already to pool '{other}' and 'allow-move' is not set"
                 )));
             }
             _ => moves.push(vmid),
@@ -81,11 +93,19 @@ pub(super) fn update(ctx: &mut Ctx, path_pool: Option<&str>) -> ApiResult {
     }
     for sid in &storages {
         if world.storage(sid).is_none() {
-            return Err(ApiError::fail(format!("no such storage '{sid}'")));
+            return Err(ApiError::fail(format!("update pools failed: no such storage '{sid}'")));
         }
         match (delete, world.pools[&poolid].storage.contains(sid)) {
-            (true, false) => return Err(ApiError::fail(format!("Storage '{sid}' is not a pool member"))),
-            (false, true) => return Err(ApiError::fail(format!("Storage '{sid}' is already a pool member"))),
+            (true, false) => {
+                return Err(ApiError::fail(format!(
+                    "update pools failed: Storage '{sid}' is not a pool member"
+                )));
+            }
+            (false, true) => {
+                return Err(ApiError::fail(format!(
+                    "update pools failed: Storage '{sid}' is already a pool member"
+                )));
+            }
             _ => {}
         }
     }
@@ -120,9 +140,11 @@ pub(super) fn delete(ctx: &mut Ctx, path_pool: Option<&str>) -> ApiResult {
     let pool = world
         .pools
         .get(&poolid)
-        .ok_or_else(|| ApiError::fail(format!("pool '{poolid}' does not exist")))?;
+        .ok_or_else(|| ApiError::fail(format!("delete pool failed: pool '{poolid}' does not exist")))?;
     if !pool.vms.is_empty() || !pool.storage.is_empty() {
-        return Err(ApiError::fail(format!("pool '{poolid}' is not empty")));
+        return Err(ApiError::fail(format!(
+            "delete pool failed: pool '{poolid}' is not empty"
+        )));
     }
     world.pools.remove(&poolid);
     Reply::null()

@@ -88,7 +88,7 @@ fn create(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiResult {
     let vmstate = ctx.params.flag("vmstate")?;
     // Checked before the worker starts, as PVE's API does.
     for reserved in ["current", "pending"] {
-        if name == reserved {
+        if name.eq_ignore_ascii_case(reserved) {
             return Err(ApiError::fail(format!(
                 "unable to use snapshot name '{reserved}' (reserved name)"
             )));
@@ -97,15 +97,17 @@ fn create(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiResult {
     let shared = ctx.shared.clone();
     let mut world = shared.world();
     ctx.token.check_vm(&world, vmid, &["VM.Snapshot"], false)?;
-    guest(&world, node, kind, vmid)?;
-    let action = TaskAction::Snapshot {
+    if guest(&world, node, kind, vmid)?.is_template() {
+        return Err(ApiError::fail("you can't take a snapshot if it's a template"));
+    }
+    let action = locked(&mut world, node, kind, vmid, "snapshot").unwrap_or(TaskAction::Snapshot {
         node: node.into(),
         kind,
         vmid,
         name,
         description,
         vmstate,
-    };
+    });
     let duration = world.timings.resize;
     spawn(
         ctx,
@@ -116,6 +118,17 @@ fn create(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiResult {
         duration,
         action,
     )
+}
+
+/// A guest already locked fails the task with PVE's words; otherwise the worker's lock is
+/// taken now and held until the worker ends.
+fn locked(world: &mut crate::state::World, node: &str, kind: Kind, vmid: u32, what: &str) -> Option<TaskAction> {
+    let g = world.guest_on_mut(node, kind, vmid)?;
+    if let Some(lock) = g.lock() {
+        return Some(TaskAction::Fail(format!("{} is locked ({lock})", kind.label())));
+    }
+    g.config.insert("lock".into(), crate::snapshots::lock_name(what).into());
+    None
 }
 
 fn index(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32, name: &str) -> ApiResult {
@@ -167,6 +180,7 @@ fn worker(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32, name: &str, what: Wo
             },
         ),
     };
+    let action = locked(&mut world, node, kind, vmid, kind_name).unwrap_or(action);
     let duration = world.timings.resize;
     spawn(
         ctx,
@@ -200,7 +214,8 @@ fn config_get(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32, name: &str) -> A
 }
 
 fn config_put(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32, name: &str) -> ApiResult {
-    let description = ctx.params.get("description").unwrap_or_default().to_string();
+    // Without `description` PVE changes nothing.
+    let description = ctx.params.get("description").map(str::to_string);
     let shared = ctx.shared.clone();
     let mut world = shared.world();
     ctx.token.check_vm(&world, vmid, &["VM.Snapshot"], false)?;
@@ -211,6 +226,8 @@ fn config_put(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32, name: &str) -> A
         .iter_mut()
         .find(|s| s.name == name)
         .ok_or_else(|| ApiError::fail(format!("snapshot '{name}' does not exist")))?;
-    s.description = description;
+    if let Some(d) = description {
+        s.description = d;
+    }
     Reply::data(Value::Null)
 }

@@ -293,7 +293,7 @@ pub struct DiscoveryQuery {
     /// `key=value` pairs separated by commas; all must match.
     #[param(max_length = 2048)]
     pub labels: Option<String>,
-    /// Providers and operators: withdrawn offerings too.
+    /// Providers and operators: withdrawn offerings too (a customer asking is refused, 403).
     pub all: Option<bool>,
     /// The id of the last offering of the previous page.
     #[param(max_length = 128)]
@@ -352,10 +352,10 @@ pub async fn list_offerings(
         _ => None,
     };
     let all = q.all.unwrap_or(false);
+    // A matter of role, not of input: refused as any call beyond the caller's role.
     if all && matches!(req.caller, Caller::Customer(_)) {
-        return Err(ApiError::invalid(
-            "all",
-            "only providers (and operators) see withdrawn offerings",
+        return Err(ApiError::Forbidden(
+            "only providers (and operators) see withdrawn offerings (all=true)".into(),
         ));
     }
     let offerings = st.store.offerings(own, all, &page).await?;
