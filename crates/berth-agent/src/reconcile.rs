@@ -178,6 +178,12 @@ impl Agent {
             .map(|i| (i.id.clone(), i))
             .collect();
         let busy = self.busy_instances().await;
+        // Taken over by an operator (`berth agent release`): read once per pass.
+        let state_dir = &self.settings.agent.state_dir;
+        let released: HashSet<String> = crate::release::released(state_dir)
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let mut quarantine = self.load_quarantine();
         let before = quarantine.orphans.len();
         let now = now_ms();
@@ -200,7 +206,7 @@ impl Agent {
                     continue;
                 }
                 // An operator took this one over (`berth agent release`): not ours any more.
-                if crate::release::is_released(&self.settings.agent.state_dir, &iid) {
+                if released.contains(&iid) {
                     quarantine.orphans.remove(&iid);
                     continue;
                 }
@@ -310,7 +316,7 @@ impl Agent {
         }
         if all_listed {
             quarantine.orphans.retain(|iid, _| present.contains(iid));
-            crate::release::forget_gone(&self.settings.agent.state_dir, &present);
+            crate::release::forget_gone(state_dir, &released, &present);
         }
         if quarantine.orphans.len() != before || !quarantine.orphans.is_empty() {
             let bytes = serde_json::to_vec_pretty(&quarantine)?;

@@ -36,11 +36,6 @@ pub fn quarantined(state_dir: &Path) -> Quarantine {
         .unwrap_or_default()
 }
 
-/// Whether `instance_id`'s machine was released.
-pub fn is_released(state_dir: &Path, instance_id: &str) -> bool {
-    released_path(state_dir, instance_id).exists()
-}
-
 /// Every released machine still on record: instance id and what was recorded.
 pub fn released(state_dir: &Path) -> Vec<(String, Released)> {
     let Ok(dir) = std::fs::read_dir(released_dir(state_dir)) else {
@@ -87,11 +82,15 @@ pub fn release(state_dir: &Path, instance_id: &str) -> anyhow::Result<Orphan> {
     Ok(o.clone())
 }
 
-/// Drops the markers of released machines no backend lists any more.
-pub(crate) fn forget_gone(state_dir: &Path, present: &std::collections::HashSet<String>) {
-    for (id, _) in released(state_dir) {
-        if !present.contains(&id) {
-            let _ = fsutil::remove_durable(&released_path(state_dir, &id));
+/// Drops the markers of `released` machines no backend lists any more.
+pub(crate) fn forget_gone(
+    state_dir: &Path,
+    released: &std::collections::HashSet<String>,
+    present: &std::collections::HashSet<String>,
+) {
+    for id in released {
+        if !present.contains(id) {
+            let _ = fsutil::remove_durable(&released_path(state_dir, id));
         }
     }
 }
@@ -117,11 +116,12 @@ mod tests {
         );
         std::fs::write(state.join("quarantine.json"), serde_json::to_vec(&q).unwrap()).unwrap();
         assert_eq!(release(state, "i1").unwrap().vm_id, "4201");
-        assert!(is_released(state, "i1"));
+        let held =
+            |s: &Path| -> std::collections::HashSet<String> { released(s).into_iter().map(|(id, _)| id).collect() };
         assert_eq!(released(state)[0].1.backend, "pve");
-        forget_gone(state, &["i1".to_owned()].into());
-        assert!(is_released(state, "i1"), "still there: kept");
-        forget_gone(state, &Default::default());
-        assert!(!is_released(state, "i1"), "gone with its machine");
+        forget_gone(state, &held(state), &["i1".to_owned()].into());
+        assert!(held(state).contains("i1"), "still there: kept");
+        forget_gone(state, &held(state), &Default::default());
+        assert!(held(state).is_empty(), "gone with its machine");
     }
 }
