@@ -16,6 +16,7 @@ mod seed;
 mod server;
 mod snapshots;
 mod state;
+mod storagecfg;
 mod tasks;
 
 use std::collections::BTreeMap;

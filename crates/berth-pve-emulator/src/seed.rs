@@ -27,30 +27,37 @@ pub(crate) fn seed(world: &mut World) {
         online: true,
     });
     let all_nodes = vec!["pve1".to_string(), "pve2".to_string()];
-    world.storages.push(StorageDef {
-        id: "local".into(),
-        kind: "dir".into(),
-        content: vec!["iso".into(), "vztmpl".into(), "backup".into(), "snippets".into()],
-        shared: false,
-        total: 100 * GIB,
-        nodes: all_nodes.clone(),
-    });
-    world.storages.push(StorageDef {
-        id: "local-lvm".into(),
-        kind: "lvmthin".into(),
-        content: vec!["images".into(), "rootdir".into()],
-        shared: false,
-        total: 400 * GIB,
-        nodes: all_nodes.clone(),
-    });
-    world.storages.push(StorageDef {
-        id: "shared".into(),
-        kind: "nfs".into(),
-        content: vec!["images".into(), "rootdir".into()],
-        shared: true,
-        total: 2048 * GIB,
-        nodes: all_nodes.clone(),
-    });
+    let dir = |id: &str, kind: &str, gib: u64, content: &[&str], cfg: &[(&str, &str)]| {
+        let mut s = StorageDef::new(id, kind, gib * GIB, all_nodes.clone());
+        s.content = content.iter().map(|c| c.to_string()).collect();
+        s.cfg = cfg.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        s
+    };
+    world.storages.push(dir(
+        "local",
+        "dir",
+        100,
+        &["iso", "vztmpl", "backup", "snippets"],
+        &[("path", "/var/lib/vz")],
+    ));
+    world.storages.push(dir(
+        "local-lvm",
+        "lvmthin",
+        400,
+        &["images", "rootdir"],
+        &[("vgname", "pve"), ("thinpool", "data")],
+    ));
+    world.storages.push(dir(
+        "shared",
+        "nfs",
+        2048,
+        &["images", "rootdir"],
+        &[
+            ("server", "10.0.0.20"),
+            ("export", "/export/pve"),
+            ("path", "/mnt/pve/shared"),
+        ],
+    ));
     for node in &all_nodes {
         let volname = CT_TEMPLATE.trim_start_matches("local:").to_string();
         world.insert_volume(

@@ -7,6 +7,7 @@ use crate::config::Timings;
 use crate::exec::{ExecSettings, GuestExecs};
 use crate::faults::FaultRule;
 use crate::perms::Token;
+pub(crate) use crate::storagecfg::StorageDef;
 use crate::tasks::Task;
 use crate::{GuestSnapshot, RequestRecord};
 
@@ -61,37 +62,6 @@ pub(crate) struct Node {
     pub cpus: u32,
     pub memory: u64,
     pub online: bool,
-}
-
-pub(crate) struct StorageDef {
-    pub id: String,
-    /// PVE plugin type: dir, lvmthin, nfs.
-    pub kind: String,
-    pub content: Vec<String>,
-    pub shared: bool,
-    /// Capacity per node (local) or in total (shared), bytes.
-    pub total: u64,
-    pub nodes: Vec<String>,
-}
-
-impl StorageDef {
-    pub fn supports(&self, content: &str) -> bool {
-        self.content.iter().any(|c| c == content)
-    }
-    /// Default image format: raw on block storages, qcow2 on file storages.
-    pub fn default_format(&self) -> &'static str {
-        if self.kind == "lvmthin" { "raw" } else { "qcow2" }
-    }
-    pub fn is_file_based(&self) -> bool {
-        self.kind != "lvmthin"
-    }
-    /// Scope key for volumes: "" for shared storages, else the node.
-    pub fn scope(&self, node: &str) -> String {
-        if self.shared { String::new() } else { node.to_string() }
-    }
-    pub fn content_string(&self) -> String {
-        self.content.join(",")
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -311,6 +281,20 @@ impl World {
 
     pub fn storage(&self, id: &str) -> Option<&StorageDef> {
         self.storages.iter().find(|s| s.id == id)
+    }
+
+    /// A storage new volumes may go to from `node` (`storage_check_node`, `storage_check_enabled`).
+    pub fn storage_for_alloc(&self, id: &str, node: &str) -> Result<&StorageDef, String> {
+        let s = self
+            .storage(id)
+            .ok_or_else(|| format!("storage '{id}' does not exist"))?;
+        if !s.nodes.iter().any(|n| n == node) {
+            return Err(format!("storage '{id}' is not available on node '{node}'"));
+        }
+        if s.disabled() {
+            return Err(format!("storage '{id}' is disabled"));
+        }
+        Ok(s)
     }
 
     /// The guest `vmid` of `kind` if its config lives on `node`.

@@ -123,7 +123,7 @@ pub enum PveAction {
     /// Resource pools.
     #[command(subcommand)]
     Pool(PvePoolAction),
-    /// Storage as a node sees it.
+    /// Storage: the cluster's definitions and how a node sees them.
     #[command(subcommand)]
     Storage(PveStorageAction),
 }
@@ -144,6 +144,14 @@ pub enum PveStorageAction {
     /// The storages of a node: type, content, use.
     List {
         /// The node (default: the configuration's `node`).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// One storage's definition (every option but its secrets) and its state on a node.
+    Show {
+        /// The storage's id.
+        name: String,
+        /// The node whose view of it to show (default: the configuration's `node`).
         #[arg(long)]
         node: Option<String>,
     },

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 use berth_agent::config::BackendSettings;
+use berth_proxmox::client::storage_cfg::StorageConfig;
 use berth_proxmox::client::types::{PoolInfo, StorageInfo};
+use serde::Serialize;
 
 use crate::api_cmd::show;
 use crate::cli::{OutputFormat, PveAction, PveArgs, PvePoolAction, PveStorageAction};
@@ -78,6 +80,64 @@ fn storage_table(list: &[StorageInfo]) -> String {
         .join("\n")
 }
 
+/// `pve storage show`: the definition and, when the node has it, its state there.
+#[derive(Serialize)]
+struct StorageView {
+    config: StorageConfig,
+    node: String,
+    status: Option<StorageInfo>,
+}
+
+fn storage_detail(v: &StorageView) -> String {
+    let c = &v.config;
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let mut lines = vec![
+        ("storage", c.storage.clone()),
+        ("type", c.kind.clone()),
+        (
+            "content",
+            if c.content.is_empty() {
+                "none".into()
+            } else {
+                c.content.join(",")
+            },
+        ),
+        (
+            "nodes",
+            if c.nodes.is_empty() {
+                "all".into()
+            } else {
+                c.nodes.join(",")
+            },
+        ),
+        (
+            "shared",
+            yes(c.shared || v.status.as_ref().is_some_and(|s| s.shared)).into(),
+        ),
+        ("disabled", yes(c.disable).into()),
+    ];
+    lines.push((
+        "on node",
+        match &v.status {
+            None => format!("{}: not available there", v.node),
+            Some(s) if !s.enabled => format!("{}: disabled", v.node),
+            Some(s) => format!(
+                "{}: {}, {}/{} GiB used",
+                v.node,
+                if s.active { "active" } else { "inactive" },
+                gib(s.used),
+                gib(s.total)
+            ),
+        },
+    ));
+    if let Some(p) = &c.prune_backups {
+        lines.push(("retention", p.to_string()));
+    }
+    let mut out: Vec<String> = lines.into_iter().map(|(k, v)| format!("{k:<12} {v}")).collect();
+    out.extend(c.options.iter().map(|(k, v)| format!("{k:<12} {v}")));
+    out.join("\n")
+}
+
 pub async fn run(args: PveArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
     let config = berth_agent::load_config(&args.config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
     let b = config
@@ -115,6 +175,25 @@ pub async fn run(args: PveArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("listing the storage of node {n}"))?;
             show(out, &all, |l| storage_table(l))
+        }
+        PveAction::Storage(PveStorageAction::Show { name, node: n }) => {
+            let n = n.unwrap_or(node);
+            let config = c
+                .storage_config(&name)
+                .await
+                .with_context(|| format!("reading storage {name}"))?;
+            let status = c
+                .storages(&n, None)
+                .await
+                .with_context(|| format!("listing the storage of node {n}"))?
+                .into_iter()
+                .find(|s| s.storage.as_deref() == Some(name.as_str()));
+            let view = StorageView {
+                config,
+                node: n,
+                status,
+            };
+            show(out, &view, storage_detail)
         }
     }
 }
@@ -158,5 +237,41 @@ STORAGE          TYPE     CONTENT                          SHARED USED/TOTAL GiB
 local-lvm        lvmthin  images,rootdir                   no             20/400 active"
         );
         assert_eq!(pools_table(&[]), "no pools");
+    }
+
+    /// Golden: one storage's definition with its state on the node.
+    #[test]
+    fn a_storage_reads_as_its_options() {
+        let config: StorageConfig = serde_json::from_value(serde_json::json!({
+            "storage": "nas", "type": "nfs", "content": "images,backup", "server": "10.0.0.9",
+            "export": "/tank", "path": "/mnt/pve/nas", "prune-backups": "keep-last=3,keep-daily=7",
+            "digest": "d1"
+        }))
+        .unwrap();
+        let status: StorageInfo = serde_json::from_value(serde_json::json!({
+            "storage": "nas", "type": "nfs", "shared": 1, "total": 2_199_023_255_552_u64,
+            "used": 10_737_418_240_u64, "active": 1, "enabled": 1
+        }))
+        .unwrap();
+        let view = StorageView {
+            config,
+            node: "pve1".into(),
+            status: Some(status),
+        };
+        assert_eq!(
+            storage_detail(&view),
+            "\
+storage      nas
+type         nfs
+content      images,backup
+nodes        all
+shared       yes
+disabled     no
+on node      pve1: active, 10/2048 GiB used
+retention    keep-daily=7,keep-last=3
+export       /tank
+path         /mnt/pve/nas
+server       10.0.0.9"
+        );
     }
 }

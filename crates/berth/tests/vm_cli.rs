@@ -330,6 +330,33 @@ async fn pve_pools_and_storage_through_the_cli() {
         text.starts_with("STORAGE ") && text.contains("local-lvm        lvmthin"),
         "{text}"
     );
+    let local = env.run(&["pve", "storage", "show", "local"]).await;
+    let text = stdout(&local);
+    assert!(
+        text.starts_with("storage      local\ntype         dir")
+            && text.contains("on node      pve1: active")
+            && text.contains("path         /var/lib/vz"),
+        "{text}"
+    );
+    let json = env
+        .json(&["pve", "storage", "show", "local-lvm", "--node", "pve2"])
+        .await;
+    assert_eq!(
+        (
+            &json["config"]["options"]["vgname"],
+            &json["node"],
+            &json["status"]["type"]
+        ),
+        (
+            &serde_json::json!("pve"),
+            &serde_json::json!("pve2"),
+            &serde_json::json!("lvmthin")
+        ),
+        "{json}"
+    );
+    let nostore = env.run(&["pve", "storage", "show", "nope"]).await;
+    assert!(!nostore.status.success());
+    assert!(String::from_utf8_lossy(&nostore.stderr).contains("storage 'nope' does not exist"));
     let missing = env.run(&["pve", "pool", "show", "nope", "--output", "json"]).await;
     assert!(!missing.status.success());
     assert!(

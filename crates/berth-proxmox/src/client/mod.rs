@@ -6,7 +6,9 @@ pub mod error;
 pub mod http;
 pub mod params;
 pub mod poll;
+pub mod propstring;
 pub mod retry;
+pub mod storage_cfg;
 pub mod task;
 pub mod types;
 

@@ -4,8 +4,23 @@
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// Parameters of one request; sent as the query string (GET/DELETE) or a form body (POST/PUT).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Params(Vec<(String, String)>);
+
+/// Parameters whose values are secrets (storage passwords and keys, a cloud-init password).
+const SENSITIVE: &[&str] = &["password", "encryption-key", "keyring", "master-pubkey", "cipassword"];
+
+/// Values of sensitive parameters print as `<redacted>`.
+impl std::fmt::Debug for Params {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|(k, v)| match SENSITIVE.contains(&k.as_str()) {
+                true => (k.as_str(), "<redacted>"),
+                false => (k.as_str(), v.as_str()),
+            }))
+            .finish()
+    }
+}
 
 impl Params {
     pub fn new() -> Self {
@@ -97,6 +112,14 @@ pub fn path_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_stay_out_of_debug_output() {
+        let p = Params::new().str("storage", "backup").str("password", "hunter2");
+        let shown = format!("{p:?}");
+        assert!(shown.contains("backup") && shown.contains("<redacted>"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
 
     #[test]
     fn booleans_are_one_and_zero() {

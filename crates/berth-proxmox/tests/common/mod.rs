@@ -44,11 +44,12 @@ pub fn provider(emu: &EmulatorHandle) -> ProxmoxProvider {
 
 /// A bare client for an emulator, pinned, with quick retries.
 pub fn client(emu: &EmulatorHandle) -> PveClient {
-    let mut o = ClientOptions::new(
-        &emu.base_url(),
-        &emu.token_id(),
-        berth_core::Secret::new(emu.token_secret()),
-    );
+    client_as(emu, &emu.token_id(), &emu.token_secret())
+}
+
+/// The same with another token (one made with `add_token`).
+pub fn client_as(emu: &EmulatorHandle, token_id: &str, secret: &str) -> PveClient {
+    let mut o = ClientOptions::new(&emu.base_url(), token_id, berth_core::Secret::new(secret));
     o.tls = TlsOptions {
         fingerprints: vec![Fingerprint::parse(&emu.fingerprint().expect("tls")).expect("fingerprint")],
         ..TlsOptions::default()

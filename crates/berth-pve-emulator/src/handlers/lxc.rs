@@ -97,14 +97,7 @@ pub(super) fn create(ctx: &mut Ctx, node: &str) -> ApiResult {
             "rootfs: only new volumes (STORAGE:SIZE) are emulated, got '{vol}'"
         )));
     };
-    let sdef = world
-        .storage(rsid)
-        .ok_or_else(|| ApiError::fail(format!("storage '{rsid}' does not exist")))?;
-    if !sdef.nodes.iter().any(|n| n == node) {
-        return Err(ApiError::fail(format!(
-            "storage '{rsid}' is not available on node '{node}'"
-        )));
-    }
+    let sdef = world.storage_for_alloc(rsid, node).map_err(ApiError::fail)?;
     if !sdef.supports("rootdir") {
         return Err(ApiError::fail(format!(
             "storage '{rsid}' does not support container directories"

@@ -8,6 +8,7 @@ mod pools;
 mod qemu;
 mod snapshot;
 mod storage;
+mod storage_config;
 mod tasks;
 
 use crate::api::{ApiResult, Ctx};
@@ -37,6 +38,11 @@ pub(crate) enum Endpoint {
     PoolUpdate,
     PoolDelete,
     StorageList,
+    StorageCfgList,
+    StorageCfgCreate,
+    StorageCfgGet,
+    StorageCfgUpdate,
+    StorageCfgDelete,
     StorageStatus,
     StorageContent,
     TaskList,
@@ -138,6 +144,17 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Option<Route> {
                 _ => E::PoolDelete,
             });
             r.poolid = Some(p.to_string());
+            r
+        }
+        ("GET", ["storage"]) => Route::new(E::StorageCfgList),
+        ("POST", ["storage"]) => Route::new(E::StorageCfgCreate),
+        (m @ ("GET" | "PUT" | "DELETE"), ["storage", st]) => {
+            let mut r = Route::new(match m {
+                "GET" => E::StorageCfgGet,
+                "PUT" => E::StorageCfgUpdate,
+                _ => E::StorageCfgDelete,
+            });
+            r.storage = Some(st.to_string());
             r
         }
         ("GET", ["nodes", n, "storage"]) => Route::new(E::StorageList).node(n),
@@ -248,6 +265,11 @@ pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
         E::PoolUpdate => pools::update(ctx, route.poolid.as_deref()),
         E::PoolDelete => pools::delete(ctx, route.poolid.as_deref()),
         E::StorageList => storage::list(ctx, &node),
+        E::StorageCfgList => storage_config::list(ctx),
+        E::StorageCfgCreate => storage_config::create(ctx),
+        E::StorageCfgGet => storage_config::get(ctx, route.storage.as_deref().unwrap_or_default()),
+        E::StorageCfgUpdate => storage_config::update(ctx, route.storage.as_deref().unwrap_or_default()),
+        E::StorageCfgDelete => storage_config::delete(ctx, route.storage.as_deref().unwrap_or_default()),
         E::StorageStatus => storage::status(ctx, &node, route.storage.as_deref().unwrap_or_default()),
         E::StorageContent => storage::content(ctx, &node, route.storage.as_deref().unwrap_or_default()),
         E::TaskList => tasks::list(ctx, &node),

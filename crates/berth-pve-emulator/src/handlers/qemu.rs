@@ -43,13 +43,9 @@ pub(super) fn clone(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
         return Err(ApiError::fail(format!("no such cluster node '{t}'")));
     }
     if let Some(s) = &storage {
-        let sdef = world
-            .storage(s)
-            .ok_or_else(|| ApiError::fail(format!("storage '{s}' does not exist")))?;
-        for n in std::iter::once(node).chain(target.as_deref()) {
-            if !sdef.nodes.iter().any(|x| x == n) {
-                return Err(ApiError::fail(format!("storage '{s}' is not available on node '{n}'")));
-            }
+        let mut sdef = world.storage_for_alloc(s, node).map_err(ApiError::fail)?;
+        if let Some(t) = &target {
+            sdef = world.storage_for_alloc(s, t).map_err(ApiError::fail)?;
         }
         if target.is_some() && !sdef.shared {
             return Err(ApiError::fail(format!("can't clone to non-shared storage '{s}'")));

@@ -10,7 +10,8 @@ const AUDIT: &[&str] = &["Datastore.Audit", "Datastore.AllocateSpace"];
 fn status_json(world: &World, s: &StorageDef, node: &str) -> Value {
     let used = world.storage_used(s, node);
     json!({
-        "storage": s.id, "type": s.kind, "content": s.content_string(), "active": 1, "enabled": 1,
+        "storage": s.id, "type": s.kind, "content": s.content_string(),
+        "active": u8::from(!s.disabled()), "enabled": u8::from(!s.disabled()),
         "shared": u8::from(s.shared), "total": s.total, "used": used, "avail": s.total.saturating_sub(used),
         "used_fraction": used as f64 / s.total as f64,
     })
@@ -33,7 +34,7 @@ pub(super) fn list(ctx: &mut Ctx, node: &str) -> ApiResult {
         .filter(|s| target.as_ref().is_none_or(|t| s.nodes.contains(t)))
         .filter(|s| only.as_ref().is_none_or(|o| *o == s.id))
         .filter(|s| content.is_empty() || content.iter().any(|c| s.supports(c)))
-        .filter(|_| enabled != Some(false))
+        .filter(|s| enabled != Some(true) || !s.disabled())
         .filter(|s| ctx.token.allowed(&format!("/storage/{}", s.id), AUDIT, true))
         .map(|s| status_json(&world, s, node))
         .collect();
