@@ -91,6 +91,10 @@ pub(crate) enum TaskAction {
         name: String,
         start: bool,
     },
+    /// `srvreload`: the node's staged network configuration becomes the running one.
+    NetworkReload {
+        node: String,
+    },
     /// Ends with this error (used for async config updates that failed).
     Fail(String),
     /// Nothing left to do (async config updates that were applied).
@@ -102,6 +106,7 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
     match action {
         TaskAction::Clone(job) => clone(world, *job),
         TaskAction::Start { node, kind, vmid } => start(world, &node, kind, vmid),
+        TaskAction::NetworkReload { node } => crate::handlers::apply_network_reload(world, &node),
         TaskAction::Snapshot {
             node,
             kind,

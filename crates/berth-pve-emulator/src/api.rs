@@ -55,16 +55,23 @@ pub(crate) type ApiResult = Result<Reply, ApiError>;
 pub(crate) struct Reply {
     pub data: Value,
     pub total: Option<u64>,
+    /// The top-level `changes` attribute (staged network edits).
+    pub changes: Option<String>,
 }
 
 impl Reply {
     pub fn data(data: Value) -> ApiResult {
-        Ok(Reply { data, total: None })
+        Ok(Reply {
+            data,
+            total: None,
+            changes: None,
+        })
     }
     pub fn null() -> ApiResult {
         Ok(Reply {
             data: Value::Null,
             total: None,
+            changes: None,
         })
     }
 }

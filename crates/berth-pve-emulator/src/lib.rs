@@ -9,6 +9,7 @@ mod exec;
 mod faults;
 mod guestcfg;
 mod handlers;
+mod netcfg;
 mod perms;
 mod propstr;
 pub mod schema;

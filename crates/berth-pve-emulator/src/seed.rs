@@ -27,6 +27,10 @@ pub(crate) fn seed(world: &mut World) {
         online: true,
     });
     let all_nodes = vec!["pve1".to_string(), "pve2".to_string()];
+    for n in &world.nodes {
+        let net = crate::netcfg::NodeNetwork::installed(n.index);
+        world.networks.insert(n.name.clone(), net);
+    }
     let dir = |id: &str, kind: &str, gib: u64, content: &[&str], cfg: &[(&str, &str)]| {
         let mut s = StorageDef::new(id, kind, gib * GIB, all_nodes.clone());
         s.content = content.iter().map(|c| c.to_string()).collect();

@@ -419,6 +419,9 @@ fn success_response(reply: Reply) -> Response<Body> {
     if let Some(total) = reply.total {
         body["total"] = json!(total);
     }
+    if let Some(changes) = reply.changes {
+        body["changes"] = json!(changes);
+    }
     base_response(200, serde_json::to_vec(&body).unwrap_or_default())
 }
 

@@ -234,6 +234,8 @@ pub(crate) struct World {
     /// (scope, volid) → volume; scope is the node for local storages and "" for shared ones.
     pub volumes: BTreeMap<(String, String), Volume>,
     pub pools: BTreeMap<String, Pool>,
+    /// Per node: its network configuration, running and staged.
+    pub networks: BTreeMap<String, crate::netcfg::NodeNetwork>,
     pub guests: BTreeMap<u32, Guest>,
     pub tasks: HashMap<String, Task>,
     pub task_order: Vec<String>,
@@ -258,6 +260,7 @@ impl World {
             storages: Vec::new(),
             volumes: BTreeMap::new(),
             pools: BTreeMap::new(),
+            networks: BTreeMap::new(),
             guests: BTreeMap::new(),
             tasks: HashMap::new(),
             task_order: Vec::new(),

@@ -126,6 +126,27 @@ pub enum PveAction {
     /// Storage: the cluster's definitions and how a node sees them.
     #[command(subcommand)]
     Storage(PveStorageAction),
+    /// A node's network interfaces, with edits staged but not applied.
+    #[command(subcommand)]
+    Network(PveNetworkAction),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PveNetworkAction {
+    /// Every interface of a node: type, address, ports, state; then any staged changes.
+    List {
+        /// The node (default: the configuration's `node`).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// One interface with all its settings.
+    Show {
+        /// The interface's name (`vmbr0`).
+        name: String,
+        /// The node (default: the configuration's `node`).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -15,6 +15,7 @@ mod operator;
 mod output;
 mod progress;
 mod pve_cmd;
+mod pve_network;
 mod quota_cmd;
 mod server_cmd;
 mod token_cmd;

@@ -10,7 +10,8 @@ use berth_proxmox::client::types::{PoolInfo, StorageInfo};
 use serde::Serialize;
 
 use crate::api_cmd::show;
-use crate::cli::{OutputFormat, PveAction, PveArgs, PvePoolAction, PveStorageAction};
+use crate::cli::{OutputFormat, PveAction, PveArgs, PveNetworkAction, PvePoolAction, PveStorageAction};
+use crate::pve_network;
 
 fn gib(bytes: Option<u64>) -> String {
     bytes.map_or_else(|| "-".into(), |b| format!("{}", b / (1 << 30)))
@@ -194,6 +195,22 @@ pub async fn run(args: PveArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
                 status,
             };
             show(out, &view, storage_detail)
+        }
+        PveAction::Network(PveNetworkAction::List { node: n }) => {
+            let n = n.unwrap_or(node);
+            let net = c
+                .network(&n, None)
+                .await
+                .with_context(|| format!("listing the network of node {n}"))?;
+            show(out, &net, pve_network::table)
+        }
+        PveAction::Network(PveNetworkAction::Show { name, node: n }) => {
+            let n = n.unwrap_or(node);
+            let one = c
+                .network_interface(&n, &name)
+                .await
+                .with_context(|| format!("reading interface {name} of node {n}"))?;
+            show(out, &one, pve_network::detail)
         }
     }
 }

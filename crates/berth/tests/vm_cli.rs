@@ -354,6 +354,17 @@ async fn pve_pools_and_storage_through_the_cli() {
         ),
         "{json}"
     );
+    let net = env.run(&["pve", "network", "list"]).await;
+    let text = stdout(&net);
+    assert!(
+        text.starts_with("IFACE ") && text.contains("vmbr0        bridge   static   10.0.0.11/24"),
+        "{text}"
+    );
+    let vmbr0 = env.json(&["pve", "network", "show", "vmbr0", "--node", "pve2"]).await;
+    assert_eq!(vmbr0["cidr"], "10.0.0.12/24", "{vmbr0}");
+    let noif = env.run(&["pve", "network", "show", "vmbr9"]).await;
+    assert!(!noif.status.success());
+    assert!(String::from_utf8_lossy(&noif.stderr).contains("iface: interface does not exist"));
     let nostore = env.run(&["pve", "storage", "show", "nope"]).await;
     assert!(!nostore.status.success());
     assert!(String::from_utf8_lossy(&nostore.stderr).contains("storage 'nope' does not exist"));

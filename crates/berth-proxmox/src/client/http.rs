@@ -54,6 +54,8 @@ impl ClientOptions {
 pub struct Envelope {
     pub data: Value,
     pub total: Option<u64>,
+    /// Staged network edits, as a diff (`GET /nodes/{node}/network`).
+    pub changes: Option<String>,
 }
 
 /// HTTP methods PVE uses (kept as `&'static str` so errors can name them cheaply).
@@ -252,7 +254,7 @@ impl PveClient {
     }
 }
 
-fn decode<T: DeserializeOwned>(method: Method, path: &str, data: Value) -> Result<T, PveError> {
+pub(crate) fn decode<T: DeserializeOwned>(method: Method, path: &str, data: Value) -> Result<T, PveError> {
     serde_json::from_value(data).map_err(|e| PveError::Decode {
         method: method.as_str(),
         path: path.to_owned(),
@@ -265,6 +267,7 @@ fn parse_success(method: &'static str, path: &str, bytes: &[u8]) -> Result<Envel
         return Ok(Envelope {
             data: Value::Null,
             total: None,
+            changes: None,
         });
     }
     let v: Value = serde_json::from_slice(bytes).map_err(|e| PveError::Decode {
@@ -273,6 +276,7 @@ fn parse_success(method: &'static str, path: &str, bytes: &[u8]) -> Result<Envel
         message: format!("body is not JSON ({e})"),
     })?;
     let total = v.get("total").and_then(super::types::lenient_u64);
+    let changes = v.get("changes").and_then(super::types::lenient_string);
     let data = match v {
         Value::Object(mut m) => m.remove("data").unwrap_or(Value::Null),
         _ => {
@@ -283,7 +287,7 @@ fn parse_success(method: &'static str, path: &str, bytes: &[u8]) -> Result<Envel
             });
         }
     };
-    Ok(Envelope { data, total })
+    Ok(Envelope { data, total, changes })
 }
 
 /// Builds the error from, in order: the reason phrase (PVE puts the message's first line there;

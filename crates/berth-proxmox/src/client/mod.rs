@@ -4,6 +4,7 @@
 pub mod api;
 pub mod error;
 pub mod http;
+pub mod network;
 pub mod params;
 pub mod poll;
 pub mod propstring;

@@ -4,6 +4,7 @@ mod access;
 mod cluster;
 mod guest;
 mod lxc;
+mod network;
 mod pools;
 mod qemu;
 mod snapshot;
@@ -38,6 +39,13 @@ pub(crate) enum Endpoint {
     PoolUpdate,
     PoolDelete,
     StorageList,
+    NetworkList,
+    NetworkCreate,
+    NetworkReload,
+    NetworkRevert,
+    NetworkGet,
+    NetworkUpdate,
+    NetworkDelete,
     StorageCfgList,
     StorageCfgCreate,
     StorageCfgGet,
@@ -82,6 +90,7 @@ pub(crate) struct Route {
     pub upid: Option<String>,
     pub poolid: Option<String>,
     pub snapname: Option<String>,
+    pub iface: Option<String>,
 }
 
 impl Route {
@@ -95,6 +104,7 @@ impl Route {
             upid: None,
             poolid: None,
             snapname: None,
+            iface: None,
         }
     }
     fn node(mut self, n: &str) -> Route {
@@ -112,6 +122,7 @@ impl Route {
             ("upid", &self.upid),
             ("poolid", &self.poolid),
             ("snapname", &self.snapname),
+            ("iface", &self.iface),
         ] {
             if let Some(v) = v {
                 out.push((name, v.clone()));
@@ -155,6 +166,25 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Option<Route> {
                 _ => E::StorageCfgDelete,
             });
             r.storage = Some(st.to_string());
+            r
+        }
+        (m, ["nodes", n, "network"]) => Route::new(match m {
+            "GET" => E::NetworkList,
+            "POST" => E::NetworkCreate,
+            "PUT" => E::NetworkReload,
+            "DELETE" => E::NetworkRevert,
+            _ => return None,
+        })
+        .node(n),
+        (m, ["nodes", n, "network", i]) => {
+            let mut r = Route::new(match m {
+                "GET" => E::NetworkGet,
+                "PUT" => E::NetworkUpdate,
+                "DELETE" => E::NetworkDelete,
+                _ => return None,
+            })
+            .node(n);
+            r.iface = Some(i.to_string());
             r
         }
         ("GET", ["nodes", n, "storage"]) => Route::new(E::StorageList).node(n),
@@ -247,6 +277,8 @@ fn guest_endpoint(method: &str, kind: Kind, rest: &[&str]) -> Option<Endpoint> {
     })
 }
 
+pub(crate) use network::apply_reload as apply_network_reload;
+
 /// Runs the endpoint's handler.
 pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
     use Endpoint as E;
@@ -265,6 +297,13 @@ pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
         E::PoolUpdate => pools::update(ctx, route.poolid.as_deref()),
         E::PoolDelete => pools::delete(ctx, route.poolid.as_deref()),
         E::StorageList => storage::list(ctx, &node),
+        E::NetworkList => network::list(ctx, &node),
+        E::NetworkCreate => network::create(ctx, &node),
+        E::NetworkReload => network::reload(ctx, &node),
+        E::NetworkRevert => network::revert(ctx, &node),
+        E::NetworkGet => network::get(ctx, &node, route.iface.as_deref().unwrap_or_default()),
+        E::NetworkUpdate => network::update(ctx, &node, route.iface.as_deref().unwrap_or_default()),
+        E::NetworkDelete => network::delete(ctx, &node, route.iface.as_deref().unwrap_or_default()),
         E::StorageCfgList => storage_config::list(ctx),
         E::StorageCfgCreate => storage_config::create(ctx),
         E::StorageCfgGet => storage_config::get(ctx, route.storage.as_deref().unwrap_or_default()),

@@ -295,6 +295,10 @@ pub(super) fn agent_exec_status(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResu
     let boot = g.started_at;
     let status = u32::try_from(pid).ok().and_then(|p| g.execs.status(p, boot));
     status
-        .map(|st| Reply { data: st, total: None })
+        .map(|st| Reply {
+            data: st,
+            total: None,
+            changes: None,
+        })
         .ok_or_else(|| ApiError::fail("Agent error: Invalid parameter 'pid'"))
 }

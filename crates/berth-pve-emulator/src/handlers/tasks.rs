@@ -53,6 +53,7 @@ pub(super) fn log(ctx: &mut Ctx, node: &str, upid: &str) -> ApiResult {
     Ok(Reply {
         data: Value::Array(lines),
         total: Some(task.log.len() as u64),
+        changes: None,
     })
 }
 
@@ -130,5 +131,6 @@ pub(super) fn list(ctx: &mut Ctx, node: &str) -> ApiResult {
     Ok(Reply {
         data: Value::Array(items),
         total: Some(total),
+        changes: None,
     })
 }
