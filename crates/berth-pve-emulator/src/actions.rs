@@ -91,6 +91,13 @@ pub(crate) enum TaskAction {
         name: String,
         start: bool,
     },
+    /// `vzdump`: a backup volume per guest.
+    Vzdump {
+        node: String,
+        storage: String,
+        vmids: Vec<u32>,
+        mode: String,
+    },
     /// `srvreload`: the node's staged network configuration becomes the running one.
     NetworkReload {
         node: String,
@@ -106,6 +113,12 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
     match action {
         TaskAction::Clone(job) => clone(world, *job),
         TaskAction::Start { node, kind, vmid } => start(world, &node, kind, vmid),
+        TaskAction::Vzdump {
+            node,
+            storage,
+            vmids,
+            mode,
+        } => crate::handlers::run_vzdump(world, &node, &storage, &vmids, &mode),
         TaskAction::NetworkReload { node } => crate::handlers::apply_network_reload(world, &node),
         TaskAction::Snapshot {
             node,

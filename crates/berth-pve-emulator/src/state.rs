@@ -236,6 +236,8 @@ pub(crate) struct World {
     pub pools: BTreeMap<String, Pool>,
     /// Per node: its network configuration, running and staged.
     pub networks: BTreeMap<String, crate::netcfg::NodeNetwork>,
+    /// `jobs.cfg`: backup jobs by id.
+    pub backup_jobs: BTreeMap<String, BTreeMap<String, String>>,
     pub guests: BTreeMap<u32, Guest>,
     pub tasks: HashMap<String, Task>,
     pub task_order: Vec<String>,
@@ -261,6 +263,7 @@ impl World {
             volumes: BTreeMap::new(),
             pools: BTreeMap::new(),
             networks: BTreeMap::new(),
+            backup_jobs: BTreeMap::new(),
             guests: BTreeMap::new(),
             tasks: HashMap::new(),
             task_order: Vec::new(),

@@ -129,6 +129,20 @@ pub enum PveAction {
     /// A node's network interfaces, with edits staged but not applied.
     #[command(subcommand)]
     Network(PveNetworkAction),
+    /// Backup jobs, and the guests none of them covers.
+    #[command(subcommand)]
+    Backup(PveBackupAction),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PveBackupAction {
+    /// Every backup job (schedule, next run, what it selects), then the guests no job covers.
+    List,
+    /// One backup job with all its settings.
+    Show {
+        /// The job's id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -14,6 +14,7 @@ mod offering_cmd;
 mod operator;
 mod output;
 mod progress;
+mod pve_backup;
 mod pve_cmd;
 mod pve_network;
 mod quota_cmd;

@@ -10,7 +10,10 @@ use berth_proxmox::client::types::{PoolInfo, StorageInfo};
 use serde::Serialize;
 
 use crate::api_cmd::show;
-use crate::cli::{OutputFormat, PveAction, PveArgs, PveNetworkAction, PvePoolAction, PveStorageAction};
+use crate::cli::{
+    OutputFormat, PveAction, PveArgs, PveBackupAction, PveNetworkAction, PvePoolAction, PveStorageAction,
+};
+use crate::pve_backup::{self, BackupOverview};
 use crate::pve_network;
 
 fn gib(bytes: Option<u64>) -> String {
@@ -211,6 +214,18 @@ pub async fn run(args: PveArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("reading interface {name} of node {n}"))?;
             show(out, &one, pve_network::detail)
+        }
+        PveAction::Backup(PveBackupAction::List) => {
+            let jobs = c.backup_jobs().await.context("listing backup jobs")?;
+            let not_backed_up = c.not_backed_up().await.context("listing guests no backup job covers")?;
+            show(out, &BackupOverview { jobs, not_backed_up }, pve_backup::table)
+        }
+        PveAction::Backup(PveBackupAction::Show { id }) => {
+            let job = c
+                .backup_job(&id)
+                .await
+                .with_context(|| format!("reading backup job {id}"))?;
+            show(out, &job, pve_backup::detail)
         }
     }
 }

@@ -365,6 +365,16 @@ async fn pve_pools_and_storage_through_the_cli() {
     let noif = env.run(&["pve", "network", "show", "vmbr9"]).await;
     assert!(!noif.status.success());
     assert!(String::from_utf8_lossy(&noif.stderr).contains("iface: interface does not exist"));
+    let backups = env.run(&["pve", "backup", "list"]).await;
+    let text = stdout(&backups);
+    assert!(
+        text.starts_with("no backup jobs\n\nnot covered by any backup job: VM ")
+            && text.contains(&format!("VM {} (pooled)", made["vmid"])),
+        "{text}"
+    );
+    let nojob = env.run(&["pve", "backup", "show", "nightly"]).await;
+    assert!(!nojob.status.success());
+    assert!(String::from_utf8_lossy(&nojob.stderr).contains("No such job 'nightly'"));
     let nostore = env.run(&["pve", "storage", "show", "nope"]).await;
     assert!(!nostore.status.success());
     assert!(String::from_utf8_lossy(&nostore.stderr).contains("storage 'nope' does not exist"));

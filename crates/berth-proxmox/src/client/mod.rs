@@ -2,6 +2,7 @@
 //! response types, and one method per endpoint Berth uses. Usable without the provider.
 
 pub mod api;
+pub mod backup;
 pub mod error;
 pub mod http;
 pub mod network;

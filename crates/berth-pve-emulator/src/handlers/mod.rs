@@ -1,6 +1,7 @@
 //! Routing: maps `(method, path)` to an endpoint and runs its handler.
 
 mod access;
+mod backup;
 mod cluster;
 mod guest;
 mod lxc;
@@ -39,6 +40,13 @@ pub(crate) enum Endpoint {
     PoolUpdate,
     PoolDelete,
     StorageList,
+    BackupList,
+    BackupCreate,
+    BackupGet,
+    BackupUpdate,
+    BackupDelete,
+    NotBackedUp,
+    Vzdump,
     NetworkList,
     NetworkCreate,
     NetworkReload,
@@ -91,6 +99,7 @@ pub(crate) struct Route {
     pub poolid: Option<String>,
     pub snapname: Option<String>,
     pub iface: Option<String>,
+    pub id: Option<String>,
 }
 
 impl Route {
@@ -105,6 +114,7 @@ impl Route {
             poolid: None,
             snapname: None,
             iface: None,
+            id: None,
         }
     }
     fn node(mut self, n: &str) -> Route {
@@ -123,6 +133,7 @@ impl Route {
             ("poolid", &self.poolid),
             ("snapname", &self.snapname),
             ("iface", &self.iface),
+            ("id", &self.id),
         ] {
             if let Some(v) = v {
                 out.push((name, v.clone()));
@@ -157,6 +168,19 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Option<Route> {
             r.poolid = Some(p.to_string());
             r
         }
+        ("GET", ["cluster", "backup"]) => Route::new(E::BackupList),
+        ("POST", ["cluster", "backup"]) => Route::new(E::BackupCreate),
+        (m @ ("GET" | "PUT" | "DELETE"), ["cluster", "backup", id]) => {
+            let mut r = Route::new(match m {
+                "GET" => E::BackupGet,
+                "PUT" => E::BackupUpdate,
+                _ => E::BackupDelete,
+            });
+            r.id = Some(id.to_string());
+            r
+        }
+        ("GET", ["cluster", "backup-info", "not-backed-up"]) => Route::new(E::NotBackedUp),
+        ("POST", ["nodes", n, "vzdump"]) => Route::new(E::Vzdump).node(n),
         ("GET", ["storage"]) => Route::new(E::StorageCfgList),
         ("POST", ["storage"]) => Route::new(E::StorageCfgCreate),
         (m @ ("GET" | "PUT" | "DELETE"), ["storage", st]) => {
@@ -277,6 +301,7 @@ fn guest_endpoint(method: &str, kind: Kind, rest: &[&str]) -> Option<Endpoint> {
     })
 }
 
+pub(crate) use backup::run_vzdump;
 pub(crate) use network::apply_reload as apply_network_reload;
 
 /// Runs the endpoint's handler.
@@ -297,6 +322,13 @@ pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
         E::PoolUpdate => pools::update(ctx, route.poolid.as_deref()),
         E::PoolDelete => pools::delete(ctx, route.poolid.as_deref()),
         E::StorageList => storage::list(ctx, &node),
+        E::BackupList => backup::list(ctx),
+        E::BackupCreate => backup::create(ctx),
+        E::BackupGet => backup::get(ctx, route.id.as_deref().unwrap_or_default()),
+        E::BackupUpdate => backup::update(ctx, route.id.as_deref().unwrap_or_default()),
+        E::BackupDelete => backup::delete(ctx, route.id.as_deref().unwrap_or_default()),
+        E::NotBackedUp => backup::not_backed_up(ctx),
+        E::Vzdump => backup::vzdump(ctx, &node),
         E::NetworkList => network::list(ctx, &node),
         E::NetworkCreate => network::create(ctx, &node),
         E::NetworkReload => network::reload(ctx, &node),

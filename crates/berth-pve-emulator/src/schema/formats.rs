@@ -14,7 +14,7 @@
 //! `pve-cpuset`, `pve-vm-cpu-conf`, `pve-qm-ide`, `pve-qm-hostpci`, `pve-qm-smbios1`,
 //! `pve-qemu-sev-fmt`, `pve-qemu-tdx-fmt`, `pve-lxc-dev-string`, `pve-fw-*`, `IPorCIDR*`, `pve-sdn-*`,
 //! `pve-ha-*`, `pve-acme-*`, `pve-storage-portal-dns`, `pve-dir-override`, `pve-replication-job-id`,
-//! `pve-tfa-config`, `realm-sync-options`, `prune-backups`, `backup-fleecing`, `backup-performance`,
+//! `pve-tfa-config`, `realm-sync-options`, `backup-fleecing`, `backup-performance`,
 //! `proxmox-remote`, `pem-*`, `graphite-path`, `mac-prefix`, `pve-command-batch`, `pve-phys-bits`,
 //! `pve-qm-usb-device`, `storage-pair`, `bridge-pair` and any name not listed in [`code_format`] or
 //! [`hash_format_json`].
@@ -568,6 +568,15 @@ pub(super) fn hash_format_json(name: &str) -> Option<Value> {
             "max_bytes": { "type": "integer", "optional": 1 },
             "period": { "type": "integer", "optional": 1 },
         }),
+        // pve-common JSONSchema.pm ($prune_backups_format)
+        "prune-backups" => {
+            let keep = json!({ "type": "integer", "minimum": 1, "optional": 1 });
+            json!({
+                "keep-all": { "type": "boolean", "optional": 1 },
+                "keep-last": keep, "keep-hourly": keep, "keep-daily": keep,
+                "keep-weekly": keep, "keep-monthly": keep, "keep-yearly": keep,
+            })
+        }
         // pve-common JSONSchema.pm ($bwlimit_format)
         "bwlimit" => json!({
             "default": limit, "restore": limit, "migration": limit, "clone": limit, "move": limit,
