@@ -58,6 +58,8 @@ pub(crate) enum TaskAction {
         kind: Kind,
         vmid: u32,
         unreferenced: bool,
+        /// Also out of HA, backup jobs and replication (`purge=1`).
+        purge: bool,
     },
     CreateCt(Box<CreateCtJob>),
     Resize {
@@ -91,6 +93,11 @@ pub(crate) enum TaskAction {
         name: String,
         start: bool,
     },
+    /// `hastart` / `hastop`: the HA manager brings the guest to its requested state.
+    HaEnforce {
+        kind: Kind,
+        vmid: u32,
+    },
     /// `vzdump`: a backup volume per guest.
     Vzdump {
         node: String,
@@ -113,6 +120,10 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
     match action {
         TaskAction::Clone(job) => clone(world, *job),
         TaskAction::Start { node, kind, vmid } => start(world, &node, kind, vmid),
+        TaskAction::HaEnforce { kind, vmid } => {
+            crate::handlers::ha_enforce(world, kind, vmid);
+            Ok(Vec::new())
+        }
         TaskAction::Vzdump {
             node,
             storage,
@@ -177,7 +188,14 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
             kind,
             vmid,
             unreferenced,
-        } => destroy(world, &node, kind, vmid, unreferenced),
+            purge,
+        } => {
+            let log = destroy(world, &node, kind, vmid, unreferenced)?;
+            if purge {
+                crate::handlers::purge_guest(world, kind, vmid);
+            }
+            Ok(log)
+        }
         TaskAction::CreateCt(job) => create_ct(world, *job),
         TaskAction::Resize {
             node,

@@ -25,6 +25,8 @@ pub struct EmulatorConfig {
     pub guest_exec: bool,
     /// Bytes of stdout and of stderr kept per `agent/exec` command; default qemu-ga's 16 MiB.
     pub exec_output_limit: usize,
+    /// The PVE major version to behave as: 9 (default; HA rules) or 8 (HA groups).
+    pub pve_major: u8,
 }
 
 impl Default for EmulatorConfig {
@@ -38,6 +40,7 @@ impl Default for EmulatorConfig {
             seed: true,
             guest_exec: true,
             exec_output_limit: crate::exec::DEFAULT_OUTPUT_LIMIT,
+            pve_major: 9,
         }
     }
 }

@@ -92,6 +92,7 @@ impl Emulator {
 
         let node_fp = tls.as_ref().map(|t| t.fingerprint.clone()).unwrap_or_default();
         let mut world = World::new(config.timings.clone(), node_fp);
+        world.pve_major = config.pve_major;
         world.exec = exec::ExecSettings {
             enabled: config.guest_exec,
             output_limit: config.exec_output_limit,

@@ -41,6 +41,9 @@ struct Args {
     /// Fraction (0..1) of requests that fail transiently.
     #[arg(long, default_value_t = 0.0)]
     fault_rate: f64,
+    /// The PVE major version to behave as: 9 (HA rules) or 8 (HA groups).
+    #[arg(long, default_value_t = 9, value_parser = clap::value_parser!(u8).range(8..=9))]
+    pve_major: u8,
     /// Error bodies are `{"data":null}` only (PVE before 8.3).
     #[arg(long)]
     old_error_envelope: bool,
@@ -93,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         old_error_envelope: args.old_error_envelope,
         seed: true,
         guest_exec: args.guest_exec,
+        pve_major: args.pve_major,
         ..EmulatorConfig::default()
     };
     let handle = Emulator::start(config).await?;

@@ -236,6 +236,10 @@ pub(crate) struct World {
     pub pools: BTreeMap<String, Pool>,
     /// Per node: its network configuration, running and staged.
     pub networks: BTreeMap<String, crate::netcfg::NodeNetwork>,
+    /// HA resources, groups and rules.
+    pub ha: crate::handlers::HaConfig,
+    /// 8 or 9: the PVE release the emulator behaves as.
+    pub pve_major: u8,
     /// `jobs.cfg`: backup jobs by id.
     pub backup_jobs: BTreeMap<String, BTreeMap<String, String>>,
     pub guests: BTreeMap<u32, Guest>,
@@ -264,6 +268,8 @@ impl World {
             pools: BTreeMap::new(),
             networks: BTreeMap::new(),
             backup_jobs: BTreeMap::new(),
+            ha: Default::default(),
+            pve_major: 9,
             guests: BTreeMap::new(),
             tasks: HashMap::new(),
             task_order: Vec::new(),

@@ -132,6 +132,20 @@ pub enum PveAction {
     /// Backup jobs, and the guests none of them covers.
     #[command(subcommand)]
     Backup(PveBackupAction),
+    /// HA: resources, their requested and actual state, and the rules or groups placing them.
+    #[command(subcommand)]
+    Ha(PveHaAction),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PveHaAction {
+    /// Every HA resource with its requested and actual state, then the rules (PVE 9) or groups (PVE 8).
+    List,
+    /// One HA resource.
+    Show {
+        /// Its id: `vm:100`, `ct:101`, or the bare guest id.
+        sid: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]

@@ -16,6 +16,7 @@ mod output;
 mod progress;
 mod pve_backup;
 mod pve_cmd;
+mod pve_ha;
 mod pve_network;
 mod quota_cmd;
 mod server_cmd;

@@ -11,9 +11,10 @@ use serde::Serialize;
 
 use crate::api_cmd::show;
 use crate::cli::{
-    OutputFormat, PveAction, PveArgs, PveBackupAction, PveNetworkAction, PvePoolAction, PveStorageAction,
+    OutputFormat, PveAction, PveArgs, PveBackupAction, PveHaAction, PveNetworkAction, PvePoolAction, PveStorageAction,
 };
 use crate::pve_backup::{self, BackupOverview};
+use crate::pve_ha::{self, HaOverview};
 use crate::pve_network;
 
 fn gib(bytes: Option<u64>) -> String {
@@ -226,6 +227,30 @@ pub async fn run(args: PveArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("reading backup job {id}"))?;
             show(out, &job, pve_backup::detail)
+        }
+        PveAction::Ha(PveHaAction::List) => {
+            let resources = c.ha_resources().await.context("listing HA resources")?;
+            let status = c.ha_status().await.context("reading the HA status")?;
+            // PVE 9 places resources with rules, PVE 8 with groups.
+            let nine = c.version().await.context("reading the PVE version")?.major() >= Some(9);
+            let (rules, groups) = match nine {
+                true => (Some(c.ha_rules().await.context("listing HA rules")?), None),
+                false => (None, Some(c.ha_groups().await.context("listing HA groups")?)),
+            };
+            let o = HaOverview {
+                resources,
+                rules,
+                groups,
+                status,
+            };
+            show(out, &o, pve_ha::table)
+        }
+        PveAction::Ha(PveHaAction::Show { sid }) => {
+            let r = c
+                .ha_resource(&sid)
+                .await
+                .with_context(|| format!("reading HA resource {sid}"))?;
+            show(out, &r, pve_ha::detail)
         }
     }
 }

@@ -375,6 +375,16 @@ async fn pve_pools_and_storage_through_the_cli() {
     let nojob = env.run(&["pve", "backup", "show", "nightly"]).await;
     assert!(!nojob.status.success());
     assert!(String::from_utf8_lossy(&nojob.stderr).contains("No such job 'nightly'"));
+    let ha = env.run(&["pve", "ha", "list"]).await;
+    assert_eq!(
+        stdout(&ha).trim_end(),
+        "no HA resources\n\nno HA rules",
+        "{}",
+        stdout(&ha)
+    );
+    let noha = env.run(&["pve", "ha", "show", "vm:4242"]).await;
+    assert!(!noha.status.success());
+    assert!(String::from_utf8_lossy(&noha.stderr).contains("no such resource 'vm:4242'"));
     let nostore = env.run(&["pve", "storage", "show", "nope"]).await;
     assert!(!nostore.status.success());
     assert!(String::from_utf8_lossy(&nostore.stderr).contains("storage 'nope' does not exist"));

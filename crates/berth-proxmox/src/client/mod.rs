@@ -4,6 +4,7 @@
 pub mod api;
 pub mod backup;
 pub mod error;
+pub mod ha;
 pub mod http;
 pub mod network;
 pub mod params;

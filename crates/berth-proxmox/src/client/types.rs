@@ -101,6 +101,13 @@ pub struct VersionInfo {
     pub repoid: Option<String>,
 }
 
+impl VersionInfo {
+    /// The major release (`9` of `9.1.2`).
+    pub fn major(&self) -> Option<u32> {
+        self.version.as_deref()?.split('.').next()?.parse().ok()
+    }
+}
+
 /// One entry of `GET /cluster/resources?type=vm`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ClusterResource {

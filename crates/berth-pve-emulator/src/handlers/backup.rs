@@ -52,6 +52,27 @@ fn selected(world: &World, sel: &Job) -> Vec<u32> {
     vmids(sel.get("vmid"))
 }
 
+/// `remove_vmid_from_backup_jobs`: a purged guest leaves every job's `vmid` and `exclude` list;
+/// a job left selecting nothing goes.
+pub(crate) fn remove_vmid(world: &mut World, vmid: u32) {
+    world.backup_jobs.retain(|_, job| {
+        for key in ["vmid", "exclude"] {
+            if let Some(list) = job.get(key) {
+                let kept: Vec<String> = vmids(Some(list))
+                    .into_iter()
+                    .filter(|v| *v != vmid)
+                    .map(|v| v.to_string())
+                    .collect();
+                match kept.is_empty() {
+                    true => job.remove(key),
+                    false => job.insert(key.to_string(), kept.join(",")),
+                };
+            }
+        }
+        verify(job, true).is_ok()
+    });
+}
+
 /// `verify_vzdump_parameters`: selection options that contradict each other, or none at all.
 fn verify(p: &Job, check_missing: bool) -> Result<(), ApiError> {
     let all = p.get("all").is_some_and(|a| a == "1");

@@ -7,7 +7,12 @@ use crate::state::{Guest, Node, World};
 
 const GIB: u64 = 1 << 30;
 
-pub(super) fn version() -> ApiResult {
+pub(super) fn version(ctx: &mut Ctx) -> ApiResult {
+    if ctx.world().pve_major < 9 {
+        return Reply::data(
+            json!({ "version": "8.4.14", "release": "8.4", "repoid": "b502d23c55afcba1", "console": "html5" }),
+        );
+    }
     Reply::data(json!({ "version": "9.1.2", "release": "9.1", "repoid": "d48c6bbd8a6f1e5a", "console": "html5" }))
 }
 

@@ -144,7 +144,10 @@ pub(super) fn status_current(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -
     ctx.token.check_vm(&world, vmid, &["VM.Audit"], false)?;
     let g = guest(&world, node, kind, vmid)?;
     let mut v = list_entry(g);
-    v["ha"] = json!({ "managed": 0 });
+    v["ha"] = match world.ha.managing(kind, vmid) {
+        Some(r) => json!({ "managed": 1, "state": r.get("state").map_or("started", String::as_str) }),
+        None => json!({ "managed": 0 }),
+    };
     match kind {
         Kind::Qemu => {
             v["qmpstatus"] = json!(g.status_str());
@@ -171,6 +174,26 @@ pub(super) fn power(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32, p: Power) 
     }
     ctx.params.int("timeout")?;
     let running = guest(&world, node, kind, vmid)?.running;
+    // An HA-managed guest's start and stop become requests to the HA manager.
+    if p != Power::Reboot && world.ha.managing(kind, vmid).is_some() {
+        let (state, task_type, verb) = match p {
+            Power::Start => ("started", "hastart", "start"),
+            _ => ("stopped", "hastop", "stop"),
+        };
+        super::ha::request_state(&mut world, kind, vmid, state);
+        let spec = TaskSpec {
+            node: node.to_string(),
+            kind: task_type,
+            id: vmid.to_string(),
+            user: ctx.token.tokenid.clone(),
+            duration: world.timings.start,
+            action: TaskAction::HaEnforce { kind, vmid },
+            fault: ctx.task_fault.take(),
+            log: vec![format!("Requesting HA {verb} for {} {vmid}", kind.label())],
+        };
+        let upid = crate::tasks::start(&ctx.shared, &mut world, spec);
+        return Reply::data(json!(upid));
+    }
     // The state each kind checks before it starts a worker.
     if kind == Kind::Lxc && p == Power::Start && running {
         return Err(ApiError::fail(format!("CT {vmid} already running")));
@@ -216,7 +239,13 @@ pub(super) fn destroy(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiRe
     let mut world = shared.world();
     ctx.token.check_vm(&world, vmid, &["VM.Allocate"], false)?;
     let skiplock = check_skiplock(ctx)?;
-    ctx.params.flag("purge")?;
+    let purge = ctx.params.flag("purge")?;
+    if !purge && world.ha.resources.contains_key(&super::ha::sid(kind, vmid)) {
+        return Err(ApiError::fail(format!(
+            "unable to remove {} {vmid} - used in HA resources and purge parameter not set.",
+            kind.label()
+        )));
+    }
     let unreferenced = ctx.params.flag("destroy-unreferenced-disks")?;
     let force = ctx.params.flag("force")?;
     let g = guest(&world, node, kind, vmid)?;
@@ -249,6 +278,7 @@ pub(super) fn destroy(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiRe
                 kind,
                 vmid,
                 unreferenced,
+                purge,
             }
         }
     };

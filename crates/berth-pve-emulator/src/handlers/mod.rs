@@ -4,6 +4,7 @@ mod access;
 mod backup;
 mod cluster;
 mod guest;
+mod ha;
 mod lxc;
 mod network;
 mod pools;
@@ -40,6 +41,17 @@ pub(crate) enum Endpoint {
     PoolUpdate,
     PoolDelete,
     StorageList,
+    HaResources,
+    HaResourceCreate,
+    HaResource,
+    HaResourceUpdate,
+    HaResourceDelete,
+    HaSections(&'static str),
+    HaSectionCreate(&'static str),
+    HaSection(&'static str),
+    HaSectionUpdate(&'static str),
+    HaSectionDelete(&'static str),
+    HaStatus,
     BackupList,
     BackupCreate,
     BackupGet,
@@ -100,6 +112,8 @@ pub(crate) struct Route {
     pub snapname: Option<String>,
     pub iface: Option<String>,
     pub id: Option<String>,
+    /// The URI name of `id` (`id`, `sid`, `group`, `rule`).
+    pub id_name: &'static str,
 }
 
 impl Route {
@@ -115,6 +129,7 @@ impl Route {
             snapname: None,
             iface: None,
             id: None,
+            id_name: "id",
         }
     }
     fn node(mut self, n: &str) -> Route {
@@ -133,7 +148,7 @@ impl Route {
             ("poolid", &self.poolid),
             ("snapname", &self.snapname),
             ("iface", &self.iface),
-            ("id", &self.id),
+            (self.id_name, &self.id),
         ] {
             if let Some(v) = v {
                 out.push((name, v.clone()));
@@ -166,6 +181,41 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Option<Route> {
                 _ => E::PoolDelete,
             });
             r.poolid = Some(p.to_string());
+            r
+        }
+        ("GET", ["cluster", "ha", "status", "current"]) => Route::new(E::HaStatus),
+        (m, ["cluster", "ha", "resources"]) => Route::new(match m {
+            "GET" => E::HaResources,
+            "POST" => E::HaResourceCreate,
+            _ => return None,
+        }),
+        (m, ["cluster", "ha", "resources", sid]) => {
+            let mut r = Route::new(match m {
+                "GET" => E::HaResource,
+                "PUT" => E::HaResourceUpdate,
+                "DELETE" => E::HaResourceDelete,
+                _ => return None,
+            });
+            (r.id, r.id_name) = (Some(sid.to_string()), "sid");
+            r
+        }
+        (m, ["cluster", "ha", t @ ("groups" | "rules")]) => {
+            let kind = if *t == "groups" { "group" } else { "rule" };
+            Route::new(match m {
+                "GET" => E::HaSections(kind),
+                "POST" => E::HaSectionCreate(kind),
+                _ => return None,
+            })
+        }
+        (m, ["cluster", "ha", t @ ("groups" | "rules"), id]) => {
+            let kind = if *t == "groups" { "group" } else { "rule" };
+            let mut r = Route::new(match m {
+                "GET" => E::HaSection(kind),
+                "PUT" => E::HaSectionUpdate(kind),
+                "DELETE" => E::HaSectionDelete(kind),
+                _ => return None,
+            });
+            (r.id, r.id_name) = (Some(id.to_string()), kind);
             r
         }
         ("GET", ["cluster", "backup"]) => Route::new(E::BackupList),
@@ -302,6 +352,21 @@ fn guest_endpoint(method: &str, kind: Kind, rest: &[&str]) -> Option<Endpoint> {
 }
 
 pub(crate) use backup::run_vzdump;
+pub(crate) use ha::HaConfig;
+
+/// The HA manager's effect on one guest (the `hastart`/`hastop` task).
+pub(crate) fn ha_enforce(world: &mut crate::state::World, kind: Kind, vmid: u32) {
+    ha::enforce(world, kind, vmid)
+}
+
+/// `purge=1` on a guest's destroy: out of HA (and its rules), backup jobs and pools.
+pub(crate) fn purge_guest(world: &mut crate::state::World, kind: Kind, vmid: u32) {
+    let sid = ha::sid(kind, vmid);
+    world.ha.resources.remove(&sid);
+    ha::purge_from_rules(world, &sid);
+    backup::remove_vmid(world, vmid);
+    world.remove_from_pools(vmid);
+}
 pub(crate) use network::apply_reload as apply_network_reload;
 
 /// Runs the endpoint's handler.
@@ -309,7 +374,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
     use Endpoint as E;
     let node = route.node.clone().unwrap_or_default();
     match route.ep {
-        E::Version => cluster::version(),
+        E::Version => cluster::version(ctx),
         E::Nodes => cluster::nodes(ctx),
         E::NodeIndex => cluster::node_index(),
         E::NodeStatus => cluster::node_status(ctx, &node),
@@ -322,6 +387,17 @@ pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
         E::PoolUpdate => pools::update(ctx, route.poolid.as_deref()),
         E::PoolDelete => pools::delete(ctx, route.poolid.as_deref()),
         E::StorageList => storage::list(ctx, &node),
+        E::HaStatus => ha::status(ctx),
+        E::HaResources => ha::resources(ctx),
+        E::HaResourceCreate => ha::create_resource(ctx),
+        E::HaResource => ha::resource(ctx, route.id.as_deref().unwrap_or_default()),
+        E::HaResourceUpdate => ha::update_resource(ctx, route.id.as_deref().unwrap_or_default()),
+        E::HaResourceDelete => ha::delete_resource(ctx, route.id.as_deref().unwrap_or_default()),
+        E::HaSections(k) => ha::list_sections(ctx, k),
+        E::HaSectionCreate(k) => ha::create_section(ctx, k),
+        E::HaSection(k) => ha::get_section(ctx, k, route.id.as_deref().unwrap_or_default()),
+        E::HaSectionUpdate(k) => ha::update_section(ctx, k, route.id.as_deref().unwrap_or_default()),
+        E::HaSectionDelete(k) => ha::delete_section(ctx, k, route.id.as_deref().unwrap_or_default()),
         E::BackupList => backup::list(ctx),
         E::BackupCreate => backup::create(ctx),
         E::BackupGet => backup::get(ctx, route.id.as_deref().unwrap_or_default()),
