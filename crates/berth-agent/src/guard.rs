@@ -544,6 +544,10 @@ impl Provider for Guarded {
     async fn delete_snapshot(&self, id: &InstanceRef, name: &str) -> Result<DeleteOutcome, ProviderError> {
         self.call("delete_snapshot", |p| p.delete_snapshot(id, name)).await
     }
+
+    async fn migrate(&self, id: &InstanceRef, to: &str, online: bool) -> Result<Instance, ProviderError> {
+        self.call("migrate", |p| p.migrate(id, to, online)).await
+    }
 }
 
 /// Registers the descriptions and units of the metrics above with the installed recorder.

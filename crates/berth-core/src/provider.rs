@@ -108,6 +108,17 @@ pub trait Provider: Send + Sync {
         let _ = (id, name);
         Err(no_snapshots(self.backend()))
     }
+
+    /// Moves the machine to node `to` of the backend's cluster, disks on local storage along.
+    /// A running machine moves only with `online` (a VM live, a container restarted). Backends
+    /// without nodes answer `Unsupported`.
+    async fn migrate(&self, id: &InstanceRef, to: &str, online: bool) -> Result<Instance, ProviderError> {
+        let _ = (id, to, online);
+        Err(ProviderError::unsupported(format!(
+            "migration between nodes on the {} backend",
+            self.backend()
+        )))
+    }
 }
 
 fn no_snapshots(backend: &str) -> ProviderError {

@@ -93,6 +93,15 @@ pub(crate) enum TaskAction {
         name: String,
         start: bool,
     },
+    /// `qmigrate` / `vzmigrate` / `hamigrate`.
+    Migrate {
+        node: String,
+        kind: Kind,
+        vmid: u32,
+        target: String,
+    },
+    /// `qmmove` / `move_volume`.
+    MoveDisk(Box<crate::handlers::DiskMove>),
     /// `hastart` / `hastop`: the HA manager brings the guest to its requested state.
     HaEnforce {
         kind: Kind,
@@ -120,6 +129,13 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
     match action {
         TaskAction::Clone(job) => clone(world, *job),
         TaskAction::Start { node, kind, vmid } => start(world, &node, kind, vmid),
+        TaskAction::Migrate {
+            node,
+            kind,
+            vmid,
+            target,
+        } => crate::handlers::finish_migrate(world, &node, kind, vmid, &target),
+        TaskAction::MoveDisk(m) => crate::handlers::finish_move(world, *m),
         TaskAction::HaEnforce { kind, vmid } => {
             crate::handlers::ha_enforce(world, kind, vmid);
             Ok(Vec::new())
@@ -234,6 +250,8 @@ pub(crate) fn abort(world: &mut World, action: TaskAction) {
                 g.config.remove("lock");
             }
         }
+        TaskAction::Migrate { node, kind, vmid, .. } => crate::handlers::unlock(world, &node, kind, vmid, "migrate"),
+        TaskAction::MoveDisk(m) => crate::handlers::unlock(world, &m.node, m.kind, m.vmid, "move"),
         TaskAction::Snapshot { node, kind, vmid, .. } => {
             crate::snapshots::unlock(world, (&node, kind, vmid), "snapshot")
         }

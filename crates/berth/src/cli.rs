@@ -333,6 +333,17 @@ pub enum VmAction {
         /// The snapshot's name.
         name: String,
     },
+    /// Move a machine to another node of its cluster (Proxmox), disks on local storage along.
+    Migrate {
+        /// Berth's instance id, the backend's own id, or the machine's name.
+        id: String,
+        /// The node to move it to.
+        #[arg(long)]
+        to: String,
+        /// Move a running machine: a VM live, a container restarted on the target.
+        #[arg(long)]
+        online: bool,
+    },
     /// Manual backend: what to build for a waiting request: size, template, the SSH keys to
     /// install and the network settings asked for.
     Request {

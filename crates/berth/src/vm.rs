@@ -176,6 +176,10 @@ async fn dispatch(
             let outcome = p.delete_snapshot(&r, &name).await?;
             out.deleted(&format!("snapshot {name} of {id}"), outcome);
         }
+        VmAction::Migrate { id, to, online } => {
+            let r = resolve(p, &id).await?;
+            out.instance(backend, &p.migrate(&r, &to, online).await?);
+        }
         VmAction::Templates => {
             let mut templates = p.list_templates().await?;
             templates.retain(|t| t.kind == kind);

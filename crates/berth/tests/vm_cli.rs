@@ -295,6 +295,32 @@ async fn snapshots_through_the_cli() {
         stdout(&env.run(&["vm", "snapshots", "vm-snappy"]).await).trim(),
         "no snapshots"
     );
+    // Moving it: a running VM only with --online; then it lives on pve2.
+    let offline = env
+        .run(&["vm", "migrate", "vm-snappy", "--to", "pve2", "--output", "json"])
+        .await;
+    assert_eq!(offline.status.code(), Some(2), "{}", stdout(&offline));
+    assert!(
+        stdout(&offline).contains("\"field\": \"online\""),
+        "{}",
+        stdout(&offline)
+    );
+    let nowhere = env
+        .run(&["vm", "migrate", "vm-snappy", "--to", "pve9", "--online"])
+        .await;
+    assert!(stderr(&nowhere).contains("cannot move to pve9"), "{}", stderr(&nowhere));
+    let moved = env
+        .json(&["vm", "migrate", "vm-snappy", "--to", "pve2", "--online"])
+        .await;
+    assert_eq!(
+        (&moved["node"], &moved["state"]),
+        (&serde_json::json!("pve2"), &serde_json::json!("running")),
+        "{moved}"
+    );
+    let again = env
+        .run(&["vm", "migrate", "vm-snappy", "--to", "pve2", "--online"])
+        .await;
+    assert!(stderr(&again).contains("is already on node pve2"), "{}", stderr(&again));
 }
 
 /// `berth pve`: the cluster's pools (a machine Berth made is in `berth`) and a node's storage.

@@ -3,9 +3,11 @@
 
 pub mod api;
 pub mod backup;
+pub mod cluster;
 pub mod error;
 pub mod ha;
 pub mod http;
+pub mod migrate;
 pub mod network;
 pub mod params;
 pub mod poll;

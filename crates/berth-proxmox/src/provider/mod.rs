@@ -12,6 +12,7 @@ mod guest;
 mod inventory;
 mod manage;
 mod marker;
+mod migrate;
 mod network;
 mod power;
 mod preflight;
@@ -201,5 +202,9 @@ impl Provider for ProxmoxProvider {
 
     async fn delete_snapshot(&self, id: &InstanceRef, name: &str) -> Result<DeleteOutcome, ProviderError> {
         self.delete_snapshot_ref(id, name).await
+    }
+
+    async fn migrate(&self, id: &InstanceRef, to: &str, online: bool) -> Result<Instance, ProviderError> {
+        self.migrate_ref(id, to, online).await
     }
 }

@@ -235,3 +235,51 @@ pub(super) fn nextid(ctx: &mut Ctx) -> ApiResult {
         ))),
     }
 }
+
+fn node_ip(n: &crate::state::Node) -> String {
+    format!("10.0.0.{}", 10 + n.index)
+}
+
+/// `GET /cluster/status`: the cluster and each node's membership.
+pub(super) fn status(ctx: &mut Ctx) -> ApiResult {
+    ctx.token.check("/", &["Sys.Audit"], false)?;
+    let world = ctx.world();
+    let online = world.nodes.iter().filter(|n| n.online).count();
+    let mut list = vec![json!({
+        "type": "cluster", "id": "cluster", "name": "berth-lab", "nodes": world.nodes.len(),
+        "quorate": u8::from(online * 2 > world.nodes.len()), "version": world.nodes.len() + 2,
+    })];
+    for n in &world.nodes {
+        list.push(json!({
+            "type": "node", "id": format!("node/{}", n.name), "name": n.name, "nodeid": n.index,
+            "ip": node_ip(n), "online": u8::from(n.online), "local": u8::from(n.index == 1), "level": "",
+        }));
+    }
+    Reply::data(Value::Array(list))
+}
+
+/// `GET /cluster/config/nodes`: corosync's node list.
+pub(super) fn config_nodes(ctx: &mut Ctx) -> ApiResult {
+    ctx.token.check("/", &["Sys.Audit"], false)?;
+    let world = ctx.world();
+    let list: Vec<Value> = world
+        .nodes
+        .iter()
+        .map(|n| {
+            json!({
+                "node": n.name, "name": n.name, "nodeid": n.index.to_string(), "quorum_votes": "1",
+                "ring0_addr": node_ip(n),
+            })
+        })
+        .collect();
+    Reply::data(Value::Array(list))
+}
+
+/// `GET /cluster/options` (`datacenter.cfg`): the MAC prefix and the range new VMIDs come from.
+pub(super) fn options(ctx: &mut Ctx) -> ApiResult {
+    ctx.token.check("/", &["Sys.Audit"], false)?;
+    Reply::data(json!({
+        "keyboard": "en-us", "mac_prefix": "BC:24:11", "console": "html5",
+        "next-id": { "lower": "100", "upper": "1000000" },
+    }))
+}

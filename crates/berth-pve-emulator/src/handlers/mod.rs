@@ -6,6 +6,7 @@ mod cluster;
 mod guest;
 mod ha;
 mod lxc;
+mod migrate;
 mod network;
 mod pools;
 mod qemu;
@@ -34,6 +35,9 @@ pub(crate) enum Endpoint {
     NodeStatus,
     ClusterResources,
     ClusterNextId,
+    ClusterStatus,
+    ClusterConfigNodes,
+    ClusterOptions,
     AccessPermissions,
     PoolsList,
     PoolsCreate,
@@ -96,6 +100,9 @@ pub(crate) enum Endpoint {
     AgentExecStatus,
     LxcInterfaces,
     Clone,
+    MigrateCheck,
+    Migrate,
+    MoveDisk,
     Snapshot(snapshot::SnapshotOp),
 }
 
@@ -169,6 +176,9 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Option<Route> {
         ("GET", ["nodes", n, "status"]) => Route::new(E::NodeStatus).node(n),
         ("GET", ["cluster", "resources"]) => Route::new(E::ClusterResources),
         ("GET", ["cluster", "nextid"]) => Route::new(E::ClusterNextId),
+        ("GET", ["cluster", "status"]) => Route::new(E::ClusterStatus),
+        ("GET", ["cluster", "config", "nodes"]) => Route::new(E::ClusterConfigNodes),
+        ("GET", ["cluster", "options"]) => Route::new(E::ClusterOptions),
         ("GET", ["access", "permissions"]) => Route::new(E::AccessPermissions),
         ("GET", ["pools"]) => Route::new(E::PoolsList),
         ("POST", ["pools"]) => Route::new(E::PoolsCreate),
@@ -334,6 +344,10 @@ fn guest_endpoint(method: &str, kind: Kind, rest: &[&str]) -> Option<Endpoint> {
         ("GET", ["agent", "exec-status"]) if qemu => E::AgentExecStatus,
         ("GET", ["interfaces"]) if !qemu => E::LxcInterfaces,
         ("POST", ["clone"]) if qemu => E::Clone,
+        ("GET", ["migrate"]) => E::MigrateCheck,
+        ("POST", ["migrate"]) => E::Migrate,
+        ("POST", ["move_disk"]) if qemu => E::MoveDisk,
+        ("POST", ["move_volume"]) if !qemu => E::MoveDisk,
         (m, ["snapshot", rest @ ..]) => {
             use snapshot::SnapshotOp as S;
             E::Snapshot(match (m, rest) {
@@ -353,6 +367,7 @@ fn guest_endpoint(method: &str, kind: Kind, rest: &[&str]) -> Option<Endpoint> {
 
 pub(crate) use backup::run_vzdump;
 pub(crate) use ha::HaConfig;
+pub(crate) use migrate::{DiskMove, finish_migrate, finish_move, unlock};
 
 /// The HA manager's effect on one guest (the `hastart`/`hastop` task).
 pub(crate) fn ha_enforce(world: &mut crate::state::World, kind: Kind, vmid: u32) {
@@ -380,6 +395,9 @@ pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
         E::NodeStatus => cluster::node_status(ctx, &node),
         E::ClusterResources => cluster::resources(ctx),
         E::ClusterNextId => cluster::nextid(ctx),
+        E::ClusterStatus => cluster::status(ctx),
+        E::ClusterConfigNodes => cluster::config_nodes(ctx),
+        E::ClusterOptions => cluster::options(ctx),
         E::AccessPermissions => access::permissions(ctx),
         E::PoolsList => pools::list(ctx),
         E::PoolsCreate => pools::create(ctx),
@@ -458,6 +476,9 @@ fn guest_dispatch(ctx: &mut Ctx, ep: Endpoint, node: &str, kind: Kind, vmid: u32
         E::AgentExecStatus => qemu::agent_exec_status(ctx, node, vmid),
         E::LxcInterfaces => lxc::interfaces(ctx, node, vmid),
         E::Clone => qemu::clone(ctx, node, vmid),
+        E::MigrateCheck => migrate::precondition(ctx, node, kind, vmid),
+        E::Migrate => migrate::migrate(ctx, node, kind, vmid),
+        E::MoveDisk => migrate::move_disk(ctx, node, kind, vmid),
         _ => Err(crate::api::ApiError::Status(501, "Method not implemented".to_string())),
     }
 }
