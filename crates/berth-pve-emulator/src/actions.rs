@@ -62,6 +62,8 @@ pub(crate) enum TaskAction {
         purge: bool,
     },
     CreateCt(Box<CreateCtJob>),
+    /// `qmcreate`.
+    CreateVm(Box<crate::handlers::CreateVmJob>),
     Resize {
         node: String,
         kind: Kind,
@@ -213,6 +215,7 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
             Ok(log)
         }
         TaskAction::CreateCt(job) => create_ct(world, *job),
+        TaskAction::CreateVm(job) => crate::handlers::finish_create(world, *job),
         TaskAction::Resize {
             node,
             kind,
@@ -236,6 +239,9 @@ pub(crate) fn abort(world: &mut World, action: TaskAction) {
             if partial {
                 remove_partial(world, &job.node, job.newid);
             }
+        }
+        TaskAction::CreateVm(job) if world.guests.get(&job.vmid).is_some_and(|g| g.lock() == Some("create")) => {
+            remove_partial(world, &job.node, job.vmid);
         }
         TaskAction::CreateCt(job) => {
             let partial = world.guests.get(&job.vmid).is_some_and(|g| g.lock() == Some("create"));

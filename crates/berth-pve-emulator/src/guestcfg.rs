@@ -357,7 +357,7 @@ pub(crate) fn update(
 }
 
 /// Checks and normalizes one qemu value (ssh keys, password hash, memory, tags, a MAC for new NICs).
-fn qemu_value(k: &str, v: &mut String) -> Result<(), ApiError> {
+pub(crate) fn qemu_value(k: &str, v: &mut String) -> Result<(), ApiError> {
     match k {
         "sshkeys" => {
             if !propstr::is_urlencoded(v) {
@@ -436,8 +436,20 @@ fn check_update_perms(world: &World, token: &Token, kind: Kind, vmid: u32, up: &
     let keys = up
         .changes
         .iter()
-        .map(|(k, v)| (k, Some(v.as_str())))
-        .chain(up.delete.iter().map(|k| (k, None)));
+        .map(|(k, v)| (k.as_str(), Some(v.as_str())))
+        .chain(up.delete.iter().map(|k| (k.as_str(), None)));
+    check_key_perms(world, token, kind, vmid, keys)
+}
+
+/// The privileges each changed (`Some` value) or deleted (`None`) key needs, as PVE checks
+/// them on update and on create.
+pub(crate) fn check_key_perms<'a>(
+    world: &World,
+    token: &Token,
+    kind: Kind,
+    vmid: u32,
+    keys: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+) -> Result<(), ApiError> {
     for (k, v) in keys {
         let privs = match kind {
             Kind::Qemu => qemu_key_privs(k, v),
@@ -466,7 +478,12 @@ fn check_update_perms(world: &World, token: &Token, kind: Kind, vmid: u32, up: &
 }
 
 /// Disk allocations (`STORAGE:N` / `STORAGE:cloudinit`): each is replaced by the new volume.
-fn qemu_alloc(world: &mut World, node: &str, vmid: u32, changes: &mut [(String, String)]) -> Result<(), ApiError> {
+pub(crate) fn qemu_alloc(
+    world: &mut World,
+    node: &str,
+    vmid: u32,
+    changes: &mut [(String, String)],
+) -> Result<(), ApiError> {
     for (_, v) in changes.iter_mut() {
         let Some(a) = alloc_request(v) else { continue };
         let (Alloc::Disk { storage, .. } | Alloc::Cloudinit { storage }) = &a;

@@ -10,7 +10,8 @@ use super::params::{Params, path_segment};
 use super::task::Upid;
 use super::types::{
     AgentExecStarted, AgentExecStatus, AgentInterfaces, ClusterResource, GuestConfig, GuestStatus, NetInterface,
-    NodeInfo, NodeStatus, Permissions, PoolInfo, SnapshotInfo, StorageInfo, StorageVolume, VersionInfo, lenient_u64,
+    NodeInfo, NodeStatus, PendingEntry, Permissions, PoolInfo, SnapshotInfo, StorageInfo, StorageVolume, VersionInfo,
+    lenient_u64,
 };
 
 /// The two guest types, and their path segment (`qemu`, `lxc`).
@@ -344,6 +345,19 @@ impl PveClient {
         let path = format!("{}/lxc", node_path(node));
         let data = self.write_once(Method::Post, &path, params).await?;
         upid_from(Method::Post, &path, data)
+    }
+
+    /// `POST /nodes/{node}/qemu`: a VM from scratch (disks as `STORAGE:SIZE_GiB`), sent once.
+    pub async fn create_vm(&self, node: &str, params: &Params) -> Result<Upid, PveError> {
+        let path = format!("{}/qemu", node_path(node));
+        let data = self.write_once(Method::Post, &path, params).await?;
+        upid_from(Method::Post, &path, data)
+    }
+
+    /// `GET …/pending`: every key with its current value and what waits for a restart.
+    pub async fn pending(&self, node: &str, ty: GuestType, vmid: u32) -> Result<Vec<PendingEntry>, PveError> {
+        self.get(&format!("{}/pending", guest_path(node, ty, vmid)), &Params::new())
+            .await
     }
 
     /// `GET .../agent/network-get-interfaces`, once (the caller polls).

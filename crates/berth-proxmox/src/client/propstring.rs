@@ -49,6 +49,90 @@ impl fmt::Display for PropertyString {
     }
 }
 
+/// A drive (`scsi0`, `virtio1`, `ide2`, an LXC `rootfs`/`mpN`): its volume and options, rendered
+/// back exactly as read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive(pub PropertyString);
+
+impl Drive {
+    pub fn parse(s: &str) -> Drive {
+        Drive(PropertyString::parse(s))
+    }
+    /// `local-lvm:vm-100-disk-0` (or `file=`/`volume=` when written with the key).
+    pub fn volume(&self) -> Option<&str> {
+        self.0
+            .default_value()
+            .or_else(|| self.0.get("file"))
+            .or_else(|| self.0.get("volume"))
+    }
+    /// The storage part of the volume.
+    pub fn storage(&self) -> Option<&str> {
+        self.volume()?.split_once(':').map(|(s, _)| s)
+    }
+    /// `size=32G` in bytes.
+    pub fn size_bytes(&self) -> Option<u64> {
+        let s = self.0.get("size")?;
+        let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+        let n: f64 = num.parse().ok()?;
+        let mult: u64 = match unit {
+            "" => 1,
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            "T" => 1 << 40,
+            _ => return None,
+        };
+        Some((n * mult as f64) as u64)
+    }
+    pub fn is_cdrom(&self) -> bool {
+        self.0.get("media") == Some("cdrom")
+    }
+    pub fn is_cloudinit(&self) -> bool {
+        self.volume().is_some_and(|v| v.contains("cloudinit"))
+    }
+}
+
+impl fmt::Display for Drive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A VM NIC (`net0`: `virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=20`), rendered back exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetDevice(pub PropertyString);
+
+const NIC_MODELS: &[&str] = &[
+    "virtio", "e1000", "e1000e", "rtl8139", "vmxnet3", "i82551", "i82557b", "i82559er", "ne2k_isa", "ne2k_pci", "pcnet",
+];
+
+impl NetDevice {
+    pub fn parse(s: &str) -> NetDevice {
+        NetDevice(PropertyString::parse(s))
+    }
+    /// The model and its MAC (`virtio=BC:…`), or a bare model (`virtio`) before PVE gave it one.
+    pub fn model(&self) -> Option<(&str, Option<&str>)> {
+        self.0.0.iter().find_map(|(k, v)| match k.as_deref() {
+            Some(m) if NIC_MODELS.contains(&m) => Some((m, Some(v.as_str()))),
+            Some("model") => Some((v.as_str(), self.0.get("macaddr"))),
+            None if NIC_MODELS.contains(&v.as_str()) => Some((v.as_str(), None)),
+            _ => None,
+        })
+    }
+    pub fn bridge(&self) -> Option<&str> {
+        self.0.get("bridge")
+    }
+    pub fn vlan_tag(&self) -> Option<u16> {
+        self.0.get("tag")?.parse().ok()
+    }
+}
+
+impl fmt::Display for NetDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// `prune-backups`: how many backups of each period a storage or job keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PruneBackups {
@@ -150,6 +234,26 @@ mod tests {
         let p = PropertyString::parse("local-lvm:vm-100-disk-0,size=32G");
         assert_eq!(p.default_value(), Some("local-lvm:vm-100-disk-0"));
         assert_eq!(p.get("size"), Some("32G"));
+    }
+
+    #[test]
+    fn drives_and_nics_are_typed_and_render_back_exactly() {
+        let d = Drive::parse("local-lvm:vm-100-disk-0,iothread=1,size=32G");
+        assert_eq!(
+            (d.volume(), d.storage(), d.size_bytes()),
+            (Some("local-lvm:vm-100-disk-0"), Some("local-lvm"), Some(32 << 30))
+        );
+        assert_eq!(d.to_string(), "local-lvm:vm-100-disk-0,iothread=1,size=32G");
+        let ci = Drive::parse("local-lvm:vm-100-cloudinit,media=cdrom");
+        assert!(ci.is_cdrom() && ci.is_cloudinit());
+        let n = NetDevice::parse("virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1,tag=20");
+        assert_eq!(n.model(), Some(("virtio", Some("BC:24:11:00:00:01"))));
+        assert_eq!((n.bridge(), n.vlan_tag()), (Some("vmbr0"), Some(20)));
+        assert_eq!(n.to_string(), "virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1,tag=20");
+        assert_eq!(
+            NetDevice::parse("model=e1000,bridge=vmbr1").model(),
+            Some(("e1000", None))
+        );
     }
 
     #[test]

@@ -101,6 +101,18 @@ pub struct VersionInfo {
     pub repoid: Option<String>,
 }
 
+/// One key of `GET …/pending`: its value now, the value waiting for a restart, or its deletion.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct PendingEntry {
+    pub key: String,
+    #[serde(default, deserialize_with = "de_string")]
+    pub value: Option<String>,
+    #[serde(default, deserialize_with = "de_string")]
+    pub pending: Option<String>,
+    #[serde(default, deserialize_with = "de_bool")]
+    pub delete: bool,
+}
+
 impl VersionInfo {
     /// The major release (`9` of `9.1.2`).
     pub fn major(&self) -> Option<u32> {

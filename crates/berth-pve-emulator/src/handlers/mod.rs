@@ -10,6 +10,7 @@ mod migrate;
 mod network;
 mod pools;
 mod qemu;
+mod qemu_create;
 mod snapshot;
 mod storage;
 mod storage_config;
@@ -83,6 +84,7 @@ pub(crate) enum Endpoint {
     TaskStop,
     GuestList,
     LxcCreate,
+    QemuCreate,
     GuestIndex,
     GuestDestroy,
     ConfigGet,
@@ -299,6 +301,11 @@ pub(crate) fn route(method: &str, segs: &[String]) -> Option<Route> {
             r.kind = Some(if *k == "qemu" { Kind::Qemu } else { Kind::Lxc });
             r
         }
+        ("POST", ["nodes", n, "qemu"]) => {
+            let mut r = Route::new(E::QemuCreate).node(n);
+            r.kind = Some(Kind::Qemu);
+            r
+        }
         ("POST", ["nodes", n, "lxc"]) => {
             let mut r = Route::new(E::LxcCreate).node(n);
             r.kind = Some(Kind::Lxc);
@@ -368,6 +375,7 @@ fn guest_endpoint(method: &str, kind: Kind, rest: &[&str]) -> Option<Endpoint> {
 pub(crate) use backup::run_vzdump;
 pub(crate) use ha::HaConfig;
 pub(crate) use migrate::{DiskMove, finish_migrate, finish_move, unlock};
+pub(crate) use qemu_create::{CreateVmJob, finish_create};
 
 /// The HA manager's effect on one guest (the `hastart`/`hastop` task).
 pub(crate) fn ha_enforce(world: &mut crate::state::World, kind: Kind, vmid: u32) {
@@ -443,6 +451,7 @@ pub(crate) fn dispatch(ctx: &mut Ctx, route: Route) -> ApiResult {
         E::TaskStop => tasks::stop(ctx, &node, route.upid.as_deref().unwrap_or_default()),
         E::GuestList => guest::list(ctx, &node, route.kind.unwrap_or(Kind::Qemu)),
         E::LxcCreate => lxc::create(ctx, &node),
+        E::QemuCreate => qemu_create::create(ctx, &node),
         E::Snapshot(op) => {
             let kind = route.kind.unwrap_or(Kind::Qemu);
             let vmid = crate::api::parse_vmid("vmid", route.vmid.as_deref().unwrap_or_default())?;
