@@ -67,6 +67,11 @@ async fn doctor_passes_on_a_healthy_setup() {
         "pool",
         "ct_template",
         "permissions /pool/berth",
+        "site permissions /",
+        "site permissions /storage",
+        "site permissions /pool",
+        "site permissions /vms",
+        "site permissions /nodes/pve1",
     ] {
         assert!(names.contains(&want), "{want} in {names:?}");
     }
@@ -161,5 +166,20 @@ async fn doctor_reports_missing_privileges() {
         tpl.status == CheckStatus::Fail && tpl.detail.contains("VM.Clone"),
         "{}",
         tpl.detail
+    );
+    // What managing the site needs is listed per path; missing, it warns (provisioning works).
+    let site = perm("site permissions /storage");
+    assert!(
+        site.status == CheckStatus::Warn
+            && site.detail.contains("Datastore.Allocate")
+            && site.detail.contains("needed for storage definitions"),
+        "{}",
+        site.detail
+    );
+    let net = perm("site permissions /nodes/pve1");
+    assert!(
+        net.status == CheckStatus::Warn && net.detail.contains("Sys.Modify"),
+        "{}",
+        net.detail
     );
 }

@@ -79,3 +79,34 @@ async fn pools_gain_and_lose_members_and_go_only_when_empty() {
     assert!(fail(e).contains("pool 'web' does not exist"));
     assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
 }
+
+/// Moving a guest or storage into a pool needs the right to change that guest's or storage's
+/// permissions (`check_perm_modify`), not only Pool.Allocate.
+#[tokio::test]
+async fn pool_members_need_their_own_modify_right() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let privs = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    emu.add_token(
+        "berth@pve!pools",
+        "pools-secret",
+        vec![
+            ("/pool/web".into(), privs(&["Pool.Allocate"])),
+            ("/vms/9001".into(), privs(&["VM.Allocate"])),
+        ],
+    );
+    c.create_pool("web", None).await.unwrap();
+    let narrow = client_as(&emu, "berth@pve!pools", "pools-secret");
+    let e = narrow.update_pool("web", &[9000], &[], false, true).await.unwrap_err();
+    assert!(e.to_string().contains("Permission check failed (/vms/9000"), "{e}");
+    let e = narrow
+        .update_pool("web", &[], &["shared"], false, false)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("Permission check failed (/storage/shared"),
+        "{e}"
+    );
+    narrow.update_pool("web", &[9001], &[], false, true).await.unwrap();
+    assert!(members(&c.pools(Some("web")).await.unwrap()[0]).contains(&"qemu/9001".to_owned()));
+}

@@ -161,3 +161,68 @@ async fn storage_without_snapshots_and_reserved_names_are_refused() {
         .unwrap_err();
     assert!(e.to_string().contains("reserved name"), "{e}");
 }
+
+/// A full clone of a VM as it was at a snapshot; a rollback keeps disks added since as unused.
+#[tokio::test]
+async fn clones_come_from_snapshots_and_rollbacks_keep_newer_disks() {
+    use berth_proxmox::client::{GuestType, Params};
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let c = client(&emu);
+    let spec = spec(GuestKind::Vm, "snapsrc");
+    let vmid: u32 = p
+        .create(&spec, &Events::default())
+        .await
+        .unwrap()
+        .backend_id
+        .parse()
+        .unwrap();
+    let id = InstanceRef::Id(spec.instance_id.clone());
+    p.power(&id, PowerOp::Stop).await.unwrap();
+    p.snapshot(&id, "base", "", false).await.unwrap();
+    // A second disk after the snapshot.
+    c.update_config(
+        "pve1",
+        GuestType::Qemu,
+        vmid,
+        &Params::new().str("scsi1", "local-lvm:2"),
+    )
+    .await
+    .unwrap();
+    let scsi1 = c
+        .guest_config("pve1", GuestType::Qemu, vmid)
+        .await
+        .unwrap()
+        .get("scsi1")
+        .unwrap();
+    let added = scsi1.split(',').next().unwrap().to_owned();
+
+    // Cloned at the snapshot: no scsi1.
+    let params = Params::new()
+        .int("newid", 777u32)
+        .str("name", "from-base")
+        .str("snapname", "base")
+        .bool("full", true);
+    let upid = c.clone_vm("pve1", vmid, &params).await.unwrap();
+    c.wait_task(&upid, std::time::Duration::from_secs(10)).await.unwrap();
+    let copy = c.guest_config("pve1", GuestType::Qemu, 777).await.unwrap();
+    assert!(copy.get("scsi0").is_some() && copy.get("scsi1").is_none(), "{copy:?}");
+    let e = c
+        .clone_vm(
+            "pve1",
+            vmid,
+            &Params::new().int("newid", 778u32).str("snapname", "nope"),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("snapshot 'nope' does not exist"), "{e}");
+    // The copy carries the source's marker: gone again before Berth works on the source.
+    let upid = c.delete_guest("pve1", GuestType::Qemu, 777).await.unwrap();
+    c.wait_task(&upid, std::time::Duration::from_secs(10)).await.unwrap();
+
+    // Rolled back: the newer disk is kept as unused0, not lost.
+    p.rollback(&id, "base", false).await.unwrap();
+    let cfg = c.guest_config("pve1", GuestType::Qemu, vmid).await.unwrap();
+    assert_eq!((cfg.get("scsi1"), cfg.get("unused0")), (None, Some(added)));
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
+}

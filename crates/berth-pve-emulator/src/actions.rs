@@ -18,6 +18,8 @@ pub(crate) struct CloneJob {
     pub name: Option<String>,
     pub description: Option<String>,
     pub pool: Option<String>,
+    /// Clone the guest as it was at this snapshot.
+    pub snapname: Option<String>,
     /// newid already exists on another node: pmxcfs refuses the temporary config.
     pub conflict_elsewhere: bool,
 }
@@ -343,6 +345,7 @@ fn clone(world: &mut World, job: CloneJob) -> Result<Vec<String>, String> {
         name,
         description,
         pool,
+        snapname,
         conflict_elsewhere,
     } = job;
     if conflict_elsewhere {
@@ -354,7 +357,16 @@ fn clone(world: &mut World, job: CloneJob) -> Result<Vec<String>, String> {
         world.guests.remove(&newid);
         return Err(format!("clone failed: {}", Kind::Qemu.missing_config(&node, src)));
     };
-    let src_conf = source.config.clone();
+    let src_conf = match &snapname {
+        Some(s) => match source.snapshots.iter().find(|x| x.name == *s) {
+            Some(snap) => snap.config.clone(),
+            None => {
+                world.guests.remove(&newid);
+                return Err(format!("clone failed: snapshot '{s}' does not exist"));
+            }
+        },
+        None => source.config.clone(),
+    };
     let src_name = source.config.get("name").cloned();
     let mut conf = BTreeMap::new();
     let mut log = Vec::new();

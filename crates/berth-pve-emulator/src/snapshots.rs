@@ -130,6 +130,22 @@ pub(crate) fn rollback(
         .ok_or_else(|| format!("snapshot '{name}' does not exist"))?;
     let mut config = snap.config.clone();
     config.insert("parent".into(), name.to_owned());
+    // Disks the guest gained since the snapshot stay, as unusedN (`__snapshot_rollback_get_unused`).
+    let kept: Vec<String> = config
+        .values()
+        .filter_map(|v| crate::propstr::drive_volume(v))
+        .collect();
+    let newer: Vec<String> = g
+        .config
+        .iter()
+        .filter(|(k, v)| (crate::propstr::is_disk_key(k) && !crate::propstr::is_cdrom(v)) || k.starts_with("unused"))
+        .filter_map(|(_, v)| crate::propstr::drive_volume(v))
+        .filter(|vol| !kept.contains(vol))
+        .collect();
+    for vol in newer {
+        let n = (0..).find(|n| !config.contains_key(&format!("unused{n}"))).unwrap_or(0);
+        config.insert(format!("unused{n}"), vol);
+    }
     // What a snapshot does not keep stays as it is now.
     if let Some(d) = g.config.get("description") {
         config.insert("description".into(), d.clone());

@@ -25,6 +25,23 @@ const AGENT_PRIVS: &[&str] = &["VM.GuestAgent.Audit", "VM.GuestAgent.Unrestricte
 const STORAGE_PRIVS: &[&str] = &["Datastore.AllocateSpace", "Datastore.Audit"];
 const TEMPLATE_PRIVS: &[&str] = &["VM.Clone"];
 
+/// What managing the site beyond guests needs (`berth pve`, the declarative mode, `migrate`),
+/// per path, and what for. Missing ones warn: provisioning works without them.
+const SITE_PRIVS: &[(&str, &[&str], &str)] = &[
+    ("/", &["Sys.Audit", "Sys.Modify", "Sys.Console"], "backup jobs and HA"),
+    (
+        "/storage",
+        &["Datastore.Allocate", "Datastore.Audit"],
+        "storage definitions",
+    ),
+    ("/pool", &["Pool.Allocate", "Pool.Audit"], "pools"),
+    (
+        "/vms",
+        &["VM.Migrate", "VM.Snapshot", "VM.Backup"],
+        "migration, snapshots, backups",
+    ),
+];
+
 impl ProxmoxProvider {
     pub(crate) async fn doctor(&self) -> Vec<Check> {
         let mut checks = Vec::new();
@@ -72,7 +89,32 @@ impl ProxmoxProvider {
             });
         }
         checks.extend(self.check_permissions().await);
+        checks.extend(self.check_site_permissions().await);
         checks
+    }
+
+    /// One check per path of [`SITE_PRIVS`], plus `Sys.Modify` on the node (its network).
+    async fn check_site_permissions(&self) -> Vec<Check> {
+        let node_path = format!("/nodes/{}", self.config.node);
+        let node_privs: &[&str] = &["Sys.Audit", "Sys.Modify"];
+        let all = SITE_PRIVS
+            .iter()
+            .map(|(p, needed, what)| (p.to_string(), *needed, *what))
+            .chain(std::iter::once((node_path, node_privs, "the node's network")));
+        let mut out = Vec::new();
+        for (path, needed, what) in all {
+            let name = format!("site permissions {path}");
+            out.push(match self.client.permissions(Some(&path)).await {
+                Ok(perms) => match judge(&name, &path, needed, &perms) {
+                    c if c.status == CheckStatus::Fail => {
+                        Check::warn(name, format!("{} (needed for {what}, not for provisioning)", c.detail))
+                    }
+                    _ => Check::ok(name, format!("the token may manage {what} ({})", needed.join(", "))),
+                },
+                Err(e) => Check::warn(name, format!("cannot read the token's permissions: {e}")),
+            });
+        }
+        out
     }
 
     async fn check_node(&self) -> Check {

@@ -71,6 +71,9 @@ pub(super) fn update(ctx: &mut Ctx, path_pool: Option<&str>) -> ApiResult {
         if !world.guests.contains_key(&vmid) {
             return Err(ApiError::fail(format!("update pools failed: no such VM '{vmid}'")));
         }
+        // `check_perm_modify` on the guest.
+        ctx.token
+            .check_vm(&world, vmid, &["Permissions.Modify", "VM.Allocate"], true)?;
         let member = world.pools[&poolid].vms.contains(&vmid);
         match (delete, member, world.pool_of(vmid)) {
             (true, false, _) => {
@@ -95,6 +98,11 @@ pub(super) fn update(ctx: &mut Ctx, path_pool: Option<&str>) -> ApiResult {
         if world.storage(sid).is_none() {
             return Err(ApiError::fail(format!("update pools failed: no such storage '{sid}'")));
         }
+        ctx.token.check(
+            &format!("/storage/{sid}"),
+            &["Permissions.Modify", "Datastore.Allocate"],
+            true,
+        )?;
         match (delete, world.pools[&poolid].storage.contains(sid)) {
             (true, false) => {
                 return Err(ApiError::fail(format!(

@@ -55,7 +55,9 @@ pub(super) fn clone(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
     if let Some(lock) = src.lock() {
         return Err(ApiError::fail(format!("VM is locked ({lock})")));
     }
-    if let Some(snap) = &snapname {
+    if let Some(snap) = &snapname
+        && !src.snapshots.iter().any(|s| s.name == *snap)
+    {
         return Err(ApiError::fail(format!("snapshot '{snap}' does not exist")));
     }
     let full = full_param.unwrap_or(!src.is_template());
@@ -138,6 +140,7 @@ pub(super) fn clone(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
         name,
         description,
         pool,
+        snapname,
         conflict_elsewhere,
     };
     let duration = world.timings.clone;
