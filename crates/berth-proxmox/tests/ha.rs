@@ -112,7 +112,7 @@ async fn the_ha_state_is_the_power_state_and_power_calls_become_requests() {
             .unwrap_err(),
     );
     assert!(
-        e.contains("update resource failed: detected modified configuration"),
+        e.contains("update resources config failed: detected modified configuration"),
         "{e}"
     );
     assert!(!running(&c, vmid).await, "the refused change did not start it");

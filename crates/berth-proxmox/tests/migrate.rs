@@ -135,7 +135,10 @@ async fn containers_migrate_with_restart_and_move_volumes_stopped() {
         ..Default::default()
     };
     for (o, expect) in [
-        (MigrateOptions::default(), "CT is running - use online migration"),
+        (
+            MigrateOptions::default(),
+            "can't migrate running container without --online or --restart",
+        ),
         (online, "lxc live migration is currently not implemented"),
     ] {
         let e = says(c.migrate("pve1", l, vmid, "pve2", o).await.unwrap_err());

@@ -1,5 +1,5 @@
-//! Every site call Berth makes meets a 5xx answer the way real PVE gives one: the error reaches
-//! the caller and nothing changed on the emulator.
+//! The site writes Berth makes, each answered with a 5xx before PVE acts on it: the error reaches
+//! the caller, the client does not retry a write PVE may have done, and nothing changed.
 
 mod common;
 

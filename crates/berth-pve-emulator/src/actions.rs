@@ -7,6 +7,7 @@ use crate::propstr::{self, drive_volume, format_size, get_kv, is_cdrom, is_cloud
 use crate::state::{Guest, Kind, Volume, World, unix_now};
 
 /// A full or linked clone of a qemu VM (`qmclone`).
+#[derive(Clone)]
 pub(crate) struct CloneJob {
     pub node: String,
     pub src: u32,
@@ -25,6 +26,7 @@ pub(crate) struct CloneJob {
 }
 
 /// A container creation (`vzcreate`).
+#[derive(Clone)]
 pub(crate) struct CreateCtJob {
     pub node: String,
     pub vmid: u32,
@@ -37,6 +39,7 @@ pub(crate) struct CreateCtJob {
     pub start: bool,
 }
 
+#[derive(Clone)]
 pub(crate) enum TaskAction {
     Clone(Box<CloneJob>),
     Start {

@@ -84,6 +84,9 @@ impl NodeNetwork {
         if let (Some(a), Some(n)) = (rec.get("address"), rec.get("netmask")) {
             m.insert("cidr".into(), json!(format!("{a}/{n}")));
         }
+        if let (Some(a), Some(n)) = (rec.get("address6"), rec.get("netmask6")) {
+            m.insert("cidr6".into(), json!(format!("{a}/{n}")));
+        }
         if self.physical.contains(name) {
             m.insert("exists".into(), json!(1));
         }
@@ -162,6 +165,14 @@ pub(crate) fn render(ifaces: &BTreeMap<String, Iface>) -> String {
                     (_, v) => v,
                 };
                 out.push_str(&format!("\t{file_key} {v}\n"));
+            }
+        }
+        if rec.get("method6").is_some_and(|m| m == "static")
+            && let (Some(a), Some(n)) = (rec.get("address6"), rec.get("netmask6"))
+        {
+            out.push_str(&format!("\niface {name} inet6 static\n\taddress {a}/{n}\n"));
+            if let Some(g) = rec.get("gateway6") {
+                out.push_str(&format!("\tgateway {g}\n"));
             }
         }
         if let Some(c) = rec.get("comments") {

@@ -193,7 +193,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         .params
         .into_iter()
         .map(|(k, v)| {
-            if matches!(k.as_str(), "cipassword" | "password") {
+            if matches!(
+                k.as_str(),
+                "cipassword" | "password" | "encryption-key" | "keyring" | "master-pubkey"
+            ) {
                 (k, "**********".to_string())
             } else {
                 (k, v)

@@ -441,11 +441,12 @@ impl World {
         }
     }
 
-    /// All volumes owned by `vmid` (any storage visible from `node`).
+    /// The disks owned by `vmid` (any storage visible from `node`); its backups are not disks.
     pub fn volumes_of(&self, node: &str, vmid: u32) -> Vec<String> {
         self.volumes
             .iter()
             .filter(|((scope, _), v)| (scope.is_empty() || scope == node) && v.vmid == Some(vmid))
+            .filter(|(_, v)| matches!(v.content.as_str(), "images" | "rootdir"))
             .map(|((_, volid), _)| volid.clone())
             .collect()
     }

@@ -206,8 +206,8 @@ const PLUGINS: &[Plugin] = &[
     },
     Plugin {
         kind: "pbs",
-        fixed: &["datastore"],
-        required: &["server"],
+        fixed: &["datastore", "server"],
+        required: &[],
         optional: &[
             "nodes",
             "disable",
@@ -254,16 +254,24 @@ impl Plugin {
             || k == "content"
             || (k == "shared" && !self.shared && matches!(self.kind, "dir"))
     }
-    /// pve-storage's `decode_value` for `content`: every type must be one this plugin holds.
+    /// pve-storage's `decode_value` for `content`: types the plugin cannot hold are dropped
+    /// (with a warning), `none` stands alone, and something must remain.
     pub fn check_content(&self, list: &str) -> Result<Vec<String>, String> {
+        let none_valid = self.kind == "dir";
         let mut out = Vec::new();
+        let mut none = false;
         for c in list.split([',', ';', ' ']).filter(|c| !c.is_empty()) {
-            if c != "none" && !self.content.contains(&c) {
-                return Err(format!("storage does not support content type '{c}'"));
+            match c {
+                "none" if none_valid => none = true,
+                c if self.content.contains(&c) && !out.iter().any(|o| o == c) => out.push(c.to_string()),
+                _ => {} // "storage does not support content type 'c'" is only a warning
             }
-            if c != "none" && !out.iter().any(|o| o == c) {
-                out.push(c.to_string());
-            }
+        }
+        if none && !out.is_empty() {
+            return Err("unable to combine 'none' with other content types".into());
+        }
+        if out.is_empty() && !none {
+            return Err("storage does not support content type 'none'".into());
         }
         Ok(out)
     }

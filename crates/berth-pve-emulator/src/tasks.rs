@@ -176,15 +176,35 @@ pub(crate) fn finish(world: &mut World, upid: &str) {
             }
             Err(msg.clone())
         }
+        // A worker that fails on its own cleans up as an interrupted one does.
         _ => match action {
-            Some(a) => actions::complete(world, a),
+            Some(a) => {
+                let undo = a.clone();
+                let r = actions::complete(world, a);
+                if r.is_err() {
+                    actions::abort(world, undo);
+                }
+                r
+            }
             None => Ok(Vec::new()),
         },
     };
     let Some(task) = world.tasks.get_mut(upid) else { return };
     match result {
         Ok(lines) => {
+            // A worker's own warnings (`warn` in PVE) end it WARNINGS.
+            let own = lines.iter().filter(|l| l.starts_with("WARN: ")).count() as u32;
             task.log.extend(lines);
+            let fault = match fault {
+                None if own > 0 => {
+                    task.log.push(format!("TASK WARNINGS: {own}"));
+                    task.exitstatus = Some(format!("WARNINGS: {own}"));
+                    task.running = false;
+                    task.endtime = Some(unix_now());
+                    return;
+                }
+                f => f,
+            };
             match fault {
                 Some(TaskFault::Warnings(n)) if n > 0 => {
                     for i in 1..=n {

@@ -143,21 +143,28 @@ fn storage_detail(v: &StorageView) -> String {
     out.join("\n")
 }
 
-pub async fn run(args: PveArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
-    let config = berth_agent::load_config(&args.config.config).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let b = config
-        .backend(args.backend.as_deref())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+/// The PVE client (and configured node) of the proxmox backend `backend` of the configuration.
+pub fn pve_client(
+    config: &std::path::Path,
+    backend: Option<&str>,
+    what: &str,
+) -> anyhow::Result<(berth_proxmox::PveClient, String, String)> {
+    let config = berth_agent::load_config(config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let b = config.backend(backend).map_err(|e| anyhow::anyhow!("{e}"))?;
     let BackendSettings::Proxmox(cfg) = &b.settings else {
         bail!(
-            "backend {} is {}: `berth pve` needs a proxmox backend (--backend NAME)",
+            "backend {} is {}: `{what}` needs a proxmox backend (--backend NAME)",
             b.name,
             b.kind().as_str()
         );
     };
-    let node = cfg.node.clone();
     let provider = berth_proxmox::ProxmoxProvider::new(cfg.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let c = provider.client();
+    Ok((provider.client().clone(), cfg.node.clone(), b.name.clone()))
+}
+
+pub async fn run(args: PveArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let (client, node, _) = pve_client(&args.config.config, args.backend.as_deref(), "berth pve")?;
+    let c = &client;
     match args.action {
         PveAction::Pool(PvePoolAction::List) => {
             let all = c.pools(None).await.context("listing pools")?;

@@ -195,6 +195,12 @@ impl PveClient {
         self.write::<Value>(Method::Put, "/pools", &params).await.map(|_| ())
     }
 
+    /// `PUT /pools` with only `comment`: the pool's description.
+    pub async fn set_pool_comment(&self, poolid: &str, comment: &str) -> Result<(), PveError> {
+        let params = Params::new().str("poolid", poolid).str("comment", comment);
+        self.write::<Value>(Method::Put, "/pools", &params).await.map(|_| ())
+    }
+
     /// `DELETE /pools?poolid=`: an empty pool only.
     pub async fn delete_pool(&self, poolid: &str) -> Result<(), PveError> {
         self.write::<Value>(Method::Delete, "/pools", &Params::new().str("poolid", poolid))

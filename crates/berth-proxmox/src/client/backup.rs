@@ -43,6 +43,20 @@ pub struct BackupJob {
     pub options: BTreeMap<String, String>,
 }
 
+/// A property string PVE may answer as text or, decoded, as an object (`prune-backups`,
+/// `fleecing`, `performance` of a job: pve-guest-common `JobBase::decode_value`).
+fn prop_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Object(m) => Some(
+            m.iter()
+                .filter_map(|(k, v)| lenient_string(v).map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        v => lenient_string(v),
+    }
+}
+
 fn ids(v: Option<Value>) -> Vec<u32> {
     v.as_ref()
         .and_then(lenient_string)
@@ -53,6 +67,7 @@ fn ids(v: Option<Value>) -> Vec<u32> {
 impl<'de> Deserialize<'de> for BackupJob {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let mut m = BTreeMap::<String, Value>::deserialize(d)?;
+        let raw_prune = m.remove("prune-backups").as_ref().and_then(prop_text);
         let mut text = |k: &str| m.remove(k).as_ref().and_then(lenient_string);
         let (id, schedule, storage, mode) = (
             text("id").unwrap_or_default(),
@@ -61,7 +76,6 @@ impl<'de> Deserialize<'de> for BackupJob {
             text("mode"),
         );
         let (compress, pool, comment, node) = (text("compress"), text("pool"), text("comment"), text("node"));
-        let raw_prune = text("prune-backups");
         text("type");
         let enabled = m.remove("enabled").as_ref().is_none_or(lenient_bool);
         let all = m.remove("all").as_ref().is_some_and(lenient_bool);
@@ -69,7 +83,7 @@ impl<'de> Deserialize<'de> for BackupJob {
         let (vmid, exclude) = (ids(m.remove("vmid")), ids(m.remove("exclude")));
         let mut options: BTreeMap<String, String> = m
             .into_iter()
-            .filter_map(|(k, v)| lenient_string(&v).map(|s| (k, s)))
+            .filter_map(|(k, v)| prop_text(&v).map(|s| (k, s)))
             .collect();
         let prune_backups = raw_prune.and_then(|p| match PruneBackups::parse(&p) {
             Ok(v) => Some(v),
@@ -210,13 +224,14 @@ mod tests {
     fn jobs_read_leniently_and_write_whole() {
         let j: BackupJob = serde_json::from_value(serde_json::json!({
             "id": "nightly", "type": "vzdump", "schedule": "21:00", "storage": "local", "all": 1,
-            "exclude": "100,101", "prune-backups": "keep-last=7", "next-run": "1796590800",
-            "notes-template": "{{guestname}}"
+            "exclude": "100,101", "prune-backups": {"keep-last": 7}, "next-run": "1796590800",
+            "notes-template": "{{guestname}}", "performance": {"max-workers": 2}
         }))
         .unwrap();
         assert!(j.enabled && j.all);
         assert_eq!((j.exclude.clone(), j.next_run), (vec![100, 101], Some(1_796_590_800)));
         assert_eq!(j.options["notes-template"], "{{guestname}}");
+        assert_eq!(j.options["performance"], "max-workers=2");
         let p = j.to_params();
         for (k, v) in [
             ("schedule", "21:00"),

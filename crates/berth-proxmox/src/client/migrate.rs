@@ -21,8 +21,8 @@ pub struct MigrateCheck {
     /// qemu says `allowed_nodes`, lxc `allowed-nodes`.
     #[serde(default, alias = "allowed-nodes")]
     pub allowed_nodes: Vec<String>,
-    /// Per node, why not (`unavailable_storages`, …).
-    #[serde(default)]
+    /// Per node, why not (`unavailable_storages`, …); lxc says `not-allowed-nodes`.
+    #[serde(default, alias = "not-allowed-nodes")]
     pub not_allowed_nodes: BTreeMap<String, Value>,
     #[serde(default)]
     pub local_disks: Vec<LocalDisk>,

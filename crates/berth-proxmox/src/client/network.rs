@@ -168,11 +168,19 @@ impl NetworkInterface {
                 return Err(bad("gateway", "a gateway needs the interface's own address (cidr)"));
             };
             let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            if u32::from(gw) & mask != u32::from(addr) & mask {
+            // A /32 with an on-link gateway is a common hosted-server setup.
+            if len < 32 && u32::from(gw) & mask != u32::from(addr) & mask {
                 return Err(bad("gateway", format!("{g} is outside {addr}/{len}")));
             }
         }
-        let known = |p: &str| node.iter().any(|i| i.iface == p);
+        // A port is an interface of the node, or a VLAN of one (`eno1.20`).
+        let known = |p: &str| {
+            let base = p
+                .rsplit_once('.')
+                .filter(|(_, v)| v.parse::<u16>().is_ok())
+                .map_or(p, |(b, _)| b);
+            node.iter().any(|i| i.iface == p || i.iface == base)
+        };
         for (field, list) in [("bridge_ports", &self.bridge_ports), ("slaves", &self.slaves)] {
             if let Some(p) = list.iter().find(|p| !known(p)) {
                 return Err(bad(field, format!("'{p}' is not an interface of this node")));
@@ -344,6 +352,17 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(ok.check(&node), Ok(()));
+        let hosted = NetworkInterface {
+            cidr: Some("203.0.113.7/32".into()),
+            gateway: Some("203.0.113.1".into()),
+            bridge_ports: vec!["eno1.20".into()],
+            ..ok.clone()
+        };
+        assert_eq!(
+            hosted.check(&node),
+            Ok(()),
+            "a /32 with an on-link gateway, a VLAN of a NIC as port"
+        );
         for (change, field) in [
             (
                 NetworkInterface {

@@ -38,9 +38,19 @@ fn vmids(v: Option<&String>) -> Vec<u32> {
 
 /// The guests a job (or a vzdump call) selects: `all` minus `exclude`, a `pool`, or `vmid`.
 fn selected(world: &World, sel: &Job) -> Vec<u32> {
+    // A job bound to a node backs up only the guests there.
+    let here = |id: &u32| {
+        sel.get("node")
+            .is_none_or(|n| world.guests.get(id).is_some_and(|g| g.node == *n))
+    };
     if sel.get("all").is_some_and(|a| a == "1") {
         let ex = vmids(sel.get("exclude"));
-        return world.guests.keys().copied().filter(|id| !ex.contains(id)).collect();
+        return world
+            .guests
+            .keys()
+            .copied()
+            .filter(|id| !ex.contains(id) && here(id))
+            .collect();
     }
     if let Some(pool) = sel.get("pool") {
         return world
@@ -49,7 +59,7 @@ fn selected(world: &World, sel: &Job) -> Vec<u32> {
             .map(|p| p.vms.iter().copied().collect())
             .unwrap_or_default();
     }
-    vmids(sel.get("vmid"))
+    vmids(sel.get("vmid")).into_iter().filter(here).collect()
 }
 
 /// `remove_vmid_from_backup_jobs`: a purged guest leaves every job's `vmid` and `exclude` list;
@@ -69,26 +79,42 @@ pub(crate) fn remove_vmid(world: &mut World, vmid: u32) {
                 };
             }
         }
-        verify(job, true).is_ok()
+        verify(&mut job.clone(), true).is_ok()
     });
 }
 
 /// `verify_vzdump_parameters`: selection options that contradict each other, or none at all.
-fn verify(p: &Job, check_missing: bool) -> Result<(), ApiError> {
+fn verify(p: &mut Job, check_missing: bool) -> Result<(), ApiError> {
+    // `exclude` implies `all` (VZDump.pm `verify_vzdump_parameters`).
+    if p.contains_key("exclude") {
+        p.insert("all".into(), "1".into());
+    }
     let all = p.get("all").is_some_and(|a| a == "1");
     if all && p.contains_key("vmid") {
         return Err(ApiError::param("all", "option conflicts with option 'vmid'"));
     }
-    if p.contains_key("exclude") && !all {
-        return Err(ApiError::param(
-            "exclude",
-            "option only makes sense in combination with option 'all'",
-        ));
+    if p.contains_key("pool") && p.contains_key("vmid") {
+        return Err(ApiError::param("pool", "option conflicts with option 'vmid'"));
     }
     if check_missing && !(all || p.contains_key("pool") || p.contains_key("stop")) && !p.contains_key("vmid") {
         return Err(ApiError::param("vmid", "property is missing"));
     }
     Ok(())
+}
+
+/// A job runs on `schedule` or (the old way) `starttime`, not both and not neither.
+fn check_schedule(p: &Job, create: bool) -> Result<(), ApiError> {
+    match (p.contains_key("schedule"), p.contains_key("starttime")) {
+        (true, true) => Err(ApiError::param(
+            "schedule",
+            "'starttime' and 'schedule' cannot both be set",
+        )),
+        (false, false) if create => Err(ApiError::param(
+            "schedule",
+            "neither 'starttime' nor 'schedule' were set",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// `starttime`/`dow` become `schedule`, as `convert_to_schedule` does.
@@ -123,9 +149,21 @@ fn job_json(id: &str, job: &Job) -> Value {
     m.insert("id".into(), json!(id));
     m.insert("type".into(), json!("vzdump"));
     for (k, v) in job {
-        let value = match INTEGER.contains(&k.as_str()) {
-            true => v.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(v)),
-            false => json!(v),
+        let value = match (INTEGER.contains(&k.as_str()), k.as_str()) {
+            (true, _) => v.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(v)),
+            // Decoded into an object on read (JobBase::decode_value).
+            (false, "prune-backups" | "fleecing" | "performance") => Value::Object(
+                v.split(',')
+                    .filter_map(|p| p.split_once('='))
+                    .map(|(k, n)| {
+                        (
+                            k.to_string(),
+                            n.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(n)),
+                        )
+                    })
+                    .collect(),
+            ),
+            (false, _) => json!(v),
         };
         m.insert(k.clone(), value);
     }
@@ -170,17 +208,12 @@ pub(super) fn create(ctx: &mut Ctx) -> ApiResult {
         ctx.token.check(&format!("/pool/{pool}"), &["VM.Backup"], false)?;
     }
     p.entry("enabled".into()).or_insert_with(|| "1".into());
-    verify(&p, true)?;
+    verify(&mut p, true)?;
+    check_schedule(&p, true)?;
     convert_schedule(&mut p);
     let mut world = ctx.world();
     if world.backup_jobs.contains_key(&id) {
         return Err(lock_err("jobs_cfg", format!("Job '{id}' already exists")));
-    }
-    if !p.contains_key("schedule") {
-        return Err(lock_err(
-            "jobs_cfg",
-            "missing value for required option 'schedule'".into(),
-        ));
     }
     if let Some(s) = p.get("storage")
         && world.storage(s).is_none()
@@ -216,15 +249,26 @@ pub(super) fn update(ctx: &mut Ctx, id: &str) -> ApiResult {
         }
         job.remove(k);
     }
-    job.extend(p);
-    verify(&job, true)?;
-    convert_schedule(&mut job);
-    if !job.contains_key("schedule") {
-        return Err(lock_err(
-            "jobs_cfg",
-            "missing value for required option 'schedule'".into(),
-        ));
+    // A new selection replaces the old one (Backup.pm update_job).
+    let drop: &[&str] = if p.contains_key("vmid") {
+        &["all", "exclude", "pool"]
+    } else if p.contains_key("pool") {
+        &["all", "exclude", "vmid"]
+    } else if p.contains_key("all") || p.contains_key("exclude") {
+        &["vmid", "pool"]
+    } else {
+        &[]
+    };
+    for k in drop {
+        job.remove(*k);
     }
+    if p.contains_key("starttime") {
+        job.remove("schedule");
+    }
+    check_schedule(&p, false)?;
+    job.extend(p);
+    verify(&mut job, true)?;
+    convert_schedule(&mut job);
     world.backup_jobs.insert(id.to_string(), job);
     Reply::null()
 }
@@ -233,7 +277,7 @@ pub(super) fn delete(ctx: &mut Ctx, id: &str) -> ApiResult {
     ctx.token.check("/", &["Sys.Modify"], false)?;
     let mut world = ctx.world();
     if world.backup_jobs.remove(id).is_none() {
-        return Err(lock_err("jobs_cfg", format!("job '{id}' not found")));
+        return Err(ApiError::param("id", format!("No such job '{id}'")));
     }
     Reply::null()
 }
@@ -246,7 +290,8 @@ pub(super) fn not_backed_up(ctx: &mut Ctx) -> ApiResult {
     let list: Vec<Value> = world
         .guests
         .values()
-        .filter(|g| !g.is_template() && !covered.contains(&g.vmid))
+        .filter(|g| !covered.contains(&g.vmid))
+        .filter(|g| ctx.token.check_vm(&world, g.vmid, &["VM.Audit"], false).is_ok())
         .map(|g| {
             let name_key = if g.kind == Kind::Qemu { "name" } else { "hostname" };
             let mut v = json!({ "vmid": g.vmid, "type": g.kind.as_str() });
@@ -262,8 +307,8 @@ pub(super) fn not_backed_up(ctx: &mut Ctx) -> ApiResult {
 /// `POST /nodes/{node}/vzdump`: a `vzdump` task writing one backup per selected guest on this
 /// node to a storage that holds backups.
 pub(super) fn vzdump(ctx: &mut Ctx, node: &str) -> ApiResult {
-    let p = params(ctx, &["node"])?;
-    verify(&p, true)?;
+    let mut p = params(ctx, &["node"])?;
+    verify(&mut p, true)?;
     let storage = p.get("storage").cloned().unwrap_or_else(|| "local".into());
     let fault = ctx.task_fault.take();
     let shared = ctx.shared.clone();

@@ -65,16 +65,20 @@ fn parse_sid(world: &World, raw: &str) -> Result<(Kind, u32, String), ApiError> 
     Ok((kind, vmid, sid(kind, vmid)))
 }
 
-fn digest(s: &Section) -> String {
+/// `digest` of a whole config file (resources.cfg, groups.cfg or rules.cfg), as PVE's section config.
+fn digest(file: &BTreeMap<String, Section>) -> String {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
-    for (k, v) in s {
-        h.update(format!("{k} {v}\n"));
+    for (id, s) in file {
+        h.update(format!("{id}\n"));
+        for (k, v) in s {
+            h.update(format!("\t{k} {v}\n"));
+        }
     }
     hex::encode(h.finalize())[..40].to_string()
 }
 
-fn section_json(id_key: &str, id: &str, s: &Section) -> Value {
+fn section_json(id_key: &str, id: &str, s: &Section, file_digest: &str) -> Value {
     let mut m = serde_json::Map::new();
     m.insert(id_key.into(), json!(id));
     for (k, v) in s {
@@ -84,7 +88,7 @@ fn section_json(id_key: &str, id: &str, s: &Section) -> Value {
         };
         m.insert(k.clone(), value);
     }
-    m.insert("digest".into(), json!(digest(s)));
+    m.insert("digest".into(), json!(file_digest));
     Value::Object(m)
 }
 
@@ -137,13 +141,14 @@ pub(super) fn resources(ctx: &mut Ctx) -> ApiResult {
     ctx.token.check("/", &["Sys.Audit"], false)?;
     let only = ctx.params.get("type").map(str::to_string);
     let world = ctx.world();
+    let d = digest(&world.ha.resources);
     let list: Vec<Value> = world
         .ha
         .resources
         .iter()
         .filter(|(sid, _)| only.as_ref().is_none_or(|t| sid.starts_with(&format!("{t}:"))))
         .map(|(sid, r)| {
-            let mut v = section_json("sid", sid, r);
+            let mut v = section_json("sid", sid, r, &d);
             v["type"] = json!(sid.split(':').next().unwrap_or_default());
             v
         })
@@ -160,7 +165,7 @@ pub(super) fn resource(ctx: &mut Ctx, raw: &str) -> ApiResult {
         .resources
         .get(&sid)
         .ok_or_else(|| ApiError::fail(format!("no such resource '{raw}'")))?;
-    let mut v = section_json("sid", &sid, r);
+    let mut v = section_json("sid", &sid, r, &digest(&world.ha.resources));
     v["type"] = json!(sid.split(':').next().unwrap_or_default());
     Reply::data(v)
 }
@@ -199,7 +204,7 @@ pub(super) fn update_resource(ctx: &mut Ctx, raw: &str) -> ApiResult {
     let delete = deletions(ctx);
     let digest_param = ctx.params.get("digest").map(str::to_string);
     let mut world = ctx.world();
-    let fail = |m: String| ApiError::fail(format!("update resource failed: {m}"));
+    let fail = |m: String| ApiError::fail(format!("update resources config failed: {m}"));
     let (kind, vmid, sid) = parse_sid(&world, raw)?;
     let mut r = world
         .ha
@@ -208,7 +213,7 @@ pub(super) fn update_resource(ctx: &mut Ctx, raw: &str) -> ApiResult {
         .cloned()
         .ok_or_else(|| fail(format!("no such resource '{sid}'")))?;
     if let Some(d) = digest_param.filter(|d| !d.is_empty())
-        && d != digest(&r)
+        && d != digest(&world.ha.resources)
     {
         return Err(fail(
             "detected modified configuration - file changed by other user? Try again".into(),
@@ -278,6 +283,7 @@ pub(super) fn list_sections(ctx: &mut Ctx, kind: &'static str) -> ApiResult {
     let resource = ctx.params.get("resource").map(str::to_string);
     let mut world = ctx.world();
     gate(&world, kind)?;
+    let d = digest(table(&mut world, kind));
     let list: Vec<Value> = table(&mut world, kind)
         .iter()
         .filter(|(_, s)| only.as_ref().is_none_or(|t| s.get("type") == Some(t)))
@@ -286,7 +292,7 @@ pub(super) fn list_sections(ctx: &mut Ctx, kind: &'static str) -> ApiResult {
                 .as_ref()
                 .is_none_or(|r| s.get("resources").is_some_and(|l| l.split(',').any(|x| x == r)))
         })
-        .map(|(id, s)| section_json(kind, id, s))
+        .map(|(id, s)| section_json(kind, id, s, &d))
         .collect();
     Reply::data(Value::Array(list))
 }
@@ -295,10 +301,11 @@ pub(super) fn get_section(ctx: &mut Ctx, kind: &'static str, id: &str) -> ApiRes
     ctx.token.check("/", &["Sys.Audit"], false)?;
     let mut world = ctx.world();
     gate(&world, kind)?;
+    let d = digest(table(&mut world, kind));
     let s = table(&mut world, kind)
         .get(id)
         .ok_or_else(|| ApiError::fail(format!("no such ha {kind} '{id}'")))?;
-    Reply::data(section_json(kind, id, s))
+    Reply::data(section_json(kind, id, s, &d))
 }
 
 /// What a group or rule must hold: a node list for groups and node-affinity rules, an
@@ -321,11 +328,16 @@ fn check_section(world: &World, kind: &str, s: &mut Section) -> Result<(), ApiEr
     if let Some(list) = s.get("resources").cloned() {
         let mut sids = Vec::new();
         for raw in list.split(',').filter(|r| !r.is_empty()) {
-            sids.push(
-                parse_sid(world, raw)
-                    .map_err(|e| ApiError::param("resources", e.to_string()))?
-                    .2,
-            );
+            let sid = parse_sid(world, raw)
+                .map_err(|e| ApiError::param("resources", e.to_string()))?
+                .2;
+            if kind == "rule" && !world.ha.resources.contains_key(&sid) {
+                return Err(ApiError::param(
+                    "resources",
+                    format!("cannot use unmanaged resource(s) {sid}"),
+                ));
+            }
+            sids.push(sid);
         }
         s.insert("resources".into(), sids.join(","));
     }
@@ -363,7 +375,7 @@ pub(super) fn update_section(ctx: &mut Ctx, kind: &'static str, id: &str) -> Api
         .cloned()
         .ok_or_else(|| fail(format!("no such {what} '{id}'")))?;
     if let Some(d) = digest_param.filter(|d| !d.is_empty())
-        && d != digest(&s)
+        && d != digest(table(&mut world, kind))
     {
         return Err(fail(
             "detected modified configuration - file changed by other user? Try again".into(),
@@ -396,9 +408,11 @@ pub(super) fn delete_section(ctx: &mut Ctx, kind: &'static str, id: &str) -> Api
             "delete ha group failed: ha group '{id}' is used by resource '{sid}'"
         )));
     }
-    if table(&mut world, kind).remove(id).is_none() {
-        let what = if kind == "group" { "ha group" } else { "HA rule" };
-        return Err(ApiError::fail(format!("delete {what} failed: no such {what} '{id}'")));
+    // PVE deletes a rule that is not there without complaint; a group must exist.
+    if table(&mut world, kind).remove(id).is_none() && kind == "group" {
+        return Err(ApiError::fail(format!(
+            "delete ha group failed: no such ha group '{id}'"
+        )));
     }
     Reply::null()
 }

@@ -40,6 +40,13 @@ fn unavailable(world: &World, g: &Guest, target: &str) -> Vec<String> {
 /// `GET …/migrate`: what a migration would meet.
 pub(super) fn precondition(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiResult {
     let world = ctx.world();
+    // The container check came with pve-container 6.0.8 (PVE 9).
+    if kind == Kind::Lxc && world.pve_major < 9 {
+        return Err(ApiError::Status(
+            501,
+            "Method 'GET /nodes/{node}/lxc/{vmid}/migrate' not implemented".into(),
+        ));
+    }
     ctx.token.check_vm(&world, vmid, &["VM.Migrate"], false)?;
     let g = guest(&world, node, kind, vmid)?;
     let mut allowed = Vec::new();
@@ -59,12 +66,11 @@ pub(super) fn precondition(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> 
             json!({ "volid": volid, "drivename": key, "size": size, "is_unused": u8::from(key.starts_with("unused")) })
         })
         .collect();
-    let nodes_key = if kind == Kind::Qemu {
-        "allowed_nodes"
-    } else {
-        "allowed-nodes"
+    let (nodes_key, not_key) = match kind {
+        Kind::Qemu => ("allowed_nodes", "not_allowed_nodes"),
+        Kind::Lxc => ("allowed-nodes", "not-allowed-nodes"),
     };
-    let mut v = json!({ "running": u8::from(g.running), nodes_key: allowed, "not_allowed_nodes": not_allowed });
+    let mut v = json!({ "running": u8::from(g.running), nodes_key: allowed, not_key: not_allowed });
     if kind == Kind::Qemu {
         v["local_disks"] = json!(disks);
         v["local_resources"] = json!([]);
@@ -83,7 +89,7 @@ pub(super) fn migrate(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiRe
     let mut world = shared.world();
     ctx.token.check_vm(&world, vmid, &["VM.Migrate"], false)?;
     if target == node {
-        return Err(ApiError::fail("target is local node."));
+        return Err(ApiError::param("target", "target is local node."));
     }
     let t = world
         .node(&target)
@@ -110,7 +116,9 @@ pub(super) fn migrate(ctx: &mut Ctx, node: &str, kind: Kind, vmid: u32) -> ApiRe
             return Err(ApiError::fail("lxc live migration is currently not implemented"));
         }
         Kind::Lxc if g.running && !restart => {
-            return Err(ApiError::fail("CT is running - use online migration"));
+            return Err(ApiError::fail(
+                "can't migrate running container without --online or --restart",
+            ));
         }
         _ => {}
     }
@@ -153,6 +161,7 @@ pub(crate) fn finish_migrate(
         .volumes
         .iter()
         .filter(|((scope, _), v)| scope == node && v.vmid == Some(vmid))
+        .filter(|(_, v)| matches!(v.content.as_str(), "images" | "rootdir"))
         .map(|((_, volid), _)| volid.clone())
         .collect();
     let running = g.running;
@@ -258,6 +267,7 @@ pub(crate) fn unlock(world: &mut World, node: &str, kind: Kind, vmid: u32, lock:
 }
 
 /// What a `MoveDisk` task does.
+#[derive(Clone)]
 pub(crate) struct DiskMove {
     pub node: String,
     pub kind: Kind,

@@ -84,6 +84,17 @@ fn settings(ctx: &Ctx) -> Result<Iface, ApiError> {
         p.insert("address".into(), a.to_string());
         p.insert("netmask".into(), m.to_string());
     }
+    if let Some(cidr) = p.remove("cidr6") {
+        if p.contains_key("address6") {
+            return Err(ApiError::param("address6", "address6 conflicts with cidr6"));
+        }
+        if p.contains_key("netmask6") {
+            return Err(ApiError::param("netmask6", "netmask6 conflicts with cidr6"));
+        }
+        let (a, m) = cidr.split_once('/').unwrap_or((&cidr, "128"));
+        p.insert("address6".into(), a.to_string());
+        p.insert("netmask6".into(), m.to_string());
+    }
     if let Some(mask) = p.get("netmask").filter(|m| m.contains('.')) {
         let bits: u32 = mask
             .split('.')

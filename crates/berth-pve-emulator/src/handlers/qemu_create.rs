@@ -25,6 +25,7 @@ const CALL_ONLY: &[&str] = &[
 ];
 
 /// A VM being created (`qmcreate`).
+#[derive(Clone)]
 pub(crate) struct CreateVmJob {
     pub node: String,
     pub vmid: u32,
@@ -48,6 +49,9 @@ pub(super) fn create(ctx: &mut Ctx, node: &str) -> ApiResult {
     let shared = ctx.shared.clone();
     let mut world = shared.world();
     check_allocate(&world, &ctx.token, pool.as_deref(), vmid)?;
+    if start {
+        ctx.token.check_vm(&world, vmid, &["VM.PowerMgmt"], false)?;
+    }
     let keys = config.iter().map(|(k, v)| (k.as_str(), Some(v.as_str())));
     guestcfg::check_key_perms(&world, &ctx.token, Kind::Qemu, vmid, keys)?;
     if let Some(existing) = world.guests.get(&vmid) {
@@ -93,7 +97,7 @@ pub(super) fn create(ctx: &mut Ctx, node: &str) -> ApiResult {
     )
 }
 
-/// `get_default_bootdevices`: disks (not cloud-init), then CD drives, then NICs.
+/// `get_default_bootdevices`: the first disk (not cloud-init), the first CD drive, the first NIC.
 fn default_boot(config: &BTreeMap<String, String>) -> Option<String> {
     let mut disks = Vec::new();
     let mut cds = Vec::new();
@@ -109,7 +113,12 @@ fn default_boot(config: &BTreeMap<String, String>) -> Option<String> {
             nets.push(k.clone());
         }
     }
-    let order: Vec<String> = disks.into_iter().chain(cds).chain(nets).collect();
+    let order: Vec<String> = disks
+        .into_iter()
+        .take(1)
+        .chain(cds.into_iter().take(1))
+        .chain(nets.into_iter().take(1))
+        .collect();
     (!order.is_empty()).then(|| format!("order={}", order.join(";")))
 }
 
@@ -140,8 +149,10 @@ pub(crate) fn finish_create(world: &mut World, job: CreateVmJob) -> Result<Vec<S
     let uuid = hex::encode(rand::random::<[u8; 16]>());
     conf.entry("smbios1".into())
         .or_insert_with(|| format!("uuid={}", dashed(&uuid)));
-    conf.entry("vmgenid".into())
-        .or_insert_with(|| dashed(&hex::encode(rand::random::<[u8; 16]>())));
+    // `vmgenid: 1` (or none) asks PVE to generate one.
+    if conf.get("vmgenid").is_none_or(|v| v == "1") {
+        conf.insert("vmgenid".into(), dashed(&hex::encode(rand::random::<[u8; 16]>())));
+    }
     conf.entry("meta".into())
         .or_insert_with(|| format!("creation-qemu=9.2.0,ctime={}", crate::state::unix_now()));
     if !conf.contains_key("boot")
@@ -157,8 +168,12 @@ pub(crate) fn finish_create(world: &mut World, job: CreateVmJob) -> Result<Vec<S
     {
         p.vms.insert(vmid);
     }
+    // The VM exists either way: a failed start is only a warning (`warn $@ if $@`).
     if start {
-        log.extend(crate::actions::start(world, &node, Kind::Qemu, vmid)?);
+        match crate::actions::start(world, &node, Kind::Qemu, vmid) {
+            Ok(lines) => log.extend(lines),
+            Err(e) => log.push(format!("WARN: start failed: {e}")),
+        }
     }
     Ok(log)
 }

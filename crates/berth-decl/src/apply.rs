@@ -1,0 +1,392 @@
+//! Applying a plan: exactly its changes, only if every object it touches is still as it was when
+//! planned (else refused, naming the field), storage first and backup jobs last, network edits
+//! staged and reloaded once per node, deletes after everything else in reverse.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use berth_proxmox::client::backup::BackupJob;
+use berth_proxmox::client::network::NetworkInterface;
+use berth_proxmox::client::propstring::PruneBackups;
+use berth_proxmox::client::{Params, PveClient, PveError};
+
+use crate::fields;
+use crate::model::{Kind, Object};
+use crate::observe::observe;
+use crate::plan::{Action, Change, Plan, fingerprint};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("the plan cannot be applied: {addr}: {reason}")]
+    Impossible { addr: String, reason: String },
+    #[error("stale plan: {addr} changed since it was planned ({detail}); plan again")]
+    Stale { addr: String, detail: String },
+    #[error(
+        "node {node} has network edits someone staged and did not reload; apply them (PUT /nodes/{node}/network) or revert them first"
+    )]
+    PendingNetwork { node: String },
+    #[error("{addr}.{field}: {message}")]
+    Secret {
+        addr: String,
+        field: String,
+        message: String,
+    },
+    #[error("{addr}: {what} failed: {error}")]
+    Pve {
+        addr: String,
+        what: String,
+        error: Box<PveError>,
+    },
+}
+
+/// What an apply did, step by step.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Applied {
+    pub steps: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApplyOptions {
+    /// Apply even when a node has network edits someone else staged (they are reloaded too).
+    pub adopt_pending_network: bool,
+    /// How long one task may take.
+    pub task_timeout: Option<Duration>,
+}
+
+fn pve(addr: &str, what: &str) -> impl FnOnce(PveError) -> ApplyError {
+    let (addr, what) = (addr.to_owned(), what.to_owned());
+    move |error| ApplyError::Pve {
+        addr,
+        what,
+        error: Box::new(error),
+    }
+}
+
+fn resolve(c: &Change, field: &str, reference: &str) -> Result<String, ApplyError> {
+    let bad = |message: String| ApplyError::Secret {
+        addr: c.addr.clone(),
+        field: field.to_owned(),
+        message,
+    };
+    if let Some(name) = reference.strip_prefix("env:") {
+        return std::env::var(name).map_err(|_| bad(format!("environment variable {name} is not set")));
+    }
+    if let Some(path) = reference.strip_prefix("file:") {
+        return std::fs::read_to_string(path)
+            .map(|s| s.trim_end().to_owned())
+            .map_err(|e| bad(format!("cannot read {path}: {e}")));
+    }
+    Err(bad("a secret is env:NAME or file:/path".into()))
+}
+
+/// Re-reads the cluster and refuses when a touched object is not as planned.
+async fn check_fresh(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<(), ApplyError> {
+    if let Some(ch) = plan.impossible().next() {
+        let Action::Impossible { reason } = &ch.action else {
+            unreachable!()
+        };
+        return Err(ApplyError::Impossible {
+            addr: ch.addr.clone(),
+            reason: reason.clone(),
+        });
+    }
+    let now = observe(c).await.map_err(pve("cluster", "reading"))?;
+    for ch in &plan.changes {
+        let Some(want) = plan.fingerprints.get(&ch.addr) else {
+            continue;
+        };
+        let cur = now.find(&ch.addr);
+        if fingerprint(cur) != *want {
+            let detail = match (cur, &ch.before) {
+                (None, _) => "it is gone".to_owned(),
+                (Some(_), None) => "it exists now".to_owned(),
+                (Some(o), Some(before)) => {
+                    let keys: BTreeSet<&String> = o.fields.keys().chain(before.keys()).collect();
+                    let changed: Vec<String> = keys
+                        .into_iter()
+                        .filter(|k| o.fields.get(*k) != before.get(*k))
+                        .map(|k| format!("{k}: {} → {}", show(before.get(k)), show(o.fields.get(k))))
+                        .collect();
+                    changed.join(", ")
+                }
+            };
+            return Err(ApplyError::Stale {
+                addr: ch.addr.clone(),
+                detail,
+            });
+        }
+    }
+    if !opts.adopt_pending_network {
+        for ch in plan.changes.iter().filter(|c| c.kind == Kind::Interface) {
+            let node = ch.addr.split('.').nth(1).unwrap_or_default();
+            if now.pending_network.contains_key(node) {
+                return Err(ApplyError::PendingNetwork { node: node.to_owned() });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn show(v: Option<&String>) -> &str {
+    v.map_or("(unset)", String::as_str)
+}
+
+/// Applies `plan` to the cluster behind `c`.
+pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<Applied, ApplyError> {
+    check_fresh(c, plan, opts).await?;
+    let timeout = opts.task_timeout.unwrap_or(Duration::from_secs(300));
+    let mut done = Applied::default();
+    let mut reload: BTreeSet<String> = BTreeSet::new();
+    for (i, ch) in plan.changes.iter().enumerate() {
+        match ch.kind {
+            Kind::Cluster => {}
+            Kind::Storage => storage(c, ch).await?,
+            Kind::Pool => pool(c, ch).await?,
+            Kind::Interface => {
+                interface(c, ch).await?;
+                reload.insert(ch.addr.split('.').nth(1).unwrap_or_default().to_owned());
+            }
+            Kind::Backup => backup(c, ch).await?,
+        }
+        done.steps.push(format!("{} {}", verb(&ch.action), ch.addr));
+        // Network edits are staged; each node reloads once, before what depends on them.
+        let next_not_net = plan.changes.get(i + 1).is_none_or(|x| x.kind != Kind::Interface);
+        if !reload.is_empty() && next_not_net {
+            for node in std::mem::take(&mut reload) {
+                let upid = c
+                    .reload_network(&node)
+                    .await
+                    .map_err(pve(&format!("net.{node}"), "reload"))?;
+                c.wait_task(&upid, timeout)
+                    .await
+                    .map_err(pve(&format!("net.{node}"), "reload"))?;
+                done.steps.push(format!("reloaded the network of {node}"));
+            }
+        }
+    }
+    Ok(done)
+}
+
+fn verb(a: &Action) -> &'static str {
+    match a {
+        Action::Create => "created",
+        Action::Update => "updated",
+        Action::Replace { .. } => "replaced",
+        Action::Delete => "deleted",
+        Action::Impossible { .. } => "skipped",
+    }
+}
+
+fn id_of(ch: &Change) -> &str {
+    ch.addr.split_once('.').map_or("", |(_, id)| id)
+}
+
+/// A storage definition's parameters (lists comma-joined, secrets resolved), without `type`.
+fn storage_params(ch: &Change, keys: impl Iterator<Item = String>) -> Result<Params, ApplyError> {
+    let mut p = Params::new();
+    for k in keys {
+        if k == "type" {
+            continue;
+        }
+        if let Some(v) = ch.after.get(&k) {
+            p.push(&k, v.clone());
+        }
+    }
+    Ok(p)
+}
+
+async fn storage(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
+    let id = id_of(ch);
+    let create = |c: &PveClient| {
+        let ch = ch.clone();
+        let c = c.clone();
+        async move {
+            let mut p = storage_params(&ch, ch.after.keys().cloned())?;
+            for (field, reference) in &ch.secrets {
+                p.push(field, resolve(&ch, field, reference)?);
+            }
+            let kind = ch.after.get("type").cloned().unwrap_or_default();
+            c.create_storage(id_of(&ch), &kind, &p)
+                .await
+                .map_err(pve(&ch.addr, "create"))?;
+            Ok::<(), ApplyError>(())
+        }
+    };
+    match &ch.action {
+        Action::Create => create(c).await,
+        Action::Update => {
+            let keys = ch.fields.iter().map(|f| f.field.clone());
+            let p = storage_params(ch, keys)?;
+            // Compare-and-set on the file's digest, read just now.
+            let digest = c.storage_config(id).await.map_err(pve(&ch.addr, "read"))?.digest;
+            c.update_storage(id, &p, &[], digest.as_deref())
+                .await
+                .map_err(pve(&ch.addr, "update"))
+        }
+        Action::Replace { .. } => {
+            c.delete_storage(id).await.map_err(pve(&ch.addr, "delete"))?;
+            create(c).await
+        }
+        Action::Delete => c.delete_storage(id).await.map_err(pve(&ch.addr, "delete")),
+        Action::Impossible { .. } => Ok(()),
+    }
+}
+
+async fn pool(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
+    let id = id_of(ch);
+    let comment = ch.after.get("comment").map(String::as_str);
+    match &ch.action {
+        Action::Create => c.create_pool(id, comment).await.map_err(pve(&ch.addr, "create")),
+        Action::Update | Action::Replace { .. } => c
+            .set_pool_comment(id, comment.unwrap_or_default())
+            .await
+            .map_err(pve(&ch.addr, "update")),
+        Action::Delete => c.delete_pool(id).await.map_err(pve(&ch.addr, "delete")),
+        Action::Impossible { .. } => Ok(()),
+    }
+}
+
+/// The whole interface from its fields (PVE recomputes `method` from each call, so an update
+/// always carries everything).
+pub(crate) fn interface_from(iface: &str, f: &BTreeMap<String, String>) -> NetworkInterface {
+    let get = |k: &str| f.get(k).cloned();
+    let list = |k: &str| {
+        f.get(k)
+            .map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let flag = |k: &str| f.get(k).is_some_and(|v| v == "1");
+    let mut known: BTreeSet<&str> = BTreeSet::new();
+    known.extend([
+        "type",
+        "cidr",
+        "gateway",
+        "cidr6",
+        "gateway6",
+        "bridge_ports",
+        "slaves",
+        "bridge_vlan_aware",
+        "bridge_vids",
+        "bond_mode",
+        "vlan-id",
+        "vlan-raw-device",
+        "autostart",
+        "mtu",
+        "comments",
+    ]);
+    NetworkInterface {
+        iface: iface.to_owned(),
+        kind: get("type").unwrap_or_default(),
+        method: None,
+        cidr: get("cidr"),
+        gateway: get("gateway"),
+        cidr6: get("cidr6"),
+        gateway6: get("gateway6"),
+        bridge_ports: list("bridge_ports"),
+        bridge_vlan_aware: flag("bridge_vlan_aware"),
+        bridge_vids: get("bridge_vids"),
+        slaves: list("slaves"),
+        bond_mode: get("bond_mode"),
+        vlan_id: get("vlan-id").and_then(|v| v.parse().ok()),
+        vlan_raw_device: get("vlan-raw-device"),
+        autostart: flag("autostart"),
+        mtu: get("mtu").and_then(|v| v.parse().ok()),
+        comments: get("comments"),
+        active: false,
+        exists: false,
+        options: f
+            .iter()
+            .filter(|(k, _)| !known.contains(k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+async fn interface(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
+    let (node, iface) = id_of(ch).split_once('.').unwrap_or_default();
+    let i = interface_from(iface, &ch.after);
+    match &ch.action {
+        Action::Create => c.create_interface(node, &i).await.map_err(pve(&ch.addr, "create")),
+        Action::Update => c.update_interface(node, &i, &[]).await.map_err(pve(&ch.addr, "update")),
+        Action::Replace { .. } => {
+            c.delete_interface(node, iface).await.map_err(pve(&ch.addr, "delete"))?;
+            c.create_interface(node, &i).await.map_err(pve(&ch.addr, "create"))
+        }
+        Action::Delete => c.delete_interface(node, iface).await.map_err(pve(&ch.addr, "delete")),
+        Action::Impossible { .. } => Ok(()),
+    }
+}
+
+pub(crate) fn job_from(id: &str, f: &BTreeMap<String, String>) -> BackupJob {
+    let get = |k: &str| f.get(k).cloned();
+    let ids = |k: &str| {
+        f.get(k)
+            .map(|v| v.split(',').filter_map(|s| s.parse().ok()).collect())
+            .unwrap_or_default()
+    };
+    let known = [
+        "schedule",
+        "enabled",
+        "storage",
+        "mode",
+        "compress",
+        "all",
+        "vmid",
+        "pool",
+        "exclude",
+        "prune-backups",
+        "comment",
+        "node",
+    ];
+    BackupJob {
+        id: id.to_owned(),
+        schedule: get("schedule"),
+        enabled: f.get("enabled").is_none_or(|v| v == "1"),
+        storage: get("storage"),
+        mode: get("mode"),
+        compress: get("compress"),
+        all: f.get("all").is_some_and(|v| v == "1"),
+        vmid: ids("vmid"),
+        pool: get("pool"),
+        exclude: ids("exclude"),
+        prune_backups: get("prune-backups").and_then(|p| PruneBackups::parse(&p).ok()),
+        comment: get("comment"),
+        node: get("node"),
+        next_run: None,
+        options: f
+            .iter()
+            .filter(|(k, _)| !known.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+async fn backup(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
+    let id = id_of(ch);
+    let job = job_from(id, &ch.after);
+    match &ch.action {
+        Action::Create => c.create_backup_job(&job).await.map_err(pve(&ch.addr, "create")),
+        Action::Update | Action::Replace { .. } => {
+            // Options the file stopped setting are not removed (only the file's fields are managed).
+            c.update_backup_job(&job, &[]).await.map_err(pve(&ch.addr, "update"))
+        }
+        Action::Delete => c.delete_backup_job(id).await.map_err(pve(&ch.addr, "delete")),
+        Action::Impossible { .. } => Ok(()),
+    }
+}
+
+/// The object as the plan expects it after apply (for tests comparing with the cluster).
+pub fn expected(ch: &Change) -> Option<Object> {
+    match ch.action {
+        Action::Delete | Action::Impossible { .. } => None,
+        _ => {
+            let mut o = Object::new(ch.kind, ch.addr.clone());
+            o.fields = ch
+                .after
+                .iter()
+                .map(|(k, v)| (k.clone(), fields::normalize(ch.kind, k, v)))
+                .collect();
+            Some(o)
+        }
+    }
+}

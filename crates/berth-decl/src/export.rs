@@ -1,0 +1,109 @@
+//! A cluster written as a site file: every object of the kinds this mode manages with every field
+//! PVE stores that its create call takes, so that planning the file against the same cluster
+//! shows no change. Secrets cannot be read back and are left for the user to reference.
+
+use std::fmt::Write as _;
+
+use crate::fields;
+use crate::model::{Kind, Object, Observed};
+
+fn value(kind: Kind, field: &str, v: &str) -> String {
+    if fields::is_boolean(kind, field) {
+        return (v == "1").to_string();
+    }
+    if let Ok(n) = v.parse::<i64>()
+        && !v.starts_with('0')
+        && field != "comment"
+        && field != "comments"
+    {
+        return n.to_string();
+    }
+    toml_string(v)
+}
+
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{:04X}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn key(k: &str) -> String {
+    if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        k.to_owned()
+    } else {
+        toml_string(k)
+    }
+}
+
+fn entry(out: &mut String, table: &str, ids: &[(&str, &str)], o: &Object) {
+    let _ = writeln!(out, "\n[[proxmox.{table}]]");
+    for (k, v) in ids {
+        let _ = writeln!(out, "{k} = {}", toml_string(v));
+    }
+    for (k, v) in &o.fields {
+        if k == "prune-backups" {
+            let parts: Vec<String> = v
+                .split(',')
+                .filter_map(|p| p.split_once('='))
+                .map(|(k, n)| match k {
+                    "keep-all" => format!("keep_all = {}", n == "1"),
+                    _ => format!("{} = {n}", k.replace('-', "_")),
+                })
+                .collect();
+            let _ = writeln!(out, "retention = {{ {} }}", parts.join(", "));
+        } else {
+            let _ = writeln!(out, "{} = {}", key(k), value(o.kind, k, v));
+        }
+    }
+}
+
+/// The site file of `observed` (TOML). `backend` names the agent configuration's backend.
+pub fn export(observed: &Observed, backend: Option<&str>) -> String {
+    let mut out = String::from(
+        "# Written by `berth discover --export`: planning it against the same cluster shows no change.\n\
+         version = 1\n\n[proxmox]\n",
+    );
+    if let Some(b) = backend {
+        let _ = writeln!(out, "backend = {}", toml_string(b));
+    }
+    let nodes: Vec<String> = observed.nodes.iter().map(|n| toml_string(n)).collect();
+    match &observed.cluster_name {
+        Some(name) => {
+            let _ = writeln!(
+                out,
+                "cluster = {{ name = {}, nodes = [{}] }}",
+                toml_string(name),
+                nodes.join(", ")
+            );
+        }
+        None => {
+            let _ = writeln!(out, "cluster = {{ nodes = [{}] }}", nodes.join(", "));
+        }
+    }
+    for o in observed.objects.iter().filter(|o| o.kind == Kind::Storage) {
+        entry(&mut out, "storage", &[("id", o.id())], o);
+    }
+    for o in observed.objects.iter().filter(|o| o.kind == Kind::Pool) {
+        entry(&mut out, "pools", &[("id", o.id())], o);
+    }
+    for o in observed.objects.iter().filter(|o| o.kind == Kind::Interface) {
+        let (node, iface) = o.node_iface().unwrap_or_default();
+        entry(&mut out, "network", &[("node", node), ("iface", iface)], o);
+    }
+    for o in observed.objects.iter().filter(|o| o.kind == Kind::Backup) {
+        entry(&mut out, "backups", &[("id", o.id())], o);
+    }
+    out
+}

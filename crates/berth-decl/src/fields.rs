@@ -1,0 +1,119 @@
+//! What Berth knows about each field: from the schema (`fields_table.rs`: create-only = in the
+//! create call but not the update; defaults), plus the few places where the schema says less than
+//! PVE does, one sourced line each. Values are compared normalized: sets sorted, booleans 1/0,
+//! retention in PVE's order, and a field PVE leaves out equal to its default.
+
+use berth_proxmox::client::propstring::PruneBackups;
+
+use crate::fields_table;
+use crate::model::Kind;
+
+/// One parameter of a kind's create call.
+pub(crate) struct Field {
+    pub name: &'static str,
+    pub create_only: bool,
+    pub default: Option<&'static str>,
+    pub boolean: bool,
+}
+
+fn table(kind: Kind) -> &'static [Field] {
+    match kind {
+        Kind::Storage => fields_table::STORAGE,
+        Kind::Interface => fields_table::NETWORK,
+        Kind::Backup => fields_table::BACKUP,
+        Kind::Pool => fields_table::POOL,
+        Kind::Cluster => &[],
+    }
+}
+
+fn spec(kind: Kind, field: &str) -> Option<&'static Field> {
+    table(kind).iter().find(|f| f.name == field)
+}
+
+/// Whether the kind's create call takes `field` (anything else PVE shows is read-only).
+pub(crate) fn settable(kind: Kind, field: &str) -> bool {
+    spec(kind, field).is_some()
+}
+
+pub(crate) fn is_boolean(kind: Kind, field: &str) -> bool {
+    spec(kind, field).is_some_and(|f| f.boolean) || (kind == Kind::Storage && matches!(field, "disable" | "shared"))
+}
+
+/// The value PVE behaves as when the field is left out.
+pub(crate) fn default(kind: Kind, field: &str) -> Option<&'static str> {
+    match (kind, field) {
+        // storage.cfg leaves out flags that are off (pve-storage SectionConfig writes only set keys).
+        (Kind::Storage, "disable" | "shared") => Some("0"),
+        // ifupdown2 stanzas without `auto` / `bridge-vlan-aware yes` (PVE API2/Network.pm).
+        (Kind::Interface, "autostart" | "bridge_vlan_aware") => Some("0"),
+        _ => spec(kind, field).and_then(|f| f.default),
+    }
+}
+
+/// Whether changing `field` needs the object made anew.
+pub(crate) fn create_only(kind: Kind, field: &str, storage_type: Option<&str>) -> bool {
+    match (kind, field, storage_type) {
+        // Plugin-fixed options the PUT schema still lists (pve-storage NFSPlugin/CIFSPlugin/ZFSPoolPlugin `fixed => 1`).
+        (Kind::Storage, "server", Some("nfs" | "cifs")) | (Kind::Storage, "pool", Some("zfspool")) => true,
+        // `type` must be sent on every update, but a bridge does not become a bond.
+        (Kind::Interface, "type", _) => true,
+        _ => spec(kind, field).is_some_and(|f| f.create_only),
+    }
+}
+
+/// Written but never read back (pve-storage `sensitive_properties`).
+pub(crate) fn is_secret(kind: Kind, field: &str) -> bool {
+    kind == Kind::Storage && matches!(field, "password" | "encryption-key" | "keyring" | "master-pubkey")
+}
+
+/// Lists whose order does not matter.
+fn is_set(kind: Kind, field: &str) -> bool {
+    matches!(
+        (kind, field),
+        (Kind::Storage, "content" | "nodes")
+            | (Kind::Interface, "bridge_ports" | "slaves")
+            | (Kind::Backup, "vmid" | "exclude")
+    )
+}
+
+/// The value as Berth compares it.
+pub(crate) fn normalize(kind: Kind, field: &str, value: &str) -> String {
+    if is_boolean(kind, field) {
+        return if matches!(value.trim(), "1" | "yes" | "true" | "on") {
+            "1"
+        } else {
+            "0"
+        }
+        .to_owned();
+    }
+    if is_set(kind, field) {
+        let mut items: Vec<&str> = value.split([',', ';', ' ']).filter(|s| !s.is_empty()).collect();
+        items.sort_unstable();
+        items.dedup();
+        return items.join(",");
+    }
+    if field == "prune-backups"
+        && let Ok(p) = PruneBackups::parse(value)
+    {
+        return p.to_string();
+    }
+    if kind == Kind::Interface && field == "bridge_vids" {
+        return value
+            .split([',', ';', ' '])
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+    }
+    value.trim().to_owned()
+}
+
+/// Equal as PVE would behave: a left-out field counts as its default.
+pub(crate) fn same(kind: Kind, field: &str, desired: Option<&str>, observed: Option<&str>) -> bool {
+    let d = desired.or_else(|| default(kind, field));
+    let o = observed.or_else(|| default(kind, field));
+    match (d, o) {
+        (Some(d), Some(o)) => normalize(kind, field, d) == normalize(kind, field, o),
+        (None, None) => true,
+        _ => false,
+    }
+}

@@ -1,0 +1,114 @@
+//! The objects a site is made of, as the planner sees them: a kind, an address, and PVE's own
+//! field names with normalized values, whether they come from the file (desired) or from the
+//! cluster (observed).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Object kinds, in the order an apply creates them (deletes run the other way).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Cluster,
+    Storage,
+    Pool,
+    Interface,
+    Backup,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Cluster => "cluster",
+            Kind::Storage => "storage",
+            Kind::Pool => "pool",
+            Kind::Interface => "net",
+            Kind::Backup => "backup",
+        }
+    }
+}
+
+/// One object: `storage.nas`, `pool.web`, `net.pve1.vmbr1`, `backup.nightly`, `cluster`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Object {
+    pub kind: Kind,
+    pub addr: String,
+    /// PVE field → normalized value (for the desired side: only the fields the file sets).
+    pub fields: BTreeMap<String, String>,
+    /// Write-only fields → their reference (`env:NAME`, `file:/path`); desired side only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// The file asks for it to be gone (`ensure = "absent"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
+    /// Where the file declares it (0: observed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub line: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Object {
+    pub fn new(kind: Kind, addr: impl Into<String>) -> Object {
+        Object {
+            kind,
+            addr: addr.into(),
+            fields: BTreeMap::new(),
+            secrets: BTreeMap::new(),
+            absent: false,
+            line: 0,
+        }
+    }
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.fields.get(field).map(String::as_str)
+    }
+    /// `net.pve1.vmbr1` → (`pve1`, `vmbr1`); the id of other kinds.
+    pub fn id(&self) -> &str {
+        self.addr.split_once('.').map_or("", |(_, rest)| rest)
+    }
+    pub fn node_iface(&self) -> Option<(&str, &str)> {
+        (self.kind == Kind::Interface)
+            .then(|| self.id().split_once('.'))
+            .flatten()
+    }
+}
+
+/// What the cluster is: its objects, and what is asserted but never changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observed {
+    pub objects: Vec<Object>,
+    pub cluster_name: Option<String>,
+    pub nodes: Vec<String>,
+    /// Per node, edits someone staged and nobody reloaded (the `changes` diff).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending_network: BTreeMap<String, String>,
+    /// The PVE major release (HA rules from 9).
+    #[serde(default)]
+    pub pve_major: u32,
+}
+
+impl Observed {
+    pub fn find(&self, addr: &str) -> Option<&Object> {
+        self.objects.iter().find(|o| o.addr == addr)
+    }
+}
+
+/// What the file asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Desired {
+    pub objects: Vec<Object>,
+    /// `cluster`: asserted, never changed.
+    pub cluster_name: Option<String>,
+    pub nodes: Vec<String>,
+    /// The backend of the agent configuration the site is reached through.
+    pub backend: Option<String>,
+}
+
+impl Desired {
+    pub fn find(&self, addr: &str) -> Option<&Object> {
+        self.objects.iter().find(|o| o.addr == addr)
+    }
+}

@@ -1,0 +1,245 @@
+//! The declarative mode end to end on the PVE emulator: an exported cluster plans to nothing; a
+//! site is built from nothing and a second plan is empty; the network reloads once per node; a
+//! change behind Berth's back makes a saved plan stale (named field); a failure mid-apply is
+//! finished by applying again; bad references fail the plan; zero schema violations.
+
+use std::time::Duration;
+
+use berth_decl::apply::{ApplyError, ApplyOptions, apply};
+use berth_decl::observe::observe;
+use berth_decl::plan::{Action, plan};
+use berth_proxmox::client::{ClientOptions, Fingerprint, Params, PveClient, RetryPolicy, TlsOptions};
+use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, Timings};
+
+async fn emulator() -> EmulatorHandle {
+    Emulator::start(EmulatorConfig {
+        timings: Timings::fast(),
+        schema_path: EmulatorConfig::default_schema_path(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn client(emu: &EmulatorHandle) -> PveClient {
+    let mut o = ClientOptions::new(
+        &emu.base_url(),
+        &emu.token_id(),
+        berth_core::Secret::new(emu.token_secret()),
+    );
+    o.tls = TlsOptions {
+        fingerprints: vec![Fingerprint::parse(&emu.fingerprint().unwrap()).unwrap()],
+        ..TlsOptions::default()
+    };
+    o.retry = RetryPolicy::NEVER;
+    o.poll_interval = Duration::from_millis(10);
+    PveClient::new(o).unwrap()
+}
+
+const SITE: &str = r#"version = 1
+[proxmox]
+cluster = { name = "berth-lab", nodes = ["pve1", "pve2"] }
+
+[[proxmox.storage]]
+id = "nas"
+type = "nfs"
+server = "10.0.0.9"
+export = "/tank"
+content = ["backup", "images"]
+retention = { keep_daily = 7 }
+
+[[proxmox.pools]]
+id = "web"
+comment = "front ends"
+
+[[proxmox.network]]
+node = "pve1"
+iface = "vmbr1"
+type = "bridge"
+bridge_ports = ["eno2"]
+cidr = "192.168.5.1/24"
+autostart = true
+
+[[proxmox.network]]
+node = "pve2"
+iface = "vmbr1"
+type = "bridge"
+bridge_ports = ["eno2"]
+bridge_vlan_aware = true
+bridge_vids = "2-4094"
+autostart = true
+
+[[proxmox.backups]]
+id = "nightly"
+schedule = "21:00"
+storage = "nas"
+all = true
+retention = { keep_last = 3 }
+"#;
+
+fn reloads(emu: &EmulatorHandle) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with("/network"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_site_is_built_from_nothing_and_then_plans_to_nothing() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let desired = berth_decl::parse("site.toml", SITE).unwrap();
+    let p = plan(&desired, &observe(&c).await.unwrap(), "h1").unwrap();
+    let actions: Vec<(&str, &Action)> = p.changes.iter().map(|c| (c.addr.as_str(), &c.action)).collect();
+    assert_eq!(
+        actions,
+        [
+            ("storage.nas", &Action::Create),
+            ("pool.web", &Action::Create),
+            ("net.pve1.vmbr1", &Action::Create),
+            ("net.pve2.vmbr1", &Action::Create),
+            ("backup.nightly", &Action::Create),
+        ]
+    );
+    let done = apply(&c, &p, ApplyOptions::default()).await.unwrap();
+    assert_eq!(reloads(&emu), 2, "one reload per node: {:?}", done.steps);
+    let again = plan(&desired, &observe(&c).await.unwrap(), "h1").unwrap();
+    assert!(again.is_empty(), "{}", berth_decl::render::human(&again));
+    // What PVE shows now is what the file says.
+    let nas = c.storage_config("nas").await.unwrap();
+    assert_eq!(
+        (nas.options["path"].as_str(), nas.prune_backups.unwrap().keep_daily),
+        ("/mnt/pve/nas", Some(7))
+    );
+    assert!(c.network_interface("pve1", "vmbr1").await.unwrap().active);
+    // Applying the same plan again is refused: what it touches is no longer as planned.
+    let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
+    assert!(matches!(e, ApplyError::Stale { .. }), "{e}");
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
+}
+
+#[tokio::test]
+async fn an_exported_cluster_plans_to_nothing() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    c.create_backup_job(&berth_proxmox::client::backup::BackupJob {
+        id: "weekly".into(),
+        schedule: Some("sat 02:30".into()),
+        enabled: true,
+        vmid: vec![9000, 9001],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let observed = observe(&c).await.unwrap();
+    let text = berth_decl::export::export(&observed, Some("pve"));
+    let desired = berth_decl::parse("exported.toml", &text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+    let p = plan(&desired, &observed, "h").unwrap();
+    assert!(p.is_empty(), "{}\n{text}", berth_decl::render::human(&p));
+    assert!(
+        text.contains("id = \"local-lvm\"") && text.contains("iface = \"vmbr0\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_change_behind_berths_back_makes_the_saved_plan_stale() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let site = "version = 1\n[proxmox]\n[[proxmox.storage]]\nid = \"local\"\ntype = \"dir\"\ncontent = [\"iso\", \"backup\", \"vztmpl\"]\n";
+    let desired = berth_decl::parse("site.toml", site).unwrap();
+    let p = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
+    assert_eq!(p.changes[0].action, Action::Update);
+    assert_eq!(p.changes[0].fields[0].field, "content");
+    // Someone disables it meanwhile.
+    c.update_storage("local", &Params::new().str("disable", "1"), &[], None)
+        .await
+        .unwrap();
+    let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains("stale plan: storage.local changed") && text.contains("disable: (unset) → 1"),
+        "{text}"
+    );
+    // A fresh plan applies.
+    let p = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
+    apply(&c, &p, ApplyOptions::default()).await.unwrap();
+    assert_eq!(
+        c.storage_config("local").await.unwrap().content,
+        ["backup", "iso", "vztmpl"]
+    );
+}
+
+#[tokio::test]
+async fn a_failure_mid_apply_is_finished_by_applying_again() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let desired = berth_decl::parse("site.toml", SITE).unwrap();
+    emu.inject(FaultRule {
+        method: Some("POST".into()),
+        path_contains: "/cluster/backup".into(),
+        fault: Fault::Http {
+            status: 500,
+            message: "Internal Server Error".into(),
+        },
+        times: 1,
+    });
+    let p = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
+    let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
+    assert!(e.to_string().starts_with("backup.nightly: create failed"), "{e}");
+    let rest = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
+    let left: Vec<&str> = rest.changes.iter().map(|c| c.addr.as_str()).collect();
+    assert_eq!(left, ["backup.nightly"]);
+    apply(&c, &rest, ApplyOptions::default()).await.unwrap();
+    assert!(plan(&desired, &observe(&c).await.unwrap(), "h").unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn bad_references_and_pending_edits_stop_before_anything_changes() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let observed = observe(&c).await.unwrap();
+    let bad = "version = 1\n[proxmox]\n\
+        [[proxmox.backups]]\nid = \"b\"\nschedule = \"21:00\"\nstorage = \"nope\"\nall = true\n\
+        [[proxmox.network]]\nnode = \"pve1\"\niface = \"vmbr7\"\ntype = \"bridge\"\nbridge_ports = [\"eth9\"]\n\
+        [[proxmox.network]]\nnode = \"pve1\"\niface = \"vmbr8\"\ntype = \"bridge\"\nbridge_ports = [\"vmbr9\"]\n\
+        [[proxmox.network]]\nnode = \"pve1\"\niface = \"vmbr9\"\ntype = \"bridge\"\nbridge_ports = [\"vmbr8\"]\n";
+    let errors = plan(&berth_decl::parse("site.toml", bad).unwrap(), &observed, "h").unwrap_err();
+    let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    for want in [
+        "3: backup.b.storage: storage nope does not exist",
+        "8: net.pve1.vmbr7.bridge_ports: interface eth9 of pve1 does not exist",
+        "13: net.pve1.vmbr8: its ports lead back to itself (a cycle)",
+    ] {
+        assert!(
+            shown.iter().any(|s| s == want || s.starts_with(want)),
+            "{want}\n{shown:#?}"
+        );
+    }
+    // Someone else's staged network edit: the apply refuses to reload it along.
+    let desired = berth_decl::parse("site.toml", SITE).unwrap();
+    let p = plan(&desired, &observed, "h").unwrap();
+    c.create_interface(
+        "pve1",
+        &berth_proxmox::client::network::NetworkInterface {
+            iface: "vmbr3".into(),
+            kind: "bridge".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
+    assert!(
+        matches!(e, ApplyError::PendingNetwork { ref node } if node == "pve1"),
+        "{e}"
+    );
+    assert!(
+        c.storage_configs(None)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.storage != "nas"),
+        "nothing applied"
+    );
+}
