@@ -11,6 +11,17 @@ fn value(kind: Kind, field: &str, v: &str) -> String {
     if fields::is_boolean(kind, field) {
         return (v == "1").to_string();
     }
+    if fields::is_set(kind, field) {
+        let items: Vec<String> = v
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.parse::<u32>() {
+                Ok(n) if matches!(field, "vmid" | "exclude") => n.to_string(),
+                _ => toml_string(s),
+            })
+            .collect();
+        return format!("[{}]", items.join(", "));
+    }
     if let Ok(n) = v.parse::<i64>()
         && !v.starts_with('0')
         && field != "comment"

@@ -67,7 +67,7 @@ pub(crate) fn is_secret(kind: Kind, field: &str) -> bool {
 }
 
 /// Lists whose order does not matter.
-fn is_set(kind: Kind, field: &str) -> bool {
+pub(crate) fn is_set(kind: Kind, field: &str) -> bool {
     matches!(
         (kind, field),
         (Kind::Storage, "content" | "nodes")

@@ -1,11 +1,15 @@
 //! A plan as people read it: one block per object with its action's symbol and real effect, a
 //! line per field `before → after`, and the summary.
 
+use crate::fields;
+use crate::model::Kind;
 use crate::plan::{Action, Plan};
 
-fn show(v: Option<&str>) -> String {
+/// A value as the file writes it: booleans true/false, the rest quoted.
+fn show(kind: Kind, field: &str, v: Option<&str>) -> String {
     match v {
         None => "(unset)".into(),
+        Some(v) if fields::is_boolean(kind, field) => (v == "1").to_string(),
         Some(v) => format!("{v:?}"),
     }
 }
@@ -27,15 +31,12 @@ pub fn human(plan: &Plan) -> String {
         };
         out.push(format!("{sym} {}  {what}{at}", c.addr));
         for f in &c.fields {
+            let before = show(c.kind, &f.field, f.before.as_deref());
+            let after = show(c.kind, &f.field, f.after.as_deref());
             let line = match (&c.action, &f.before, &f.after) {
-                (Action::Create, None, Some(a)) => format!("    {} = {a:?}", f.field),
-                (Action::Delete, Some(b), _) => format!("    {} = {b:?}", f.field),
-                _ => format!(
-                    "    {}: {} → {}",
-                    f.field,
-                    show(f.before.as_deref()),
-                    show(f.after.as_deref())
-                ),
+                (Action::Create, None, Some(_)) => format!("    {} = {after}", f.field),
+                (Action::Delete, Some(_), _) => format!("    {} = {before}", f.field),
+                _ => format!("    {}: {before} → {after}", f.field),
             };
             out.push(line);
         }

@@ -492,6 +492,12 @@ fn read_backup(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str) -> Optio
     Some(o)
 }
 
+/// The hash of a site file's text (kept in a plan: which file it was made from).
+pub fn file_hash(text: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
 /// Two entries with one address.
 fn check_unique(r: &mut Reader<'_>, d: &Desired) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();

@@ -38,6 +38,16 @@ pub enum Command {
     Ct(VmArgs),
     /// Proxmox VE objects beyond guests, on the cluster the configuration names: pools, storage.
     Pve(PveArgs),
+    /// Declarative mode: what applying a site file would change on the cluster, per object and
+    /// field (exit 0: nothing, 2: changes, 1: error or impossible).
+    Plan(DeclArgs),
+    /// Apply a saved plan (refused if anything it touches changed since), or plan a site file
+    /// and apply it after confirmation.
+    Apply(ApplyArgs),
+    /// Write the cluster as a site file that plans to no change.
+    Discover(DiscoverArgs),
+    /// What differs between a site file and the cluster now (exit 2 when something does).
+    Drift(DeclArgs),
     /// Run the control plane (`--config server.toml`).
     Server(crate::cli_api::ServerArgs),
     /// Providers (operators create them).
@@ -68,6 +78,62 @@ pub enum Command {
     /// Everything on one machine: the control plane on SQLite and a local agent with the
     /// backend `--config` names, enrolled; prints the URLs and tokens' files.
     Up(crate::cli_api::UpArgs),
+}
+
+/// Where the site lives and how the cluster is reached.
+#[derive(Args, Debug)]
+pub struct SiteArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The backend of the configuration that reaches the cluster (default: the site's
+    /// `backend`, else the configuration's only one).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Append what is applied to this hash-chained audit file (`berth audit verify --file`).
+    #[arg(long, default_value = "berth-decl-audit.jsonl")]
+    pub audit: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct DeclArgs {
+    #[command(flatten)]
+    pub site: SiteArgs,
+    /// The site file: TOML, or the seed's JSON shape when it ends in `.json`.
+    #[arg(long, short = 'f')]
+    pub file: PathBuf,
+    /// Save the plan here, for `berth apply PLAN` (plan only).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub site: SiteArgs,
+    /// A plan saved by `berth plan --out`.
+    #[arg(conflicts_with = "file", required_unless_present = "file")]
+    pub plan: Option<PathBuf>,
+    /// Plan this site file now and apply it (asks first unless --yes).
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Do not ask (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+    /// Apply even when a node has network edits someone else staged (they are reloaded too).
+    #[arg(long)]
+    pub adopt_pending_network: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DiscoverArgs {
+    #[command(flatten)]
+    pub site: SiteArgs,
+    /// Write the site file (the only kind of discovery there is).
+    #[arg(long, required = true)]
+    pub export: bool,
+    /// Write it here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

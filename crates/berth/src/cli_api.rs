@@ -546,10 +546,14 @@ pub enum TemplateAction {
 
 #[derive(Subcommand, Debug)]
 pub enum AuditAction {
-    /// Verify the hash chain offline, straight from the database named in the server config.
+    /// Verify the hash chain offline, straight from the database named in the server config
+    /// (or, with --file, a declarative-mode audit file).
     Verify {
         #[command(flatten)]
         config: crate::cli::ConfigArg,
+        /// A local audit file written by `berth apply` instead of the server's database.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
     },
     /// Print entries (operators, through the API), oldest first.
     List {

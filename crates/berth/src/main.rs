@@ -8,6 +8,8 @@ mod backup;
 mod cli;
 mod cli_api;
 mod cli_error;
+mod decl_audit;
+mod decl_cmd;
 mod instance_cmd;
 mod keygen;
 mod offering_cmd;
@@ -53,6 +55,10 @@ fn main() -> ExitCode {
             C::Vm(args) => vm::run(args, output, None).await,
             C::Ct(args) => vm::run(args, output, Some(berth_core::GuestKind::Container)).await,
             C::Pve(args) => pve_cmd::run(args, output).await,
+            C::Plan(a) => decl_cmd::plan(a, output, false).await,
+            C::Drift(a) => decl_cmd::plan(a, output, true).await,
+            C::Apply(a) => decl_cmd::apply(a, output).await,
+            C::Discover(a) => decl_cmd::discover(a).await,
             C::Server(args) => server_cmd::run(args).await,
             C::Provider(a) => api_cmd::accounts("provider", a.action, &a.api, output).await,
             C::Customer(a) => api_cmd::accounts("customer", a.action, &a.api, output).await,
@@ -75,7 +81,10 @@ fn main() -> ExitCode {
             }) => agents_cmd::agents(a, output).await,
             C::Agent(a) => agent_cmd::run(a).await,
             C::Up(a) => up_cmd::run(a).await,
-            C::Audit(cli_api::AuditAction::Verify { config }) => server_cmd::audit_verify(&config.config, output).await,
+            C::Audit(cli_api::AuditAction::Verify { file: Some(f), .. }) => decl_cmd::verify_audit(&f, output),
+            C::Audit(cli_api::AuditAction::Verify { config, file: None }) => {
+                server_cmd::audit_verify(&config.config, output).await
+            }
             C::Audit(cli_api::AuditAction::List {
                 api,
                 after,

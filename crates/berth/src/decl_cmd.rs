@@ -1,0 +1,237 @@
+//! `berth plan | apply | discover --export | drift`: the declarative mode over the proxmox backend
+//! a configuration names. Plans are saved as JSON with the backend they were made against and an
+//! expiry; every apply and action goes to a hash-chained audit file.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use berth_decl::apply::{ApplyOptions, apply as apply_plan};
+use berth_decl::observe::observe;
+use berth_decl::plan::Plan;
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{ApplyArgs, DeclArgs, DiscoverArgs, OutputFormat, SiteArgs};
+use crate::decl_audit;
+use crate::pve_cmd::pve_client;
+
+/// A plan kept for `berth apply PLAN`.
+#[derive(Serialize, Deserialize)]
+struct SavedPlan {
+    /// The configuration's backend it was made against.
+    backend: String,
+    /// The site file it came from.
+    site: String,
+    /// Milliseconds since the epoch; a plan is good for an hour.
+    created_at: i64,
+    plan: Plan,
+}
+
+const PLAN_LIFETIME_MS: i64 = 3_600_000;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The site file read and checked, with its hash; every problem printed as file:line: key: …
+fn read_site(path: &Path) -> anyhow::Result<(berth_decl::Desired, String)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let name = path.display().to_string();
+    let desired = berth_decl::parse(&name, &text).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow::anyhow!("{} problem(s) in the site file:\n{}", lines.len(), lines.join("\n"))
+    })?;
+    Ok((desired, berth_decl::site::file_hash(&text)))
+}
+
+async fn make_plan(site: &SiteArgs, file: &Path) -> anyhow::Result<(Plan, berth_proxmox::PveClient, String)> {
+    let (desired, hash) = read_site(file)?;
+    let backend = site.backend.as_deref().or(desired.backend.as_deref());
+    let (client, _, backend) = pve_client(&site.config.config, backend, "berth plan")?;
+    let observed = observe(&client).await.context("reading the cluster")?;
+    let plan = berth_decl::plan(&desired, &observed, &hash).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| format!("{}:{e}", file.display())).collect();
+        anyhow::anyhow!("the site file names what does not exist:\n{}", lines.join("\n"))
+    })?;
+    Ok((plan, client, backend))
+}
+
+fn print_plan(plan: &Plan, out: OutputFormat) -> anyhow::Result<()> {
+    match out {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(plan)?),
+        OutputFormat::Human => println!("{}", berth_core::text::printable(&berth_decl::render::human(plan))),
+    }
+    Ok(())
+}
+
+/// `berth plan` (and `berth drift`, the same comparison read as "what changed out of band").
+pub async fn plan(a: DeclArgs, out: OutputFormat, drift: bool) -> anyhow::Result<ExitCode> {
+    let (plan, _, backend) = make_plan(&a.site, &a.file).await?;
+    print_plan(&plan, out)?;
+    if let Some(path) = a.out.as_ref().filter(|_| !drift) {
+        let saved = SavedPlan {
+            backend,
+            site: a.file.display().to_string(),
+            created_at: now_ms(),
+            plan: plan.clone(),
+        };
+        std::fs::write(path, serde_json::to_vec_pretty(&saved)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "plan saved to {} (apply it within the hour: berth apply {})",
+            path.display(),
+            path.display()
+        );
+    }
+    if let Some(c) = plan.impossible().next() {
+        bail!("the plan cannot be applied: {} is impossible", c.addr);
+    }
+    Ok(if plan.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn ask(question: &str, yes: bool) -> anyhow::Result<()> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("confirm with --yes (no terminal to ask on); nothing was applied");
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    match answer.trim() {
+        "y" | "Y" | "yes" => Ok(()),
+        _ => bail!("not confirmed; nothing was applied"),
+    }
+}
+
+/// Applies `plan`, recording the apply and each action in the audit file.
+async fn run_apply(
+    client: &berth_proxmox::PveClient,
+    plan: &Plan,
+    site: &SiteArgs,
+    subject: &str,
+    adopt_pending_network: bool,
+) -> anyhow::Result<()> {
+    let opts = ApplyOptions {
+        adopt_pending_network,
+        task_timeout: None,
+    };
+    let summary = serde_json::json!({ "file_hash": plan.file_hash, "summary": plan.summary() });
+    match apply_plan(client, plan, opts).await {
+        Ok(done) => {
+            for (step, change) in done.steps.iter().zip(&plan.changes) {
+                println!("{step}");
+                let detail = serde_json::json!({ "step": step, "fields": change.fields });
+                decl_audit::append(&site.audit, "decl.action.done", &change.addr, detail)?;
+            }
+            for step in done.steps.iter().skip(plan.changes.len()) {
+                println!("{step}");
+            }
+            decl_audit::append(&site.audit, "decl.plan.applied", subject, summary)?;
+            Ok(())
+        }
+        Err(e) => {
+            let detail = serde_json::json!({ "error": e.to_string(), "plan": summary });
+            decl_audit::append(&site.audit, "decl.apply.failed", subject, detail)?;
+            Err(e.into())
+        }
+    }
+}
+
+pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &a.plan {
+        let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let saved: SavedPlan =
+            serde_json::from_slice(&text).with_context(|| format!("{} is not a saved plan", path.display()))?;
+        if now_ms() - saved.created_at > PLAN_LIFETIME_MS {
+            bail!("the plan in {} is more than an hour old; plan again", path.display());
+        }
+        let backend = a.site.backend.as_deref().unwrap_or(&saved.backend);
+        let (client, _, _) = pve_client(&a.site.config.config, Some(backend), "berth apply")?;
+        print_plan(&saved.plan, out)?;
+        if saved.plan.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        run_apply(
+            &client,
+            &saved.plan,
+            &a.site,
+            &format!("site:{}", saved.site),
+            a.adopt_pending_network,
+        )
+        .await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let file = a.file.as_ref().expect("clap: a plan or --file");
+    let (plan, client, backend) = make_plan(&a.site, file).await?;
+    print_plan(&plan, out)?;
+    if let Some(c) = plan.impossible().next() {
+        bail!("the plan cannot be applied: {} is impossible", c.addr);
+    }
+    if plan.is_empty() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    ask(
+        &format!("Apply these {} changes through backend {backend}?", plan.changes.len()),
+        a.yes,
+    )?;
+    run_apply(
+        &client,
+        &plan,
+        &a.site,
+        &format!("site:{}", file.display()),
+        a.adopt_pending_network,
+    )
+    .await?;
+    // The proof: planning again finds nothing left to do.
+    let (again, _, _) = make_plan(&a.site, file).await?;
+    if again.is_empty() {
+        println!("Applied. A new plan shows no changes.");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        print_plan(&again, OutputFormat::Human)?;
+        bail!("applied, but the cluster still differs from the file (above)");
+    }
+}
+
+pub async fn discover(a: DiscoverArgs) -> anyhow::Result<ExitCode> {
+    let (client, _, backend) = pve_client(&a.site.config.config, a.site.backend.as_deref(), "berth discover")?;
+    let observed = observe(&client).await.context("reading the cluster")?;
+    let text = berth_decl::export::export(&observed, Some(&backend));
+    match &a.out {
+        Some(path) => {
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {} ({} objects)", path.display(), observed.objects.len());
+        }
+        None => print!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth audit verify --file`: the chain of a local audit file.
+pub fn verify_audit(path: &Path, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let result = decl_audit::verify(path)?;
+    let json = match &result {
+        Ok(v) => serde_json::json!({ "ok": true, "entries": v.entries, "last_hash": v.head }),
+        Err(b) => serde_json::json!({ "ok": false, "broken_at": b.seq, "reason": b.reason }),
+    };
+    match (out, &result) {
+        (OutputFormat::Json, _) => println!("{}", serde_json::to_string_pretty(&json)?),
+        (OutputFormat::Human, Ok(v)) => println!("audit file intact: {} entries, head {}", v.entries, v.head),
+        (OutputFormat::Human, Err(b)) => println!("audit file BROKEN at entry {}: {}", b.seq, b.reason),
+    }
+    Ok(if result.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,155 @@
+//! `berth plan | apply | discover --export | drift | audit verify --file` against the PVE
+//! emulator: a cluster exported plans to nothing, a saved plan applies once and then is stale, a
+//! site applied with --yes converges, drift exits 2, every apply is in the audit file's chain.
+
+mod common;
+
+use common::*;
+
+fn site(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+const SITE: &str = r#"version = 1
+[proxmox]
+[[proxmox.storage]]
+id = "nas"
+type = "nfs"
+server = "10.0.0.9"
+export = "/tank"
+content = ["backup"]
+
+[[proxmox.pools]]
+id = "web"
+comment = "front ends"
+
+[[proxmox.network]]
+node = "pve1"
+iface = "vmbr1"
+type = "bridge"
+bridge_ports = ["eno2"]
+cidr = "192.168.5.1/24"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_is_planned_applied_exported_and_audited() {
+    let env = start(berth_pve_emulator::Timings::fast()).await;
+    let dir = env.dir.path();
+    let audit = dir.join("audit.jsonl").display().to_string();
+    let file = site(dir, "site.toml", SITE);
+
+    // Planned and saved: exit 2 (changes), each object with its action.
+    let plan_path = dir.join("plan.json").display().to_string();
+    let planned = env.run(&["plan", "-f", &file, "--out", &plan_path]).await;
+    assert_eq!(planned.status.code(), Some(2), "{}", stderr(&planned));
+    let text = stdout(&planned);
+    for want in [
+        "+ storage.nas  create  (line 3)",
+        "+ pool.web  create",
+        "+ net.pve1.vmbr1  create",
+        "Plan: 3 create, 0 update",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    // Applied once; the same plan again is stale (it was made against a cluster without them).
+    let applied = env.run(&["apply", &plan_path, "--audit", &audit]).await;
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    assert!(
+        stdout(&applied).contains("reloaded the network of pve1"),
+        "{}",
+        stdout(&applied)
+    );
+    let again = env.run(&["apply", &plan_path, "--audit", &audit]).await;
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("stale plan: storage.nas changed since it was planned"),
+        "{}",
+        stderr(&again)
+    );
+    let clean = env.run(&["plan", "-f", &file]).await;
+    assert_eq!(clean.status.code(), Some(0), "{}", stdout(&clean));
+    assert!(stdout(&clean).contains("No changes"), "{}", stdout(&clean));
+
+    // Another file changes the pool; against the first file that is drift (exit 2).
+    let other = site(
+        dir,
+        "other.toml",
+        "version = 1\n[proxmox]\n[[proxmox.pools]]\nid = \"web\"\ncomment = \"changed\"\n",
+    );
+    let unasked = env.run(&["apply", "-f", &other, "--audit", &audit]).await;
+    assert!(stderr(&unasked).contains("confirm with --yes"), "{}", stderr(&unasked));
+    let yes = env.run(&["apply", "-f", &other, "--yes", "--audit", &audit]).await;
+    assert!(
+        yes.status.success() && stdout(&yes).contains("Applied. A new plan shows no changes."),
+        "{}",
+        stderr(&yes)
+    );
+    let drift = env.run(&["drift", "-f", &file]).await;
+    assert_eq!(drift.status.code(), Some(2));
+    assert!(
+        stdout(&drift).contains("comment: \"changed\" → \"front ends\""),
+        "{}",
+        stdout(&drift)
+    );
+
+    // The cluster written out plans to nothing.
+    let exported = dir.join("exported.toml").display().to_string();
+    let out = env.run(&["discover", "--export", "--out", &exported]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let round = env.run(&["plan", "-f", &exported]).await;
+    assert_eq!(
+        round.status.code(),
+        Some(0),
+        "{}\n{}",
+        stdout(&round),
+        std::fs::read_to_string(&exported).unwrap()
+    );
+
+    // The audit file holds every apply and action, chained.
+    let verified = env.run(&["audit", "verify", "--file", &audit]).await;
+    assert!(verified.status.success(), "{}", stdout(&verified));
+    assert!(
+        stdout(&verified).starts_with("audit file intact: "),
+        "{}",
+        stdout(&verified)
+    );
+    let lines = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        lines.contains("decl.apply.failed") && lines.contains("decl.plan.applied"),
+        "{lines}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_site_names_every_problem_and_changes_nothing() {
+    let env = start(berth_pve_emulator::Timings::fast()).await;
+    let dir = env.dir.path();
+    let bad = site(
+        dir,
+        "bad.toml",
+        "version = 1\n[proxmox]\ncolour = \"blue\"\n[[proxmox.backups]]\nid = \"b\"\nschedule = \"21:00\"\nstorage = \"nope\"\nall = true\n",
+    );
+    let before = env.mutations();
+    let out = env.run(&["apply", "-f", &bad, "--yes"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("bad.toml:3: proxmox.colour: unknown key"),
+        "{}",
+        stderr(&out)
+    );
+    let refs = site(
+        dir,
+        "refs.toml",
+        "version = 1\n[proxmox]\n[[proxmox.backups]]\nid = \"b\"\nschedule = \"21:00\"\nstorage = \"nope\"\nall = true\n",
+    );
+    let out = env.run(&["plan", "-f", &refs]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refs.toml:3: backup.b.storage: storage nope does not exist"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(env.mutations(), before, "nothing changed");
+}
