@@ -147,6 +147,7 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
                 reload.insert(ch.addr.split('.').nth(1).unwrap_or_default().to_owned());
             }
             Kind::Backup => backup(c, ch).await?,
+            Kind::Vm => done.steps.extend(crate::vm_apply::apply_vm(c, ch, timeout).await?),
         }
         done.steps.push(format!("{} {}", verb(&ch.action), ch.addr));
         // Network edits are staged; each node reloads once, before what depends on them.
@@ -170,7 +171,8 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
 fn verb(a: &Action) -> &'static str {
     match a {
         Action::Create => "created",
-        Action::Update => "updated",
+        Action::Update | Action::UpdateRestart { .. } => "updated",
+        Action::Move { .. } => "moved",
         Action::Replace { .. } => "replaced",
         Action::Delete => "deleted",
         Action::Impossible { .. } => "skipped",
@@ -228,7 +230,7 @@ async fn storage(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
             create(c).await
         }
         Action::Delete => c.delete_storage(id).await.map_err(pve(&ch.addr, "delete")),
-        Action::Impossible { .. } => Ok(()),
+        Action::Impossible { .. } | Action::UpdateRestart { .. } | Action::Move { .. } => Ok(()),
     }
 }
 
@@ -242,7 +244,7 @@ async fn pool(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
             .await
             .map_err(pve(&ch.addr, "update")),
         Action::Delete => c.delete_pool(id).await.map_err(pve(&ch.addr, "delete")),
-        Action::Impossible { .. } => Ok(()),
+        Action::Impossible { .. } | Action::UpdateRestart { .. } | Action::Move { .. } => Ok(()),
     }
 }
 
@@ -313,7 +315,7 @@ async fn interface(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
             c.create_interface(node, &i).await.map_err(pve(&ch.addr, "create"))
         }
         Action::Delete => c.delete_interface(node, iface).await.map_err(pve(&ch.addr, "delete")),
-        Action::Impossible { .. } => Ok(()),
+        Action::Impossible { .. } | Action::UpdateRestart { .. } | Action::Move { .. } => Ok(()),
     }
 }
 
@@ -371,7 +373,7 @@ async fn backup(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
             c.update_backup_job(&job, &[]).await.map_err(pve(&ch.addr, "update"))
         }
         Action::Delete => c.delete_backup_job(id).await.map_err(pve(&ch.addr, "delete")),
-        Action::Impossible { .. } => Ok(()),
+        Action::Impossible { .. } | Action::UpdateRestart { .. } | Action::Move { .. } => Ok(()),
     }
 }
 

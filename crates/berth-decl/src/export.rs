@@ -80,6 +80,30 @@ fn entry(out: &mut String, table: &str, ids: &[(&str, &str)], o: &Object) {
     }
 }
 
+/// A VM: plain keys, then `disks.SLOT = { … }` and `nets.SLOT = { … }`.
+fn vm_entry(out: &mut String, o: &Object) {
+    let _ = writeln!(out, "\n[[proxmox.vms]]\nvmid = {}", o.id());
+    let mut devices: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();
+    for (k, v) in &o.fields {
+        match k.split_once('.') {
+            Some((slot, opt)) => {
+                let shown = match opt {
+                    "size" => toml_string(&crate::vm::size_text(v.parse().unwrap_or(0))),
+                    _ => value(o.kind, k, v),
+                };
+                devices.entry(slot).or_default().push(format!("{} = {shown}", key(opt)));
+            }
+            None => {
+                let _ = writeln!(out, "{} = {}", key(k), value(o.kind, k, v));
+            }
+        }
+    }
+    for (slot, parts) in devices {
+        let table = if crate::vm::is_net(slot) { "nets" } else { "disks" };
+        let _ = writeln!(out, "{table}.{slot} = {{ {} }}", parts.join(", "));
+    }
+}
+
 /// The site file of `observed` (TOML). `backend` names the agent configuration's backend.
 pub fn export(observed: &Observed, backend: Option<&str>) -> String {
     let mut out = String::from(
@@ -112,6 +136,9 @@ pub fn export(observed: &Observed, backend: Option<&str>) -> String {
     for o in observed.objects.iter().filter(|o| o.kind == Kind::Interface) {
         let (node, iface) = o.node_iface().unwrap_or_default();
         entry(&mut out, "network", &[("node", node), ("iface", iface)], o);
+    }
+    for o in observed.objects.iter().filter(|o| o.kind == Kind::Vm) {
+        vm_entry(&mut out, o);
     }
     for o in observed.objects.iter().filter(|o| o.kind == Kind::Backup) {
         entry(&mut out, "backups", &[("id", o.id())], o);

@@ -22,12 +22,25 @@ fn table(kind: Kind) -> &'static [Field] {
         Kind::Interface => fields_table::NETWORK,
         Kind::Backup => fields_table::BACKUP,
         Kind::Pool => fields_table::POOL,
+        Kind::Vm => fields_table::QEMU,
         Kind::Cluster => &[],
     }
 }
 
+/// `scsi0` → `scsi[n]`, as the schema names indexed keys; a VM's `scsi0.size` → `scsi[n]`.
+fn schema_name(field: &str) -> std::borrow::Cow<'_, str> {
+    let base = field.split('.').next().unwrap_or(field);
+    let stem = base.trim_end_matches(|c: char| c.is_ascii_digit());
+    if stem.len() < base.len() && !stem.is_empty() {
+        std::borrow::Cow::Owned(format!("{stem}[n]"))
+    } else {
+        std::borrow::Cow::Borrowed(base)
+    }
+}
+
 fn spec(kind: Kind, field: &str) -> Option<&'static Field> {
-    table(kind).iter().find(|f| f.name == field)
+    let name = schema_name(field);
+    table(kind).iter().find(|f| f.name == name)
 }
 
 /// Whether the kind's create call takes `field` (anything else PVE shows is read-only).
@@ -36,6 +49,14 @@ pub(crate) fn settable(kind: Kind, field: &str) -> bool {
 }
 
 pub(crate) fn is_boolean(kind: Kind, field: &str) -> bool {
+    if kind == Kind::Vm && field.contains('.') {
+        // Options inside a drive or NIC property string that are flags.
+        let opt = field.rsplit('.').next().unwrap_or_default();
+        return matches!(
+            opt,
+            "iothread" | "ssd" | "backup" | "replicate" | "ro" | "shared" | "firewall" | "link_down"
+        );
+    }
     spec(kind, field).is_some_and(|f| f.boolean) || (kind == Kind::Storage && matches!(field, "disable" | "shared"))
 }
 
@@ -46,6 +67,9 @@ pub(crate) fn default(kind: Kind, field: &str) -> Option<&'static str> {
         (Kind::Storage, "disable" | "shared") => Some("0"),
         // ifupdown2 stanzas without `auto` / `bridge-vlan-aware yes` (PVE API2/Network.pm).
         (Kind::Interface, "autostart" | "bridge_vlan_aware") => Some("0"),
+        // A guest the file does not say to stop runs.
+        (Kind::Vm, "state") => Some("running"),
+        _ if kind == Kind::Vm && field.contains('.') => None,
         _ => spec(kind, field).and_then(|f| f.default),
     }
 }
@@ -73,6 +97,7 @@ pub(crate) fn is_set(kind: Kind, field: &str) -> bool {
         (Kind::Storage, "content" | "nodes")
             | (Kind::Interface, "bridge_ports" | "slaves")
             | (Kind::Backup, "vmid" | "exclude")
+            | (Kind::Vm, "tags")
     )
 }
 
@@ -91,6 +116,12 @@ pub(crate) fn normalize(kind: Kind, field: &str, value: &str) -> String {
         items.sort_unstable();
         items.dedup();
         return items.join(",");
+    }
+    if kind == Kind::Vm && field.ends_with(".size") {
+        return crate::vm::size_bytes(value).map_or_else(|| value.to_owned(), |b| b.to_string());
+    }
+    if kind == Kind::Vm && field == "agent" {
+        return value.strip_prefix("enabled=").unwrap_or(value).to_owned();
     }
     if field == "prune-backups"
         && let Ok(p) = PruneBackups::parse(value)

@@ -17,6 +17,8 @@ pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod site;
+mod vm;
+mod vm_apply;
 
 pub use model::{Desired, Kind, Object, Observed};
 pub use plan::{Action, Change, Plan, PlanError, plan};

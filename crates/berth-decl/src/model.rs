@@ -14,6 +14,7 @@ pub enum Kind {
     Storage,
     Pool,
     Interface,
+    Vm,
     Backup,
 }
 
@@ -24,6 +25,7 @@ impl Kind {
             Kind::Storage => "storage",
             Kind::Pool => "pool",
             Kind::Interface => "net",
+            Kind::Vm => "vm",
             Kind::Backup => "backup",
         }
     }

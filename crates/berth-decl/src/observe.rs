@@ -95,6 +95,34 @@ pub(crate) fn backup_object(j: &BackupJob) -> Object {
     object(Kind::Backup, format!("backup.{}", j.id), raw)
 }
 
+/// Every VM that is not a template, with its config (16 reads at a time).
+async fn observe_vms(c: &PveClient) -> Result<Vec<Object>, PveError> {
+    use futures::StreamExt as _;
+    let vms: Vec<_> = c
+        .cluster_resources(Some("vm"))
+        .await?
+        .into_iter()
+        .filter(|r| r.kind.as_deref() == Some("qemu") && !r.template)
+        .collect();
+    let read = vms.into_iter().map(|r| async move {
+        let (vmid, node) = (r.vmid.unwrap_or_default(), r.node.clone().unwrap_or_default());
+        let cfg = c
+            .guest_config(&node, berth_proxmox::client::GuestType::Qemu, vmid)
+            .await?;
+        let config: BTreeMap<String, String> = cfg.keys().filter_map(|k| Some((k.to_owned(), cfg.get(k)?))).collect();
+        let running = r.status.as_deref() == Some("running");
+        Ok::<Object, PveError>(crate::vm::observed(vmid, &node, running, r.pool.as_deref(), &config))
+    });
+    let mut out: Vec<Object> = futures::stream::iter(read)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    out.sort_by_key(|o| o.id().parse::<u32>().unwrap_or(0));
+    Ok(out)
+}
+
 /// Everything this slice manages, read from the cluster.
 pub async fn observe(c: &PveClient) -> Result<Observed, PveError> {
     let mut out = Observed::default();
@@ -133,6 +161,7 @@ pub async fn observe(c: &PveClient) -> Result<Observed, PveError> {
             out.objects.push(interface_object(&node, i));
         }
     }
+    out.objects.extend(observe_vms(c).await?);
     for j in c.backup_jobs().await? {
         out.objects.push(backup_object(&j));
     }

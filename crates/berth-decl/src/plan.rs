@@ -17,6 +17,14 @@ pub enum Action {
     Create,
     /// Every changed field applies in place.
     Update,
+    /// Applied now, but these fields wait for the running guest's next restart.
+    UpdateRestart {
+        restart: Vec<String>,
+    },
+    /// The guest moves to another node (then the other fields are applied).
+    Move {
+        to: String,
+    },
     /// A create-only field changed: the object is removed and made anew.
     Replace {
         because: String,
@@ -193,6 +201,8 @@ fn update(d: &Object, o: &Object) -> Option<Change> {
     let diffs: Vec<FieldChange> = d
         .fields
         .iter()
+        // `clone` only says where a guest comes from.
+        .filter(|(k, _)| !(d.kind == Kind::Vm && k.as_str() == "clone"))
         .filter(|(k, v)| !fields::same(d.kind, k, Some(v), o.get(k)))
         .map(|(k, v)| FieldChange {
             field: k.clone(),
@@ -206,6 +216,10 @@ fn update(d: &Object, o: &Object) -> Option<Change> {
     // The object as it is, with the file's fields over it.
     let mut after = o.fields.clone();
     after.extend(d.fields.clone());
+    if d.kind == Kind::Vm {
+        let action = vm_action(&diffs, o);
+        return Some(change(d, action, diffs, after));
+    }
     let action = match diffs.iter().find(|c| fields::create_only(d.kind, &c.field, ty)) {
         Some(c) if d.kind == Kind::Storage && c.field == "type" => Action::Impossible {
             reason: "a storage definition does not change type; give the new one another id".into(),
@@ -216,6 +230,45 @@ fn update(d: &Object, o: &Object) -> Option<Change> {
         None => Action::Update,
     };
     Some(change(d, action, diffs, after))
+}
+
+/// What a VM's changes do: a disk never shrinks, a node change is a move, and fields a running
+/// guest cannot take live wait for its restart.
+fn vm_action(diffs: &[FieldChange], o: &Object) -> Action {
+    let bytes = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
+    for c in diffs.iter().filter(|c| c.field.ends_with(".size")) {
+        if let (Some(b), Some(a)) = (bytes(&c.before), bytes(&c.after))
+            && a < b
+        {
+            let key = crate::vm::key_of(&c.field);
+            return Action::Impossible {
+                reason: format!(
+                    "{key} would shrink from {} to {}: PVE grows disks only",
+                    crate::vm::size_text(b),
+                    crate::vm::size_text(a)
+                ),
+            };
+        }
+    }
+    if let Some(c) = diffs.iter().find(|c| c.field == "node") {
+        return Action::Move {
+            to: c.after.clone().unwrap_or_default(),
+        };
+    }
+    let running = o.get("state") == Some("running")
+        && !diffs
+            .iter()
+            .any(|c| c.field == "state" && c.after.as_deref() == Some("stopped"));
+    let restart: Vec<String> = diffs
+        .iter()
+        .filter(|c| running && !crate::vm::live(&c.field))
+        .map(|c| c.field.clone())
+        .collect();
+    if restart.is_empty() {
+        Action::Update
+    } else {
+        Action::UpdateRestart { restart }
+    }
 }
 
 /// The cluster is asserted: a name or node list that differs cannot be applied.
@@ -261,7 +314,8 @@ fn check_references(d: &Desired, o: &Observed) -> Result<(), Vec<PlanError>> {
     };
     for obj in d.objects.iter().filter(|x| !x.absent) {
         let mut need = |addr: String, what: &str, field: &str| {
-            if !present(&addr) {
+            let addr = addr.as_str();
+            if !present(addr) {
                 errors.push(PlanError {
                     line: obj.line,
                     addr: format!("{}.{field}", obj.addr),
@@ -273,6 +327,19 @@ fn check_references(d: &Desired, o: &Observed) -> Result<(), Vec<PlanError>> {
             Kind::Backup => {
                 if let Some(s) = obj.get("storage") {
                     need(format!("storage.{s}"), &format!("storage {s}"), "storage");
+                }
+                if let Some(p) = obj.get("pool") {
+                    need(format!("pool.{p}"), &format!("pool {p}"), "pool");
+                }
+            }
+            Kind::Vm => {
+                let node = obj.get("node").unwrap_or_default();
+                for (k, v) in &obj.fields {
+                    if k.ends_with(".storage") {
+                        need(format!("storage.{v}"), &format!("storage {v}"), k);
+                    } else if k.ends_with(".bridge") {
+                        need(format!("net.{node}.{v}"), &format!("bridge {v} of {node}"), k);
+                    }
                 }
                 if let Some(p) = obj.get("pool") {
                     need(format!("pool.{p}"), &format!("pool {p}"), "pool");
@@ -337,10 +404,22 @@ impl Plan {
     /// `Plan: 2 create, 1 update, 0 replace, 0 delete; 3 unchanged`.
     pub fn summary(&self) -> String {
         let n = |f: fn(&Action) -> bool| self.changes.iter().filter(|c| f(&c.action)).count();
+        let restarts: Vec<&str> = self
+            .changes
+            .iter()
+            .filter(|c| matches!(c.action, Action::UpdateRestart { .. }))
+            .map(|c| c.addr.as_str())
+            .collect();
         let mut s = format!(
-            "Plan: {} create, {} update, {} replace, {} delete; {} unchanged",
+            "Plan: {} create, {} update{}, {} move, {} replace, {} delete; {} unchanged",
             n(|a| *a == Action::Create),
-            n(|a| *a == Action::Update),
+            n(|a| matches!(a, Action::Update | Action::UpdateRestart { .. })),
+            if restarts.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} needs a restart: {})", restarts.len(), restarts.join(", "))
+            },
+            n(|a| matches!(a, Action::Move { .. })),
             n(|a| matches!(a, Action::Replace { .. })),
             n(|a| *a == Action::Delete),
             self.unchanged
@@ -359,7 +438,11 @@ pub fn simulate(plan: &Plan, observed: &Observed) -> Observed {
     let mut out = observed.clone();
     for c in &plan.changes {
         match &c.action {
-            Action::Create | Action::Update | Action::Replace { .. } => {
+            Action::Create
+            | Action::Update
+            | Action::UpdateRestart { .. }
+            | Action::Move { .. }
+            | Action::Replace { .. } => {
                 out.objects.retain(|o| o.addr != c.addr);
                 let mut o = Object::new(c.kind, c.addr.clone());
                 o.fields = c.after.clone();

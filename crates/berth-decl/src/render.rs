@@ -20,6 +20,14 @@ pub fn human(plan: &Plan) -> String {
         let (sym, what) = match &c.action {
             Action::Create => ("+", "create".to_owned()),
             Action::Update => ("~", "update in place".to_owned()),
+            Action::UpdateRestart { restart } => (
+                "~!",
+                format!(
+                    "update; takes effect at the next restart ({} not hotpluggable)",
+                    restart.join(", ")
+                ),
+            ),
+            Action::Move { to } => (">>", format!("move to node {to}")),
             Action::Replace { because } => ("-/+", format!("replace, forced by {because}")),
             Action::Delete => ("-", "delete".to_owned()),
             Action::Impossible { reason } => ("✗", format!("impossible: {reason}")),

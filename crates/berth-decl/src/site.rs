@@ -158,15 +158,23 @@ fn read_proxmox(r: &mut Reader<'_>, item: &Item, d: &mut Desired) {
                     d.objects.extend(obj);
                 }
             }
-            "vms" | "containers" => r.err(
+            "vms" => {
+                for (i, entry) in r.list(v, &key).iter().enumerate() {
+                    let key = format!("{key}[{i}]");
+                    let Some(e) = r.table(entry, &key) else { continue };
+                    d.objects
+                        .extend(read_vm(r, e, entry.line, &key, default_node.as_deref()));
+                }
+            }
+            "containers" => r.err(
                 *line,
                 &key,
-                "guests are not managed declaratively yet: storage, pools, network, backups and cluster are",
+                "containers are not managed declaratively yet: VMs, storage, pools, network, backups and cluster are",
             ),
             _ => r.err(
                 *line,
                 &key,
-                "unknown key (expected backend, node, cluster, storage, pools, network, backups)",
+                "unknown key (expected backend, node, cluster, storage, pools, network, vms, backups)",
             ),
         }
     }
@@ -496,6 +504,116 @@ fn read_backup(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str) -> Optio
 pub fn file_hash(text: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
+}
+
+fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node: Option<&str>) -> Option<Object> {
+    use crate::vm;
+    let Some(vmid) = e
+        .iter()
+        .find(|(k, _, _)| k == "vmid")
+        .and_then(|(_, _, v)| match v.node {
+            Node::Int(n) if (100..=999_999_999).contains(&n) => Some(n),
+            _ => None,
+        })
+    else {
+        r.err(line, &format!("{key}.vmid"), "missing or not a VMID (100 to 999999999)");
+        return None;
+    };
+    let mut o = Object::new(Kind::Vm, format!("vm.{vmid}"));
+    o.line = line;
+    if let Some(n) = default_node {
+        o.fields.insert("node".into(), n.to_owned());
+    }
+    // A disk or NIC: `{ storage = …, size = … }` / `{ model = …, bridge = … }`.
+    let device = |r: &mut Reader<'_>, slot: &str, v: &Item, fkey: &str, o: &mut Object| {
+        let Some(t) = r.table(v, fkey) else { return };
+        for (k, kline, v) in t {
+            let Some(text) = r.text(v, &format!("{fkey}.{k}")) else {
+                continue;
+            };
+            let field = format!("{slot}.{k}");
+            if k == "size" && vm::size_bytes(&text).is_none() {
+                r.err(
+                    *kline,
+                    &format!("{fkey}.size"),
+                    format!("'{text}' is not a size like 20G or 512M"),
+                );
+                continue;
+            }
+            o.fields
+                .insert(field.clone(), fields::normalize(Kind::Vm, &field, &text));
+        }
+    };
+    for (k, kline, v) in e {
+        let fkey = format!("{key}.{k}");
+        match k.as_str() {
+            "vmid" => {}
+            "ensure" => o.absent = ensure(r, v, &fkey),
+            "node" | "name" | "pool" => o.fields.extend(r.text(v, &fkey).map(|t| (k.clone(), t))),
+            "state" => match r.text(v, &fkey).as_deref() {
+                Some(s @ ("running" | "stopped")) => {
+                    o.fields.insert("state".into(), s.to_owned());
+                }
+                _ => r.err(*kline, &fkey, "expected \"running\" or \"stopped\""),
+            },
+            "clone" => match v.node {
+                Node::Int(n) if n >= 100 => {
+                    o.fields.insert("clone".into(), n.to_string());
+                }
+                _ => r.err(*kline, &fkey, "expected the VMID of a template"),
+            },
+            "disks" | "nets" => {
+                let Some(t) = r.table(v, &fkey) else { continue };
+                for (slot, sline, dv) in t {
+                    let ok = if k == "disks" {
+                        vm::is_disk(slot)
+                    } else {
+                        vm::is_net(slot)
+                    };
+                    if !ok {
+                        let want = if k == "disks" {
+                            "scsiN, virtioN, sataN or ideN"
+                        } else {
+                            "netN"
+                        };
+                        r.err(
+                            *sline,
+                            &format!("{fkey}.{slot}"),
+                            format!("not a slot (expected {want})"),
+                        );
+                        continue;
+                    }
+                    device(r, slot, dv, &format!("{fkey}.{slot}"), &mut o);
+                }
+            }
+            // The seed's one-disk and one-NIC shapes.
+            "disk" => device(r, "scsi0", v, &fkey, &mut o),
+            "network" => device(r, "net0", v, &fkey, &mut o),
+            "comment" => o.fields.extend(r.text(v, &fkey).map(|t| ("description".to_owned(), t))),
+            "cpu_mitigations" => r.err(
+                *kline,
+                &fkey,
+                "not a PVE option; mitigations are a kernel parameter of the guest",
+            ),
+            f if vm::is_disk(f) || vm::is_net(f) => {
+                r.err(*kline, &fkey, format!("write disks.{f} = {{ … }} / nets.{f} = {{ … }}"))
+            }
+            f if fields::settable(Kind::Vm, f) && !matches!(f, "pool" | "start" | "storage" | "archive") => {
+                if let Some(t) = r.text(v, &fkey) {
+                    o.fields.insert(f.to_owned(), fields::normalize(Kind::Vm, f, &t));
+                }
+            }
+            _ => r.err(*kline, &fkey, "not an option of a VM (see POST /nodes/{node}/qemu)"),
+        }
+    }
+    if !o.absent && !o.fields.contains_key("node") {
+        r.err(
+            line,
+            &format!("{key}.node"),
+            "missing (or set proxmox.node for the whole file)",
+        );
+    }
+    Some(o)
 }
 
 /// Two entries with one address.

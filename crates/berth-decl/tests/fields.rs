@@ -102,6 +102,14 @@ fn the_field_table_is_what_the_schema_says() {
     );
     src += "\n";
     src += &table(&api, "POOL", ("/pools", "POST"), ("/pools", "PUT"), &["poolid"]);
+    src += "\n";
+    src += &table(
+        &api,
+        "QEMU",
+        ("/nodes/{node}/qemu", "POST"),
+        ("/nodes/{node}/qemu/{vmid}/config", "PUT"),
+        &["node", "vmid"],
+    );
     let path = manifest.join("src/fields_table.rs");
     if std::env::var_os("BERTH_UPDATE_FIELDS").is_some() {
         std::fs::write(&path, &src).unwrap();

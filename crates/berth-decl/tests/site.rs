@@ -154,7 +154,7 @@ vmid = 100
         "site.toml:12: storage.nas: declared twice (first on line 5)",
         "site.toml:17: proxmox.network[0].node: missing",
         "site.toml:22: proxmox.backups[0].id: missing: a backup job needs an id",
-        "site.toml:25: proxmox.vms: guests are not managed declaratively yet",
+        "site.toml:25: proxmox.vms[0].node: missing",
     ] {
         assert!(shown.iter().any(|s| s.starts_with(want)), "{want}\n{shown:#?}");
     }

@@ -1,0 +1,219 @@
+//! VMs declared in a site on the PVE emulator: made from scratch and cloned from a template,
+//! then changed: a live change, a change that waits for the restart (checked against PVE's
+//! `pending`), a grown disk, a move to another node, a shrink refused at plan time; an exported
+//! cluster with VMs plans to nothing.
+
+use std::time::Duration;
+
+use berth_decl::apply::{ApplyOptions, apply};
+use berth_decl::observe::observe;
+use berth_decl::plan::{Action, plan};
+use berth_proxmox::client::{ClientOptions, Fingerprint, GuestType, PveClient, RetryPolicy, TlsOptions};
+use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
+
+async fn emulator() -> EmulatorHandle {
+    Emulator::start(EmulatorConfig {
+        timings: Timings::fast(),
+        schema_path: EmulatorConfig::default_schema_path(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn client(emu: &EmulatorHandle) -> PveClient {
+    let mut o = ClientOptions::new(
+        &emu.base_url(),
+        &emu.token_id(),
+        berth_core::Secret::new(emu.token_secret()),
+    );
+    o.tls = TlsOptions {
+        fingerprints: vec![Fingerprint::parse(&emu.fingerprint().unwrap()).unwrap()],
+        ..TlsOptions::default()
+    };
+    o.retry = RetryPolicy::NEVER;
+    o.poll_interval = Duration::from_millis(10);
+    PveClient::new(o).unwrap()
+}
+
+fn site(web_cores: u32, web_disk: &str, db_node: &str, web_name: &str) -> String {
+    format!(
+        r#"version = 1
+[proxmox]
+node = "pve1"
+
+[[proxmox.vms]]
+vmid = 150
+name = "{web_name}"
+cores = {web_cores}
+memory = 2048
+ostype = "l26"
+pool = "berth"
+disks.scsi0 = {{ storage = "local-lvm", size = "{web_disk}" }}
+nets.net0 = {{ model = "virtio", bridge = "vmbr0" }}
+
+[[proxmox.vms]]
+vmid = 151
+node = "{db_node}"
+name = "db"
+clone = 9100
+memory = 4096
+state = "stopped"
+"#
+    )
+}
+
+async fn settle(c: &PveClient, text: &str) -> berth_decl::Plan {
+    let d = berth_decl::parse("site.toml", text).unwrap();
+    let p = plan(&d, &observe(c).await.unwrap(), "h").unwrap();
+    apply(c, &p, ApplyOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth_decl::render::human(&p)));
+    let again = plan(&d, &observe(c).await.unwrap(), "h").unwrap();
+    assert!(again.is_empty(), "{}", berth_decl::render::human(&again));
+    p
+}
+
+#[tokio::test]
+async fn vms_are_made_changed_moved_and_never_shrunk() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    // Made: 150 from scratch (running), 151 cloned from the shared template 9100 (stopped).
+    let p = settle(&c, &site(2, "8G", "pve2", "web")).await;
+    assert!(p.changes.iter().all(|c| c.action == Action::Create), "{p:?}");
+    let web = c.guest_config("pve1", GuestType::Qemu, 150).await.unwrap();
+    assert!(web.get("scsi0").unwrap().contains("size=8G"), "{web:?}");
+    assert_eq!(
+        c.guest_status("pve1", GuestType::Qemu, 150)
+            .await
+            .unwrap()
+            .status
+            .as_deref(),
+        Some("running")
+    );
+    assert_eq!(
+        c.guest_config("pve2", GuestType::Qemu, 151)
+            .await
+            .unwrap()
+            .get("memory")
+            .as_deref(),
+        Some("4096")
+    );
+
+    // A renamed VM changes live; more cores wait for the restart, and PVE agrees.
+    let d = berth_decl::parse("site.toml", &site(4, "8G", "pve2", "web-1")).unwrap();
+    let p = plan(&d, &observe(&c).await.unwrap(), "h").unwrap();
+    assert_eq!(p.changes.len(), 1);
+    assert_eq!(
+        p.changes[0].action,
+        Action::UpdateRestart {
+            restart: vec!["cores".into()]
+        }
+    );
+    assert!(
+        berth_decl::render::human(&p)
+            .contains("~! vm.150  update; takes effect at the next restart (cores not hotpluggable)")
+    );
+    let done = apply(&c, &p, ApplyOptions::default()).await.unwrap();
+    assert!(
+        done.steps.iter().any(|s| s == "vm.150: waits for a restart: cores"),
+        "{:?}",
+        done.steps
+    );
+    let pending = c.pending("pve1", GuestType::Qemu, 150).await.unwrap();
+    assert!(
+        pending
+            .iter()
+            .any(|e| e.key == "cores" && e.pending.as_deref() == Some("4")),
+        "{pending:?}"
+    );
+    assert!(
+        pending
+            .iter()
+            .any(|e| e.key == "name" && e.value.as_deref() == Some("web-1") && e.pending.is_none())
+    );
+
+    // A bigger disk grows it; the db VM moves to pve1.
+    let p = settle(&c, &site(4, "12G", "pve1", "web-1")).await;
+    let actions: Vec<(&str, &Action)> = p.changes.iter().map(|c| (c.addr.as_str(), &c.action)).collect();
+    assert_eq!(actions[1], ("vm.151", &Action::Move { to: "pve1".into() }));
+    assert!(
+        c.guest_config("pve1", GuestType::Qemu, 150)
+            .await
+            .unwrap()
+            .get("scsi0")
+            .unwrap()
+            .contains("size=12G")
+    );
+    assert!(c.guest_config("pve1", GuestType::Qemu, 151).await.is_ok());
+
+    // A smaller disk is refused at plan time, naming the disk.
+    let d = berth_decl::parse("site.toml", &site(4, "4G", "pve1", "web-1")).unwrap();
+    let p = plan(&d, &observe(&c).await.unwrap(), "h").unwrap();
+    assert_eq!(
+        p.changes[0].action,
+        Action::Impossible {
+            reason: "scsi0 would shrink from 12G to 4G: PVE grows disks only".into()
+        }
+    );
+    assert!(apply(&c, &p, ApplyOptions::default()).await.is_err());
+
+    // The whole cluster, VMs included, written out plans to nothing.
+    let observed = observe(&c).await.unwrap();
+    let text = berth_decl::export::export(&observed, None);
+    let again = plan(
+        &berth_decl::parse("x.toml", &text).unwrap_or_else(|e| panic!("{e:?}\n{text}")),
+        &observed,
+        "h",
+    )
+    .unwrap();
+    assert!(again.is_empty(), "{}\n{text}", berth_decl::render::human(&again));
+    assert!(
+        text.contains("disks.scsi0 = { size = \"12G\", storage = \"local-lvm\""),
+        "{text}"
+    );
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
+}
+
+#[tokio::test]
+async fn a_vm_naming_what_does_not_exist_fails_the_plan() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let text = "version = 1\n[proxmox]\n[[proxmox.vms]]\nvmid = 160\nnode = \"pve1\"\n\
+        disks.scsi0 = { storage = \"fast-nvme\", size = \"8G\" }\nnets.net0 = { bridge = \"vmbr9\" }\npool = \"ghosts\"\n";
+    let errors = plan(
+        &berth_decl::parse("site.toml", text).unwrap(),
+        &observe(&c).await.unwrap(),
+        "h",
+    )
+    .unwrap_err();
+    let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    for want in [
+        "3: vm.160.scsi0.storage: storage fast-nvme does not exist",
+        "3: vm.160.net0.bridge: bridge vmbr9 of pve1 does not exist",
+        "3: vm.160.pool: pool ghosts does not exist",
+    ] {
+        assert!(shown.iter().any(|s| s.starts_with(want)), "{want}\n{shown:#?}");
+    }
+    let bad = "version = 1\n[proxmox]\n[[proxmox.vms]]\nvmid = 7\nnode = \"pve1\"\n";
+    let e = berth_decl::parse("site.toml", bad).unwrap_err();
+    assert!(
+        e[0].to_string().contains("proxmox.vms[0].vmid: missing or not a VMID"),
+        "{}",
+        e[0]
+    );
+    let shrink = "version = 1\n[proxmox]\n[[proxmox.vms]]\nvmid = 161\nnode = \"pve1\"\ndisks.scsi0 = { storage = \"local-lvm\", size = \"big\" }\ncpu_mitigations = \"off\"\n";
+    let e: Vec<String> = berth_decl::parse("site.toml", shrink)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        e.iter().any(|s| s.contains("disks.scsi0.size: 'big' is not a size")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|s| s.contains("cpu_mitigations: not a PVE option")),
+        "{e:?}"
+    );
+}
