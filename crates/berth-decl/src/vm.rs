@@ -10,21 +10,7 @@ use berth_proxmox::client::propstring::PropertyString;
 use crate::fields;
 use crate::model::{Kind, Object};
 
-/// Bytes of `20G`, `512M`, `1T`, or a plain number of bytes.
-pub(crate) fn size_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().ok()?;
-    let mult: u64 = match unit {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        _ => return None,
-    };
-    Some((n * mult as f64) as u64)
-}
+pub(crate) use berth_proxmox::client::propstring::parse_size as size_bytes;
 
 /// `21474836480` → `20G` (whole units only, else `M`, else bytes).
 pub(crate) fn size_text(bytes: u64) -> String {

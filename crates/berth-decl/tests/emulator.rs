@@ -3,38 +3,14 @@
 //! change behind Berth's back makes a saved plan stale (named field); a failure mid-apply is
 //! finished by applying again; bad references fail the plan; zero schema violations.
 
-use std::time::Duration;
-
 use berth_decl::apply::{ApplyError, ApplyOptions, apply};
 use berth_decl::observe::observe;
 use berth_decl::plan::{Action, plan};
-use berth_proxmox::client::{ClientOptions, Fingerprint, Params, PveClient, RetryPolicy, TlsOptions};
-use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, Timings};
+mod common;
 
-async fn emulator() -> EmulatorHandle {
-    Emulator::start(EmulatorConfig {
-        timings: Timings::fast(),
-        schema_path: EmulatorConfig::default_schema_path(),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn client(emu: &EmulatorHandle) -> PveClient {
-    let mut o = ClientOptions::new(
-        &emu.base_url(),
-        &emu.token_id(),
-        berth_core::Secret::new(emu.token_secret()),
-    );
-    o.tls = TlsOptions {
-        fingerprints: vec![Fingerprint::parse(&emu.fingerprint().unwrap()).unwrap()],
-        ..TlsOptions::default()
-    };
-    o.retry = RetryPolicy::NEVER;
-    o.poll_interval = Duration::from_millis(10);
-    PveClient::new(o).unwrap()
-}
+use berth_proxmox::client::Params;
+use berth_pve_emulator::{EmulatorHandle, Fault, FaultRule};
+use common::{client, emulator};
 
 const SITE: &str = r#"version = 1
 [proxmox]

@@ -3,38 +3,13 @@
 //! `pending`), a grown disk, a move to another node, a shrink refused at plan time; an exported
 //! cluster with VMs plans to nothing.
 
-use std::time::Duration;
-
 use berth_decl::apply::{ApplyOptions, apply};
 use berth_decl::observe::observe;
 use berth_decl::plan::{Action, plan};
-use berth_proxmox::client::{ClientOptions, Fingerprint, GuestType, PveClient, RetryPolicy, TlsOptions};
-use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
+mod common;
 
-async fn emulator() -> EmulatorHandle {
-    Emulator::start(EmulatorConfig {
-        timings: Timings::fast(),
-        schema_path: EmulatorConfig::default_schema_path(),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn client(emu: &EmulatorHandle) -> PveClient {
-    let mut o = ClientOptions::new(
-        &emu.base_url(),
-        &emu.token_id(),
-        berth_core::Secret::new(emu.token_secret()),
-    );
-    o.tls = TlsOptions {
-        fingerprints: vec![Fingerprint::parse(&emu.fingerprint().unwrap()).unwrap()],
-        ..TlsOptions::default()
-    };
-    o.retry = RetryPolicy::NEVER;
-    o.poll_interval = Duration::from_millis(10);
-    PveClient::new(o).unwrap()
-}
+use berth_proxmox::client::{GuestType, PveClient};
+use common::{client, emulator};
 
 fn site(web_cores: u32, web_disk: &str, db_node: &str, web_name: &str) -> String {
     format!(

@@ -141,6 +141,19 @@ impl Params {
         }
     }
 
+    /// A `pve-configid-list` (or any list PVE's `split_list` reads): commas, semicolons,
+    /// spaces or NULs between the items.
+    pub fn split_list(&self, name: &str) -> Vec<String> {
+        self.get(name)
+            .map(|d| {
+                d.split([',', ';', ' ', '\0'])
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn flag(&self, name: &str) -> Result<bool, ApiError> {
         Ok(self.bool(name)?.unwrap_or(false))
     }

@@ -71,18 +71,7 @@ impl Drive {
     }
     /// `size=32G` in bytes.
     pub fn size_bytes(&self) -> Option<u64> {
-        let s = self.0.get("size")?;
-        let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-        let n: f64 = num.parse().ok()?;
-        let mult: u64 = match unit {
-            "" => 1,
-            "K" => 1 << 10,
-            "M" => 1 << 20,
-            "G" => 1 << 30,
-            "T" => 1 << 40,
-            _ => return None,
-        };
-        Some((n * mult as f64) as u64)
+        parse_size(self.0.get("size")?)
     }
     pub fn is_cdrom(&self) -> bool {
         self.0.get("media") == Some("cdrom")
@@ -96,6 +85,22 @@ impl fmt::Display for Drive {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }
+}
+
+/// Bytes of a PVE size (`32G`, `512M`, `1.5T`, or plain bytes).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().ok()?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    Some((n * mult as f64) as u64)
 }
 
 /// A VM NIC (`net0`: `virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=20`), rendered back exactly.

@@ -227,16 +227,7 @@ pub(super) fn create(ctx: &mut Ctx) -> ApiResult {
 pub(super) fn update(ctx: &mut Ctx, id: &str) -> ApiResult {
     ctx.token.check("/", &["Sys.Modify"], false)?;
     let p = params(ctx, &["id", "delete"])?;
-    let delete: Vec<String> = ctx
-        .params
-        .get("delete")
-        .map(|d| {
-            d.split([',', ';', ' ', '\0'])
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let delete: Vec<String> = ctx.params.split_list("delete");
     let mut world = ctx.world();
     let mut job = world
         .backup_jobs

@@ -97,15 +97,7 @@ fn settings(ctx: &Ctx, skip: &[&str]) -> Section {
 }
 
 fn deletions(ctx: &Ctx) -> Vec<String> {
-    ctx.params
-        .get("delete")
-        .map(|d| {
-            d.split([',', ';', ' ', '\0'])
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    ctx.params.split_list("delete")
 }
 
 /// The resource manager's effect: the guest runs exactly when its resource asks for `started`.

@@ -188,16 +188,7 @@ pub(super) fn create(ctx: &mut Ctx, node: &str) -> ApiResult {
 /// call, so a PUT without an address turns the interface to `manual` (the address stays).
 pub(super) fn update(ctx: &mut Ctx, node: &str, iface: &str) -> ApiResult {
     ctx.token.check(&format!("/nodes/{node}"), &["Sys.Modify"], false)?;
-    let delete: Vec<String> = ctx
-        .params
-        .get("delete")
-        .map(|d| {
-            d.split([',', ';', ' ', '\0'])
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let delete: Vec<String> = ctx.params.split_list("delete");
     let mut p = settings(ctx)?;
     let mut world = ctx.world();
     let n = net(&mut world, node);

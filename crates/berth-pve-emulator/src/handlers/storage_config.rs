@@ -142,16 +142,7 @@ pub(super) fn update(ctx: &mut Ctx, id: &str) -> ApiResult {
     ctx.token.check("/storage", &["Datastore.Allocate"], false)?;
     let fail = |m: String| ApiError::fail(format!("update storage failed: {m}"));
     let digest = ctx.params.get("digest").map(str::to_string);
-    let delete: Vec<String> = ctx
-        .params
-        .get("delete")
-        .map(|d| {
-            d.split([',', ';', ' ', '\0'])
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let delete: Vec<String> = ctx.params.split_list("delete");
     let mut world = ctx.world();
     if let Some(d) = digest.filter(|d| !d.is_empty())
         && d != file_digest(&world.storages)

@@ -1,0 +1,33 @@
+//! The PVE emulator and a client for it, as every end-to-end test here uses them.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use berth_proxmox::client::{ClientOptions, Fingerprint, PveClient, RetryPolicy, TlsOptions};
+use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
+
+pub async fn emulator() -> EmulatorHandle {
+    Emulator::start(EmulatorConfig {
+        timings: Timings::fast(),
+        schema_path: EmulatorConfig::default_schema_path(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Pinned, without retries (a test sees each answer), polling tasks every 10 ms.
+pub fn client(emu: &EmulatorHandle) -> PveClient {
+    let mut o = ClientOptions::new(
+        &emu.base_url(),
+        &emu.token_id(),
+        berth_core::Secret::new(emu.token_secret()),
+    );
+    o.tls = TlsOptions {
+        fingerprints: vec![Fingerprint::parse(&emu.fingerprint().unwrap()).unwrap()],
+        ..TlsOptions::default()
+    };
+    o.retry = RetryPolicy::NEVER;
+    o.poll_interval = Duration::from_millis(10);
+    PveClient::new(o).unwrap()
+}
