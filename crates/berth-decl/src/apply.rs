@@ -31,6 +31,8 @@ pub enum ApplyError {
         field: String,
         message: String,
     },
+    #[error("{addr}: no storage on {node} holds backups, and a VM is deleted only after one (or with --no-backup)")]
+    NoBackup { addr: String, node: String },
     #[error("{addr}: {what} failed: {error}")]
     Pve {
         addr: String,
@@ -39,14 +41,20 @@ pub enum ApplyError {
     },
 }
 
-/// What an apply did, step by step.
-#[derive(Debug, Default, Clone, serde::Serialize)]
+/// What an apply did, step by step, and what it kept to go back to.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Applied {
+    pub apply_id: String,
     pub steps: Vec<String>,
+    pub checkpoints: Vec<crate::checkpoint::Checkpoint>,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
+    /// Names this apply's checkpoints (`berth-<id>`); made up when empty.
+    pub apply_id: String,
+    /// Delete VMs without a backup first.
+    pub no_backup: bool,
     /// Apply even when a node has network edits someone else staged (they are reloaded too).
     pub adopt_pending_network: bool,
     /// How long one task may take.
@@ -80,7 +88,7 @@ fn resolve(c: &Change, field: &str, reference: &str) -> Result<String, ApplyErro
 }
 
 /// Re-reads the cluster and refuses when a touched object is not as planned.
-async fn check_fresh(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<(), ApplyError> {
+async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<(), ApplyError> {
     if let Some(ch) = plan.impossible().next() {
         let Action::Impossible { reason } = &ch.action else {
             unreachable!()
@@ -133,9 +141,21 @@ fn show(v: Option<&String>) -> &str {
 
 /// Applies `plan` to the cluster behind `c`.
 pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<Applied, ApplyError> {
-    check_fresh(c, plan, opts).await?;
+    check_fresh(c, plan, &opts).await?;
     let timeout = opts.task_timeout.unwrap_or(Duration::from_secs(300));
-    let mut done = Applied::default();
+    let apply_id = match opts.apply_id.is_empty() {
+        true => format!(
+            "{:x}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis())
+        ),
+        false => opts.apply_id.clone(),
+    };
+    let mut done = Applied {
+        apply_id: apply_id.clone(),
+        ..Applied::default()
+    };
     let mut reload: BTreeSet<String> = BTreeSet::new();
     for (i, ch) in plan.changes.iter().enumerate() {
         match ch.kind {
@@ -147,7 +167,14 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
                 reload.insert(ch.addr.split('.').nth(1).unwrap_or_default().to_owned());
             }
             Kind::Backup => backup(c, ch).await?,
-            Kind::Vm => done.steps.extend(crate::vm_apply::apply_vm(c, ch, timeout).await?),
+            Kind::Vm => {
+                if ch.action != Action::Create && crate::checkpoint::needed(ch) {
+                    let (cp, step) = crate::checkpoint::take(c, ch, &apply_id, opts.no_backup, timeout).await?;
+                    done.checkpoints.extend(cp);
+                    done.steps.extend(step);
+                }
+                done.steps.extend(crate::vm_apply::apply_vm(c, ch, timeout).await?)
+            }
         }
         done.steps.push(format!("{} {}", verb(&ch.action), ch.addr));
         // Network edits are staged; each node reloads once, before what depends on them.

@@ -8,6 +8,7 @@
 //! `observe`/`apply` (the PVE client), `export` (observed → file).
 
 pub mod apply;
+pub mod checkpoint;
 mod doc;
 pub mod export;
 mod fields;

@@ -95,6 +95,18 @@ async fn vms_are_made_changed_moved_and_never_shrunk() {
         "{:?}",
         done.steps
     );
+    // A checkpoint was taken first: a snapshot named after the apply.
+    let snap = berth_decl::checkpoint::snapshot_name(&done.apply_id);
+    assert!(
+        matches!(&done.checkpoints[..], [berth_decl::checkpoint::Checkpoint::Snapshot { name, running: true, .. }] if *name == snap)
+    );
+    assert!(
+        c.snapshots("pve1", GuestType::Qemu, 150)
+            .await
+            .unwrap()
+            .iter()
+            .any(|s| s.name == snap)
+    );
     let pending = c.pending("pve1", GuestType::Qemu, 150).await.unwrap();
     assert!(
         pending
@@ -133,6 +145,35 @@ async fn vms_are_made_changed_moved_and_never_shrunk() {
     );
     assert!(apply(&c, &p, ApplyOptions::default()).await.is_err());
 
+    // Rolled back to that checkpoint: the old name and core count, nothing pending, running.
+    let back = berth_decl::checkpoint::rollback(&c, &done.checkpoints, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(back, [format!("vm.150: rolled back to {snap}")]);
+    let cfg = c.guest_config("pve1", GuestType::Qemu, 150).await.unwrap();
+    assert_eq!(
+        (cfg.get("name").as_deref(), cfg.get("cores").as_deref()),
+        (Some("web"), Some("2"))
+    );
+    assert!(
+        c.pending("pve1", GuestType::Qemu, 150)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.pending.is_none())
+    );
+    assert_eq!(
+        c.guest_status("pve1", GuestType::Qemu, 150)
+            .await
+            .unwrap()
+            .status
+            .as_deref(),
+        Some("running")
+    );
+    // Applying the file again brings it forward again (name, cores, the disk grown since).
+    let p = settle(&c, &site(4, "12G", "pve1", "web-1")).await;
+    assert_eq!(p.changes.len(), 1);
+
     // The whole cluster, VMs included, written out plans to nothing.
     let observed = observe(&c).await.unwrap();
     let text = berth_decl::export::export(&observed, None);
@@ -148,6 +189,30 @@ async fn vms_are_made_changed_moved_and_never_shrunk() {
         "{text}"
     );
     assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
+}
+
+#[tokio::test]
+async fn a_vm_is_backed_up_before_it_is_deleted() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    settle(&c, &site(2, "8G", "pve2", "web")).await;
+    let gone = "version = 1\n[proxmox]\n[[proxmox.vms]]\nvmid = 150\nensure = \"absent\"\n";
+    let d = berth_decl::parse("site.toml", gone).unwrap();
+    let p = plan(&d, &observe(&c).await.unwrap(), "h").unwrap();
+    assert_eq!(p.changes[0].action, Action::Delete);
+    let done = apply(&c, &p, ApplyOptions::default()).await.unwrap();
+    assert!(
+        done.steps.iter().any(|s| s == "vm.150: backed up to local first"),
+        "{:?}",
+        done.steps
+    );
+    let backups = c.storage_content("pve1", "local", Some("backup")).await.unwrap();
+    assert!(
+        backups.iter().any(|v| v.volid.contains("vzdump-qemu-150-")),
+        "{backups:?}"
+    );
+    assert!(c.guest_config("pve1", GuestType::Qemu, 150).await.is_err(), "deleted");
+    assert!(plan(&d, &observe(&c).await.unwrap(), "h").unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -48,6 +48,10 @@ pub enum Command {
     Discover(DiscoverArgs),
     /// What differs between a site file and the cluster now (exit 2 when something does).
     Drift(DeclArgs),
+    /// The snapshots and backups applies kept before risky changes.
+    Checkpoints(SiteArgs),
+    /// Put the VMs an apply changed back to the snapshots it took first (asks unless --yes).
+    Rollback(RollbackArgs),
     /// Run the control plane (`--config server.toml`).
     Server(crate::cli_api::ServerArgs),
     /// Providers (operators create them).
@@ -122,6 +126,20 @@ pub struct ApplyArgs {
     /// Apply even when a node has network edits someone else staged (they are reloaded too).
     #[arg(long)]
     pub adopt_pending_network: bool,
+    /// Delete VMs without writing a backup of each first.
+    #[arg(long)]
+    pub no_backup: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub site: SiteArgs,
+    /// The apply to undo (`berth checkpoints` lists them).
+    pub apply_id: String,
+    /// Do not ask (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Args, Debug)]

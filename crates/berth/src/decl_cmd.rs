@@ -29,7 +29,7 @@ struct SavedPlan {
 
 const PLAN_LIFETIME_MS: i64 = 3_600_000;
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -95,7 +95,7 @@ pub async fn plan(a: DeclArgs, out: OutputFormat, drift: bool) -> anyhow::Result
     })
 }
 
-fn ask(question: &str, yes: bool) -> anyhow::Result<()> {
+pub(crate) fn ask(question: &str, yes: bool) -> anyhow::Result<()> {
     use std::io::{BufRead as _, IsTerminal as _, Write as _};
     if yes {
         return Ok(());
@@ -113,31 +113,47 @@ fn ask(question: &str, yes: bool) -> anyhow::Result<()> {
     }
 }
 
-/// Applies `plan`, recording the apply and each action in the audit file.
+/// Applies `plan`, recording the apply, each action and each checkpoint in the audit file, and
+/// the apply itself for `berth checkpoints` / `berth rollback`.
 async fn run_apply(
     client: &berth_proxmox::PveClient,
     plan: &Plan,
     site: &SiteArgs,
     subject: &str,
-    adopt_pending_network: bool,
+    backend: &str,
+    flags: (bool, bool),
 ) -> anyhow::Result<()> {
+    let (adopt_pending_network, no_backup) = flags;
     let opts = ApplyOptions {
         adopt_pending_network,
-        task_timeout: None,
+        no_backup,
+        ..ApplyOptions::default()
     };
-    let summary = serde_json::json!({ "file_hash": plan.file_hash, "summary": plan.summary() });
+    let mut summary = serde_json::json!({ "file_hash": plan.file_hash, "summary": plan.summary() });
     match apply_plan(client, plan, opts).await {
         Ok(done) => {
-            for (step, change) in done.steps.iter().zip(&plan.changes) {
+            for step in &done.steps {
                 println!("{step}");
-                let detail = serde_json::json!({ "step": step, "fields": change.fields });
+            }
+            for change in &plan.changes {
+                let detail =
+                    serde_json::json!({ "apply": done.apply_id, "action": change.action, "fields": change.fields });
                 decl_audit::append(&site.audit, "decl.action.done", &change.addr, detail)?;
             }
-            for step in done.steps.iter().skip(plan.changes.len()) {
-                println!("{step}");
+            for cp in &done.checkpoints {
+                decl_audit::append(
+                    &site.audit,
+                    "decl.checkpoint.created",
+                    cp.addr(),
+                    serde_json::to_value(cp)?,
+                )?;
             }
+            summary["apply"] = serde_json::json!(done.apply_id);
             decl_audit::append(&site.audit, "decl.plan.applied", subject, summary)?;
-            Ok(())
+            if !done.checkpoints.is_empty() {
+                println!("checkpoints kept: `berth rollback {}` puts them back", done.apply_id);
+            }
+            crate::decl_rollback::keep(&site.audit, backend, done)
         }
         Err(e) => {
             let detail = serde_json::json!({ "error": e.to_string(), "plan": summary });
@@ -161,14 +177,9 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         if saved.plan.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        run_apply(
-            &client,
-            &saved.plan,
-            &a.site,
-            &format!("site:{}", saved.site),
-            a.adopt_pending_network,
-        )
-        .await?;
+        let subject = format!("site:{}", saved.site);
+        let flags = (a.adopt_pending_network, a.no_backup);
+        run_apply(&client, &saved.plan, &a.site, &subject, backend, flags).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let file = a.file.as_ref().expect("clap: a plan or --file");
@@ -184,14 +195,9 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         &format!("Apply these {} changes through backend {backend}?", plan.changes.len()),
         a.yes,
     )?;
-    run_apply(
-        &client,
-        &plan,
-        &a.site,
-        &format!("site:{}", file.display()),
-        a.adopt_pending_network,
-    )
-    .await?;
+    let subject = format!("site:{}", file.display());
+    let flags = (a.adopt_pending_network, a.no_backup);
+    run_apply(&client, &plan, &a.site, &subject, &backend, flags).await?;
     // The proof: planning again finds nothing left to do.
     let (again, _, _) = make_plan(&a.site, file).await?;
     if again.is_empty() {

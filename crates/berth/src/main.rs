@@ -10,6 +10,7 @@ mod cli_api;
 mod cli_error;
 mod decl_audit;
 mod decl_cmd;
+mod decl_rollback;
 mod instance_cmd;
 mod keygen;
 mod offering_cmd;
@@ -59,6 +60,8 @@ fn main() -> ExitCode {
             C::Drift(a) => decl_cmd::plan(a, output, true).await,
             C::Apply(a) => decl_cmd::apply(a, output).await,
             C::Discover(a) => decl_cmd::discover(a).await,
+            C::Checkpoints(a) => decl_rollback::checkpoints(&a, output),
+            C::Rollback(a) => decl_rollback::rollback(&a.site, &a.apply_id, a.yes).await,
             C::Server(args) => server_cmd::run(args).await,
             C::Provider(a) => api_cmd::accounts("provider", a.action, &a.api, output).await,
             C::Customer(a) => api_cmd::accounts("customer", a.action, &a.api, output).await,

@@ -153,3 +153,69 @@ async fn a_bad_site_names_every_problem_and_changes_nothing() {
     );
     assert_eq!(env.mutations(), before, "nothing changed");
 }
+
+/// A change that restarts a VM keeps a snapshot first; `berth checkpoints` lists it and
+/// `berth rollback ID --yes` puts the VM back; both are in the audit chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_kept_and_rolled_back() {
+    let env = start(berth_pve_emulator::Timings::fast()).await;
+    let dir = env.dir.path();
+    let audit = dir.join("audit.jsonl").display().to_string();
+    let vm = |cores: u32| {
+        format!(
+            "version = 1\n[proxmox]\n[[proxmox.vms]]\nvmid = 170\nnode = \"pve1\"\nname = \"app\"\ncores = {cores}\nmemory = 1024\n\
+             disks.scsi0 = {{ storage = \"local-lvm\", size = \"4G\" }}\nnets.net0 = {{ bridge = \"vmbr0\" }}\n"
+        )
+    };
+    let made = site(dir, "vm.toml", &vm(1));
+    let out = env.run(&["apply", "-f", &made, "--yes", "--audit", &audit]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bigger = site(dir, "vm2.toml", &vm(2));
+    let out = env.run(&["apply", "-f", &bigger, "--yes", "--audit", &audit]).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("~! vm.170  update; takes effect at the next restart (cores not hotpluggable)"),
+        "{text}"
+    );
+    assert!(text.contains("vm.170: checkpoint snapshot berth-"), "{text}");
+    let id = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("checkpoints kept: `berth rollback ")
+                .and_then(|r| r.split('`').next())
+        })
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned();
+    let listed = env.run(&["checkpoints", "--audit", &audit]).await;
+    assert!(
+        stdout(&listed).contains(&format!("apply {id} at ")),
+        "{}",
+        stdout(&listed)
+    );
+    assert!(
+        stdout(&listed).contains("roll vm.170 back to snapshot berth-"),
+        "{}",
+        stdout(&listed)
+    );
+    let back = env.run(&["rollback", &id, "--yes", "--audit", &audit]).await;
+    assert!(back.status.success(), "{}", stderr(&back));
+    assert!(
+        stdout(&back).contains("vm.170: rolled back to berth-"),
+        "{}",
+        stdout(&back)
+    );
+    let drift = env.run(&["drift", "-f", &bigger]).await;
+    assert_eq!(
+        drift.status.code(),
+        Some(2),
+        "the rollback undid the change: {}",
+        stdout(&drift)
+    );
+    let verified = env.run(&["audit", "verify", "--file", &audit]).await;
+    assert!(verified.status.success(), "{}", stdout(&verified));
+    let lines = std::fs::read_to_string(&audit).unwrap();
+    assert!(
+        lines.contains("decl.checkpoint.created") && lines.contains("decl.rollback"),
+        "{lines}"
+    );
+}

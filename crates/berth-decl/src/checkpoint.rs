@@ -1,0 +1,190 @@
+//! Checkpoints: before an apply restarts or moves a VM it takes a snapshot of it, and before it
+//! deletes one it writes a backup (snapshots die with the guest). `rollback` puts the
+//! snapshotted VMs back; it is itself shown before it runs.
+
+use std::time::Duration;
+
+use berth_proxmox::client::{GuestType, Params, PveClient};
+use serde::{Deserialize, Serialize};
+
+use crate::apply::ApplyError;
+use crate::plan::{Action, Change};
+
+/// What was kept before a risky change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Checkpoint {
+    /// A snapshot `name` of VM `vmid` on `node`; `running` whether it ran when taken.
+    Snapshot {
+        addr: String,
+        node: String,
+        vmid: u32,
+        name: String,
+        running: bool,
+    },
+    /// A vzdump backup of VM `vmid` on `storage`, written before it was deleted.
+    Backup {
+        addr: String,
+        node: String,
+        vmid: u32,
+        storage: String,
+    },
+}
+
+impl Checkpoint {
+    pub fn addr(&self) -> &str {
+        match self {
+            Checkpoint::Snapshot { addr, .. } | Checkpoint::Backup { addr, .. } => addr,
+        }
+    }
+}
+
+/// The snapshot name of an apply: `berth-<id>` (PVE's format: a letter first, at most 40).
+pub fn snapshot_name(apply_id: &str) -> String {
+    format!("berth-{}", &apply_id[..apply_id.len().min(30)])
+}
+
+fn pve(addr: &str, what: &str) -> impl FnOnce(berth_proxmox::client::PveError) -> ApplyError {
+    let (addr, what) = (addr.to_owned(), what.to_owned());
+    move |error| ApplyError::Pve {
+        addr,
+        what,
+        error: Box::new(error),
+    }
+}
+
+/// Whether a VM change needs a checkpoint first, and which.
+pub(crate) fn needed(ch: &Change) -> bool {
+    matches!(
+        ch.action,
+        Action::UpdateRestart { .. } | Action::Move { .. } | Action::Delete
+    ) || ch
+        .fields
+        .iter()
+        .any(|f| f.field.ends_with(".size") || f.field.ends_with(".storage"))
+}
+
+/// Takes the checkpoint `ch` needs. A snapshot the storage cannot take is a warning (the change
+/// still runs); a delete without a backup is refused unless `no_backup`.
+pub(crate) async fn take(
+    c: &PveClient,
+    ch: &Change,
+    apply_id: &str,
+    no_backup: bool,
+    t: Duration,
+) -> Result<(Option<Checkpoint>, Option<String>), ApplyError> {
+    let before = ch.before.as_ref();
+    let node = before.and_then(|b| b.get("node")).cloned().unwrap_or_default();
+    let running = before.and_then(|b| b.get("state")).is_some_and(|s| s == "running");
+    let vmid: u32 = ch.addr.trim_start_matches("vm.").parse().unwrap_or(0);
+    if ch.action == Action::Delete {
+        if no_backup {
+            return Ok((
+                None,
+                Some(format!("{}: deleted without a backup (--no-backup)", ch.addr)),
+            ));
+        }
+        let storages = c
+            .storages(&node, Some("backup"))
+            .await
+            .map_err(pve(&ch.addr, "find backup storage"))?;
+        let Some(storage) = storages
+            .into_iter()
+            .find(|s| s.enabled && s.active)
+            .and_then(|s| s.storage)
+        else {
+            return Err(ApplyError::NoBackup {
+                addr: ch.addr.clone(),
+                node,
+            });
+        };
+        let p = Params::new()
+            .str("vmid", vmid.to_string())
+            .str("storage", storage.clone())
+            .str("mode", "snapshot");
+        let upid = c.vzdump(&node, &p).await.map_err(pve(&ch.addr, "backup"))?;
+        c.wait_task(&upid, t).await.map_err(pve(&ch.addr, "backup"))?;
+        let cp = Checkpoint::Backup {
+            addr: ch.addr.clone(),
+            node,
+            vmid,
+            storage: storage.clone(),
+        };
+        return Ok((Some(cp), Some(format!("{}: backed up to {storage} first", ch.addr))));
+    }
+    let name = snapshot_name(apply_id);
+    let made = async {
+        let upid = c
+            .create_snapshot(
+                &node,
+                GuestType::Qemu,
+                vmid,
+                &name,
+                &format!("before apply {apply_id}"),
+                false,
+            )
+            .await?;
+        c.wait_task(&upid, t).await
+    };
+    match made.await {
+        Ok(_) => {
+            let cp = Checkpoint::Snapshot {
+                addr: ch.addr.clone(),
+                node,
+                vmid,
+                name: name.clone(),
+                running,
+            };
+            Ok((Some(cp), Some(format!("{}: checkpoint snapshot {name}", ch.addr))))
+        }
+        Err(e) => Ok((None, Some(format!("{}: warning: no checkpoint ({e})", ch.addr)))),
+    }
+}
+
+/// What `rollback` would do, a line each.
+pub fn rollback_steps(checkpoints: &[Checkpoint]) -> Vec<String> {
+    checkpoints
+        .iter()
+        .map(|cp| match cp {
+            Checkpoint::Snapshot {
+                addr, name, running, ..
+            } => format!(
+                "roll {addr} back to snapshot {name}{} (writes since are lost)",
+                if *running { ", then start it" } else { "" }
+            ),
+            Checkpoint::Backup { addr, storage, .. } => {
+                format!("{addr} was deleted; its backup is on {storage} (restore it with qmrestore)")
+            }
+        })
+        .collect()
+}
+
+/// Puts the snapshotted VMs back (a VM moved since is found where it is now).
+pub async fn rollback(c: &PveClient, checkpoints: &[Checkpoint], t: Duration) -> Result<Vec<String>, ApplyError> {
+    let mut done = Vec::new();
+    let where_now = c.cluster_resources(Some("vm")).await.map_err(pve("cluster", "read"))?;
+    for cp in checkpoints {
+        let Checkpoint::Snapshot {
+            addr,
+            node,
+            vmid,
+            name,
+            running,
+        } = cp
+        else {
+            continue;
+        };
+        let node = where_now
+            .iter()
+            .find(|r| r.vmid == Some(*vmid))
+            .and_then(|r| r.node.clone())
+            .unwrap_or_else(|| node.clone());
+        let upid = c
+            .rollback_snapshot(&node, GuestType::Qemu, *vmid, name, *running)
+            .await
+            .map_err(pve(addr, "rollback"))?;
+        c.wait_task(&upid, t).await.map_err(pve(addr, "rollback"))?;
+        done.push(format!("{addr}: rolled back to {name}"));
+    }
+    Ok(done)
+}

@@ -1,0 +1,129 @@
+//! `berth checkpoints` and `berth rollback APPLY_ID`: the applies that kept snapshots or backups
+//! before risky changes (kept as JSON lines next to the audit file), and putting them back.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use berth_decl::apply::Applied;
+use berth_decl::checkpoint::{rollback as roll_back, rollback_steps};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{OutputFormat, SiteArgs};
+use crate::decl_audit;
+use crate::decl_cmd::{ask, now_ms};
+use crate::pve_cmd::pve_client;
+
+/// An apply as kept for `berth checkpoints` and `berth rollback`.
+#[derive(Serialize, Deserialize)]
+struct ApplyRecord {
+    backend: String,
+    at: i64,
+    applied: Applied,
+}
+
+/// Where the apply records live: next to the audit file.
+fn records_path(audit: &Path) -> PathBuf {
+    audit.with_extension("applies.jsonl")
+}
+
+fn records(audit: &Path) -> anyhow::Result<Vec<ApplyRecord>> {
+    let path = records_path(audit);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str(l).with_context(|| format!("{} holds a line that is not an apply", path.display()))
+        })
+        .collect()
+}
+
+/// Keeps an apply's record.
+pub fn keep(audit: &Path, backend: &str, applied: Applied) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let record = ApplyRecord {
+        backend: backend.to_owned(),
+        at: now_ms(),
+        applied,
+    };
+    let path = records_path(audit);
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{}", serde_json::to_string(&record)?)?;
+    f.sync_data()?;
+    Ok(())
+}
+
+/// `berth checkpoints`: the applies that kept snapshots or backups, oldest first.
+pub fn checkpoints(site: &SiteArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let all: Vec<ApplyRecord> = records(&site.audit)?
+        .into_iter()
+        .filter(|r| !r.applied.checkpoints.is_empty())
+        .collect();
+    match out {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&all)?),
+        OutputFormat::Human if all.is_empty() => println!("no checkpoints"),
+        OutputFormat::Human => {
+            for r in &all {
+                println!(
+                    "apply {} at {} (backend {})",
+                    r.applied.apply_id,
+                    berth_core::utc(r.at),
+                    r.backend
+                );
+                for step in rollback_steps(&r.applied.checkpoints) {
+                    println!("  {step}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `berth rollback APPLY_ID`: shows what it would do, asks, and puts the VMs back.
+pub async fn rollback(site: &SiteArgs, apply_id: &str, yes: bool) -> anyhow::Result<ExitCode> {
+    let rec = records(&site.audit)?
+        .into_iter()
+        .find(|r| r.applied.apply_id == apply_id)
+        .with_context(|| format!("no apply {apply_id} in {}", records_path(&site.audit).display()))?;
+    let steps = rollback_steps(&rec.applied.checkpoints);
+    if steps.is_empty() {
+        println!("apply {apply_id} kept no checkpoints: nothing to roll back");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let age = (now_ms() - rec.at) / 60_000;
+    println!("Rollback of apply {apply_id} (checkpoints taken {age} minutes ago):");
+    for s in &steps {
+        println!("  {s}");
+    }
+    ask("Roll back?", yes)?;
+    let backend = site.backend.as_deref().unwrap_or(&rec.backend);
+    let (client, _, _) = pve_client(&site.config.config, Some(backend), "berth rollback")?;
+    let subject = format!("apply:{apply_id}");
+    match roll_back(&client, &rec.applied.checkpoints, std::time::Duration::from_secs(300)).await {
+        Ok(lines) => {
+            for l in &lines {
+                println!("{l}");
+            }
+            decl_audit::append(
+                &site.audit,
+                "decl.rollback",
+                &subject,
+                serde_json::json!({ "steps": lines }),
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let detail = serde_json::json!({ "error": e.to_string() });
+            decl_audit::append(&site.audit, "decl.rollback.failed", &subject, detail)?;
+            Err(e.into())
+        }
+    }
+}
