@@ -55,6 +55,8 @@ pub struct ApplyOptions {
     pub apply_id: String,
     /// Delete VMs without a backup first.
     pub no_backup: bool,
+    /// VMs changed at once (0: 8).
+    pub vm_concurrency: usize,
     /// Apply even when a node has network edits someone else staged (they are reloaded too).
     pub adopt_pending_network: bool,
     /// How long one task may take.
@@ -157,7 +159,36 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
         ..Applied::default()
     };
     let mut reload: BTreeSet<String> = BTreeSet::new();
-    for (i, ch) in plan.changes.iter().enumerate() {
+    let mut i = 0;
+    while i < plan.changes.len() {
+        let ch = &plan.changes[i];
+        // VMs run side by side (each on its own tasks), up to `vm_concurrency` at once.
+        if ch.kind == Kind::Vm {
+            let run: Vec<&Change> = plan.changes[i..]
+                .iter()
+                .take_while(|x| x.kind == Kind::Vm && (x.action == Action::Delete) == (ch.action == Action::Delete))
+                .collect();
+            i += run.len();
+            let results = vms(c, &run, &apply_id, &opts, timeout).await;
+            let mut first_error = None;
+            for (r, ch) in results.into_iter().zip(&run) {
+                match r {
+                    Ok((cp, steps)) => {
+                        done.checkpoints.extend(cp);
+                        done.steps.extend(steps);
+                        done.steps.push(format!("{} {}", verb(&ch.action), ch.addr));
+                    }
+                    Err(e) => {
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if let Some(e) = first_error {
+                return Err(e);
+            }
+            continue;
+        }
+        i += 1;
         match ch.kind {
             Kind::Cluster => {}
             Kind::Storage => storage(c, ch).await?,
@@ -167,18 +198,11 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
                 reload.insert(ch.addr.split('.').nth(1).unwrap_or_default().to_owned());
             }
             Kind::Backup => backup(c, ch).await?,
-            Kind::Vm => {
-                if ch.action != Action::Create && crate::checkpoint::needed(ch) {
-                    let (cp, step) = crate::checkpoint::take(c, ch, &apply_id, opts.no_backup, timeout).await?;
-                    done.checkpoints.extend(cp);
-                    done.steps.extend(step);
-                }
-                done.steps.extend(crate::vm_apply::apply_vm(c, ch, timeout).await?)
-            }
+            Kind::Vm => {}
         }
         done.steps.push(format!("{} {}", verb(&ch.action), ch.addr));
         // Network edits are staged; each node reloads once, before what depends on them.
-        let next_not_net = plan.changes.get(i + 1).is_none_or(|x| x.kind != Kind::Interface);
+        let next_not_net = plan.changes.get(i).is_none_or(|x| x.kind != Kind::Interface);
         if !reload.is_empty() && next_not_net {
             for node in std::mem::take(&mut reload) {
                 let upid = c
@@ -193,6 +217,35 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
         }
     }
     Ok(done)
+}
+
+/// A run of VM changes, each with its checkpoint first, several at once; results in order.
+async fn vms(
+    c: &PveClient,
+    run: &[&Change],
+    apply_id: &str,
+    opts: &ApplyOptions,
+    timeout: Duration,
+) -> Vec<Result<(Option<crate::checkpoint::Checkpoint>, Vec<String>), ApplyError>> {
+    use futures::StreamExt as _;
+    let one = |ch: &Change| {
+        let ch = ch.clone();
+        async move {
+            let mut steps = Vec::new();
+            let mut cp = None;
+            if ch.action != Action::Create && crate::checkpoint::needed(&ch) {
+                let (taken, step) = crate::checkpoint::take(c, &ch, apply_id, opts.no_backup, timeout).await?;
+                cp = taken;
+                steps.extend(step);
+            }
+            steps.extend(crate::vm_apply::apply_vm(c, &ch, timeout).await?);
+            Ok((cp, steps))
+        }
+    };
+    futures::stream::iter(run.iter().map(|ch| one(ch)))
+        .buffered(if opts.vm_concurrency == 0 { 8 } else { opts.vm_concurrency })
+        .collect()
+        .await
 }
 
 fn verb(a: &Action) -> &'static str {
