@@ -243,7 +243,11 @@ async fn vms(
         }
     };
     futures::stream::iter(run.iter().map(|ch| one(ch)))
-        .buffered(if opts.vm_concurrency == 0 { 8 } else { opts.vm_concurrency })
+        .buffered(if opts.vm_concurrency == 0 {
+            8
+        } else {
+            opts.vm_concurrency
+        })
         .collect()
         .await
 }

@@ -114,3 +114,24 @@ impl Desired {
         self.objects.iter().find(|o| o.addr == addr)
     }
 }
+
+/// `*` matches any run of characters.
+pub fn glob(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            s.starts_with(head) && (0..=s.len() - head.len()).any(|i| glob(rest, &s[head.len() + i..]))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn targets_match_addresses_and_globs() {
+        use super::glob;
+        assert!(glob("vm.150", "vm.150") && !glob("vm.150", "vm.1500"));
+        assert!(glob("net.pve1.*", "net.pve1.vmbr1") && !glob("net.pve1.*", "net.pve2.vmbr1"));
+        assert!(glob("*", "storage.nas") && glob("vm.*0", "vm.150") && !glob("vm.*0", "vm.151"));
+    }
+}

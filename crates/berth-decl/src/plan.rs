@@ -393,6 +393,18 @@ fn check_references(d: &Desired, o: &Observed) -> Result<(), Vec<PlanError>> {
 }
 
 impl Plan {
+    /// Only the changes to objects matching one of `targets` (`vm.150`, globs with `*`); the
+    /// whole plan when empty. References were checked against the whole file.
+    pub fn only(mut self, targets: &[String]) -> Plan {
+        if targets.is_empty() {
+            return self;
+        }
+        let hit = |addr: &str| targets.iter().any(|t| crate::model::glob(t, addr));
+        self.changes.retain(|c| hit(&c.addr));
+        self.fingerprints.retain(|a, _| hit(a));
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }

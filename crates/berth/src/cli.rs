@@ -108,6 +108,9 @@ pub struct DeclArgs {
     /// Save the plan here, for `berth apply PLAN` (plan only).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Only these objects (`vm.150`, `storage.nas`, or a glob such as `net.pve1.*`); repeatable.
+    #[arg(long)]
+    pub target: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -120,6 +123,9 @@ pub struct ApplyArgs {
     /// Plan this site file now and apply it (asks first unless --yes).
     #[arg(long, short = 'f')]
     pub file: Option<PathBuf>,
+    /// With --file: only these objects (addresses or globs such as `vm.*`); repeatable.
+    #[arg(long, requires = "file")]
+    pub target: Vec<String>,
     /// Do not ask (needed without a terminal).
     #[arg(long)]
     pub yes: bool,

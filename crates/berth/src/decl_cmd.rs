@@ -46,7 +46,11 @@ fn read_site(path: &Path) -> anyhow::Result<(berth_decl::Desired, String)> {
     Ok((desired, berth_decl::site::file_hash(&text)))
 }
 
-async fn make_plan(site: &SiteArgs, file: &Path) -> anyhow::Result<(Plan, berth_proxmox::PveClient, String)> {
+async fn make_plan(
+    site: &SiteArgs,
+    file: &Path,
+    targets: &[String],
+) -> anyhow::Result<(Plan, berth_proxmox::PveClient, String)> {
     let (desired, hash) = read_site(file)?;
     let backend = site.backend.as_deref().or(desired.backend.as_deref());
     let (client, _, backend) = pve_client(&site.config.config, backend, "berth plan")?;
@@ -55,6 +59,7 @@ async fn make_plan(site: &SiteArgs, file: &Path) -> anyhow::Result<(Plan, berth_
         let lines: Vec<String> = errors.iter().map(|e| format!("{}:{e}", file.display())).collect();
         anyhow::anyhow!("the site file names what does not exist:\n{}", lines.join("\n"))
     })?;
+    let plan = plan.only(targets);
     Ok((plan, client, backend))
 }
 
@@ -68,7 +73,7 @@ fn print_plan(plan: &Plan, out: OutputFormat) -> anyhow::Result<()> {
 
 /// `berth plan` (and `berth drift`, the same comparison read as "what changed out of band").
 pub async fn plan(a: DeclArgs, out: OutputFormat, drift: bool) -> anyhow::Result<ExitCode> {
-    let (plan, _, backend) = make_plan(&a.site, &a.file).await?;
+    let (plan, _, backend) = make_plan(&a.site, &a.file, &a.target).await?;
     print_plan(&plan, out)?;
     if let Some(path) = a.out.as_ref().filter(|_| !drift) {
         let saved = SavedPlan {
@@ -183,7 +188,7 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         return Ok(ExitCode::SUCCESS);
     }
     let file = a.file.as_ref().expect("clap: a plan or --file");
-    let (plan, client, backend) = make_plan(&a.site, file).await?;
+    let (plan, client, backend) = make_plan(&a.site, file, &a.target).await?;
     print_plan(&plan, out)?;
     if let Some(c) = plan.impossible().next() {
         bail!("the plan cannot be applied: {} is impossible", c.addr);
@@ -199,7 +204,7 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
     let flags = (a.adopt_pending_network, a.no_backup);
     run_apply(&client, &plan, &a.site, &subject, &backend, flags).await?;
     // The proof: planning again finds nothing left to do.
-    let (again, _, _) = make_plan(&a.site, file).await?;
+    let (again, _, _) = make_plan(&a.site, file, &a.target).await?;
     if again.is_empty() {
         println!("Applied. A new plan shows no changes.");
         Ok(ExitCode::SUCCESS)

@@ -53,6 +53,14 @@ async fn a_site_is_planned_applied_exported_and_audited() {
     ] {
         assert!(text.contains(want), "{want}\n{text}");
     }
+    // Only what --target names.
+    let some = env.run(&["plan", "-f", &file, "--target", "pool.*"]).await;
+    assert_eq!(some.status.code(), Some(2));
+    assert!(
+        stdout(&some).contains("+ pool.web") && !stdout(&some).contains("storage.nas"),
+        "{}",
+        stdout(&some)
+    );
     // Applied once; the same plan again is stale (it was made against a cluster without them).
     let applied = env.run(&["apply", &plan_path, "--audit", &audit]).await;
     assert!(applied.status.success(), "{}", stderr(&applied));

@@ -40,7 +40,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn client(emu: &berth_pve_emulator::EmulatorHandle) -> anyhow::Result<PveClient> {
-    let mut o = ClientOptions::new(&emu.base_url(), &emu.token_id(), berth_core::Secret::new(emu.token_secret()));
+    let mut o = ClientOptions::new(
+        &emu.base_url(),
+        &emu.token_id(),
+        berth_core::Secret::new(emu.token_secret()),
+    );
     o.tls = TlsOptions {
         fingerprints: vec![Fingerprint::parse(&emu.fingerprint().unwrap_or_default()).map_err(anyhow::Error::msg)?],
         ..TlsOptions::default()
@@ -68,8 +72,12 @@ async fn main() -> anyhow::Result<()> {
         emu.add_foreign_vm(node, 1000 + i, &format!("guest-{i}"));
     }
     for i in 0..args.storages {
-        c.create_storage(&format!("dir{i}"), "dir", &Params::new().str("path", format!("/srv/dir{i}")))
-            .await?;
+        c.create_storage(
+            &format!("dir{i}"),
+            "dir",
+            &Params::new().str("path", format!("/srv/dir{i}")),
+        )
+        .await?;
     }
     for i in 0..args.interfaces {
         let node = if i % 2 == 0 { "pve1" } else { "pve2" };
@@ -94,7 +102,11 @@ async fn main() -> anyhow::Result<()> {
         "site: {} VMs, {} storages, {} interfaces ({} objects, {} lines of TOML)",
         args.vms,
         args.storages + 3,
-        observed.objects.iter().filter(|o| o.kind == berth_decl::Kind::Interface).count(),
+        observed
+            .objects
+            .iter()
+            .filter(|o| o.kind == berth_decl::Kind::Interface)
+            .count(),
         observed.objects.len(),
         site.lines().count()
     );
@@ -110,7 +122,11 @@ async fn main() -> anyhow::Result<()> {
             requests = emu.requests().len() - before;
             std::hint::black_box(p);
         }
-        println!("plan ({what}): median {:.3} s over {} runs, {requests} API requests", median(times), args.runs);
+        println!(
+            "plan ({what}): median {:.3} s over {} runs, {requests} API requests",
+            median(times),
+            args.runs
+        );
     }
 
     // 50 VMs from scratch.
