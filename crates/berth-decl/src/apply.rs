@@ -90,7 +90,9 @@ fn resolve(c: &Change, field: &str, reference: &str) -> Result<String, ApplyErro
 }
 
 /// Re-reads the cluster and refuses when a touched object is not as planned.
-async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<(), ApplyError> {
+/// Re-reads the cluster and refuses when a touched object is not as planned; answers the
+/// cluster's PVE major release.
+async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<u32, ApplyError> {
     if let Some(ch) = plan.impossible().next() {
         let Action::Impossible { reason } = &ch.action else {
             unreachable!()
@@ -134,7 +136,7 @@ async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<
             }
         }
     }
-    Ok(())
+    Ok(now.pve_major)
 }
 
 fn show(v: Option<&String>) -> &str {
@@ -143,7 +145,7 @@ fn show(v: Option<&String>) -> &str {
 
 /// Applies `plan` to the cluster behind `c`.
 pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<Applied, ApplyError> {
-    check_fresh(c, plan, &opts).await?;
+    let pve_major = check_fresh(c, plan, &opts).await?;
     let timeout = opts.task_timeout.unwrap_or(Duration::from_secs(300));
     let apply_id = match opts.apply_id.is_empty() {
         true => format!(
@@ -198,6 +200,7 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
                 reload.insert(ch.addr.split('.').nth(1).unwrap_or_default().to_owned());
             }
             Kind::Backup => backup(c, ch).await?,
+            Kind::Ha => crate::ha::apply(c, ch, pve_major >= 9).await?,
             Kind::Vm => {}
         }
         done.steps.push(format!("{} {}", verb(&ch.action), ch.addr));

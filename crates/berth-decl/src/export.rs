@@ -32,6 +32,12 @@ fn value(kind: Kind, field: &str, v: &str) -> String {
     toml_string(v)
 }
 
+/// `a,b` as a TOML list of strings.
+fn list(v: &str) -> String {
+    let items: Vec<String> = v.split(',').filter(|s| !s.is_empty()).map(toml_string).collect();
+    format!("[{}]", items.join(", "))
+}
+
 fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
@@ -139,6 +145,18 @@ pub fn export(observed: &Observed, backend: Option<&str>) -> String {
     }
     for o in observed.objects.iter().filter(|o| o.kind == Kind::Vm) {
         vm_entry(&mut out, o);
+        if let Some(ha) = observed.find(&format!("ha.vm:{}", o.id())) {
+            let parts: Vec<String> = ha
+                .fields
+                .iter()
+                .map(|(k, v)| match k.as_str() {
+                    "nodes" => format!("nodes = {}", list(v)),
+                    "max_restart" | "max_relocate" => format!("{k} = {v}"),
+                    _ => format!("{k} = {}", toml_string(v)),
+                })
+                .collect();
+            let _ = writeln!(out, "ha = {{ {} }}", parts.join(", "));
+        }
     }
     for o in observed.objects.iter().filter(|o| o.kind == Kind::Backup) {
         entry(&mut out, "backups", &[("id", o.id())], o);

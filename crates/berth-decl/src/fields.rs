@@ -23,7 +23,7 @@ fn table(kind: Kind) -> &'static [Field] {
         Kind::Backup => fields_table::BACKUP,
         Kind::Pool => fields_table::POOL,
         Kind::Vm => fields_table::QEMU,
-        Kind::Cluster => &[],
+        Kind::Cluster | Kind::Ha => &[],
     }
 }
 
@@ -67,6 +67,9 @@ pub(crate) fn default(kind: Kind, field: &str) -> Option<&'static str> {
         (Kind::Storage, "disable" | "shared") => Some("0"),
         // ifupdown2 stanzas without `auto` / `bridge-vlan-aware yes` (PVE API2/Network.pm).
         (Kind::Interface, "autostart" | "bridge_vlan_aware") => Some("0"),
+        // ha-manager's defaults.
+        (Kind::Ha, "state") => Some("started"),
+        (Kind::Ha, "max_restart" | "max_relocate") => Some("1"),
         // A guest the file does not say to stop runs.
         (Kind::Vm, "state") => Some("running"),
         _ if kind == Kind::Vm && field.contains('.') => None,
@@ -98,6 +101,7 @@ pub(crate) fn is_set(kind: Kind, field: &str) -> bool {
             | (Kind::Interface, "bridge_ports" | "slaves")
             | (Kind::Backup, "vmid" | "exclude")
             | (Kind::Vm, "tags")
+            | (Kind::Ha, "nodes")
     )
 }
 

@@ -13,6 +13,7 @@ mod doc;
 pub mod export;
 mod fields;
 mod fields_table;
+mod ha;
 pub mod model;
 pub mod observe;
 pub mod plan;

@@ -15,6 +15,7 @@ pub enum Kind {
     Pool,
     Interface,
     Vm,
+    Ha,
     Backup,
 }
 
@@ -26,6 +27,7 @@ impl Kind {
             Kind::Pool => "pool",
             Kind::Interface => "net",
             Kind::Vm => "vm",
+            Kind::Ha => "ha",
             Kind::Backup => "backup",
         }
     }

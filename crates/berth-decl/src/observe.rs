@@ -162,6 +162,7 @@ pub async fn observe(c: &PveClient) -> Result<Observed, PveError> {
         }
     }
     out.objects.extend(observe_vms(c).await?);
+    out.objects.extend(crate::ha::observe(c, out.pve_major).await?);
     for j in c.backup_jobs().await? {
         out.objects.push(backup_object(&j));
     }

@@ -324,6 +324,10 @@ fn check_references(d: &Desired, o: &Observed) -> Result<(), Vec<PlanError>> {
             }
         };
         match obj.kind {
+            Kind::Ha => {
+                let vm = obj.id().replace("vm:", "vm.");
+                need(vm.clone(), &vm, "guest");
+            }
             Kind::Backup => {
                 if let Some(s) = obj.get("storage") {
                     need(format!("storage.{s}"), &format!("storage {s}"), "storage");

@@ -506,7 +506,7 @@ pub fn file_hash(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node: Option<&str>) -> Option<Object> {
+fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node: Option<&str>) -> Vec<Object> {
     use crate::vm;
     let Some(vmid) = e
         .iter()
@@ -517,10 +517,11 @@ fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node
         })
     else {
         r.err(line, &format!("{key}.vmid"), "missing or not a VMID (100 to 999999999)");
-        return None;
+        return Vec::new();
     };
     let mut o = Object::new(Kind::Vm, format!("vm.{vmid}"));
     o.line = line;
+    let mut ha = None;
     if let Some(n) = default_node {
         o.fields.insert("node".into(), n.to_owned());
     }
@@ -590,6 +591,7 @@ fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node
             "disk" => device(r, "scsi0", v, &fkey, &mut o),
             "network" => device(r, "net0", v, &fkey, &mut o),
             "comment" => o.fields.extend(r.text(v, &fkey).map(|t| ("description".to_owned(), t))),
+            "ha" => ha = read_ha(r, v, &fkey, vmid, line),
             "cpu_mitigations" => r.err(
                 *kline,
                 &fkey,
@@ -612,6 +614,44 @@ fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node
             &format!("{key}.node"),
             "missing (or set proxmox.node for the whole file)",
         );
+    }
+    // A VM that goes takes its HA resource along (PVE's purge).
+    if let Some(h) = &mut ha {
+        h.absent = o.absent;
+    }
+    std::iter::once(o).chain(ha).collect()
+}
+
+/// `ha = { state = "started", nodes = ["pve1:2", "pve2"], max_restart = 1, max_relocate = 1 }`.
+fn read_ha(r: &mut Reader<'_>, v: &Item, key: &str, vmid: i64, line: usize) -> Option<Object> {
+    let t = r.table(v, key)?;
+    let mut o = Object::new(Kind::Ha, format!("ha.vm:{vmid}"));
+    o.line = line;
+    for (k, kline, v) in t {
+        let fkey = format!("{key}.{k}");
+        match k.as_str() {
+            "state" => match r.text(v, &fkey).as_deref() {
+                Some(s @ ("started" | "stopped" | "disabled" | "ignored")) => {
+                    o.fields.insert("state".into(), s.to_owned());
+                }
+                _ => r.err(*kline, &fkey, "expected started, stopped, disabled or ignored"),
+            },
+            "nodes" => o
+                .fields
+                .extend(r.text(v, &fkey).map(|t| ("nodes".to_owned(), crate::ha::nodes(&t)))),
+            "max_restart" | "max_relocate" => match v.node {
+                Node::Int(n) if (0..=10).contains(&n) => {
+                    o.fields.insert(k.clone(), n.to_string());
+                }
+                _ => r.err(*kline, &fkey, "expected a whole number from 0 to 10"),
+            },
+            "comment" => o.fields.extend(r.text(v, &fkey).map(|t| ("comment".to_owned(), t))),
+            _ => r.err(
+                *kline,
+                &fkey,
+                "unknown key (expected state, nodes, max_restart, max_relocate, comment)",
+            ),
+        }
     }
     Some(o)
 }

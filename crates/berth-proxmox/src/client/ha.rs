@@ -224,6 +224,17 @@ impl PveClient {
         self.write_null(Method::Post, "/cluster/ha/groups", &p).await
     }
 
+    /// `PUT /cluster/ha/groups/{group}` (PVE 8): its nodes and flags.
+    pub async fn update_ha_group(&self, g: &HaGroup) -> Result<(), PveError> {
+        let id = g.group.clone().unwrap_or_default();
+        let mut p = Params::new()
+            .opt_str("nodes", g.nodes.clone())
+            .opt_str("comment", g.comment.clone());
+        p = p.bool("restricted", g.restricted).bool("nofailback", g.nofailback);
+        let path = format!("/cluster/ha/groups/{}", path_segment(&id));
+        self.write_null(Method::Put, &path, &p).await
+    }
+
     pub async fn delete_ha_group(&self, id: &str) -> Result<(), PveError> {
         let path = format!("/cluster/ha/groups/{}", path_segment(id));
         self.write_null(Method::Delete, &path, &Params::new()).await
