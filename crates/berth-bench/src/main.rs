@@ -23,6 +23,10 @@ struct Args {
     /// Task/agent poll interval cap in ms (`poll_interval_ms`); the config default when absent.
     #[arg(long)]
     poll_ms: Option<u64>,
+    /// Also time single creates with this much added to every API answer (ms, a real pveproxy's
+    /// round trip); repeatable, e.g. `--latency 15 --latency 30 --latency 60`.
+    #[arg(long)]
+    latency: Vec<u64>,
 }
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench@berth";
@@ -135,6 +139,28 @@ async fn main() -> anyhow::Result<()> {
 
     let per_create = (emu.requests().len() - before) as f64 / f64::from(args.runs);
     println!("API requests per create (incl. task and agent polls): {per_create:.1}");
+
+    // The same against a slower API: what each added millisecond costs tells how many requests
+    // sit one after another on the critical path.
+    for &lat in &args.latency {
+        emu.set_latency(Duration::from_millis(lat));
+        let before = emu.requests().len();
+        let mut w = Vec::new();
+        for i in 0..args.runs {
+            w.push(timed_create(&p, &format!("lat{lat}-{i}")).await?);
+        }
+        w.sort();
+        let m = w[w.len() / 2];
+        let reqs = (emu.requests().len() - before) as f64 / f64::from(args.runs);
+        let sequential = (ms(m) - ms(median)) / lat.max(1) as f64;
+        println!(
+            "latency {lat} ms: median wall {:.0} ms, overhead {:.0} ms, {reqs:.1} requests per create, \
+             about {sequential:.1} of them on the critical path",
+            ms(m),
+            ms(m.saturating_sub(ideal))
+        );
+    }
+    emu.set_latency(Duration::ZERO);
 
     let before = emu.requests().len();
     let t0 = Instant::now();

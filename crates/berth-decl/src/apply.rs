@@ -19,6 +19,8 @@ use crate::plan::{Action, Change, Plan, fingerprint};
 pub enum ApplyError {
     #[error("the plan cannot be applied: {addr}: {reason}")]
     Impossible { addr: String, reason: String },
+    #[error("this plan was made against cluster {planned}, not {actual}: plan against this one")]
+    OtherCluster { planned: String, actual: String },
     #[error("stale plan: {addr} changed since it was planned ({detail}); plan again")]
     Stale { addr: String, detail: String },
     #[error(
@@ -59,7 +61,7 @@ pub struct ApplyOptions {
     pub vm_concurrency: usize,
     /// Apply even when a node has network edits someone else staged (they are reloaded too).
     pub adopt_pending_network: bool,
-    /// How long one task may take.
+    /// How long one task may take (default 30 minutes: clones and backups of big disks).
     pub task_timeout: Option<Duration>,
 }
 
@@ -72,7 +74,7 @@ fn pve(addr: &str, what: &str) -> impl FnOnce(PveError) -> ApplyError {
     }
 }
 
-fn resolve(c: &Change, field: &str, reference: &str) -> Result<String, ApplyError> {
+pub(crate) fn resolve(c: &Change, field: &str, reference: &str) -> Result<String, ApplyError> {
     let bad = |message: String| ApplyError::Secret {
         addr: c.addr.clone(),
         field: field.to_owned(),
@@ -103,6 +105,15 @@ async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<
         });
     }
     let now = observe(c).await.map_err(pve("cluster", "reading"))?;
+    if (now.cluster_name.as_ref(), &now.nodes) != (plan.cluster.as_ref(), &plan.nodes) {
+        let who = |name: Option<&String>, nodes: &[String]| {
+            format!("{} ({})", name.map_or("(no cluster)", String::as_str), nodes.join(", "))
+        };
+        return Err(ApplyError::OtherCluster {
+            planned: who(plan.cluster.as_ref(), &plan.nodes),
+            actual: who(now.cluster_name.as_ref(), &now.nodes),
+        });
+    }
     for ch in &plan.changes {
         let Some(want) = plan.fingerprints.get(&ch.addr) else {
             continue;
@@ -144,9 +155,16 @@ fn show(v: Option<&String>) -> &str {
 }
 
 /// Applies `plan` to the cluster behind `c`.
-pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<Applied, ApplyError> {
-    let pve_major = check_fresh(c, plan, &opts).await?;
-    let timeout = opts.task_timeout.unwrap_or(Duration::from_secs(300));
+/// An apply that stopped part-way: what it had done (and kept) by then, and why it stopped.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct Failed {
+    pub done: Applied,
+    pub error: ApplyError,
+}
+
+/// Applies `plan`; on a failure, what was done by then comes back with the error.
+pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<Applied, Box<Failed>> {
     let apply_id = match opts.apply_id.is_empty() {
         true => format!(
             "{:x}",
@@ -160,6 +178,16 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
         apply_id: apply_id.clone(),
         ..Applied::default()
     };
+    match run(c, plan, &opts, &mut done).await {
+        Ok(()) => Ok(done),
+        Err(error) => Err(Box::new(Failed { done, error })),
+    }
+}
+
+async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied) -> Result<(), ApplyError> {
+    let pve_major = check_fresh(c, plan, opts).await?;
+    let timeout = opts.task_timeout.unwrap_or(Duration::from_secs(1800));
+    let apply_id = done.apply_id.clone();
     let mut reload: BTreeSet<String> = BTreeSet::new();
     let mut i = 0;
     while i < plan.changes.len() {
@@ -171,7 +199,7 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
                 .take_while(|x| x.kind == Kind::Vm && (x.action == Action::Delete) == (ch.action == Action::Delete))
                 .collect();
             i += run.len();
-            let results = vms(c, &run, &apply_id, &opts, timeout).await;
+            let results = vms(c, &run, &apply_id, opts, timeout).await;
             let mut first_error = None;
             for (r, ch) in results.into_iter().zip(&run) {
                 match r {
@@ -219,7 +247,7 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
             }
         }
     }
-    Ok(done)
+    Ok(())
 }
 
 /// A run of VM changes, each with its checkpoint first, several at once; results in order.
@@ -286,23 +314,23 @@ fn storage_params(ch: &Change, keys: impl Iterator<Item = String>) -> Result<Par
 
 async fn storage(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
     let id = id_of(ch);
-    let create = |c: &PveClient| {
-        let ch = ch.clone();
-        let c = c.clone();
-        async move {
-            let mut p = storage_params(&ch, ch.after.keys().cloned())?;
-            for (field, reference) in &ch.secrets {
-                p.push(field, resolve(&ch, field, reference)?);
-            }
-            let kind = ch.after.get("type").cloned().unwrap_or_default();
-            c.create_storage(id_of(&ch), &kind, &p)
-                .await
-                .map_err(pve(&ch.addr, "create"))?;
-            Ok::<(), ApplyError>(())
+    // Everything a (re)create sends, secrets included, is ready before anything is removed.
+    let full = || -> Result<Params, ApplyError> {
+        let mut p = storage_params(ch, ch.after.keys().cloned())?;
+        for (field, reference) in &ch.secrets {
+            p.push(field, resolve(ch, field, reference)?);
         }
+        Ok(p)
     };
+    let kind = ch.after.get("type").cloned().unwrap_or_default();
     match &ch.action {
-        Action::Create => create(c).await,
+        Action::Create => {
+            let p = full()?;
+            c.create_storage(id, &kind, &p)
+                .await
+                .map(|_| ())
+                .map_err(pve(&ch.addr, "create"))
+        }
         Action::Update => {
             let keys = ch.fields.iter().map(|f| f.field.clone());
             let p = storage_params(ch, keys)?;
@@ -313,8 +341,12 @@ async fn storage(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
                 .map_err(pve(&ch.addr, "update"))
         }
         Action::Replace { .. } => {
+            let p = full()?;
             c.delete_storage(id).await.map_err(pve(&ch.addr, "delete"))?;
-            create(c).await
+            c.create_storage(id, &kind, &p)
+                .await
+                .map(|_| ())
+                .map_err(pve(&ch.addr, "create"))
         }
         Action::Delete => c.delete_storage(id).await.map_err(pve(&ch.addr, "delete")),
         Action::Impossible { .. } | Action::UpdateRestart { .. } | Action::Move { .. } => Ok(()),
@@ -452,12 +484,31 @@ pub(crate) fn job_from(id: &str, f: &BTreeMap<String, String>) -> BackupJob {
 
 async fn backup(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
     let id = id_of(ch);
-    let job = job_from(id, &ch.after);
+    // A new selection (vmid, all, pool) replaces the old one: the others are removed.
+    let mut after = ch.after.clone();
+    let changed = |f: &str| ch.fields.iter().any(|c| c.field == f);
+    let drop: &[&str] = if changed("vmid") {
+        &["all", "exclude", "pool"]
+    } else if changed("pool") {
+        &["all", "exclude", "vmid"]
+    } else if changed("all") || changed("exclude") {
+        &["vmid", "pool"]
+    } else {
+        &[]
+    };
+    let before = ch.before.clone().unwrap_or_default();
+    let delete: Vec<&str> = drop.iter().copied().filter(|k| before.contains_key(*k)).collect();
+    for k in drop {
+        after.remove(*k);
+    }
+    let job = job_from(id, &after);
     match &ch.action {
         Action::Create => c.create_backup_job(&job).await.map_err(pve(&ch.addr, "create")),
         Action::Update | Action::Replace { .. } => {
-            // Options the file stopped setting are not removed (only the file's fields are managed).
-            c.update_backup_job(&job, &[]).await.map_err(pve(&ch.addr, "update"))
+            // Options the file never set are left as they are (only the file's fields are managed).
+            c.update_backup_job(&job, &delete)
+                .await
+                .map_err(pve(&ch.addr, "update"))
         }
         Action::Delete => c.delete_backup_job(id).await.map_err(pve(&ch.addr, "delete")),
         Action::Impossible { .. } | Action::UpdateRestart { .. } | Action::Move { .. } => Ok(()),

@@ -54,14 +54,17 @@ fn pve(addr: &str, what: &str) -> impl FnOnce(berth_proxmox::client::PveError) -
 }
 
 /// Whether a VM change needs a checkpoint first, and which.
+/// Not before a move, a grow or a disk move: PVE refuses to migrate local disks with snapshots
+/// and to resize qcow2 images that have them.
 pub(crate) fn needed(ch: &Change) -> bool {
-    matches!(
-        ch.action,
-        Action::UpdateRestart { .. } | Action::Move { .. } | Action::Delete
-    ) || ch
-        .fields
-        .iter()
-        .any(|f| f.field.ends_with(".size") || f.field.ends_with(".storage"))
+    match ch.action {
+        Action::Delete => true,
+        Action::UpdateRestart { .. } => !ch
+            .fields
+            .iter()
+            .any(|f| f.field.ends_with(".size") || f.field.ends_with(".storage")),
+        _ => false,
+    }
 }
 
 /// Takes the checkpoint `ch` needs. A snapshot the storage cannot take is a warning (the change

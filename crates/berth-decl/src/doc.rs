@@ -220,7 +220,7 @@ impl Json<'_> {
                     let Some(e) = self.text[self.i..].chars().next() else {
                         return self.err("a string is not closed");
                     };
-                    self.i += 1;
+                    self.i += e.len_utf8();
                     match e {
                         'n' => out.push('\n'),
                         't' => out.push('\t'),
@@ -229,6 +229,9 @@ impl Json<'_> {
                         'f' => out.push('\u{c}'),
                         'u' => {
                             let hex = self.text.get(self.i..self.i + 4).unwrap_or("");
+                            if hex.len() < 4 || !hex.is_ascii() {
+                                return self.err("bad escape \\u");
+                            }
                             let ch = u32::from_str_radix(hex, 16).ok().and_then(char::from_u32);
                             match ch {
                                 Some(ch) => out.push(ch),
@@ -293,5 +296,8 @@ mod tests {
         );
         assert_eq!(load("a = \n", false).unwrap_err().0, 1);
         assert_eq!(load("{\n\"a\": nul\n}", true).unwrap_err().0, 2);
+        // Bad escapes of multi-byte characters are errors, not panics.
+        assert!(load("{\"a\": \"\\é\"}", true).is_err());
+        assert!(load("{\"a\": \"\\uéé\"}", true).is_err());
     }
 }

@@ -39,8 +39,13 @@ fn schema_name(field: &str) -> std::borrow::Cow<'_, str> {
 }
 
 fn spec(kind: Kind, field: &str) -> Option<&'static Field> {
-    let name = schema_name(field);
-    table(kind).iter().find(|f| f.name == name)
+    // `efidisk0`, `tpmstate0` are names of their own; `scsi0` is one of `scsi[n]`.
+    let exact = field.split('.').next().unwrap_or(field);
+    let t = table(kind);
+    t.iter().find(|f| f.name == exact).or_else(|| {
+        let name = schema_name(field);
+        t.iter().find(|f| f.name == name)
+    })
 }
 
 /// Whether the kind's create call takes `field` (anything else PVE shows is read-only).
@@ -90,7 +95,12 @@ pub(crate) fn create_only(kind: Kind, field: &str, storage_type: Option<&str>) -
 
 /// Written but never read back (pve-storage `sensitive_properties`).
 pub(crate) fn is_secret(kind: Kind, field: &str) -> bool {
-    kind == Kind::Storage && matches!(field, "password" | "encryption-key" | "keyring" | "master-pubkey")
+    match kind {
+        Kind::Storage => matches!(field, "password" | "encryption-key" | "keyring" | "master-pubkey"),
+        // PVE answers `**********` for it.
+        Kind::Vm => field == "cipassword",
+        _ => false,
+    }
 }
 
 /// Lists whose order does not matter.
@@ -123,6 +133,13 @@ pub(crate) fn normalize(kind: Kind, field: &str, value: &str) -> String {
     }
     if kind == Kind::Vm && field.ends_with(".size") {
         return crate::vm::size_bytes(value).map_or_else(|| value.to_owned(), |b| b.to_string());
+    }
+    if kind == Kind::Vm && field.ends_with(".macaddr") {
+        return value.trim().to_uppercase();
+    }
+    // Read back URL-encoded, written plain in a file: compared decoded.
+    if kind == Kind::Vm && field == "sshkeys" {
+        return berth_proxmox::client::params::pve_urldecode(value).trim().to_owned();
     }
     if kind == Kind::Vm && field == "agent" {
         return value.strip_prefix("enabled=").unwrap_or(value).to_owned();

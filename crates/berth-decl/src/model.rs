@@ -122,7 +122,11 @@ pub fn glob(pattern: &str, s: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == s,
         Some((head, rest)) => {
-            s.starts_with(head) && (0..=s.len() - head.len()).any(|i| glob(rest, &s[head.len() + i..]))
+            let Some(tail) = s.strip_prefix(head) else { return false };
+            tail.char_indices()
+                .map(|(i, _)| i)
+                .chain([tail.len()])
+                .any(|i| glob(rest, &tail[i..]))
         }
     }
 }
@@ -135,5 +139,6 @@ mod tests {
         assert!(glob("vm.150", "vm.150") && !glob("vm.150", "vm.1500"));
         assert!(glob("net.pve1.*", "net.pve1.vmbr1") && !glob("net.pve1.*", "net.pve2.vmbr1"));
         assert!(glob("*", "storage.nas") && glob("vm.*0", "vm.150") && !glob("vm.*0", "vm.151"));
+        assert!(glob("pool.*", "pool.éé") && !glob("pool.*x", "pool.é"));
     }
 }

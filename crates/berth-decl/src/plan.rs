@@ -75,6 +75,11 @@ pub struct Plan {
     pub fingerprints: BTreeMap<String, String>,
     /// The site file's hash.
     pub file_hash: String,
+    /// The cluster it was made against (its name and nodes): applied only there.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    #[serde(default)]
+    pub nodes: Vec<String>,
 }
 
 /// A problem found while planning (a reference to something that does not exist, a cycle).
@@ -144,6 +149,8 @@ pub fn plan(desired: &Desired, observed: &Observed, file_hash: &str) -> Result<P
         unchanged,
         fingerprints,
         file_hash: file_hash.to_owned(),
+        cluster: observed.cluster_name.clone(),
+        nodes: observed.nodes.clone(),
     })
 }
 
@@ -261,7 +268,7 @@ fn vm_action(diffs: &[FieldChange], o: &Object) -> Action {
             .any(|c| c.field == "state" && c.after.as_deref() == Some("stopped"));
     let restart: Vec<String> = diffs
         .iter()
-        .filter(|c| running && !crate::vm::live(&c.field))
+        .filter(|c| running && !crate::vm::live(&c.field, o.get("hotplug")))
         .map(|c| c.field.clone())
         .collect();
     if restart.is_empty() {

@@ -337,6 +337,26 @@ fn read_pool(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str) -> Option<
     Some(o)
 }
 
+/// The interface options Berth manages (and sends whole on every update).
+const MODELLED_NET: &[&str] = &[
+    "type",
+    "cidr",
+    "address",
+    "gateway",
+    "cidr6",
+    "gateway6",
+    "bridge_ports",
+    "slaves",
+    "bridge_vlan_aware",
+    "bridge_vids",
+    "bond_mode",
+    "vlan-id",
+    "vlan-raw-device",
+    "autostart",
+    "mtu",
+    "comments",
+];
+
 fn read_interface(
     r: &mut Reader<'_>,
     e: &Entries,
@@ -374,11 +394,16 @@ fn read_interface(
             "iface" | "node" => {}
             "ensure" => o.absent = ensure(r, v, &fkey),
             "netmask" => netmask = r.text(v, &fkey).map(|m| (m, *kline)),
-            f if fields::settable(Kind::Interface, f) => {
+            f if MODELLED_NET.contains(&f) => {
                 if let Some(t) = r.text(v, &fkey) {
                     o.fields.insert(f.to_owned(), fields::normalize(Kind::Interface, f, &t));
                 }
             }
+            f if fields::settable(Kind::Interface, f) => r.err(
+                *kline,
+                &fkey,
+                "a PVE option Berth does not manage on interfaces yet (bonds' extra options, OVS, IPv6 by address)",
+            ),
             _ => r.err(
                 *kline,
                 &fkey,
@@ -533,11 +558,11 @@ fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node
                 continue;
             };
             let field = format!("{slot}.{k}");
-            if k == "size" && vm::size_bytes(&text).is_none() {
+            if k == "size" && !vm::size_bytes(&text).is_some_and(|b| b > 0 && b % (1 << 30) == 0) {
                 r.err(
                     *kline,
                     &format!("{fkey}.size"),
-                    format!("'{text}' is not a size like 20G or 512M"),
+                    format!("'{text}' is not a size in whole GiB like 20G (PVE allocates disks in GiB)"),
                 );
                 continue;
             }
@@ -591,6 +616,9 @@ fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node
             "disk" => device(r, "scsi0", v, &fkey, &mut o),
             "network" => device(r, "net0", v, &fkey, &mut o),
             "comment" => o.fields.extend(r.text(v, &fkey).map(|t| ("description".to_owned(), t))),
+            "cipassword" => o
+                .secrets
+                .extend(secret(r, v, &fkey).map(|s| ("cipassword".to_owned(), s))),
             "ha" => ha = read_ha(r, v, &fkey, vmid, line),
             "cpu_mitigations" => r.err(
                 *kline,
@@ -614,6 +642,10 @@ fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node
             &format!("{key}.node"),
             "missing (or set proxmox.node for the whole file)",
         );
+    }
+    // A guest the file does not say to stop runs (and is checked to be running).
+    if !o.absent {
+        o.fields.entry("state".into()).or_insert_with(|| "running".into());
     }
     // A VM that goes takes its HA resource along (PVE's purge).
     if let Some(h) = &mut ha {

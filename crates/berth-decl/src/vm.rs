@@ -33,7 +33,22 @@ pub(crate) fn is_net(key: &str) -> bool {
 }
 
 /// NIC models (the key of `virtio=MAC`).
-const NIC_MODELS: &[&str] = &["virtio", "e1000", "e1000e", "rtl8139", "vmxnet3"];
+const NIC_MODELS: &[&str] = &[
+    "virtio",
+    "e1000",
+    "e1000e",
+    "rtl8139",
+    "vmxnet3",
+    "pcnet",
+    "ne2k_isa",
+    "ne2k_pci",
+    "i82551",
+    "i82557b",
+    "i82559er",
+    "e1000-82540em",
+    "e1000-82544gc",
+    "e1000-82545em",
+];
 
 /// One config key's fields: drives and NICs opened up, the rest as they are.
 pub(crate) fn flatten(key: &str, value: &str, out: &mut BTreeMap<String, String>) {
@@ -144,19 +159,47 @@ pub(crate) fn key_of(field: &str) -> &str {
     field.split('.').next().unwrap_or(field)
 }
 
-/// Fields a running VM takes at once; the rest stay pending until it restarts.
-pub(crate) fn live(field: &str) -> bool {
+/// Fields a running VM takes at once (given its `hotplug`); the rest stay pending until it
+/// restarts.
+pub(crate) fn live(field: &str, hotplug: Option<&str>) -> bool {
     let key = key_of(field);
+    // qemu-server's default is network,disk,usb; 0 is none, 1 is all.
+    let plug = |what: &str| match hotplug.unwrap_or("network,disk,usb") {
+        "0" => false,
+        "1" => true,
+        list => list.split(',').any(|p| p == what),
+    };
+    if is_net(key) {
+        return plug("network");
+    }
+    if is_disk(key) {
+        return plug("disk");
+    }
     matches!(
         key,
-        "name" | "description" | "tags" | "onboot" | "startup" | "protection" | "shares" | "hookscript"
-            | "ciuser" | "cipassword" | "citype" | "cicustom" | "ciupgrade" | "nameserver" | "searchdomain"
-            | "sshkeys" | "state" | "pool" | "node"
+        "name"
+            | "description"
+            | "tags"
+            | "onboot"
+            | "startup"
+            | "protection"
+            | "shares"
+            | "hookscript"
+            | "ciuser"
+            | "cipassword"
+            | "citype"
+            | "cicustom"
+            | "ciupgrade"
+            | "nameserver"
+            | "searchdomain"
+            | "sshkeys"
+            | "state"
+            | "pool"
+            | "node"
     ) || key.starts_with("ipconfig")
         || key.starts_with("migrate_")
-        // Default `hotplug` is network,disk,usb.
-        || is_net(key)
-        || is_disk(key)
+        || (key == "memory" && plug("memory"))
+        || (key == "vcpus" && plug("cpu"))
 }
 
 /// Fields that are not part of the guest's config (`node`, `state`, `pool`, `clone`).
@@ -175,6 +218,7 @@ pub(crate) fn observed(
     let mut o = Object::new(Kind::Vm, format!("vm.{vmid}"));
     for (k, v) in config {
         if fields::settable(Kind::Vm, k)
+            && !fields::is_secret(Kind::Vm, k)
             && !matches!(k.as_str(), "digest" | "lock" | "template")
             && !k.starts_with("unused")
         {
@@ -216,7 +260,8 @@ mod tests {
         assert_eq!(back["ide2"], "local-lvm:cloudinit,media=cdrom");
         assert_eq!(back["net0"], "virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=20");
         assert_eq!(back["cores"], "2");
-        assert!(live("net0.bridge") && live("scsi0.size") && !live("cores") && !live("memory"));
+        assert!(live("net0.bridge", None) && live("scsi0.size", None) && !live("cores", None) && !live("memory", None));
+        assert!(!live("net0.bridge", Some("0")) && live("memory", Some("network,disk,memory")));
         assert_eq!(
             (size_text(20 << 30), size_bytes("512M")),
             ("20G".to_owned(), Some(512 << 20))

@@ -54,7 +54,14 @@ fn merge(current: &str, key: &str, desired: &BTreeMap<String, String>) -> String
     let prefix = format!("{key}.");
     for (field, v) in desired.iter().filter(|(f, _)| f.starts_with(&prefix)) {
         let opt = &field[prefix.len()..];
-        if matches!(opt, "storage" | "size" | "cloudinit" | "macaddr") {
+        if matches!(opt, "storage" | "size" | "cloudinit") {
+            continue;
+        }
+        if opt == "macaddr" {
+            // `model=MAC`: the MAC is the value of the first keyed part.
+            if let Some(first) = ps.0.iter_mut().find(|(k, _)| k.is_some()) {
+                first.1 = v.clone();
+            }
             continue;
         }
         if opt == "model" {
@@ -70,6 +77,14 @@ fn merge(current: &str, key: &str, desired: &BTreeMap<String, String>) -> String
         }
     }
     ps.to_string()
+}
+
+/// A value as PVE takes it (`sshkeys` URL-encoded).
+fn wire_value(key: &str, v: &str) -> String {
+    match key {
+        "sshkeys" => berth_proxmox::client::pve_urlencode(v),
+        _ => v.to_owned(),
+    }
 }
 
 /// Brings VM `vmid` on `node` from `current` (its config now) to `want` for the fields in `diff`.
@@ -114,7 +129,7 @@ async fn converge(
             }
             _ => {
                 if let Some(v) = want.get(&key) {
-                    params.push(&key, v.clone());
+                    params.push(&key, wire_value(&key, v));
                 }
             }
         }
@@ -141,7 +156,8 @@ async fn converge(
         steps.push(format!("{}: {disk} grown to {size}", ch.addr));
     }
     for (disk, storage) in moves {
-        let upid = c.move_disk(node, Q, vmid, &disk, &storage, false).await;
+        // The source goes once the copy is done (PVE removes it only after a successful move).
+        let upid = c.move_disk(node, Q, vmid, &disk, &storage, true).await;
         wait(c, upid, &ch.addr, "move disk", t).await?;
         steps.push(format!("{}: {disk} moved to {storage}", ch.addr));
     }
@@ -153,13 +169,14 @@ async fn converge(
             .map_err(pve(&ch.addr, "pool"))?;
     }
     if diff.iter().any(|f| f == "state") {
-        let (action, what) = match want.get("state").map(String::as_str) {
-            Some("stopped") => (PowerAction::Stop, "stop"),
-            _ => (PowerAction::Start, "start"),
+        // A VM is shut down cleanly (its guest agent or ACPI), not pulled from the power.
+        let (action, done_what) = match want.get("state").map(String::as_str) {
+            Some("stopped") => (PowerAction::Shutdown, "shut down"),
+            _ => (PowerAction::Start, "started"),
         };
         let upid = c.power(node, Q, vmid, action, &Params::new()).await;
-        wait(c, upid, &ch.addr, what, t).await?;
-        steps.push(format!("{}: {what}ped", ch.addr).replace("startped", "started"));
+        wait(c, upid, &ch.addr, done_what, t).await?;
+        steps.push(format!("{}: {done_what}", ch.addr));
     }
     if let Action::UpdateRestart { restart } = &ch.action {
         // The prediction, checked: PVE keeps these pending until the restart.
@@ -225,7 +242,10 @@ pub(crate) async fn apply_vm(c: &PveClient, ch: &Change, t: Duration) -> Result<
             let refs: Vec<&str> = config_keys.iter().map(String::as_str).collect();
             let mut p = Params::new().int("vmid", vmid);
             for (k, v) in unflatten(&ch.after, &refs) {
-                p.push(&k, v);
+                p.push(&k, wire_value(&k, &v));
+            }
+            for (field, reference) in &ch.secrets {
+                p.push(field, crate::apply::resolve(ch, field, reference)?);
             }
             if let Some(pool) = ch.after.get("pool") {
                 p.push("pool", pool.clone());

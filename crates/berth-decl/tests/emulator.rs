@@ -90,7 +90,7 @@ async fn a_site_is_built_from_nothing_and_then_plans_to_nothing() {
     assert!(c.network_interface("pve1", "vmbr1").await.unwrap().active);
     // Applying the same plan again is refused: what it touches is no longer as planned.
     let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
-    assert!(matches!(e, ApplyError::Stale { .. }), "{e}");
+    assert!(matches!(e.error, ApplyError::Stale { .. }), "{e}");
     assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
 }
 
@@ -207,7 +207,7 @@ async fn bad_references_and_pending_edits_stop_before_anything_changes() {
     .unwrap();
     let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
     assert!(
-        matches!(e, ApplyError::PendingNetwork { ref node } if node == "pve1"),
+        matches!(e.error, ApplyError::PendingNetwork { ref node } if node == "pve1"),
         "{e}"
     );
     assert!(

@@ -215,6 +215,43 @@ async fn a_vm_is_backed_up_before_it_is_deleted() {
     assert!(plan(&d, &observe(&c).await.unwrap(), "h").unwrap().is_empty());
 }
 
+/// A VM the file does not say to stop is checked to run; a MAC written in lower case matches.
+#[tokio::test]
+async fn state_defaults_to_running_and_macs_match_in_any_case() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let text = "version = 1\n[proxmox]\n[[proxmox.vms]]\nvmid = 180\nnode = \"pve1\"\nmemory = 512\n\
+        disks.scsi0 = { storage = \"local-lvm\", size = \"4G\" }\n\
+        nets.net0 = { model = \"virtio\", bridge = \"vmbr0\", macaddr = \"bc:24:11:0a:0b:0c\" }\n";
+    settle(&c, text).await;
+    assert!(
+        c.guest_config("pve1", GuestType::Qemu, 180)
+            .await
+            .unwrap()
+            .get("net0")
+            .unwrap()
+            .starts_with("virtio=BC:24:11:0A:0B:0C")
+    );
+    // Stopped behind Berth's back: the file (no state) says it runs.
+    let upid = c
+        .power(
+            "pve1",
+            GuestType::Qemu,
+            180,
+            berth_proxmox::client::PowerAction::Stop,
+            &berth_proxmox::client::Params::new(),
+        )
+        .await
+        .unwrap();
+    c.wait_task(&upid, std::time::Duration::from_secs(10)).await.unwrap();
+    let d = berth_decl::parse("site.toml", text).unwrap();
+    let p = plan(&d, &observe(&c).await.unwrap(), "h").unwrap();
+    assert_eq!(p.changes.len(), 1, "{}", berth_decl::render::human(&p));
+    assert_eq!(p.changes[0].fields[0].field, "state");
+    let d = berth_decl::parse("x.toml", &text.replace("size = \"4G\"", "size = \"100M\"")).unwrap_err();
+    assert!(d[0].to_string().contains("is not a size in whole GiB"), "{}", d[0]);
+}
+
 #[tokio::test]
 async fn a_vm_naming_what_does_not_exist_fails_the_plan() {
     let emu = emulator().await;
@@ -249,7 +286,8 @@ async fn a_vm_naming_what_does_not_exist_fails_the_plan() {
         .map(|e| e.to_string())
         .collect();
     assert!(
-        e.iter().any(|s| s.contains("disks.scsi0.size: 'big' is not a size")),
+        e.iter()
+            .any(|s| s.contains("disks.scsi0.size: 'big' is not a size in whole GiB")),
         "{e:?}"
     );
     assert!(

@@ -160,10 +160,33 @@ async fn run_apply(
             }
             crate::decl_rollback::keep(&site.audit, backend, done)
         }
-        Err(e) => {
-            let detail = serde_json::json!({ "error": e.to_string(), "plan": summary });
+        Err(failed) => {
+            // What was done before the failure, and any checkpoint taken, is kept and audited.
+            let failed = *failed;
+            for step in &failed.done.steps {
+                println!("{step}");
+            }
+            for cp in &failed.done.checkpoints {
+                decl_audit::append(
+                    &site.audit,
+                    "decl.checkpoint.created",
+                    cp.addr(),
+                    serde_json::to_value(cp)?,
+                )?;
+            }
+            let detail = serde_json::json!({
+                "apply": failed.done.apply_id, "error": failed.error.to_string(),
+                "done": failed.done.steps, "plan": summary,
+            });
             decl_audit::append(&site.audit, "decl.apply.failed", subject, detail)?;
-            Err(e.into())
+            if !failed.done.checkpoints.is_empty() {
+                println!(
+                    "checkpoints kept: `berth rollback {}` puts them back",
+                    failed.done.apply_id
+                );
+            }
+            crate::decl_rollback::keep(&site.audit, backend, failed.done)?;
+            Err(failed.error.into())
         }
     }
 }

@@ -125,7 +125,9 @@ async fn a_site_is_planned_applied_exported_and_audited() {
     );
     let lines = std::fs::read_to_string(&audit).unwrap();
     assert!(
-        lines.contains("decl.apply.failed") && lines.contains("decl.plan.applied"),
+        lines.contains("decl.apply.failed")
+            && lines.contains("decl.plan.applied")
+            && lines.contains("\"decl.action.done\""),
         "{lines}"
     );
 }

@@ -84,6 +84,13 @@ pub fn pve_urlencode(value: &str) -> String {
     utf8_percent_encode(value, URLENCODED_KEEP).to_string()
 }
 
+/// Decodes a PVE `urlencoded` value (the `sshkeys` GET answers).
+pub fn pve_urldecode(value: &str) -> String {
+    percent_encoding::percent_decode_str(value)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// Characters left as they are in a path segment (RFC 3986 `pchar` minus nothing we need):
 /// a UPID's `:`, `@` and `!` stay readable.
 const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
