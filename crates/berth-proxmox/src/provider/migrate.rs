@@ -18,6 +18,17 @@ impl ProxmoxProvider {
                 g.label()
             )));
         }
+        let nodes: Vec<String> = self.client.nodes().await?.into_iter().map(|n| n.node).collect();
+        if !nodes.iter().any(|n| n == to) {
+            return Err(ProviderError::invalid(
+                "to",
+                format!(
+                    "{} cannot move to {to}: it is not a node of this cluster ({})",
+                    g.label(),
+                    nodes.join(", ")
+                ),
+            ));
+        }
         // The precondition check (PVE 8 has none for containers: 501, then PVE decides alone).
         let check = match self.client.migrate_check(&g.node, g.ty, g.vmid).await {
             Ok(c) => c,
