@@ -19,6 +19,11 @@ use crate::plan::{Action, Change, Plan, fingerprint};
 pub enum ApplyError {
     #[error("the plan cannot be applied: {addr}: {reason}")]
     Impossible { addr: String, reason: String },
+    #[error(
+        "{addr} carries the API's own address {ip}: changing it could cut Berth (and you) off the node; \
+         --allow-mgmt-network if that is what you want"
+    )]
+    Management { addr: String, ip: String },
     #[error("this plan was made against cluster {planned}, not {actual}: plan against this one")]
     OtherCluster { planned: String, actual: String },
     #[error("stale plan: {addr} changed since it was planned ({detail}); plan again")]
@@ -61,6 +66,8 @@ pub struct ApplyOptions {
     pub vm_concurrency: usize,
     /// Apply even when a node has network edits someone else staged (they are reloaded too).
     pub adopt_pending_network: bool,
+    /// Change even the interface that carries the API's address.
+    pub allow_mgmt_network: bool,
     /// How long one task may take (default 30 minutes: clones and backups of big disks).
     pub task_timeout: Option<Duration>,
 }
@@ -139,6 +146,22 @@ async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<
             });
         }
     }
+    if !opts.allow_mgmt_network
+        && let Some(ip) = c.host().and_then(|h| h.parse::<std::net::IpAddr>().ok())
+    {
+        let touched = plan
+            .changes
+            .iter()
+            .filter(|c| c.kind == Kind::Interface && c.action != Action::Create);
+        for ch in touched {
+            if ch.before.as_ref().is_some_and(|b| carries(b, ip)) {
+                return Err(ApplyError::Management {
+                    addr: ch.addr.clone(),
+                    ip: ip.to_string(),
+                });
+            }
+        }
+    }
     if !opts.adopt_pending_network {
         for ch in plan.changes.iter().filter(|c| c.kind == Kind::Interface) {
             let node = ch.addr.split('.').nth(1).unwrap_or_default();
@@ -148,6 +171,15 @@ async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<
         }
     }
     Ok(now.pve_major)
+}
+
+/// Whether an interface's addresses include `ip`.
+fn carries(fields: &BTreeMap<String, String>, ip: std::net::IpAddr) -> bool {
+    ["cidr", "cidr6"].iter().filter_map(|k| fields.get(*k)).any(|c| {
+        c.split_once('/')
+            .and_then(|(a, _)| a.parse::<std::net::IpAddr>().ok())
+            .is_some_and(|a| a == ip)
+    })
 }
 
 fn show(v: Option<&String>) -> &str {

@@ -326,7 +326,12 @@ fn read_pool(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str) -> Option<
         match k.as_str() {
             "id" => {}
             "ensure" => o.absent = ensure(r, v, &fkey),
-            "comment" => o.fields.extend(r.text(v, &fkey).map(|t| ("comment".to_owned(), t))),
+            // PVE keeps no empty comment: "" is the same as none.
+            "comment" => o.fields.extend(
+                r.text(v, &fkey)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| ("comment".to_owned(), t)),
+            ),
             _ => r.err(
                 *kline,
                 &fkey,

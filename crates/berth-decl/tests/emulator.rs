@@ -219,3 +219,36 @@ async fn bad_references_and_pending_edits_stop_before_anything_changes() {
         "nothing applied"
     );
 }
+
+/// The interface carrying the API's own address is not changed unless asked for.
+#[tokio::test]
+async fn the_management_interface_is_guarded() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let mgmt = berth_proxmox::client::network::NetworkInterface {
+        iface: "vmbr9".into(),
+        kind: "bridge".into(),
+        cidr: Some("127.0.0.1/8".into()),
+        autostart: true,
+        ..Default::default()
+    };
+    c.create_interface("pve1", &mgmt).await.unwrap();
+    let upid = c.reload_network("pve1").await.unwrap();
+    c.wait_task(&upid, std::time::Duration::from_secs(10)).await.unwrap();
+    let site = "version = 1\n[proxmox]\n[[proxmox.network]]\nnode = \"pve1\"\niface = \"vmbr9\"\ntype = \"bridge\"\nmtu = 9000\n";
+    let d = berth_decl::parse("site.toml", site).unwrap();
+    let p = plan(&d, &observe(&c).await.unwrap(), "h").unwrap();
+    let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
+    assert!(matches!(e.error, ApplyError::Management { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .contains("net.pve1.vmbr9 carries the API's own address 127.0.0.1"),
+        "{e}"
+    );
+    let allowed = ApplyOptions {
+        allow_mgmt_network: true,
+        ..ApplyOptions::default()
+    };
+    apply(&c, &p, allowed).await.unwrap();
+    assert_eq!(c.network_interface("pve1", "vmbr9").await.unwrap().mtu, Some(9000));
+}

@@ -135,6 +135,9 @@ pub struct ApplyArgs {
     /// Delete VMs without writing a backup of each first.
     #[arg(long)]
     pub no_backup: bool,
+    /// Change even the interface that carries the API's own address.
+    #[arg(long)]
+    pub allow_mgmt_network: bool,
 }
 
 #[derive(Args, Debug)]

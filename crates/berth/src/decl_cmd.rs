@@ -126,14 +126,8 @@ async fn run_apply(
     site: &SiteArgs,
     subject: &str,
     backend: &str,
-    flags: (bool, bool),
+    opts: ApplyOptions,
 ) -> anyhow::Result<()> {
-    let (adopt_pending_network, no_backup) = flags;
-    let opts = ApplyOptions {
-        adopt_pending_network,
-        no_backup,
-        ..ApplyOptions::default()
-    };
     let mut summary = serde_json::json!({ "file_hash": plan.file_hash, "summary": plan.summary() });
     match apply_plan(client, plan, opts).await {
         Ok(done) => {
@@ -191,6 +185,15 @@ async fn run_apply(
     }
 }
 
+fn options(a: &ApplyArgs) -> ApplyOptions {
+    ApplyOptions {
+        adopt_pending_network: a.adopt_pending_network,
+        allow_mgmt_network: a.allow_mgmt_network,
+        no_backup: a.no_backup,
+        ..ApplyOptions::default()
+    }
+}
+
 pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> {
     if let Some(path) = &a.plan {
         let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -206,8 +209,7 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
             return Ok(ExitCode::SUCCESS);
         }
         let subject = format!("site:{}", saved.site);
-        let flags = (a.adopt_pending_network, a.no_backup);
-        run_apply(&client, &saved.plan, &a.site, &subject, backend, flags).await?;
+        run_apply(&client, &saved.plan, &a.site, &subject, backend, options(&a)).await?;
         return Ok(ExitCode::SUCCESS);
     }
     let file = a.file.as_ref().expect("clap: a plan or --file");
@@ -224,8 +226,7 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         a.yes,
     )?;
     let subject = format!("site:{}", file.display());
-    let flags = (a.adopt_pending_network, a.no_backup);
-    run_apply(&client, &plan, &a.site, &subject, &backend, flags).await?;
+    run_apply(&client, &plan, &a.site, &subject, &backend, options(&a)).await?;
     // The proof: planning again finds nothing left to do.
     let (again, _, _) = make_plan(&a.site, file, &a.target).await?;
     if again.is_empty() {

@@ -147,6 +147,14 @@ impl PveClient {
         self.inner.retry
     }
 
+    /// The API's host (`pve1.example.com`, `10.0.0.11`), as the base URL names it.
+    pub fn host(&self) -> Option<String> {
+        url::Url::parse(&self.inner.base)
+            .ok()?
+            .host_str()
+            .map(|h| h.trim_matches(['[', ']']).to_owned())
+    }
+
     pub fn poll_interval(&self) -> Duration {
         self.inner.poll_interval
     }
