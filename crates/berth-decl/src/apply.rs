@@ -72,7 +72,8 @@ pub struct ApplyOptions {
     pub task_timeout: Option<Duration>,
 }
 
-fn pve(addr: &str, what: &str) -> impl FnOnce(PveError) -> ApplyError {
+/// Maps a PVE error to this apply's error for `addr`, doing `what`.
+pub(crate) fn pve(addr: &str, what: &str) -> impl FnOnce(PveError) -> ApplyError {
     let (addr, what) = (addr.to_owned(), what.to_owned());
     move |error| ApplyError::Pve {
         addr,
@@ -409,24 +410,6 @@ pub(crate) fn interface_from(iface: &str, f: &BTreeMap<String, String>) -> Netwo
             .unwrap_or_default()
     };
     let flag = |k: &str| f.get(k).is_some_and(|v| v == "1");
-    let mut known: BTreeSet<&str> = BTreeSet::new();
-    known.extend([
-        "type",
-        "cidr",
-        "gateway",
-        "cidr6",
-        "gateway6",
-        "bridge_ports",
-        "slaves",
-        "bridge_vlan_aware",
-        "bridge_vids",
-        "bond_mode",
-        "vlan-id",
-        "vlan-raw-device",
-        "autostart",
-        "mtu",
-        "comments",
-    ]);
     NetworkInterface {
         iface: iface.to_owned(),
         kind: get("type").unwrap_or_default(),
@@ -449,7 +432,7 @@ pub(crate) fn interface_from(iface: &str, f: &BTreeMap<String, String>) -> Netwo
         exists: false,
         options: f
             .iter()
-            .filter(|(k, _)| !known.contains(k.as_str()))
+            .filter(|(k, _)| !crate::site::MODELLED_NET.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use berth_proxmox::client::{GuestType, Params, PveClient};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::ApplyError;
+use crate::apply::{ApplyError, pve};
 use crate::plan::{Action, Change};
 
 /// What was kept before a risky change.
@@ -42,15 +42,6 @@ impl Checkpoint {
 /// The snapshot name of an apply: `berth-<id>` (PVE's format: a letter first, at most 40).
 pub fn snapshot_name(apply_id: &str) -> String {
     format!("berth-{}", &apply_id[..apply_id.len().min(30)])
-}
-
-fn pve(addr: &str, what: &str) -> impl FnOnce(berth_proxmox::client::PveError) -> ApplyError {
-    let (addr, what) = (addr.to_owned(), what.to_owned());
-    move |error| ApplyError::Pve {
-        addr,
-        what,
-        error: Box::new(error),
-    }
 }
 
 /// Whether a VM change needs a checkpoint first, and which.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use berth_proxmox::client::ha::{HaGroup, HaResource, HaRule};
 use berth_proxmox::client::{PveClient, PveError};
 
-use crate::apply::ApplyError;
+use crate::apply::{ApplyError, pve};
 use crate::model::{Kind, Object};
 use crate::plan::{Action, Change};
 
@@ -68,15 +68,6 @@ pub(crate) async fn observe(c: &PveClient, pve_major: u32) -> Result<Vec<Object>
             Some(o)
         })
         .collect())
-}
-
-fn pve(addr: &str, what: &str) -> impl FnOnce(PveError) -> ApplyError {
-    let (addr, what) = (addr.to_owned(), what.to_owned());
-    move |error| ApplyError::Pve {
-        addr,
-        what,
-        error: Box::new(error),
-    }
 }
 
 fn resource(f: &BTreeMap<String, String>, group: Option<String>) -> HaResource {

@@ -343,7 +343,7 @@ fn read_pool(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str) -> Option<
 }
 
 /// The interface options Berth manages (and sends whole on every update).
-const MODELLED_NET: &[&str] = &[
+pub(crate) const MODELLED_NET: &[&str] = &[
     "type",
     "cidr",
     "address",

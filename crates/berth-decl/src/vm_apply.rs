@@ -8,22 +8,13 @@ use std::time::Duration;
 use berth_proxmox::client::propstring::PropertyString;
 use berth_proxmox::client::{GuestType, Params, PowerAction, PveClient, PveError, Upid};
 
-use crate::apply::ApplyError;
+use crate::apply::{ApplyError, pve};
 use crate::fields;
 use crate::model::Kind;
 use crate::plan::{Action, Change};
 use crate::vm::{is_disk, is_meta, is_net, key_of, unflatten};
 
 const Q: GuestType = GuestType::Qemu;
-
-fn pve(addr: &str, what: &str) -> impl FnOnce(PveError) -> ApplyError {
-    let (addr, what) = (addr.to_owned(), what.to_owned());
-    move |error| ApplyError::Pve {
-        addr,
-        what,
-        error: Box::new(error),
-    }
-}
 
 async fn wait(
     c: &PveClient,

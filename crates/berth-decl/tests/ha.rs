@@ -3,7 +3,7 @@
 
 mod common;
 
-use berth_decl::apply::{ApplyOptions, apply};
+use berth_decl::apply::ApplyOptions;
 use berth_decl::observe::observe;
 use berth_decl::plan::{Action, plan};
 use berth_proxmox::client::PveClient;
@@ -20,21 +20,15 @@ fn site(nodes: &str, absent: bool) -> String {
 }
 
 async fn converge(c: &PveClient, text: &str) -> berth_decl::Plan {
-    let d = berth_decl::parse("site.toml", text).unwrap();
-    let p = plan(&d, &observe(c).await.unwrap(), "h").unwrap();
-    apply(
+    common::settle_with(
         c,
-        &p,
+        text,
         ApplyOptions {
             no_backup: true,
             ..ApplyOptions::default()
         },
     )
     .await
-    .unwrap_or_else(|e| panic!("{e}\n{}", berth_decl::render::human(&p)));
-    let again = plan(&d, &observe(c).await.unwrap(), "h").unwrap();
-    assert!(again.is_empty(), "{}", berth_decl::render::human(&again));
-    p
 }
 
 #[tokio::test]

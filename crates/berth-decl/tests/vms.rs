@@ -39,14 +39,7 @@ state = "stopped"
 }
 
 async fn settle(c: &PveClient, text: &str) -> berth_decl::Plan {
-    let d = berth_decl::parse("site.toml", text).unwrap();
-    let p = plan(&d, &observe(c).await.unwrap(), "h").unwrap();
-    apply(c, &p, ApplyOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", berth_decl::render::human(&p)));
-    let again = plan(&d, &observe(c).await.unwrap(), "h").unwrap();
-    assert!(again.is_empty(), "{}", berth_decl::render::human(&again));
-    p
+    common::settle_with(c, text, ApplyOptions::default()).await
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use berth_decl::apply::{ApplyOptions, apply};
+use berth_decl::observe::observe;
 use berth_proxmox::client::{ClientOptions, Fingerprint, PveClient, RetryPolicy, TlsOptions};
 use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
 
@@ -30,4 +32,16 @@ pub fn client(emu: &EmulatorHandle) -> PveClient {
     o.retry = RetryPolicy::NEVER;
     o.poll_interval = Duration::from_millis(10);
     PveClient::new(o).unwrap()
+}
+
+/// Plans `text`, applies it with `opts`, and checks that planning again finds nothing left.
+pub async fn settle_with(c: &PveClient, text: &str, opts: ApplyOptions) -> berth_decl::Plan {
+    let d = berth_decl::parse("site.toml", text).unwrap();
+    let p = berth_decl::plan(&d, &observe(c).await.unwrap(), "h").unwrap();
+    apply(c, &p, opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", berth_decl::render::human(&p)));
+    let again = berth_decl::plan(&d, &observe(c).await.unwrap(), "h").unwrap();
+    assert!(again.is_empty(), "{}", berth_decl::render::human(&again));
+    p
 }
