@@ -27,6 +27,9 @@ struct Args {
     /// round trip); repeatable, e.g. `--latency 15 --latency 30 --latency 60`.
     #[arg(long)]
     latency: Vec<u64>,
+    /// Print the request timeline of one warm create with this much latency added (ms).
+    #[arg(long)]
+    trace: Option<u64>,
 }
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench@berth";
@@ -160,7 +163,43 @@ async fn main() -> anyhow::Result<()> {
             ms(m.saturating_sub(ideal))
         );
     }
+    // A cold process (`berth vm create`): a new client each time, nothing learned but what the
+    // node's task history says, a new TLS connection.
+    for &lat in std::iter::once(&0).chain(&args.latency) {
+        emu.set_latency(Duration::from_millis(lat));
+        let mut w = Vec::new();
+        for i in 0..args.runs {
+            let fresh = provider(&emu, args.poll_ms)?;
+            w.push(timed_create(&fresh, &format!("cold{lat}-{i}")).await?);
+        }
+        w.sort();
+        let m = w[w.len() / 2];
+        println!(
+            "cold process, latency {lat} ms: median wall {:.0} ms, overhead {:.0} ms",
+            ms(m),
+            ms(m.saturating_sub(ideal))
+        );
+    }
     emu.set_latency(Duration::ZERO);
+
+    if let Some(lat) = args.trace {
+        emu.set_latency(Duration::from_millis(lat));
+        let before = emu.requests().len();
+        let t0 = Instant::now();
+        let wall = timed_create(&p, "traced").await?;
+        println!("timeline of one create at {lat} ms (wall {:.0} ms):", ms(wall));
+        for r in &emu.requests()[before..] {
+            println!(
+                "  {:>6.0} ms {:>5.0} ms  {} {} {}",
+                ms(r.received.saturating_duration_since(t0)),
+                ms(r.answered.saturating_duration_since(r.received)),
+                r.status,
+                r.method,
+                r.path
+            );
+        }
+        emu.set_latency(Duration::ZERO);
+    }
 
     let before = emu.requests().len();
     let t0 = Instant::now();

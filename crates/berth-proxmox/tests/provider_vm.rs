@@ -319,3 +319,46 @@ async fn an_interrupted_clone_is_adopted_by_its_marker_only() {
         None
     );
 }
+
+/// A VM this create made is not read back: what it reports is what it asked for. A NIC moved
+/// to another bridge gets a MAC address of its own, never the template's.
+#[tokio::test]
+async fn a_fresh_vm_is_not_read_back_and_a_moved_nic_gets_its_own_mac() {
+    let emu = emulator().await;
+    let mut c = config(&emu);
+    c.bridge = "vmbr1".into();
+    let p = berth_proxmox::ProxmoxProvider::new(c).expect("provider builds");
+    let spec = spec(GuestKind::Vm, "fresh");
+    let inst = p.create(&spec, &Events::default()).await.expect("create");
+    let vmid = &inst.backend_id;
+    let read_back: Vec<String> = emu
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET")
+        .filter(|r| {
+            r.path.ends_with(&format!("/qemu/{vmid}/config"))
+                || r.path.ends_with(&format!("/qemu/{vmid}/status/current"))
+        })
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(read_back.is_empty(), "{read_back:?}");
+    assert_eq!(inst.state, PowerState::Running);
+    assert_eq!(
+        (inst.cores, inst.memory_mib, inst.disk_gib),
+        (Some(spec.cores), Some(spec.memory_mib), Some(spec.disk_gib))
+    );
+    let g = &marked(&emu, spec.instance_id.as_str())[0];
+    assert_eq!(
+        (g.status.as_str(), g.config.get("cores").cloned()),
+        ("running", Some(spec.cores.to_string()))
+    );
+    let net0 = g.config.get("net0").cloned().unwrap_or_default();
+    assert!(net0.contains("bridge=vmbr1"), "{net0}");
+    // Template 9000's MAC is BC:24:11:00:23:28.
+    let mac = net0
+        .split(',')
+        .find_map(|p| p.strip_prefix("virtio="))
+        .unwrap_or_default();
+    assert!(mac.len() == 17 && mac != "BC:24:11:00:23:28", "{net0}");
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
+}

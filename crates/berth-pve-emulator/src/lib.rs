@@ -66,6 +66,9 @@ pub struct RequestRecord {
     /// Query + body, decoded (query overrides body); `cipassword`/`password` values read `**********`.
     pub params: Vec<(String, String)>,
     pub status: u16,
+    /// When the request arrived and when its answer left (the added latency included).
+    pub received: std::time::Instant,
+    pub answered: std::time::Instant,
 }
 
 /// Starts emulators.

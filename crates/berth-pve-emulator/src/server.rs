@@ -163,6 +163,7 @@ struct Seen {
 }
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let received = std::time::Instant::now();
     let method = req.method().as_str().to_string();
     let raw_path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
@@ -208,6 +209,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
         path: seen.path,
         params,
         status: resp.status().as_u16(),
+        received,
+        answered: std::time::Instant::now(),
     });
     Ok(resp)
 }

@@ -101,6 +101,8 @@ struct Inner {
     retry: RetryPolicy,
     poll_interval: Duration,
     durations: Durations,
+    /// Nodes whose task history has been read for expectations (`learn_from_history`).
+    history_read: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for PveClient {
@@ -139,6 +141,7 @@ impl PveClient {
                 retry: opts.retry,
                 poll_interval: opts.poll_interval,
                 durations: Durations::default(),
+                history_read: Default::default(),
             }),
         })
     }
@@ -162,6 +165,19 @@ impl PveClient {
     /// A poll schedule for a wait of kind `key`, paced by how long such waits took lately.
     pub fn poller(&self, key: &str) -> Poll {
         Poll::expecting(self.inner.poll_interval, self.inner.durations.expected(key))
+    }
+
+    /// Whether `node`'s task history still has to be read (true once per node and client).
+    pub(crate) fn first_history_read(&self, node: &str) -> bool {
+        self.inner
+            .history_read
+            .lock()
+            .is_ok_and(|mut read| read.insert(node.to_owned()))
+    }
+
+    /// Takes `took` as the expectation for waits of kind `key` unless one was learned already.
+    pub fn seed_duration(&self, key: &str, took: Duration) {
+        self.inner.durations.seed(key, took)
     }
 
     /// Remembers that a wait of kind `key` took `took`.

@@ -58,8 +58,27 @@ impl Poll {
 
     /// Sleeps for the next pause, but not past `limit` (measured from the start of the wait).
     pub async fn sleep(&self, limit: Duration) {
+        self.sleep_after(limit, None).await;
+    }
+
+    /// Like `sleep`, with the pause counted from when the last look was sent (`sent`), not from
+    /// its answer: against an API that takes tens of milliseconds to answer, the looks are still
+    /// about a pause apart, so the end of what is waited for is noticed that much sooner.
+    pub async fn sleep_after(&self, limit: Duration, sent: Option<Instant>) {
         let elapsed = self.elapsed();
-        tokio::time::sleep(self.pause_at(elapsed).min(limit.saturating_sub(elapsed))).await;
+        let answered_in = sent.map_or(Duration::ZERO, |s| s.elapsed());
+        let pause = self.pause_after(elapsed, answered_in);
+        tokio::time::sleep(pause.min(limit.saturating_sub(elapsed))).await;
+    }
+
+    /// The pause left, `elapsed` into the wait, after a look that took `answered_in`.
+    pub fn pause_after(&self, elapsed: Duration, answered_in: Duration) -> Duration {
+        self.pause_at(elapsed).saturating_sub(answered_in)
+    }
+
+    /// Whether this wait has an expectation of how long it takes.
+    pub fn expects(&self) -> bool {
+        self.expected.is_some()
     }
 }
 
@@ -70,6 +89,13 @@ pub struct Durations(Mutex<HashMap<String, Duration>>);
 impl Durations {
     pub fn expected(&self, key: &str) -> Option<Duration> {
         self.0.lock().ok()?.get(key).copied()
+    }
+
+    /// Takes `took` as the expectation for `key` unless one was learned already.
+    pub fn seed(&self, key: &str, took: Duration) {
+        if let Ok(mut m) = self.0.lock() {
+            m.entry(key.to_owned()).or_insert(took);
+        }
     }
 
     pub fn record(&self, key: &str, took: Duration) {
@@ -106,6 +132,18 @@ mod tests {
         assert_eq!(p.pause_at(Duration::from_millis(2900)), FLOOR);
         // Well past it: proportional again.
         assert_eq!(p.pause_at(Duration::from_millis(4800)), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn a_pause_counts_from_when_the_last_look_was_sent() {
+        let p = Poll::expecting(Duration::from_secs(1), Some(Duration::from_millis(100)));
+        let ms = Duration::from_millis;
+        // In the close-look window: FLOOR from the send, of which the answer took 20 ms.
+        assert_eq!(p.pause_after(ms(115), ms(20)), FLOOR - ms(20));
+        // An answer slower than the pause: the next look goes at once.
+        assert_eq!(p.pause_after(ms(135), ms(40)), Duration::ZERO);
+        // Early on, the long sleep towards the expected end is shortened the same way.
+        assert_eq!(p.pause_after(ms(30), ms(30)), ms(60) - ms(30));
     }
 
     #[test]

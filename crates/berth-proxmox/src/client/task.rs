@@ -11,7 +11,7 @@ use regex::Regex;
 use super::error::PveError;
 use super::http::{Method, PveClient};
 use super::params::{Params, path_segment};
-use super::types::{TaskLogLine, TaskStatus};
+use super::types::{TaskListEntry, TaskLogLine, TaskStatus};
 
 static UPID_RE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
@@ -132,6 +132,32 @@ impl PveClient {
         Ok(lines.split_off(skip))
     }
 
+    /// The node's most recent tasks (Berth's own, or every task with `Sys.Audit` on the node).
+    pub async fn recent_tasks(&self, node: &str, limit: u32) -> Result<Vec<TaskListEntry>, PveError> {
+        let path = format!("/nodes/{}/tasks", path_segment(node));
+        self.get(&path, &Params::new().int("limit", limit).str("source", "archive"))
+            .await
+    }
+
+    /// A process that has waited for nothing yet (a fresh `berth vm create`) paces its first
+    /// waits by how long the same kinds of task took on `node` lately: the cluster's own
+    /// history. PVE keeps whole seconds, so the mean of several tasks is taken, and shortened
+    /// by a fifth: looking early costs a request, looking late costs the customer. Once per
+    /// node and client; a failure only means no expectations.
+    pub async fn learn_from_history(&self, node: &str) {
+        if !self.first_history_read(node) {
+            return;
+        }
+        match self.recent_tasks(node, 50).await {
+            Ok(tasks) => {
+                for (key, took) in typical_durations(&tasks) {
+                    self.seed_duration(&key, took.mul_f64(0.8));
+                }
+            }
+            Err(e) => tracing::debug!(node, error = %e, "no task history to pace waits by"),
+        }
+    }
+
     /// Asks PVE to stop a running task (`DELETE /nodes/{node}/tasks/{upid}`).
     pub async fn stop_task(&self, upid: &Upid) -> Result<(), PveError> {
         self.write::<serde_json::Value>(Method::Delete, &upid.path(""), &Params::new())
@@ -144,8 +170,10 @@ impl PveClient {
         let key = upid.wait_key();
         let poll = self.poller(&key);
         let mut failures = 0;
+        let mut sent = None;
         loop {
-            poll.sleep(timeout).await;
+            poll.sleep_after(timeout, sent).await;
+            sent = Some(std::time::Instant::now());
             match self.task_status(upid).await {
                 Ok(st) if st.status.as_deref() == Some("stopped") => {
                     self.learned(&key, poll.elapsed());
@@ -205,9 +233,60 @@ impl PveClient {
     }
 }
 
+/// The mean duration of each kind of wait (`Upid::wait_key`) among tasks that ended `OK`;
+/// kinds with fewer than three such tasks, or averaging under a second, are left out.
+fn typical_durations(tasks: &[TaskListEntry]) -> Vec<(String, Duration)> {
+    let mut sums: std::collections::BTreeMap<String, (i64, i64)> = Default::default();
+    for t in tasks {
+        let (Some(start), Some(end), Some("OK")) = (t.starttime, t.endtime, t.status.as_deref()) else {
+            continue;
+        };
+        let Ok(upid) = Upid::parse(&t.upid) else { continue };
+        let entry = sums.entry(upid.wait_key()).or_default();
+        entry.0 += (end - start).max(0);
+        entry.1 += 1;
+    }
+    sums.into_iter()
+        .filter(|(_, (sum, n))| *n >= 3 && *sum >= *n)
+        .map(|(key, (sum, n))| (key, Duration::from_secs_f64(sum as f64 / n as f64)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typical_durations_average_ok_tasks_of_each_kind() {
+        let task = |kind: &str, id: u32, start: i64, end: i64, status: &str| TaskListEntry {
+            upid: format!("UPID:pve1:00001234:00005678:6B160611:{kind}:{id}:berth@pve!agent:"),
+            starttime: Some(start),
+            endtime: Some(end),
+            status: Some(status.into()),
+        };
+        let tasks = vec![
+            task("qmclone", 9000, 100, 102, "OK"),
+            task("qmclone", 9000, 200, 203, "OK"),
+            task("qmclone", 9000, 300, 302, "OK"),
+            task("qmclone", 9000, 400, 460, "clone failed"),
+            task("qmclone", 9001, 100, 110, "OK"),
+            task("qmstart", 101, 100, 101, "OK"),
+            task("qmstart", 102, 100, 102, "OK"),
+            task("qmstart", 103, 100, 101, "OK"),
+            task("resize", 101, 100, 100, "OK"),
+            task("resize", 102, 100, 100, "OK"),
+            task("resize", 103, 100, 100, "OK"),
+        ];
+        let got = typical_durations(&tasks);
+        assert_eq!(
+            got,
+            vec![
+                ("pve1/qmclone/9000".to_string(), Duration::from_secs_f64(7.0 / 3.0)),
+                ("pve1/qmstart".to_string(), Duration::from_secs_f64(4.0 / 3.0)),
+            ],
+            "failed tasks, kinds seen fewer than three times and sub-second kinds are left out"
+        );
+    }
 
     #[test]
     fn parses_real_upids() {

@@ -341,6 +341,18 @@ pub struct TaskStatus {
     pub exitstatus: Option<String>,
 }
 
+/// One task of `GET /nodes/{node}/tasks` (times in whole seconds).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TaskListEntry {
+    pub upid: String,
+    #[serde(default, deserialize_with = "de_i64")]
+    pub starttime: Option<i64>,
+    #[serde(default, deserialize_with = "de_i64")]
+    pub endtime: Option<i64>,
+    #[serde(default, deserialize_with = "de_string")]
+    pub status: Option<String>,
+}
+
 /// One line of `GET /nodes/{node}/tasks/{upid}/log`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct TaskLogLine {

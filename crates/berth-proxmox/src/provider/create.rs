@@ -11,6 +11,7 @@ use super::marker::{instance_tag, merged_tags};
 use super::pve_params::drive_size;
 use super::stages::Stages;
 use super::steps::root_disk;
+use crate::client::types::GuestConfig;
 use crate::client::{GuestType, Params, Poll, Upid};
 
 /// Rounds of "found the instance's guest, but it vanished while waited for" before giving up.
@@ -18,29 +19,33 @@ const OBTAIN_ROUNDS: u32 = 3;
 
 impl ProxmoxProvider {
     pub(crate) async fn create_guest(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
-        let (guest, made_now) = self.obtain(spec, stages).await?;
+        let (guest, made) = self.obtain(spec, stages).await?;
         // A guest without its tags never finished configure_vm: it is ours to remove on failure.
-        let half_made = made_now || !guest.tagged;
-        let result = self.finish(spec, &guest, made_now, stages).await;
+        let half_made = made.is_some() || !guest.tagged;
+        let result = match made {
+            Some(made) => self.finish_new(spec, &guest, made, stages).await,
+            None => self.finish(spec, &guest, stages).await,
+        };
         if result.is_err() && half_made {
             self.remove_half_made(&guest, &spec.instance_id).await;
         }
         result
     }
 
-    /// The instance's guest, found (and waited for, if its creation still runs) or newly made.
-    /// `true` when this call made it.
-    async fn obtain(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<(Guest, bool), ProviderError> {
+    /// The instance's guest, found (and waited for, if its creation still runs) or newly made
+    /// (`Some`: how). The checks that need no cluster listing are asked together with it.
+    async fn obtain(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<(Guest, Option<Made>), ProviderError> {
         let poll = Poll::new(self.poll_interval());
         let mut round = 0;
         loop {
             round += 1;
-            let resources = self.client.cluster_resources(Some("vm")).await?;
+            let (resources, early) = tokio::join!(self.client.cluster_resources(Some("vm")), self.early_checks(spec));
+            let resources = resources?;
             if let Some(found) = self.find_owned(&spec.instance_id, Some(&spec.name), &resources).await? {
                 check_kind(&found, spec.kind)?;
                 let label = found.label();
                 if let Some(g) = self.resume_existing(found, stages).await? {
-                    return Ok((g, false));
+                    return Ok((g, None));
                 }
                 // The earlier attempt's guest vanished (its task failed): look again, then start
                 // afresh. A guest that keeps vanishing while still listed is not waited for forever.
@@ -56,38 +61,56 @@ impl ProxmoxProvider {
             }
             let made = match spec.kind {
                 GuestKind::Vm => {
-                    let plan = self.preflight_vm(spec, &resources).await?;
-                    self.clone_stage(spec, &plan, &resources, stages).await?
+                    let (plan, first_vmid) = self.preflight_vm(spec, &resources, early).await?;
+                    self.clone_stage(spec, &plan, &resources, first_vmid, stages).await?
                 }
                 GuestKind::Container => {
-                    let ostemplate = self.preflight_ct(spec).await?;
-                    self.create_ct_stage(spec, &ostemplate, &resources, stages).await?
+                    let passed = early.judge()?;
+                    let ostemplate = passed.ostemplate.unwrap_or_default();
+                    self.create_ct_stage(spec, &ostemplate, &resources, passed.first_vmid, stages)
+                        .await?
                 }
             };
-            return Ok((made, true));
+            return Ok(made);
         }
     }
 
-    /// configure_vm, start_vm, wait_network. A VM gets its tags, cloud-init and size in one
-    /// config update (so its tags prove it was configured); a container got all of that at
-    /// creation and only has missing tags repaired. Disks grow to the requested size.
-    async fn finish(
+    /// The rest of a create whose guest this call made: what its configuration holds is known
+    /// without reading it back. A cloned VM gets its tags, cloud-init and size in one config
+    /// update while its disk grows; a container got all of that at creation.
+    async fn finish_new(
         &self,
         spec: &VmSpec,
         g: &Guest,
-        made_now: bool,
+        made: Made,
         stages: &Stages<'_>,
     ) -> Result<Instance, ProviderError> {
+        stages.started(Stage::ConfigureVm, format!("configuring {}", g.label()));
+        if let Made::Clone(template_cfg) = &made {
+            tokio::try_join!(
+                self.apply_vm_config(spec, g, template_cfg, true),
+                self.grow_disk(g, template_cfg, spec.disk_gib)
+            )?;
+        }
+        let size = format!("{} cores, {} MiB, {} GiB", spec.cores, spec.memory_mib, spec.disk_gib);
+        stages.completed(Stage::ConfigureVm, size);
+        self.start_new(spec, g, stages).await
+    }
+
+    /// configure_vm, start_vm, wait_network for a guest found from an earlier attempt: what it
+    /// lacks (tags, cloud-init, size; a container only its tags) is read from its configuration
+    /// and repaired. Disks grow to the requested size.
+    async fn finish(&self, spec: &VmSpec, g: &Guest, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
         let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
         let tagged = cfg.tags().contains(&instance_tag(&spec.instance_id));
         let disk_small = root_disk(g.ty, &cfg)
             .and_then(|(_, v)| drive_size(&v))
             .is_none_or(|size| size < gib(spec.disk_gib));
-        if made_now || !tagged || disk_small {
+        if !tagged || disk_small {
             stages.started(Stage::ConfigureVm, format!("configuring {}", g.label()));
             if !tagged {
                 match g.ty {
-                    GuestType::Qemu => self.apply_vm_config(spec, g, &cfg).await?,
+                    GuestType::Qemu => self.apply_vm_config(spec, g, &cfg, false).await?,
                     GuestType::Lxc => {
                         let p = Params::new().str("tags", merged_tags(&cfg.tags(), &spec.instance_id));
                         self.client.update_config(&g.node, g.ty, g.vmid, &p).await?;
@@ -136,15 +159,21 @@ impl ProxmoxProvider {
             let removed = self.remove_half_made(guest, id).await;
             return Err(CreationFailed { error, removed });
         }
-        match self.wait_unlocked(guest, self.clone_timeout()).await {
-            Ok(Some(done)) => Ok(done),
-            Ok(None) => Err(CreationFailed {
-                error: ProviderError::internal(format!("{what}: the new guest {} disappeared", guest.vmid)),
-                removed: true,
-            }),
-            Err(error) => Err(CreationFailed { error, removed: false }),
-        }
+        // PVE drops the creation lock inside the task, before it ends.
+        let mut done = guest.clone();
+        done.lock = None;
+        done.status = Some("stopped".into());
+        Ok(done)
     }
+}
+
+/// How this create made its guest, which says what its configuration holds.
+pub(crate) enum Made {
+    /// Cloned from a template with this configuration: the clone's differs only in name,
+    /// description, MAC addresses and disk volume names.
+    Clone(GuestConfig),
+    /// Created with every setting in the create call.
+    Container,
 }
 
 /// A creating task that failed, and whether its half-made guest is gone.

@@ -7,9 +7,11 @@ use std::collections::HashSet;
 use berth_core::{ProviderError, Stage, VmSpec};
 
 use super::ProxmoxProvider;
+use super::create::Made;
 use super::dispatch::Dispatched;
 use super::guest::Guest;
 use super::marker::{TAG, description, instance_tag};
+use super::preflight::FirstVmid;
 use super::pve_params::{lxc_net0, nameserver, ssh_keys};
 use super::stages::Stages;
 use super::vmid::VmidSearch;
@@ -22,15 +24,16 @@ impl ProxmoxProvider {
         spec: &VmSpec,
         ostemplate: &str,
         resources: &[ClusterResource],
+        first_vmid: FirstVmid,
         stages: &Stages<'_>,
-    ) -> Result<Guest, ProviderError> {
+    ) -> Result<(Guest, Option<Made>), ProviderError> {
         let used: HashSet<u32> = resources.iter().filter_map(|r| r.vmid).collect();
         let node = &self.config.node;
         stages.started(
             Stage::CloneTemplate,
             format!("creating a container from {ostemplate} on node {node}"),
         );
-        let mut search = VmidSearch::new(&used, None);
+        let mut search = VmidSearch::new(&used, None, first_vmid);
         let dispatched = self
             .dispatch_new(
                 &spec.instance_id,
@@ -44,20 +47,24 @@ impl ProxmoxProvider {
             )
             .await?;
         let what = format!("creating a container from {ostemplate}");
-        let guest = match dispatched {
-            Dispatched::Ours(g) => self
-                .wait_unlocked(&g, self.clone_timeout())
-                .await?
-                .ok_or_else(|| ProviderError::internal(format!("{what}: the new container {} disappeared", g.vmid)))?,
+        let (guest, made) = match dispatched {
+            Dispatched::Ours(g) => (
+                self.wait_unlocked(&g, self.clone_timeout()).await?.ok_or_else(|| {
+                    ProviderError::internal(format!("{what}: the new container {} disappeared", g.vmid))
+                })?,
+                None,
+            ),
             Dispatched::Task { vmid, upid } => {
                 let guest = self.new_guest(spec, GuestType::Lxc, vmid);
-                self.await_creation(&guest, &upid, &what, &spec.instance_id)
+                let done = self
+                    .await_creation(&guest, &upid, &what, &spec.instance_id)
                     .await
-                    .map_err(|f| f.error)?
+                    .map_err(|f| f.error)?;
+                (done, Some(Made::Container))
             }
         };
         stages.completed(Stage::CloneTemplate, guest.label());
-        Ok(guest)
+        Ok((guest, made))
     }
 
     fn ct_params(&self, spec: &VmSpec, ostemplate: &str, vmid: u32) -> Params {

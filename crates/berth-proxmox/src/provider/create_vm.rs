@@ -8,33 +8,59 @@ use std::collections::HashSet;
 use berth_core::{GuestKind, Instance, Ipv4Config, ProviderError, Stage, VmSpec};
 
 use super::ProxmoxProvider;
+use super::create::Made;
 use super::dispatch::Dispatched;
 use super::guest::Guest;
 use super::marker::{description, merged_tags};
-use super::preflight::ClonePlan;
+use super::network::GuestIps;
+use super::preflight::{ClonePlan, FirstVmid};
 use super::pve_params::{agent_enabled, cloudinit_slot, ipconfig0, nameserver, prop, ssh_keys};
 use super::stages::Stages;
+use super::steps::power_what;
 use super::vmid::VmidSearch;
 use crate::client::types::{ClusterResource, GuestConfig};
-use crate::client::{GuestType, Params, PveError, pve_urlencode};
+use crate::client::{GuestType, Params, PowerAction, PveError, pve_urlencode};
+use std::net::Ipv4Addr;
 
 /// Clone attempts when the clone task itself fails transiently (storage lock timeout).
 const CLONE_TASK_ATTEMPTS: u32 = 2;
 
 impl ProxmoxProvider {
+    /// Clones the template; the template's configuration is read while the clone runs (a new
+    /// clone's own differs only where `Made::Clone` says). `None`: an earlier attempt's clone
+    /// was found instead.
     pub(crate) async fn clone_stage(
         &self,
         spec: &VmSpec,
         plan: &ClonePlan,
         resources: &[ClusterResource],
+        first_vmid: FirstVmid,
         stages: &Stages<'_>,
-    ) -> Result<Guest, ProviderError> {
+    ) -> Result<(Guest, Option<Made>), ProviderError> {
+        let t = &plan.template;
+        let (guest, template_cfg) =
+            tokio::try_join!(self.clone_template(spec, plan, resources, first_vmid, stages), async {
+                Ok(self.client.guest_config(&t.node, GuestType::Qemu, t.vmid).await?)
+            })?;
+        let (guest, fresh) = guest;
+        Ok((guest, fresh.then_some(Made::Clone(template_cfg))))
+    }
+
+    /// The clone itself; `true` when this call's clone task made the guest.
+    async fn clone_template(
+        &self,
+        spec: &VmSpec,
+        plan: &ClonePlan,
+        resources: &[ClusterResource],
+        first_vmid: FirstVmid,
+        stages: &Stages<'_>,
+    ) -> Result<(Guest, bool), ProviderError> {
         let used: HashSet<u32> = resources.iter().filter_map(|r| r.vmid).collect();
         stages.started(
             Stage::CloneTemplate,
             format!("cloning {} to node {}", plan.template.label(), self.config.node),
         );
-        let mut search = VmidSearch::new(&used, Some(plan.template.node.as_str()));
+        let mut search = VmidSearch::new(&used, Some(plan.template.node.as_str()), first_vmid);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -55,15 +81,17 @@ impl ProxmoxProvider {
                     |e| clone_error(e, plan),
                 )
                 .await?;
-            let guest = match dispatched {
-                Dispatched::Ours(g) => self
-                    .wait_unlocked(&g, self.clone_timeout())
-                    .await?
-                    .ok_or_else(|| ProviderError::internal(format!("{what}: the new VM {} disappeared", g.vmid)))?,
+            let (guest, fresh) = match dispatched {
+                Dispatched::Ours(g) => (
+                    self.wait_unlocked(&g, self.clone_timeout())
+                        .await?
+                        .ok_or_else(|| ProviderError::internal(format!("{what}: the new VM {} disappeared", g.vmid)))?,
+                    false,
+                ),
                 Dispatched::Task { vmid, upid } => {
                     let guest = self.new_guest(spec, GuestType::Qemu, vmid);
                     match self.await_creation(&guest, &upid, &what, &spec.instance_id).await {
-                        Ok(done) => done,
+                        Ok(done) => (done, true),
                         Err(f) => {
                             let transient = matches!(f.error, ProviderError::Unavailable { .. });
                             if transient && f.removed && attempt < CLONE_TASK_ATTEMPTS {
@@ -76,7 +104,7 @@ impl ProxmoxProvider {
                 }
             };
             stages.completed(Stage::CloneTemplate, guest.label());
-            return Ok(guest);
+            return Ok((guest, fresh));
         }
     }
 
@@ -112,11 +140,15 @@ impl ProxmoxProvider {
         }
     }
 
+    /// The one config update of a create. `cfg` is the guest's configuration, or for a clone
+    /// made just now its template's (`from_template`): a NIC moved to another bridge then gets
+    /// a fresh MAC address from PVE, as the clone's own was.
     pub(crate) async fn apply_vm_config(
         &self,
         spec: &VmSpec,
         g: &Guest,
         cfg: &GuestConfig,
+        from_template: bool,
     ) -> Result<(), ProviderError> {
         let user = spec.user.clone().unwrap_or_else(|| self.config.ci_user.clone());
         let mut p = Params::new()
@@ -140,7 +172,7 @@ impl ProxmoxProvider {
         if let Some(net0) = cfg.get("net0")
             && prop(&net0, "bridge").as_deref() != Some(self.config.bridge.as_str())
         {
-            p.push("net0", with_bridge(&net0, &self.config.bridge));
+            p.push("net0", with_bridge(&net0, &self.config.bridge, !from_template));
         }
         let what = format!("configuring {}", g.label());
         match self.client.update_config(&g.node, g.ty, g.vmid, &p).await {
@@ -174,26 +206,85 @@ impl ProxmoxProvider {
             stages.completed(Stage::StartVm, format!("{} is running", g.label()));
         }
         stages.started(Stage::WaitNetwork, format!("waiting for an address of {}", g.label()));
-        let expected = match spec.network.ipv4 {
-            Ipv4Config::Static { address, .. } => Some(address),
-            Ipv4Config::Dhcp => None,
-        };
-        let ips = self.wait_network(g, expected).await?;
-        let shown = ips.v4.map(|a| a.to_string()).unwrap_or_default();
-        stages.completed(Stage::WaitNetwork, shown);
+        let (ips, _) = self
+            .wait_network(g, static_v4(spec), &format!("{}/agent-address", g.node))
+            .await?;
+        stages.completed(Stage::WaitNetwork, shown(&ips));
         // Report the guest as PVE has it now (sizes included), not as we asked for it.
         let st = self.client.guest_status(&g.node, g.ty, g.vmid).await?;
         cur.apply_status(&st);
         Ok(cur.to_instance(ips.v4, ips.v6))
     }
+
+    /// start_vm and wait_network for a guest this call made and configured (so it is stopped,
+    /// and has what the create asked for: it is reported without a read-back). Its addresses
+    /// are looked for while it starts: a guest that reports them runs, so its start is done.
+    pub(crate) async fn start_new(
+        &self,
+        spec: &VmSpec,
+        g: &Guest,
+        stages: &Stages<'_>,
+    ) -> Result<Instance, ProviderError> {
+        stages.started(Stage::StartVm, format!("starting {}", g.label()));
+        let upid = self.send_power(g, PowerAction::Start, Params::new()).await?;
+        let what = power_what(g, PowerAction::Start);
+        let started = self.power_done(upid.as_ref(), PowerAction::Start, self.task_timeout(), &what);
+        let key = format!("{}/start-to-address", g.node);
+        let network = self.wait_network(g, static_v4(spec), &key);
+        let running = || {
+            stages.completed(Stage::StartVm, format!("{} is running", g.label()));
+            stages.started(Stage::WaitNetwork, format!("waiting for an address of {}", g.label()));
+        };
+        tokio::pin!(started, network);
+        let ips = tokio::select! {
+            biased;
+            done = &mut started => {
+                done?;
+                running();
+                network.await?.0
+            }
+            found = &mut network => {
+                let (ips, reported) = found?;
+                if !reported {
+                    // Nothing in the guest answered: only the start task says it runs.
+                    started.await?;
+                }
+                running();
+                ips
+            }
+        };
+        stages.completed(Stage::WaitNetwork, shown(&ips));
+        let mut cur = g.clone();
+        cur.status = Some("running".into());
+        cur.lock = None;
+        Ok(cur.to_instance(ips.v4, ips.v6))
+    }
 }
 
-/// Replaces the `bridge=` of a `net0` property string, keeping model, MAC and the rest.
-fn with_bridge(net0: &str, bridge: &str) -> String {
+/// The static IPv4 address the spec asks for, which the guest must report.
+fn static_v4(spec: &VmSpec) -> Option<Ipv4Addr> {
+    match spec.network.ipv4 {
+        Ipv4Config::Static { address, .. } => Some(address),
+        Ipv4Config::Dhcp => None,
+    }
+}
+
+/// The address shown when the network stage completes.
+fn shown(ips: &GuestIps) -> String {
+    ips.v4.map(|a| a.to_string()).unwrap_or_default()
+}
+
+/// Replaces the `bridge=` of a `net0` property string, keeping model and the rest, and the MAC
+/// address when `keep_mac` (without one, PVE makes a new one).
+fn with_bridge(net0: &str, bridge: &str, keep_mac: bool) -> String {
     let mut parts: Vec<String> = net0
         .split(',')
-        .filter(|p| !p.starts_with("bridge="))
-        .map(str::to_owned)
+        .filter(|p| !p.starts_with("bridge=") && (keep_mac || !p.starts_with("macaddr=")))
+        .map(|p| match p.split_once('=') {
+            // `virtio=BC:24:…` is the model with its MAC.
+            Some((model, mac)) if !keep_mac && mac.contains(':') => model.to_owned(),
+            _ => p.to_owned(),
+        })
         .collect();
     parts.insert(1.min(parts.len()), format!("bridge={bridge}"));
     parts.join(",")
@@ -236,12 +327,21 @@ mod tests {
     #[test]
     fn bridge_is_replaced_in_place() {
         assert_eq!(
-            with_bridge("virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1", "vmbr1"),
+            with_bridge("virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1", "vmbr1", true),
             "virtio=BC:24:11:00:00:01,bridge=vmbr1,firewall=1"
         );
         assert_eq!(
-            with_bridge("virtio=BC:24:11:00:00:01", "vmbr1"),
+            with_bridge("virtio=BC:24:11:00:00:01", "vmbr1", true),
             "virtio=BC:24:11:00:00:01,bridge=vmbr1"
+        );
+        // A template's NIC: its MAC is not the clone's, so PVE makes a new one.
+        assert_eq!(
+            with_bridge("virtio=BC:24:11:00:00:01,bridge=vmbr0,firewall=1", "vmbr1", false),
+            "virtio,bridge=vmbr1,firewall=1"
+        );
+        assert_eq!(
+            with_bridge("model=e1000,macaddr=BC:24:11:00:00:01,bridge=vmbr0", "vmbr1", false),
+            "model=e1000,bridge=vmbr1"
         );
     }
 }

@@ -84,24 +84,35 @@ impl ProxmoxProvider {
     }
 
     /// Polls until the guest reports a usable IPv4 (the static one, when `expected` is given),
-    /// on the `Poll` schedule, up to `network_timeout_secs`.
-    pub(crate) async fn wait_network(&self, g: &Guest, expected: Option<Ipv4Addr>) -> Result<GuestIps, ProviderError> {
+    /// on the `Poll` schedule, up to `network_timeout_secs`; `key` names the kind of wait, for
+    /// learning how long it takes. `true` with the addresses when the guest itself reported them
+    /// (`false`: a VM without a guest agent, taken to have its static address).
+    pub(crate) async fn wait_network(
+        &self,
+        g: &Guest,
+        expected: Option<Ipv4Addr>,
+        key: &str,
+    ) -> Result<(GuestIps, bool), ProviderError> {
         let timeout = self.network_timeout();
-        let key = format!("{}/agent-address", g.node);
-        let poll = self.client.poller(&key);
+        let poll = self.client.poller(key);
         let mut last;
+        if poll.expects() {
+            // It is known to take a while: no look before the first pause.
+            poll.sleep(timeout).await;
+        }
         loop {
+            let sent = std::time::Instant::now();
             match self.interfaces(g).await {
                 Ok(ifaces) => {
                     let ips = pick_ips(&ifaces);
                     match (ips.v4, expected) {
                         (Some(got), Some(want)) if got == want => {
-                            self.client.learned(&key, poll.elapsed());
-                            return Ok(ips);
+                            self.client.learned(key, poll.elapsed());
+                            return Ok((ips, true));
                         }
                         (Some(_), None) => {
-                            self.client.learned(&key, poll.elapsed());
-                            return Ok(ips);
+                            self.client.learned(key, poll.elapsed());
+                            return Ok((ips, true));
                         }
                         (Some(got), Some(want)) => last = format!("guest reports {got}, waiting for {want}"),
                         (None, _) => last = "guest reports no usable IPv4 address yet".into(),
@@ -109,7 +120,7 @@ impl ProxmoxProvider {
                 }
                 Err(e) if e.is_agent_not_configured() => {
                     return match expected {
-                        Some(ip) => Ok(GuestIps { v4: Some(ip), v6: None }),
+                        Some(ip) => Ok((GuestIps { v4: Some(ip), v6: None }, false)),
                         None => Err(ProviderError::unsupported(format!(
                             "{} has no QEMU guest agent configured, so its DHCP address cannot be read",
                             g.label()
@@ -125,7 +136,7 @@ impl ProxmoxProvider {
                     after: timeout,
                 });
             }
-            poll.sleep(timeout).await;
+            poll.sleep_after(timeout, Some(sent)).await;
         }
     }
 }

@@ -7,6 +7,7 @@ use berth_core::{GuestKind, ProviderError, VmSpec};
 use super::ProxmoxProvider;
 use super::guest::{Guest, mib};
 use super::pve_params::{cloned_volumes, volume_storage};
+use super::vmid::candidate;
 use crate::client::GuestType;
 use crate::client::types::{ClusterResource, StorageInfo};
 use crate::config::validate_ct_template;
@@ -22,7 +23,71 @@ pub(crate) struct ClonePlan {
     pub cross_node: bool,
 }
 
+/// The checks of a create that need nothing from `/cluster/resources`, asked at the same time
+/// as it (one round trip instead of two or three); judged only once the instance is known not
+/// to exist already.
+pub(crate) struct EarlyChecks {
+    node: Result<(), ProviderError>,
+    storage: Result<StorageInfo, ProviderError>,
+    /// Containers: the template volume exists on the node.
+    ct_template: Option<Result<String, ProviderError>>,
+    /// Whether the instance's first VMID candidate is free (`GET /cluster/nextid?vmid=N`).
+    first_vmid: FirstVmid,
+}
+
+/// The answer about the first VMID candidate, asked early (`VmidSearch` uses it once).
+pub(crate) type FirstVmid = (u32, Result<bool, ProviderError>);
+
+/// What the early checks found, once judged.
+pub(crate) struct Passed {
+    pub storage: StorageInfo,
+    /// Containers: the template volume.
+    pub ostemplate: Option<String>,
+    pub first_vmid: FirstVmid,
+}
+
+impl EarlyChecks {
+    /// The first refusal, in the order node, storage, container template.
+    pub(crate) fn judge(self) -> Result<Passed, ProviderError> {
+        self.node?;
+        Ok(Passed {
+            storage: self.storage?,
+            ostemplate: self.ct_template.transpose()?,
+            first_vmid: self.first_vmid,
+        })
+    }
+}
+
 impl ProxmoxProvider {
+    /// Node, storage, container template and the first VMID candidate, all at once (and, the
+    /// first time, the node's task history, to pace the waits that follow).
+    pub(crate) async fn early_checks(&self, spec: &VmSpec) -> EarlyChecks {
+        let first = candidate(&spec.instance_id, 0, self.config.vmid_min, self.config.vmid_max);
+        let content = match spec.kind {
+            GuestKind::Vm => "images",
+            GuestKind::Container => "rootdir",
+        };
+        let ct = async {
+            match spec.kind {
+                GuestKind::Vm => None,
+                GuestKind::Container => Some(self.check_ct_template(spec).await),
+            }
+        };
+        let (node, storage, ct_template, free, ()) = tokio::join!(
+            self.check_node_fits(&self.config.node, Some(spec.cores), Some(spec.memory_mib)),
+            self.target_storage(content),
+            ct,
+            async { self.client.vmid_is_free(first).await.map_err(ProviderError::from) },
+            self.client.learn_from_history(&self.config.node)
+        );
+        EarlyChecks {
+            node,
+            storage,
+            ct_template,
+            first_vmid: (first, free),
+        }
+    }
+
     /// The node exists, is online, and has at least the cores and memory the spec asks for.
     pub(crate) async fn check_node_fits(
         &self,
@@ -99,7 +164,8 @@ impl ProxmoxProvider {
         &self,
         spec: &VmSpec,
         resources: &[ClusterResource],
-    ) -> Result<ClonePlan, ProviderError> {
+        early: EarlyChecks,
+    ) -> Result<(ClonePlan, FirstVmid), ProviderError> {
         let template = self.resolve_template(spec.template.as_deref(), resources)?;
         if let Some(max) = template.disk_gib
             && max > spec.disk_gib
@@ -112,10 +178,9 @@ impl ProxmoxProvider {
                 ),
             ));
         }
-        let (_, storage) = tokio::try_join!(
-            self.check_node_fits(&self.config.node, Some(spec.cores), Some(spec.memory_mib)),
-            self.target_storage("images")
-        )?;
+        let Passed {
+            storage, first_vmid, ..
+        } = early.judge()?;
         let full = self.config.full_clone;
         let cross_node = template.node != self.config.node;
         let mut plan = ClonePlan {
@@ -135,7 +200,7 @@ impl ProxmoxProvider {
                 plan.storage = None;
             }
         }
-        Ok(plan)
+        Ok((plan, first_vmid))
     }
 
     /// `spec.template` (a VMID or a template name) or the configured default, as a QEMU template.
@@ -220,9 +285,8 @@ impl ProxmoxProvider {
         Ok(())
     }
 
-    /// The container template volume to create from, checked to exist on the node.
-    pub(crate) async fn preflight_ct(&self, spec: &VmSpec) -> Result<String, ProviderError> {
-        debug_assert_eq!(spec.kind, GuestKind::Container);
+    /// The container template volume of `spec` (or the configured default), checked to exist.
+    async fn check_ct_template(&self, spec: &VmSpec) -> Result<String, ProviderError> {
         let ostemplate = match (&spec.template, &self.config.ct_template) {
             (Some(t), _) => t.clone(),
             (None, Some(t)) => t.clone(),
@@ -234,15 +298,11 @@ impl ProxmoxProvider {
             }
         };
         validate_ct_template(&ostemplate).map_err(|m| ProviderError::invalid("template", m))?;
-        let (_, _, ()) = tokio::try_join!(
-            self.check_node_fits(&self.config.node, Some(spec.cores), Some(spec.memory_mib)),
-            self.target_storage("rootdir"),
-            self.check_ct_template(&ostemplate)
-        )?;
+        self.check_ct_volume(&ostemplate).await?;
         Ok(ostemplate)
     }
 
-    async fn check_ct_template(&self, ostemplate: &str) -> Result<(), ProviderError> {
+    async fn check_ct_volume(&self, ostemplate: &str) -> Result<(), ProviderError> {
         let node = &self.config.node;
         let storage = ostemplate.split_once(':').map(|(s, _)| s).unwrap_or_default();
         let volumes = match self.client.storage_content(node, storage, Some("vztmpl")).await {

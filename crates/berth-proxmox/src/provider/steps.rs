@@ -78,16 +78,38 @@ impl ProxmoxProvider {
         params: Params,
         timeout: Duration,
     ) -> Result<(), ProviderError> {
-        let what = format!("{action:?} of {}", g.label()).to_lowercase();
-        let upid = match self.client.power(&g.node, g.ty, g.vmid, action, &params).await {
-            Ok(u) => u,
-            Err(e) if already_in_state(&e, action) => return Ok(()),
-            Err(e) => return Err(ProviderError::from(e).context(&what)),
-        };
-        match self.client.wait_task(&upid, timeout).await {
+        let what = power_what(g, action);
+        let upid = self.send_power(g, action, params).await?;
+        self.power_done(upid.as_ref(), action, timeout, &what).await
+    }
+
+    /// Asks for a power action; `None` when the guest is already in that state.
+    pub(crate) async fn send_power(
+        &self,
+        g: &Guest,
+        action: PowerAction,
+        params: Params,
+    ) -> Result<Option<Upid>, ProviderError> {
+        match self.client.power(&g.node, g.ty, g.vmid, action, &params).await {
+            Ok(u) => Ok(Some(u)),
+            Err(e) if already_in_state(&e, action) => Ok(None),
+            Err(e) => Err(ProviderError::from(e).context(power_what(g, action))),
+        }
+    }
+
+    /// Waits for the task of `send_power` (nothing to wait for when it had nothing to do).
+    pub(crate) async fn power_done(
+        &self,
+        upid: Option<&Upid>,
+        action: PowerAction,
+        timeout: Duration,
+        what: &str,
+    ) -> Result<(), ProviderError> {
+        let Some(upid) = upid else { return Ok(()) };
+        match self.client.wait_task(upid, timeout).await {
             Ok(_) => Ok(()),
             Err(e) if already_in_state(&e, action) => Ok(()),
-            Err(e) => Err(task_error(e, &what)),
+            Err(e) => Err(task_error(e, what)),
         }
     }
 
@@ -165,6 +187,11 @@ impl ProxmoxProvider {
         self.run_task(&upid, self.task_timeout(), &what).await?;
         Ok(true)
     }
+}
+
+/// `start of VM 100 (web)`: the power action, for errors.
+pub(crate) fn power_what(g: &Guest, action: PowerAction) -> String {
+    format!("{action:?} of {}", g.label()).to_lowercase()
 }
 
 /// The disk that `disk_gib` describes: the boot disk of a VM, `rootfs` of a container.

@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use super::ProxmoxProvider;
 use super::guest::Guest;
 use super::marker::owner_from_description;
+use super::preflight::FirstVmid;
 use crate::client::GuestType;
 use crate::client::types::GuestConfig;
 
@@ -48,14 +49,17 @@ pub(crate) struct VmidSearch<'a> {
     pub used: &'a HashSet<u32>,
     pub next: u32,
     pub src_node: Option<&'a str>,
+    /// `nextid`'s answer for the first candidate, asked before the search began (used once).
+    asked: Option<FirstVmid>,
 }
 
 impl<'a> VmidSearch<'a> {
-    pub(crate) fn new(used: &'a HashSet<u32>, src_node: Option<&'a str>) -> Self {
+    pub(crate) fn new(used: &'a HashSet<u32>, src_node: Option<&'a str>, asked: FirstVmid) -> Self {
         VmidSearch {
             used,
             next: 0,
             src_node,
+            asked: Some(asked),
         }
     }
 }
@@ -83,8 +87,14 @@ impl ProxmoxProvider {
         while search.next < MAX_CANDIDATES {
             let vmid = candidate(id, search.next, min, max);
             search.next += 1;
-            if !search.used.contains(&vmid) && self.client.vmid_is_free(vmid).await? {
-                return Ok(Allocation::Free(vmid));
+            if !search.used.contains(&vmid) {
+                let free = match search.asked.take() {
+                    Some((asked, answer)) if asked == vmid => answer?,
+                    _ => self.client.vmid_is_free(vmid).await?,
+                };
+                if free {
+                    return Ok(Allocation::Free(vmid));
+                }
             }
             if let Some(g) = self.probe_ours(id, ty, vmid, search.src_node).await? {
                 return Ok(Allocation::Ours(g));
