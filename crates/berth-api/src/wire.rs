@@ -1,6 +1,9 @@
 //! The JSON bodies of the control-plane API (`/api/v1`), shared by the server (which validates
-//! and serves them), the agent and the CLI (which send and read them). Requests reject unknown
-//! fields; every type carries its OpenAPI schema.
+//! and serves them), the agent and the CLI (which send and read them). Requests of people and
+//! their tools reject unknown fields (a typo is an error, not a silently ignored setting); what
+//! agents send (enrollment, heartbeats, templates, events, completions, lease renewals) takes
+//! fields it does not know, so an agent one version newer than its control plane keeps working.
+//! Every type carries its OpenAPI schema.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -99,7 +102,6 @@ pub struct EnrollmentTokenView {
 }
 
 #[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct EnrollAgent {
     pub token: String,
     pub name: String,
@@ -183,7 +185,6 @@ pub struct BackendHealth {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TemplateReport {
     pub backend: String,
     /// What an offering's `template` names to select it.
@@ -196,7 +197,6 @@ pub struct TemplateReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TemplatesReport {
     pub templates: Vec<TemplateReport>,
 }
@@ -359,7 +359,6 @@ fn not_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Resu
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct OpError {
     /// A Provider error code (`not_found`, `invalid_spec`, `timeout`, …) or `lease_lost`.
     pub code: String,
@@ -368,7 +367,6 @@ pub struct OpError {
 
 /// One progress event, as an agent reports it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct EventReport {
     /// `clone_template`, `configure_vm`, `start_vm`, `wait_network`, `post_provision`, `register`, …
     pub stage: String,
@@ -418,7 +416,6 @@ pub struct OperationView {
 
 /// What an agent reports when an operation succeeds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct OpResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm_id: Option<String>,
@@ -445,7 +442,6 @@ pub struct OpResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CommandRun {
     pub command: String,
     pub exit_status: i32,
@@ -493,7 +489,6 @@ pub struct ProvisionPayload {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct LeaseRef {
     pub generation: i64,
 }
@@ -510,7 +505,6 @@ pub struct LeaseView {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct ReportEvents {
     pub generation: i64,
     pub events: Vec<EventReport>,
@@ -524,7 +518,6 @@ pub enum Completion {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct Complete {
     pub generation: i64,
     pub outcome: Completion,

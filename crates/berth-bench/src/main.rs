@@ -30,6 +30,10 @@ struct Args {
     /// Print the request timeline of one warm create with this much latency added (ms).
     #[arg(long)]
     trace: Option<u64>,
+    /// Also time `berth vm create` as its own process, with this `berth` binary (build it with
+    /// `cargo build --release -p berth`), at 0 ms and each `--latency`.
+    #[arg(long)]
+    cli: Option<std::path::PathBuf>,
 }
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench@berth";
@@ -50,6 +54,13 @@ fn ideal(t: &Timings) -> Duration {
 }
 
 fn provider(emu: &EmulatorHandle, poll_ms: Option<u64>) -> anyhow::Result<Arc<dyn Provider>> {
+    let text = config_text(emu, poll_ms)?;
+    let cfg = berth_agent::parse_config(Path::new("bench.toml"), &text, &|_| None)?;
+    Ok(berth_agent::build_provider(&cfg, &cfg.backends[0])?)
+}
+
+/// The `berth.toml` of the bench: the emulator's node pve1, template 9000, pinned TLS.
+fn config_text(emu: &EmulatorHandle, poll_ms: Option<u64>) -> anyhow::Result<String> {
     let mut text = format!(
         "[provisioner]\ntype = \"proxmox\"\n[provisioner.proxmox]\napi_url = \"{}\"\napi_token_id = \"{}\"\n\
          api_token_secret = \"{}\"\nnode = \"pve1\"\ntemplate_vmid = 9000\nstorage = \"local-lvm\"\n\
@@ -62,8 +73,26 @@ fn provider(emu: &EmulatorHandle, poll_ms: Option<u64>) -> anyhow::Result<Arc<dy
     if let Some(ms) = poll_ms {
         text.push_str(&format!("poll_interval_ms = {ms}\n"));
     }
-    let cfg = berth_agent::parse_config(Path::new("bench.toml"), &text, &|_| None)?;
-    Ok(berth_agent::build_provider(&cfg, &cfg.backends[0])?)
+    Ok(text)
+}
+
+/// `berth vm create` as a process of its own, start to exit.
+fn timed_cli(berth: &Path, config: &Path, tag: &str) -> anyhow::Result<Duration> {
+    let t0 = Instant::now();
+    let out = std::process::Command::new(berth)
+        .args(["vm", "create", "--config"])
+        .arg(config)
+        .args(["--name", tag, "--cores", "2", "--memory-mib", "2048"])
+        .args(["--disk-gib", "20", "--ssh-key", KEY])
+        .output()
+        .with_context(|| format!("running {}", berth.display()))?;
+    let took = t0.elapsed();
+    anyhow::ensure!(
+        out.status.success(),
+        "berth vm create {tag}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(took)
 }
 
 fn spec(tag: &str) -> anyhow::Result<VmSpec> {
@@ -181,6 +210,30 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     emu.set_latency(Duration::ZERO);
+
+    if let Some(berth) = &args.cli {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("berth.toml");
+        std::fs::write(&config, config_text(&emu, args.poll_ms)?)?;
+        for &lat in std::iter::once(&0).chain(&args.latency) {
+            emu.set_latency(Duration::from_millis(lat));
+            let mut w = Vec::new();
+            for i in 0..args.runs {
+                let tag = format!("cli{lat}-{i}");
+                let berth = berth.clone();
+                let config = config.clone();
+                w.push(tokio::task::spawn_blocking(move || timed_cli(&berth, &config, &tag)).await??);
+            }
+            w.sort();
+            let m = w[w.len() / 2];
+            println!(
+                "`berth vm create` process, latency {lat} ms: median wall {:.0} ms, overhead {:.0} ms",
+                ms(m),
+                ms(m.saturating_sub(ideal))
+            );
+        }
+        emu.set_latency(Duration::ZERO);
+    }
 
     if let Some(lat) = args.trace {
         emu.set_latency(Duration::from_millis(lat));

@@ -263,7 +263,11 @@ async fn wait_for_agent(provider: &Client, agent_id: &str, limit: Duration) -> a
         let waiting_for = match &a.heartbeat {
             Some(_) if !a.alive => "first heartbeat",
             None => "first heartbeat",
-            Some(h) if h.capacity.cores_free == 0 => "report of free capacity",
+            Some(h)
+                if h.capacity.cores_free == 0 || h.capacity.memory_mib_free == 0 || h.capacity.disk_gib_free == 0 =>
+            {
+                "report of free capacity (cores, memory and disk)"
+            }
             Some(_) => return Ok(()),
         };
         if start.elapsed() >= limit {
@@ -293,12 +297,20 @@ async fn ensure_offering(provider: &Client, provider_id: &str) -> anyhow::Result
     }
     // The agent reports its templates right after it starts.
     let mut templates = Vec::new();
-    for _ in 0..50 {
+    for round in 0..50 {
         templates = provider.provider_templates(provider_id).await?;
         if !templates.is_empty() {
             break;
         }
+        if round == 5 {
+            eprintln!("waiting for the agent's list of templates to reach the control plane…");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if templates.is_empty() {
+        eprintln!(
+            "the agent reported no templates in 10 s: no offering is made (`berth doctor --config …` checks its backend)"
+        );
     }
     let Some(t) = templates.first() else {
         return Ok(None);

@@ -172,6 +172,33 @@ async fn the_control_plane_serves_https_that_clients_verify() {
     let agent_dir = dir.path().join("agent");
     std::fs::create_dir_all(&agent_dir).unwrap();
     let agent_toml = agent_dir.join("berth.toml");
+    // The agent refuses a server whose certificate is not the one it trusts: another CA file, or
+    // another pin; nothing is enrolled (the setup token stays usable).
+    let agent_with = |file: &Path, api_tls: String| {
+        std::fs::write(
+            file,
+            format!(
+                "[provisioner]\ntype = \"manual\"\n\n[api]\nendpoint = \"{url}\"\n{api_tls}\n\n[agent]\nstate_dir = \"state\"\n\n[polling]\nheartbeat_interval_seconds = 1\n"
+            ),
+        )
+        .unwrap();
+    };
+    let (other_cert, _, other_pin) = certificate(dir.path(), "other");
+    for wrong in [
+        format!("ca_file = \"{}\"", other_cert.display()),
+        format!("tls_fingerprint = \"{other_pin}\""),
+    ] {
+        agent_with(&agent_toml, wrong.clone());
+        let out = berth()
+            .args(["agent", "enroll", "--name", "tls", "--config"])
+            .arg(&agent_toml)
+            .env("BERTH_SETUP_TOKEN", &setup.token)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "enrolled with {wrong}");
+        assert!(err.contains("certificate"), "{wrong}: {err}");
+    }
     std::fs::write(
         &agent_toml,
         format!(
@@ -217,6 +244,16 @@ async fn the_control_plane_serves_https_that_clients_verify() {
     ] {
         assert!(text.contains(want), "{want:?} in:\n{text}");
     }
+    // The same agent pinning the server's certificate instead of trusting a CA.
+    let pinned_toml = agent_dir.join("pinned.toml");
+    agent_with(&pinned_toml, format!("tls_fingerprint = \"{pin}\""));
+    let out = berth()
+        .args(["agent", "status", "--config"])
+        .arg(&pinned_toml)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("control plane: alive"), "pinned: {text}");
     let _ = agent.0.kill();
 
     // SIGHUP: new connections get the new certificate.

@@ -174,9 +174,13 @@ impl PveClient {
         loop {
             poll.sleep_after(timeout, sent).await;
             sent = Some(std::time::Instant::now());
+            // What is learned is when the look that saw the end was sent, not when its answer
+            // came: counting the answer's round trip in would make each next wait look later,
+            // and a short task's expectation grow without end against a slow API.
+            let looked_at = poll.elapsed();
             match self.task_status(upid).await {
                 Ok(st) if st.status.as_deref() == Some("stopped") => {
-                    self.learned(&key, poll.elapsed());
+                    self.learned(&key, looked_at);
                     return self
                         .finish(upid, st.exitstatus.unwrap_or_else(|| "unexpected status".into()))
                         .await;

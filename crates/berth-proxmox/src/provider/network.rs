@@ -102,16 +102,18 @@ impl ProxmoxProvider {
         }
         loop {
             let sent = std::time::Instant::now();
+            // Learned: when the look that saw the address was sent (see `wait_task`).
+            let looked_at = poll.elapsed();
             match self.interfaces(g).await {
                 Ok(ifaces) => {
                     let ips = pick_ips(&ifaces);
                     match (ips.v4, expected) {
                         (Some(got), Some(want)) if got == want => {
-                            self.client.learned(key, poll.elapsed());
+                            self.client.learned(key, looked_at);
                             return Ok((ips, true));
                         }
                         (Some(_), None) => {
-                            self.client.learned(key, poll.elapsed());
+                            self.client.learned(key, looked_at);
                             return Ok((ips, true));
                         }
                         (Some(got), Some(want)) => last = format!("guest reports {got}, waiting for {want}"),
