@@ -83,14 +83,14 @@ impl Backend {
     /// unhealthy (the control plane then refuses what only it could take), a note when it recovers.
     pub fn note_health(&self, healthy: bool, detail: Option<&str>) {
         let before = self.reported.lock().expect("health lock").replace(healthy);
-        match (before, healthy) {
-            (Some(true) | None, false) => tracing::warn!(
+        match health_change(before, healthy) {
+            Some(HealthChange::Lost) => tracing::warn!(
                 backend = %self.name,
                 detail = detail.unwrap_or("-"),
                 "backend unhealthy: it reports no capacity, so orders for it are refused (no_capacity) until it recovers"
             ),
-            (Some(false), true) => tracing::info!(backend = %self.name, "backend healthy again"),
-            _ => {}
+            Some(HealthChange::Recovered) => tracing::info!(backend = %self.name, "backend healthy again"),
+            None => {}
         }
     }
 
@@ -415,5 +415,46 @@ impl Drop for OpGuard<'_> {
     fn drop(&mut self) {
         self.guard.take();
         self.agent.op_unlock(&self.operation_id);
+    }
+}
+
+/// A change of a backend's reported health worth a log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HealthChange {
+    /// Unhealthy now (at start, or after being healthy): a warning.
+    Lost,
+    /// Healthy again after being unhealthy.
+    Recovered,
+}
+
+/// What turning from `before` (`None`: nothing reported yet) to `now` is: each change is said
+/// once, a steady state never.
+fn health_change(before: Option<bool>, now: bool) -> Option<HealthChange> {
+    match (before, now) {
+        (Some(true) | None, false) => Some(HealthChange::Lost),
+        (Some(false), true) => Some(HealthChange::Recovered),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::*;
+
+    #[test]
+    fn each_change_of_health_is_said_once() {
+        let mut before = None;
+        let mut said = Vec::new();
+        for now in [true, true, false, false, false, true, true, false] {
+            said.push(health_change(before, now));
+            before = Some(now);
+        }
+        use HealthChange::*;
+        assert_eq!(
+            said,
+            [None, None, Some(Lost), None, None, Some(Recovered), None, Some(Lost)]
+        );
+        // Unhealthy from the start is said too.
+        assert_eq!(health_change(None, false), Some(Lost));
     }
 }

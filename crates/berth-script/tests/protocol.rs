@@ -449,3 +449,50 @@ async fn reconfigure_templates_and_capacity_are_unsupported() {
     assert_eq!(p.list_templates().await.unwrap_err().code(), ErrorCode::Unsupported);
     assert_eq!(p.capacity().await.unwrap_err().code(), ErrorCode::Unsupported);
 }
+
+/// The seed's form (no `status`): a provision cut off by its timeout may have made a machine,
+/// so the next create asks `terminate` for it first; when that fails, nothing is provisioned
+/// again (a second machine is worse than a failed order) and the error says what to do.
+#[tokio::test]
+async fn a_cut_off_provision_whose_terminate_fails_is_not_provisioned_again() {
+    let env = Env::new();
+    let calls = env.path("calls");
+    let write = |name: &str, body: String| {
+        let p = env.path(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    };
+    let provision = write(
+        "provision.sh",
+        format!("echo provision >> {}; sleep 30", calls.display()),
+    );
+    let terminate = write(
+        "terminate.sh",
+        format!(
+            r#"echo terminate >> {}; echo '{{"success": false, "error": "host unreachable"}}'; exit 1"#,
+            calls.display()
+        ),
+    );
+    let p = env.provider("exit 1", |c| {
+        c.command = None;
+        c.provision = Some(provision);
+        c.terminate = Some(terminate);
+        c.timeout_seconds = 1;
+    });
+    let first = p.create(&spec("c1"), &NoProgress).await.unwrap_err();
+    assert_eq!(first.code(), ErrorCode::Timeout, "{first}");
+    let again = p.create(&spec("c1"), &NoProgress).await.unwrap_err();
+    let text = again.to_string();
+    assert_eq!(again.code(), ErrorCode::Conflict, "{text}");
+    assert!(
+        text.contains("terminate") && text.contains("host unreachable"),
+        "{text}"
+    );
+    let log = std::fs::read_to_string(&calls).unwrap();
+    assert_eq!(
+        log.lines().collect::<Vec<_>>(),
+        ["provision", "terminate"],
+        "no second provision"
+    );
+}
