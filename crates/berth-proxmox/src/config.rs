@@ -61,6 +61,8 @@ pub struct ProxmoxConfig {
     pub clone_timeout_secs: u64,
     #[serde(default = "default_task_timeout")]
     pub task_timeout_secs: u64,
+    /// How long a guest may take to report an address, counted from its start request (a new
+    /// guest is asked while it starts).
     #[serde(default = "default_network_timeout")]
     pub network_timeout_secs: u64,
     #[serde(default = "default_poll_interval")]

@@ -466,3 +466,31 @@ async fn non_creation_locks_are_not_waited_for() {
     assert!(e.to_string().contains("locked (backup)"), "{e}");
     assert_eq!(marked(&emu, spec.instance_id.as_str()).len(), 1);
 }
+
+/// The guest agent cannot be asked (403) while the start task fails: the start's own error is
+/// what the create reports, and the half-made VM is removed once that task has ended.
+#[tokio::test]
+async fn a_failed_start_outranks_an_address_that_cannot_be_asked() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let msg = "start failed: QEMU exited with code 1";
+    emu.inject(FaultRule {
+        method: Some("GET".into()),
+        path_contains: "/agent/network-get-interfaces".into(),
+        fault: Fault::Http {
+            status: 403,
+            message: "Permission check failed (/vms/100, VM.GuestAgent.Audit)".into(),
+        },
+        times: 100,
+    });
+    emu.inject(rule(
+        "POST",
+        "/status/start",
+        Fault::TaskFailure { message: msg.into() },
+        1,
+    ));
+    let spec = spec(GuestKind::Vm, "startandagent");
+    let e = p.create(&spec, &Events::default()).await.unwrap_err();
+    assert!(e.to_string().contains(msg), "{e}");
+    assert!(named(&emu, &spec.name).is_empty(), "the half-made VM is removed");
+}

@@ -86,15 +86,22 @@ impl ProxmoxProvider {
         stages: &Stages<'_>,
     ) -> Result<Instance, ProviderError> {
         stages.started(Stage::ConfigureVm, format!("configuring {}", g.label()));
+        let mut g = g.clone();
         if let Made::Clone(template_cfg) = &made {
-            tokio::try_join!(
-                self.apply_vm_config(spec, g, template_cfg, true),
-                self.grow_disk(g, template_cfg, spec.disk_gib)
-            )?;
+            // Both run to their end (neither leaves a task behind the other's failure).
+            let (configured, grown) = tokio::join!(
+                self.apply_vm_config(spec, &g, template_cfg, true),
+                self.grow_disk(&g, template_cfg, spec.disk_gib)
+            );
+            configured?;
+            grown?;
+            // PVE counts a VM's CPUs as sockets × cores; the clone keeps the template's sockets.
+            let sockets: u32 = template_cfg.get("sockets").and_then(|s| s.parse().ok()).unwrap_or(1);
+            g.cores = Some(spec.cores.saturating_mul(sockets.max(1)));
         }
         let size = format!("{} cores, {} MiB, {} GiB", spec.cores, spec.memory_mib, spec.disk_gib);
         stages.completed(Stage::ConfigureVm, size);
-        self.start_new(spec, g, stages).await
+        self.start_new(spec, &g, stages).await
     }
 
     /// configure_vm, start_vm, wait_network for a guest found from an earlier attempt: what it

@@ -14,9 +14,9 @@ use super::guest::Guest;
 use super::marker::{description, merged_tags};
 use super::network::GuestIps;
 use super::preflight::{ClonePlan, FirstVmid};
-use super::pve_params::{agent_enabled, cloudinit_slot, ipconfig0, nameserver, prop, ssh_keys};
+use super::pve_params::{agent_enabled, cloudinit_slot, drive_size, ipconfig0, nameserver, prop, ssh_keys};
 use super::stages::Stages;
-use super::steps::power_what;
+use super::steps::{power_what, root_disk};
 use super::vmid::VmidSearch;
 use crate::client::types::{ClusterResource, GuestConfig};
 use crate::client::{GuestType, Params, PowerAction, PveError, pve_urlencode};
@@ -38,12 +38,29 @@ impl ProxmoxProvider {
         stages: &Stages<'_>,
     ) -> Result<(Guest, Option<Made>), ProviderError> {
         let t = &plan.template;
-        let (guest, template_cfg) =
-            tokio::try_join!(self.clone_template(spec, plan, resources, first_vmid, stages), async {
-                Ok(self.client.guest_config(&t.node, GuestType::Qemu, t.vmid).await?)
-            })?;
-        let (guest, fresh) = guest;
-        Ok((guest, fresh.then_some(Made::Clone(template_cfg))))
+        // Both run to their end: a failed read never abandons a clone PVE is making.
+        let (cloned, template_cfg) = tokio::join!(
+            self.clone_template(spec, plan, resources, first_vmid, stages),
+            self.client.guest_config(&t.node, GuestType::Qemu, t.vmid)
+        );
+        let (guest, fresh) = cloned?;
+        let made = match template_cfg {
+            // The template's boot disk must say its size, or the clone's is read after all.
+            Ok(cfg)
+                if fresh
+                    && root_disk(GuestType::Qemu, &cfg)
+                        .and_then(|(_, v)| drive_size(&v))
+                        .is_some() =>
+            {
+                Some(Made::Clone(cfg))
+            }
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(vmid = t.vmid, error = %e, "template config not read; reading the clone's");
+                None
+            }
+        };
+        Ok((guest, made))
     }
 
     /// The clone itself; `true` when this call's clone task made the guest.
@@ -229,7 +246,7 @@ impl ProxmoxProvider {
         let upid = self.send_power(g, PowerAction::Start, Params::new()).await?;
         let what = power_what(g, PowerAction::Start);
         let started = self.power_done(upid.as_ref(), PowerAction::Start, self.task_timeout(), &what);
-        let key = format!("{}/start-to-address", g.node);
+        let key = format!("{}/{}/start-to-address", g.node, g.ty.label());
         let network = self.wait_network(g, static_v4(spec), &key);
         let running = || {
             stages.completed(Stage::StartVm, format!("{} is running", g.label()));
@@ -243,15 +260,22 @@ impl ProxmoxProvider {
                 running();
                 network.await?.0
             }
-            found = &mut network => {
-                let (ips, reported) = found?;
-                if !reported {
-                    // Nothing in the guest answered: only the start task says it runs.
-                    started.await?;
+            found = &mut network => match found {
+                Ok((ips, reported)) => {
+                    if !reported {
+                        // Nothing in the guest answered: only the start task says it runs.
+                        started.await?;
+                    }
+                    running();
+                    ips
                 }
-                running();
-                ips
-            }
+                Err(e) => {
+                    // The start's own failure says more, and the task must end before the
+                    // half-made guest can be removed.
+                    started.await?;
+                    return Err(e);
+                }
+            },
         };
         stages.completed(Stage::WaitNetwork, shown(&ips));
         let mut cur = g.clone();

@@ -47,12 +47,14 @@ pub(crate) struct Passed {
 }
 
 impl EarlyChecks {
-    /// The first refusal, in the order node, storage, container template.
+    /// The first refusal, in the order container template (a bad one is named before any
+    /// request), node, storage.
     pub(crate) fn judge(self) -> Result<Passed, ProviderError> {
+        let ostemplate = self.ct_template.transpose()?;
         self.node?;
         Ok(Passed {
             storage: self.storage?,
-            ostemplate: self.ct_template.transpose()?,
+            ostemplate,
             first_vmid: self.first_vmid,
         })
     }
