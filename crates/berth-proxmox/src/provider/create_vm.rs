@@ -277,6 +277,9 @@ impl ProxmoxProvider {
                 }
             },
         };
+        // A cancellation may land here as after any other stage event (the address may have
+        // been there already when the start was seen to end: nothing else is awaited then).
+        tokio::task::yield_now().await;
         stages.completed(Stage::WaitNetwork, shown(&ips));
         let mut cur = g.clone();
         cur.status = Some("running".into());
