@@ -30,6 +30,10 @@ struct Args {
     orders: usize,
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Also run the sequential orders with this much added to every Proxmox API answer (ms, a
+    /// real pveproxy's round trip); repeatable: `--pve-latency 15 --pve-latency 30`.
+    #[arg(long)]
+    pve_latency: Vec<u64>,
 }
 
 const AGE: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
@@ -255,6 +259,24 @@ disk_gib = 1000000
         median(&mut backend),
         ideal_one * 1000.0
     );
+
+    // The same against a slower Proxmox API: order → succeeded over the emulator's own time.
+    for &lat in &args.pve_latency {
+        emu.set_latency(Duration::from_millis(lat));
+        let mut over = Vec::new();
+        for n in 0..args.latency_runs {
+            let t0 = Instant::now();
+            let a = order(&customer, &offering, &format!("pve{lat}-{n}")).await?;
+            let op = finished(&customer, a.operation_id.as_deref().context("op")?).await?;
+            anyhow::ensure!(op.status == "succeeded", "{op:?}");
+            over.push(t0.elapsed().as_secs_f64() * 1000.0 - ideal_one * 1000.0);
+        }
+        println!(
+            "Proxmox API latency {lat} ms: order -> succeeded minus the emulated ideal, median {:.0} ms",
+            median(&mut over)
+        );
+    }
+    emu.set_latency(Duration::ZERO);
 
     // Throughput: all orders at once.
     let t0 = Instant::now();
