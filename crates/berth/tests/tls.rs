@@ -183,36 +183,27 @@ async fn the_control_plane_serves_https_that_clients_verify() {
         )
         .unwrap();
     };
+    let enroll = || {
+        berth()
+            .args(["agent", "enroll", "--name", "tls", "--config"])
+            .arg(&agent_toml)
+            .env("BERTH_SETUP_TOKEN", &setup.token)
+            .output()
+            .unwrap()
+    };
     let (other_cert, _, other_pin) = certificate(dir.path(), "other");
     for wrong in [
         format!("ca_file = \"{}\"", other_cert.display()),
         format!("tls_fingerprint = \"{other_pin}\""),
     ] {
         agent_with(&agent_toml, wrong.clone());
-        let out = berth()
-            .args(["agent", "enroll", "--name", "tls", "--config"])
-            .arg(&agent_toml)
-            .env("BERTH_SETUP_TOKEN", &setup.token)
-            .output()
-            .unwrap();
+        let out = enroll();
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "enrolled with {wrong}");
         assert!(err.contains("certificate"), "{wrong}: {err}");
     }
-    std::fs::write(
-        &agent_toml,
-        format!(
-            "[provisioner]\ntype = \"manual\"\n\n[api]\nendpoint = \"{url}\"\nca_file = \"{}\"\n\n[agent]\nstate_dir = \"state\"\n\n[polling]\nheartbeat_interval_seconds = 1\n",
-            cert.display()
-        ),
-    )
-    .unwrap();
-    let out = berth()
-        .args(["agent", "enroll", "--name", "tls", "--config"])
-        .arg(&agent_toml)
-        .env("BERTH_SETUP_TOKEN", &setup.token)
-        .output()
-        .unwrap();
+    agent_with(&agent_toml, format!("ca_file = \"{}\"", cert.display()));
+    let out = enroll();
     assert!(out.status.success(), "enroll: {}", String::from_utf8_lossy(&out.stderr));
     let mut agent = Server(
         berth()
