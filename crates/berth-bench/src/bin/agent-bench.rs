@@ -34,6 +34,9 @@ struct Args {
     /// real pveproxy's round trip); repeatable: `--pve-latency 15 --pve-latency 30`.
     #[arg(long)]
     pve_latency: Vec<u64>,
+    /// Print the Proxmox request timeline of the last order at each `--pve-latency`.
+    #[arg(long)]
+    trace: bool,
 }
 
 const AGE: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
@@ -265,11 +268,25 @@ disk_gib = 1000000
         emu.set_latency(Duration::from_millis(lat));
         let mut over = Vec::new();
         for n in 0..args.latency_runs {
+            let before = emu.requests().len();
             let t0 = Instant::now();
             let a = order(&customer, &offering, &format!("pve{lat}-{n}")).await?;
             let op = finished(&customer, a.operation_id.as_deref().context("op")?).await?;
             anyhow::ensure!(op.status == "succeeded", "{op:?}");
             over.push(t0.elapsed().as_secs_f64() * 1000.0 - ideal_one * 1000.0);
+            if args.trace && n + 1 == args.latency_runs {
+                println!("timeline of the last order at {lat} ms:");
+                for r in &emu.requests()[before..] {
+                    println!(
+                        "  {:>6.0} ms {:>5.0} ms  {} {} {}",
+                        r.received.saturating_duration_since(t0).as_secs_f64() * 1000.0,
+                        r.answered.saturating_duration_since(r.received).as_secs_f64() * 1000.0,
+                        r.status,
+                        r.method,
+                        r.path
+                    );
+                }
+            }
         }
         println!(
             "Proxmox API latency {lat} ms: order -> succeeded minus the emulated ideal, median {:.0} ms",
