@@ -15,3 +15,19 @@ pub fn server_config(extra: &str, database: &str) -> anyhow::Result<ServerConfig
     );
     Ok(ServerConfig::parse(&text, "bench server.toml")?)
 }
+
+/// Prints the emulator's request log from `t0` on, one request a line: when it arrived, how
+/// long its answer took, status, method, path (`--trace`).
+pub fn print_timeline(requests: &[berth_pve_emulator::RequestRecord], t0: std::time::Instant) {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;
+    for r in requests {
+        println!(
+            "  {:>6.0} ms {:>5.0} ms  {} {} {}",
+            ms(r.received.saturating_duration_since(t0)),
+            ms(r.answered.saturating_duration_since(r.received)),
+            r.status,
+            r.method,
+            r.path
+        );
+    }
+}

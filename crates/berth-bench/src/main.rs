@@ -123,6 +123,12 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// The median of some walls.
+fn median(mut walls: Vec<Duration>) -> Duration {
+    walls.sort();
+    walls[walls.len() / 2]
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -157,15 +163,15 @@ async fn main() -> anyhow::Result<()> {
         walls.push(timed_create(&p, &format!("single-{i}")).await?);
     }
     walls.sort();
-    let median = walls[walls.len() / 2];
+    let base = walls[walls.len() / 2];
     let overheads: Vec<String> = walls
         .iter()
         .map(|w| format!("{:.0}", ms(w.saturating_sub(ideal))))
         .collect();
     println!(
         "single create: median wall {:.0} ms, overhead (wall - ideal) median {:.0} ms; all overheads ms: [{}]",
-        ms(median),
-        ms(median.saturating_sub(ideal)),
+        ms(base),
+        ms(base.saturating_sub(ideal)),
         overheads.join(", ")
     );
 
@@ -181,10 +187,9 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..args.runs {
             w.push(timed_create(&p, &format!("lat{lat}-{i}")).await?);
         }
-        w.sort();
-        let m = w[w.len() / 2];
+        let m = median(w);
         let reqs = (emu.requests().len() - before) as f64 / f64::from(args.runs);
-        let sequential = (ms(m) - ms(median)) / lat.max(1) as f64;
+        let sequential = (ms(m) - ms(base)) / lat.max(1) as f64;
         println!(
             "latency {lat} ms: median wall {:.0} ms, overhead {:.0} ms, {reqs:.1} requests per create, \
              about {sequential:.1} of them on the critical path",
@@ -201,8 +206,7 @@ async fn main() -> anyhow::Result<()> {
             let fresh = provider(&emu, args.poll_ms)?;
             w.push(timed_create(&fresh, &format!("cold{lat}-{i}")).await?);
         }
-        w.sort();
-        let m = w[w.len() / 2];
+        let m = median(w);
         println!(
             "cold process, latency {lat} ms: median wall {:.0} ms, overhead {:.0} ms",
             ms(m),
@@ -224,8 +228,7 @@ async fn main() -> anyhow::Result<()> {
                 let config = config.clone();
                 w.push(tokio::task::spawn_blocking(move || timed_cli(&berth, &config, &tag)).await??);
             }
-            w.sort();
-            let m = w[w.len() / 2];
+            let m = median(w);
             println!(
                 "`berth vm create` process, latency {lat} ms: median wall {:.0} ms, overhead {:.0} ms",
                 ms(m),
@@ -241,16 +244,7 @@ async fn main() -> anyhow::Result<()> {
         let t0 = Instant::now();
         let wall = timed_create(&p, "traced").await?;
         println!("timeline of one create at {lat} ms (wall {:.0} ms):", ms(wall));
-        for r in &emu.requests()[before..] {
-            println!(
-                "  {:>6.0} ms {:>5.0} ms  {} {} {}",
-                ms(r.received.saturating_duration_since(t0)),
-                ms(r.answered.saturating_duration_since(r.received)),
-                r.status,
-                r.method,
-                r.path
-            );
-        }
+        berth_bench::print_timeline(&emu.requests()[before..], t0);
         emu.set_latency(Duration::ZERO);
     }
 

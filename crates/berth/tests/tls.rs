@@ -220,11 +220,14 @@ async fn the_control_plane_serves_https_that_clients_verify() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // `berth agent status`: identity, backends, journal, and the control plane's view.
-    let out = berth()
-        .args(["agent", "status", "--config"])
-        .arg(&agent_toml)
-        .output()
-        .unwrap();
+    let status = |config: &Path| {
+        berth()
+            .args(["agent", "status", "--config"])
+            .arg(config)
+            .output()
+            .unwrap()
+    };
+    let out = status(&agent_toml);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for want in [
@@ -238,12 +241,9 @@ async fn the_control_plane_serves_https_that_clients_verify() {
     // The same agent pinning the server's certificate instead of trusting a CA.
     let pinned_toml = agent_dir.join("pinned.toml");
     agent_with(&pinned_toml, format!("tls_fingerprint = \"{pin}\""));
-    let out = berth()
-        .args(["agent", "status", "--config"])
-        .arg(&pinned_toml)
-        .output()
-        .unwrap();
+    let out = status(&pinned_toml);
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "pinned: {}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("control plane: alive"), "pinned: {text}");
     let _ = agent.0.kill();
 

@@ -276,16 +276,7 @@ disk_gib = 1000000
             over.push(t0.elapsed().as_secs_f64() * 1000.0 - ideal_one * 1000.0);
             if args.trace && n + 1 == args.latency_runs {
                 println!("timeline of the last order at {lat} ms:");
-                for r in &emu.requests()[before..] {
-                    println!(
-                        "  {:>6.0} ms {:>5.0} ms  {} {} {}",
-                        r.received.saturating_duration_since(t0).as_secs_f64() * 1000.0,
-                        r.answered.saturating_duration_since(r.received).as_secs_f64() * 1000.0,
-                        r.status,
-                        r.method,
-                        r.path
-                    );
-                }
+                berth_bench::print_timeline(&emu.requests()[before..], t0);
             }
         }
         println!(
