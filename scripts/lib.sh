@@ -77,3 +77,19 @@ berth_need_libvirt() {
     # Nor at the next boot: the packaged "default" network must not autostart on this host.
     $sudo rm -f /etc/libvirt/qemu/networks/autostart/default.xml
 }
+
+# A Python with grpcio for the remote-provider example (examples/remote-provider-python), in a
+# virtual environment under target/ (PyPI's packages, pinned; Debian's grpcio is too old for
+# grpcio-status). Exports BERTH_GRPC_PYTHON for the tests.
+berth_need_grpc_python() {
+    local venv="$PWD/target/grpc-venv" pins="grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-status==1.85.1"
+    if ! "$venv/bin/python" -c 'import grpc, grpc_tools, grpc_status' >/dev/null 2>&1; then
+        berth_need_packages python3-venv
+        echo "==> installing grpcio in $venv"
+        rm -rf "$venv"
+        python3 -m venv "$venv"
+        # shellcheck disable=SC2086
+        "$venv/bin/pip" install -q $pins
+    fi
+    export BERTH_GRPC_PYTHON="$venv/bin/python"
+}

@@ -18,6 +18,9 @@ berth_need_packages postgresql
 # move together: chromedriver refuses another major version), and a font for the screenshots.
 berth_need_packages chromium chromium-driver fonts-dejavu-core
 export BERTH_REQUIRE_BROWSER=1
+# The remote-provider protocol's Python example: grpcio from PyPI (a virtual environment).
+berth_need_grpc_python
+export BERTH_REQUIRE_GRPC_PYTHON=1
 # One build from scratch: incremental artifacts would only cost time and disk (tens of GB).
 export CARGO_INCREMENTAL=0
 if [ "$(id -u)" -eq 0 ]; then

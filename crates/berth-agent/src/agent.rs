@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use berth_api::client::Client;
 use berth_api::wire::{Claimed, Drift};
-use berth_core::Provider;
+use berth_core::{Provider, ProviderError};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{AgentSettings, CapacitySection};
-use crate::heartbeat::Need;
+use crate::heartbeat::{Need, Reading};
 use crate::journal::{Entry, Journal, Loaded};
 use crate::lease::{Lease, is_refusal};
 
@@ -111,18 +111,17 @@ impl Backend {
         self.reserved.lock().expect("reserved lock").clone()
     }
 
-    /// Checks `need` against the host's thresholds (counting the other provisions under way)
-    /// and holds it for `instance_id` until the [`Reservation`] is dropped, however the work
-    /// ends (finished, failed, or cancelled mid-create).
-    pub(crate) async fn reserve(
+    /// Checks `need` against the host's thresholds as `reading` found them (counting the other
+    /// provisions under way) and holds it for `instance_id` until the [`Reservation`] is
+    /// dropped, however the work ends (finished, failed, or cancelled mid-create).
+    pub(crate) fn reserve(
         &self,
+        reading: Result<Reading, ProviderError>,
         cfg: &CapacitySection,
         instance_id: &str,
         need: Need,
     ) -> Result<Reservation<'_>, String> {
-        let reading = crate::heartbeat::read(self, cfg)
-            .await
-            .map_err(|e| format!("cannot check the host's capacity: {e}"))?;
+        let reading = reading.map_err(|e| format!("cannot check the host's capacity: {e}"))?;
         let mut res = self.reserved.lock().expect("reserved lock");
         res.remove(instance_id);
         crate::heartbeat::fits(&crate::heartbeat::report(&reading, &res), cfg, need)?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use berth_core::{ConfigError, Provider};
 use berth_manual::{ManualConfig, ManualProvider};
 use berth_multipass::MultipassProvider;
+use berth_provider_grpc::RemoteProvider;
 use berth_proxmox::ProxmoxProvider;
 use berth_script::ScriptProvider;
 
@@ -22,6 +23,7 @@ pub fn build_provider(config: &Config, backend: &BackendConfig) -> Result<Arc<dy
             Arc::new(MultipassProvider::new(mc.clone(), config.base_dir()).map_err(err("multipass"))?)
         }
         BackendSettings::Manual(mc) => Arc::new(manual(config, backend, mc)?),
+        BackendSettings::Remote(rc) => Arc::new(RemoteProvider::new(rc, &config.base_dir()).map_err(err("remote"))?),
         #[cfg(feature = "libvirt")]
         BackendSettings::Libvirt(lc) => {
             Arc::new(berth_libvirt::LibvirtProvider::new(lc.clone(), config.base_dir()).map_err(err("libvirt"))?)

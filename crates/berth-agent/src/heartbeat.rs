@@ -57,8 +57,14 @@ pub(crate) struct Reading {
 
 /// Reads one backend's totals (from the config, else the backend) × overcommit, and what the
 /// Berth-owned machines on its node take; disk total and free are capped by what it has.
+/// (The totals and the list are asked at once: each is a round trip to the backend.)
 pub(crate) async fn read(b: &Backend, cfg: &CapacitySection) -> Result<Reading, ProviderError> {
-    let host = match b.provider.capacity().await {
+    let counting = ListFilter {
+        without_addresses: true,
+        ..Default::default()
+    };
+    let (host, listed) = tokio::join!(b.provider.capacity(), b.provider.list(counting));
+    let host = match host {
         Ok(c) => Some(c),
         Err(e) if cfg.cores.is_some() && cfg.memory_mib.is_some() && cfg.disk_gib.is_some() => {
             tracing::debug!(backend = %b.name, error = %e, "no capacity from the backend; using the configured totals");
@@ -83,10 +89,7 @@ pub(crate) async fn read(b: &Backend, cfg: &CapacitySection) -> Result<Reading, 
     }
     // Totals of one node count only the machines on that node (a cluster lists them all).
     let node = host.as_ref().and_then(|h| h.node.clone());
-    let listed = b
-        .provider
-        .list(ListFilter::default())
-        .await?
+    let listed = listed?
         .into_iter()
         .filter(|i| node.is_none() || i.node.is_none() || i.node == node)
         .map(|i| {

@@ -85,7 +85,12 @@ impl Agent {
             disk_gib: p.disk_gib,
         };
         // A fresh machine must fit under the host's thresholds; a resumed one is already there.
-        let exists = match self.retrying("describe", || b.provider.describe(&r)).await {
+        // (The host is read while the machine is looked for: each is a round trip.)
+        let (described, reading) = tokio::join!(
+            self.retrying("describe", || b.provider.describe(&r)),
+            crate::heartbeat::read(b, self.capacity_of(b))
+        );
+        let exists = match described {
             Ok(_) => true,
             Err(ProviderError::NotFound { .. }) => false,
             Err(e) => {
@@ -97,7 +102,7 @@ impl Agent {
         let held = if exists {
             None
         } else {
-            match b.reserve(self.capacity_of(b), &entry.instance_id, need).await {
+            match b.reserve(reading, self.capacity_of(b), &entry.instance_id, need) {
                 Ok(h) => Some(h),
                 Err(full) => return failed("quota_exceeded", full),
             }

@@ -95,9 +95,15 @@ pub(crate) async fn delete(f: &Fixture, r: &InstanceRef) -> DeleteOutcome {
 /// it asked (a half-made duplicate may not carry the marker yet; a backend may report its own
 /// name, e.g. Multipass's `berth-<id>`, so the id alone must also count).
 pub(crate) async fn machines_of(f: &Fixture, spec: &VmSpec) -> Vec<Instance> {
-    let all = step("list --all", f.provider.list(ListFilter { all: true, kind: None }))
-        .await
-        .unwrap_or_else(|e| panic!("conformance: list(all) failed: {e}"));
+    let all = step(
+        "list --all",
+        f.provider.list(ListFilter {
+            all: true,
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("conformance: list(all) failed: {e}"));
     all.into_iter()
         .filter(|i| i.name == spec.name || i.instance_id.as_ref() == Some(&spec.instance_id))
         .collect()
@@ -343,9 +349,15 @@ pub async fn list_filters_owned(f: &Fixture, kind: GuestKind) {
         owned.iter().any(|i| i.backend_id == inst.backend_id),
         "conformance: list shows the new machine"
     );
-    let all = step("list", f.provider.list(ListFilter { all: true, kind: None }))
-        .await
-        .expect("list all");
+    let all = step(
+        "list",
+        f.provider.list(ListFilter {
+            all: true,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("list all");
     for o in &owned {
         assert!(
             all.iter().any(|i| i.backend_id == o.backend_id),
@@ -362,6 +374,7 @@ pub async fn list_filters_owned(f: &Fixture, kind: GuestKind) {
         f.provider.list(ListFilter {
             all: true,
             kind: Some(other),
+            ..Default::default()
         }),
     )
     .await
@@ -370,6 +383,31 @@ pub async fn list_filters_owned(f: &Fixture, kind: GuestKind) {
     assert!(
         !filtered.iter().any(|i| i.backend_id == inst.backend_id),
         "conformance: kind filter excludes {kind}"
+    );
+    // Without addresses (for counting what machines take): the same machines, the same sizes.
+    let counted = step(
+        "list",
+        f.provider.list(ListFilter {
+            without_addresses: true,
+            ..Default::default()
+        }),
+    )
+    .await
+    .expect("list without addresses");
+    // (Only the new machine is compared: other tests may share the backend.)
+    let sizes = |l: &[Instance]| {
+        l.iter()
+            .find(|i| i.backend_id == inst.backend_id)
+            .map(|i| (i.instance_id.clone(), i.cores, i.memory_mib, i.disk_gib))
+    };
+    assert!(
+        sizes(&counted).is_some(),
+        "conformance: a list without addresses shows the new machine"
+    );
+    assert_eq!(
+        sizes(&counted),
+        sizes(&owned),
+        "conformance: a list without addresses gives the same sizes"
     );
     delete(f, &id_ref(&spec)).await;
 }

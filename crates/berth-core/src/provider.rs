@@ -28,6 +28,9 @@ pub struct ListFilter {
     pub all: bool,
     /// Only this kind; `None` lists every kind.
     pub kind: Option<GuestKind>,
+    /// Leave out what costs the backend a request per machine (the guests' current addresses):
+    /// for counting what the machines take.
+    pub without_addresses: bool,
 }
 
 #[async_trait]

@@ -84,7 +84,14 @@ async fn test_driver_passes_the_conformance_suite_and_leaves_no_files() {
         "every instance's files are removed"
     );
     // The test driver's own domain is listed with --all, never as Berth's.
-    let all = f.provider.list(ListFilter { all: true, kind: None }).await.unwrap();
+    let all = f
+        .provider
+        .list(ListFilter {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(
         all.iter().any(|i| i.name == "test" && i.instance_id.is_none()),
         "{all:?}"

@@ -282,6 +282,7 @@ async fn deleting_a_waiting_request_ends_the_create_and_power_is_unsupported() {
         .list(berth_core::ListFilter {
             all: false,
             kind: Some(GuestKind::Container),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -125,7 +125,13 @@ async fn long_instance_ids_use_the_hashed_name() {
     assert_eq!(p.describe(&id).await.unwrap().backend_id, name);
     // The id cannot be read back from the name: listed only with --all, without an id.
     assert!(p.list(Default::default()).await.unwrap().is_empty());
-    let all = p.list(berth_core::ListFilter { all: true, kind: None }).await.unwrap();
+    let all = p
+        .list(berth_core::ListFilter {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!((all.len(), all[0].instance_id.clone()), (1, None));
     assert_eq!(p.delete(&id).await.unwrap(), berth_core::DeleteOutcome::Deleted);
 }

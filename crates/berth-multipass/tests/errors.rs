@@ -92,7 +92,15 @@ async fn a_failing_launch_reports_multipass_text_and_leaves_nothing() {
         text.contains("launch failed: Remote \"\" is unknown or unreachable."),
         "{text}"
     );
-    assert!(p.list(ListFilter { all: true, kind: None }).await.unwrap().is_empty());
+    assert!(
+        p.list(ListFilter {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -122,7 +130,13 @@ async fn machines_berth_does_not_own_are_seen_but_not_touched() {
     assert!(out.status.success(), "{out:?}");
     let p = fake.provider();
     assert!(p.list(ListFilter::default()).await.unwrap().is_empty());
-    let all = p.list(ListFilter { all: true, kind: None }).await.unwrap();
+    let all = p
+        .list(ListFilter {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.len(), 1);
     assert_eq!((all[0].name.as_str(), all[0].instance_id.as_ref()), ("primary", None));
     let primary = InstanceRef::Backend("primary".into());

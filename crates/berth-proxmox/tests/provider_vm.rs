@@ -182,7 +182,13 @@ async fn foreign_guests_are_listed_only_on_request_and_never_touched() {
 
     let owned = p.list(ListFilter::default()).await.unwrap();
     assert_eq!(owned.len(), 1, "{owned:?}");
-    let all = p.list(ListFilter { all: true, kind: None }).await.unwrap();
+    let all = p
+        .list(ListFilter {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(
         all.iter().any(|i| i.backend_id == "105" && i.instance_id.is_none()),
         "{all:?}"
@@ -195,6 +201,7 @@ async fn foreign_guests_are_listed_only_on_request_and_never_touched() {
         .list(ListFilter {
             all: true,
             kind: Some(GuestKind::Container),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -66,7 +66,12 @@ async fn every_request_matches_the_pve_schema() {
     p.validate().await;
     p.list_templates().await.unwrap();
     p.capacity().await.unwrap();
-    p.list(ListFilter { all: true, kind: None }).await.unwrap();
+    p.list(ListFilter {
+        all: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 
     let violations = emu.schema_violations();
     assert!(

@@ -238,7 +238,13 @@ async fn a_listed_machine_with_a_bad_contract_id_is_not_owned_and_does_not_fail_
     let owned = p.list(ListFilter::default()).await.unwrap();
     assert_eq!(owned.len(), 1, "{owned:?}");
     assert_eq!(owned[0].backend_id, "vm-1");
-    let all = p.list(ListFilter { all: true, kind: None }).await.unwrap();
+    let all = p
+        .list(ListFilter {
+            all: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.len(), 2, "{all:?}");
     let bad = all.iter().find(|i| i.backend_id == "vm-2").unwrap();
     assert_eq!(bad.instance_id, None);
@@ -259,6 +265,7 @@ async fn listing_only_containers_does_not_run_the_script() {
         .list(ListFilter {
             all: true,
             kind: Some(GuestKind::Container),
+            ..Default::default()
         })
         .await
         .unwrap();

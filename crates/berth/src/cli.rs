@@ -55,7 +55,7 @@ pub enum Command {
     /// Run the control plane (`--config server.toml`).
     Server(crate::cli_api::ServerArgs),
     /// Providers (operators create them).
-    Provider(Api<crate::cli_api::AccountAction>),
+    Provider(Api<crate::cli_api::ProviderAction>),
     /// Customers (operators create them).
     Customer(Api<crate::cli_api::AccountAction>),
     /// Setup tokens that enroll agents.

@@ -45,6 +45,46 @@ pub enum ServerAction {
     },
 }
 
+/// `berth provider …`: accounts on the control plane, or serving a backend over gRPC.
+#[derive(Subcommand, Debug)]
+pub enum ProviderAction {
+    /// Create one (operators); prints its id and first API token.
+    Create {
+        /// Its name (unique among them).
+        name: String,
+    },
+    /// List them (operators).
+    List,
+    /// Serve one backend of `--config` as a remote provider over gRPC
+    /// (proto/berth/provider/v1/provider.proto), for agents with `type = "remote"`.
+    Serve(ProviderServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ProviderServeArgs {
+    #[command(flatten)]
+    pub config: crate::cli::ConfigArg,
+    /// The backend of the configuration to serve (default: its only one).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Where to listen: ADDRESS:PORT, or unix:/path/to.sock. Without TLS only a loopback
+    /// address or a Unix socket is accepted.
+    #[arg(long, default_value = "127.0.0.1:8421")]
+    pub listen: String,
+    /// The server's certificate (PEM) for TLS.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: only clients with a certificate signed by this CA (PEM) may call.
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Callers must send `authorization: Bearer <token>`, the token being this file's content.
+    #[arg(long)]
+    pub bearer_token_file: Option<PathBuf>,
+}
+
 #[derive(Args, Debug)]
 pub struct ServerArgs {
     #[command(flatten)]

@@ -17,6 +17,7 @@ mod offering_cmd;
 mod operator;
 mod output;
 mod progress;
+mod provider_serve;
 mod pve_backup;
 mod pve_cmd;
 mod pve_ha;
@@ -63,7 +64,15 @@ fn main() -> ExitCode {
             C::Checkpoints(a) => decl_rollback::checkpoints(&a, output),
             C::Rollback(a) => decl_rollback::rollback(&a.site, &a.apply_id, a.yes).await,
             C::Server(args) => server_cmd::run(args).await,
-            C::Provider(a) => api_cmd::accounts("provider", a.action, &a.api, output).await,
+            C::Provider(a) => match a.action {
+                cli_api::ProviderAction::Serve(s) => provider_serve::run(s).await,
+                cli_api::ProviderAction::Create { name } => {
+                    api_cmd::accounts("provider", cli_api::AccountAction::Create { name }, &a.api, output).await
+                }
+                cli_api::ProviderAction::List => {
+                    api_cmd::accounts("provider", cli_api::AccountAction::List, &a.api, output).await
+                }
+            },
             C::Customer(a) => api_cmd::accounts("customer", a.action, &a.api, output).await,
             C::AgentToken(a) => api_cmd::agent_token(a.action, &a.api, output).await,
             C::Token(a) => token_cmd::token(a.action, &a.api, output).await,

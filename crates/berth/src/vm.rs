@@ -95,7 +95,13 @@ async fn dispatch(
             out.instance(backend, &inst);
         }
         VmAction::List { all, .. } => {
-            let list = p.list(ListFilter { all, kind: Some(kind) }).await?;
+            let list = p
+                .list(ListFilter {
+                    all,
+                    kind: Some(kind),
+                    ..Default::default()
+                })
+                .await?;
             out.instances(backend, &list);
         }
         VmAction::Describe { id } => {

@@ -11,6 +11,7 @@ use berth_core::Secret;
 use berth_libvirt::LibvirtConfig;
 use berth_manual::ManualConfig;
 use berth_multipass::MultipassConfig;
+use berth_provider_grpc::RemoteConfig;
 use berth_proxmox::ProxmoxConfig;
 use berth_script::ScriptConfig;
 use serde::Deserialize;
@@ -30,6 +31,7 @@ pub enum BackendKind {
     Manual,
     Multipass,
     Libvirt,
+    Remote,
 }
 
 impl BackendKind {
@@ -40,6 +42,7 @@ impl BackendKind {
             BackendKind::Manual => "manual",
             BackendKind::Multipass => "multipass",
             BackendKind::Libvirt => "libvirt",
+            BackendKind::Remote => "remote",
         }
     }
 }
@@ -54,6 +57,8 @@ pub enum BackendSettings {
     Manual(ManualConfig),
     #[cfg(feature = "libvirt")]
     Libvirt(LibvirtConfig),
+    /// A provider served over gRPC (`berth provider serve`, or one built on the SDK).
+    Remote(RemoteConfig),
 }
 
 /// One configured backend.
@@ -82,6 +87,7 @@ impl BackendConfig {
             BackendSettings::Manual(_) => BackendKind::Manual,
             #[cfg(feature = "libvirt")]
             BackendSettings::Libvirt(_) => BackendKind::Libvirt,
+            BackendSettings::Remote(_) => BackendKind::Remote,
         }
     }
 }
@@ -100,6 +106,7 @@ pub(crate) struct RawBackend {
     script: Option<ScriptConfig>,
     multipass: Option<MultipassConfig>,
     manual: Option<ManualConfig>,
+    remote: Option<RemoteConfig>,
     #[cfg(feature = "libvirt")]
     libvirt: Option<LibvirtConfig>,
     /// Without the libvirt feature the table is still recognised, so the error is about the
@@ -156,6 +163,7 @@ pub(crate) fn settle_backends(raw: RawBackend, cx: &Ctx<'_>) -> Result<Vec<Backe
         ("multipass", raw.multipass.is_some()),
         ("manual", raw.manual.is_some()),
         ("libvirt", raw.libvirt.is_some()),
+        ("remote", raw.remote.is_some()),
     ];
     if let Some((key, _)) = stray.iter().find(|(_, set)| *set) {
         return Err(cx.loc.at_key(
@@ -202,7 +210,7 @@ fn settle_one(name: String, prefix: String, p: RawBackend, cx: &Ctx<'_>) -> Resu
     let kind = p.kind.ok_or_else(|| {
         loc.at_key(
             &format!("{prefix}.type"),
-            "missing required key 'type'; expected \"proxmox\", \"script\", \"multipass\", \"manual\" or \"libvirt\"",
+            "missing required key 'type'; expected \"proxmox\", \"script\", \"multipass\", \"manual\", \"libvirt\" or \"remote\"",
         )
     })?;
     let rate_limit = p.rate_limit.unwrap_or_default();
@@ -254,6 +262,11 @@ fn settle_one(name: String, prefix: String, p: RawBackend, cx: &Ctx<'_>) -> Resu
             check(mc.validate(cx.base), &prefix, "multipass", |e| (e.key, e.message), loc)?;
             BackendSettings::Multipass(mc)
         }
+        BackendKind::Remote => {
+            let rc = table(p.remote, &prefix, "remote", "endpoint, and ca_file or token_file", loc)?;
+            check(rc.validate(cx.base), &prefix, "remote", |e| (e.key, e.message), loc)?;
+            BackendSettings::Remote(rc)
+        }
         #[cfg(feature = "libvirt")]
         BackendKind::Libvirt => {
             let mut lc = table(p.libvirt, &prefix, "libvirt", "images_dir or template_pool", loc)?;
@@ -264,7 +277,7 @@ fn settle_one(name: String, prefix: String, p: RawBackend, cx: &Ctx<'_>) -> Resu
         BackendKind::Libvirt => {
             return Err(loc.at_key(
                 &format!("{prefix}.type"),
-                "backend \"libvirt\" is not in this build (built without the `libvirt` feature: run it with `berth agent`, or build berth-agent with `--features libvirt`); expected \"proxmox\", \"script\", \"multipass\" or \"manual\"",
+                "backend \"libvirt\" is not in this build (built without the `libvirt` feature: run it with `berth agent`, or build berth-agent with `--features libvirt`); expected \"proxmox\", \"script\", \"multipass\", \"manual\" or \"remote\"",
             ));
         }
     };

@@ -151,3 +151,41 @@ fn the_single_shape_is_one_backend_named_after_its_kind() {
     assert_eq!(cfg.backends[0].key_prefix, "provisioner");
     assert!(cfg.backend(None).is_ok());
 }
+
+#[test]
+fn a_remote_backend_is_read_and_its_bad_keys_named() {
+    let cfg = parse(
+        "[provisioner]\ntype = \"remote\"\n\n[provisioner.remote]\nendpoint = \"unix:/run/berth/pve.sock\"\ncall_timeout_secs = 20\n",
+    )
+    .unwrap();
+    let b = &cfg.backends[0];
+    assert_eq!(b.kind(), BackendKind::Remote);
+    let BackendSettings::Remote(rc) = &b.settings else {
+        panic!("{:?}", b.settings)
+    };
+    assert_eq!(
+        (rc.endpoint.as_str(), rc.call_timeout_secs),
+        ("unix:/run/berth/pve.sock", 20)
+    );
+    for (text, key, says) in [
+        (
+            "[provisioner]\ntype = \"remote\"\n",
+            "provisioner.type",
+            "[provisioner.remote]",
+        ),
+        (
+            "[provisioner]\ntype = \"remote\"\n[provisioner.remote]\nendpoint = \"http://198.51.100.7:8421\"\n",
+            "provisioner.remote.endpoint",
+            "only for loopback",
+        ),
+        (
+            "[provisioner]\ntype = \"remote\"\n[provisioner.remote]\nendpoint = \"https://pve1:8421\"\n",
+            "provisioner.remote.ca_file",
+            "CA",
+        ),
+    ] {
+        let err = parse(text).unwrap_err();
+        assert_eq!(err.key.as_deref(), Some(key), "{text}: {err}");
+        assert!(err.message.contains(says), "{text}: {err}");
+    }
+}

@@ -62,6 +62,9 @@ impl ProxmoxProvider {
         guests.sort_by_key(|g| g.vmid);
         let instances = futures::stream::iter(guests)
             .map(|g| async move {
+                if filter.without_addresses {
+                    return g.to_instance(None, None);
+                }
                 let ips = self.current_ips(&g).await;
                 g.to_instance(ips.v4, ips.v6)
             })

@@ -1,0 +1,183 @@
+//! `berth provider serve` as its own process in front of the PVE emulator, and an agent whose
+//! backend is `type = "remote"`: an order runs end to end through it, and a create cut off by
+//! the serving process dying (kill -9) is resumed by the agent's retry to exactly one machine.
+
+mod common;
+mod stack;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_pve_emulator::EmulatorHandle;
+use common::{berth, config_text};
+use stack::{Db, Stack, paced};
+
+const LONG: Duration = Duration::from_secs(90);
+
+/// A `berth provider serve` process; killed when dropped.
+struct Serve {
+    _dir: tempfile::TempDir,
+    child: Child,
+    config: PathBuf,
+    token: PathBuf,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Serve {
+    /// Serves the emulator's Proxmox backend on a free loopback port with a bearer token.
+    fn start(emu: &EmulatorHandle, tmp: tempfile::TempDir) -> Serve {
+        let dir = tmp.path();
+        let config = dir.join("pve.toml");
+        std::fs::write(&config, config_text(emu, &emu.token_secret())).unwrap();
+        let token = dir.join("provider.token");
+        std::fs::write(&token, "remote-secret\n").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.join("serve.log");
+        let child = Serve::spawn(&config, &token, port, &log);
+        Serve {
+            _dir: tmp,
+            child,
+            config,
+            token,
+            port,
+            log,
+        }
+    }
+
+    fn spawn(config: &Path, token: &Path, port: u16, log: &Path) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        berth()
+            .args(["provider", "serve", "--config"])
+            .arg(config)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--bearer-token-file"])
+            .arg(token)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Serve::spawn(&self.config, &self.token, self.port, &self.log);
+    }
+
+    /// The agent's `[provisioner]` for this server.
+    fn provisioner(&self) -> String {
+        format!(
+            "[provisioner]\ntype = \"remote\"\n\n[provisioner.remote]\nendpoint = \"http://127.0.0.1:{}\"\ntoken_file = \"{}\"\n",
+            self.port,
+            self.token.display()
+        )
+    }
+
+    async fn listening(&self) {
+        let until = Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_err() {
+            assert!(Instant::now() < until, "provider serve never listened:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn stack_with_remote(timings: berth_pve_emulator::Timings) -> (Stack, Serve) {
+    let serve_dir = tempfile::tempdir().unwrap();
+    let mut serve = None;
+    let s = Stack::start_with(
+        Db::Sqlite,
+        timings,
+        |emu| {
+            let sv = Serve::start(emu, serve_dir);
+            let text = sv.provisioner();
+            serve = Some(sv);
+            text
+        },
+        "[polling]\nheartbeat_interval_seconds = 1\n",
+    )
+    .await
+    .unwrap();
+    let serve = serve.unwrap();
+    serve.listening().await;
+    (s, serve)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_runs_through_an_agent_whose_backend_is_a_remote_provider() {
+    let (mut s, serve) = stack_with_remote(berth_pve_emulator::Timings::fast()).await;
+    assert!(
+        serve.log().contains("as a remote provider on 127.0.0.1:"),
+        "{}",
+        serve.log()
+    );
+    s.spawn_agent();
+    s.wait_agent_alive().await;
+    let offering = s.offering(&[]).await;
+    let a = s.order(&offering, "far").await;
+    let op = s.finished(a.operation_id.as_deref().unwrap(), LONG).await;
+    assert_eq!(op.status, "succeeded", "{op:#?}\n{}\n{}", s.agent_log(), serve.log());
+    let inst = s.customer.instance(&a.instance_id).await.unwrap();
+    assert_eq!(inst.status, "running", "{inst:#?}");
+    assert_eq!(s.owned_by(&a.instance_id).len(), 1, "{:?}", s.owned());
+    let stages: Vec<&str> = op.stages.iter().map(|st| st.stage.as_str()).collect();
+    assert!(
+        stages.contains(&"clone_template") && stages.contains(&"wait_network"),
+        "{stages:?}"
+    );
+    // The agent reports the remote's capacity and templates like any backend's.
+    let agents = s.provider.agents().await.unwrap();
+    assert!(agents.iter().any(|a| a.alive), "{agents:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_cut_off_by_the_serving_process_dying_resumes_to_one_machine() {
+    let (mut s, mut serve) = stack_with_remote(paced()).await;
+    s.spawn_agent();
+    s.wait_agent_alive().await;
+    let offering = s.offering(&[]).await;
+    let a = s.order(&offering, "cut").await;
+    let op = a.operation_id.as_deref().unwrap();
+    s.in_stage(op, "clone_template").await;
+    // kill -9 in the middle of the clone; back a moment later on the same address.
+    serve.restart();
+    serve.listening().await;
+    let view = s.finished(op, LONG).await;
+    assert_eq!(
+        view.status,
+        "succeeded",
+        "{view:#?}\n{}\n{}",
+        s.agent_log(),
+        serve.log()
+    );
+    assert_eq!(
+        s.owned_by(&a.instance_id).len(),
+        1,
+        "exactly one machine: {:?}",
+        s.owned()
+    );
+    assert!(
+        s.agent_log().contains("retryable failure"),
+        "the agent saw the break and retried:\n{}",
+        s.agent_log()
+    );
+}
