@@ -12,6 +12,8 @@ instance id; deleting something absent answers ALREADY_ABSENT; errors carry Bert
 the field in an ErrorDetail inside the standard google.rpc.Status details.
 """
 import argparse
+import hmac
+import ipaddress
 import json
 import os
 import sys
@@ -70,33 +72,40 @@ class Cloud(pbg.ProviderServicer):
         self.lock = threading.Lock()  # one change at a time: a cancelled create may still run
 
     def load(self):
+        """{"next": the next machine number (never reused), "machines": {instance id: machine}}"""
         try:
             with open(self.state_file) as f:
                 return json.load(f)
         except FileNotFoundError:
-            return {}
+            return {"next": 1, "machines": {}}
 
-    def save(self, machines):
+    def save(self, state):
         tmp = self.state_file + ".tmp"
         with open(tmp, "w") as f:
-            json.dump(machines, f)
+            json.dump(state, f)
         os.replace(tmp, self.state_file)  # whole or not at all
 
     def check_token(self, context):
         if self.token is None:
             return
         got = dict(context.invocation_metadata()).get("authorization", "")
-        if got != "Bearer " + self.token:
+        if not hmac.compare_digest(got.encode(), ("Bearer " + self.token).encode()):
             fail(context, pb.ERROR_CODE_UNAUTHORIZED, "missing or wrong bearer token")
 
-    def find(self, machines, ref, context):
+    @staticmethod
+    def key(ref, context):
         which = ref.WhichOneof("ref")
-        for m in machines.values():
-            if (which == "instance_id" and m["instance_id"] == ref.instance_id) or (
-                which == "backend_id" and m["backend_id"] == ref.backend_id
-            ):
+        if which is None:
+            fail(context, pb.ERROR_CODE_INVALID_SPEC, "expected an instance_id or a backend_id", "id")
+        return which, getattr(ref, which)
+
+    def find(self, state, ref, context, missing_ok=False):
+        which, value = self.key(ref, context)
+        for m in state["machines"].values():
+            if m[which] == value:
                 return m
-        fail(context, pb.ERROR_CODE_NOT_FOUND, f"no machine {getattr(ref, which or 'instance_id')}")
+        if not missing_ok:
+            fail(context, pb.ERROR_CODE_NOT_FOUND, f"no machine with {which} {value}")
 
     @staticmethod
     def instance(m):
@@ -136,26 +145,34 @@ class Cloud(pbg.ProviderServicer):
         spec = request.spec
         self.refuse(spec, context)
         stage = lambda s, p: pb.CreateEvent(stage=pb.StageEvent(stage=s, phase=p))  # noqa: E731
+        # Each step changes the file under the lock (never held while a message is sent), and
+        # a step already done is skipped: a create cut off anywhere is finished by the next.
         with self.lock:
-            machines = self.load()
-            m = machines.get(spec.instance_id)
-            if m is None:  # idempotent: a machine already made for this id is returned
-                yield stage(pb.STAGE_CLONE_TEMPLATE, pb.STAGE_PHASE_STARTED)
-                n = 1 + max([int(x["backend_id"][3:]) for x in machines.values()] or [0])
-                m = {"instance_id": spec.instance_id, "backend_id": f"py-{n}", "name": spec.name,
-                     "state": pb.POWER_STATE_STOPPED, "ipv4": f"10.77.{n // 250}.{n % 250 + 2}",
-                     "cores": spec.cores, "memory_mib": spec.memory_mib, "disk_gib": spec.disk_gib,
-                     "user": spec.user or "debian"}
-                machines[spec.instance_id] = m
-                self.save(machines)
-                yield stage(pb.STAGE_CLONE_TEMPLATE, pb.STAGE_PHASE_COMPLETED)
-            if m["state"] != pb.POWER_STATE_RUNNING:
-                yield stage(pb.STAGE_START_VM, pb.STAGE_PHASE_STARTED)
-                time.sleep(0.01)
-                m["state"] = pb.POWER_STATE_RUNNING
-                self.save(machines)
-                yield stage(pb.STAGE_START_VM, pb.STAGE_PHASE_COMPLETED)
-            yield pb.CreateEvent(instance=self.instance(m))
+            state = self.load()
+            made = spec.instance_id not in state["machines"]
+            if made:  # idempotent: a machine already made for this id is returned
+                n = state["next"]
+                state["next"] = n + 1
+                state["machines"][spec.instance_id] = {
+                    "instance_id": spec.instance_id, "backend_id": f"py-{n}", "name": spec.name,
+                    "state": pb.POWER_STATE_STOPPED, "ipv4": f"10.77.{n // 250}.{n % 250 + 2}",
+                    "cores": spec.cores, "memory_mib": spec.memory_mib, "disk_gib": spec.disk_gib,
+                    "user": spec.user or "debian"}
+                self.save(state)
+        if made:
+            yield stage(pb.STAGE_CLONE_TEMPLATE, pb.STAGE_PHASE_STARTED)
+            yield stage(pb.STAGE_CLONE_TEMPLATE, pb.STAGE_PHASE_COMPLETED)
+        yield stage(pb.STAGE_START_VM, pb.STAGE_PHASE_STARTED)
+        time.sleep(0.01)
+        with self.lock:
+            state = self.load()
+            m = state["machines"].get(spec.instance_id)
+            if m is None:
+                fail(context, pb.ERROR_CODE_CONFLICT, "the machine was deleted while it was being made")
+            m["state"] = pb.POWER_STATE_RUNNING
+            self.save(state)
+        yield stage(pb.STAGE_START_VM, pb.STAGE_PHASE_COMPLETED)
+        yield pb.CreateEvent(instance=self.instance(m))
 
     def Describe(self, request, context):
         self.check_token(context)
@@ -163,7 +180,7 @@ class Cloud(pbg.ProviderServicer):
 
     def List(self, request, context):
         self.check_token(context)
-        ms = sorted(self.load().values(), key=lambda m: m["backend_id"])
+        ms = sorted(self.load()["machines"].values(), key=lambda m: int(m["backend_id"][3:]))
         if request.HasField("kind") and request.kind == pb.GUEST_KIND_CONTAINER:
             ms = []
         return pb.ListResponse(instances=[self.instance(m) for m in ms])
@@ -171,35 +188,36 @@ class Cloud(pbg.ProviderServicer):
     def Power(self, request, context):
         self.check_token(context)
         with self.lock:
-            machines = self.load()
-            m = self.find(machines, request.id, context)
+            state = self.load()
+            m = self.find(state, request.id, context)
             op = request.WhichOneof("op")
+            if op is None:
+                fail(context, pb.ERROR_CODE_INVALID_SPEC, "expected start, stop, shutdown or reboot", "op")
             m["state"] = pb.POWER_STATE_STOPPED if op in ("stop", "shutdown") else pb.POWER_STATE_RUNNING
-            self.save(machines)
+            self.save(state)
             return self.instance(m)
 
     def Reconfigure(self, request, context):
         self.check_token(context)
         with self.lock:
-            machines = self.load()
-            m = self.find(machines, request.id, context)
+            state = self.load()
+            m = self.find(state, request.id, context)
             for f in ("cores", "memory_mib", "disk_gib"):
                 if request.HasField(f):
                     m[f] = getattr(request, f)
-            self.save(machines)
+            self.save(state)
             return pb.ReconfigureResponse(restart_required=m["state"] == pb.POWER_STATE_RUNNING)
 
     def Delete(self, request, context):
         self.check_token(context)
         with self.lock:
-            machines = self.load()
-            for key, m in list(machines.items()):
-                which = request.id.WhichOneof("ref")
-                if m.get(which) == getattr(request.id, which):
-                    del machines[key]
-                    self.save(machines)
-                    return pb.DeleteResponse(outcome=pb.DELETE_OUTCOME_DELETED)
-            return pb.DeleteResponse(outcome=pb.DELETE_OUTCOME_ALREADY_ABSENT)
+            state = self.load()
+            m = self.find(state, request.id, context, missing_ok=True)
+            if m is None:
+                return pb.DeleteResponse(outcome=pb.DELETE_OUTCOME_ALREADY_ABSENT)
+            del state["machines"][m["instance_id"]]
+            self.save(state)
+            return pb.DeleteResponse(outcome=pb.DELETE_OUTCOME_DELETED)
 
     def ListTemplates(self, request, context):
         self.check_token(context)
@@ -207,11 +225,11 @@ class Cloud(pbg.ProviderServicer):
 
     def Capacity(self, request, context):
         self.check_token(context)
-        ms = self.load().values()
+        ms = self.load()["machines"].values()
         used = sum(m["disk_gib"] for m in ms)
         return pb.HostCapacity(cpus_total=HOST["cores"], memory_mib_total=HOST["memory_mib"],
                            memory_mib_used=sum(m["memory_mib"] for m in ms), disk_gib_total=HOST["disk_gib"],
-                           disk_gib_free=HOST["disk_gib"] - used, instances=len(ms))
+                           disk_gib_free=max(0, HOST["disk_gib"] - used), instances=len(ms))
 
 
 def main():
@@ -220,6 +238,9 @@ def main():
     ap.add_argument("--listen", default="127.0.0.1:8422", help="ADDRESS:PORT or unix:/path (plaintext: keep it local)")
     ap.add_argument("--token-file", help="callers must send authorization: Bearer <this file's token>")
     a = ap.parse_args()
+    host = a.listen.rsplit(":", 1)[0].strip("[]")
+    if not a.listen.startswith("unix:") and not ipaddress.ip_address(host).is_loopback:
+        sys.exit(f"plaintext gRPC only on loopback or a Unix socket (got --listen {a.listen})")
     token = open(a.token_file).read().strip() if a.token_file else None
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
     pbg.add_ProviderServicer_to_server(Cloud(a.state, token), server)

@@ -3,6 +3,7 @@
 //! running work finish within the grace period, then checkpoint it and release its lease.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +29,9 @@ pub struct Backend {
     health: Mutex<(bool, Option<String>)>,
     /// Resources of provisions under way, by instance id (see [`Reservation`]).
     reserved: Mutex<HashMap<String, Need>>,
+    /// Reservations given back so far: a host reading older than the last one may miss a
+    /// machine (made after the reading, no longer held aside).
+    released: AtomicU64,
     circuit: Option<Arc<dyn Fn() -> Option<String> + Send + Sync>>,
     /// A manual backend's request store, where an operator's input from the control plane goes.
     pub manual: Option<Arc<berth_manual::ManualProvider>>,
@@ -46,6 +50,7 @@ impl Backend {
             capacity: None,
             health: Mutex::new((true, None)),
             reserved: Mutex::new(HashMap::new()),
+            released: AtomicU64::new(0),
             circuit: None,
             manual: None,
             reported: Mutex::new(None),
@@ -106,6 +111,11 @@ impl Backend {
         self.circuit.as_ref().and_then(|f| f())
     }
 
+    /// How many reservations were given back so far (see [`Backend::reserve`]).
+    pub(crate) fn released(&self) -> u64 {
+        self.released.load(Ordering::SeqCst)
+    }
+
     /// The provisions under way on this backend (a copy).
     pub(crate) fn reserved(&self) -> HashMap<String, Need> {
         self.reserved.lock().expect("reserved lock").clone()
@@ -146,6 +156,7 @@ impl Drop for Reservation<'_> {
             .lock()
             .expect("reserved lock")
             .remove(&self.instance_id);
+        self.backend.released.fetch_add(1, Ordering::SeqCst);
     }
 }
 

@@ -86,7 +86,8 @@ impl Agent {
         };
         // A fresh machine must fit under the host's thresholds; a resumed one is already there.
         // (The host is read while the machine is looked for: each is a round trip.)
-        let (described, reading) = tokio::join!(
+        let released = b.released();
+        let (described, mut reading) = tokio::join!(
             self.retrying("describe", || b.provider.describe(&r)),
             crate::heartbeat::read(b, self.capacity_of(b))
         );
@@ -102,6 +103,11 @@ impl Agent {
         let held = if exists {
             None
         } else {
+            // A provision that ended since the reading began may have made a machine the
+            // reading does not show: read again (the look may have taken retries).
+            if b.released() != released {
+                reading = crate::heartbeat::read(b, self.capacity_of(b)).await;
+            }
             match b.reserve(reading, self.capacity_of(b), &entry.instance_id, need) {
                 Ok(h) => Some(h),
                 Err(full) => return failed("quota_exceeded", full),

@@ -82,7 +82,8 @@ impl RemoteConfig {
         match url.scheme_str() {
             Some("https") => Ok(Target::Tls(host.to_owned())),
             Some("http") => {
-                let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                // A literal address: a name could resolve anywhere.
+                let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
                 if loopback {
                     Ok(Target::Plain)
                 } else {
@@ -160,6 +161,9 @@ impl Interceptor for Bearer {
 
 type Client = ProviderClient<InterceptedService<Channel, Bearer>>;
 
+/// The largest answer taken: room for a command's whole output.
+const MAX_MESSAGE: usize = 80 << 20;
+
 pub struct RemoteProvider {
     client: Client,
     endpoint: String,
@@ -229,7 +233,8 @@ impl RemoteProvider {
             }
         };
         Ok(RemoteProvider {
-            client: ProviderClient::with_interceptor(channel, Bearer(token)),
+            // A command's output may be large (the script backend keeps up to 64 MiB).
+            client: ProviderClient::with_interceptor(channel, Bearer(token)).max_decoding_message_size(MAX_MESSAGE),
             endpoint: config.endpoint.clone(),
             call_timeout: Duration::from_secs(config.call_timeout_secs),
             create_timeout: Duration::from_secs(config.create_timeout_secs),
@@ -350,6 +355,14 @@ impl Provider for RemoteProvider {
         let r = self.call("list", |mut c| async move { c.list(req).await }).await?;
         r.instances
             .into_iter()
+            .filter(|i| {
+                // A kind a newer server has and this agent does not: not its to manage.
+                let known = pb::GuestKind::try_from(i.kind).is_ok();
+                if !known {
+                    tracing::warn!(backend_id = %i.backend_id, kind = i.kind, "the remote listed a machine of an unknown kind; left out");
+                }
+                known
+            })
             .map(|i| cv::instance_from(i).map_err(Bad::remote_fault))
             .collect()
     }
@@ -359,7 +372,14 @@ impl Provider for RemoteProvider {
             id: Some(cv::ref_to(id)),
             op: Some(cv::power_to(op)),
         };
-        let i = self.call("power", |mut c| async move { c.power(req).await }).await?;
+        // A graceful shutdown may take its whole timeout: that, then the usual allowance.
+        let deadline = match op {
+            PowerOp::Shutdown { timeout_secs } => Duration::from_secs(timeout_secs) + self.call_timeout,
+            _ => self.call_timeout,
+        };
+        let i = self
+            .call_within("power", deadline, |mut c| async move { c.power(req).await })
+            .await?;
         cv::instance_from(i).map_err(Bad::remote_fault)
     }
 

@@ -4,9 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_core::{Provider, Secret};
 use subtle::ConstantTimeEq;
@@ -64,6 +66,9 @@ pub struct ServeOptions {
     pub tls: Option<ServerTls>,
     /// Callers must send `authorization: Bearer <token>`.
     pub token: Option<Secret>,
+    /// Serve TCP with neither a token nor client certificates: anyone who reaches the port
+    /// may create, delete and run commands in guests. Off unless asked for by name.
+    pub allow_unauthenticated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +77,10 @@ pub enum ServeError {
         "refusing to serve without TLS on {0}: plaintext is only for loopback addresses and Unix sockets (give a certificate and key)"
     )]
     Plaintext(SocketAddr),
+    #[error(
+        "refusing to serve {0} to anyone who reaches it: set a bearer token or client certificates (a client CA), serve on a Unix socket, or allow it explicitly"
+    )]
+    Unauthenticated(String),
     #[error("cannot listen on {listen}: {error}")]
     Bind { listen: String, error: std::io::Error },
     #[error("TLS: {0}")]
@@ -106,6 +115,10 @@ pub async fn bind(opts: ServeOptions) -> Result<Served, ServeError> {
             if tls.is_none() && !addr.ip().is_loopback() {
                 return Err(ServeError::Plaintext(*addr));
             }
+            let client_ca = opts.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
+            if opts.token.is_none() && !client_ca && !opts.allow_unauthenticated {
+                return Err(ServeError::Unauthenticated(addr.to_string()));
+            }
             let l = tokio::net::TcpListener::bind(addr).await.map_err(bind_err)?;
             let local = Listen::Tcp(l.local_addr().map_err(bind_err)?);
             match tls {
@@ -119,24 +132,30 @@ pub async fn bind(opts: ServeOptions) -> Result<Served, ServeError> {
                     "TLS is for TCP: a Unix socket is protected by its file permissions".into(),
                 ));
             }
-            // A socket left by a server that is gone is replaced; one that answers is in use.
-            if path.exists() && std::os::unix::net::UnixStream::connect(path).is_err() {
+            // A socket left by a server that is gone is replaced; one that answers is in use,
+            // and anything that is not a socket is never touched.
+            let stale = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+            if stale && std::os::unix::net::UnixStream::connect(path).is_err() {
                 let _ = std::fs::remove_file(path);
             }
             let l = tokio::net::UnixListener::bind(path).map_err(bind_err)?;
+            // Only this user may connect: the socket's permissions are its protection.
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind_err)?;
             (Listener::Unix(l), Listen::Unix(path.clone()))
         }
     };
     Ok(Served { listener, opts, local })
 }
 
-/// The client certificate's verdict (mutual TLS), then the token, in constant time.
-fn caller_check(token: Option<Secret>) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
+/// The client certificate's verdict (mutual TLS: a connection without one is refused too),
+/// then the token, in constant time.
+fn caller_check(token: Option<Secret>, mtls: bool) -> impl Fn(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |req: Request<()>| {
-        if let Some(Verdict(Err(why))) = req.extensions().get::<Verdict>() {
-            return Err(crate::status::to_status(&berth_core::ProviderError::unauthorized(
-                why.clone(),
-            )));
+        let refuse = |why: String| Err(crate::status::to_status(&berth_core::ProviderError::unauthorized(why)));
+        match req.extensions().get::<Verdict>() {
+            Some(Verdict(Err(why))) => return refuse(why.clone()),
+            None if mtls => return refuse("this server requires a client certificate".into()),
+            _ => {}
         }
         let Some(want) = &token else { return Ok(req) };
         let got = req
@@ -162,10 +181,16 @@ impl Served {
         provider: Arc<dyn Provider>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let mut builder = Server::builder();
+        // Keep-alive pings notice a client that vanished without closing its connection, so
+        // its create is cancelled rather than left to race its retry.
+        let mut builder = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(15)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        let mtls = self.opts.tls.as_ref().is_some_and(|t| t.client_ca_file.is_some());
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<ProviderServer<Service>>().await;
-        let service = ProviderServer::with_interceptor(Service::new(provider), caller_check(self.opts.token.clone()));
+        let service =
+            ProviderServer::with_interceptor(Service::new(provider), caller_check(self.opts.token.clone(), mtls));
         let router = builder.add_service(health_service).add_service(service);
         let done = match self.listener {
             Listener::Tcp(l) => {

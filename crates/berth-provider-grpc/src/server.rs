@@ -1,8 +1,9 @@
 //! The server side (the SDK): serves any [`berth_core::Provider`] over the protocol, with a
 //! bearer token or mutual TLS, and the standard `grpc.health.v1` health service.
 
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use berth_core::{Provider, StageEvent};
@@ -21,11 +22,49 @@ pub const PROTOCOL_MINOR: u32 = 0;
 /// One provider behind the generated service.
 pub struct Service {
     provider: Arc<dyn Provider>,
+    creating: Gates,
 }
 
 impl Service {
     pub fn new(provider: Arc<dyn Provider>) -> Self {
-        Service { provider }
+        Service {
+            provider,
+            creating: Gates::default(),
+        }
+    }
+}
+
+/// One create per instance id at a time. A client whose connection died unnoticed (no reset
+/// reached this side) may retry on a new one while its first create still runs here: the
+/// retry waits for it, then finds the machine it made (create is idempotent).
+#[derive(Default, Clone)]
+struct Gates(Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>);
+
+/// Holds an instance's gate; forgets it when the last holder goes (also when aborted).
+struct Gate {
+    gates: Gates,
+    id: String,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Gates {
+    fn gate(&self, id: &str) -> Gate {
+        let gate = self.0.lock().expect("gates").entry(id.to_owned()).or_default().clone();
+        Gate {
+            gates: self.clone(),
+            id: id.to_owned(),
+            gate,
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        let mut map = self.gates.0.lock().expect("gates");
+        // The map's own reference and this one: nobody else waits.
+        if Arc::strong_count(&self.gate) == 2 {
+            map.remove(&self.id);
+        }
     }
 }
 
@@ -79,7 +118,9 @@ impl pb::provider_server::Provider for Service {
         let spec = cv::spec_from(spec).map_err(refused)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let provider = self.provider.clone();
+        let gate = self.creating.gate(spec.instance_id.as_str());
         let task = tokio::spawn(async move {
+            let _held = gate.gate.lock().await;
             let events = tx.clone();
             let sink = move |e: StageEvent| {
                 let _ = events.send(Ok(pb::CreateEvent {

@@ -22,6 +22,9 @@ struct RpcStatus {
     details: Vec<prost_types::Any>,
 }
 
+/// The longest retry-after taken from a remote (5 minutes).
+const MAX_RETRY_AFTER_MS: u64 = 300_000;
+
 const DETAIL_TYPE: &str = "type.googleapis.com/berth.provider.v1.ErrorDetail";
 
 const CODES: [(ErrorCode, pb::ErrorCode, Code); 10] = [
@@ -116,13 +119,19 @@ pub fn from_status(s: &Status, call: &str) -> ProviderError {
     if msg.contains("invalid peer certificate") {
         return ProviderError::unauthorized(format!("{msg} (check ca_file)"));
     }
+    // Made by the transport (a reset stream, a broken connection, a bad frame), whatever its
+    // code: the call may be made again (a create resumes by contract).
+    if std::error::Error::source(s).is_some() {
+        return ProviderError::unavailable(msg);
+    }
     match s.code() {
         Code::NotFound => ProviderError::not_found(msg),
         Code::InvalidArgument => ProviderError::invalid("spec", msg),
         Code::Unauthenticated | Code::PermissionDenied => ProviderError::unauthorized(msg),
         Code::Unimplemented => ProviderError::unsupported(msg),
         Code::AlreadyExists | Code::FailedPrecondition | Code::Aborted => ProviderError::conflict(msg),
-        Code::ResourceExhausted => ProviderError::RateLimited { retry_after: None },
+        // Without Berth's detail there is no telling it is a passing limit.
+        Code::ResourceExhausted => ProviderError::QuotaExceeded { message: msg },
         Code::DeadlineExceeded => ProviderError::Timeout {
             what: msg,
             after: Duration::ZERO,
@@ -150,8 +159,9 @@ fn detail_of(s: &Status) -> Option<ProviderError> {
         ErrorCode::Unsupported => ProviderError::Unsupported { what: m },
         ErrorCode::Conflict => ProviderError::Conflict { message: m },
         ErrorCode::QuotaExceeded => ProviderError::QuotaExceeded { message: m },
+        // A remote's word on how long to wait is taken up to a bound.
         ErrorCode::RateLimited => ProviderError::RateLimited {
-            retry_after: ms(d.retry_after_ms),
+            retry_after: ms(d.retry_after_ms.map(|v| v.min(MAX_RETRY_AFTER_MS))),
         },
         ErrorCode::Timeout => ProviderError::Timeout {
             what: m,
@@ -206,6 +216,22 @@ mod tests {
         assert_eq!(e.code(), ErrorCode::Unauthorized);
         let e = from_status(&Status::unimplemented("unknown method"), "capacity");
         assert_eq!(e.code(), ErrorCode::Unsupported);
+        let e = from_status(&Status::resource_exhausted("quota"), "create");
+        assert_eq!(
+            e.code(),
+            ErrorCode::QuotaExceeded,
+            "no detail: not taken for a passing limit"
+        );
+        let huge = ProviderError::RateLimited {
+            retry_after: Some(Duration::from_secs(86_400)),
+        };
+        assert_eq!(
+            from_status(&to_status(&huge), "list"),
+            ProviderError::RateLimited {
+                retry_after: Some(Duration::from_secs(300))
+            },
+            "a remote's retry-after is bounded"
+        );
         // Details that are not Berth's are read by code, not trusted.
         let odd = Status::with_details(Code::NotFound, "gone", vec![1, 2, 3].into());
         assert_eq!(from_status(&odd, "describe").code(), ErrorCode::NotFound);

@@ -141,11 +141,12 @@ async fn mutual_tls_accepts_the_right_client_certificate_and_refuses_others() {
 }
 
 #[tokio::test]
-async fn plaintext_off_loopback_is_refused_at_start() {
+async fn plaintext_off_loopback_and_tcp_open_to_anyone_are_refused_at_start() {
     let e = bind(ServeOptions {
         listen: "0.0.0.0:0".parse().unwrap(),
         tls: None,
         token: None,
+        allow_unauthenticated: true,
     })
     .await
     .err()
@@ -157,11 +158,56 @@ async fn plaintext_off_loopback_is_refused_at_start() {
     let tls = server_tls(dir.path(), &pki, None);
     let ok = bind(ServeOptions {
         listen: "0.0.0.0:0".parse().unwrap(),
-        tls: Some(tls),
-        token: None,
+        tls: Some(tls.clone()),
+        token: Some(berth_core::Secret::new("t")),
+        allow_unauthenticated: false,
     })
     .await;
     assert!(ok.is_ok(), "with TLS any address may be served");
+    // Nobody to check the caller: refused unless asked for by name, on loopback too.
+    for tls in [None, Some(tls)] {
+        let e = bind(ServeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            tls,
+            token: None,
+            allow_unauthenticated: false,
+        })
+        .await
+        .err()
+        .expect("refused");
+        assert!(matches!(e, ServeError::Unauthenticated(_)), "{e}");
+        assert!(
+            e.to_string().contains("set a bearer token or client certificates"),
+            "{e}"
+        );
+    }
+    // A Unix socket is its permissions: 0600.
+    let sock = dir.path().join("p.sock");
+    let served = bind(ServeOptions {
+        listen: format!("unix:{}", sock.display()).parse().unwrap(),
+        tls: None,
+        token: None,
+        allow_unauthenticated: false,
+    })
+    .await
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777, 0o600);
+    drop(served);
+    // Something else at the path is never removed to make room.
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, "keep me").unwrap();
+    let e = bind(ServeOptions {
+        listen: format!("unix:{}", file.display()).parse().unwrap(),
+        tls: None,
+        token: None,
+        allow_unauthenticated: false,
+    })
+    .await
+    .err()
+    .expect("refused");
+    assert!(e.to_string().contains("cannot listen"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
 }
 
 #[test]

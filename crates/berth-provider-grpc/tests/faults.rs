@@ -4,6 +4,7 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,8 +15,18 @@ use berth_core::{
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Every call waits forever (a backend stuck on a dead hypervisor).
-struct Hangs;
+/// Every call waits forever (a backend stuck on a dead hypervisor); with `creates`, a create
+/// takes a moment instead and counts how many run at once.
+#[derive(Default)]
+struct Hangs {
+    creates: Option<Arc<Creates>>,
+}
+
+#[derive(Default)]
+struct Creates {
+    running: AtomicUsize,
+    most: AtomicUsize,
+}
 
 async fn forever<T>() -> T {
     futures::future::pending().await
@@ -32,8 +43,28 @@ impl Provider for Hangs {
     async fn capabilities(&self) -> Result<Capabilities, ProviderError> {
         forever().await
     }
-    async fn create(&self, _: &VmSpec, _: &dyn ProgressSink) -> Result<Instance, ProviderError> {
-        forever().await
+    async fn create(&self, spec: &VmSpec, _: &dyn ProgressSink) -> Result<Instance, ProviderError> {
+        let Some(c) = &self.creates else { return forever().await };
+        let now = c.running.fetch_add(1, Ordering::SeqCst) + 1;
+        c.most.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(Instance {
+            instance_id: Some(spec.instance_id.clone()),
+            backend_id: "1".into(),
+            kind: GuestKind::Vm,
+            node: None,
+            name: spec.name.clone(),
+            state: berth_core::PowerState::Running,
+            ipv4: None,
+            ipv6: None,
+            cores: None,
+            memory_mib: None,
+            disk_gib: None,
+            ssh_port: None,
+            login_user: None,
+            root_password: None,
+        })
     }
     async fn describe(&self, _: &InstanceRef) -> Result<Instance, ProviderError> {
         forever().await
@@ -60,7 +91,7 @@ impl Provider for Hangs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_remote_is_a_timeout_naming_the_call() {
-    let served = serve(Arc::new(Hangs), "127.0.0.1:0", None, None).await;
+    let served = serve(Arc::new(Hangs::default()), "127.0.0.1:0", None, None).await;
     let dir = tempfile::tempdir().unwrap();
     let mut c = config(&endpoint(&served));
     c.call_timeout_secs = 1;
@@ -149,4 +180,33 @@ async fn a_spec_the_remote_refuses_names_its_field_and_makes_nothing() {
         "a refusal is not a transport failure: {e}"
     );
     assert!(emu.guests().iter().all(|g| g.template), "nothing was made");
+}
+
+/// A retry that reaches the server while the first create of the instance still runs there
+/// (its client vanished unnoticed) waits for it; other instances are not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_of_one_instance_run_one_at_a_time_on_the_server() {
+    let creates = Arc::new(Creates::default());
+    let provider = Hangs {
+        creates: Some(creates.clone()),
+    };
+    let served = serve(Arc::new(provider), "127.0.0.1:0", None, None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let c = config(&endpoint(&served));
+    // Two clients, two connections, as a retry after a dead connection would be.
+    let (a, b) = (remote(&c, dir.path()), remote(&c, dir.path()));
+    let s = spec(GuestKind::Vm, "twice");
+    let (x, y) = tokio::join!(
+        a.create(&s, &berth_core::NoProgress),
+        b.create(&s, &berth_core::NoProgress)
+    );
+    assert!(x.is_ok() && y.is_ok(), "{x:?} {y:?}");
+    assert_eq!(creates.most.load(Ordering::SeqCst), 1, "one at a time for one instance");
+    let (one, two) = (spec(GuestKind::Vm, "one"), spec(GuestKind::Vm, "two"));
+    let (x, y) = tokio::join!(
+        a.create(&one, &berth_core::NoProgress),
+        b.create(&two, &berth_core::NoProgress)
+    );
+    assert!(x.is_ok() && y.is_ok(), "{x:?} {y:?}");
+    assert_eq!(creates.most.load(Ordering::SeqCst), 2, "two instances at once");
 }

@@ -57,14 +57,16 @@ pub async fn serve(provider: impl Provider + 'static, opts: ServeOptions) -> Res
 
 /// The serving options from command-line arguments: `--listen ADDR` (default
 /// `127.0.0.1:8422`; or `unix:/path`), `--tls-cert FILE --tls-key FILE`, `--client-ca FILE`,
-/// `--token-file FILE`.
+/// `--token-file FILE`, `--allow-unauthenticated` (TCP without a token or client CA).
 pub fn options_from_args(args: impl IntoIterator<Item = String>) -> Result<ServeOptions, String> {
     let mut listen: Listen = "127.0.0.1:8422".parse()?;
     let (mut cert, mut key, mut ca, mut token) = (None, None, None, None);
+    let mut allow_unauthenticated = false;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
+            "--allow-unauthenticated" => allow_unauthenticated = true,
             "--listen" => listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--tls-cert" => cert = Some(PathBuf::from(value()?)),
             "--tls-key" => key = Some(PathBuf::from(value()?)),
@@ -80,7 +82,7 @@ pub fn options_from_args(args: impl IntoIterator<Item = String>) -> Result<Serve
             }
             other => {
                 return Err(format!(
-                    "unknown argument {other:?}; expected --listen, --tls-cert, --tls-key, --client-ca or --token-file"
+                    "unknown argument {other:?}; expected --listen, --tls-cert, --tls-key, --client-ca, --token-file or --allow-unauthenticated"
                 ));
             }
         }
@@ -94,7 +96,12 @@ pub fn options_from_args(args: impl IntoIterator<Item = String>) -> Result<Serve
         (None, None) if ca.is_none() => None,
         _ => return Err("--tls-cert and --tls-key go together (and --client-ca needs them)".into()),
     };
-    Ok(ServeOptions { listen, tls, token })
+    Ok(ServeOptions {
+        listen,
+        tls,
+        token,
+        allow_unauthenticated,
+    })
 }
 
 /// A provider program's whole `main`: options from the command line, then [`serve`]; errors
@@ -128,7 +135,12 @@ mod tests {
     fn arguments_are_read_and_bad_ones_named() {
         let o = options_from_args(args("--listen unix:/run/x.sock")).unwrap();
         assert_eq!(o.listen, Listen::Unix("/run/x.sock".into()));
-        assert!(o.tls.is_none() && o.token.is_none());
+        assert!(o.tls.is_none() && o.token.is_none() && !o.allow_unauthenticated);
+        assert!(
+            options_from_args(args("--allow-unauthenticated"))
+                .unwrap()
+                .allow_unauthenticated
+        );
         let o = options_from_args(args("--tls-cert a.crt --tls-key a.key --client-ca ca.pem")).unwrap();
         assert_eq!(o.tls.unwrap().client_ca_file, Some(PathBuf::from("ca.pem")));
         for (bad, says) in [

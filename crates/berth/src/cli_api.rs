@@ -83,6 +83,10 @@ pub struct ProviderServeArgs {
     /// Callers must send `authorization: Bearer <token>`, the token being this file's content.
     #[arg(long)]
     pub bearer_token_file: Option<PathBuf>,
+    /// Serve TCP with neither a token nor client certificates (anyone who reaches the port may
+    /// create, delete and run commands in guests). Unix sockets need no such flag.
+    #[arg(long)]
+    pub allow_unauthenticated: bool,
 }
 
 #[derive(Args, Debug)]

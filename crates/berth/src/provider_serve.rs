@@ -43,10 +43,16 @@ pub async fn run(a: ProviderServeArgs) -> anyhow::Result<ExitCode> {
         (Some(_), Some(_)) => "TLS and a bearer token",
         (Some(_), None) => "TLS",
         (None, Some(_)) => "a bearer token",
-        (None, None) => "no authentication",
+        (None, None) => "no authentication: the socket's permissions only",
     };
     let stop = berth_agent::cmd::StopSignal::install()?;
-    let served = berth_provider_grpc::bind(ServeOptions { listen, tls, token }).await?;
+    let served = berth_provider_grpc::bind(ServeOptions {
+        listen,
+        tls,
+        token,
+        allow_unauthenticated: a.allow_unauthenticated,
+    })
+    .await?;
     eprintln!(
         "serving backend {:?} ({}) as a remote provider on {} ({protection}); stop with Ctrl-C",
         backend.name,

@@ -1,6 +1,8 @@
-//! `berth provider serve` as its own process in front of the PVE emulator, and an agent whose
-//! backend is `type = "remote"`: an order runs end to end through it, and a create cut off by
-//! the serving process dying (kill -9) is resumed by the agent's retry to exactly one machine.
+//! `berth provider serve` as its own process: the conformance suite through it (the Proxmox
+//! backend against the PVE emulator over TCP with a token, the script backend on a Unix
+//! socket); an agent whose backend is `type = "remote"` runs an order end to end through it,
+//! and a create cut off by the serving process dying (kill -9) is resumed by the agent's retry
+//! to exactly one machine.
 
 mod common;
 mod stack;
@@ -28,9 +30,15 @@ struct Serve {
 impl Serve {
     /// Serves the emulator's Proxmox backend on a free loopback port with a bearer token.
     fn start(emu: &EmulatorHandle, tmp: tempfile::TempDir) -> Serve {
+        let text = config_text(emu, &emu.token_secret());
+        Serve::start_with(&text, tmp)
+    }
+
+    /// Serves the backend of `config_text` (a `berth.toml`).
+    fn start_with(config_text: &str, tmp: tempfile::TempDir) -> Serve {
         let dir = tmp.path();
-        let config = dir.join("pve.toml");
-        std::fs::write(&config, config_text(emu, &emu.token_secret())).unwrap();
+        let config = dir.join("backend.toml");
+        std::fs::write(&config, config_text).unwrap();
         let token = dir.join("provider.token");
         std::fs::write(&token, "remote-secret\n").unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -71,6 +79,16 @@ impl Serve {
     fn restart(&mut self) {
         self.kill();
         self.child = Serve::spawn(&self.config, &self.token, self.port, &self.log);
+    }
+
+    fn remote(&self) -> berth_provider_grpc::RemoteProvider {
+        let c: berth_provider_grpc::RemoteConfig = toml::from_str(&format!(
+            "endpoint = \"http://127.0.0.1:{}\"\ntoken_file = \"{}\"\n",
+            self.port,
+            self.token.display()
+        ))
+        .unwrap();
+        berth_provider_grpc::RemoteProvider::new(&c, Path::new("/")).unwrap()
     }
 
     /// The agent's `[provisioner]` for this server.
@@ -180,4 +198,60 @@ async fn a_create_cut_off_by_the_serving_process_dying_resumes_to_one_machine() 
         "the agent saw the break and retried:\n{}",
         s.agent_log()
     );
+}
+
+fn conformance_spec(kind: berth_core::GuestKind, tag: &str) -> berth_core::VmSpec {
+    berth_core::VmSpec {
+        instance_id: berth_core::InstanceId::parse(&format!("served-{tag}")).unwrap(),
+        name: format!("served-{tag}"),
+        kind,
+        cores: 2,
+        memory_mib: 1024,
+        disk_gib: 10,
+        template: None,
+        ssh_keys: vec![berth_core::SshPublicKey::parse(common::KEY).unwrap()],
+        user: None,
+        network: berth_core::NetworkSpec::default(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxmox_behind_berth_provider_serve_conforms() {
+    let emu = berth_pve_emulator::Emulator::start(berth_pve_emulator::EmulatorConfig {
+        timings: berth_pve_emulator::Timings::fast(),
+        schema_path: berth_pve_emulator::EmulatorConfig::default_schema_path(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let serve = Serve::start(&emu, tempfile::tempdir().unwrap());
+    serve.listening().await;
+    let fixture = berth_conformance::Fixture {
+        provider: std::sync::Arc::new(serve.remote()),
+        spec: Box::new(conformance_spec),
+        kinds: vec![berth_core::GuestKind::Vm, berth_core::GuestKind::Container],
+    };
+    berth_conformance::run_all(&fixture).await;
+    let left: Vec<_> = emu.guests().into_iter().filter(|g| !g.template).collect();
+    assert!(left.is_empty(), "nothing left behind: {left:?}\n{}", serve.log());
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_script_backend_behind_berth_provider_serve_conforms() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/script-backend/berth_backend.py");
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[provisioner]\ntype = \"script\"\n[provisioner.script]\ncommand = \"{}\"\ntimeout_seconds = 60\nenv = {{ BERTH_EXAMPLE_STATE = \"{}\" }}\n",
+        example.display(),
+        tmp.path().join("state").display()
+    );
+    let serve = Serve::start_with(&text, tmp);
+    serve.listening().await;
+    let fixture = berth_conformance::Fixture {
+        provider: std::sync::Arc::new(serve.remote()),
+        spec: Box::new(conformance_spec),
+        kinds: vec![berth_core::GuestKind::Vm],
+    };
+    berth_conformance::run_all(&fixture).await;
 }

@@ -182,7 +182,7 @@ impl Provider for Cloud {
             memory_mib_total: HOST_MEMORY_MIB,
             memory_mib_used: ms.values().filter_map(|m| m.memory_mib).sum(),
             disk_gib_total: 10_000,
-            disk_gib_free: 10_000 - ms.values().filter_map(|m| m.disk_gib).sum::<u64>(),
+            disk_gib_free: 10_000u64.saturating_sub(ms.values().filter_map(|m| m.disk_gib).sum()),
             instances: ms.len() as u32,
             node: None,
         })

@@ -32,6 +32,7 @@ pub async fn serve(provider: Arc<dyn Provider>, listen: &str, tls: Option<Server
         listen: listen.parse().unwrap(),
         tls,
         token: token.map(Secret::new),
+        allow_unauthenticated: true,
     })
     .await
     .expect("binds");

@@ -1,0 +1,186 @@
+//! What a remote provider costs over the same backend in-process: the Proxmox backend against
+//! the PVE emulator, called directly and through `berth-provider-grpc` (served in this process,
+//! on loopback TCP and on a Unix socket, with a bearer token):
+//!
+//! - per-call overhead: `describe` of one machine, p50 and p99 of `--calls` calls each way;
+//! - one create's overhead: the median of `--creates` creates each way (emulator timings as
+//!   the `vm create` bench: clone 2 s, start 1 s, guest agent 1 s).
+//!
+//! `cargo build --release -p berth-bench --bin grpc-bench && target/release/grpc-bench`
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use berth_core::{GuestKind, InstanceId, InstanceRef, NetworkSpec, NoProgress, Provider, Secret, SshPublicKey, VmSpec};
+use berth_provider_grpc::{RemoteConfig, RemoteProvider, ServeOptions};
+use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
+use clap::Parser;
+
+const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl user@host";
+
+#[derive(Parser, Debug)]
+struct Args {
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    #[arg(long, default_value_t = 7)]
+    creates: usize,
+}
+
+fn proxmox(emu: &EmulatorHandle) -> anyhow::Result<Arc<dyn Provider>> {
+    let text = format!(
+        "[provisioner]\ntype = \"proxmox\"\n[provisioner.proxmox]\napi_url = \"{}\"\napi_token_id = \"{}\"\n\
+         api_token_secret = \"{}\"\nnode = \"pve1\"\ntemplate_vmid = 9000\nstorage = \"local-lvm\"\n\
+         tls_fingerprint = \"sha256:{}\"\n",
+        emu.base_url(),
+        emu.token_id(),
+        emu.token_secret(),
+        emu.fingerprint().context("TLS emulator")?
+    );
+    let cfg = berth_agent::parse_config(Path::new("bench.toml"), &text, &|_| None)?;
+    Ok(berth_agent::build_provider(&cfg, &cfg.backends[0])?)
+}
+
+/// Serves `inner` on `listen`; the remote provider that calls it.
+async fn remote(inner: Arc<dyn Provider>, listen: &str, dir: &Path) -> anyhow::Result<Arc<dyn Provider>> {
+    let served = berth_provider_grpc::bind(ServeOptions {
+        listen: listen.parse().map_err(anyhow::Error::msg)?,
+        tls: None,
+        token: Some(Secret::new("bench-token")),
+        allow_unauthenticated: false,
+    })
+    .await?;
+    let endpoint = match &served.local {
+        berth_provider_grpc::Listen::Tcp(a) => format!("http://{a}"),
+        berth_provider_grpc::Listen::Unix(p) => format!("unix:{}", p.display()),
+    };
+    tokio::spawn(served.run(inner, futures::future::pending()));
+    std::fs::write(dir.join("token"), "bench-token")?;
+    let config: RemoteConfig = toml::from_str(&format!("endpoint = {endpoint:?}\ntoken_file = \"token\"\n"))?;
+    Ok(Arc::new(RemoteProvider::new(&config, dir)?))
+}
+
+fn spec(tag: &str) -> anyhow::Result<VmSpec> {
+    Ok(VmSpec {
+        instance_id: InstanceId::parse(tag)?,
+        name: tag.to_owned(),
+        kind: GuestKind::Vm,
+        cores: 2,
+        memory_mib: 2048,
+        disk_gib: 20,
+        template: None,
+        ssh_keys: vec![SshPublicKey::parse(KEY)?],
+        user: None,
+        network: NetworkSpec::default(),
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn pct(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+async fn describes(p: &Arc<dyn Provider>, id: &InstanceRef, n: usize) -> anyhow::Result<Vec<Duration>> {
+    for _ in 0..50 {
+        p.describe(id).await?; // warm: connections, TLS to the emulator
+    }
+    let mut took = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        p.describe(id).await?;
+        took.push(t0.elapsed());
+    }
+    took.sort();
+    Ok(took)
+}
+
+async fn creates(p: &Arc<dyn Provider>, prefix: &str, n: usize) -> anyhow::Result<Duration> {
+    let mut walls = Vec::new();
+    for i in 0..=n {
+        let s = spec(&format!("{prefix}-{i}"))?;
+        let t0 = Instant::now();
+        p.create(&s, &NoProgress).await?;
+        if i > 0 {
+            walls.push(t0.elapsed()); // the first only warms the learned durations
+        }
+        p.delete(&InstanceRef::Id(s.instance_id)).await?;
+    }
+    walls.sort();
+    Ok(walls[walls.len() / 2])
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let emu = Emulator::start(EmulatorConfig {
+        timings: Timings::fast(),
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let direct = proxmox(&emu)?;
+    let tcp = remote(proxmox(&emu)?, "127.0.0.1:0", dir.path()).await?;
+    let unix = remote(
+        proxmox(&emu)?,
+        &format!("unix:{}", dir.path().join("p.sock").display()),
+        dir.path(),
+    )
+    .await?;
+    let made = direct.create(&spec("probe")?, &NoProgress).await?;
+    let id = InstanceRef::Id(made.instance_id.clone().context("owned")?);
+    println!("describe, {} calls each (ms):", args.calls);
+    println!("{:<22} {:>8} {:>8}", "path", "p50", "p99");
+    let base = describes(&direct, &id, args.calls).await?;
+    for (name, p) in [
+        ("in-process", &direct),
+        ("gRPC, loopback TCP", &tcp),
+        ("gRPC, Unix socket", &unix),
+    ] {
+        let took = if name == "in-process" {
+            base.clone()
+        } else {
+            describes(p, &id, args.calls).await?
+        };
+        let (p50, p99) = (pct(&took, 0.5), pct(&took, 0.99));
+        let extra = if name == "in-process" {
+            String::new()
+        } else {
+            format!(
+                "   overhead p50 {:+.3}, p99 {:+.3}",
+                ms(p50) - ms(pct(&base, 0.5)),
+                ms(p99) - ms(pct(&base, 0.99))
+            )
+        };
+        println!("{name:<22} {:>8.3} {:>8.3}{extra}", ms(p50), ms(p99));
+    }
+    direct.delete(&id).await?;
+    drop(emu);
+
+    let emu = Emulator::start(EmulatorConfig {
+        timings: Timings {
+            clone: Duration::from_secs(2),
+            start: Duration::from_secs(1),
+            agent_ready: Duration::from_secs(1),
+            resize: Duration::ZERO,
+            ..Timings::fast()
+        },
+        ..EmulatorConfig::default()
+    })
+    .await?;
+    let direct = proxmox(&emu)?;
+    let tcp = remote(proxmox(&emu)?, "127.0.0.1:0", dir.path()).await?;
+    let a = creates(&direct, "direct", args.creates).await?;
+    let b = creates(&tcp, "remote", args.creates).await?;
+    println!(
+        "create, median of {} (emulator ideal 4000 ms): in-process {:.0} ms, gRPC {:.0} ms, overhead {:+.1} ms",
+        args.creates,
+        ms(a),
+        ms(b),
+        ms(b) - ms(a)
+    );
+    Ok(())
+}
