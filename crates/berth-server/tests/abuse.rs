@@ -472,3 +472,52 @@ async fn many_instances_read_at_once_cost_pages_not_lists() {
     eprintln!("peak resident memory grew by {grown} MiB ({READERS} readers, {INSTANCES} instances, default pages)");
     assert!(grown < BOUND_MIB, "peak memory grew by {grown} MiB reading pages");
 }
+
+/// Behind a proxy (`api.trusted_proxies`), the client is the address the proxy forwarded for:
+/// each such client gets its own allowance. From a peer not trusted, `X-Forwarded-For` is
+/// not believed (anyone could send it to dodge the limit).
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    async fn until_limited(url: &str, forwarded_for: &str) -> usize {
+        let http = reqwest::Client::new();
+        for n in 1..=20 {
+            let r = http
+                .get(format!("{url}/api/v1/offerings"))
+                .header("x-forwarded-for", forwarded_for)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 429 {
+                return n;
+            }
+        }
+        panic!("{forwarded_for}: never limited");
+    }
+    async fn status(url: &str, forwarded_for: &str) -> u16 {
+        reqwest::Client::new()
+            .get(format!("{url}/api/v1/offerings"))
+            .header("x-forwarded-for", forwarded_for)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+    for trusted in [true, false] {
+        let ctx = TestContext::sqlite_with(|c| {
+            c.limits.address_rate = 1;
+            c.limits.address_burst = 3;
+            if trusted {
+                c.api.trusted_proxies = vec!["127.0.0.1/32".into()];
+            }
+        })
+        .await;
+        assert!(until_limited(&ctx.url, "203.0.113.1").await <= 5);
+        let other = status(&ctx.url, "198.51.100.2").await;
+        if trusted {
+            assert_ne!(other, 429, "another client behind the proxy is not held up");
+        } else {
+            assert_eq!(other, 429, "an untrusted peer's X-Forwarded-For is not believed");
+        }
+    }
+}

@@ -247,7 +247,24 @@ async fn the_control_plane_serves_https_that_clients_verify() {
     assert!(text.contains("control plane: alive"), "pinned: {text}");
     let _ = agent.0.kill();
 
-    // SIGHUP: new connections get the new certificate.
+    // SIGHUP: new connections get the new certificate; one open before it stays up. A client
+    // pinned to the old certificate keeps asking over its connection throughout: a dropped
+    // connection would have to be made again, and the old pin would refuse the new certificate.
+    let kept = pinned(&url, &pin);
+    assert!(!matches!(kept.agents().await, Err(ClientError::Transport { .. })));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let asking = tokio::spawn({
+        let done = done.clone();
+        async move {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Err(e @ ClientError::Transport { .. }) = kept.agents().await {
+                    return Err(e.to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(())
+        }
+    });
     let (cert2, key2, pin2) = certificate(dir.path(), "next");
     std::fs::copy(&key2, &key).unwrap();
     std::fs::copy(&cert2, &cert).unwrap();
@@ -265,6 +282,11 @@ async fn the_control_plane_serves_https_that_clients_verify() {
         assert!(Instant::now() < until, "the new certificate was never served");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    asking
+        .await
+        .unwrap()
+        .expect("the connection open before the reload stayed up");
     let old = pinned(&url, &pin).agents().await.unwrap_err().to_string();
     assert!(old.contains("certificate fingerprint mismatch"), "{old}");
 }
