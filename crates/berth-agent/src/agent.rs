@@ -178,6 +178,8 @@ pub struct Agent {
     drift: Mutex<Vec<Drift>>,
     /// Which backend holds which instance, and what each backend's templates are.
     pub(crate) routes: crate::route::Routes,
+    /// The scheduled site drift check, when `[drift]` configures one.
+    pub site: std::sync::OnceLock<Arc<crate::site_drift::SiteWatch>>,
 }
 
 impl Agent {
@@ -210,6 +212,7 @@ impl Agent {
             tasks: TaskTracker::new(),
             drift: Mutex::new(Vec::new()),
             routes: Default::default(),
+            site: std::sync::OnceLock::new(),
         }))
     }
 

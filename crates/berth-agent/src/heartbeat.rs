@@ -223,6 +223,7 @@ impl Agent {
             capacity: total,
             backends,
             drift: self.drift(),
+            site_drift: self.site.get().and_then(|w| w.last()),
         }
     }
 

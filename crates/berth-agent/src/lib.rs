@@ -23,6 +23,7 @@ pub mod reconcile;
 pub mod release;
 mod route;
 pub mod runner;
+pub mod site_drift;
 mod work;
 
 #[cfg(test)]

@@ -67,6 +67,10 @@ pub fn describe(backends: &[String]) {
     describe_counter!("berth_claims_total", "Claims for work, by result (work, none, error)");
     describe_counter!("berth_heartbeats_total", "Heartbeats sent, by result (ok, error)");
     describe_gauge!("berth_drift", "Machines not as the control plane expects them, by kind");
+    describe_gauge!(
+        "berth_site_drift",
+        "Objects of the site file ([drift]) not as the cluster has them (-1: the check failed)"
+    );
     describe_counter!(
         "berth_orphans_deleted_total",
         "Orphans deleted after their grace period"

@@ -78,6 +78,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         },
         None => None,
     };
+    if let Some(d) = &config.drift {
+        let bc = config.backend(Some(&d.backend))?;
+        let crate::config::BackendSettings::Proxmox(px) = &bc.settings else {
+            anyhow::bail!("drift.backend {}: not a proxmox backend", d.backend);
+        };
+        let watch = Arc::new(crate::site_drift::SiteWatch::new(d.clone(), px)?);
+        let _ = agent.site.set(watch.clone());
+        tokio::spawn(watch.run(agent.shutdown.clone()));
+    }
     let task = tokio::spawn(agent.clone().run());
     Ok(Running { agent, metrics, task })
 }

@@ -9,12 +9,14 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 mod catalog;
+mod drift;
 mod input;
 mod login;
 mod price;
 mod quota;
 mod tokens;
 pub use catalog::{AgentAvailability, Availability, OfferingSpec, OfferingView, Price, PricePeriod};
+pub use drift::{SiteChange, SiteDrift};
 pub use input::{InputTaken, OperatorInput, OperatorInputView};
 pub use login::ssh_command;
 pub use quota::{CustomerQuotaView, QuotaView, SetCustomerQuota, SetQuota};
@@ -141,6 +143,9 @@ pub struct Heartbeat {
     /// What the agent's last reconcile found different from what the control plane expects.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub drift: Vec<Drift>,
+    /// The agent's scheduled check of its site file (declarative mode), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_drift: Option<SiteDrift>,
 }
 
 /// One difference between a backend and the control plane.

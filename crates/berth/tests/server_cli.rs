@@ -158,6 +158,7 @@ async fn server_and_client_commands_from_order_to_audit() {
             },
             backends: vec![],
             drift: vec![],
+            site_drift: None,
         })
         .await
         .unwrap();

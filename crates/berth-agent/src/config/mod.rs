@@ -3,6 +3,7 @@
 
 mod agent;
 mod backend;
+mod drift;
 mod locate;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ pub use agent::{
     AgentSection, AgentSettings, CapacitySection, MetricsListen, PollingSection, PostProvisionSection, ReconcileSection,
 };
 pub use backend::{BackendConfig, BackendKind, BackendSettings, PROXMOX_SECRET_ENV};
+pub use drift::DriftSettings;
 pub use locate::ConfigFileError;
 use locate::Locator;
 
@@ -26,6 +28,7 @@ struct RawConfig {
     capacity: Option<CapacitySection>,
     post_provision: Option<PostProvisionSection>,
     reconcile: Option<ReconcileSection>,
+    drift: Option<drift::RawDrift>,
 }
 
 /// A loaded, validated configuration.
@@ -36,6 +39,8 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     /// The agent's tables; `None` when the file has no `[api]` (it drives a backend only).
     pub agent: Option<AgentSettings>,
+    /// The scheduled check of a site file against the cluster (`[drift]`).
+    pub drift: Option<DriftSettings>,
 }
 
 impl Config {
@@ -132,10 +137,16 @@ pub fn parse_config(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
         env,
     };
     let backends = backend::settle_backends(raw.provisioner, &cx)?;
+    let drift = raw
+        .drift
+        .map(|d| drift::settle(d, &base, &backends))
+        .transpose()
+        .map_err(|(key, message)| loc.at_key(&key, &message))?;
     Ok(Config {
         path: path.to_owned(),
         backends,
         agent,
+        drift,
     })
 }
 

@@ -189,3 +189,46 @@ fn a_remote_backend_is_read_and_its_bad_keys_named() {
         assert!(err.message.contains(says), "{text}: {err}");
     }
 }
+
+#[test]
+fn a_drift_check_names_its_file_backend_and_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("site.toml"), "version = 1\n").unwrap();
+    let path = dir.path().join("berth.toml");
+    let pve = "[provisioner.backends.pve]\ntype = \"proxmox\"\n[provisioner.backends.pve.proxmox]\napi_url = \"https://pve.example.com:8006\"\napi_token_id = \"berth@pve!agent\"\napi_token_secret = \"6f1c7d2e-9a41-4f3b-8e55-0c2d9b7a1e34\"\nnode = \"pve1\"\ntemplate_vmid = 9000\nstorage = \"local-lvm\"\n";
+    let manual = "[provisioner.backends.lab]\ntype = \"manual\"\n";
+    let cfg = parse_config(&path, &format!("{pve}{manual}[drift]\nsite = \"site.toml\"\n"), &|_| {
+        None
+    })
+    .unwrap();
+    let d = cfg.drift.expect("[drift]");
+    assert_eq!(d.site, dir.path().join("site.toml"), "relative to the file");
+    assert_eq!(
+        (d.backend.as_str(), d.interval.as_secs()),
+        ("pve", 3600),
+        "the only proxmox backend; hourly"
+    );
+    for (drift, key, says) in [
+        ("site = \"nope.toml\"", "drift.site", "not a readable file"),
+        (
+            "site = \"site.toml\"\ninterval_seconds = 1",
+            "drift.interval_seconds",
+            "10 to 86400",
+        ),
+        ("site = \"site.toml\"\nbackend = \"lab\"", "drift.backend", "is manual"),
+        (
+            "site = \"site.toml\"\nbackend = \"pve9\"",
+            "drift.backend",
+            "no backend named",
+        ),
+        ("site = \"site.toml\"\ncolor = 1", "drift", "color"),
+    ] {
+        let err = parse_config(&path, &format!("{pve}{manual}[drift]\n{drift}\n"), &|_| None).unwrap_err();
+        assert!(err.to_string().contains(says), "{drift}: {err}");
+        if key != "drift" {
+            assert_eq!(err.key.as_deref(), Some(key), "{drift}: {err}");
+        }
+    }
+    let err = parse_config(&path, &format!("{manual}[drift]\nsite = \"site.toml\"\n"), &|_| None).unwrap_err();
+    assert!(err.to_string().contains("0 proxmox backends"), "{err}");
+}

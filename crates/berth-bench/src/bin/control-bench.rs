@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         },
         backends: vec![],
         drift: vec![],
+        site_drift: None,
     };
     let per = args.agents.div_ceil(args.providers);
     for p in 0..args.providers {

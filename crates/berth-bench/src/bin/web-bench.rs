@@ -115,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             },
             backends: vec![],
             drift: vec![],
+            site_drift: None,
         })
         .await?;
     let cust = op.create_customer("c").await?;

@@ -119,6 +119,7 @@ pub fn roomy() -> Heartbeat {
             reconfigure: Some(true),
         }],
         drift: vec![],
+        site_drift: None,
     }
 }
 

@@ -1,0 +1,96 @@
+//! The agent's scheduled drift check (`[drift]`): its site file against the cluster, reported
+//! in the heartbeat (and so to the provider and on the dashboard's hypervisors page); a site
+//! file that does not parse is reported as a failed check naming file:line, not a crash.
+
+mod browser;
+mod common;
+mod stack;
+
+use std::time::{Duration, Instant};
+
+use berth_api::wire::SiteDrift;
+use berth_pve_emulator::Timings;
+use stack::{Db, Stack};
+
+const SITE: &str = r#"version = 1
+[proxmox]
+[[proxmox.pools]]
+id = "ops"
+comment = "operations"
+"#;
+
+/// The agent's last site check as the control plane shows it, once there is one.
+async fn reported(s: &Stack) -> SiteDrift {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let agents = s.provider.agents().await.unwrap();
+        if let Some(d) = agents
+            .iter()
+            .filter_map(|a| a.heartbeat.as_ref())
+            .find_map(|h| h.site_drift.clone())
+        {
+            return d;
+        }
+        assert!(Instant::now() < until, "no site drift reported:\n{}", s.agent_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A stack whose agent checks `site` (written first: the configuration names an existing file).
+async fn stack_with_site(site: &str) -> (Stack, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site.toml");
+    std::fs::write(&file, site).unwrap();
+    let extra = format!(
+        "[polling]\nheartbeat_interval_seconds = 1\n[drift]\nsite = \"{}\"\ninterval_seconds = 10\n",
+        file.display()
+    );
+    let s = Stack::start(Db::Sqlite, Timings::fast(), &extra).await.unwrap();
+    (s, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reports_what_differs_from_its_site_file() {
+    let (mut s, _site) = stack_with_site(SITE).await;
+    s.spawn_agent();
+    let d = reported(&s).await;
+    assert_eq!(d.error, None, "{d:#?}");
+    assert_eq!(d.backend, "proxmox");
+    assert!(d.site.ends_with("site.toml"), "{}", d.site);
+    let pool = d
+        .changes
+        .iter()
+        .find(|c| c.address == "pool.ops")
+        .expect("pool.ops differs");
+    assert_eq!(pool.change, "create: comment = \"operations\"");
+    let log = s.agent_log();
+    assert!(log.contains("the cluster has drifted from the site file"), "{log}");
+
+    // The provider sees it on the hypervisors page.
+    let Some(b) = browser::Browser::start(&s.url, "site_drift").await else {
+        return;
+    };
+    b.sign_in(&s.tokens.provider).await;
+    b.goto("/ui/agents").await;
+    b.wait_for(".site-drift").await;
+    let text = b.text(".agent").await;
+    assert!(
+        text.contains("Site file") && text.contains("1 object differs"),
+        "{text}"
+    );
+    assert!(text.contains("pool.ops") && text.contains("operations"), "{text}");
+    b.shot("hypervisors-site-drift").await;
+    b.check_accessibility("hypervisors-site-drift").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_file_that_does_not_parse_is_a_failed_check_naming_its_line() {
+    let (mut s, _site) =
+        stack_with_site("version = 1\n[proxmox]\n[[proxmox.pools]]\nid = \"ops\"\ncolour = \"red\"\n").await;
+    s.spawn_agent();
+    let d = reported(&s).await;
+    let e = d.error.expect("the check failed");
+    assert!(e.contains("site.toml:5") && e.contains("colour"), "{e}");
+    assert!(d.changes.is_empty());
+    s.wait_agent_alive().await;
+}
