@@ -102,6 +102,29 @@ pub struct Served {
     pub local: Listen,
 }
 
+impl Served {
+    /// On SIGHUP, reads the certificate and key files again: new connections get what they
+    /// hold, open ones keep theirs; a pair that does not load keeps the one in use (and says
+    /// why on stderr). Without TLS it does nothing.
+    pub fn reload_certificate_on_hangup(&self) -> Result<(), ServeError> {
+        let Listener::Tls(_, tls) = &self.listener else {
+            return Ok(());
+        };
+        let cert = tls.certificate();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|e| ServeError::Serve(format!("cannot watch for SIGHUP: {e}")))?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match cert.reload() {
+                    Ok(fp) => eprintln!("SIGHUP: serving the certificate sha256:{fp} to new connections"),
+                    Err(e) => eprintln!("SIGHUP: keeping the certificate in use: {e}"),
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
 /// Binds the listener, refusing plaintext anywhere but loopback and Unix sockets.
 pub async fn bind(opts: ServeOptions) -> Result<Served, ServeError> {
     let bind_err = |e| ServeError::Bind {

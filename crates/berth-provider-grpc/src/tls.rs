@@ -83,6 +83,8 @@ impl ClientCertVerifier for Lenient {
 
 pub(crate) struct Tls {
     acceptor: TlsAcceptor,
+    /// The served certificate, which [`Tls::certificate`] hands out for reloading.
+    cert: Arc<berth_tls::server::ReloadingCert>,
     /// The client CA's verifier, when client certificates are required.
     clients: Option<Arc<dyn ClientCertVerifier>>,
 }
@@ -117,12 +119,17 @@ impl Tls {
             Some(v) => builder.with_client_cert_verifier(Arc::new(Lenient(v.clone()))),
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_cert_resolver(cert);
+        let mut config = builder.with_cert_resolver(cert.clone());
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
+            cert,
             clients,
         })
+    }
+
+    pub(crate) fn certificate(&self) -> Arc<berth_tls::server::ReloadingCert> {
+        self.cert.clone()
     }
 
     /// The client CA's word on the certificate the client sent.

@@ -45,6 +45,7 @@ pub async fn serve(provider: impl Provider + 'static, opts: ServeOptions) -> Res
     let mut term = signal(SignalKind::terminate()).map_err(bind_err)?;
     let backend = provider.backend();
     let served = berth_provider_grpc::bind(opts).await?;
+    served.reload_certificate_on_hangup()?;
     eprintln!("serving the {backend} provider on {}", served.local);
     let stop = async move {
         tokio::select! {

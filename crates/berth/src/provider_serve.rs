@@ -53,6 +53,7 @@ pub async fn run(a: ProviderServeArgs) -> anyhow::Result<ExitCode> {
         allow_unauthenticated: a.allow_unauthenticated,
     })
     .await?;
+    served.reload_certificate_on_hangup()?;
     eprintln!(
         "serving backend {:?} ({}) as a remote provider on {} ({protection}); stop with Ctrl-C",
         backend.name,

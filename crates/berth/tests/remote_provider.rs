@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_core::Provider as _;
 use berth_pve_emulator::EmulatorHandle;
 use common::{berth, config_text};
 use stack::{Db, Stack, paced};
@@ -254,4 +255,120 @@ async fn the_script_backend_behind_berth_provider_serve_conforms() {
         kinds: vec![berth_core::GuestKind::Vm],
     };
     berth_conformance::run_all(&fixture).await;
+}
+
+/// A self-signed CA and a certificate for 127.0.0.1 it signed, in `dir/<name>-ca.pem`,
+/// `<name>.crt`, `<name>.key`.
+fn tls_files(dir: &Path, name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, format!("{name} CA"));
+    let ca = CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let files = (
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&files.0, ca.pem()).unwrap();
+    std::fs::write(&files.1, leaf.pem()).unwrap();
+    std::fs::write(&files.2, key.serialize_pem()).unwrap();
+    files
+}
+
+/// `berth provider serve` over TLS reloads its certificate on SIGHUP: new connections get the
+/// new one (a client trusting only the new CA gets in), and a bad pair keeps the one in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_server_reloads_its_certificate_on_sighup() {
+    let emu = berth_pve_emulator::Emulator::start(berth_pve_emulator::EmulatorConfig {
+        timings: berth_pve_emulator::Timings::fast(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (old_ca, old_cert, old_key) = tls_files(d, "old");
+    let (new_ca, new_cert, new_key) = tls_files(d, "new");
+    let (cert, key) = (d.join("served.crt"), d.join("served.key"));
+    std::fs::copy(&old_cert, &cert).unwrap();
+    std::fs::copy(&old_key, &key).unwrap();
+    let config = d.join("pve.toml");
+    std::fs::write(&config, config_text(&emu, &emu.token_secret())).unwrap();
+    std::fs::write(d.join("token"), "tls-token\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = d.join("serve.log");
+    let mut child = berth()
+        .args(["provider", "serve", "--config"])
+        .arg(&config)
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .arg("--bearer-token-file")
+        .arg(d.join("token"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let trusting = |ca: &Path| {
+        let c: berth_provider_grpc::RemoteConfig = toml::from_str(&format!(
+            "endpoint = \"https://127.0.0.1:{port}\"\nca_file = \"{}\"\ntoken_file = \"{}\"\n",
+            ca.display(),
+            d.join("token").display()
+        ))
+        .unwrap();
+        berth_provider_grpc::RemoteProvider::new(&c, Path::new("/")).unwrap()
+    };
+    let hup = || {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+            rustix::process::Signal::HUP,
+        )
+        .unwrap()
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    while trusting(&old_ca).capabilities().await.is_err() {
+        assert!(
+            Instant::now() < until,
+            "never served: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let e = trusting(&new_ca).capabilities().await.unwrap_err();
+    assert!(e.to_string().contains("certificate"), "{e}");
+
+    // A key that does not belong to the certificate: the one in use stays.
+    std::fs::copy(&new_cert, &cert).unwrap();
+    hup();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("keeping the certificate in use")
+    {
+        assert!(Instant::now() < until, "{}", std::fs::read_to_string(&log).unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    trusting(&old_ca).capabilities().await.unwrap();
+
+    // The new pair whole: new connections get it.
+    std::fs::copy(&new_key, &key).unwrap();
+    hup();
+    let until = Instant::now() + Duration::from_secs(30);
+    while trusting(&new_ca).capabilities().await.is_err() {
+        assert!(Instant::now() < until, "{}", std::fs::read_to_string(&log).unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
