@@ -131,7 +131,20 @@ pub(crate) async fn take(
             };
             Ok((Some(cp), Some(format!("{}: checkpoint snapshot {name}", ch.addr))))
         }
-        Err(e) => Ok((None, Some(format!("{}: warning: no checkpoint ({e})", ch.addr)))),
+        Err(e) => {
+            // Resumed (`berth apply --resume`): the first attempt's snapshot stands for this one.
+            let have = c.snapshots(&node, GuestType::Qemu, vmid).await.unwrap_or_default();
+            if have.iter().any(|s| s.name == name) {
+                return Ok((
+                    None,
+                    Some(format!(
+                        "{}: checkpoint snapshot {name} kept from the first attempt",
+                        ch.addr
+                    )),
+                ));
+            }
+            Ok((None, Some(format!("{}: warning: no checkpoint ({e})", ch.addr))))
+        }
     }
 }
 

@@ -85,7 +85,7 @@ pub enum Command {
 }
 
 /// Where the site lives and how the cluster is reached.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct SiteArgs {
     #[command(flatten)]
     pub config: ConfigArg,
@@ -118,11 +118,15 @@ pub struct ApplyArgs {
     #[command(flatten)]
     pub site: SiteArgs,
     /// A plan saved by `berth plan --out`.
-    #[arg(conflicts_with = "file", required_unless_present = "file")]
+    #[arg(conflicts_with_all = ["file", "resume"], required_unless_present_any = ["file", "resume"])]
     pub plan: Option<PathBuf>,
     /// Plan this site file now and apply it (asks first unless --yes).
-    #[arg(long, short = 'f')]
+    #[arg(long, short = 'f', conflicts_with = "resume")]
     pub file: Option<PathBuf>,
+    /// Finish an apply that failed part way (its id as the failure or `berth checkpoints` says):
+    /// the same, unchanged site file is planned again over what that apply touched.
+    #[arg(long, value_name = "APPLY_ID")]
+    pub resume: Option<String>,
     /// With --file: only these objects (addresses or globs such as `vm.*`); repeatable.
     #[arg(long, requires = "file")]
     pub target: Vec<String>,
@@ -163,7 +167,7 @@ pub struct DiscoverArgs {
     pub out: Option<PathBuf>,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct ConfigArg {
     /// Configuration file.
     #[arg(long, short, env = "BERTH_CONFIG", default_value = "berth.toml", global = true)]

@@ -124,10 +124,12 @@ async fn run_apply(
     client: &berth_proxmox::PveClient,
     plan: &Plan,
     site: &SiteArgs,
-    subject: &str,
+    site_file: &str,
     backend: &str,
     opts: ApplyOptions,
 ) -> anyhow::Result<()> {
+    let subject = &format!("site:{site_file}");
+    let origin = crate::decl_rollback::Origin { site: site_file, plan };
     let mut summary = serde_json::json!({ "file_hash": plan.file_hash, "summary": plan.summary() });
     match apply_plan(client, plan, opts).await {
         Ok(done) => {
@@ -152,7 +154,7 @@ async fn run_apply(
             if !done.checkpoints.is_empty() {
                 println!("checkpoints kept: `berth rollback {}` puts them back", done.apply_id);
             }
-            crate::decl_rollback::keep(&site.audit, backend, done)
+            crate::decl_rollback::keep(&site.audit, backend, done, &origin, None)
         }
         Err(failed) => {
             // What was done before the failure, and any checkpoint taken, is kept and audited.
@@ -179,7 +181,9 @@ async fn run_apply(
                     failed.done.apply_id
                 );
             }
-            crate::decl_rollback::keep(&site.audit, backend, failed.done)?;
+            let (error, id) = (failed.error.to_string(), failed.done.apply_id.clone());
+            crate::decl_rollback::keep(&site.audit, backend, failed.done, &origin, Some(error))?;
+            eprintln!("what was done stays done; `berth apply --resume {id}` finishes the rest");
             Err(failed.error.into())
         }
     }
@@ -208,11 +212,13 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         if saved.plan.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        let subject = format!("site:{}", saved.site);
-        run_apply(&client, &saved.plan, &a.site, &subject, backend, options(&a)).await?;
+        run_apply(&client, &saved.plan, &a.site, &saved.site, backend, options(&a)).await?;
         return Ok(ExitCode::SUCCESS);
     }
-    let file = a.file.as_ref().expect("clap: a plan or --file");
+    if let Some(id) = &a.resume {
+        return resume(&a, id, out).await;
+    }
+    let file = a.file.as_ref().expect("clap: a plan, --file or --resume");
     let (plan, client, backend) = make_plan(&a.site, file, &a.target).await?;
     print_plan(&plan, out)?;
     if let Some(c) = plan.impossible().next() {
@@ -225,10 +231,14 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         &format!("Apply these {} changes through backend {backend}?", plan.changes.len()),
         a.yes,
     )?;
-    let subject = format!("site:{}", file.display());
-    run_apply(&client, &plan, &a.site, &subject, &backend, options(&a)).await?;
-    // The proof: planning again finds nothing left to do.
-    let (again, _, _) = make_plan(&a.site, file, &a.target).await?;
+    let site_file = file.display().to_string();
+    run_apply(&client, &plan, &a.site, &site_file, &backend, options(&a)).await?;
+    converged(&a.site, file, &a.target).await
+}
+
+/// The proof after an apply: planning again finds nothing left to do.
+async fn converged(site: &SiteArgs, file: &Path, targets: &[String]) -> anyhow::Result<ExitCode> {
+    let (again, _, _) = make_plan(site, file, targets).await?;
     if again.is_empty() {
         println!("Applied. A new plan shows no changes.");
         Ok(ExitCode::SUCCESS)
@@ -236,6 +246,55 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         print_plan(&again, OutputFormat::Human)?;
         bail!("applied, but the cluster still differs from the file (above)");
     }
+}
+
+/// `berth apply --resume APPLY_ID`: finishes an apply that failed part way. The same site file
+/// (unchanged since: its hash is checked) is planned again over the objects that apply touched,
+/// so what it already did plans to nothing and only the rest is shown, confirmed and applied,
+/// under the same apply id (its checkpoints and audit entries join the first attempt's).
+async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<ExitCode> {
+    let records = crate::decl_rollback::records(&a.site.audit)?;
+    let Some(last) = records.iter().rev().find(|r| r.applied.apply_id == id) else {
+        bail!("no apply {id} is recorded next to {}", a.site.audit.display());
+    };
+    if last.error.is_none() {
+        println!("apply {id} finished: nothing to resume");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (Some(site_file), Some(hash)) = (&last.site, &last.file_hash) else {
+        bail!("apply {id} was recorded without its site file (an older release): plan and apply the file again");
+    };
+    let file = Path::new(site_file);
+    let (_, now) = read_site(file)?;
+    if &now != hash {
+        bail!("{site_file} changed since apply {id}: plan and apply it anew (berth apply -f {site_file})");
+    }
+    let site = SiteArgs {
+        backend: a.site.backend.clone().or_else(|| Some(last.backend.clone())),
+        ..a.site.clone()
+    };
+    let (plan, client, backend) = make_plan(&site, file, &last.addresses).await?;
+    print_plan(&plan, out)?;
+    if plan.is_empty() {
+        println!("Nothing left: the cluster is as apply {id} meant.");
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(c) = plan.impossible().next() {
+        bail!("the rest of apply {id} cannot be applied: {} is impossible", c.addr);
+    }
+    ask(
+        &format!(
+            "Resume apply {id}: {} changes left, through backend {backend}?",
+            plan.changes.len()
+        ),
+        a.yes,
+    )?;
+    let opts = ApplyOptions {
+        apply_id: id.to_owned(),
+        ..options(a)
+    };
+    run_apply(&client, &plan, &site, site_file, &backend, opts).await?;
+    converged(&site, file, &last.addresses).await
 }
 
 pub async fn discover(a: DiscoverArgs) -> anyhow::Result<ExitCode> {

@@ -14,12 +14,29 @@ use crate::decl_audit;
 use crate::decl_cmd::{ask, now_ms};
 use crate::pve_cmd::pve_client;
 
-/// An apply as kept for `berth checkpoints` and `berth rollback`.
+/// An apply as kept for `berth checkpoints`, `berth rollback` and `berth apply --resume` (an
+/// apply resumed adds a record under the same id).
 #[derive(Serialize, Deserialize)]
-struct ApplyRecord {
-    backend: String,
-    at: i64,
-    applied: Applied,
+pub(crate) struct ApplyRecord {
+    pub backend: String,
+    pub at: i64,
+    pub applied: Applied,
+    /// The site file it came from, that file's hash, and the objects its plan touched.
+    #[serde(default)]
+    pub site: Option<String>,
+    #[serde(default)]
+    pub file_hash: Option<String>,
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Why it stopped, when it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// Where an apply came from, for its record.
+pub(crate) struct Origin<'a> {
+    pub site: &'a str,
+    pub plan: &'a berth_decl::Plan,
 }
 
 /// Where the apply records live: next to the audit file.
@@ -27,7 +44,7 @@ fn records_path(audit: &Path) -> PathBuf {
     audit.with_extension("applies.jsonl")
 }
 
-fn records(audit: &Path) -> anyhow::Result<Vec<ApplyRecord>> {
+pub(crate) fn records(audit: &Path) -> anyhow::Result<Vec<ApplyRecord>> {
     let path = records_path(audit);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -43,12 +60,22 @@ fn records(audit: &Path) -> anyhow::Result<Vec<ApplyRecord>> {
 }
 
 /// Keeps an apply's record.
-pub fn keep(audit: &Path, backend: &str, applied: Applied) -> anyhow::Result<()> {
+pub(crate) fn keep(
+    audit: &Path,
+    backend: &str,
+    applied: Applied,
+    origin: &Origin<'_>,
+    error: Option<String>,
+) -> anyhow::Result<()> {
     use std::io::Write as _;
     let record = ApplyRecord {
         backend: backend.to_owned(),
         at: now_ms(),
         applied,
+        site: Some(origin.site.to_owned()),
+        file_hash: Some(origin.plan.file_hash.clone()),
+        addresses: origin.plan.changes.iter().map(|c| c.addr.clone()).collect(),
+        error,
     };
     let path = records_path(audit);
     let mut f = std::fs::OpenOptions::new()
@@ -89,10 +116,16 @@ pub fn checkpoints(site: &SiteArgs, out: OutputFormat) -> anyhow::Result<ExitCod
 
 /// `berth rollback APPLY_ID`: shows what it would do, asks, and puts the VMs back.
 pub async fn rollback(site: &SiteArgs, apply_id: &str, yes: bool) -> anyhow::Result<ExitCode> {
-    let rec = records(&site.audit)?
+    // An apply resumed has a record per attempt: their checkpoints together.
+    let mut recs = records(&site.audit)?
         .into_iter()
-        .find(|r| r.applied.apply_id == apply_id)
+        .filter(|r| r.applied.apply_id == apply_id);
+    let mut rec = recs
+        .next()
         .with_context(|| format!("no apply {apply_id} in {}", records_path(&site.audit).display()))?;
+    for later in recs {
+        rec.applied.checkpoints.extend(later.applied.checkpoints);
+    }
     let steps = rollback_steps(&rec.applied.checkpoints);
     if steps.is_empty() {
         println!("apply {apply_id} kept no checkpoints: nothing to roll back");

@@ -229,3 +229,82 @@ async fn checkpoints_are_kept_and_rolled_back() {
         "{lines}"
     );
 }
+
+/// An apply that fails part way keeps what it did; `berth apply --resume ID` plans the same,
+/// unchanged file over what that apply touched, applies only the rest under the same id, and
+/// converges. An unknown id, a finished apply and a changed file are each said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apply_that_failed_part_way_is_resumed() {
+    let env = start(berth_pve_emulator::Timings::fast()).await;
+    let dir = env.dir.path();
+    let audit = dir.join("audit.jsonl").display().to_string();
+    let text = "version = 1\n[proxmox]\n[[proxmox.storage]]\nid = \"nas\"\ntype = \"nfs\"\nserver = \"10.0.0.9\"\nexport = \"/tank\"\ncontent = [\"backup\"]\n\n[[proxmox.pools]]\nid = \"web\"\ncomment = \"front ends\"\n";
+    let file = site(dir, "site.toml", text);
+    // The pool cannot be made the first time: the storage is, then the apply stops.
+    env.emu.inject(berth_pve_emulator::FaultRule {
+        method: Some("POST".into()),
+        path_contains: "/pools".into(),
+        fault: berth_pve_emulator::Fault::Http {
+            status: 500,
+            message: "pool backend unavailable".into(),
+        },
+        times: 1,
+    });
+    let failed = env.run(&["apply", "-f", &file, "--yes", "--audit", &audit]).await;
+    assert!(!failed.status.success(), "{}", stdout(&failed));
+    let err = stderr(&failed);
+    let id = err
+        .split("berth apply --resume ")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap_or_else(|| panic!("the failure says how to resume: {err}"))
+        .to_owned();
+
+    let unknown = env
+        .run(&["apply", "--resume", "nope", "--yes", "--audit", &audit])
+        .await;
+    assert!(
+        stderr(&unknown).contains("no apply nope is recorded"),
+        "{}",
+        stderr(&unknown)
+    );
+
+    // What is left is only the pool: the storage was made.
+    let resumed = env.run(&["apply", "--resume", &id, "--yes", "--audit", &audit]).await;
+    let out = stdout(&resumed);
+    assert!(resumed.status.success(), "{out}\n{}", stderr(&resumed));
+    assert!(out.contains("+ pool.web") && !out.contains("storage.nas"), "{out}");
+    assert!(out.contains("Applied. A new plan shows no changes."), "{out}");
+    let again = env.run(&["apply", "--resume", &id, "--yes", "--audit", &audit]).await;
+    assert!(
+        stdout(&again).contains("finished: nothing to resume"),
+        "{}",
+        stdout(&again)
+    );
+    let verify = env.run(&["audit", "verify", "--file", &audit]).await;
+    assert!(verify.status.success(), "{}", stdout(&verify));
+
+    // A file changed since a failed apply is not resumed: its plan is another one.
+    env.emu.inject(berth_pve_emulator::FaultRule {
+        method: Some("POST".into()),
+        path_contains: "/pools".into(),
+        fault: berth_pve_emulator::Fault::Http {
+            status: 500,
+            message: "pool backend unavailable".into(),
+        },
+        times: 1,
+    });
+    let file = site(dir, "site.toml", &format!("{text}\n[[proxmox.pools]]\nid = \"db\"\n"));
+    let failed = env.run(&["apply", "-f", &file, "--yes", "--audit", &audit]).await;
+    let err = stderr(&failed);
+    let id = err
+        .split("berth apply --resume ")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap()
+        .to_owned();
+    site(dir, "site.toml", &format!("{text}\n[[proxmox.pools]]\nid = \"db2\"\n"));
+    let refused = env.run(&["apply", "--resume", &id, "--yes", "--audit", &audit]).await;
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("changed since apply"), "{}", stderr(&refused));
+}
