@@ -39,13 +39,13 @@ impl SiteWatch {
                     .iter()
                     .take(SiteDrift::MAX_CHANGES)
                     .map(|c| SiteChange {
-                        address: c.addr.clone(),
-                        change: berth_decl::render::one_line(c),
+                        address: clip(&c.addr, 200),
+                        change: clip(&berth_decl::render::one_line(c), 300),
                     })
                     .collect();
                 (None, changes, more as u32)
             }
-            Err(e) => (Some(e), Vec::new(), 0),
+            Err(e) => (Some(clip(&e, 2000)), Vec::new(), 0),
         };
         SiteDrift {
             site: self.settings.site.display().to_string(),
@@ -62,10 +62,13 @@ impl SiteWatch {
         self.last.lock().expect("site drift lock").clone()
     }
 
-    /// Checks at once, then every interval, until `stop`.
+    /// Checks at once, then every interval, until `stop` (a check under way is dropped then).
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         loop {
-            let now = self.check().await;
+            let now = tokio::select! {
+                d = self.check() => d,
+                _ = stop.cancelled() => return,
+            };
             let before = self.last.lock().expect("site drift lock").replace(now.clone());
             note(before.as_ref(), &now);
             tokio::select! {
@@ -74,6 +77,19 @@ impl SiteWatch {
             }
         }
     }
+}
+
+/// At most `max` bytes of `s` (whole characters), marked when cut: a heartbeat stays well
+/// under the control plane's body limit whatever the site holds.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
 }
 
 /// How many objects differ (`None`: the check failed).
@@ -97,8 +113,18 @@ fn note(before: Option<&SiteDrift>, now: &SiteDrift) {
         (None, n) => tracing::warn!(
             site = %now.site,
             objects = n.unwrap_or_default(),
-            first = %now.changes.first().map(|c| format!("{}: {}", c.address, c.change)).unwrap_or_default(),
+            first = %berth_core::text::printable(&now.changes.first().map(|c| format!("{}: {}", c.address, c.change)).unwrap_or_default()),
             "the cluster has drifted from the site file (berth drift -f SITE shows it all)"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clip_keeps_whole_characters_and_says_it_cut() {
+        assert_eq!(super::clip("short", 10), "short");
+        assert_eq!(super::clip("ééééé", 5), "éé…");
+        assert!(super::clip(&"x".repeat(5000), 300).len() <= 300 + "…".len());
     }
 }

@@ -70,6 +70,9 @@ pub struct ApplyOptions {
     pub allow_mgmt_network: bool,
     /// How long one task may take (default 30 minutes: clones and backups of big disks).
     pub task_timeout: Option<Duration>,
+    /// What an earlier attempt of this apply kept (`berth apply --resume`): a VM backed up
+    /// there before its delete is not backed up again.
+    pub earlier: Vec<crate::checkpoint::Checkpoint>,
 }
 
 /// Maps a PVE error to this apply's error for `addr`, doing `what`.
@@ -235,12 +238,11 @@ async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied
             let results = vms(c, &run, &apply_id, opts, timeout).await;
             let mut first_error = None;
             for (r, ch) in results.into_iter().zip(&run) {
-                match r {
-                    Ok((cp, steps)) => {
-                        done.checkpoints.extend(cp);
-                        done.steps.extend(steps);
-                        done.steps.push(format!("{} {}", verb(&ch.action), ch.addr));
-                    }
+                // A checkpoint taken before a change that then failed is kept all the same.
+                done.checkpoints.extend(r.checkpoint);
+                done.steps.extend(r.steps);
+                match r.outcome {
+                    Ok(()) => done.steps.push(format!("{} {}", verb(&ch.action), ch.addr)),
                     Err(e) => {
                         first_error.get_or_insert(e);
                     }
@@ -283,27 +285,42 @@ async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied
     Ok(())
 }
 
+/// One VM change: its checkpoint (kept even when the change then failed), what was done, and
+/// how it ended.
+struct VmDone {
+    checkpoint: Option<crate::checkpoint::Checkpoint>,
+    steps: Vec<String>,
+    outcome: Result<(), ApplyError>,
+}
+
 /// A run of VM changes, each with its checkpoint first, several at once; results in order.
-async fn vms(
-    c: &PveClient,
-    run: &[&Change],
-    apply_id: &str,
-    opts: &ApplyOptions,
-    timeout: Duration,
-) -> Vec<Result<(Option<crate::checkpoint::Checkpoint>, Vec<String>), ApplyError>> {
+async fn vms(c: &PveClient, run: &[&Change], apply_id: &str, opts: &ApplyOptions, timeout: Duration) -> Vec<VmDone> {
     use futures::StreamExt as _;
     let one = |ch: &Change| {
         let ch = ch.clone();
         async move {
-            let mut steps = Vec::new();
-            let mut cp = None;
+            let mut done = VmDone {
+                checkpoint: None,
+                steps: Vec::new(),
+                outcome: Ok(()),
+            };
             if ch.action != Action::Create && crate::checkpoint::needed(&ch) {
-                let (taken, step) = crate::checkpoint::take(c, &ch, apply_id, opts.no_backup, timeout).await?;
-                cp = taken;
-                steps.extend(step);
+                match crate::checkpoint::take(c, &ch, apply_id, opts, timeout).await {
+                    Ok((taken, step)) => {
+                        done.checkpoint = taken;
+                        done.steps.extend(step);
+                    }
+                    Err(e) => {
+                        done.outcome = Err(e);
+                        return done;
+                    }
+                }
             }
-            steps.extend(crate::vm_apply::apply_vm(c, &ch, timeout).await?);
-            Ok((cp, steps))
+            match crate::vm_apply::apply_vm(c, &ch, timeout).await {
+                Ok(steps) => done.steps.extend(steps),
+                Err(e) => done.outcome = Err(e),
+            }
+            done
         }
     };
     futures::stream::iter(run.iter().map(|ch| one(ch)))

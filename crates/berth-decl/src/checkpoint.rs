@@ -64,14 +64,27 @@ pub(crate) async fn take(
     c: &PveClient,
     ch: &Change,
     apply_id: &str,
-    no_backup: bool,
+    opts: &crate::apply::ApplyOptions,
     t: Duration,
 ) -> Result<(Option<Checkpoint>, Option<String>), ApplyError> {
+    let no_backup = opts.no_backup;
     let before = ch.before.as_ref();
     let node = before.and_then(|b| b.get("node")).cloned().unwrap_or_default();
     let running = before.and_then(|b| b.get("state")).is_some_and(|s| s == "running");
     let vmid: u32 = ch.addr.trim_start_matches("vm.").parse().unwrap_or(0);
     if ch.action == Action::Delete {
+        // Resumed: the backup the first attempt wrote stands (a second one of a half-deleted VM
+        // would be worth less, and could prune the first).
+        let earlier = opts
+            .earlier
+            .iter()
+            .find(|cp| matches!(cp, Checkpoint::Backup { .. }) && cp.addr() == ch.addr);
+        if let Some(Checkpoint::Backup { storage, .. }) = earlier {
+            return Ok((
+                None,
+                Some(format!("{}: backed up to {storage} by the first attempt", ch.addr)),
+            ));
+        }
         if no_backup {
             return Ok((
                 None,
@@ -132,15 +145,20 @@ pub(crate) async fn take(
             Ok((Some(cp), Some(format!("{}: checkpoint snapshot {name}", ch.addr))))
         }
         Err(e) => {
-            // Resumed (`berth apply --resume`): the first attempt's snapshot stands for this one.
+            // The snapshot of this apply is there all the same (made by a first attempt that
+            // was resumed, or PVE made it but its task was not seen to end): it is the checkpoint.
             let have = c.snapshots(&node, GuestType::Qemu, vmid).await.unwrap_or_default();
             if have.iter().any(|s| s.name == name) {
+                let cp = Checkpoint::Snapshot {
+                    addr: ch.addr.clone(),
+                    node,
+                    vmid,
+                    name: name.clone(),
+                    running,
+                };
                 return Ok((
-                    None,
-                    Some(format!(
-                        "{}: checkpoint snapshot {name} kept from the first attempt",
-                        ch.addr
-                    )),
+                    Some(cp),
+                    Some(format!("{}: checkpoint snapshot {name} (already there)", ch.addr)),
                 ));
             }
             Ok((None, Some(format!("{}: warning: no checkpoint ({e})", ch.addr))))

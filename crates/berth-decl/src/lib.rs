@@ -29,7 +29,9 @@ pub use site::{SiteError, parse};
 /// The site file at `path` against the cluster now: the plan that would bring the cluster back
 /// to the file (empty: no drift). Errors in words; the file's own with file:line: key.
 pub async fn check_site(client: &berth_proxmox::PveClient, path: &std::path::Path) -> Result<Plan, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
     let name = path.display().to_string();
     let desired = parse(&name, &text).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();

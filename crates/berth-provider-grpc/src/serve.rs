@@ -103,21 +103,23 @@ pub struct Served {
 }
 
 impl Served {
-    /// On SIGHUP, reads the certificate and key files again: new connections get what they
-    /// hold, open ones keep theirs; a pair that does not load keeps the one in use (and says
-    /// why on stderr). Without TLS it does nothing.
+    /// On SIGHUP (`systemctl reload`), reads the certificate and key files again: new
+    /// connections get what they hold, open ones keep theirs; a pair that does not load keeps
+    /// the one in use (and says why on stderr). Without TLS the signal is taken and said to
+    /// have nothing to reload, rather than end the server.
     pub fn reload_certificate_on_hangup(&self) -> Result<(), ServeError> {
-        let Listener::Tls(_, tls) = &self.listener else {
-            return Ok(());
+        let cert = match &self.listener {
+            Listener::Tls(_, tls) => Some(tls.certificate()),
+            _ => None,
         };
-        let cert = tls.certificate();
         let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .map_err(|e| ServeError::Serve(format!("cannot watch for SIGHUP: {e}")))?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match cert.reload() {
-                    Ok(fp) => eprintln!("SIGHUP: serving the certificate sha256:{fp} to new connections"),
-                    Err(e) => eprintln!("SIGHUP: keeping the certificate in use: {e}"),
+                match cert.as_ref().map(|c| c.reload()) {
+                    Some(Ok(fp)) => eprintln!("SIGHUP: serving the certificate sha256:{fp} to new connections"),
+                    Some(Err(e)) => eprintln!("SIGHUP: keeping the certificate in use: {e}"),
+                    None => eprintln!("SIGHUP: no TLS certificate to reload"),
                 }
             }
         });

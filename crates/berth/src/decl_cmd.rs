@@ -248,6 +248,20 @@ async fn converged(site: &SiteArgs, file: &Path, targets: &[String]) -> anyhow::
     }
 }
 
+/// What a change does, in one word, as apply records keep it.
+pub(crate) fn action_word(a: &berth_decl::Action) -> &'static str {
+    use berth_decl::Action as A;
+    match a {
+        A::Create => "create",
+        A::Update => "update",
+        A::UpdateRestart { .. } => "update-restart",
+        A::Move { .. } => "move",
+        A::Replace { .. } => "replace",
+        A::Delete => "delete",
+        A::Impossible { .. } => "impossible",
+    }
+}
+
 /// `berth apply --resume APPLY_ID`: finishes an apply that failed part way. The same site file
 /// (unchanged since: its hash is checked) is planned again over the objects that apply touched,
 /// so what it already did plans to nothing and only the rest is shown, confirmed and applied,
@@ -257,9 +271,18 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
     let Some(last) = records.iter().rev().find(|r| r.applied.apply_id == id) else {
         bail!("no apply {id} is recorded next to {}", a.site.audit.display());
     };
+    if last.rolled_back {
+        bail!("apply {id} was rolled back: nothing to resume (plan and apply the file anew)");
+    }
     if last.error.is_none() {
         println!("apply {id} finished: nothing to resume");
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(b) = a.site.backend.as_deref().filter(|b| *b != last.backend) {
+        bail!(
+            "apply {id} was made through backend {}, not {b}: a resume goes to the same cluster",
+            last.backend
+        );
     }
     let (Some(site_file), Some(hash)) = (&last.site, &last.file_hash) else {
         bail!("apply {id} was recorded without its site file (an older release): plan and apply the file again");
@@ -270,11 +293,31 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
         bail!("{site_file} changed since apply {id}: plan and apply it anew (berth apply -f {site_file})");
     }
     let site = SiteArgs {
-        backend: a.site.backend.clone().or_else(|| Some(last.backend.clone())),
+        backend: Some(last.backend.clone()),
         ..a.site.clone()
     };
     let (plan, client, backend) = make_plan(&site, file, &last.addresses).await?;
+    if last.cluster.is_some() && plan.cluster != last.cluster {
+        bail!(
+            "apply {id} was made against cluster {}, backend {backend} reaches {}: a resume goes to the same cluster",
+            last.cluster.as_deref().unwrap_or("-"),
+            plan.cluster.as_deref().unwrap_or("-")
+        );
+    }
     print_plan(&plan, out)?;
+    // The rest must be what was planned: a change the cluster turned into another action
+    // (an update now a replace) is a new plan to look at, not a resume.
+    for c in &plan.changes {
+        let now = action_word(&c.action);
+        match last.actions.get(&c.addr) {
+            Some(was) if was == now => {}
+            was => bail!(
+                "the rest of apply {id} is not what it planned: {} was to {}, now {now} (the cluster changed since); plan and apply the file anew",
+                c.addr,
+                was.map_or("stay as it was", String::as_str)
+            ),
+        }
+    }
     if plan.is_empty() {
         println!("Nothing left: the cluster is as apply {id} meant.");
         return Ok(ExitCode::SUCCESS);
@@ -291,6 +334,7 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
     )?;
     let opts = ApplyOptions {
         apply_id: id.to_owned(),
+        earlier: crate::decl_rollback::ApplyRecord::checkpoints_of(&records, id),
         ..options(a)
     };
     run_apply(&client, &plan, &site, site_file, &backend, opts).await?;

@@ -28,9 +28,35 @@ pub(crate) struct ApplyRecord {
     pub file_hash: Option<String>,
     #[serde(default)]
     pub addresses: Vec<String>,
+    /// What the plan was to do to each object (`updated`, `replaced`, …).
+    #[serde(default)]
+    pub actions: std::collections::BTreeMap<String, String>,
+    /// The cluster the plan was made against.
+    #[serde(default)]
+    pub cluster: Option<String>,
     /// Why it stopped, when it failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// `berth rollback` put its checkpoints back: it is not to be resumed.
+    #[serde(default)]
+    pub rolled_back: bool,
+}
+
+impl ApplyRecord {
+    /// Every record of apply `id`, oldest first: its checkpoints together, each once.
+    pub(crate) fn checkpoints_of(records: &[ApplyRecord], id: &str) -> Vec<berth_decl::checkpoint::Checkpoint> {
+        let mut all: Vec<berth_decl::checkpoint::Checkpoint> = Vec::new();
+        for cp in records
+            .iter()
+            .filter(|r| r.applied.apply_id == id)
+            .flat_map(|r| &r.applied.checkpoints)
+        {
+            if !all.contains(cp) {
+                all.push(cp.clone());
+            }
+        }
+        all
+    }
 }
 
 /// Where an apply came from, for its record.
@@ -67,7 +93,6 @@ pub(crate) fn keep(
     origin: &Origin<'_>,
     error: Option<String>,
 ) -> anyhow::Result<()> {
-    use std::io::Write as _;
     let record = ApplyRecord {
         backend: backend.to_owned(),
         at: now_ms(),
@@ -75,8 +100,21 @@ pub(crate) fn keep(
         site: Some(origin.site.to_owned()),
         file_hash: Some(origin.plan.file_hash.clone()),
         addresses: origin.plan.changes.iter().map(|c| c.addr.clone()).collect(),
+        actions: origin
+            .plan
+            .changes
+            .iter()
+            .map(|c| (c.addr.clone(), crate::decl_cmd::action_word(&c.action).to_owned()))
+            .collect(),
+        cluster: origin.plan.cluster.clone(),
         error,
+        rolled_back: false,
     };
+    append(audit, &record)
+}
+
+fn append(audit: &Path, record: &ApplyRecord) -> anyhow::Result<()> {
+    use std::io::Write as _;
     let path = records_path(audit);
     let mut f = std::fs::OpenOptions::new()
         .create(true)
@@ -116,17 +154,14 @@ pub fn checkpoints(site: &SiteArgs, out: OutputFormat) -> anyhow::Result<ExitCod
 
 /// `berth rollback APPLY_ID`: shows what it would do, asks, and puts the VMs back.
 pub async fn rollback(site: &SiteArgs, apply_id: &str, yes: bool) -> anyhow::Result<ExitCode> {
-    // An apply resumed has a record per attempt: their checkpoints together.
-    let mut recs = records(&site.audit)?
+    // An apply resumed has a record per attempt: their checkpoints together, each once.
+    let all = records(&site.audit)?;
+    let checkpoints = ApplyRecord::checkpoints_of(&all, apply_id);
+    let rec = all
         .into_iter()
-        .filter(|r| r.applied.apply_id == apply_id);
-    let mut rec = recs
-        .next()
+        .find(|r| r.applied.apply_id == apply_id)
         .with_context(|| format!("no apply {apply_id} in {}", records_path(&site.audit).display()))?;
-    for later in recs {
-        rec.applied.checkpoints.extend(later.applied.checkpoints);
-    }
-    let steps = rollback_steps(&rec.applied.checkpoints);
+    let steps = rollback_steps(&checkpoints);
     if steps.is_empty() {
         println!("apply {apply_id} kept no checkpoints: nothing to roll back");
         return Ok(ExitCode::SUCCESS);
@@ -140,11 +175,24 @@ pub async fn rollback(site: &SiteArgs, apply_id: &str, yes: bool) -> anyhow::Res
     let backend = site.backend.as_deref().unwrap_or(&rec.backend);
     let (client, _, _) = pve_client(&site.config.config, Some(backend), "berth rollback")?;
     let subject = format!("apply:{apply_id}");
-    match roll_back(&client, &rec.applied.checkpoints, std::time::Duration::from_secs(300)).await {
+    match roll_back(&client, &checkpoints, std::time::Duration::from_secs(300)).await {
         Ok(lines) => {
             for l in &lines {
                 println!("{l}");
             }
+            // Rolled back: `--resume` must not apply it again.
+            append(
+                &site.audit,
+                &ApplyRecord {
+                    at: now_ms(),
+                    applied: Applied {
+                        apply_id: apply_id.to_owned(),
+                        ..Applied::default()
+                    },
+                    rolled_back: true,
+                    ..rec
+                },
+            )?;
             decl_audit::append(
                 &site.audit,
                 "decl.rollback",

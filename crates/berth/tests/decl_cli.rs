@@ -308,3 +308,72 @@ async fn an_apply_that_failed_part_way_is_resumed() {
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("changed since apply"), "{}", stderr(&refused));
 }
+
+/// A VM change that fails after its checkpoint: the snapshot is kept and listed all the same;
+/// the resume takes the same snapshot as its checkpoint (not a second one), finishes, and a
+/// rollback puts the VM back once; a rolled-back apply is not resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_change_that_failed_after_its_checkpoint_is_resumed_and_rolled_back() {
+    let env = start(berth_pve_emulator::Timings::fast()).await;
+    let dir = env.dir.path();
+    let audit = dir.join("audit.jsonl").display().to_string();
+    let vm = |cores: u32| {
+        format!(
+            "version = 1\n[proxmox]\n[[proxmox.vms]]\nvmid = 171\nnode = \"pve1\"\nname = \"api\"\ncores = {cores}\nmemory = 1024\n\
+             disks.scsi0 = {{ storage = \"local-lvm\", size = \"4G\" }}\nnets.net0 = {{ bridge = \"vmbr0\" }}\n"
+        )
+    };
+    let made = env
+        .run(&["apply", "-f", &site(dir, "vm.toml", &vm(1)), "--yes", "--audit", &audit])
+        .await;
+    assert!(made.status.success(), "{}", stderr(&made));
+    env.emu.inject(berth_pve_emulator::FaultRule {
+        method: Some("PUT".into()),
+        path_contains: "/qemu/171/config".into(),
+        fault: berth_pve_emulator::Fault::Http {
+            status: 400,
+            message: "VM is locked (backup)".into(),
+        },
+        times: 1,
+    });
+    let bigger = site(dir, "vm2.toml", &vm(2));
+    let failed = env.run(&["apply", "-f", &bigger, "--yes", "--audit", &audit]).await;
+    assert!(!failed.status.success(), "{}", stdout(&failed));
+    assert!(
+        stdout(&failed).contains("vm.171: checkpoint snapshot berth-"),
+        "{}",
+        stdout(&failed)
+    );
+    let err = stderr(&failed);
+    let id = err
+        .split("berth apply --resume ")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap_or_else(|| panic!("{err}"))
+        .to_owned();
+    let listed = env.run(&["checkpoints", "--audit", &audit]).await;
+    assert!(
+        stdout(&listed).contains("roll vm.171 back to snapshot berth-"),
+        "the failed change's checkpoint is kept: {}",
+        stdout(&listed)
+    );
+
+    let resumed = env.run(&["apply", "--resume", &id, "--yes", "--audit", &audit]).await;
+    let out = stdout(&resumed);
+    assert!(resumed.status.success(), "{out}\n{}", stderr(&resumed));
+    assert!(
+        out.contains(&format!("vm.171: checkpoint snapshot berth-{id} (already there)")),
+        "{out}"
+    );
+
+    let back = env.run(&["rollback", &id, "--yes", "--audit", &audit]).await;
+    let text = stdout(&back);
+    assert!(back.status.success(), "{text}\n{}", stderr(&back));
+    assert_eq!(
+        text.matches("roll vm.171 back").count(),
+        1,
+        "once, though both attempts kept it: {text}"
+    );
+    let again = env.run(&["apply", "--resume", &id, "--yes", "--audit", &audit]).await;
+    assert!(stderr(&again).contains("was rolled back"), "{}", stderr(&again));
+}

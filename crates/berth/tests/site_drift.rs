@@ -42,7 +42,7 @@ async fn stack_with_site(site: &str) -> (Stack, tempfile::TempDir) {
     let file = dir.path().join("site.toml");
     std::fs::write(&file, site).unwrap();
     let extra = format!(
-        "[polling]\nheartbeat_interval_seconds = 1\n[drift]\nsite = \"{}\"\ninterval_seconds = 10\n",
+        "[polling]\nheartbeat_interval_seconds = 1\n[drift]\nsite = \"{}\"\ninterval_seconds = 60\n",
         file.display()
     );
     let s = Stack::start(Db::Sqlite, Timings::fast(), &extra).await.unwrap();

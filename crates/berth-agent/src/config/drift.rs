@@ -34,10 +34,11 @@ pub(crate) fn settle(
 ) -> Result<DriftSettings, (String, String)> {
     let err = |key: &str, m: String| (format!("drift.{key}"), m);
     let interval = raw.interval_seconds.unwrap_or(DEFAULT_INTERVAL_SECONDS);
-    if !(10..=86_400).contains(&interval) {
+    // Each check reads the whole cluster: not more often than once a minute.
+    if !(60..=86_400).contains(&interval) {
         return Err(err(
             "interval_seconds",
-            format!("expected 10 to 86400 (got {interval})"),
+            format!("expected 60 to 86400 (got {interval})"),
         ));
     }
     let site = base.join(&raw.site);

@@ -211,9 +211,9 @@ fn a_drift_check_names_its_file_backend_and_interval() {
     for (drift, key, says) in [
         ("site = \"nope.toml\"", "drift.site", "not a readable file"),
         (
-            "site = \"site.toml\"\ninterval_seconds = 1",
+            "site = \"site.toml\"\ninterval_seconds = 10",
             "drift.interval_seconds",
-            "10 to 86400",
+            "60 to 86400",
         ),
         ("site = \"site.toml\"\nbackend = \"lab\"", "drift.backend", "is manual"),
         (
