@@ -1,6 +1,27 @@
-//! What the benchmark binaries share: the control plane's configuration under load.
+//! What the benchmark binaries share: the control plane's configuration under load, and the
+//! machine every create benchmark asks for.
 
 use berth_server::ServerConfig;
+
+/// The SSH key every benchmark machine carries.
+pub const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench@berth";
+
+/// The benchmarks' machine: 2 cores, 2 GiB, 20 GiB, the backend's default template, DHCP;
+/// `tag` is its instance id and name.
+pub fn spec(tag: &str) -> anyhow::Result<berth_core::VmSpec> {
+    Ok(berth_core::VmSpec {
+        instance_id: berth_core::InstanceId::parse(tag)?,
+        name: tag.to_owned(),
+        kind: berth_core::GuestKind::Vm,
+        cores: 2,
+        memory_mib: 2048,
+        disk_gib: 20,
+        template: None,
+        ssh_keys: vec![berth_core::SshPublicKey::parse(KEY)?],
+        user: None,
+        network: berth_core::NetworkSpec::default(),
+    })
+}
 
 /// A `server.toml` for a benchmark whose `[database]` table is `database` (and `extra` lines
 /// before it, such as `listen`). Every simulated agent and customer connects from 127.0.0.1 and

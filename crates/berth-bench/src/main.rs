@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use berth_core::{GuestKind, InstanceId, NetworkSpec, NoProgress, Provider, SshPublicKey, VmSpec};
+use berth_core::{NoProgress, Provider};
 use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
 use clap::Parser;
 
@@ -35,8 +35,6 @@ struct Args {
     #[arg(long)]
     cli: Option<std::path::PathBuf>,
 }
-
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench@berth";
 
 fn timings() -> Timings {
     Timings {
@@ -83,7 +81,7 @@ fn timed_cli(berth: &Path, config: &Path, tag: &str) -> anyhow::Result<Duration>
         .args(["vm", "create", "--config"])
         .arg(config)
         .args(["--name", tag, "--cores", "2", "--memory-mib", "2048"])
-        .args(["--disk-gib", "20", "--ssh-key", KEY])
+        .args(["--disk-gib", "20", "--ssh-key", berth_bench::KEY])
         .output()
         .with_context(|| format!("running {}", berth.display()))?;
     let took = t0.elapsed();
@@ -95,23 +93,8 @@ fn timed_cli(berth: &Path, config: &Path, tag: &str) -> anyhow::Result<Duration>
     Ok(took)
 }
 
-fn spec(tag: &str) -> anyhow::Result<VmSpec> {
-    Ok(VmSpec {
-        instance_id: InstanceId::parse(tag)?,
-        name: tag.to_owned(),
-        kind: GuestKind::Vm,
-        cores: 2,
-        memory_mib: 2048,
-        disk_gib: 20,
-        template: None,
-        ssh_keys: vec![SshPublicKey::parse(KEY)?],
-        user: None,
-        network: NetworkSpec::default(),
-    })
-}
-
 async fn timed_create(p: &Arc<dyn Provider>, tag: &str) -> anyhow::Result<Duration> {
-    let s = spec(tag)?;
+    let s = berth_bench::spec(tag)?;
     let t0 = Instant::now();
     p.create(&s, &NoProgress)
         .await

@@ -6,6 +6,29 @@ mod common;
 
 use common::*;
 
+/// The next matching request fails with `status` and `message`.
+fn fail_once(env: &Env, method: &str, path: &str, status: u16, message: &str) {
+    env.emu.inject(berth_pve_emulator::FaultRule {
+        method: Some(method.into()),
+        path_contains: path.into(),
+        fault: berth_pve_emulator::Fault::Http {
+            status,
+            message: message.into(),
+        },
+        times: 1,
+    });
+}
+
+/// The apply id a failed apply names in "`berth apply --resume ID` finishes the rest".
+fn resume_id(stderr: &str) -> String {
+    stderr
+        .split("berth apply --resume ")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .unwrap_or_else(|| panic!("the failure says how to resume: {stderr}"))
+        .to_owned()
+}
+
 fn site(dir: &std::path::Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -241,24 +264,11 @@ async fn an_apply_that_failed_part_way_is_resumed() {
     let text = "version = 1\n[proxmox]\n[[proxmox.storage]]\nid = \"nas\"\ntype = \"nfs\"\nserver = \"10.0.0.9\"\nexport = \"/tank\"\ncontent = [\"backup\"]\n\n[[proxmox.pools]]\nid = \"web\"\ncomment = \"front ends\"\n";
     let file = site(dir, "site.toml", text);
     // The pool cannot be made the first time: the storage is, then the apply stops.
-    env.emu.inject(berth_pve_emulator::FaultRule {
-        method: Some("POST".into()),
-        path_contains: "/pools".into(),
-        fault: berth_pve_emulator::Fault::Http {
-            status: 500,
-            message: "pool backend unavailable".into(),
-        },
-        times: 1,
-    });
+    fail_once(&env, "POST", "/pools", 500, "pool backend unavailable");
     let failed = env.run(&["apply", "-f", &file, "--yes", "--audit", &audit]).await;
     assert!(!failed.status.success(), "{}", stdout(&failed));
     let err = stderr(&failed);
-    let id = err
-        .split("berth apply --resume ")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap_or_else(|| panic!("the failure says how to resume: {err}"))
-        .to_owned();
+    let id = resume_id(&err);
 
     let unknown = env
         .run(&["apply", "--resume", "nope", "--yes", "--audit", &audit])
@@ -285,24 +295,10 @@ async fn an_apply_that_failed_part_way_is_resumed() {
     assert!(verify.status.success(), "{}", stdout(&verify));
 
     // A file changed since a failed apply is not resumed: its plan is another one.
-    env.emu.inject(berth_pve_emulator::FaultRule {
-        method: Some("POST".into()),
-        path_contains: "/pools".into(),
-        fault: berth_pve_emulator::Fault::Http {
-            status: 500,
-            message: "pool backend unavailable".into(),
-        },
-        times: 1,
-    });
+    fail_once(&env, "POST", "/pools", 500, "pool backend unavailable");
     let file = site(dir, "site.toml", &format!("{text}\n[[proxmox.pools]]\nid = \"db\"\n"));
     let failed = env.run(&["apply", "-f", &file, "--yes", "--audit", &audit]).await;
-    let err = stderr(&failed);
-    let id = err
-        .split("berth apply --resume ")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap()
-        .to_owned();
+    let id = resume_id(&stderr(&failed));
     site(dir, "site.toml", &format!("{text}\n[[proxmox.pools]]\nid = \"db2\"\n"));
     let refused = env.run(&["apply", "--resume", &id, "--yes", "--audit", &audit]).await;
     assert!(!refused.status.success());
@@ -327,15 +323,7 @@ async fn a_vm_change_that_failed_after_its_checkpoint_is_resumed_and_rolled_back
         .run(&["apply", "-f", &site(dir, "vm.toml", &vm(1)), "--yes", "--audit", &audit])
         .await;
     assert!(made.status.success(), "{}", stderr(&made));
-    env.emu.inject(berth_pve_emulator::FaultRule {
-        method: Some("PUT".into()),
-        path_contains: "/qemu/171/config".into(),
-        fault: berth_pve_emulator::Fault::Http {
-            status: 400,
-            message: "VM is locked (backup)".into(),
-        },
-        times: 1,
-    });
+    fail_once(&env, "PUT", "/qemu/171/config", 400, "VM is locked (backup)");
     let bigger = site(dir, "vm2.toml", &vm(2));
     let failed = env.run(&["apply", "-f", &bigger, "--yes", "--audit", &audit]).await;
     assert!(!failed.status.success(), "{}", stdout(&failed));
@@ -345,12 +333,7 @@ async fn a_vm_change_that_failed_after_its_checkpoint_is_resumed_and_rolled_back
         stdout(&failed)
     );
     let err = stderr(&failed);
-    let id = err
-        .split("berth apply --resume ")
-        .nth(1)
-        .and_then(|s| s.split('`').next())
-        .unwrap_or_else(|| panic!("{err}"))
-        .to_owned();
+    let id = resume_id(&err);
     let listed = env.run(&["checkpoints", "--audit", &audit]).await;
     assert!(
         stdout(&listed).contains("roll vm.171 back to snapshot berth-"),

@@ -15,15 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use berth_core::{
-    GuestKind, Instance, InstanceId, InstanceRef, NetworkSpec, NoProgress, Provider, ProviderError, Secret,
-    SshPublicKey, VmSpec,
-};
+use berth_core::{Instance, InstanceRef, NoProgress, Provider, ProviderError, Secret, VmSpec};
 use berth_provider_grpc::{RemoteConfig, RemoteProvider, ServeOptions};
 use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
 use clap::Parser;
-
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl user@host";
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -64,21 +59,6 @@ async fn remote(inner: Arc<dyn Provider>, listen: &str, dir: &Path) -> anyhow::R
     std::fs::write(dir.join("token"), "bench-token")?;
     let config: RemoteConfig = toml::from_str(&format!("endpoint = {endpoint:?}\ntoken_file = \"token\"\n"))?;
     Ok(Arc::new(RemoteProvider::new(&config, dir)?))
-}
-
-fn spec(tag: &str) -> anyhow::Result<VmSpec> {
-    Ok(VmSpec {
-        instance_id: InstanceId::parse(tag)?,
-        name: tag.to_owned(),
-        kind: GuestKind::Vm,
-        cores: 2,
-        memory_mib: 2048,
-        disk_gib: 20,
-        template: None,
-        ssh_keys: vec![SshPublicKey::parse(KEY)?],
-        user: None,
-        network: NetworkSpec::default(),
-    })
 }
 
 fn ms(d: Duration) -> f64 {
@@ -182,7 +162,7 @@ fn nope() -> ProviderError {
 async fn creates(p: &Arc<dyn Provider>, prefix: &str, n: usize) -> anyhow::Result<Duration> {
     let mut walls = Vec::new();
     for i in 0..=n {
-        let s = spec(&format!("{prefix}-{i}"))?;
+        let s = berth_bench::spec(&format!("{prefix}-{i}"))?;
         let t0 = Instant::now();
         p.create(&s, &NoProgress).await?;
         if i > 0 {
@@ -211,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
         dir.path(),
     )
     .await?;
-    let made = direct.create(&spec("probe")?, &NoProgress).await?;
+    let made = direct.create(&berth_bench::spec("probe")?, &NoProgress).await?;
     let id = InstanceRef::Id(made.instance_id.clone().context("owned")?);
     let names = ["in-process", "gRPC, loopback TCP", "gRPC, Unix socket"];
     let took = describes(&[&direct, &tcp, &unix], &id, args.calls).await?;
