@@ -3,6 +3,36 @@
 
 use berth_server::ServerConfig;
 
+/// The Proxmox backend of a `berth.toml` for the emulator (node pve1, template 9000, storage
+/// local-lvm, its certificate pinned), as the agent and the CLI build it; `poll_ms` sets
+/// `poll_interval_ms`.
+pub fn emulator_provider(
+    emu: &berth_pve_emulator::EmulatorHandle,
+    poll_ms: Option<u64>,
+) -> anyhow::Result<std::sync::Arc<dyn berth_core::Provider>> {
+    let text = emulator_config(emu, poll_ms)?;
+    let cfg = berth_agent::parse_config(std::path::Path::new("bench.toml"), &text, &|_| None)?;
+    Ok(berth_agent::build_provider(&cfg, &cfg.backends[0])?)
+}
+
+/// The `berth.toml` text of [`emulator_provider`].
+pub fn emulator_config(emu: &berth_pve_emulator::EmulatorHandle, poll_ms: Option<u64>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let mut text = format!(
+        "[provisioner]\ntype = \"proxmox\"\n[provisioner.proxmox]\napi_url = \"{}\"\napi_token_id = \"{}\"\n\
+         api_token_secret = \"{}\"\nnode = \"pve1\"\ntemplate_vmid = 9000\nstorage = \"local-lvm\"\n\
+         tls_fingerprint = \"sha256:{}\"\n",
+        emu.base_url(),
+        emu.token_id(),
+        emu.token_secret(),
+        emu.fingerprint().context("TLS emulator")?
+    );
+    if let Some(ms) = poll_ms {
+        text.push_str(&format!("poll_interval_ms = {ms}\n"));
+    }
+    Ok(text)
+}
+
 /// The SSH key every benchmark machine carries.
 pub const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench@berth";
 

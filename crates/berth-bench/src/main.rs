@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use berth_core::{NoProgress, Provider};
-use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
+use berth_pve_emulator::{Emulator, EmulatorConfig, Timings};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -49,29 +49,6 @@ fn timings() -> Timings {
 /// The emulator's own time for one create: clone, resize, start, then the agent's delay.
 fn ideal(t: &Timings) -> Duration {
     t.clone + t.resize + t.start + t.agent_ready
-}
-
-fn provider(emu: &EmulatorHandle, poll_ms: Option<u64>) -> anyhow::Result<Arc<dyn Provider>> {
-    let text = config_text(emu, poll_ms)?;
-    let cfg = berth_agent::parse_config(Path::new("bench.toml"), &text, &|_| None)?;
-    Ok(berth_agent::build_provider(&cfg, &cfg.backends[0])?)
-}
-
-/// The `berth.toml` of the bench: the emulator's node pve1, template 9000, pinned TLS.
-fn config_text(emu: &EmulatorHandle, poll_ms: Option<u64>) -> anyhow::Result<String> {
-    let mut text = format!(
-        "[provisioner]\ntype = \"proxmox\"\n[provisioner.proxmox]\napi_url = \"{}\"\napi_token_id = \"{}\"\n\
-         api_token_secret = \"{}\"\nnode = \"pve1\"\ntemplate_vmid = 9000\nstorage = \"local-lvm\"\n\
-         tls_fingerprint = \"sha256:{}\"\n",
-        emu.base_url(),
-        emu.token_id(),
-        emu.token_secret(),
-        emu.fingerprint().context("TLS emulator")?
-    );
-    if let Some(ms) = poll_ms {
-        text.push_str(&format!("poll_interval_ms = {ms}\n"));
-    }
-    Ok(text)
 }
 
 /// `berth vm create` as a process of its own, start to exit.
@@ -121,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         ..EmulatorConfig::default()
     })
     .await?;
-    let p = provider(&emu, args.poll_ms)?;
+    let p = berth_bench::emulator_provider(&emu, args.poll_ms)?;
     let ideal = ideal(&t);
     println!(
         "emulator: clone {:?}, start {:?}, agent ready {:?}; ideal per create {:?}",
@@ -186,7 +163,7 @@ async fn main() -> anyhow::Result<()> {
         emu.set_latency(Duration::from_millis(lat));
         let mut w = Vec::new();
         for i in 0..args.runs {
-            let fresh = provider(&emu, args.poll_ms)?;
+            let fresh = berth_bench::emulator_provider(&emu, args.poll_ms)?;
             w.push(timed_create(&fresh, &format!("cold{lat}-{i}")).await?);
         }
         let m = median(w);
@@ -201,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(berth) = &args.cli {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("berth.toml");
-        std::fs::write(&config, config_text(&emu, args.poll_ms)?)?;
+        std::fs::write(&config, berth_bench::emulator_config(&emu, args.poll_ms)?)?;
         for &lat in std::iter::once(&0).chain(&args.latency) {
             emu.set_latency(Duration::from_millis(lat));
             let mut w = Vec::new();

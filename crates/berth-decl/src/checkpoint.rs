@@ -133,37 +133,27 @@ pub(crate) async fn take(
             .await?;
         c.wait_task(&upid, t).await
     };
-    match made.await {
-        Ok(_) => {
-            let cp = Checkpoint::Snapshot {
-                addr: ch.addr.clone(),
-                node,
-                vmid,
-                name: name.clone(),
-                running,
-            };
-            Ok((Some(cp), Some(format!("{}: checkpoint snapshot {name}", ch.addr))))
-        }
+    let seen = match made.await {
+        Ok(_) => "",
         Err(e) => {
             // The snapshot of this apply is there all the same (made by a first attempt that
             // was resumed, or PVE made it but its task was not seen to end): it is the checkpoint.
             let have = c.snapshots(&node, GuestType::Qemu, vmid).await.unwrap_or_default();
-            if have.iter().any(|s| s.name == name) {
-                let cp = Checkpoint::Snapshot {
-                    addr: ch.addr.clone(),
-                    node,
-                    vmid,
-                    name: name.clone(),
-                    running,
-                };
-                return Ok((
-                    Some(cp),
-                    Some(format!("{}: checkpoint snapshot {name} (already there)", ch.addr)),
-                ));
+            if !have.iter().any(|s| s.name == name) {
+                return Ok((None, Some(format!("{}: warning: no checkpoint ({e})", ch.addr))));
             }
-            Ok((None, Some(format!("{}: warning: no checkpoint ({e})", ch.addr))))
+            " (already there)"
         }
-    }
+    };
+    let step = format!("{}: checkpoint snapshot {name}{seen}", ch.addr);
+    let cp = Checkpoint::Snapshot {
+        addr: ch.addr.clone(),
+        node,
+        vmid,
+        name,
+        running,
+    };
+    Ok((Some(cp), Some(step)))
 }
 
 /// What `rollback` would do, a line each.

@@ -81,6 +81,16 @@ async fn the_agent_reports_what_differs_from_its_site_file() {
     assert!(text.contains("pool.ops") && text.contains("operations"), "{text}");
     b.shot("hypervisors-site-drift").await;
     b.check_accessibility("hypervisors-site-drift").await;
+    b.set_width(360).await;
+    b.shot("hypervisors-site-drift-360px").await;
+    // The operator sees every agent's report the same way.
+    b.set_width(1280).await;
+    b.sign_out().await;
+    b.sign_in(&s.tokens.operator).await;
+    b.goto("/ui/agents").await;
+    b.wait_for(".site-drift").await;
+    assert!(b.text(".agent").await.contains("pool.ops"));
+    b.shot("operator-hypervisors-site-drift").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,4 +103,34 @@ async fn a_site_file_that_does_not_parse_is_a_failed_check_naming_its_line() {
     assert!(e.contains("site.toml:5") && e.contains("colour"), "{e}");
     assert!(d.changes.is_empty());
     s.wait_agent_alive().await;
+    let Some(b) = browser::Browser::start(&s.url, "site_drift_failed").await else {
+        return;
+    };
+    b.sign_in(&s.tokens.provider).await;
+    b.goto("/ui/agents").await;
+    b.wait_for(".site-drift").await;
+    let text = b.text(".site-drift").await;
+    assert!(text.contains("check failed") && text.contains("colour"), "{text}");
+    b.shot("hypervisors-site-check-failed").await;
+    b.check_accessibility("hypervisors-site-check-failed").await;
+    b.set_width(360).await;
+    b.shot("hypervisors-site-check-failed-360px").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_as_the_site_file_says_is_shown_so() {
+    let (mut s, _site) = stack_with_site("version = 1\n[proxmox]\n").await;
+    s.spawn_agent();
+    let d = reported(&s).await;
+    assert_eq!((d.error.as_deref(), d.changes.len()), (None, 0), "{d:#?}");
+    let Some(b) = browser::Browser::start(&s.url, "site_drift_clean").await else {
+        return;
+    };
+    b.sign_in(&s.tokens.provider).await;
+    b.goto("/ui/agents").await;
+    b.wait_for(".site-drift").await;
+    assert!(b.text(".site-drift").await.contains("as the file says"));
+    b.shot("hypervisors-site-clean").await;
+    b.set_width(360).await;
+    b.shot("hypervisors-site-clean-360px").await;
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use berth_core::{Instance, InstanceRef, NoProgress, Provider, ProviderError, Secret, VmSpec};
 use berth_provider_grpc::{RemoteConfig, RemoteProvider, ServeOptions};
-use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
+use berth_pve_emulator::{Emulator, EmulatorConfig, Timings};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -26,20 +26,6 @@ struct Args {
     calls: usize,
     #[arg(long, default_value_t = 7)]
     creates: usize,
-}
-
-fn proxmox(emu: &EmulatorHandle) -> anyhow::Result<Arc<dyn Provider>> {
-    let text = format!(
-        "[provisioner]\ntype = \"proxmox\"\n[provisioner.proxmox]\napi_url = \"{}\"\napi_token_id = \"{}\"\n\
-         api_token_secret = \"{}\"\nnode = \"pve1\"\ntemplate_vmid = 9000\nstorage = \"local-lvm\"\n\
-         tls_fingerprint = \"sha256:{}\"\n",
-        emu.base_url(),
-        emu.token_id(),
-        emu.token_secret(),
-        emu.fingerprint().context("TLS emulator")?
-    );
-    let cfg = berth_agent::parse_config(Path::new("bench.toml"), &text, &|_| None)?;
-    Ok(berth_agent::build_provider(&cfg, &cfg.backends[0])?)
 }
 
 /// Serves `inner` on `listen`; the remote provider that calls it.
@@ -183,10 +169,10 @@ async fn main() -> anyhow::Result<()> {
         ..EmulatorConfig::default()
     })
     .await?;
-    let direct = proxmox(&emu)?;
-    let tcp = remote(proxmox(&emu)?, "127.0.0.1:0", dir.path()).await?;
+    let direct = berth_bench::emulator_provider(&emu, None)?;
+    let tcp = remote(berth_bench::emulator_provider(&emu, None)?, "127.0.0.1:0", dir.path()).await?;
     let unix = remote(
-        proxmox(&emu)?,
+        berth_bench::emulator_provider(&emu, None)?,
         &format!("unix:{}", dir.path().join("p.sock").display()),
         dir.path(),
     )
@@ -228,8 +214,8 @@ async fn main() -> anyhow::Result<()> {
         ..EmulatorConfig::default()
     })
     .await?;
-    let direct = proxmox(&emu)?;
-    let tcp = remote(proxmox(&emu)?, "127.0.0.1:0", dir.path()).await?;
+    let direct = berth_bench::emulator_provider(&emu, None)?;
+    let tcp = remote(berth_bench::emulator_provider(&emu, None)?, "127.0.0.1:0", dir.path()).await?;
     let a = creates(&direct, "direct", args.creates).await?;
     let b = creates(&tcp, "remote", args.creates).await?;
     println!(
