@@ -39,6 +39,8 @@ pub struct Backend {
     reported: Mutex<Option<bool>>,
     /// What the backend can do, asked once (it does not change while the agent runs).
     capabilities: tokio::sync::OnceCell<berth_core::Capabilities>,
+    /// Whether the warning that it is unmetered was logged.
+    said_unmetered: std::sync::atomic::AtomicBool,
 }
 
 impl Backend {
@@ -55,6 +57,17 @@ impl Backend {
             manual: None,
             reported: Mutex::new(None),
             capabilities: tokio::sync::OnceCell::new(),
+            said_unmetered: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Logs, once, that orders for this backend are not checked against any capacity.
+    pub(crate) fn note_unmetered(&self) {
+        if !self.said_unmetered.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                backend = %self.name,
+                "the backend cannot report its capacity and [capacity] sets none: orders are admitted without a capacity check (set cores, memory_mib and disk_gib in [capacity] to limit them)"
+            );
         }
     }
 

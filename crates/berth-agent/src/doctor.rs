@@ -121,6 +121,10 @@ async fn capacity_check(
     let refused = "so every order for it would be refused (no_capacity)";
     match crate::heartbeat::capacity(&backend, cfg).await {
         Err(e) => Check::fail("capacity", format!("{e}; {refused}")),
+        Ok(c) if c.unmetered => Check::warn(
+            "capacity",
+            "the backend cannot report its capacity and [capacity] sets none: orders are admitted without a capacity check (set cores, memory_mib and disk_gib in [capacity] to limit them)",
+        ),
         Ok(c) if c.cores_total == 0 || c.memory_mib_total == 0 || c.disk_gib_total == 0 => Check::fail(
             "capacity",
             format!(

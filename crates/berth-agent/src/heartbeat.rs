@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::wire::{BackendHealth, CapacityReport, Heartbeat, TemplateReport};
-use berth_core::{CheckStatus, ListFilter, ProviderError};
+use berth_core::{CheckStatus, ErrorCode, ListFilter, ProviderError};
 
 use crate::agent::{Agent, Backend};
 use crate::config::CapacitySection;
@@ -53,6 +53,8 @@ pub(crate) struct Reading {
     disk_free_cap: Option<u64>,
     /// Each listed machine's instance id and what it takes.
     listed: Vec<(Option<String>, Need)>,
+    /// The backend cannot tell its totals and none are configured: nothing is limited.
+    unmetered: bool,
 }
 
 /// Reads one backend's totals (from the config, else the backend) × overcommit, and what the
@@ -69,6 +71,23 @@ pub(crate) async fn read(b: &Backend, cfg: &CapacitySection) -> Result<Reading, 
         Err(e) if cfg.cores.is_some() && cfg.memory_mib.is_some() && cfg.disk_gib.is_some() => {
             tracing::debug!(backend = %b.name, error = %e, "no capacity from the backend; using the configured totals");
             None
+        }
+        // It cannot tell, by design (no capacity action), and nothing is configured: unmetered
+        // (a backend that could tell but failed to is an error below, and unhealthy).
+        Err(e)
+            if e.code() == ErrorCode::Unsupported
+                && cfg.cores.is_none()
+                && cfg.memory_mib.is_none()
+                && cfg.disk_gib.is_none() =>
+        {
+            return Ok(Reading {
+                cores_total: 0,
+                memory_total: 0,
+                disk_total: 0,
+                disk_free_cap: None,
+                listed: Vec::new(),
+                unmetered: true,
+            });
         }
         Err(e) => {
             return Err(e.context(
@@ -115,6 +134,7 @@ pub(crate) async fn read(b: &Backend, cfg: &CapacitySection) -> Result<Reading, 
         disk_total,
         disk_free_cap,
         listed,
+        unmetered: false,
     })
 }
 
@@ -139,6 +159,7 @@ pub(crate) fn report(r: &Reading, reserved: &HashMap<String, Need>) -> CapacityR
         memory_mib_free: r.memory_total.saturating_sub(used.memory_mib),
         disk_gib_total: r.disk_total,
         disk_gib_free: disk_free,
+        unmetered: r.unmetered,
     }
 }
 
@@ -149,7 +170,11 @@ pub async fn capacity(b: &Backend, cfg: &CapacitySection) -> Result<CapacityRepo
 }
 
 /// Whether `need` keeps every dimension under its threshold; the error says which is short.
+/// An unmetered backend (see [`CapacityReport::unmetered`]) fits anything.
 pub fn fits(c: &CapacityReport, cfg: &CapacitySection, need: Need) -> Result<(), String> {
+    if c.unmetered {
+        return Ok(());
+    }
     let dims = [
         ("cores", c.cores_total, c.cores_free, cfg.cpu_threshold, need.cores),
         (
@@ -187,6 +212,7 @@ fn add(a: CapacityReport, b: CapacityReport) -> CapacityReport {
         memory_mib_free: a.memory_mib_free + b.memory_mib_free,
         disk_gib_total: a.disk_gib_total + b.disk_gib_total,
         disk_gib_free: a.disk_gib_free + b.disk_gib_free,
+        unmetered: a.unmetered || b.unmetered,
     }
 }
 
@@ -199,7 +225,12 @@ impl Agent {
         for b in &self.backends {
             let (mut healthy, mut detail) = b.health();
             match capacity(b, self.capacity_of(b)).await {
-                Ok(c) => total = add(total, c),
+                Ok(c) => {
+                    if c.unmetered {
+                        b.note_unmetered();
+                    }
+                    total = add(total, c)
+                }
                 Err(e) => {
                     healthy = false;
                     detail = Some(format!("capacity: {e}"));
@@ -301,6 +332,7 @@ mod tests {
             memory_mib_free: 100_000,
             disk_gib_total: 1000,
             disk_gib_free: 1000,
+            unmetered: false,
         }
     }
 
@@ -318,5 +350,27 @@ mod tests {
         let mut mem = cap(100, 100);
         mem.memory_mib_free = 15_000; // 85 000 used: at the 85 % threshold already
         assert!(fits(&mem, &cfg, need).unwrap_err().contains("memory_mib"));
+    }
+
+    #[test]
+    fn an_unmetered_backend_fits_anything_and_marks_the_sum() {
+        let cfg = CapacitySection::default();
+        let huge = Need {
+            cores: 1 << 20,
+            memory_mib: 1 << 40,
+            disk_gib: 1 << 30,
+        };
+        let open = CapacityReport {
+            unmetered: true,
+            ..CapacityReport::default()
+        };
+        assert!(fits(&open, &cfg, huge).is_ok());
+        let sum = add(cap(10, 5), open);
+        assert!(
+            sum.unmetered,
+            "one unmetered backend makes the agent's report unmetered"
+        );
+        assert_eq!((sum.cores_total, sum.cores_free), (10, 5), "the metered figures stay");
+        assert!(!add(cap(10, 5), cap(4, 4)).unmetered);
     }
 }

@@ -174,6 +174,11 @@ pub struct CapacityReport {
     pub memory_mib_free: u64,
     pub disk_gib_total: u64,
     pub disk_gib_free: u64,
+    /// A backend of the agent cannot tell its capacity and none is configured for it (the
+    /// seed's script form): orders for the agent are admitted without a capacity check, and the
+    /// figures above count only its other backends.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unmetered: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

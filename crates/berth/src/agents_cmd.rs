@@ -58,6 +58,9 @@ fn detail(a: &AgentView) -> String {
             "free         {}/{} cores, {}/{} MiB, {}/{} GiB",
             c.cores_free, c.cores_total, c.memory_mib_free, c.memory_mib_total, c.disk_gib_free, c.disk_gib_total
         ));
+        if c.unmetered {
+            lines.push("capacity     unmetered: a backend cannot report it, orders are not limited".to_owned());
+        }
         for b in &h.backends {
             let health = if b.healthy { "healthy" } else { "unhealthy" };
             let detail = b.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();

@@ -1,9 +1,11 @@
 //! The script backend in exactly the seed's form (`provision`, `terminate`, `health_check`,
 //! `timeout_seconds`: no `status`, `list`, `start` or `stop`) runs an order end to end with a real
-//! `berth agent`. `berth doctor` says what that form cannot guarantee; an agent killed with -9
+//! `berth agent` and no `[capacity]` (the backend is unmetered: admitted, said by the agent's log,
+//! doctor, the heartbeat and the dashboard). `berth doctor` says what that form cannot guarantee; an agent killed with -9
 //! while `provision` runs (the machine made, never reported) does not leave two machines: after
 //! the restart `terminate` is asked for the cut-off machine before provisioning again.
 
+mod browser;
 mod common;
 mod stack;
 
@@ -82,8 +84,8 @@ async fn the_seeds_three_script_form_runs_an_order_and_a_crash_makes_no_second_m
         script(scripts.path(), "terminate.sh", TERMINATE),
         script(scripts.path(), "health.sh", HEALTH),
     );
-    let extra =
-        "[polling]\nheartbeat_interval_seconds = 1\n[capacity]\ncores = 64\nmemory_mib = 262144\ndisk_gib = 10000\n";
+    // No `[capacity]` either, as in the seed: the backend cannot tell, so it is unmetered.
+    let extra = "[polling]\nheartbeat_interval_seconds = 1\n";
     let mut s = Stack::start_with_backend(Db::Sqlite, Timings::fast(), Some(backend), extra)
         .await
         .unwrap();
@@ -99,12 +101,17 @@ async fn the_seeds_three_script_form_runs_an_order_and_a_crash_makes_no_second_m
     );
     assert!(text.contains("no `list` action: reconcile and capacity"), "{text}");
     assert!(text.contains("the health action succeeded"), "{text}");
+    assert!(text.contains("orders are admitted without a capacity check"), "{text}");
 
     // The first provision makes its machine, then hangs: the agent dies there, unreported.
     std::fs::create_dir_all(&machines_dir).unwrap();
     std::fs::write(machines_dir.join("hang-once"), "").unwrap();
     s.spawn_agent();
     s.wait_agent_alive().await;
+    let agents = s.provider.agents().await.unwrap();
+    let hb = agents[0].heartbeat.as_ref().expect("a heartbeat");
+    assert!(hb.capacity.unmetered, "{hb:#?}");
+    assert!(hb.backends.iter().all(|b| b.healthy), "{hb:#?}");
     let offering = s.offering(&[]).await;
     let a = s.order(&offering, "seed1").await;
     let op = a.operation_id.clone().unwrap();
@@ -134,6 +141,11 @@ async fn the_seeds_three_script_form_runs_an_order_and_a_crash_makes_no_second_m
     let done = s.finished(&op, LONG).await;
     assert_eq!(done.status, "succeeded", "{done:#?}\n{}", s.agent_log());
     assert!(
+        s.agent_log().contains("orders are admitted without a capacity check"),
+        "the agent says its backend is unmetered:\n{}",
+        s.agent_log()
+    );
+    assert!(
         done.stages.iter().any(|st| st.stage == "cleanup"),
         "the terminate of the cut-off machine shows: {:#?}",
         done.stages
@@ -154,5 +166,17 @@ async fn the_seeds_three_script_form_runs_an_order_and_a_crash_makes_no_second_m
     assert!(machines(&machines_dir).is_empty());
     let ledger = s.dir.path().join("agent/berth-script");
     assert_eq!(std::fs::read_dir(&ledger).unwrap().count(), 0, "{}", ledger.display());
+
+    // The provider's hypervisors page says orders are not limited, with no empty bars.
+    if let Some(b) = browser::Browser::start(&s.url, "seed_script").await {
+        b.sign_in(&s.tokens.provider).await;
+        b.goto("/ui/agents").await;
+        b.wait_for(".agent").await;
+        let text = b.text(".agent").await;
+        assert!(text.contains("Capacity not metered"), "{text}");
+        assert!(!text.contains("CPU cores"), "no bars of nothing: {text}");
+        b.shot("hypervisors-unmetered").await;
+        b.check_accessibility("hypervisors-unmetered").await;
+    }
     s.term_agent().await;
 }

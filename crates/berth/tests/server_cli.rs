@@ -155,6 +155,7 @@ async fn server_and_client_commands_from_order_to_audit() {
                 memory_mib_free: 8192,
                 disk_gib_total: 100,
                 disk_gib_free: 100,
+                unmetered: false,
             },
             backends: vec![],
             drift: vec![],

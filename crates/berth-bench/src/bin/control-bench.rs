@@ -93,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             memory_mib_free: 1 << 30,
             disk_gib_total: 1 << 30,
             disk_gib_free: 1 << 30,
+            unmetered: false,
         },
         backends: vec![],
         drift: vec![],

@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
                 memory_mib_free: big,
                 disk_gib_total: big,
                 disk_gib_free: big,
+                unmetered: false,
             },
             backends: vec![],
             drift: vec![],

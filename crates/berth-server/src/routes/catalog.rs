@@ -28,8 +28,12 @@ impl From<&OfferingSpec> for Need {
 }
 
 /// Whether `need` fits into what `c` reports is free, keeping usage under the thresholds:
-/// `total × threshold − used ≥ need` in every dimension.
+/// `total × threshold − used ≥ need` in every dimension. An unmetered agent (a backend that
+/// cannot tell its capacity) fits anything: its agent is the judge.
 pub fn fits(c: &CapacityReport, adm: &Admission, need: Need) -> bool {
+    if c.unmetered {
+        return true;
+    }
     let dim = |total: u64, free: u64, pct: u8, need: u64| {
         let used = i128::from(total) - i128::from(free.min(total));
         i128::from(total) * i128::from(pct) / 100 - used >= i128::from(need)
@@ -126,6 +130,7 @@ mod tests {
             memory_mib_free: 5_000,
             disk_gib_total: 100,
             disk_gib_free: 50,
+            unmetered: false,
         };
         let n = |cores, memory_mib, disk_gib| Need {
             cores,

@@ -110,6 +110,7 @@ pub fn roomy() -> Heartbeat {
             memory_mib_free: 262_144,
             disk_gib_total: 10_000,
             disk_gib_free: 10_000,
+            unmetered: false,
         },
         backends: vec![BackendHealth {
             name: "pve1".into(),

@@ -43,6 +43,8 @@ impl AgentRow {
         let bars = agent
             .heartbeat
             .as_ref()
+            // Nothing metered at all: no bars of nothing (the page says why).
+            .filter(|h| !(h.capacity.unmetered && h.capacity.cores_total == 0))
             .map(|h| {
                 let c = &h.capacity;
                 vec![

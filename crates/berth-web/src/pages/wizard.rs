@@ -189,13 +189,17 @@ pub async fn hypervisor(State(web): State<Web>, v: Viewer, RawQuery(q): RawQuery
                     continue;
                 };
                 let c = &hb.capacity;
-                let room = format!(
-                    "{} of {} cores, {} of {} memory free",
-                    c.cores_free,
-                    c.cores_total,
-                    fmt::mib(c.memory_mib_free),
-                    fmt::mib(c.memory_mib_total)
-                );
+                let room = if c.unmetered && c.cores_total == 0 {
+                    "capacity not metered".to_owned()
+                } else {
+                    format!(
+                        "{} of {} cores, {} of {} memory free",
+                        c.cores_free,
+                        c.cores_total,
+                        fmt::mib(c.memory_mib_free),
+                        fmt::mib(c.memory_mib_total)
+                    )
+                };
                 let full = !berth_server::routes::catalog::fits(c, adm, smallest);
                 for b in &hb.backends {
                     let why_not = if !b.healthy {
