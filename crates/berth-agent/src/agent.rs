@@ -193,6 +193,8 @@ pub struct Agent {
     pub(crate) routes: crate::route::Routes,
     /// The scheduled site drift check, when `[drift]` configures one.
     pub site: std::sync::OnceLock<Arc<crate::site_drift::SiteWatch>>,
+    /// The warm pools, when `[[pool]]` configures any.
+    pub pools: std::sync::OnceLock<Arc<crate::pools::Pools>>,
 }
 
 impl Agent {
@@ -226,6 +228,7 @@ impl Agent {
             drift: Mutex::new(Vec::new()),
             routes: Default::default(),
             site: std::sync::OnceLock::new(),
+            pools: std::sync::OnceLock::new(),
         }))
     }
 
@@ -234,6 +237,13 @@ impl Agent {
         self.recover().await?;
         let hb = tokio::spawn(self.clone().heartbeat_loop());
         let rc = tokio::spawn(self.clone().reconcile_loop());
+        let mut keepers = tokio::task::JoinSet::new();
+        if let Some(pools) = self.pools.get() {
+            crate::pools::keep::sweep_unknown_fills(&self, pools).await;
+            for p in pools.all() {
+                keepers.spawn(crate::pools::keep(self.clone(), pools.clone(), p.clone()));
+            }
+        }
         self.clone().claim_loop().await;
         tracing::info!(
             running = self.tasks.len(),
@@ -245,6 +255,13 @@ impl Agent {
             tracing::info!("grace period over: checkpointing and releasing the remaining work");
             self.abort.cancel();
             self.tasks.wait().await;
+        }
+        // The pools' keepers stop with the claiming (emptying the pools configured so).
+        if tokio::time::timeout(grace, async { while keepers.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            keepers.abort_all();
         }
         hb.abort();
         rc.abort();

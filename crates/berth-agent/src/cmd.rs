@@ -149,6 +149,22 @@ pub async fn status(cfg: &Config) -> anyhow::Result<ExitCode> {
         }
     }
     let state = &settings.agent.state_dir;
+    if !cfg.pools.is_empty() {
+        println!("warm pools (as configured; the control plane's view below has their counts):");
+        for p in &cfg.pools {
+            println!(
+                "  {} on {}: {} ready wanted, {}, template {}, {} cores, {} MiB, {} GiB",
+                p.name,
+                p.backend,
+                p.ready,
+                p.mode,
+                p.template.as_deref().unwrap_or("(the backend's default)"),
+                p.cores,
+                p.memory_mib,
+                p.disk_gib
+            );
+        }
+    }
     let q = crate::release::quarantined(state);
     if q.orphans.is_empty() {
         println!("quarantine: empty");
@@ -196,11 +212,30 @@ pub async fn status(cfg: &Config) -> anyhow::Result<ExitCode> {
                 if let Some(skew) = v.version_skew {
                     println!("  {skew}");
                 }
+                for p in v.heartbeat.iter().flat_map(|h| &h.pools) {
+                    println!("  {}", pool_line(p));
+                }
             }
             Err(e) => println!("control plane: not reached ({e:#})"),
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One pool as the heartbeat reports it: `pool web: 3/5 ready (1 being made), stopped, 12 hits, 2 misses`.
+pub fn pool_line(p: &berth_api::wire::PoolReport) -> String {
+    let mut s = format!("pool {}: {}/{} ready", p.name, p.ready, p.target);
+    if p.filling > 0 {
+        s.push_str(&format!(" ({} being made)", p.filling));
+    }
+    s.push_str(&format!(", {}, {} hits, {} misses", p.mode, p.hits, p.misses));
+    if let Some(ms) = p.last_fill_ms {
+        s.push_str(&format!(", last made in {:.1} s", ms as f64 / 1000.0));
+    }
+    if let Some(d) = &p.detail {
+        s.push_str(&format!(": {d}"));
+    }
+    s
 }
 
 /// Tells systemd (`Type=notify` units) that the service is up; not under systemd (no
@@ -229,6 +264,48 @@ fn notify(socket: &std::ffi::OsStr, message: &str) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `drain`'s arguments, the same in `berth agent drain` and `berth-agent drain`.
+#[derive(clap::Args, Debug)]
+pub struct DrainArgs {
+    /// A pool to drain (repeat for several; default: every pool).
+    #[arg(long = "pool", value_name = "NAME")]
+    pub pools: Vec<String>,
+    /// Keep the pools filled again.
+    #[arg(long)]
+    pub undo: bool,
+}
+
+/// `drain`: the running agent (or the next to start) deletes the ready machines of the pools
+/// named and keeps those pools empty, until `--undo`.
+pub fn drain(cfg: &Config, args: &DrainArgs) -> anyhow::Result<ExitCode> {
+    let settings = settings(cfg)?;
+    if cfg.pools.is_empty() {
+        anyhow::bail!("{}: no [[pool]] is configured", cfg.path.display());
+    }
+    for p in &args.pools {
+        if !cfg.pools.iter().any(|c| &c.name == p) {
+            let names: Vec<&str> = cfg.pools.iter().map(|c| c.name.as_str()).collect();
+            anyhow::bail!("--pool {p}: no such pool (configured: {})", names.join(", "));
+        }
+    }
+    let now = crate::pools::request_drain(&settings.agent.state_dir, &args.pools, args.undo)?;
+    let all = now.iter().any(|p| p == "*");
+    for c in &cfg.pools {
+        let drained = all || now.contains(&c.name);
+        println!(
+            "pool {}: {}",
+            c.name,
+            if drained {
+                "drained (its ready machines are deleted; none are made)".to_owned()
+            } else {
+                format!("kept ({} ready)", c.ready)
+            }
+        );
+    }
+    println!("the running agent acts on it within a few seconds (`berth agent status` shows the pools)");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `berth agent release ID`: hands a quarantined machine to the operator; the running agent

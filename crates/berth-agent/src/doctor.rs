@@ -37,6 +37,15 @@ pub async fn run(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
                     Err(e) => checks.push(named(Check::fail("backend", e.to_string()))),
                     Ok(provider) => {
                         checks.extend(provider.validate().await.into_iter().map(named));
+                        let pools: Vec<&str> = config
+                            .pools
+                            .iter()
+                            .filter(|p| p.backend == b.name)
+                            .map(|p| p.name.as_str())
+                            .collect();
+                        if !pools.is_empty() {
+                            checks.push(named(pools_check(&*provider, &pools).await));
+                        }
                         if let Some(settings) = &config.agent {
                             let cfg = b.capacity.as_ref().unwrap_or(&settings.capacity);
                             checks.push(named(capacity_check(b, provider, cfg).await));
@@ -108,6 +117,22 @@ async fn agent_checks(settings: &crate::AgentSettings) -> Vec<Check> {
         Err(e) => out.push(Check::fail("control plane", format!("unreachable: {e}"))),
     }
     out
+}
+
+/// Whether the backend can keep the warm pools configured on it.
+async fn pools_check(provider: &dyn berth_core::Provider, pools: &[&str]) -> Check {
+    let names = pools.join(", ");
+    match provider.capabilities().await {
+        Ok(c) if c.pools => Check::ok("warm pools", format!("{names}: the backend keeps warm pools")),
+        Ok(_) => Check::fail(
+            "warm pools",
+            format!(
+                "{names}: the {} backend cannot keep warm pools (Proxmox can); orders for them would always be created",
+                provider.backend()
+            ),
+        ),
+        Err(e) => Check::fail("warm pools", format!("{names}: cannot ask the backend: {e}")),
+    }
 }
 
 /// For an agent: whether the backend has room to report. A backend that cannot tell its host's

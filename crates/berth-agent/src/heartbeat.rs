@@ -255,6 +255,7 @@ impl Agent {
             backends,
             drift: self.drift(),
             site_drift: self.site.get().and_then(|w| w.last()),
+            pools: self.pools.get().map(|p| p.reports()).unwrap_or_default(),
         }
     }
 

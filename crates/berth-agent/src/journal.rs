@@ -58,6 +58,9 @@ pub struct Entry {
     /// Decided but not yet acknowledged by the control plane.
     #[serde(default)]
     pub outcome: Option<Completion>,
+    /// The warm pool machine this provision is taking (journaled before the take starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_take: Option<crate::pools::PoolTake>,
 }
 
 impl Entry {
@@ -83,6 +86,7 @@ impl Entry {
             history_lost: None,
             body_limit_bytes: None,
             outcome: None,
+            pool_take: None,
         }
     }
 

@@ -18,6 +18,7 @@ mod inbox;
 pub mod journal;
 pub mod lease;
 pub mod metrics_http;
+pub mod pools;
 mod provision;
 pub mod reconcile;
 pub mod release;

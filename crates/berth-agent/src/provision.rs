@@ -100,23 +100,37 @@ impl Agent {
                     .await;
             }
         };
-        let held = if exists {
-            None
-        } else {
-            // A provision that ended since the reading began may have made a machine the
-            // reading does not show: read again (the look may have taken retries).
-            if b.released() != released {
-                reading = crate::heartbeat::read(b, self.capacity_of(b)).await;
-            }
-            match b.reserve(reading, self.capacity_of(b), &entry.instance_id, need) {
-                Ok(h) => Some(h),
-                Err(full) => return failed("quota_exceeded", full),
+        // A warm pool machine, when the order fits a pool with one ready (it already counts
+        // against the host); when it left its pool meanwhile, the order is created.
+        let mut made = None;
+        let pooled = self.pool_take(b, &spec, tracked, exists, reporter).await;
+        if let Some((t, _claim)) = &pooled {
+            self.confirmed(lease).await;
+            made = self.take_from_pool(b, t, &spec, reporter).await;
+        }
+        let made = match made {
+            Some(m) => m,
+            None => {
+                let held = if exists {
+                    None
+                } else {
+                    // A provision that ended since the reading began may have made a machine
+                    // the reading does not show: read again (the look may have taken retries).
+                    if b.released() != released || pooled.is_some() {
+                        reading = crate::heartbeat::read(b, self.capacity_of(b)).await;
+                    }
+                    match b.reserve(reading, self.capacity_of(b), &entry.instance_id, need) {
+                        Ok(h) => Some(h),
+                        Err(full) => return failed("quota_exceeded", full),
+                    }
+                };
+                self.confirmed(lease).await;
+                let made = self.retrying("create", || b.provider.create(&spec, reporter)).await;
+                // Made (it shows in the list now) or not: no longer held aside.
+                drop(held);
+                made
             }
         };
-        self.confirmed(lease).await;
-        let made = self.retrying("create", || b.provider.create(&spec, reporter)).await;
-        // Made (it shows in the list now) or not: no longer held aside.
-        drop(held);
         let inst = match made {
             Ok(i) => i,
             Err(e) => {

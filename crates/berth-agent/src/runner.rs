@@ -87,6 +87,18 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         let _ = agent.site.set(watch.clone());
         tokio::spawn(watch.run(agent.shutdown.clone()));
     }
+    if !config.pools.is_empty() {
+        // The machines journaled operations are taking are theirs, not anyone else's.
+        let taking: Vec<crate::pools::PoolTake> = agent
+            .journal
+            .load_all()?
+            .into_iter()
+            .filter_map(|e| e.pool_take)
+            .collect();
+        let pools = crate::pools::Pools::new(config.pools.clone(), &agent.settings.agent.state_dir, &taking)?;
+        crate::pools::describe_metrics(&config.pools);
+        let _ = agent.pools.set(Arc::new(pools));
+    }
     let task = tokio::spawn(agent.clone().run());
     Ok(Running { agent, metrics, task })
 }

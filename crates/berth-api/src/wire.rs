@@ -12,6 +12,7 @@ mod catalog;
 mod drift;
 mod input;
 mod login;
+mod pool;
 mod price;
 mod quota;
 mod tokens;
@@ -19,6 +20,7 @@ pub use catalog::{AgentAvailability, Availability, OfferingSpec, OfferingView, P
 pub use drift::{SiteChange, SiteDrift};
 pub use input::{InputTaken, OperatorInput, OperatorInputView};
 pub use login::ssh_command;
+pub use pool::PoolReport;
 pub use quota::{CustomerQuotaView, QuotaView, SetCustomerQuota, SetQuota};
 pub use tokens::{CreateToken, TokenCreated, TokenView};
 
@@ -146,6 +148,9 @@ pub struct Heartbeat {
     /// The agent's scheduled check of its site file (declarative mode), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site_drift: Option<SiteDrift>,
+    /// The agent's warm pools (`[[pool]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolReport>,
 }
 
 /// One difference between a backend and the control plane.

@@ -85,6 +85,9 @@ pub struct Instance {
     /// and never printed: it leaves the agent only encrypted to the requester's key.
     #[serde(skip)]
     pub root_password: Option<Secret>,
+    /// The warm pool it is kept ready in, when its marker says so (see [`crate::pool`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<crate::pool::PoolMark>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,6 +133,9 @@ pub struct Capabilities {
     pub ipv6: bool,
     pub list_templates: bool,
     pub capacity: bool,
+    /// `fill` and `take`: warm pools, in both modes.
+    #[serde(default)]
+    pub pools: bool,
 }
 
 /// A snapshot of a machine: its disks and configuration, and with `vmstate` its memory.
@@ -250,6 +256,7 @@ mod tests {
             ssh_port: Some(2222),
             root_password: Some(Secret::new("hunter2-root")),
             login_user: None,
+            pool: None,
         };
         let json = serde_json::to_string(&i).unwrap();
         assert!(!json.contains("hunter2") && json.contains("2222"), "{json}");

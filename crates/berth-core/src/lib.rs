@@ -6,6 +6,7 @@ pub mod config_error;
 pub mod error;
 pub mod ids;
 pub mod instance;
+pub mod pool;
 pub mod provider;
 pub mod secret;
 pub mod spec;
@@ -20,6 +21,7 @@ pub use instance::{
     Capabilities, Capacity, Check, CheckStatus, DeleteOutcome, ExecOutput, Instance, PowerOp, PowerState,
     ReconfigureOutcome, Snapshot, Template,
 };
+pub use pool::{PoolMark, PoolMode};
 pub use provider::{ListFilter, Provider};
 pub use secret::Secret;
 pub use spec::{GuestKind, Ipv4Config, Ipv6Config, NetworkSpec, Resize, SshPublicKey, VmSpec};

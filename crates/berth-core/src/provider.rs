@@ -15,10 +15,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::ProviderError;
-use crate::ids::InstanceRef;
+use crate::ids::{InstanceId, InstanceRef};
 use crate::instance::{
     Capabilities, Capacity, Check, DeleteOutcome, ExecOutput, Instance, PowerOp, ReconfigureOutcome, Snapshot, Template,
 };
+use crate::pool::{PoolMark, PoolMode};
 use crate::spec::{GuestKind, Resize, VmSpec};
 use crate::stage::ProgressSink;
 
@@ -112,6 +113,43 @@ pub trait Provider: Send + Sync {
         Err(no_snapshots(self.backend()))
     }
 
+    /// Makes a pool machine for `mark`'s pool: `spec` (its own `pool-…` id and name, no SSH
+    /// keys) cloned and configured with the pool mark on its marker, left stopped
+    /// ([`PoolMode::Stopped`]: never booted) or started and reachable through its guest agent
+    /// ([`PoolMode::Running`]). Idempotent by `spec.instance_id` like `create`, and like it
+    /// removes what it made when a later step fails. Backends without pools answer `Unsupported`.
+    async fn fill(
+        &self,
+        spec: &VmSpec,
+        mark: &PoolMark,
+        mode: PoolMode,
+        progress: &dyn ProgressSink,
+    ) -> Result<Instance, ProviderError> {
+        let _ = (spec, mark, mode, progress);
+        Err(no_pools(self.backend()))
+    }
+
+    /// Hands pool machine `from` (carrying `mark`) over to `spec.instance_id`: the marker moves
+    /// from the pool machine to the instance in one step (the commit point; the machine leaves
+    /// the pool), then the order's name, keys and network are put in (in `mode`: for a stopped
+    /// machine as cloud-init data, and it is started; for a running one through the guest
+    /// agent), the disk grows to `spec.disk_gib`, and the instance is returned as `create`
+    /// returns it. Idempotent by `spec.instance_id`: when the instance's machine exists, the
+    /// personalisation is finished on it. `NotFound` when `from` is no longer in the pool with
+    /// `mark` (taken by someone else, drained): nothing was changed, a normal create follows. A
+    /// failure after the commit point is the instance's, as in `create`.
+    async fn take(
+        &self,
+        from: &InstanceId,
+        mark: &PoolMark,
+        mode: PoolMode,
+        spec: &VmSpec,
+        progress: &dyn ProgressSink,
+    ) -> Result<Instance, ProviderError> {
+        let _ = (from, mark, mode, spec, progress);
+        Err(no_pools(self.backend()))
+    }
+
     /// Moves the machine to node `to` of the backend's cluster, disks on local storage along.
     /// A running machine moves only with `online` (a VM live, a container restarted). Backends
     /// without nodes answer `Unsupported`.
@@ -122,6 +160,10 @@ pub trait Provider: Send + Sync {
             self.backend()
         )))
     }
+}
+
+fn no_pools(backend: &str) -> ProviderError {
+    ProviderError::unsupported(format!("warm pools on the {backend} backend"))
 }
 
 fn no_snapshots(backend: &str) -> ProviderError {

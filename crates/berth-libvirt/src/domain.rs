@@ -199,6 +199,7 @@ pub fn instance(found: &Found, with_addresses: bool) -> Result<Instance, Provide
         ssh_port: None,
         root_password: None,
         login_user: None,
+        pool: None,
     })
 }
 

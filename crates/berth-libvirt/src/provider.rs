@@ -313,6 +313,7 @@ impl Provider for LibvirtProvider {
             ipv6: true,
             list_templates: true,
             capacity: true,
+            pools: false,
         })
     }
 

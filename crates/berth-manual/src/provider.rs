@@ -275,6 +275,7 @@ pub(crate) fn to_instance(record: &Record) -> Instance {
         ssh_port: details.and_then(|d| d.ssh_port),
         root_password: None,
         login_user: None,
+        pool: None,
     }
 }
 
@@ -350,6 +351,7 @@ impl Provider for ManualProvider {
             ipv6: true,
             list_templates: false,
             capacity: false,
+            pools: false,
         })
     }
 

@@ -281,6 +281,7 @@ fn base_instance(name: &str, state: PowerState, ipv4: Option<Ipv4Addr>) -> Insta
         ssh_port: None,
         root_password: None,
         login_user: None,
+        pool: None,
     }
 }
 

@@ -288,6 +288,7 @@ impl Provider for MultipassProvider {
             ipv6: false,
             list_templates: true,
             capacity: false,
+            pools: false,
         })
     }
 

@@ -157,6 +157,7 @@ pub fn instance_from(i: pb::Instance) -> Result<Instance, Bad> {
         ssh_port,
         login_user: i.login_user,
         root_password: i.root_password.map(Secret::new),
+        pool: None,
     })
 }
 
@@ -409,6 +410,7 @@ pub fn capabilities_from(c: pb::Capabilities) -> Capabilities {
         ipv6: c.ipv6,
         list_templates: c.list_templates,
         capacity: c.capacity,
+        pools: false,
     }
 }
 

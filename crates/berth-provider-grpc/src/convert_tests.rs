@@ -54,6 +54,7 @@ fn a_spec_and_an_instance_cross_the_wire_unchanged() {
         ssh_port: Some(2222),
         login_user: Some("deploy".into()),
         root_password: Some(Secret::new("hunter2-root")),
+        pool: None,
     };
     let wire = instance_to(&i);
     assert!(!format!("{wire:?}").contains("hunter2"), "{wire:?}");

@@ -64,6 +64,7 @@ impl Provider for Hangs {
             ssh_port: None,
             login_user: None,
             root_password: None,
+            pool: None,
         })
     }
     async fn describe(&self, _: &InstanceRef) -> Result<Instance, ProviderError> {

@@ -22,6 +22,25 @@ pub(crate) struct ExecSettings {
     /// Off = qemu-ga started with `--block-rpcs=guest-exec`.
     pub enabled: bool,
     pub output_limit: usize,
+    /// Stands for the guests' file systems: a command runs with `BERTH_ROOT=<dir>/<vmid>`, so
+    /// what Berth writes into a guest (its pool personalisation) lands there, not on this host.
+    pub guest_root: Arc<tempfile::TempDir>,
+}
+
+impl ExecSettings {
+    /// The directory standing for guest `vmid`'s `/`.
+    pub fn root_of(&self, vmid: u32) -> std::path::PathBuf {
+        self.guest_root.path().join(vmid.to_string())
+    }
+}
+
+fn guest_root() -> Arc<tempfile::TempDir> {
+    Arc::new(
+        tempfile::Builder::new()
+            .prefix("berth-pve-guests")
+            .tempdir()
+            .expect("a temporary directory for the emulated guests' files"),
+    )
 }
 
 impl Default for ExecSettings {
@@ -29,6 +48,7 @@ impl Default for ExecSettings {
         ExecSettings {
             enabled: true,
             output_limit: DEFAULT_OUTPUT_LIMIT,
+            guest_root: guest_root(),
         }
     }
 }
@@ -97,18 +117,22 @@ pub(crate) struct GuestExecs {
 
 impl GuestExecs {
     /// Starts `argv` (program, then arguments; the program is looked up in `PATH`) with
-    /// `input` on stdin; the guest PID, or qemu-ga's error text. Needs a Tokio runtime.
+    /// `input` on stdin and `BERTH_ROOT=root` (made if absent); the guest PID, or qemu-ga's
+    /// error text. Needs a Tokio runtime.
     pub fn spawn(
         &mut self,
         argv: &[String],
         input: Option<Vec<u8>>,
         boot: Option<Instant>,
         limit: usize,
+        root: &std::path::Path,
     ) -> Result<u32, String> {
+        std::fs::create_dir_all(root).map_err(|e| format!("the guest's root {}: {e}", root.display()))?;
         self.forget_other_runs(boot);
         let (prog, args) = argv.split_first().ok_or("Invalid parameter 'path'")?;
         let mut cmd = tokio::process::Command::new(prog);
         cmd.args(args)
+            .env("BERTH_ROOT", root)
             .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -217,6 +241,10 @@ mod tests {
         v.iter().map(|s| s.to_string()).collect()
     }
 
+    fn root() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("berth-exec-test-{}", std::process::id()))
+    }
+
     async fn wait(execs: &mut GuestExecs, pid: u32, boot: Option<Instant>) -> Value {
         for _ in 0..500 {
             let st = execs.status(pid, boot).expect("known pid");
@@ -238,6 +266,7 @@ mod tests {
                 None,
                 boot,
                 4,
+                &root(),
             )
             .unwrap();
         let st = wait(&mut e, pid, boot).await;
@@ -251,7 +280,9 @@ mod tests {
         // Reported once, then unknown.
         assert!(e.status(pid, boot).is_none());
         // Separate PIDs; stdin is fed.
-        let pid2 = e.spawn(&argv(&["cat"]), Some(b"in".to_vec()), boot, 100).unwrap();
+        let pid2 = e
+            .spawn(&argv(&["cat"]), Some(b"in".to_vec()), boot, 100, &root())
+            .unwrap();
         assert_ne!(pid, pid2);
         let st = wait(&mut e, pid2, boot).await;
         assert_eq!(
@@ -266,17 +297,19 @@ mod tests {
         let mut e = GuestExecs::default();
         let boot = Some(Instant::now());
         let pid = e
-            .spawn(&argv(&["/bin/sh", "-c", "kill -9 $$"]), None, boot, 100)
+            .spawn(&argv(&["/bin/sh", "-c", "kill -9 $$"]), None, boot, 100, &root())
             .unwrap();
         let st = wait(&mut e, pid, boot).await;
         assert_eq!(st["signal"], 9);
         assert!(st.get("exitcode").is_none(), "{st}");
-        let err = e.spawn(&argv(&["/nonexistent/prog"]), None, boot, 100).unwrap_err();
+        let err = e
+            .spawn(&argv(&["/nonexistent/prog"]), None, boot, 100, &root())
+            .unwrap_err();
         assert_eq!(
             err,
             "Failed to execute child process “/nonexistent/prog” (No such file or directory)"
         );
-        let pid = e.spawn(&argv(&["sleep", "5"]), None, boot, 100).unwrap();
+        let pid = e.spawn(&argv(&["sleep", "5"]), None, boot, 100, &root()).unwrap();
         assert_eq!(e.status(pid, boot), Some(json!({ "exited": 0 })));
         // After a reboot the process is gone.
         assert_eq!(e.status(pid, Some(Instant::now())), None);

@@ -99,6 +99,7 @@ impl Emulator {
         world.exec = exec::ExecSettings {
             enabled: config.guest_exec,
             output_limit: config.exec_output_limit,
+            ..Default::default()
         };
         let secret = random_secret();
         world.tokens.insert(
@@ -227,6 +228,13 @@ impl EmulatorHandle {
     }
 
     /// Every qemu and lxc guest, templates included.
+    /// A file in guest `vmid`'s emulated file system (what commands run through its agent wrote
+    /// under `BERTH_ROOT`); `None` when absent.
+    pub fn guest_file(&self, vmid: u32, path: &str) -> Option<String> {
+        let root = self.world().exec.root_of(vmid);
+        std::fs::read_to_string(root.join(path.trim_start_matches('/'))).ok()
+    }
+
     pub fn guests(&self) -> Vec<GuestSnapshot> {
         self.world().snapshots()
     }

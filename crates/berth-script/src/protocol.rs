@@ -193,6 +193,7 @@ impl WireInstance {
             ssh_port: self.ssh_port,
             root_password: self.root_password,
             login_user: self.login_user,
+            pool: None,
         })
     }
 }

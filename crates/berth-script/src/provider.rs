@@ -383,6 +383,7 @@ impl Provider for ScriptProvider {
             ipv6: false,
             list_templates: false,
             capacity: false,
+            pools: false,
         })
     }
 

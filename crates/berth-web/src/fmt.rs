@@ -17,6 +17,11 @@ pub fn took(from: i64, to: i64) -> String {
     }
 }
 
+/// A duration in milliseconds, as [`took`] says it.
+pub fn duration_ms(ms: impl std::borrow::Borrow<u64>) -> String {
+    took(0, i64::try_from(*ms.borrow()).unwrap_or(i64::MAX))
+}
+
 /// Milliseconds since the epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -18,6 +18,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         Some(AgentAction::Enroll(a)) => cmd::enroll(&cfg, &a).await,
         Some(AgentAction::Status) => cmd::status(&cfg).await,
         Some(AgentAction::Release { instance_id }) => cmd::release(&cfg, &instance_id),
+        Some(AgentAction::Drain(a)) => cmd::drain(&cfg, &a),
         None | Some(AgentAction::Run) => cmd::run(&cfg).await,
         Some(AgentAction::List { .. } | AgentAction::Show { .. } | AgentAction::Revoke { .. }) => {
             unreachable!("the API's agent commands are dispatched in main")

@@ -61,6 +61,12 @@ fn detail(a: &AgentView) -> String {
         if c.unmetered {
             lines.push("capacity     unmetered: a backend cannot report it, orders are not limited".to_owned());
         }
+        for p in &h.pools {
+            lines.push(format!(
+                "pool         {}",
+                berth_agent::cmd::pool_line(p).trim_start_matches("pool ")
+            ));
+        }
         for b in &h.backends {
             let health = if b.healthy { "healthy" } else { "unhealthy" };
             let detail = b.detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default();
@@ -92,7 +98,11 @@ pub async fn agents(action: AgentAction, out: OutputFormat) -> anyhow::Result<Ex
                 .map_err(|m| bad_flag("--yes", m))?;
             show(out, &c.revoke_agent(&id).await?, detail)
         }
-        AgentAction::Enroll(_) | AgentAction::Run | AgentAction::Status | AgentAction::Release { .. } => {
+        AgentAction::Enroll(_)
+        | AgentAction::Run
+        | AgentAction::Status
+        | AgentAction::Release { .. }
+        | AgentAction::Drain(_) => {
             unreachable!("the local agent's commands are dispatched in main")
         }
     }

@@ -529,6 +529,8 @@ pub enum AgentAction {
     /// This agent's identity, backends, the operations in its journal, and how the control
     /// plane sees it.
     Status,
+    /// Empty this agent's warm pools and keep them empty (`--undo`: fill them again).
+    Drain(berth_agent::cmd::DrainArgs),
     /// Hand a machine this agent holds in quarantine to the operator: the agent no longer
     /// stops, deletes or reports it (`berth agent status` lists the quarantine).
     Release {

@@ -283,6 +283,7 @@ before-upgrade           2026-12-06T08:00:00Z -                        yes    ap
             ssh_port: None,
             login_user: Some("berth".into()),
             root_password: None,
+            pool: None,
         }
     }
 

@@ -160,6 +160,7 @@ async fn server_and_client_commands_from_order_to_audit() {
             backends: vec![],
             drift: vec![],
             site_drift: None,
+            pools: Vec::new(),
         })
         .await
         .unwrap();

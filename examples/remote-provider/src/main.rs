@@ -106,6 +106,7 @@ impl Provider for Cloud {
             ssh_port: None,
             login_user: Some(spec.user.clone().unwrap_or_else(|| "debian".into())),
             root_password: None,
+            pool: None,
         };
         // The commit point: once in the map, a retry finds it.
         let m = {

@@ -36,6 +36,8 @@ enum Command {
     /// This agent's identity, backends, the operations in its journal, and how the control
     /// plane sees it.
     Status,
+    /// Empty warm pools and keep them empty (`--undo`: fill them again).
+    Drain(berth_agent::cmd::DrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Enroll(args)) => berth_agent::cmd::enroll(&cfg, &args).await,
             Some(Command::Status) => berth_agent::cmd::status(&cfg).await,
+            Some(Command::Drain(args)) => berth_agent::cmd::drain(&cfg, &args),
             _ => berth_agent::cmd::run(&cfg).await,
         }
     });

@@ -119,6 +119,13 @@ impl<'a> Locator<'a> {
     /// An error about `key` (dotted path): points at the line that sets it, else at its table's
     /// header, else at no line.
     pub fn at_key(&self, key: &str, message: &str) -> ConfigFileError {
+        // `pool[2].cores`: a key of the third `[[pool]]` table.
+        if let Some((array, rest)) = key.split_once('[')
+            && let Some((n, leaf)) = rest.split_once("].")
+            && let Ok(n) = n.parse::<usize>()
+        {
+            return self.at_array_key(array, n, leaf, key, message);
+        }
         let (table, leaf) = key.rsplit_once('.').unwrap_or(("", key));
         let mut current = String::new();
         let mut table_line = None;
@@ -155,6 +162,33 @@ impl<'a> Locator<'a> {
             Some(key.to_owned()),
             message.to_owned(),
         )
+    }
+}
+
+impl Locator<'_> {
+    /// `leaf` in the `n`th (from 0) `[[array]]` table, else that table's header line.
+    fn at_array_key(&self, array: &str, n: usize, leaf: &str, key: &str, message: &str) -> ConfigFileError {
+        let mut seen = 0;
+        let mut inside = false;
+        let mut header = None;
+        for (i, l) in self.text.lines().enumerate() {
+            if let Some(h) = header_name(l) {
+                inside = false;
+                if h == array && l.trim_start().starts_with("[[") {
+                    if seen == n {
+                        inside = true;
+                        header = Some(i + 1);
+                    }
+                    seen += 1;
+                }
+                continue;
+            }
+            if inside && key_of_line(l).as_deref() == Some(leaf) {
+                let col = l.len() - l.trim_start().len() + 1;
+                return self.error(Some(i + 1), Some(col), Some(key.to_owned()), message.to_owned());
+            }
+        }
+        self.error(header, header.map(|_| 1), Some(key.to_owned()), message.to_owned())
     }
 }
 

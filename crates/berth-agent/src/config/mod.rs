@@ -5,6 +5,7 @@ mod agent;
 mod backend;
 mod drift;
 mod locate;
+mod pool;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ pub use backend::{BackendConfig, BackendKind, BackendSettings, PROXMOX_SECRET_EN
 pub use drift::DriftSettings;
 pub use locate::ConfigFileError;
 use locate::Locator;
+pub use pool::{MAX_READY, PoolSettings};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -29,6 +31,8 @@ struct RawConfig {
     post_provision: Option<PostProvisionSection>,
     reconcile: Option<ReconcileSection>,
     drift: Option<drift::RawDrift>,
+    #[serde(default)]
+    pool: Vec<pool::RawPool>,
 }
 
 /// A loaded, validated configuration.
@@ -41,6 +45,8 @@ pub struct Config {
     pub agent: Option<AgentSettings>,
     /// The scheduled check of a site file against the cluster (`[drift]`).
     pub drift: Option<DriftSettings>,
+    /// Warm pools (`[[pool]]`), in file order.
+    pub pools: Vec<PoolSettings>,
 }
 
 impl Config {
@@ -142,11 +148,13 @@ pub fn parse_config(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String
         .map(|d| drift::settle(d, &base, &backends))
         .transpose()
         .map_err(|(key, message)| loc.at_key(&key, &message))?;
+    let pools = pool::settle(raw.pool, &backends).map_err(|(key, message)| loc.at_key(&key, &message))?;
     Ok(Config {
         path: path.to_owned(),
         backends,
         agent,
         drift,
+        pools,
     })
 }
 

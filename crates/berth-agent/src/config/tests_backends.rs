@@ -232,3 +232,73 @@ fn a_drift_check_names_its_file_backend_and_interval() {
     let err = parse_config(&path, &format!("{manual}[drift]\nsite = \"site.toml\"\n"), &|_| None).unwrap_err();
     assert!(err.to_string().contains("0 proxmox backends"), "{err}");
 }
+
+#[test]
+fn warm_pools_name_their_backend_size_and_mode_and_each_bad_key_is_pointed_at() {
+    let path = Path::new("berth.toml");
+    let pve = "[provisioner.backends.pve]\ntype = \"proxmox\"\n[provisioner.backends.pve.proxmox]\napi_url = \"https://pve.example.com:8006\"\napi_token_id = \"berth@pve!agent\"\napi_token_secret = \"6f1c7d2e-9a41-4f3b-8e55-0c2d9b7a1e34\"\nnode = \"pve1\"\ntemplate_vmid = 9000\nstorage = \"local-lvm\"\n";
+    let good = "[[pool]]\nname = \"small\"\ncores = 2\nmemory_mib = 2048\ndisk_gib = 20\nready = 3\n";
+    let cfg = parse_config(path, &format!("{pve}{good}"), &|_| None).unwrap();
+    let p = &cfg.pools[0];
+    assert_eq!(
+        (
+            p.name.as_str(),
+            p.backend.as_str(),
+            p.ready,
+            p.mode,
+            p.drain_on_shutdown
+        ),
+        ("small", "pve", 3, berth_core::PoolMode::Stopped, false),
+        "the only backend; stopped; kept over restarts"
+    );
+    let mut other = p.clone();
+    other.template = Some("9001".into());
+    assert_ne!(p.key(), other.key(), "a changed template is another definition");
+    assert_eq!(p.key(), cfg.pools[0].clone().key(), "the key is stable");
+
+    let second = "[[pool]]\nname = \"big\"\ncores = 0\nmemory_mib = 2048\ndisk_gib = 20\nready = 1\n";
+    for (pools, key, line, says) in [
+        (
+            format!("{good}{second}"),
+            "pool[1].cores",
+            18,
+            "expected 1 to 8192 (got 0)",
+        ),
+        (good.replace("small", "Small"), "pool[0].name", 11, "lowercase letters"),
+        (
+            format!("{good}{good}"),
+            "pool[1].name",
+            17,
+            "two pools are called \"small\"",
+        ),
+        (
+            good.replace("ready = 3", "ready = 101"),
+            "pool[0].ready",
+            15,
+            "0 to 100",
+        ),
+        (
+            format!("{good}backend = \"pve9\"\n"),
+            "pool[0].backend",
+            16,
+            "no backend named \"pve9\"",
+        ),
+        (
+            good.replace("memory_mib = 2048", "memory_mib = 8"),
+            "pool[0].memory_mib",
+            13,
+            "at least 16",
+        ),
+    ] {
+        let err = parse_config(path, &format!("{pve}{pools}"), &|_| None).unwrap_err();
+        assert!(err.to_string().contains(says), "{key}: {err}");
+        assert_eq!((err.key.as_deref(), err.line), (Some(key), Some(line)), "{err}");
+    }
+    let err = parse_config(path, &format!("{pve}{good}mode = \"warm\"\n"), &|_| None).unwrap_err();
+    assert!(
+        err.to_string().contains("stopped") && err.to_string().contains("running"),
+        "{err}"
+    );
+    let err = parse_config(path, &format!("{pve}{good}size = 1\n"), &|_| None).unwrap_err();
+    assert!(err.to_string().contains("size"), "{err}");
+}

@@ -1,6 +1,10 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use berth_core::{CheckStatus, ErrorCode};
+use async_trait::async_trait;
+use berth_core::{
+    Capabilities, Capacity, Check, CheckStatus, DeleteOutcome, ErrorCode, ExecOutput, Instance, InstanceRef,
+    ListFilter, PowerOp, ProgressSink, ReconfigureOutcome, Resize, Template, VmSpec,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 

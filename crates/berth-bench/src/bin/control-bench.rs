@@ -98,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         backends: vec![],
         drift: vec![],
         site_drift: None,
+        pools: Vec::new(),
     };
     let per = args.agents.div_ceil(args.providers);
     for p in 0..args.providers {

@@ -117,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
             backends: vec![],
             drift: vec![],
             site_drift: None,
+            pools: Vec::new(),
         })
         .await?;
     let cust = op.create_customer("c").await?;

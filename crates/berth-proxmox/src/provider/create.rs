@@ -2,7 +2,7 @@
 //! one whose creation still runs) or make it, finish it, and remove a half-made guest when a
 //! later step fails. The kind-specific steps live in `create_vm` and `create_ct`.
 
-use berth_core::{GuestKind, Instance, ProviderError, Stage, VmSpec};
+use berth_core::{GuestKind, Instance, PoolMark, PoolMode, ProviderError, Stage, VmSpec};
 
 use super::ProxmoxProvider;
 use super::create_vm::check_kind;
@@ -18,13 +18,21 @@ use crate::client::{GuestType, Params, Poll, Upid};
 const OBTAIN_ROUNDS: u32 = 3;
 
 impl ProxmoxProvider {
-    pub(crate) async fn create_guest(&self, spec: &VmSpec, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
-        let (guest, made) = self.obtain(spec, stages).await?;
+    pub(crate) async fn create_guest(
+        &self,
+        spec: &VmSpec,
+        stages: &Stages<'_>,
+        fill: Option<Fill<'_>>,
+    ) -> Result<Instance, ProviderError> {
+        let (mut guest, made) = self.obtain(spec, stages).await?;
         // A guest without its tags never finished configure_vm: it is ours to remove on failure.
         let half_made = made.is_some() || !guest.tagged;
+        if let Some(f) = fill {
+            guest.pool = Some(f.mark.clone());
+        }
         let result = match made {
-            Some(made) => self.finish_new(spec, &guest, made, stages).await,
-            None => self.finish(spec, &guest, stages).await,
+            Some(made) => self.finish_new(spec, &guest, made, stages, fill).await,
+            None => self.finish(spec, &guest, stages, fill).await,
         };
         if result.is_err() && half_made {
             self.remove_half_made(&guest, &spec.instance_id).await;
@@ -84,13 +92,14 @@ impl ProxmoxProvider {
         g: &Guest,
         made: Made,
         stages: &Stages<'_>,
+        fill: Option<Fill<'_>>,
     ) -> Result<Instance, ProviderError> {
         stages.started(Stage::ConfigureVm, format!("configuring {}", g.label()));
         let mut g = g.clone();
         if let Made::Clone(template_cfg) = &made {
             // Both run to their end (neither leaves a task behind the other's failure).
             let (configured, grown) = tokio::join!(
-                self.apply_vm_config(spec, &g, template_cfg, true),
+                self.apply_vm_config(spec, &g, template_cfg, true, fill.map(|f| f.mark)),
                 self.grow_disk(&g, template_cfg, spec.disk_gib)
             );
             configured?;
@@ -101,13 +110,24 @@ impl ProxmoxProvider {
         }
         let size = format!("{} cores, {} MiB, {} GiB", spec.cores, spec.memory_mib, spec.disk_gib);
         stages.completed(Stage::ConfigureVm, size);
+        if let Some(f) = fill
+            && f.mode == PoolMode::Stopped
+        {
+            return Ok(kept_stopped(&g, stages));
+        }
         self.start_new(spec, &g, stages).await
     }
 
     /// configure_vm, start_vm, wait_network for a guest found from an earlier attempt: what it
     /// lacks (tags, cloud-init, size; a container only its tags) is read from its configuration
     /// and repaired. Disks grow to the requested size.
-    async fn finish(&self, spec: &VmSpec, g: &Guest, stages: &Stages<'_>) -> Result<Instance, ProviderError> {
+    pub(crate) async fn finish(
+        &self,
+        spec: &VmSpec,
+        g: &Guest,
+        stages: &Stages<'_>,
+        fill: Option<Fill<'_>>,
+    ) -> Result<Instance, ProviderError> {
         let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
         let tagged = cfg.tags().contains(&instance_tag(&spec.instance_id));
         let disk_small = root_disk(g.ty, &cfg)
@@ -117,7 +137,7 @@ impl ProxmoxProvider {
             stages.started(Stage::ConfigureVm, format!("configuring {}", g.label()));
             if !tagged {
                 match g.ty {
-                    GuestType::Qemu => self.apply_vm_config(spec, g, &cfg, false).await?,
+                    GuestType::Qemu => self.apply_vm_config(spec, g, &cfg, false, fill.map(|f| f.mark)).await?,
                     GuestType::Lxc => {
                         let p = Params::new().str("tags", merged_tags(&cfg.tags(), &spec.instance_id));
                         self.client.update_config(&g.node, g.ty, g.vmid, &p).await?;
@@ -129,6 +149,14 @@ impl ProxmoxProvider {
             stages.completed(Stage::ConfigureVm, size);
         } else {
             stages.skipped(Stage::ConfigureVm, format!("{} is already configured", g.label()));
+        }
+        if let Some(f) = fill
+            && f.mode == PoolMode::Stopped
+        {
+            let st = self.client.guest_status(&g.node, g.ty, g.vmid).await?;
+            let mut cur = g.clone();
+            cur.apply_status(&st);
+            return Ok(kept_stopped(&cur, stages));
         }
         self.start_and_wait(spec, g, stages).await
     }
@@ -172,6 +200,23 @@ impl ProxmoxProvider {
         done.status = Some("stopped".into());
         Ok(done)
     }
+}
+
+/// What `fill` adds to a create: the pool mark among the tags, and whether the guest starts.
+#[derive(Clone, Copy)]
+pub(crate) struct Fill<'a> {
+    pub mark: &'a PoolMark,
+    pub mode: PoolMode,
+}
+
+/// A stopped pool machine, done: the start is skipped (its first boot is its customer's).
+fn kept_stopped(g: &Guest, stages: &Stages<'_>) -> Instance {
+    stages.skipped(Stage::StartVm, format!("{} stays stopped in its pool", g.label()));
+    let mut done = g.clone();
+    done.lock = None;
+    done.tagged = true;
+    done.status.get_or_insert_with(|| "stopped".into());
+    done.to_instance(None, None)
 }
 
 /// How this create made its guest, which says what its configuration holds.

@@ -5,13 +5,13 @@
 
 use std::collections::HashSet;
 
-use berth_core::{GuestKind, Instance, Ipv4Config, ProviderError, Stage, VmSpec};
+use berth_core::{GuestKind, Instance, Ipv4Config, PoolMark, ProviderError, Stage, VmSpec};
 
 use super::ProxmoxProvider;
 use super::create::Made;
 use super::dispatch::Dispatched;
 use super::guest::Guest;
-use super::marker::{description, merged_tags};
+use super::marker::{description, merged_tags, pool_tag};
 use super::network::GuestIps;
 use super::preflight::{ClonePlan, FirstVmid};
 use super::pve_params::{agent_enabled, cloudinit_slot, drive_size, ipconfig0, nameserver, prop, ssh_keys};
@@ -147,6 +147,7 @@ impl ProxmoxProvider {
             ty,
             name: spec.name.clone(),
             owner: Some(spec.instance_id.clone()),
+            pool: None,
             tagged: ty == GuestType::Lxc,
             lock: Some(if ty == GuestType::Qemu { "clone" } else { "create" }.into()),
             status: None,
@@ -166,10 +167,18 @@ impl ProxmoxProvider {
         g: &Guest,
         cfg: &GuestConfig,
         from_template: bool,
+        pool: Option<&PoolMark>,
     ) -> Result<(), ProviderError> {
         let user = spec.user.clone().unwrap_or_else(|| self.config.ci_user.clone());
+        let mut tags = merged_tags(&cfg.tags(), &spec.instance_id);
+        if let Some(mark) = pool {
+            let t = pool_tag(mark);
+            if !cfg.tags().contains(&t) {
+                tags = format!("{tags};{t}");
+            }
+        }
         let mut p = Params::new()
-            .str("tags", merged_tags(&cfg.tags(), &spec.instance_id))
+            .str("tags", tags)
             .str("ciuser", user)
             .int("cores", spec.cores)
             .int("memory", spec.memory_mib)

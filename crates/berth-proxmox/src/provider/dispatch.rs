@@ -45,7 +45,7 @@ impl ProxmoxProvider {
         loop {
             let vmid = match self.allocate_vmid(id, ty, search).await? {
                 Allocation::Free(v) => v,
-                Allocation::Ours(g) => return Ok(Dispatched::Ours(g)),
+                Allocation::Ours(g) => return Ok(Dispatched::Ours(*g)),
             };
             let mut tries = 0;
             loop {

@@ -3,7 +3,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use berth_core::{GuestKind, Instance, InstanceId, PowerState};
+use berth_core::{GuestKind, Instance, InstanceId, PoolMark, PowerState};
 
 use super::marker;
 use crate::client::GuestType;
@@ -21,6 +21,8 @@ pub(crate) struct Guest {
     pub name: String,
     /// Berth's instance id, when the guest carries the marker (tags or description).
     pub owner: Option<InstanceId>,
+    /// The warm pool it is kept in (its tags say so).
+    pub pool: Option<PoolMark>,
     /// Whether the marker tags are set (set by configure for VMs, at creation for containers).
     pub tagged: bool,
     pub lock: Option<String>,
@@ -44,6 +46,7 @@ impl Guest {
             name: r.name.clone().unwrap_or_default(),
             tagged: owner.is_some(),
             owner,
+            pool: marker::pool_from_tags(&tags),
             lock: r.lock.clone().filter(|l| !l.is_empty()),
             status: r.status.clone(),
             template: r.template,
@@ -122,6 +125,7 @@ impl Guest {
             ssh_port: None,
             root_password: None,
             login_user: None,
+            pool: self.pool.clone(),
         }
     }
 }

@@ -94,6 +94,7 @@ impl ProxmoxProvider {
             ipv6: true,
             list_templates: true,
             capacity: true,
+            pools: true,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! `berth-instance-id: <id>`), and finding a guest by it. A guest is never adopted on its VMID
 //! alone: the marker must name the instance.
 
-use berth_core::{InstanceId, InstanceRef, ProviderError};
+use berth_core::{InstanceId, InstanceRef, PoolMark, ProviderError};
 
 use super::ProxmoxProvider;
 use super::guest::Guest;
@@ -12,6 +12,30 @@ use crate::client::types::ClusterResource;
 pub(crate) const TAG: &str = "berth";
 const TAG_PREFIX: &str = "berth-";
 const DESC_KEY: &str = "berth-instance-id:";
+
+/// A pool machine's tag: `berth-pool.<pool>.<key>` (the dots keep it from reading as an id).
+const POOL_TAG_PREFIX: &str = "berth-pool.";
+
+pub(crate) fn pool_tag(mark: &PoolMark) -> String {
+    format!("{POOL_TAG_PREFIX}{}", mark.token())
+}
+
+/// The pool a tag list marks the guest as kept in.
+pub(crate) fn pool_from_tags(tags: &[String]) -> Option<PoolMark> {
+    tags.iter()
+        .filter_map(|t| t.strip_prefix(POOL_TAG_PREFIX))
+        .find_map(PoolMark::from_token)
+}
+
+/// The tags of a pool machine handed to `to`: its own marker and pool tag out, `to`'s in.
+pub(crate) fn handed_over_tags(existing: &[String], from: &InstanceId, to: &InstanceId) -> String {
+    let kept: Vec<String> = existing
+        .iter()
+        .filter(|t| **t != instance_tag(from) && !t.starts_with(POOL_TAG_PREFIX))
+        .cloned()
+        .collect();
+    merged_tags(&kept, to)
+}
 
 /// The per-instance tag.
 pub(crate) fn instance_tag(id: &InstanceId) -> String {

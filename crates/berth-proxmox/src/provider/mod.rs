@@ -14,6 +14,7 @@ mod manage;
 mod marker;
 mod migrate;
 mod network;
+mod pool;
 mod power;
 mod preflight;
 mod pve_params;
@@ -26,8 +27,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_core::{
-    Capabilities, Capacity, Check, DeleteOutcome, ExecOutput, Instance, InstanceRef, ListFilter, PowerOp, ProgressSink,
-    Provider, ProviderError, ReconfigureOutcome, Resize, Template, VmSpec,
+    Capabilities, Capacity, Check, DeleteOutcome, ExecOutput, Instance, InstanceId, InstanceRef, ListFilter, PoolMark,
+    PoolMode, PowerOp, ProgressSink, Provider, ProviderError, ReconfigureOutcome, Resize, Template, VmSpec,
 };
 
 use crate::client::{ClientOptions, PveClient, RetryPolicy, TlsOptions};
@@ -141,7 +142,7 @@ impl Provider for ProxmoxProvider {
 
     async fn create(&self, spec: &VmSpec, progress: &dyn ProgressSink) -> Result<Instance, ProviderError> {
         spec.validate()?;
-        let mut inst = self.create_guest(spec, &Stages::new(progress)).await?;
+        let mut inst = self.create_guest(spec, &Stages::new(progress), None).await?;
         // Who cloud-init made (a container's keys are root's).
         inst.login_user = Some(match spec.kind {
             berth_core::GuestKind::Container => "root".into(),
@@ -152,6 +153,27 @@ impl Provider for ProxmoxProvider {
 
     async fn describe(&self, id: &InstanceRef) -> Result<Instance, ProviderError> {
         self.describe_ref(id).await
+    }
+
+    async fn fill(
+        &self,
+        spec: &VmSpec,
+        mark: &PoolMark,
+        mode: PoolMode,
+        progress: &dyn ProgressSink,
+    ) -> Result<Instance, ProviderError> {
+        self.fill_guest(spec, mark, mode, &Stages::new(progress)).await
+    }
+
+    async fn take(
+        &self,
+        from: &InstanceId,
+        mark: &PoolMark,
+        mode: PoolMode,
+        spec: &VmSpec,
+        progress: &dyn ProgressSink,
+    ) -> Result<Instance, ProviderError> {
+        self.take_guest(from, mark, mode, spec, &Stages::new(progress)).await
     }
 
     async fn list(&self, filter: ListFilter) -> Result<Vec<Instance>, ProviderError> {

@@ -70,7 +70,7 @@ pub(crate) enum Allocation {
     /// Free when asked: use it.
     Free(u32),
     /// Already holds this instance's guest (an earlier, interrupted attempt).
-    Ours(Guest),
+    Ours(Box<Guest>),
 }
 
 impl ProxmoxProvider {
@@ -97,7 +97,7 @@ impl ProxmoxProvider {
                 }
             }
             if let Some(g) = self.probe_ours(id, ty, vmid, search.src_node).await? {
-                return Ok(Allocation::Ours(g));
+                return Ok(Allocation::Ours(Box::new(g)));
             }
         }
         Err(ProviderError::unavailable(format!(
@@ -135,6 +135,7 @@ impl ProxmoxProvider {
                     name,
                     tagged: super::marker::owner_from_tags(&cfg.tags()).as_ref() == Some(id),
                     owner,
+                    pool: super::marker::pool_from_tags(&cfg.tags()),
                     lock: cfg.lock(),
                     status: None,
                     template: false,

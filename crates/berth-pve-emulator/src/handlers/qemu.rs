@@ -277,7 +277,7 @@ pub(super) fn agent_exec(ctx: &mut Ctx, node: &str, vmid: u32) -> ApiResult {
     let boot = g.started_at;
     let pid = g
         .execs
-        .spawn(&argv, input, boot, settings.output_limit)
+        .spawn(&argv, input, boot, settings.output_limit, &settings.root_of(vmid))
         .map_err(|e| ApiError::fail(format!("Agent error: {e}")))?;
     Reply::data(json!({ "pid": pid }))
 }

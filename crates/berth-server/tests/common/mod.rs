@@ -121,6 +121,7 @@ pub fn roomy() -> Heartbeat {
         }],
         drift: vec![],
         site_drift: None,
+        pools: Vec::new(),
     }
 }
 
