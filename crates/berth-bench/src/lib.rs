@@ -3,6 +3,8 @@
 
 use berth_server::ServerConfig;
 
+pub mod rig;
+
 /// The Proxmox backend of a `berth.toml` for the emulator (node pve1, template 9000, storage
 /// local-lvm, its certificate pinned), as the agent and the CLI build it; `poll_ms` sets
 /// `poll_interval_ms`.

@@ -121,9 +121,11 @@ chmod 700 "$r$h/.ssh"; chmod 600 "$r$h/.ssh/authorized_keys.berth"
 mv "$r$h/.ssh/authorized_keys.berth" "$r$h/.ssh/authorized_keys"
 [ -n "$r" ] || chown -R "$u:" "$h/.ssh" 2>/dev/null || chown -R "$u" "$h/.ssh"
 mkdir -p "$r/etc/cloud/cloud.cfg.d"
-printf 'preserve_hostname: true\n' > "$r/etc/cloud/cloud.cfg.d/99-berth-pool.cfg"
+printf 'preserve_hostname: true\nmanage_etc_hosts: false\n' > "$r/etc/cloud/cloud.cfg.d/99-berth-pool.cfg"
 printf '%s\n' "$n" > "$r/etc/hostname"
-if [ -f "$r/etc/hosts" ]; then sed -i "s/^127\.0\.1\.1[[:space:]].*/127.0.1.1 $n/" "$r/etc/hosts"; fi
+if grep -q '^127\.0\.1\.1[[:space:]]' "$r/etc/hosts" 2>/dev/null; then
+  sed -i "s/^127\.0\.1\.1[[:space:]].*/127.0.1.1 $n/" "$r/etc/hosts"
+elif [ -f "$r/etc/hosts" ]; then printf '127.0.1.1 %s\n' "$n" >> "$r/etc/hosts"; fi
 [ -n "$r" ] || hostname "$n"
 "#,
         name = q(name),

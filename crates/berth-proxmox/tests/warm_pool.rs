@@ -187,6 +187,68 @@ async fn a_machine_of_another_definition_or_taken_already_is_not_handed_out() {
     assert_eq!(marked(&emu, "vm-race-a").len() + marked(&emu, "vm-race-b").len(), 1);
 }
 
+/// A delete of a pool machine (the keeper draining it) racing a take: the take either commits
+/// first and the machine is the instance's (the delete leaves it), or the machine is retired
+/// first and the take finds it gone. Never a taken machine destroyed.
+#[tokio::test]
+async fn a_delete_racing_a_take_never_destroys_the_taken_machine() {
+    let emu = emulator().await;
+    let p = Arc::new(provider(&emu));
+    for n in 0..6 {
+        let ps = pool_spec(&format!("d{n}"));
+        p.fill(&ps, mark(), PoolMode::Stopped, &Events::default())
+            .await
+            .unwrap();
+        let order = spec(GuestKind::Vm, &format!("dt{n}"));
+        let ev = Events::default();
+        let r = InstanceRef::Id(ps.instance_id.clone());
+        let (taken, deleted) = tokio::join!(p.take(&ps.instance_id, mark(), PoolMode::Stopped, &order, &ev), async {
+            // Staggered so the delete lands before, during and after the hand-over.
+            tokio::time::sleep(std::time::Duration::from_millis(n * 3)).await;
+            p.delete(&r).await
+        });
+        deleted.expect("delete");
+        match taken {
+            Ok(_) => assert_eq!(
+                marked(&emu, order.instance_id.as_str()).len(),
+                1,
+                "round {n}: taken and kept"
+            ),
+            Err(e) => {
+                assert_eq!(e.code(), ErrorCode::NotFound, "round {n}: {e}");
+                assert!(marked(&emu, order.instance_id.as_str()).is_empty(), "round {n}");
+            }
+        }
+        assert!(
+            marked(&emu, ps.instance_id.as_str()).is_empty(),
+            "round {n}: the pool machine is gone"
+        );
+    }
+}
+
+/// A stopped pool's machine that is running (someone started it) is not handed out: its first
+/// boot is over, so the customer's cloud-init data would not apply.
+#[tokio::test]
+async fn a_machine_not_in_its_pools_state_is_not_handed_out() {
+    let emu = emulator().await;
+    let p = provider(&emu);
+    let ps = pool_spec("st1");
+    p.fill(&ps, mark(), PoolMode::Stopped, &Events::default())
+        .await
+        .unwrap();
+    p.power(&InstanceRef::Id(ps.instance_id.clone()), berth_core::PowerOp::Start)
+        .await
+        .unwrap();
+    let order = spec(GuestKind::Vm, "st-order");
+    let e = p
+        .take(&ps.instance_id, mark(), PoolMode::Stopped, &order, &Events::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ErrorCode::NotFound, "{e}");
+    assert!(e.to_string().contains("running, not stopped"), "{e}");
+    assert!(marked(&emu, "vm-st-order").is_empty());
+}
+
 struct Tripwire {
     at: (Stage, StagePhase),
     hit: Arc<Notify>,

@@ -508,6 +508,8 @@ fn clone(world: &mut World, job: CloneJob) -> Result<Vec<String>, String> {
 }
 
 fn destroy(world: &mut World, node: &str, kind: Kind, vmid: u32, unreferenced: bool) -> Result<Vec<String>, String> {
+    // Its emulated file system goes with it (a later guest on the VMID starts empty).
+    let _ = std::fs::remove_dir_all(world.exec.root_of(vmid));
     let g = world
         .guest_on(node, kind, vmid)
         .ok_or_else(|| kind.missing_config(node, vmid))?;

@@ -227,7 +227,6 @@ impl EmulatorHandle {
         self.world().timings = t;
     }
 
-    /// Every qemu and lxc guest, templates included.
     /// A file in guest `vmid`'s emulated file system (what commands run through its agent wrote
     /// under `BERTH_ROOT`); `None` when absent.
     pub fn guest_file(&self, vmid: u32, path: &str) -> Option<String> {
@@ -235,6 +234,7 @@ impl EmulatorHandle {
         std::fs::read_to_string(root.join(path.trim_start_matches('/'))).ok()
     }
 
+    /// Every qemu and lxc guest, templates included.
     pub fn guests(&self) -> Vec<GuestSnapshot> {
         self.world().snapshots()
     }

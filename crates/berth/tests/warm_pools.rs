@@ -302,6 +302,47 @@ async fn a_burst_beyond_the_pool_falls_back_to_creates_and_the_pool_catches_up()
     s.term_agent().await;
 }
 
+/// A pool machine not in the state its pool keeps (a stopped pool's machine someone started) is
+/// replaced, not handed out and not left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_not_as_its_pool_keeps_it_is_replaced() {
+    let mut s = Stack::start(
+        Db::Sqlite,
+        Timings::fast(),
+        &extra(&pool_toml("small", 2, "stopped", 20)),
+    )
+    .await
+    .unwrap();
+    s.spawn_agent();
+    until(&s, "small", "filled", |p| p.ready == 2).await;
+    let started = pool_guests(&s)[0].clone();
+    let id = started
+        .description
+        .lines()
+        .find_map(|l| l.strip_prefix("berth-instance-id: "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let cfg = s.agent_toml.display().to_string();
+    let out = run_berth(["vm", "start", &id, "--config", &cfg].map(String::from).to_vec()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + LONG;
+    loop {
+        let pooled = pool_guests(&s);
+        if pooled.len() == 2 && pooled.iter().all(|g| g.status == "stopped" && g.vmid != started.vmid) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pooled:?}\n{}", s.agent_log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        s.agent_log().contains("not stopped as the pool keeps it"),
+        "{}",
+        s.agent_log()
+    );
+    s.term_agent().await;
+}
+
 /// A changed definition (here the disk) drains the machines made to the old one and refills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_definition_drains_and_refills() {

@@ -69,15 +69,19 @@ impl PoolSettings {
         PoolMark::new(&self.name, &self.key()).expect("a settled pool's name is valid")
     }
 
-    /// Whether an order for `spec` can take one of its machines: same template and size (a
-    /// larger disk is a resize), the default user, and for a running machine (whose network came
-    /// up already) the default network.
+    /// Whether an order for `spec` can take one of its machines: same template and size, the
+    /// default user. A stopped machine may grow its disk (its first boot grows the file system);
+    /// a running one (booted already, its network up) takes only its own size and DHCP.
     pub fn fits(&self, spec: &VmSpec) -> bool {
+        let disk = match self.mode {
+            PoolMode::Stopped => spec.disk_gib >= self.disk_gib,
+            PoolMode::Running => spec.disk_gib == self.disk_gib,
+        };
         spec.template == self.template
             && spec.kind == berth_core::GuestKind::Vm
             && spec.cores == self.cores
             && spec.memory_mib == self.memory_mib
-            && spec.disk_gib >= self.disk_gib
+            && disk
             && spec.user.is_none()
             && (self.mode == PoolMode::Stopped || spec.network == berth_core::NetworkSpec::default())
     }

@@ -118,7 +118,9 @@ pub async fn keep(agent: Arc<Agent>, pools: Arc<Pools>, pool: Arc<Pool>) {
     if pool.cfg.drain_on_shutdown {
         let ready = std::mem::take(&mut lock(&pool.state).ready);
         for id in ready {
-            remove(b, &pool, &id, "the agent stops (drain_on_shutdown)").await.ok();
+            if let Err(e) = remove(b, &pool, &id, "the agent stops (drain_on_shutdown)").await {
+                tracing::warn!(pool = %name, error = %e, "a pool machine is left; the next start deletes or keeps it");
+            }
         }
     }
 }
@@ -154,6 +156,8 @@ async fn pass(agent: &Agent, pools: &Pools, pool: &Pool, b: &Backend) -> Result<
         PoolMode::Stopped => PowerState::Stopped,
         PoolMode::Running => PowerState::Running,
     };
+    // Ready; or to delete, with why: made to another definition, or not in the state the pool
+    // keeps (a running machine after a host restart, a stopped one someone started).
     let (mut ready, mut stale) = (Vec::new(), Vec::new());
     for i in listed {
         let (Some(m), Some(id)) = (i.pool, i.instance_id) else {
@@ -163,23 +167,28 @@ async fn pass(agent: &Agent, pools: &Pools, pool: &Pool, b: &Backend) -> Result<
             continue;
         }
         if m.key != pool.mark.key {
-            stale.push(id);
+            stale.push((id, "it was made to an earlier definition of the pool".to_owned()));
         } else if i.state == usable {
             ready.push(id);
+        } else if !matches!(i.state, PowerState::Provisioning | PowerState::Unknown) {
+            stale.push((id, format!("it is {}, not {usable} as the pool keeps it", i.state)));
         }
     }
     {
         let mut s = lock(&pool.state);
         s.target = target;
+        // A machine an order holds is the order's to take (even one of an earlier definition,
+        // journaled before a restart): neither offered nor deleted.
         ready.retain(|id| !s.claimed.contains(id));
+        stale.retain(|(id, _)| !s.claimed.contains(id));
         // Oldest first, as known; new ones after.
         let mut ordered: Vec<InstanceId> = s.ready.iter().filter(|id| ready.contains(id)).cloned().collect();
         ordered.extend(ready.into_iter().filter(|id| !s.ready.contains(id)));
         s.ready = ordered;
         metrics::gauge!("berth_pool_ready", "pool" => name.clone()).set(s.ready.len() as f64);
     }
-    for id in stale {
-        remove(b, pool, &id, "it was made to an earlier definition of the pool").await?;
+    for (id, why) in stale {
+        remove(b, pool, &id, &why).await?;
     }
     // Above the target (drained, or fewer wanted): the newest go first.
     loop {
@@ -195,7 +204,8 @@ async fn pass(agent: &Agent, pools: &Pools, pool: &Pool, b: &Backend) -> Result<
             let s = lock(&pool.state);
             (s.ready.len() as u32 + s.filling) < s.target
         };
-        if !short || agent.shutdown.is_cancelled() {
+        // A drain asked for meanwhile stops the refill at once (the next pass empties it).
+        if !short || agent.shutdown.is_cancelled() || (target > 0 && is_drained(pools, pool)) {
             return Ok(Next::Settled);
         }
         // Orders first: a fill takes a slot only when one is free.
@@ -349,13 +359,20 @@ pub async fn sweep_unknown_fills(agent: &Agent, pools: &Pools) {
             crate::fsutil::remove_durable(&path).ok();
             continue;
         };
+        // The record goes once every backend said the machine is gone (or deleted it).
+        let mut gone = true;
         for b in &agent.backends {
-            if let Ok(inst) = b.provider.describe(&InstanceRef::Id(id.clone())).await
-                && inst.instance_id.as_ref() == Some(&id)
-            {
-                b.provider.delete(&InstanceRef::Id(id.clone())).await.ok();
+            match b.provider.delete(&InstanceRef::Id(id.clone())).await {
+                Ok(_) => {}
+                Err(e) => {
+                    gone = false;
+                    tracing::warn!(pool = %rec.pool, machine = %id, backend = %b.name, error = %e,
+                        "the machine of a fill cut off under a pool no longer configured is not deleted yet; the next start tries again");
+                }
             }
         }
-        crate::fsutil::remove_durable(&path).ok();
+        if gone {
+            crate::fsutil::remove_durable(&path).ok();
+        }
     }
 }

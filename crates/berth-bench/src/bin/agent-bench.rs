@@ -10,13 +10,11 @@
 //! `cargo build --release -p berth -p berth-bench && target/release/agent-bench`
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use berth_api::client::{Auth, Client};
-use berth_api::wire::*;
-use berth_pve_emulator::{Emulator, EmulatorConfig, Timings};
+use berth_bench::rig::Rig;
+use berth_pve_emulator::Timings;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -39,8 +37,6 @@ struct Args {
     trace: bool,
 }
 
-const AGE: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
-const SSH: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench";
 const BACKEND_STAGES: [&str; 4] = ["clone_template", "configure_vm", "start_vm", "wait_network"];
 
 fn median(v: &mut [f64]) -> f64 {
@@ -71,40 +67,6 @@ fn mib(kib: (u64, u64, u64)) -> String {
     )
 }
 
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn order(customer: &Client, offering: &str, name: &str) -> anyhow::Result<Accepted> {
-    Ok(customer
-        .create_order(
-            &CreateOrder {
-                offering_id: offering.into(),
-                name: name.into(),
-                ssh_public_key: SSH.into(),
-                requester_public_key: Some(AGE.into()),
-                skip_post_provision: false,
-                provision: true,
-            },
-            None,
-        )
-        .await?)
-}
-
-async fn finished(c: &Client, op: &str) -> anyhow::Result<OperationView> {
-    loop {
-        let v = c.wait_operation(op, Duration::from_secs(30)).await?;
-        if v.status == "succeeded" || v.status == "failed" {
-            return Ok(v);
-        }
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -122,123 +84,21 @@ async fn main() -> anyhow::Result<()> {
         ..Timings::fast()
     };
     let ideal_one = 4.0;
-    let emu = Emulator::start(EmulatorConfig {
-        timings,
-        ..EmulatorConfig::default()
-    })
-    .await?;
-    // Room for every guest of the run: the gate must not refuse on disk.
-    emu.set_storage_gib("local-lvm", 10_000);
-    let dir = tempfile::tempdir()?;
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
-    let url = format!("http://{addr}");
-    let cfg = berth_bench::server_config(
-        &format!("listen = \"{addr}\""),
-        &format!("sqlite = \"{}\"", dir.path().join("bench.db").display()),
-    )?;
-    let store = berth_server::open_store(&cfg).await?;
-    let token_file = dir.path().join("operator.token");
-    berth_server::bootstrap_operator(&*store, &token_file).await?;
-    let _server = berth_server::start(cfg, store).await?;
-    let operator = Client::new(&url, Auth::Bearer(std::fs::read_to_string(&token_file)?.trim().into()));
-    let p = operator.create_provider("bench").await?;
-    let provider = Client::new(&url, Auth::Bearer(p.token.clone()));
-    let c = operator.create_customer("bench").await?;
-    let customer = Client::new(&url, Auth::Bearer(c.token.clone()));
-
-    let agent_toml = dir.path().join("berth.toml");
-    std::fs::write(
-        &agent_toml,
-        format!(
-            r#"[provisioner]
-type = "proxmox"
-
-[provisioner.proxmox]
-api_url = "{url}"
-api_token_id = "{token}"
-api_token_secret = "{secret}"
-node = "pve1"
-template_vmid = 9000
-storage = "local-lvm"
-tls_fingerprint = "sha256:{fp}"
-
-[provisioner.rate_limit]
-qps = 1000
-burst = 1000
-
-[api]
-endpoint = "{server}"
-
-[agent]
-state_dir = "state"
-concurrency = {conc}
-
-[capacity]
-cores = 100000
-memory_mib = 100000000
-disk_gib = 1000000
-"#,
-            url = emu.base_url(),
-            token = emu.token_id(),
-            secret = emu.token_secret(),
-            fp = emu.fingerprint().context("fingerprint")?,
-            server = url,
-            conc = args.concurrency,
-        ),
-    )?;
-    let lean = args
-        .berth
-        .file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with("berth-agent"));
-    let loaded = berth_agent::load_config(&agent_toml).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let settings = loaded.agent.clone().context("[api]")?;
-    let setup = provider.create_enrollment_token(&p.id, None).await?;
-    berth_agent::identity::enroll(&settings, &setup.token, Some("bench")).await?;
-    let child = Agent(
-        Command::new(&args.berth)
-            // `berth agent --config F`, or the lean `berth-agent --config F`.
-            .args(if lean {
-                &["--config"][..]
-            } else {
-                &["agent", "--config"][..]
-            })
-            .arg(&agent_toml)
-            .env("BERTH_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()?,
-    );
+    let rig = Rig::start(timings).await?;
+    let emu = &rig.emu;
+    let child = rig.agent(&args.berth, args.concurrency, "").await?;
     let pid = child.0.id();
-    let started = Instant::now();
-    while !provider.agents().await?.iter().any(|a| a.alive) {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "the agent never heartbeat");
-        tokio::time::sleep(ms(50)).await;
-    }
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_fresh = rss_kib(pid)?;
 
-    let offering = provider
-        .create_offering(&OfferingSpec {
-            name: "bench".into(),
-            cores: 1,
-            memory_mib: 512,
-            disk_gib: 2,
-            bandwidth_mbps: None,
-            template: None,
-            price: None,
-            region: None,
-            labels: Default::default(),
-            post_provision_commands: Vec::new(),
-        })
-        .await?
-        .id;
+    let offering = rig.offering("bench", 1, 512, 2).await?;
 
     // Pickup and overhead, one order at a time.
     let (mut overhead, mut pickup, mut backend) = (Vec::new(), Vec::new(), Vec::new());
     for n in 0..args.latency_runs {
         let t0 = Instant::now();
-        let a = order(&customer, &offering, &format!("lat{n}")).await?;
-        let op = finished(&customer, a.operation_id.as_deref().context("op")?).await?;
+        let a = rig.order(&offering, &format!("lat{n}")).await?;
+        let op = rig.finished(a.operation_id.as_deref().context("op")?).await?;
         let wall = t0.elapsed().as_secs_f64() * 1000.0;
         anyhow::ensure!(op.status == "succeeded", "{op:?}");
         let of = |stage: &str, phase: &str| {
@@ -270,8 +130,8 @@ disk_gib = 1000000
         for n in 0..args.latency_runs {
             let before = emu.requests().len();
             let t0 = Instant::now();
-            let a = order(&customer, &offering, &format!("pve{lat}-{n}")).await?;
-            let op = finished(&customer, a.operation_id.as_deref().context("op")?).await?;
+            let a = rig.order(&offering, &format!("pve{lat}-{n}")).await?;
+            let op = rig.finished(a.operation_id.as_deref().context("op")?).await?;
             anyhow::ensure!(op.status == "succeeded", "{op:?}");
             over.push(t0.elapsed().as_secs_f64() * 1000.0 - ideal_one * 1000.0);
             if args.trace && n + 1 == args.latency_runs {
@@ -290,13 +150,13 @@ disk_gib = 1000000
     let t0 = Instant::now();
     let mut ops = Vec::new();
     for n in 0..args.orders {
-        ops.push(order(&customer, &offering, &format!("t{n}")).await?);
+        ops.push(rig.order(&offering, &format!("t{n}")).await?);
     }
     let submitted = t0.elapsed();
     let waits = ops.iter().map(|a| {
-        let c = customer.clone();
         let op = a.operation_id.clone().unwrap_or_default();
-        async move { finished(&c, &op).await }
+        let rig = &rig;
+        async move { rig.finished(&op).await }
     });
     let results = futures::future::join_all(waits).await;
     let wall = t0.elapsed().as_secs_f64();

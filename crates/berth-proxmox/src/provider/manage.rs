@@ -1,7 +1,9 @@
 //! describe, list, reconfigure and delete. Reads use one `/cluster/resources` call (plus
 //! addresses of running guests); mutations require Berth's marker.
 
-use berth_core::{DeleteOutcome, Instance, InstanceRef, ListFilter, ProviderError, ReconfigureOutcome, Resize};
+use berth_core::{
+    DeleteOutcome, Instance, InstanceId, InstanceRef, ListFilter, PoolMark, ProviderError, ReconfigureOutcome, Resize,
+};
 use futures::StreamExt;
 
 use super::ProxmoxProvider;
@@ -46,6 +48,46 @@ impl ProxmoxProvider {
         let g = self.locate(r).await?.ok_or_else(|| not_found(r))?;
         Self::require_owned(&g)?;
         Ok(g)
+    }
+
+    /// Takes a pool machine out of its pool (its pool tag removed by a digest-guarded update)
+    /// before it is destroyed, so a take racing the delete either commits first (`false`: the
+    /// machine is the instance's, and is left alone) or finds it no longer in the pool.
+    async fn retire(&self, g: &Guest, id: &InstanceId, mark: &PoolMark) -> Result<bool, ProviderError> {
+        let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
+        if !super::pool::in_pool(&cfg, id, mark) {
+            return Ok(cfg
+                .get("description")
+                .as_deref()
+                .and_then(owner_from_description)
+                .as_ref()
+                == Some(id));
+        }
+        let tags: Vec<String> = cfg
+            .tags()
+            .into_iter()
+            .filter(|t| *t != super::marker::pool_tag(mark))
+            .collect();
+        let p = Params::new()
+            .str("tags", tags.join(";"))
+            .opt_str("digest", cfg.get("digest"));
+        match self.client.update_config(&g.node, g.ty, g.vmid, &p).await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                // Changed meanwhile: whose it is now decides.
+                let now = self
+                    .client
+                    .guest_config(&g.node, g.ty, g.vmid)
+                    .await
+                    .map_err(|_| ProviderError::from(e))?;
+                Ok(now
+                    .get("description")
+                    .as_deref()
+                    .and_then(owner_from_description)
+                    .as_ref()
+                    == Some(id))
+            }
+        }
     }
 
     pub(crate) async fn list_guests(&self, filter: ListFilter) -> Result<Vec<Instance>, ProviderError> {
@@ -148,6 +190,12 @@ impl ProxmoxProvider {
             return Ok(DeleteOutcome::AlreadyAbsent);
         };
         Self::require_owned(&g)?;
+        if let (Some(mark), InstanceRef::Id(id)) = (&g.pool, r)
+            && !self.retire(&g, id, mark).await?
+        {
+            // Taken by an order before it could be retired: it is that instance's now.
+            return Ok(DeleteOutcome::AlreadyAbsent);
+        }
         if self.destroy(&g).await? {
             Ok(DeleteOutcome::Deleted)
         } else {

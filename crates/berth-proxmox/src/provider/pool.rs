@@ -15,9 +15,10 @@ use berth_core::{GuestKind, Instance, InstanceId, InstanceRef, PoolMark, PoolMod
 use super::ProxmoxProvider;
 use super::create::Fill;
 use super::guest::Guest;
-use super::marker::{description, handed_over_tags};
+use super::marker::{description, handed_over_tags, instance_tag, owner_from_description, pool_tag};
 use super::pve_params::{ipconfig0, nameserver, ssh_keys};
 use super::stages::Stages;
+use crate::client::types::GuestConfig;
 use crate::client::{Params, pve_urlencode};
 
 /// How long the personalisation of a running pool guest may take (its agent answers already).
@@ -72,14 +73,30 @@ impl ProxmoxProvider {
         if g.pool.as_ref() != Some(mark) {
             return Err(gone(format!("it is no longer in {mark}")));
         }
-        if let Some(lock) = &g.lock {
-            return Err(gone(format!("{} is locked ({lock})", g.label())));
+        let usable = match mode {
+            PoolMode::Stopped => "stopped",
+            PoolMode::Running => "running",
+        };
+        if g.status.as_deref() != Some(usable) {
+            return Err(gone(format!(
+                "{} is {}, not {usable} as its pool keeps it",
+                g.label(),
+                g.status.as_deref().unwrap_or("in an unknown state")
+            )));
         }
         stages.started(
             Stage::CloneTemplate,
             format!("taking {} from pool {}", g.label(), mark.pool),
         );
+        // The checks that count are against the config the digest covers: another take (or a
+        // retirement) landing since the listing changed it, and this update then fails.
         let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
+        if !in_pool(&cfg, from, mark) {
+            return Err(gone(format!("it is no longer in {mark}")));
+        }
+        if let Some(lock) = cfg.lock() {
+            return Err(gone(format!("{} is locked ({lock})", g.label())));
+        }
         let mut p = Params::new()
             .str("tags", handed_over_tags(&cfg.tags(), from, &spec.instance_id))
             .str("description", description(&spec.instance_id))
@@ -99,14 +116,19 @@ impl ProxmoxProvider {
         if let Err(e) = self.client.update_config(&g.node, g.ty, g.vmid, &p).await {
             // The digest moved (another agent took it, or it was drained), or the update failed:
             // what the guest carries now says which.
-            let now = self.client.cluster_resources(Some("vm")).await?;
+            let what = format!("taking {} from pool {}", g.label(), mark.pool);
+            let e = ProviderError::from(e).context(&what);
+            let now = match self.client.cluster_resources(Some("vm")).await {
+                Ok(n) => n,
+                Err(l) => return Err(e.context(format!("then listing the cluster failed too: {l}"))),
+            };
             if self.find_owned(&spec.instance_id, None, &now).await?.is_none() {
                 let still = self
                     .find_owned(from, None, &now)
                     .await?
                     .is_some_and(|g| g.pool.as_ref() == Some(mark));
                 return Err(if still {
-                    ProviderError::from(e).context(format!("taking {} from pool {}", g.label(), mark.pool))
+                    e
                 } else {
                     gone("another order took it meanwhile".into())
                 });
@@ -123,7 +145,17 @@ impl ProxmoxProvider {
             Stage::CloneTemplate,
             format!("taken from pool {} ({})", mark.pool, taken.label()),
         );
-        let mut inst = self.personalise(spec, &taken, mode, stages).await?;
+        // Past the commit point the machine is the instance's: "not found" now is no longer
+        // "nothing was changed", and must not send the order to a create.
+        let mut inst = self
+            .personalise(spec, &taken, mode, stages)
+            .await
+            .map_err(|e| match e {
+                ProviderError::NotFound { what } => {
+                    ProviderError::unavailable(format!("{what} (after it was taken from pool {})", mark.pool))
+                }
+                e => e,
+            })?;
         inst.login_user = Some(user);
         Ok(inst)
     }
@@ -148,6 +180,12 @@ impl ProxmoxProvider {
                 g.label()
             ),
         );
+        // Stopped since (a host restart, a resumed take): started first; the command then waits
+        // for its guest agent.
+        let st = self.client.guest_status(&g.node, g.ty, g.vmid).await?;
+        if st.status.as_deref() != Some("running") {
+            self.start_guest(g).await?;
+        }
         let cfg = self.client.guest_config(&g.node, g.ty, g.vmid).await?;
         let keys: Vec<String> = spec.ssh_keys.iter().map(|k| k.as_str().to_owned()).collect();
         let script = personalise_script(&spec.name, &self.user_of(spec), &keys);
@@ -176,4 +214,18 @@ impl ProxmoxProvider {
     fn user_of(&self, spec: &VmSpec) -> String {
         spec.user.clone().unwrap_or_else(|| self.config.ci_user.clone())
     }
+}
+
+/// Whether a guest's config shows it in `mark`'s pool under pool machine `from`: its pool tag,
+/// its marker tag and its description all say so.
+pub(crate) fn in_pool(cfg: &GuestConfig, from: &InstanceId, mark: &PoolMark) -> bool {
+    let tags = cfg.tags();
+    tags.contains(&pool_tag(mark))
+        && tags.contains(&instance_tag(from))
+        && cfg
+            .get("description")
+            .as_deref()
+            .and_then(owner_from_description)
+            .as_ref()
+            == Some(from)
 }
