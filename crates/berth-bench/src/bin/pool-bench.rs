@@ -41,14 +41,20 @@ fn pool(name: &str, ready: u32, mode: &str) -> String {
     )
 }
 
-/// Waits until the agent's heartbeat shows `name` full.
+/// Waits until a heartbeat sent from now on shows `name` full (an older one may predate the
+/// last take).
 async fn full(rig: &Rig, name: &str) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    let since = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
     loop {
         let agents = rig.provider.agents().await?;
         let full = agents
             .iter()
-            .filter(|a| a.alive)
+            .filter(|a| a.alive && a.last_seen.is_some_and(|t| t > since))
             .filter_map(|a| a.heartbeat.as_ref())
             .flat_map(|h| h.pools.iter())
             .any(|p| p.name == name && p.ready == p.target && p.filling == 0);
