@@ -13,6 +13,29 @@ use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
 
 const AGE: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 
+/// The emulator paced like a real cluster: clone 2 s, start 1 s, guest agent up 1 s after the
+/// start (a create is about 4 s).
+pub fn paced() -> Timings {
+    let ms = Duration::from_millis;
+    Timings {
+        clone: ms(2000),
+        start: ms(1000),
+        agent_ready: ms(1000),
+        resize: ms(0),
+        ..Timings::fast()
+    }
+}
+
+/// Refuses to run without the binary the agent runs as.
+pub fn require(berth: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        berth.exists(),
+        "{} not found: build it first (cargo build --release -p berth)",
+        berth.display()
+    );
+    Ok(())
+}
+
 pub struct Rig {
     pub emu: EmulatorHandle,
     pub dir: tempfile::TempDir,

@@ -76,17 +76,26 @@ async fn until(s: &Stack, name: &str, what: &str, ok: impl Fn(&PoolReport) -> bo
     }
 }
 
+/// A stack whose agent keeps `pools` (`[[pool]]` text), running, with pool `name` full at `ready`.
+async fn filled(pools: &str, name: &str, ready: u32) -> Stack {
+    let mut s = Stack::start(Db::Sqlite, Timings::fast(), &extra(pools)).await.unwrap();
+    s.spawn_agent();
+    until(&s, name, "filled", |p| p.ready == ready).await;
+    s
+}
+
+/// Polls `done` every 50 ms until it holds; `what` and the agent's log say why not after a minute.
+async fn eventually(s: &Stack, what: impl Fn() -> String, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + LONG;
+    while !done() {
+        assert!(Instant::now() < deadline, "{}\n{}", what(), s.agent_log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_take_ready_machines_and_the_pool_refills() {
-    let mut s = Stack::start(
-        Db::Sqlite,
-        Timings::fast(),
-        &extra(&pool_toml("small", 2, "stopped", 20)),
-    )
-    .await
-    .unwrap();
-    s.spawn_agent();
-    until(&s, "small", "filled", |p| p.ready == 2).await;
+    let mut s = filled(&pool_toml("small", 2, "stopped", 20), "small", 2).await;
     assert_eq!(pool_guests(&s).len(), 2);
     assert!(pool_guests(&s).iter().all(|g| g.status == "stopped"), "never booted");
     let clones_before = s.emu.requests().iter().filter(|r| r.path.ends_with("/clone")).count();
@@ -162,11 +171,7 @@ async fn orders_take_ready_machines_and_the_pool_refills() {
     let out = run_berth(["agent", "drain", "--config", &cfg].map(String::from).to_vec()).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     until(&s, "small", "drained", |p| p.target == 0 && p.ready == 0).await;
-    let deadline = Instant::now() + LONG;
-    while !pool_guests(&s).is_empty() {
-        assert!(Instant::now() < deadline, "{:?}", pool_guests(&s));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(&s, || format!("{:?}", pool_guests(&s)), || pool_guests(&s).is_empty()).await;
     let out = run_berth(
         ["agent", "drain", "--undo", "--config", &cfg]
             .map(String::from)
@@ -191,11 +196,7 @@ async fn orders_take_ready_machines_and_the_pool_refills() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_pool_machine_carries_the_customers_key_and_name() {
-    let mut s = Stack::start(Db::Sqlite, Timings::fast(), &extra(&pool_toml("hot", 1, "running", 20)))
-        .await
-        .unwrap();
-    s.spawn_agent();
-    until(&s, "hot", "filled", |p| p.ready == 1).await;
+    let mut s = filled(&pool_toml("hot", 1, "running", 20), "hot", 1).await;
     assert!(pool_guests(&s).iter().all(|g| g.status == "running"));
     let offering = s.offering(&[]).await;
     let a = s.order(&offering, "hot1").await;
@@ -254,21 +255,20 @@ async fn a_crash_at_any_step_of_taking_or_refilling_loses_nothing() {
         assert_eq!(op.status, "succeeded", "{point}: {op:#?}\n{}", s.agent_log());
         assert_eq!(s.owned_by(&a.instance_id).len(), 1, "{point}: {:?}", s.owned());
         until(&s, "small", "whole again", |p| p.ready == 1 && p.filling == 0).await;
-        let deadline = Instant::now() + LONG;
-        loop {
-            let pooled = pool_guests(&s);
-            let loose: Vec<_> = s
-                .owned()
+        // A pool machine without its pool tag was cut off half-made.
+        let loose = || -> Vec<GuestSnapshot> {
+            s.owned()
                 .into_iter()
                 .filter(|g| g.tags.iter().all(|t| !t.starts_with("berth-pool.")))
                 .filter(|g| g.description.contains("berth-instance-id: pool-"))
-                .collect();
-            if pooled.len() == 1 && loose.is_empty() {
-                break;
-            }
-            assert!(Instant::now() < deadline, "{point}: pool {pooled:?}, loose {loose:?}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                .collect()
+        };
+        eventually(
+            &s,
+            || format!("{point}: pool {:?}, loose {:?}", pool_guests(&s), loose()),
+            || pool_guests(&s).len() == 1 && loose().is_empty(),
+        )
+        .await;
         // Every guest is the pool's or one instance's.
         s.kill_agent();
     }
@@ -278,15 +278,7 @@ async fn a_crash_at_any_step_of_taking_or_refilling_loses_nothing() {
 /// every order succeeds, and the pool refills afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_beyond_the_pool_falls_back_to_creates_and_the_pool_catches_up() {
-    let mut s = Stack::start(
-        Db::Sqlite,
-        Timings::fast(),
-        &extra(&pool_toml("small", 2, "stopped", 20)),
-    )
-    .await
-    .unwrap();
-    s.spawn_agent();
-    until(&s, "small", "filled", |p| p.ready == 2).await;
+    let mut s = filled(&pool_toml("small", 2, "stopped", 20), "small", 2).await;
     let offering = s.offering(&[]).await;
     let mut ops = Vec::new();
     for n in 0..5 {
@@ -306,15 +298,7 @@ async fn a_burst_beyond_the_pool_falls_back_to_creates_and_the_pool_catches_up()
 /// replaced, not handed out and not left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_not_as_its_pool_keeps_it_is_replaced() {
-    let mut s = Stack::start(
-        Db::Sqlite,
-        Timings::fast(),
-        &extra(&pool_toml("small", 2, "stopped", 20)),
-    )
-    .await
-    .unwrap();
-    s.spawn_agent();
-    until(&s, "small", "filled", |p| p.ready == 2).await;
+    let mut s = filled(&pool_toml("small", 2, "stopped", 20), "small", 2).await;
     let started = pool_guests(&s)[0].clone();
     let id = started
         .description
@@ -326,15 +310,15 @@ async fn a_machine_not_as_its_pool_keeps_it_is_replaced() {
     let cfg = s.agent_toml.display().to_string();
     let out = run_berth(["vm", "start", &id, "--config", &cfg].map(String::from).to_vec()).await;
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let deadline = Instant::now() + LONG;
-    loop {
-        let pooled = pool_guests(&s);
-        if pooled.len() == 2 && pooled.iter().all(|g| g.status == "stopped" && g.vmid != started.vmid) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{pooled:?}\n{}", s.agent_log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &s,
+        || format!("{:?}", pool_guests(&s)),
+        || {
+            let pooled = pool_guests(&s);
+            pooled.len() == 2 && pooled.iter().all(|g| g.status == "stopped" && g.vmid != started.vmid)
+        },
+    )
+    .await;
     assert!(
         s.agent_log().contains("not stopped as the pool keeps it"),
         "{}",
@@ -346,43 +330,30 @@ async fn a_machine_not_as_its_pool_keeps_it_is_replaced() {
 /// A changed definition (here the disk) drains the machines made to the old one and refills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_definition_drains_and_refills() {
-    let mut s = Stack::start(
-        Db::Sqlite,
-        Timings::fast(),
-        &extra(&pool_toml("small", 2, "stopped", 20)),
-    )
-    .await
-    .unwrap();
-    s.spawn_agent();
-    until(&s, "small", "filled", |p| p.ready == 2).await;
-    let old: Vec<String> = pool_guests(&s)
-        .iter()
-        .flat_map(|g| g.tags.clone())
-        .filter(|t| t.starts_with("berth-pool."))
-        .collect();
+    let mut s = filled(&pool_toml("small", 2, "stopped", 20), "small", 2).await;
+    let pool_tags = |s: &Stack| -> Vec<String> {
+        pool_guests(s)
+            .iter()
+            .flat_map(|g| g.tags.clone())
+            .filter(|t| t.starts_with("berth-pool."))
+            .collect()
+    };
+    let old = pool_tags(&s);
     s.term_agent().await;
     let toml = std::fs::read_to_string(&s.agent_toml)
         .unwrap()
         .replace("disk_gib = 20", "disk_gib = 10");
     std::fs::write(&s.agent_toml, toml).unwrap();
     s.spawn_agent();
-    let deadline = Instant::now() + LONG;
-    loop {
-        let tags: Vec<String> = pool_guests(&s)
-            .iter()
-            .flat_map(|g| g.tags.clone())
-            .filter(|t| t.starts_with("berth-pool."))
-            .collect();
-        if tags.len() == 2 && tags.iter().all(|t| !old.contains(t)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "old {old:?}, now {tags:?}\n{}",
-            s.agent_log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        &s,
+        || format!("old {old:?}, now {:?}", pool_tags(&s)),
+        || {
+            let tags = pool_tags(&s);
+            tags.len() == 2 && tags.iter().all(|t| !old.contains(t))
+        },
+    )
+    .await;
     s.term_agent().await;
 }
 

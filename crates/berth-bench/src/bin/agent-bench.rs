@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use berth_bench::rig::Rig;
-use berth_pve_emulator::Timings;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -70,19 +69,8 @@ fn mib(kib: (u64, u64, u64)) -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        args.berth.exists(),
-        "{} not found: build it first (cargo build --release -p berth)",
-        args.berth.display()
-    );
-    let ms = Duration::from_millis;
-    let timings = Timings {
-        clone: ms(2000),
-        start: ms(1000),
-        agent_ready: ms(1000),
-        resize: ms(0),
-        ..Timings::fast()
-    };
+    berth_bench::rig::require(&args.berth)?;
+    let timings = berth_bench::rig::paced();
     let ideal_one = 4.0;
     let rig = Rig::start(timings).await?;
     let emu = &rig.emu;

@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use berth_bench::rig::{Rig, percentile};
-use berth_pve_emulator::Timings;
 use clap::Parser;
 
 #[derive(Parser, Debug)]
@@ -105,19 +104,8 @@ async fn sequential(rig: &Rig, offering: &str, pool: Option<&str>, runs: usize) 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(
-        args.berth.exists(),
-        "{} not found: build it first (cargo build --release -p berth)",
-        args.berth.display()
-    );
-    let ms = Duration::from_millis;
-    let timings = Timings {
-        clone: ms(2000),
-        start: ms(1000),
-        agent_ready: ms(1000),
-        resize: ms(0),
-        ..Timings::fast()
-    };
+    berth_bench::rig::require(&args.berth)?;
+    let timings = berth_bench::rig::paced();
     let rig = Rig::start(timings).await?;
     let offering = rig.offering("small", 2, 2048, 20).await?;
 
