@@ -290,7 +290,8 @@ pub fn drain(cfg: &Config, args: &DrainArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("--pool {p}: no such pool (configured: {})", names.join(", "));
         }
     }
-    let now = crate::pools::request_drain(&settings.agent.state_dir, &args.pools, args.undo)?;
+    let names: Vec<String> = cfg.pools.iter().map(|c| c.name.clone()).collect();
+    let now = crate::pools::request_drain(&settings.agent.state_dir, &args.pools, args.undo, &names)?;
     let all = now.iter().any(|p| p == "*");
     for c in &cfg.pools {
         let drained = all || now.contains(&c.name);

@@ -254,8 +254,14 @@ fn drained(path: &Path) -> Vec<String> {
 }
 
 /// `berth agent drain`: asks the running agent (or the next one to start) to empty `pools`
-/// (none named: all) and keep them empty, until `undo`.
-pub fn request_drain(state_dir: &Path, pools: &[String], undo: bool) -> anyhow::Result<Vec<String>> {
+/// (none named: all) and keep them empty, until `undo`. `configured`: every pool's name (undoing
+/// one pool of an all-pools drain leaves the others drained).
+pub fn request_drain(
+    state_dir: &Path,
+    pools: &[String],
+    undo: bool,
+    configured: &[String],
+) -> anyhow::Result<Vec<String>> {
     let dir = state_dir.join("pools");
     crate::fsutil::ensure_private_dir(&dir)?;
     let path = dir.join("drain");
@@ -269,6 +275,9 @@ pub fn request_drain(state_dir: &Path, pools: &[String], undo: bool) -> anyhow::
         if pools.is_empty() {
             now.clear();
         } else {
+            if now.iter().any(|p| p == "*") {
+                now = configured.to_vec();
+            }
             now.retain(|p| !named.contains(p));
         }
     } else {
@@ -304,5 +313,28 @@ pub fn describe_metrics(pools: &[PoolSettings]) {
         counter!("berth_pool_hits_total", "pool" => p.name.clone()).increment(0);
         counter!("berth_pool_misses_total", "pool" => p.name.clone()).increment(0);
         gauge!("berth_pool_ready", "pool" => p.name.clone()).set(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_drain_names_pools_and_undoing_one_keeps_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let all = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let drain = |pools: &[&str], undo: bool| {
+            let pools: Vec<String> = pools.iter().map(|p| p.to_string()).collect();
+            super::request_drain(dir.path(), &pools, undo, &all).unwrap()
+        };
+        assert_eq!(drain(&[], false), ["*"]);
+        assert_eq!(drain(&["b"], true), ["a", "c"], "all but b stay drained");
+        assert_eq!(drain(&["b"], false), ["a", "c", "b"]);
+        assert!(drain(&[], true).is_empty());
+        assert!(
+            !dir.path().join("pools/drain").exists(),
+            "nothing drained: no request file"
+        );
+        assert_eq!(drain(&["c"], false), ["c"]);
+        assert_eq!(super::drained(&dir.path().join("pools/drain")), ["c"]);
     }
 }
