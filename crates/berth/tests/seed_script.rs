@@ -177,6 +177,15 @@ async fn the_seeds_three_script_form_runs_an_order_and_a_crash_makes_no_second_m
         assert!(!text.contains("CPU cores"), "no bars of nothing: {text}");
         b.shot("hypervisors-unmetered").await;
         b.check_accessibility("hypervisors-unmetered").await;
+        b.set_width(360).await;
+        b.shot("hypervisors-unmetered-360px").await;
+        b.set_width(1280).await;
+        b.sign_out().await;
+        b.sign_in(&s.tokens.operator).await;
+        b.goto("/ui/agents").await;
+        b.wait_for(".agent").await;
+        assert!(b.text(".agent").await.contains("Capacity not metered"));
+        b.shot("operator-hypervisors-unmetered").await;
     }
     s.term_agent().await;
 }

@@ -152,7 +152,8 @@ async fn orders_take_ready_machines_and_the_pool_refills() {
         text.contains("pool small: 2/2 ready, stopped, 1 hits, 0 misses"),
         "{text}"
     );
-    if let Some(b) = browser::Browser::start(&s.url, "warm_pools").await {
+    let browser = browser::Browser::start(&s.url, "warm_pools").await;
+    if let Some(b) = &browser {
         b.sign_in(&s.tokens.provider).await;
         b.goto("/ui/agents").await;
         b.wait_for(".pools").await;
@@ -172,6 +173,24 @@ async fn orders_take_ready_machines_and_the_pool_refills() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     until(&s, "small", "drained", |p| p.target == 0 && p.ready == 0).await;
     eventually(&s, || format!("{:?}", pool_guests(&s)), || pool_guests(&s).is_empty()).await;
+    if let Some(b) = &browser {
+        b.set_width(1280).await;
+        b.goto("/ui/agents").await;
+        b.wait_for(".pools").await;
+        let text = b.text(".pools").await;
+        assert!(text.contains("drained") && text.contains("small"), "{text}");
+        b.shot("hypervisors-warm-pool-drained").await;
+        b.check_accessibility("hypervisors-warm-pool-drained").await;
+        // The operator sees every provider's pools the same way.
+        b.sign_out().await;
+        b.sign_in(&s.tokens.operator).await;
+        b.goto("/ui/agents").await;
+        b.wait_for(".pools").await;
+        assert!(b.text(".pools").await.contains("drained"));
+        b.shot("operator-hypervisors-warm-pool-drained").await;
+        b.set_width(360).await;
+        b.shot("operator-hypervisors-warm-pool-drained-360px").await;
+    }
     let out = run_berth(
         ["agent", "drain", "--undo", "--config", &cfg]
             .map(String::from)
@@ -384,6 +403,21 @@ async fn a_backend_without_pools_says_so() {
     let p = until(&s, "small", "said why it is empty", |p| p.detail.is_some()).await;
     assert!(p.detail.unwrap().contains("cannot keep warm pools"));
     assert_eq!(p.ready, 0);
+    // The provider sees why on the hypervisors page.
+    if let Some(b) = browser::Browser::start(&s.url, "warm_pools_unsupported").await {
+        b.sign_in(&s.tokens.provider).await;
+        b.goto("/ui/agents").await;
+        b.wait_for(".pools").await;
+        let text = b.text(".pools").await;
+        assert!(
+            text.contains("0 of 1 ready") && text.contains("cannot keep warm pools"),
+            "{text}"
+        );
+        b.shot("hypervisors-warm-pool-unsupported").await;
+        b.check_accessibility("hypervisors-warm-pool-unsupported").await;
+        b.set_width(360).await;
+        b.shot("hypervisors-warm-pool-unsupported-360px").await;
+    }
     s.term_agent().await;
 }
 
