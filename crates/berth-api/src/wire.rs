@@ -186,6 +186,13 @@ pub struct CapacityReport {
     pub unmetered: bool,
 }
 
+impl CapacityReport {
+    /// No backend of the agent reports any capacity: there are no figures to show.
+    pub fn nothing_metered(&self) -> bool {
+        self.unmetered && self.cores_total == 0
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct BackendHealth {
     pub name: String,

@@ -36,16 +36,6 @@ struct Args {
     cli: Option<std::path::PathBuf>,
 }
 
-fn timings() -> Timings {
-    Timings {
-        clone: Duration::from_secs(2),
-        start: Duration::from_secs(1),
-        agent_ready: Duration::from_secs(1),
-        resize: Duration::ZERO,
-        ..Timings::fast()
-    }
-}
-
 /// The emulator's own time for one create: clone, resize, start, then the agent's delay.
 fn ideal(t: &Timings) -> Duration {
     t.clone + t.resize + t.start + t.agent_ready
@@ -92,7 +82,7 @@ fn median(mut walls: Vec<Duration>) -> Duration {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let t = timings();
+    let t = berth_bench::rig::paced();
     let emu = Emulator::start(EmulatorConfig {
         timings: t.clone(),
         ..EmulatorConfig::default()

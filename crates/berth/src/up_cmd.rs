@@ -264,9 +264,10 @@ async fn wait_for_agent(provider: &Client, agent_id: &str, limit: Duration) -> a
             Some(_) if !a.alive => "first heartbeat",
             None => "first heartbeat",
             Some(h)
-                if !h.capacity.unmetered && h.capacity.cores_free == 0
-                    || h.capacity.memory_mib_free == 0
-                    || h.capacity.disk_gib_free == 0 =>
+                if !h.capacity.unmetered
+                    && (h.capacity.cores_free == 0
+                        || h.capacity.memory_mib_free == 0
+                        || h.capacity.disk_gib_free == 0) =>
             {
                 "report of free capacity (cores, memory and disk)"
             }

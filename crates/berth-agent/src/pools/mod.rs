@@ -207,7 +207,7 @@ impl Pools {
             .filter(|p| p.cfg.backend == backend && p.cfg.fits(spec))
             .collect();
         // The smallest disk first: the least to resize.
-        let mut by_disk = fitting.clone();
+        let mut by_disk = fitting;
         by_disk.sort_by_key(|p| p.cfg.disk_gib);
         for p in &by_disk {
             if let Some(c) = p.claim() {

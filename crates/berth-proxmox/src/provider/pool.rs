@@ -73,11 +73,8 @@ impl ProxmoxProvider {
         if g.pool.as_ref() != Some(mark) {
             return Err(gone(format!("it is no longer in {mark}")));
         }
-        let usable = match mode {
-            PoolMode::Stopped => "stopped",
-            PoolMode::Running => "running",
-        };
-        if g.status.as_deref() != Some(usable) {
+        let usable = mode.to_string();
+        if g.status.as_deref() != Some(usable.as_str()) {
             return Err(gone(format!(
                 "{} is {}, not {usable} as its pool keeps it",
                 g.label(),

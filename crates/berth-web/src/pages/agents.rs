@@ -44,7 +44,7 @@ impl AgentRow {
             .heartbeat
             .as_ref()
             // Nothing metered at all: no bars of nothing (the page says why).
-            .filter(|h| !(h.capacity.unmetered && h.capacity.cores_total == 0))
+            .filter(|h| !h.capacity.nothing_metered())
             .map(|h| {
                 let c = &h.capacity;
                 vec![

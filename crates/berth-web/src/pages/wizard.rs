@@ -189,7 +189,7 @@ pub async fn hypervisor(State(web): State<Web>, v: Viewer, RawQuery(q): RawQuery
                     continue;
                 };
                 let c = &hb.capacity;
-                let room = if c.unmetered && c.cores_total == 0 {
+                let room = if c.nothing_metered() {
                     "capacity not metered".to_owned()
                 } else {
                     format!(
