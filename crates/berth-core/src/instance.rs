@@ -180,8 +180,31 @@ pub struct ExecOutput {
 }
 
 impl ExecOutput {
+    /// How much of a command a message quotes.
+    const SHOWN_CHARS: usize = 60;
+
     pub fn success(&self) -> bool {
         self.exit_status == 0
+    }
+
+    /// The exit status as Berth reports it, from a guest agent's `exitcode` and `signal`: a
+    /// signal `N` as 128 + N, an NTSTATUS such as 0xC0000005 (Windows) with its bits kept.
+    pub fn status_of(exitcode: Option<i64>, signal: Option<i64>) -> i32 {
+        match (exitcode, signal) {
+            (Some(code), _) => code as i32,
+            (None, Some(sig)) => 128 + sig as i32,
+            (None, None) => -1,
+        }
+    }
+
+    /// The first line of `command`, cut short, for messages.
+    pub fn shown(command: &str) -> String {
+        let first = command.trim().lines().next().unwrap_or_default();
+        let mut s: String = first.chars().take(Self::SHOWN_CHARS).collect();
+        if s.len() < command.trim().len() {
+            s.push('…');
+        }
+        s
     }
 }
 
@@ -238,6 +261,17 @@ impl Check {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn commands_are_shortened_for_messages_and_statuses_read() {
+        assert_eq!(ExecOutput::shown("  echo hi  "), "echo hi");
+        assert_eq!(ExecOutput::shown("set -e\napt-get update"), "set -e…");
+        let long = "x".repeat(100);
+        assert_eq!(ExecOutput::shown(&long).chars().count(), ExecOutput::SHOWN_CHARS + 1);
+        assert_eq!(ExecOutput::status_of(Some(3), Some(9)), 3);
+        assert_eq!(ExecOutput::status_of(None, Some(9)), 137);
+        assert_eq!(ExecOutput::status_of(None, None), -1);
+    }
 
     #[test]
     fn passwords_never_leave_an_instance_in_json_or_debug() {

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ProviderError;
 use crate::ids::InstanceId;
+use crate::instance::{ExecOutput, PowerState};
 
 /// What a pool machine is kept as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -21,6 +22,40 @@ pub enum PoolMode {
     Stopped,
     /// Booted; the customer's SSH keys and host name are put in through the guest agent.
     Running,
+}
+
+impl PoolMode {
+    /// The power state a machine of such a pool is kept in (and must be in to be taken).
+    pub fn power_state(self) -> PowerState {
+        match self {
+            PoolMode::Stopped => PowerState::Stopped,
+            PoolMode::Running => PowerState::Running,
+        }
+    }
+}
+
+/// An error of a take past its commit point: the machine is the instance's, so "not found" is no
+/// longer "nothing was changed" and must not send the order to a create.
+pub fn after_commit(e: ProviderError, pool: &str) -> ProviderError {
+    match e {
+        ProviderError::NotFound { what } => {
+            ProviderError::unavailable(format!("{what} (after it was taken from pool {pool})"))
+        }
+        e => e,
+    }
+}
+
+/// The personalisation of `label` ran through its guest agent as `out` says: an error unless the
+/// script succeeded.
+pub fn personalised(label: &str, out: &ExecOutput) -> Result<(), ProviderError> {
+    if out.success() {
+        return Ok(());
+    }
+    Err(ProviderError::internal(format!(
+        "personalising {label}: the script exited {}: {}",
+        out.exit_status,
+        out.stderr.trim().chars().take(400).collect::<String>()
+    )))
 }
 
 impl fmt::Display for PoolMode {

@@ -2,10 +2,12 @@
 //! definition is the commit point: before it, a re-run starts the files over; after it, a re-run
 //! resumes the domain it finds by its marker. A create that fails removes what it made.
 
+use std::path::Path;
 use std::time::Instant;
 
 use berth_core::{
-    GuestKind, Instance, InstanceRef, PowerState, ProgressSink, ProviderError, Stage, StageEvent, StagePhase, VmSpec,
+    GuestKind, Instance, InstanceRef, PoolMark, PoolMode, PowerState, ProgressSink, ProviderError, Stage, StageEvent,
+    StagePhase, VmSpec,
 };
 
 use crate::config::{CloneMode, is_unix_user};
@@ -14,16 +16,16 @@ use crate::domain;
 use crate::provider::{LibvirtProvider, POLL, check_host_fits, destroy_if_active, start_if_stopped};
 use crate::seed::{seed_iso, write_atomic};
 use crate::templates::TemplateImage;
-use crate::xml::{DomainPlan, domain_xml};
+use crate::xml::{DomainPlan, Marker, domain_xml};
 
 const DISK: &str = "disk.qcow2";
 /// Written first into every instance directory, holding the instance id: Berth removes only
 /// directories that carry it.
 const OWNER_FILE: &str = ".berth-instance";
-const SEED: &str = "seed.iso";
+pub(crate) const SEED: &str = "seed.iso";
 pub const CONSOLE_LOG: &str = "console.log";
 
-fn event(progress: &dyn ProgressSink, stage: Stage, phase: StagePhase, detail: impl Into<Option<String>>) {
+pub(crate) fn event(progress: &dyn ProgressSink, stage: Stage, phase: StagePhase, detail: impl Into<Option<String>>) {
     progress.event(StageEvent {
         stage,
         phase,
@@ -31,7 +33,7 @@ fn event(progress: &dyn ProgressSink, stage: Stage, phase: StagePhase, detail: i
     });
 }
 
-fn check_spec(p: &LibvirtProvider, spec: &VmSpec) -> Result<(String, String), ProviderError> {
+pub(crate) fn check_spec(p: &LibvirtProvider, spec: &VmSpec) -> Result<(String, String), ProviderError> {
     spec.validate()?;
     if spec.kind != GuestKind::Vm {
         return Err(ProviderError::invalid(
@@ -63,6 +65,17 @@ pub async fn create(
     spec: &VmSpec,
     progress: &dyn ProgressSink,
 ) -> Result<Instance, ProviderError> {
+    create_marked(p, spec, None, progress).await
+}
+
+/// A create; with `fill`, of a pool machine: its marker carries the pool mark, and a machine
+/// its pool keeps stopped is left never booted.
+pub(crate) async fn create_marked(
+    p: &LibvirtProvider,
+    spec: &VmSpec,
+    fill: Option<(&PoolMark, PoolMode)>,
+    progress: &dyn ProgressSink,
+) -> Result<Instance, ProviderError> {
     let (user, template_id) = check_spec(p, spec)?;
     let disk_bytes = gib_bytes("disk_gib", spec.disk_gib)?;
     // One operation per instance at a time: a second create (or a delete) waits here.
@@ -74,6 +87,12 @@ pub async fn create(
     let (iid, name) = (spec.instance_id.clone(), spec.name.clone());
     let (existing, name_owner) =
         p.lv.call("looking for the instance", move |c| {
+            // A pool machine's id whose machine was taken: its directory is the instance's now.
+            if let Some(taker) = domain::files_user(c, &iid)? {
+                return Err(ProviderError::conflict(format!(
+                    "{iid} was taken from its pool by instance {taker}, whose files its directory holds"
+                )));
+            }
             let existing = domain::owned(c, &iid)?.map(|f| (f.facts.name, f.facts.disk));
             let name_owner = match c.lookup_domain_by_name(&name) {
                 Ok(d) => Some(domain::facts(&d)?.instance_id),
@@ -117,7 +136,8 @@ pub async fn create(
         }
         check_host_fits(p, spec).await?;
         let accel = p.accel().await?;
-        if let Err(e) = make(p, spec, &template, &user, accel.domain_type, progress).await {
+        let mark = fill.map(|(m, _)| m);
+        if let Err(e) = make(p, spec, &template, &user, accel.domain_type, mark, progress).await {
             if let Err(u) = unwind(p, &id).await {
                 tracing::warn!(instance = %id, error = %u, "could not remove the half-made instance");
             }
@@ -126,6 +146,9 @@ pub async fn create(
     } else {
         event(progress, Stage::CloneTemplate, StagePhase::Skipped, existing.clone());
         event(progress, Stage::ConfigureVm, StagePhase::Skipped, existing);
+    }
+    if let Some((_, PoolMode::Stopped)) = fill {
+        return p.read(&id, false).await;
     }
     match start_and_wait(p, spec, &id, progress).await {
         Ok(i) => Ok(i),
@@ -151,6 +174,7 @@ async fn make(
     template: &TemplateImage,
     user: &str,
     domain_type: &str,
+    pool: Option<&PoolMark>,
     progress: &dyn ProgressSink,
 ) -> Result<(), ProviderError> {
     let dir = p.instance_dir(&spec.instance_id);
@@ -202,23 +226,13 @@ async fn make(
     let seed = dir.join(SEED);
     let iso = seed_iso(spec, user)?;
     write_atomic(&seed, &iso).map_err(|e| io("cannot write the seed ISO in", e))?;
-    let network = p.cfg.attachment();
-    let console_log = dir.join(CONSOLE_LOG);
-    let xml = domain_xml(&DomainPlan {
-        name: &spec.name,
-        instance_id: &spec.instance_id,
+    let marker = Marker {
+        id: &spec.instance_id,
         template: &template.id,
-        domain_type,
-        machine: &p.cfg.machine,
-        cores: spec.cores,
-        max_cores: p.cfg.max_cores.unwrap_or(spec.cores),
-        memory_mib: spec.memory_mib,
-        max_memory_mib: p.cfg.max_memory_mib.unwrap_or(spec.memory_mib),
-        disk: &disk,
-        seed: &seed,
-        console_log: &console_log,
-        network: &network,
-    });
+        pool,
+        files: None,
+    };
+    let xml = definition(p, spec, marker, domain_type, &dir, &seed, None);
     let (iid, name) = (spec.instance_id.clone(), spec.name.clone());
     p.lv.call("defining the domain", move |c| {
         let Err(e) = c.define_domain_xml(&xml) else {
@@ -243,15 +257,48 @@ async fn make(
     Ok(())
 }
 
-async fn start_and_wait(
+/// The XML of `spec`'s domain: disk and console log in `dir`, the seed at `seed`; `keep` is the
+/// name and UUID of the domain it redefines (a pool machine handed over), else `spec`'s name.
+pub(crate) fn definition(
+    p: &LibvirtProvider,
+    spec: &VmSpec,
+    marker: Marker<'_>,
+    domain_type: &str,
+    dir: &Path,
+    seed: &Path,
+    keep: Option<(&str, Option<&str>)>,
+) -> String {
+    let (name, uuid) = keep.unwrap_or((&spec.name, None));
+    domain_xml(&DomainPlan {
+        name,
+        uuid,
+        marker,
+        domain_type,
+        machine: &p.cfg.machine,
+        cores: spec.cores,
+        max_cores: p.cfg.max_cores.unwrap_or(spec.cores),
+        memory_mib: spec.memory_mib,
+        max_memory_mib: p.cfg.max_memory_mib.unwrap_or(spec.memory_mib),
+        disk: &dir.join(DISK),
+        seed,
+        console_log: &dir.join(CONSOLE_LOG),
+        network: &p.cfg.attachment(),
+    })
+}
+
+pub(crate) async fn start_and_wait(
     p: &LibvirtProvider,
     spec: &VmSpec,
     id: &InstanceRef,
     progress: &dyn ProgressSink,
 ) -> Result<Instance, ProviderError> {
-    let (was_running, name) = p
+    let (was_running, name, files) = p
         .with_owned("reading the state of", id, |f| {
-            Ok((f.dom.is_active().map_err(map_err)?, f.facts.name.clone()))
+            Ok((
+                f.dom.is_active().map_err(map_err)?,
+                f.facts.name.clone(),
+                f.facts.files_id().cloned(),
+            ))
         })
         .await?;
     // Polled by name: found once, not by scanning every domain's marker each time.
@@ -263,7 +310,9 @@ async fn start_and_wait(
     }
     event(progress, Stage::WaitNetwork, StagePhase::Started, spec.name.clone());
     let limit = std::time::Duration::from_secs(p.cfg.network_timeout_seconds);
-    let console = p.instance_dir(&spec.instance_id).join(CONSOLE_LOG);
+    let console = p
+        .instance_dir(files.as_ref().unwrap_or(&spec.instance_id))
+        .join(CONSOLE_LOG);
     let started = Instant::now();
     loop {
         let inst = p.read(&by_name, true).await?;

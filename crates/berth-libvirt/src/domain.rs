@@ -59,6 +59,15 @@ pub fn owned(c: &Connect, id: &InstanceId) -> Result<Option<Found>, ProviderErro
     Ok(found.pop())
 }
 
+/// The instance whose domain keeps its files in `id`'s directory though `id` is not its owner (a
+/// machine taken from pool machine `id`).
+pub fn files_user(c: &Connect, id: &InstanceId) -> Result<Option<InstanceId>, ProviderError> {
+    Ok(all(c)?
+        .into_iter()
+        .find(|f| f.facts.files_owner.as_ref() == Some(id))
+        .and_then(|f| f.facts.instance_id))
+}
+
 /// The domain a reference names: by marker, or by libvirt name.
 pub fn locate(c: &Connect, r: &InstanceRef) -> Result<Option<Found>, ProviderError> {
     match r {
@@ -199,7 +208,7 @@ pub fn instance(found: &Found, with_addresses: bool) -> Result<Instance, Provide
         ssh_port: None,
         root_password: None,
         login_user: None,
-        pool: None,
+        pool: f.pool.clone(),
     })
 }
 

@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use berth_core::{
-    Capabilities, Capacity, Check, ConfigError, DeleteOutcome, GuestKind, Instance, InstanceId, InstanceRef,
-    ListFilter, PowerOp, PowerState, ProgressSink, Provider, ProviderError, ReconfigureOutcome, Resize, Template,
-    VmSpec,
+    Capabilities, Capacity, Check, ConfigError, DeleteOutcome, ExecOutput, GuestKind, Instance, InstanceId,
+    InstanceRef, ListFilter, PoolMark, PoolMode, PowerOp, PowerState, ProgressSink, Provider, ProviderError,
+    ReconfigureOutcome, Resize, Template, VmSpec,
 };
 use tokio::sync::OnceCell;
 use virt::sys;
 
 use crate::accel::{Accel, ProbeError, local_qemu, probe_kvm};
 use crate::config::{DomainTypeSetting, LibvirtConfig};
-use crate::conn::{Libvirt, map_err};
+use crate::conn::{Libvirt, is_missing, map_err};
 use crate::domain::{self, Found};
 use crate::image::QemuImg;
 use crate::templates::TemplateSource;
@@ -313,12 +313,39 @@ impl Provider for LibvirtProvider {
             ipv6: true,
             list_templates: true,
             capacity: true,
-            pools: false,
+            pools: true,
         })
     }
 
     async fn create(&self, spec: &VmSpec, progress: &dyn ProgressSink) -> Result<Instance, ProviderError> {
         let mut inst = crate::create::create(self, spec, progress).await?;
+        inst.login_user = Some(spec.user.clone().unwrap_or_else(|| self.cfg.user.clone()));
+        Ok(inst)
+    }
+
+    async fn exec(&self, id: &InstanceRef, command: &str, timeout: Duration) -> Result<ExecOutput, ProviderError> {
+        crate::exec::exec(self, id, command, timeout).await
+    }
+
+    async fn fill(
+        &self,
+        spec: &VmSpec,
+        mark: &PoolMark,
+        mode: PoolMode,
+        progress: &dyn ProgressSink,
+    ) -> Result<Instance, ProviderError> {
+        crate::pool::fill(self, spec, mark, mode, progress).await
+    }
+
+    async fn take(
+        &self,
+        from: &InstanceId,
+        mark: &PoolMark,
+        mode: PoolMode,
+        spec: &VmSpec,
+        progress: &dyn ProgressSink,
+    ) -> Result<Instance, ProviderError> {
+        let mut inst = crate::pool::take(self, from, mark, mode, spec, progress).await?;
         inst.login_user = Some(spec.user.clone().unwrap_or_else(|| self.cfg.user.clone()));
         Ok(inst)
     }
@@ -390,38 +417,55 @@ impl Provider for LibvirtProvider {
     async fn delete(&self, id: &InstanceRef) -> Result<DeleteOutcome, ProviderError> {
         let _guard = self.lock_ref(id).await;
         let r = id.clone();
-        let removed = self
+        // The domain is destroyed, its files removed, and only then is it undefined: a delete cut
+        // off in between finds the domain (without its disk) and finishes. Returns the domain's
+        // UUID (if there is one) and whose files directory goes.
+        let (removed, files) = self
             .lv
             .call(&format!("deleting {id}"), move |c| {
-                let Some(found) = domain::locate(c, &r)? else {
-                    return Ok(None);
+                // Files nothing else uses: another domain (a copy with the same marker, or a
+                // machine taken from a pool keeping its files in the pool machine's directory)
+                // keeps them.
+                let unused = |files: InstanceId, this: Option<&str>| -> Result<_, ProviderError> {
+                    let used = domain::all(c)?
+                        .iter()
+                        .any(|f| f.facts.files_id() == Some(&files) && f.facts.uuid.as_deref() != this);
+                    Ok((!used).then_some(files))
                 };
-                let Some(owner) = found.facts.instance_id.clone() else {
+                let Some(found) = domain::locate(c, &r)? else {
+                    // Also when a create was cut before its domain was defined.
+                    return match r {
+                        InstanceRef::Id(i) => Ok((None, unused(i, None)?)),
+                        InstanceRef::Backend(_) => Ok((None, None)),
+                    };
+                };
+                let Some(files) = found.facts.files_id().cloned() else {
                     return Err(ProviderError::conflict(format!(
                         "domain {} carries no Berth marker: Berth does not own it and will not delete it",
                         found.facts.name
                     )));
                 };
                 destroy_if_active(&found.dom)?;
-                domain::undefine(&found.dom)?;
-                // A copy of the domain (same marker) still using the files keeps them.
-                let shared = domain::all(c)?
-                    .iter()
-                    .any(|f| f.facts.instance_id.as_ref() == Some(&owner));
-                Ok(Some((owner, shared)))
+                let uuid = found.facts.uuid.clone().unwrap_or_default();
+                let files = unused(files, Some(&uuid))?;
+                Ok((Some(uuid), files))
             })
             .await?;
-        // The instance's files: also when a create was cut before its domain was defined.
-        let owner = match (&removed, id) {
-            (Some((_, true)), _) => None,
-            (Some((owner, false)), _) => Some(owner.clone()),
-            (None, InstanceRef::Id(i)) => Some(i.clone()),
-            (None, InstanceRef::Backend(_)) => None,
-        };
-        let files_removed = match owner {
+        let files_removed = match files {
             Some(owner) => crate::create::remove_instance_dir(&self.instance_dir(&owner), &owner)?,
             None => false,
         };
+        if let Some(uuid) = removed.clone() {
+            self.lv
+                .call(&format!("undefining {id}"), move |c| {
+                    match c.lookup_domain_by_uuid_string(&uuid) {
+                        Ok(d) => domain::undefine(&d),
+                        Err(e) if is_missing(&e) => Ok(()),
+                        Err(e) => Err(map_err(e)),
+                    }
+                })
+                .await?;
+        }
         Ok(if removed.is_some() || files_removed {
             DeleteOutcome::Deleted
         } else {

@@ -5,18 +5,56 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use berth_core::InstanceId;
+use berth_core::{InstanceId, PoolMark};
 
 use crate::config::NetworkAttachment;
 
 /// The namespace of Berth's `<metadata>` element.
 pub const NS: &str = "https://berth.dev/xmlns/libvirt-instance/1";
 
+/// What Berth's `<metadata>` marker says of a domain.
+pub struct Marker<'a> {
+    /// The owner: an instance, or a pool machine (`pool-…`).
+    pub id: &'a InstanceId,
+    pub template: &'a str,
+    /// A pool machine's pool.
+    pub pool: Option<&'a PoolMark>,
+    /// A machine taken from a pool keeps its files in the pool machine's directory: that
+    /// machine's id, which the directory's owner file names.
+    pub files: Option<&'a InstanceId>,
+}
+
+impl Marker<'_> {
+    /// The marker's child elements, each name prefixed with `prefix`.
+    fn children(&self, prefix: &str) -> String {
+        let mut out = String::new();
+        let mut el = |tag: &str, text: &str| {
+            let _ = write!(out, "<{prefix}{tag}>{}</{prefix}{tag}>", escape(text));
+        };
+        el("id", self.id.as_str());
+        el("template", self.template);
+        if let Some(m) = self.pool {
+            el("pool", &m.token());
+        }
+        if let Some(f) = self.files {
+            el("files", f.as_str());
+        }
+        out
+    }
+
+    /// The marker for `virDomainSetMetadata` (key `berth`, namespace [`NS`]): libvirt puts the
+    /// element and its unprefixed children into the namespace.
+    pub fn element(&self) -> String {
+        format!("<instance>{}</instance>", self.children(""))
+    }
+}
+
 /// Everything a new domain's XML is made from.
 pub struct DomainPlan<'a> {
     pub name: &'a str,
-    pub instance_id: &'a InstanceId,
-    pub template: &'a str,
+    /// Kept when a domain is redefined (a pool machine handed over).
+    pub uuid: Option<&'a str>,
+    pub marker: Marker<'a>,
     /// `kvm` or `qemu`.
     pub domain_type: &'a str,
     pub machine: &'a str,
@@ -54,11 +92,15 @@ pub fn domain_xml(p: &DomainPlan) -> String {
     let w = &mut x;
     let _ = writeln!(w, "<domain type='{}'>", escape(p.domain_type));
     let _ = writeln!(w, "  <name>{}</name>", escape(p.name));
+    if let Some(u) = p.uuid {
+        let _ = writeln!(w, "  <uuid>{}</uuid>", escape(u));
+    }
     let _ = writeln!(w, "  <metadata>");
-    let _ = writeln!(w, "    <berth:instance xmlns:berth='{NS}'>");
-    let _ = writeln!(w, "      <berth:id>{}</berth:id>", escape(p.instance_id.as_str()));
-    let _ = writeln!(w, "      <berth:template>{}</berth:template>", escape(p.template));
-    let _ = writeln!(w, "    </berth:instance>");
+    let _ = writeln!(
+        w,
+        "    <berth:instance xmlns:berth='{NS}'>{}</berth:instance>",
+        p.marker.children("berth:")
+    );
     let _ = writeln!(w, "  </metadata>");
     let _ = writeln!(
         w,
@@ -139,10 +181,15 @@ pub fn domain_xml(p: &DomainPlan) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DomainFacts {
     pub name: String,
+    pub uuid: Option<String>,
     pub domain_type: String,
     /// From the ownership marker; `None` when Berth does not own the domain.
     pub instance_id: Option<InstanceId>,
     pub template: Option<String>,
+    /// A pool machine's pool (from the marker).
+    pub pool: Option<PoolMark>,
+    /// Whose directory holds the files, when not the owner's own (a machine taken from a pool).
+    pub files_owner: Option<InstanceId>,
     pub cores: u32,
     pub max_cores: u32,
     pub memory_mib: u64,
@@ -151,6 +198,13 @@ pub struct DomainFacts {
     pub disk: Option<PathBuf>,
     /// Files of every disk and CD-ROM.
     pub files: Vec<PathBuf>,
+}
+
+impl DomainFacts {
+    /// The id the directory holding the domain's files is named after (its owner file names it).
+    pub fn files_id(&self) -> Option<&InstanceId> {
+        self.files_owner.as_ref().or(self.instance_id.as_ref())
+    }
 }
 
 fn kib(node: Option<roxmltree::Node>) -> u64 {
@@ -183,6 +237,7 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, String> {
             .map(|t| t.trim().to_owned())
     };
     let instance_id = marker_text("id").and_then(|t| InstanceId::parse(&t).ok());
+    let id_of = |tag: &str| marker_text(tag).and_then(|t| InstanceId::parse(&t).ok());
     let vcpu = child("vcpu");
     let max_cores: u32 = vcpu
         .and_then(|n| n.text())
@@ -214,9 +269,12 @@ pub fn parse_domain(xml: &str) -> Result<DomainFacts, String> {
     }
     Ok(DomainFacts {
         name,
+        uuid: child("uuid").and_then(|n| n.text()).map(|t| t.trim().to_owned()),
         domain_type: root.attribute("type").unwrap_or_default().to_owned(),
         instance_id,
         template: marker_text("template"),
+        pool: marker_text("pool").and_then(|t| PoolMark::from_token(&t)),
+        files_owner: id_of("files"),
         cores,
         max_cores,
         memory_mib,
@@ -233,8 +291,13 @@ mod tests {
     fn plan<'a>(id: &'a InstanceId, net: &'a NetworkAttachment) -> DomainPlan<'a> {
         DomainPlan {
             name: "web<1>",
-            instance_id: id,
-            template: "debian-12",
+            uuid: None,
+            marker: Marker {
+                id,
+                template: "debian-12",
+                pool: None,
+                files: None,
+            },
             domain_type: "qemu",
             machine: "q35",
             cores: 2,
@@ -263,13 +326,41 @@ mod tests {
         );
         let facts = parse_domain(&xml).unwrap();
         assert_eq!(facts.name, "web<1>");
-        assert_eq!(facts.instance_id, Some(id));
+        assert_eq!(facts.instance_id.as_ref(), Some(&id));
         assert_eq!(facts.template.as_deref(), Some("debian-12"));
         assert_eq!((facts.cores, facts.max_cores), (2, 4));
         // The maximum never drops below what was asked for.
         assert_eq!((facts.memory_mib, facts.max_memory_mib), (1024, 1024));
         assert_eq!(facts.disk.as_deref(), Some(Path::new("/v/i/disk.qcow2")));
         assert_eq!(facts.files.len(), 2);
+        assert_eq!((&facts.uuid, &facts.pool, &facts.files_owner), (&None, &None, &None));
+        assert_eq!(facts.files_id(), Some(&id));
+    }
+
+    #[test]
+    fn pool_marks_uuids_and_files_read_back() {
+        let id = InstanceId::parse("web1").unwrap();
+        let from = InstanceId::parse("pool-0123456789abcdef").unwrap();
+        let mark = PoolMark::new("small", "1a2b").unwrap();
+        let net = NetworkAttachment::User;
+        let mut p = plan(&from, &net);
+        p.uuid = Some("c2a6e3f5-469d-4ce9-b253-81fe61d7a1f4");
+        p.marker.pool = Some(&mark);
+        let facts = parse_domain(&domain_xml(&p)).unwrap();
+        assert_eq!(facts.uuid.as_deref(), p.uuid);
+        assert_eq!(facts.pool.as_ref(), Some(&mark));
+        assert_eq!(facts.files_id(), Some(&from));
+        p.marker.id = &id;
+        p.marker.pool = None;
+        p.marker.files = Some(&from);
+        let facts = parse_domain(&domain_xml(&p)).unwrap();
+        assert_eq!((facts.instance_id.as_ref(), &facts.pool), (Some(&id), &None));
+        assert_eq!(facts.files_id(), Some(&from));
+        // What set_metadata is given: unprefixed children, which libvirt puts in the namespace.
+        assert_eq!(
+            p.marker.element(),
+            "<instance><id>web1</id><template>debian-12</template><files>pool-0123456789abcdef</files></instance>"
+        );
     }
 
     #[test]

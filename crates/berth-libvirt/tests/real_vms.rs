@@ -18,14 +18,7 @@ fn spec(tag: &str) -> VmSpec {
     }
 }
 
-fn setup() -> Option<(tempfile::TempDir, berth_libvirt::LibvirtProvider)> {
-    // Prerequisites first: without root or libvirt there is no point building the image.
-    let uri = common::libvirtd()?;
-    let image = common::test_image()?;
-    let dir = tempfile::tempdir().unwrap();
-    let p = common::provider(&uri, dir.path(), &image);
-    Some((dir, p))
-}
+use common::real_guests as setup;
 
 /// The conformance suite on real guests, in three tests so nextest boots them in parallel; each
 /// has its own instance directory, which must be empty at the end.

@@ -1,68 +1,14 @@
 //! The libvirt backend against libvirt's in-process `test:///default` driver: the conformance
 //! suite and the bad-input cases, fast. Disks and seeds are real files made by `qemu-img`.
 
-use std::path::Path;
 use std::sync::Arc;
 
 mod common;
 
 use berth_conformance::{Fixture, Recorder, run_all};
 use berth_core::{CheckStatus, ErrorCode, GuestKind, InstanceRef, ListFilter, Provider, VmSpec};
-use berth_libvirt::{DomainTypeSetting, LibvirtConfig, LibvirtProvider};
-use common::spec;
-
-struct Setup {
-    dir: tempfile::TempDir,
-    provider: LibvirtProvider,
-}
-
-fn qemu_img(args: &[&str]) {
-    let st = std::process::Command::new("qemu-img")
-        .args(args)
-        .status()
-        .expect("qemu-img runs");
-    assert!(st.success(), "qemu-img {args:?}");
-}
-
-fn setup() -> Option<Setup> {
-    if std::process::Command::new("qemu-img")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("skipped: qemu-img is not installed (apt-get install qemu-utils)");
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let images = dir.path().join("images");
-    std::fs::create_dir_all(&images).unwrap();
-    qemu_img(&[
-        "create",
-        "-q",
-        "-f",
-        "qcow2",
-        images.join("tiny.qcow2").to_str().unwrap(),
-        "64M",
-    ]);
-    let mut cfg = LibvirtConfig::with_images_dir(&images);
-    cfg.uri = "test:///default".into();
-    cfg.instances_dir = dir.path().join("instances");
-    cfg.template = Some("tiny".into());
-    cfg.domain_type = DomainTypeSetting::Qemu;
-    cfg.network_timeout_seconds = 5;
-    let provider = LibvirtProvider::new(cfg, dir.path()).unwrap();
-    Some(Setup { dir, provider })
-}
-
-fn instance_dirs(root: &Path) -> Vec<String> {
-    match std::fs::read_dir(root.join("instances")) {
-        Ok(rd) => rd
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
-}
+use berth_libvirt::LibvirtProvider;
+use common::{instance_dirs, spec, test_driver as setup};
 
 #[tokio::test]
 async fn test_driver_passes_the_conformance_suite_and_leaves_no_files() {

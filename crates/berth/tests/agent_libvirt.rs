@@ -64,7 +64,13 @@ fn prerequisites() -> Option<(String, PathBuf)> {
     Some((uri, images))
 }
 
-async fn order_a_real_vm(db: Db, name: &str) {
+/// A running pool of one machine of the offering's size, emptied when the agent stops.
+const POOL: &str = "[polling]\nheartbeat_interval_seconds = 1\n[[pool]]\nname = \"tiny\"\ntemplate = \"berth-test\"\n\
+                    cores = 1\nmemory_mib = 256\ndisk_gib = 1\nready = 1\nmode = \"running\"\ndrain_on_shutdown = true\n";
+
+/// An order on a real guest; with `pool`, once the agent's running pool is full, so the order
+/// takes the pool machine.
+async fn order_a_real_vm(db: Db, name: &str, pool: bool) {
     let Some((uri, images)) = prerequisites() else { return };
     let instances = tempfile::tempdir().unwrap();
     {
@@ -88,13 +94,27 @@ network_timeout_seconds = 240
         images = images.display(),
         instances = instances.path().join("vms").display(),
     );
-    let extra = "[capacity]\ncores = 16\nmemory_mib = 16384\ndisk_gib = 4\n";
-    let Some(mut s) = Stack::start_with_backend(db, Timings::fast(), Some(backend), extra).await else {
+    let mut extra = "[capacity]\ncores = 16\nmemory_mib = 16384\ndisk_gib = 4\n".to_owned();
+    if pool {
+        extra.push_str(POOL);
+    }
+    let Some(mut s) = Stack::start_with_backend(db, Timings::fast(), Some(backend), &extra).await else {
         eprintln!("skipped: no PostgreSQL here");
         return;
     };
     s.spawn_agent();
     s.wait_agent_alive().await;
+    if pool {
+        let until = std::time::Instant::now() + Duration::from_secs(300);
+        while s.pool_report("tiny", 0).await.is_none_or(|p| p.ready < 1) {
+            assert!(
+                std::time::Instant::now() < until,
+                "the pool never filled\n{}",
+                s.agent_log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     let spec = berth_api::wire::OfferingSpec {
         name: "tiny".into(),
         cores: 1,
@@ -113,6 +133,19 @@ network_timeout_seconds = 240
         .finished(a.operation_id.as_deref().unwrap(), Duration::from_secs(400))
         .await;
     assert_eq!(op.status, "succeeded", "{op:#?}\n{}", s.agent_log());
+    let clone = op
+        .stages
+        .iter()
+        .find(|st| st.stage == "clone_template")
+        .expect("clone stage");
+    assert_eq!(
+        clone
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("taken from pool tiny")),
+        pool,
+        "{clone:?}"
+    );
     let i = s.customer.instance(&a.instance_id).await.unwrap();
     assert_eq!(i.status, "running");
     assert!(i.ip_address.is_some(), "the guest reported an address: {i:?}");
@@ -122,7 +155,12 @@ network_timeout_seconds = 240
         .finished(t.operation_id.as_deref().unwrap(), Duration::from_secs(120))
         .await;
     assert_eq!(op.status, "succeeded", "{op:#?}");
-    s.kill_agent();
+    if pool {
+        // Stopped, the agent empties its pool (the refill may be under way: it is cut and removed).
+        assert!(s.term_agent().await.success(), "{}", s.agent_log());
+    } else {
+        s.kill_agent();
+    }
     let left: Vec<_> = std::fs::read_dir(instances.path().join("vms"))
         .map(|d| d.map(|e| e.unwrap().file_name()).collect())
         .unwrap_or_default();
@@ -131,10 +169,15 @@ network_timeout_seconds = 240
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_to_a_real_vm_on_sqlite() {
-    order_a_real_vm(Db::Sqlite, "e2e-sqlite").await;
+    order_a_real_vm(Db::Sqlite, "e2e-sqlite", false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_takes_a_running_pool_machine_of_real_vms() {
+    order_a_real_vm(Db::Sqlite, "e2e-pool", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_to_a_real_vm_on_postgres() {
-    order_a_real_vm(Db::Postgres, "e2e-postgres").await;
+    order_a_real_vm(Db::Postgres, "e2e-postgres", false).await;
 }

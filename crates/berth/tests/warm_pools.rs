@@ -34,18 +34,6 @@ fn pool_guests(s: &Stack) -> Vec<GuestSnapshot> {
         .collect()
 }
 
-/// The pool as the agent's latest heartbeat reports it, if that came after `since` (ms).
-async fn report(s: &Stack, name: &str, since: i64) -> Option<PoolReport> {
-    let agents = s.provider.agents().await.ok()?;
-    agents
-        .iter()
-        .filter(|a| a.last_seen.is_some_and(|t| t > since))
-        .filter_map(|a| a.heartbeat.as_ref())
-        .flat_map(|h| h.pools.iter())
-        .find(|p| p.name == name)
-        .cloned()
-}
-
 fn now_ms() -> i64 {
     i64::try_from(
         std::time::SystemTime::now()
@@ -61,7 +49,7 @@ async fn until(s: &Stack, name: &str, what: &str, ok: impl Fn(&PoolReport) -> bo
     let deadline = Instant::now() + LONG;
     let since = now_ms();
     loop {
-        if let Some(p) = report(s, name, since).await
+        if let Some(p) = s.pool_report(name, since).await
             && ok(&p)
         {
             return p;
@@ -69,7 +57,7 @@ async fn until(s: &Stack, name: &str, what: &str, ok: impl Fn(&PoolReport) -> bo
         assert!(
             Instant::now() < deadline,
             "pool {name} never {what}: {:?}\n{}",
-            report(s, name, 0).await,
+            s.pool_report(name, 0).await,
             s.agent_log()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

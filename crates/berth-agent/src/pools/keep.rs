@@ -152,10 +152,7 @@ async fn pass(agent: &Agent, pools: &Pools, pool: &Pool, b: &Backend) -> Result<
         .list(filter)
         .await
         .map_err(|e| format!("listing its machines: {e}"))?;
-    let usable = match pool.cfg.mode {
-        PoolMode::Stopped => PowerState::Stopped,
-        PoolMode::Running => PowerState::Running,
-    };
+    let usable = pool.cfg.mode.power_state();
     // Ready; or to delete, with why: made to another definition, or not in the state the pool
     // keeps (a running machine after a host restart, a stopped one someone started).
     let (mut ready, mut stale) = (Vec::new(), Vec::new());

@@ -3,7 +3,11 @@
 //! private libvirtd of `scripts/test-libvirtd.sh` and the tiny guest of
 //! `scripts/build-test-image.sh` (TCG guests; run as root).
 //!
-//! `cargo run --release -p berth-bench --bin libvirt-bench -- [--runs 5]`
+//! With `--pools`, also the warm pools' take: from `take` called to the address known, for a
+//! machine of a `stopped` pool (never booted: the guest boots with the customer's seed) and of a
+//! `running` one (booted: the customer's host name and keys go in through the guest agent).
+//!
+//! `cargo run --release -p berth-bench --bin libvirt-bench -- [--runs 5] [--pools]`
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use berth_core::{
-    GuestKind, InstanceId, InstanceRef, NetworkSpec, ProgressSink, SshPublicKey, Stage, StageEvent, StagePhase, VmSpec,
+    GuestKind, InstanceId, InstanceRef, NetworkSpec, PoolMark, PoolMode, ProgressSink, Provider, SshPublicKey, Stage,
+    StageEvent, StagePhase, VmSpec,
 };
 use clap::Parser;
 
@@ -21,6 +26,9 @@ struct Args {
     /// Sequential creates to take the median of (after one warm-up create).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     runs: u16,
+    /// Also time taking machines from warm pools (one fill per run, not timed).
+    #[arg(long)]
+    pools: bool,
 }
 
 const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl bench@berth";
@@ -105,18 +113,7 @@ async fn main() -> anyhow::Result<()> {
     let mut runs: Vec<Marks> = Vec::new();
     // Run 0 is a warm-up: the first create after a daemon start pays libvirt's one-time work.
     for n in 0..=args.runs {
-        let spec = VmSpec {
-            instance_id: InstanceId::parse(&format!("bench-{n}"))?,
-            name: format!("bench-{n}"),
-            kind: GuestKind::Vm,
-            cores: 1,
-            memory_mib: 256,
-            disk_gib: 1,
-            template: None,
-            ssh_keys: vec![SshPublicKey::parse(KEY)?],
-            user: None,
-            network: NetworkSpec::default(),
-        };
+        let spec = order(&format!("bench-{n}"))?;
         let clock = Clock {
             t0: Instant::now(),
             marks: Mutex::new(Vec::new()),
@@ -149,6 +146,54 @@ async fn main() -> anyhow::Result<()> {
     );
     summary("create called -> domain running", between(None, Stage::StartVm));
     summary("create called -> IP known", between(None, Stage::WaitNetwork));
+    if args.pools {
+        for mode in [PoolMode::Stopped, PoolMode::Running] {
+            let took = takes(p.as_ref(), mode, args.runs).await?;
+            summary(&format!("{mode} pool: take -> IP known"), took);
+        }
+    }
     std::fs::remove_dir_all(&root).ok();
     Ok(())
+}
+
+/// The bench's order: 1 core, 256 MiB, 1 GiB, one key.
+fn order(id: &str) -> anyhow::Result<VmSpec> {
+    Ok(VmSpec {
+        instance_id: InstanceId::parse(id)?,
+        name: id.to_owned(),
+        kind: GuestKind::Vm,
+        cores: 1,
+        memory_mib: 256,
+        disk_gib: 1,
+        template: None,
+        ssh_keys: vec![SshPublicKey::parse(KEY)?],
+        user: None,
+        network: NetworkSpec::default(),
+    })
+}
+
+/// `runs` takes from a pool kept in `mode`, each of a machine filled just before (not timed).
+async fn takes(p: &dyn Provider, mode: PoolMode, runs: u16) -> anyhow::Result<Vec<Duration>> {
+    let mark = PoolMark::new("bench", "k1")?;
+    let mut took = Vec::new();
+    for n in 0..runs {
+        let from = berth_core::pool::pool_machine_id();
+        let fill = VmSpec {
+            ssh_keys: Vec::new(),
+            ..order(from.as_str())?
+        };
+        p.fill(&fill, &mark, mode, &berth_core::NoProgress)
+            .await
+            .with_context(|| format!("filling {from}"))?;
+        let spec = order(&format!("bench-{mode}-{n}"))?;
+        let t0 = Instant::now();
+        let inst = p
+            .take(&from, &mark, mode, &spec, &berth_core::NoProgress)
+            .await
+            .with_context(|| format!("taking {from}"))?;
+        took.push(t0.elapsed());
+        anyhow::ensure!(inst.ipv4.is_some(), "{} has no address", spec.name);
+        p.delete(&InstanceRef::Id(spec.instance_id.clone())).await?;
+    }
+    Ok(took)
 }

@@ -117,6 +117,17 @@ pub fn provider(uri: &str, root: &Path, image: &Path) -> LibvirtProvider {
     LibvirtProvider::new(cfg, root).unwrap()
 }
 
+/// A provider on the private libvirtd booting the test image, its files in the directory
+/// returned; `None` (printed) without root or libvirt.
+pub fn real_guests() -> Option<(tempfile::TempDir, LibvirtProvider)> {
+    // Prerequisites first: without root or libvirt there is no point building the image.
+    let uri = libvirtd()?;
+    let image = test_image()?;
+    let dir = tempfile::tempdir().unwrap();
+    let p = provider(&uri, dir.path(), &image);
+    Some((dir, p))
+}
+
 /// Waits for `needle` in a file (a guest's console log); returns the whole text.
 pub fn wait_for_text(path: &Path, needle: &str, limit: Duration) -> String {
     let started = Instant::now();
@@ -132,5 +143,61 @@ pub fn wait_for_text(path: &Path, needle: &str, limit: Duration) -> String {
             );
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A provider on libvirt's in-process `test:///default` driver, its files in `dir`.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+    pub provider: LibvirtProvider,
+}
+
+pub fn qemu_img(args: &[&str]) {
+    let st = std::process::Command::new("qemu-img")
+        .args(args)
+        .status()
+        .expect("qemu-img runs");
+    assert!(st.success(), "qemu-img {args:?}");
+}
+
+/// The test-driver setup: a 64 MiB qcow2 template `tiny`; `None` (printed) without qemu-img.
+pub fn test_driver() -> Option<Setup> {
+    if std::process::Command::new("qemu-img")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: qemu-img is not installed (apt-get install qemu-utils)");
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    qemu_img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        images.join("tiny.qcow2").to_str().unwrap(),
+        "64M",
+    ]);
+    let mut cfg = LibvirtConfig::with_images_dir(&images);
+    cfg.uri = "test:///default".into();
+    cfg.instances_dir = dir.path().join("instances");
+    cfg.template = Some("tiny".into());
+    cfg.domain_type = DomainTypeSetting::Qemu;
+    cfg.network_timeout_seconds = 5;
+    let provider = LibvirtProvider::new(cfg, dir.path()).unwrap();
+    Some(Setup { dir, provider })
+}
+
+/// The names in `root`/instances.
+pub fn instance_dirs(root: &Path) -> Vec<String> {
+    match std::fs::read_dir(root.join("instances")) {
+        Ok(rd) => rd
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }

@@ -11,29 +11,10 @@ use super::guest::Guest;
 use crate::client::types::AgentExecStatus;
 use crate::client::{GuestType, Poll, PveError};
 
-/// How much of a command an error message quotes.
-const SHOWN_CHARS: usize = 60;
-
-/// The first line of `command`, cut to `SHOWN_CHARS`, for messages.
-fn shown(command: &str) -> String {
-    let first = command.trim().lines().next().unwrap_or_default();
-    let mut s: String = first.chars().take(SHOWN_CHARS).collect();
-    if s.len() < command.trim().len() {
-        s.push('…');
-    }
-    s
-}
-
 /// What PVE reported for a finished command, as Berth reports it: a signal `N` as 128 + N.
 pub(crate) fn exec_output(st: AgentExecStatus) -> ExecOutput {
-    let exit_status = match (st.exitcode, st.signal) {
-        // Windows reports NTSTATUS values such as 0xC0000005: keep their bits.
-        (Some(code), _) => code as i32,
-        (None, Some(sig)) => 128 + sig as i32,
-        (None, None) => -1,
-    };
     ExecOutput {
-        exit_status,
+        exit_status: ExecOutput::status_of(st.exitcode, st.signal),
         stdout: st.out_data.unwrap_or_default(),
         stderr: st.err_data.unwrap_or_default(),
         truncated: st.out_truncated || st.err_truncated,
@@ -48,7 +29,7 @@ impl ProxmoxProvider {
         timeout: Duration,
     ) -> Result<ExecOutput, ProviderError> {
         let g = self.owned(r).await?;
-        let shown = shown(command);
+        let shown = ExecOutput::shown(command);
         if g.ty == GuestType::Lxc {
             return Err(ProviderError::unsupported(format!(
                 "running `{shown}` inside {}: containers have no QEMU guest agent, and PVE's API \
@@ -170,13 +151,5 @@ mod tests {
         let out = exec_output(full);
         assert_eq!((out.stdout.as_str(), out.stderr.as_str()), ("hi\n", ""));
         assert!(out.truncated && out.success());
-    }
-
-    #[test]
-    fn commands_are_shortened_for_messages() {
-        assert_eq!(shown("  echo hi  "), "echo hi");
-        assert_eq!(shown("set -e\napt-get update"), "set -e…");
-        let long = "x".repeat(100);
-        assert_eq!(shown(&long).chars().count(), SHOWN_CHARS + 1);
     }
 }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use berth_core::pool::personalise_script;
+use berth_core::pool::{after_commit, personalise_script, personalised};
 use berth_core::{GuestKind, Instance, InstanceId, InstanceRef, PoolMark, PoolMode, ProviderError, Stage, VmSpec};
 
 use super::ProxmoxProvider;
@@ -147,12 +147,7 @@ impl ProxmoxProvider {
         let mut inst = self
             .personalise(spec, &taken, mode, stages)
             .await
-            .map_err(|e| match e {
-                ProviderError::NotFound { what } => {
-                    ProviderError::unavailable(format!("{what} (after it was taken from pool {})", mark.pool))
-                }
-                e => e,
-            })?;
+            .map_err(|e| after_commit(e, &mark.pool))?;
         inst.login_user = Some(user);
         Ok(inst)
     }
@@ -193,14 +188,7 @@ impl ProxmoxProvider {
         );
         grown?;
         let out = out.map_err(|e| e.context(format!("personalising {}", g.label())))?;
-        if !out.success() {
-            return Err(ProviderError::internal(format!(
-                "personalising {}: the script exited {}: {}",
-                g.label(),
-                out.exit_status,
-                out.stderr.trim().chars().take(400).collect::<String>()
-            )));
-        }
+        personalised(&g.label(), &out)?;
         stages.completed(
             Stage::ConfigureVm,
             format!("host name {}, {} SSH key(s)", spec.name, keys.len()),

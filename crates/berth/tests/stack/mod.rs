@@ -331,6 +331,19 @@ impl Stack {
         panic!("no heartbeat from the agent; log:\n{}", self.agent_log());
     }
 
+    /// Pool `name` as the agent's latest heartbeat reports it, if that came after `since` (ms
+    /// since the epoch).
+    pub async fn pool_report(&self, name: &str, since: i64) -> Option<berth_api::wire::PoolReport> {
+        let agents = self.provider.agents().await.ok()?;
+        agents
+            .iter()
+            .filter(|a| a.last_seen.is_some_and(|t| t > since))
+            .filter_map(|a| a.heartbeat.as_ref())
+            .flat_map(|h| h.pools.iter())
+            .find(|p| p.name == name)
+            .cloned()
+    }
+
     pub async fn offering(&self, commands: &[&str]) -> String {
         // Names are unique among a provider's offerings on sale.
         static MADE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
