@@ -40,6 +40,8 @@ pub enum ApplyError {
     },
     #[error("{addr}: no storage on {node} holds backups, and a VM is deleted only after one (or with --no-backup)")]
     NoBackup { addr: String, node: String },
+    #[error("net.{node}: after its network was reloaded, {detail}")]
+    AfterReload { node: String, detail: String },
     #[error("{addr}: {what} failed: {error}")]
     Pve {
         addr: String,
@@ -259,8 +261,15 @@ async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied
             Kind::Storage => storage(c, ch).await?,
             Kind::Pool => pool(c, ch).await?,
             Kind::Interface => {
-                interface(c, ch).await?;
                 reload.insert(ch.addr.split('.').nth(1).unwrap_or_default().to_owned());
+                if let Err(e) = crate::net_apply::edit(c, ch).await {
+                    // Staged edits of this apply's are not left for someone's next reload; edits
+                    // someone else staged (adopted) are left as they are.
+                    if !opts.adopt_pending_network {
+                        crate::net_apply::revert(c, &reload, done).await;
+                    }
+                    return Err(e);
+                }
             }
             Kind::Backup => backup(c, ch).await?,
             Kind::Ha => crate::ha::apply(c, ch, pve_major >= 9).await?,
@@ -271,14 +280,7 @@ async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied
         let next_not_net = plan.changes.get(i).is_none_or(|x| x.kind != Kind::Interface);
         if !reload.is_empty() && next_not_net {
             for node in std::mem::take(&mut reload) {
-                let upid = c
-                    .reload_network(&node)
-                    .await
-                    .map_err(pve(&format!("net.{node}"), "reload"))?;
-                c.wait_task(&upid, timeout)
-                    .await
-                    .map_err(pve(&format!("net.{node}"), "reload"))?;
-                done.steps.push(format!("reloaded the network of {node}"));
+                crate::net_apply::reload(c, &node, timeout, done).await?;
             }
         }
     }
@@ -344,7 +346,7 @@ fn verb(a: &Action) -> &'static str {
     }
 }
 
-fn id_of(ch: &Change) -> &str {
+pub(crate) fn id_of(ch: &Change) -> &str {
     ch.addr.split_once('.').map_or("", |(_, id)| id)
 }
 
@@ -452,21 +454,6 @@ pub(crate) fn interface_from(iface: &str, f: &BTreeMap<String, String>) -> Netwo
             .filter(|(k, _)| !crate::site::MODELLED_NET.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect(),
-    }
-}
-
-async fn interface(c: &PveClient, ch: &Change) -> Result<(), ApplyError> {
-    let (node, iface) = id_of(ch).split_once('.').unwrap_or_default();
-    let i = interface_from(iface, &ch.after);
-    match &ch.action {
-        Action::Create => c.create_interface(node, &i).await.map_err(pve(&ch.addr, "create")),
-        Action::Update => c.update_interface(node, &i, &[]).await.map_err(pve(&ch.addr, "update")),
-        Action::Replace { .. } => {
-            c.delete_interface(node, iface).await.map_err(pve(&ch.addr, "delete"))?;
-            c.create_interface(node, &i).await.map_err(pve(&ch.addr, "create"))
-        }
-        Action::Delete => c.delete_interface(node, iface).await.map_err(pve(&ch.addr, "delete")),
-        Action::Impossible { .. } | Action::UpdateRestart { .. } | Action::Move { .. } => Ok(()),
     }
 }
 

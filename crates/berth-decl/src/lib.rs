@@ -15,6 +15,7 @@ mod fields;
 mod fields_table;
 mod ha;
 pub mod model;
+mod net_apply;
 pub mod observe;
 pub mod plan;
 pub mod render;

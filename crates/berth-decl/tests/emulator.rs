@@ -252,3 +252,42 @@ async fn the_management_interface_is_guarded() {
     apply(&c, &p, allowed).await.unwrap();
     assert_eq!(c.network_interface("pve1", "vmbr9").await.unwrap().mtu, Some(9000));
 }
+
+#[tokio::test]
+async fn a_failed_network_edit_reverts_what_the_apply_staged() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let desired = berth_decl::parse("site.toml", SITE).unwrap();
+    emu.inject(FaultRule {
+        method: Some("POST".into()),
+        path_contains: "/nodes/pve2/network".into(),
+        fault: Fault::Http {
+            status: 500,
+            message: "Internal Server Error".into(),
+        },
+        times: 1,
+    });
+    let p = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
+    let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
+    assert!(e.to_string().starts_with("net.pve2.vmbr1: create failed"), "{e}");
+    // pve1's edit was staged, then reverted: nothing waits for someone's next reload, and
+    // nothing was reloaded.
+    for node in ["pve1", "pve2"] {
+        let net = c.network(node, None).await.unwrap();
+        assert_eq!(net.changes, None, "{node}");
+        assert!(net.interfaces.iter().all(|i| i.iface != "vmbr1"), "{node}");
+        assert!(
+            e.done
+                .steps
+                .iter()
+                .any(|s| s.starts_with(&format!("reverted the network edits staged on {node}"))),
+            "{:?}",
+            e.done.steps
+        );
+    }
+    assert_eq!(reloads(&emu), 0);
+    // Applying again converges.
+    let again = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
+    apply(&c, &again, ApplyOptions::default()).await.unwrap();
+    assert!(plan(&desired, &observe(&c).await.unwrap(), "h").unwrap().is_empty());
+}
