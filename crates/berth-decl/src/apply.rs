@@ -38,7 +38,7 @@ pub enum ApplyError {
         field: String,
         message: String,
     },
-    #[error("{addr}: no storage on {node} holds backups, and a VM is deleted only after one (or with --no-backup)")]
+    #[error("{addr}: no storage on {node} holds backups, and a guest is deleted only after one (or with --no-backup)")]
     NoBackup { addr: String, node: String },
     #[error("net.{node}: after its network was reloaded, {detail}")]
     AfterReload { node: String, detail: String },
@@ -230,11 +230,11 @@ async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied
     let mut i = 0;
     while i < plan.changes.len() {
         let ch = &plan.changes[i];
-        // VMs run side by side (each on its own tasks), up to `vm_concurrency` at once.
-        if ch.kind == Kind::Vm {
+        // Guests run side by side (each on its own tasks), up to `vm_concurrency` at once.
+        if is_guest(ch.kind) {
             let run: Vec<&Change> = plan.changes[i..]
                 .iter()
-                .take_while(|x| x.kind == Kind::Vm && (x.action == Action::Delete) == (ch.action == Action::Delete))
+                .take_while(|x| is_guest(x.kind) && (x.action == Action::Delete) == (ch.action == Action::Delete))
                 .collect();
             i += run.len();
             let results = vms(c, &run, &apply_id, opts, timeout).await;
@@ -273,21 +273,34 @@ async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied
             }
             Kind::Backup => backup(c, ch).await?,
             Kind::Ha => crate::ha::apply(c, ch, pve_major >= 9).await?,
-            Kind::Vm => {}
+            Kind::Vm | Kind::Ct => {}
         }
         done.steps.push(format!("{} {}", verb(&ch.action), ch.addr));
         // Network edits are staged; each node reloads once, before what depends on them.
         let next_not_net = plan.changes.get(i).is_none_or(|x| x.kind != Kind::Interface);
         if !reload.is_empty() && next_not_net {
-            for node in std::mem::take(&mut reload) {
-                crate::net_apply::reload(c, &node, timeout, done).await?;
+            let nodes = std::mem::take(&mut reload);
+            for (n, node) in nodes.iter().enumerate() {
+                if let Err(e) = crate::net_apply::reload(c, node, timeout, done).await {
+                    // This node's edits (if its reload failed before taking them) and the
+                    // nodes not reloaded yet are not left for someone's next reload.
+                    if !opts.adopt_pending_network {
+                        let rest = nodes.iter().skip(n).cloned().collect();
+                        crate::net_apply::revert(c, &rest, done).await;
+                    }
+                    return Err(e);
+                }
             }
         }
     }
     Ok(())
 }
 
-/// One VM change: its checkpoint (kept even when the change then failed), what was done, and
+fn is_guest(kind: Kind) -> bool {
+    matches!(kind, Kind::Vm | Kind::Ct)
+}
+
+/// One guest change: its checkpoint (kept even when the change then failed), what was done, and
 /// how it ended.
 struct VmDone {
     checkpoint: Option<crate::checkpoint::Checkpoint>,
@@ -318,7 +331,11 @@ async fn vms(c: &PveClient, run: &[&Change], apply_id: &str, opts: &ApplyOptions
                     }
                 }
             }
-            match crate::vm_apply::apply_vm(c, &ch, timeout).await {
+            let applied = match ch.kind {
+                Kind::Ct => crate::ct_apply::apply_ct(c, &ch, timeout).await,
+                _ => crate::vm_apply::apply_vm(c, &ch, timeout).await,
+            };
+            match applied {
                 Ok(steps) => done.steps.extend(steps),
                 Err(e) => done.outcome = Err(e),
             }

@@ -1,5 +1,5 @@
-//! Checkpoints: before an apply restarts or moves a VM it takes a snapshot of it, and before it
-//! deletes one it writes a backup (snapshots die with the guest). `rollback` puts the
+//! Checkpoints: before an apply restarts or moves a guest (VM or container) it takes a snapshot
+//! of it, and before it deletes one it writes a backup (snapshots die with the guest). `rollback` puts the
 //! snapshotted VMs back; it is itself shown before it runs.
 
 use std::time::Duration;
@@ -39,6 +39,15 @@ impl Checkpoint {
     }
 }
 
+/// A checkpointed guest's type, from its address (`vm.150`, `ct.200`).
+pub(crate) fn guest_type(addr: &str) -> GuestType {
+    if addr.starts_with("ct.") {
+        GuestType::Lxc
+    } else {
+        GuestType::Qemu
+    }
+}
+
 /// The snapshot name of an apply: `berth-<id>` (PVE's format: a letter first, at most 40).
 pub fn snapshot_name(apply_id: &str) -> String {
     format!("berth-{}", &apply_id[..apply_id.len().min(30)])
@@ -71,7 +80,8 @@ pub(crate) async fn take(
     let before = ch.before.as_ref();
     let node = before.and_then(|b| b.get("node")).cloned().unwrap_or_default();
     let running = before.and_then(|b| b.get("state")).is_some_and(|s| s == "running");
-    let vmid: u32 = ch.addr.trim_start_matches("vm.").parse().unwrap_or(0);
+    let vmid = crate::vm_apply::vmid_of(ch);
+    let ty = guest_type(&ch.addr);
     if ch.action == Action::Delete {
         // Resumed: the backup the first attempt wrote stands (a second one of a half-deleted VM
         // would be worth less, and could prune the first).
@@ -122,14 +132,7 @@ pub(crate) async fn take(
     let name = snapshot_name(apply_id);
     let made = async {
         let upid = c
-            .create_snapshot(
-                &node,
-                GuestType::Qemu,
-                vmid,
-                &name,
-                &format!("before apply {apply_id}"),
-                false,
-            )
+            .create_snapshot(&node, ty, vmid, &name, &format!("before apply {apply_id}"), false)
             .await?;
         c.wait_task(&upid, t).await
     };
@@ -138,7 +141,7 @@ pub(crate) async fn take(
         Err(e) => {
             // The snapshot of this apply is there all the same (made by a first attempt that
             // was resumed, or PVE made it but its task was not seen to end): it is the checkpoint.
-            let have = c.snapshots(&node, GuestType::Qemu, vmid).await.unwrap_or_default();
+            let have = c.snapshots(&node, ty, vmid).await.unwrap_or_default();
             if !have.iter().any(|s| s.name == name) {
                 return Ok((None, Some(format!("{}: warning: no checkpoint ({e})", ch.addr))));
             }
@@ -168,7 +171,12 @@ pub fn rollback_steps(checkpoints: &[Checkpoint]) -> Vec<String> {
                 if *running { ", then start it" } else { "" }
             ),
             Checkpoint::Backup { addr, storage, .. } => {
-                format!("{addr} was deleted; its backup is on {storage} (restore it with qmrestore)")
+                let tool = if guest_type(addr) == GuestType::Lxc {
+                    "pct restore"
+                } else {
+                    "qmrestore"
+                };
+                format!("{addr} was deleted; its backup is on {storage} (restore it with {tool})")
             }
         })
         .collect()
@@ -195,7 +203,7 @@ pub async fn rollback(c: &PveClient, checkpoints: &[Checkpoint], t: Duration) ->
             .and_then(|r| r.node.clone())
             .unwrap_or_else(|| node.clone());
         let upid = c
-            .rollback_snapshot(&node, GuestType::Qemu, *vmid, name, *running)
+            .rollback_snapshot(&node, guest_type(addr), *vmid, name, *running)
             .await
             .map_err(pve(addr, "rollback"))?;
         c.wait_task(&upid, t).await.map_err(pve(addr, "rollback"))?;

@@ -86,9 +86,11 @@ fn entry(out: &mut String, table: &str, ids: &[(&str, &str)], o: &Object) {
     }
 }
 
-/// A VM: plain keys, then `disks.SLOT = { … }` and `nets.SLOT = { … }`.
-fn vm_entry(out: &mut String, o: &Object) {
-    let _ = writeln!(out, "\n[[proxmox.vms]]\nvmid = {}", o.id());
+/// A guest: plain keys, then its devices: a VM's `disks.SLOT = { … }` and `nets.SLOT = { … }`, a
+/// container's `rootfs = { … }`, `mps.SLOT = { … }` and `nets.SLOT = { … }`.
+fn guest_entry(out: &mut String, o: &Object) {
+    let table = if o.kind == Kind::Ct { "containers" } else { "vms" };
+    let _ = writeln!(out, "\n[[proxmox.{table}]]\nvmid = {}", o.id());
     let mut devices: std::collections::BTreeMap<&str, Vec<String>> = std::collections::BTreeMap::new();
     for (k, v) in &o.fields {
         match k.split_once('.') {
@@ -105,8 +107,13 @@ fn vm_entry(out: &mut String, o: &Object) {
         }
     }
     for (slot, parts) in devices {
-        let table = if crate::vm::is_net(slot) { "nets" } else { "disks" };
-        let _ = writeln!(out, "{table}.{slot} = {{ {} }}", parts.join(", "));
+        let table = match (o.kind, slot) {
+            (_, s) if crate::vm::is_net(s) => "nets.",
+            (Kind::Ct, "rootfs") => "",
+            (Kind::Ct, _) => "mps.",
+            _ => "disks.",
+        };
+        let _ = writeln!(out, "{table}{slot} = {{ {} }}", parts.join(", "));
     }
 }
 
@@ -143,8 +150,11 @@ pub fn export(observed: &Observed, backend: Option<&str>) -> String {
         let (node, iface) = o.node_iface().unwrap_or_default();
         entry(&mut out, "network", &[("node", node), ("iface", iface)], o);
     }
+    for o in observed.objects.iter().filter(|o| o.kind == Kind::Ct) {
+        guest_entry(&mut out, o);
+    }
     for o in observed.objects.iter().filter(|o| o.kind == Kind::Vm) {
-        vm_entry(&mut out, o);
+        guest_entry(&mut out, o);
         if let Some(ha) = observed.find(&format!("ha.vm:{}", o.id())) {
             let parts: Vec<String> = ha
                 .fields

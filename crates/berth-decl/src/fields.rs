@@ -23,6 +23,7 @@ fn table(kind: Kind) -> &'static [Field] {
         Kind::Backup => fields_table::BACKUP,
         Kind::Pool => fields_table::POOL,
         Kind::Vm => fields_table::QEMU,
+        Kind::Ct => fields_table::LXC,
         Kind::Cluster | Kind::Ha => &[],
     }
 }
@@ -54,12 +55,12 @@ pub(crate) fn settable(kind: Kind, field: &str) -> bool {
 }
 
 pub(crate) fn is_boolean(kind: Kind, field: &str) -> bool {
-    if kind == Kind::Vm && field.contains('.') {
+    if matches!(kind, Kind::Vm | Kind::Ct) && field.contains('.') {
         // Options inside a drive or NIC property string that are flags.
         let opt = field.rsplit('.').next().unwrap_or_default();
         return matches!(
             opt,
-            "iothread" | "ssd" | "backup" | "replicate" | "ro" | "shared" | "firewall" | "link_down"
+            "iothread" | "ssd" | "backup" | "replicate" | "ro" | "shared" | "firewall" | "link_down" | "acl" | "quota"
         );
     }
     spec(kind, field).is_some_and(|f| f.boolean) || (kind == Kind::Storage && matches!(field, "disable" | "shared"))
@@ -76,8 +77,8 @@ pub(crate) fn default(kind: Kind, field: &str) -> Option<&'static str> {
         (Kind::Ha, "state") => Some("started"),
         (Kind::Ha, "max_restart" | "max_relocate") => Some("1"),
         // A guest the file does not say to stop runs.
-        (Kind::Vm, "state") => Some("running"),
-        _ if kind == Kind::Vm && field.contains('.') => None,
+        (Kind::Vm | Kind::Ct, "state") => Some("running"),
+        _ if matches!(kind, Kind::Vm | Kind::Ct) && field.contains('.') => None,
         _ => spec(kind, field).and_then(|f| f.default),
     }
 }
@@ -89,6 +90,8 @@ pub(crate) fn create_only(kind: Kind, field: &str, storage_type: Option<&str>) -
         (Kind::Storage, "server", Some("nfs" | "cifs")) | (Kind::Storage, "pool", Some("zfspool")) => true,
         // `type` must be sent on every update, but a bridge does not become a bond.
         (Kind::Interface, "type", _) => true,
+        // Listed by the PUT schema, refused by pve-container: "unable to modify read-only option".
+        (Kind::Ct, "unprivileged", _) => true,
         _ => spec(kind, field).is_some_and(|f| f.create_only),
     }
 }
@@ -99,6 +102,7 @@ pub(crate) fn is_secret(kind: Kind, field: &str) -> bool {
         Kind::Storage => matches!(field, "password" | "encryption-key" | "keyring" | "master-pubkey"),
         // PVE answers `**********` for it.
         Kind::Vm => field == "cipassword",
+        Kind::Ct => field == "password",
         _ => false,
     }
 }
@@ -110,7 +114,7 @@ pub(crate) fn is_set(kind: Kind, field: &str) -> bool {
         (Kind::Storage, "content" | "nodes")
             | (Kind::Interface, "bridge_ports" | "slaves")
             | (Kind::Backup, "vmid" | "exclude")
-            | (Kind::Vm, "tags")
+            | (Kind::Vm | Kind::Ct, "tags")
             | (Kind::Ha, "nodes")
     )
 }
@@ -131,10 +135,10 @@ pub(crate) fn normalize(kind: Kind, field: &str, value: &str) -> String {
         items.dedup();
         return items.join(",");
     }
-    if kind == Kind::Vm && field.ends_with(".size") {
+    if matches!(kind, Kind::Vm | Kind::Ct) && field.ends_with(".size") {
         return crate::vm::size_bytes(value).map_or_else(|| value.to_owned(), |b| b.to_string());
     }
-    if kind == Kind::Vm && field.ends_with(".macaddr") {
+    if (kind == Kind::Vm && field.ends_with(".macaddr")) || (kind == Kind::Ct && field.ends_with(".hwaddr")) {
         return value.trim().to_uppercase();
     }
     // Read back URL-encoded, written plain in a file: compared decoded.
@@ -149,7 +153,10 @@ pub(crate) fn normalize(kind: Kind, field: &str, value: &str) -> String {
     {
         return p.to_string();
     }
-    if kind == Kind::Interface && field == "bridge_vids" {
+    // pve-container stores the lists space-separated, whatever separated them when written.
+    if (kind == Kind::Interface && field == "bridge_vids")
+        || (kind == Kind::Ct && matches!(field, "nameserver" | "searchdomain"))
+    {
         return value
             .split([',', ';', ' '])
             .filter(|s| !s.is_empty())

@@ -2,13 +2,15 @@
 //! shape), planned against the live cluster (`plan`), applied exactly as planned and only if
 //! nothing it touches changed since (`apply`), and written back out from a cluster
 //! (`export`). It covers storage definitions, pools, node network interfaces, backup jobs, VMs,
-//! HA and the asserted cluster; [`check_site`] is the drift check the agent runs on a schedule.
+//! containers, HA and the asserted cluster; [`check_site`] is the drift check the agent runs on a schedule.
 //!
 //! Layers: `site` (file → desired objects), `plan` (pure: desired × observed → changes),
 //! `observe`/`apply` (the PVE client), `export` (observed → file).
 
 pub mod apply;
 pub mod checkpoint;
+mod ct;
+mod ct_apply;
 mod doc;
 pub mod export;
 mod fields;

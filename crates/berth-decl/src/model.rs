@@ -15,6 +15,8 @@ pub enum Kind {
     Pool,
     Interface,
     Vm,
+    /// A container (LXC).
+    Ct,
     Ha,
     Backup,
 }
@@ -27,6 +29,7 @@ impl Kind {
             Kind::Pool => "pool",
             Kind::Interface => "net",
             Kind::Vm => "vm",
+            Kind::Ct => "ct",
             Kind::Ha => "ha",
             Kind::Backup => "backup",
         }

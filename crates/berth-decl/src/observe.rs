@@ -95,23 +95,25 @@ pub(crate) fn backup_object(j: &BackupJob) -> Object {
     object(Kind::Backup, format!("backup.{}", j.id), raw)
 }
 
-/// Every VM that is not a template, with its config (16 reads at a time).
+/// Every guest (VM or container) that is not a template, with its config (16 reads at a time).
 async fn observe_vms(c: &PveClient) -> Result<Vec<Object>, PveError> {
     use futures::StreamExt as _;
     let vms: Vec<_> = c
         .cluster_resources(Some("vm"))
         .await?
         .into_iter()
-        .filter(|r| r.kind.as_deref() == Some("qemu") && !r.template)
+        .filter(|r| matches!(r.kind.as_deref(), Some("qemu" | "lxc")) && !r.template)
         .collect();
     let read = vms.into_iter().map(|r| async move {
+        use berth_proxmox::client::GuestType;
         let (vmid, node) = (r.vmid.unwrap_or_default(), r.node.clone().unwrap_or_default());
-        let cfg = c
-            .guest_config(&node, berth_proxmox::client::GuestType::Qemu, vmid)
-            .await?;
+        let ct = r.kind.as_deref() == Some("lxc");
+        let ty = if ct { GuestType::Lxc } else { GuestType::Qemu };
+        let cfg = c.guest_config(&node, ty, vmid).await?;
         let config: BTreeMap<String, String> = cfg.keys().filter_map(|k| Some((k.to_owned(), cfg.get(k)?))).collect();
         let running = r.status.as_deref() == Some("running");
-        Ok::<Object, PveError>(crate::vm::observed(vmid, &node, running, r.pool.as_deref(), &config))
+        let observed = if ct { crate::ct::observed } else { crate::vm::observed };
+        Ok::<Object, PveError>(observed(vmid, &node, running, r.pool.as_deref(), &config))
     });
     let mut out: Vec<Object> = futures::stream::iter(read)
         .buffer_unordered(16)

@@ -188,6 +188,18 @@ fn create(d: &Object, observed: &Observed) -> Change {
             after: Some(v.clone()),
         })
         .collect();
+    if matches!(d.kind, Kind::Vm | Kind::Ct) {
+        let other = if d.kind == Kind::Vm { Kind::Ct } else { Kind::Vm };
+        if observed.find(&format!("{}.{}", other.as_str(), d.id())).is_some() {
+            let what = if other == Kind::Vm { "a VM" } else { "a container" };
+            let reason = format!("VMID {} is {what} on the cluster", d.id());
+            return change(d, Action::Impossible { reason }, fields, d.fields.clone());
+        }
+    }
+    if d.kind == Kind::Ct && d.get("ostemplate").is_none() {
+        let reason = "a container is made from an OS template: set ostemplate (e.g. \"local:vztmpl/debian-12-standard_12.2-1_amd64.tar.zst\")".to_owned();
+        return change(d, Action::Impossible { reason }, fields, d.fields.clone());
+    }
     // A network card is hardware: it cannot be made, only configured.
     if d.kind == Kind::Interface && d.get("type") == Some("eth") {
         let reason = format!("{} is not a network card of this node", d.id());
@@ -208,8 +220,9 @@ fn update(d: &Object, o: &Object) -> Option<Change> {
     let diffs: Vec<FieldChange> = d
         .fields
         .iter()
-        // `clone` only says where a guest comes from.
+        // `clone`, `ostemplate` and the first keys only say what a guest was made from.
         .filter(|(k, _)| !(d.kind == Kind::Vm && k.as_str() == "clone"))
+        .filter(|(k, _)| !(d.kind == Kind::Ct && crate::ct::is_creation_input(k)))
         .filter(|(k, v)| !fields::same(d.kind, k, Some(v), o.get(k)))
         .map(|(k, v)| FieldChange {
             field: k.clone(),
@@ -227,6 +240,10 @@ fn update(d: &Object, o: &Object) -> Option<Change> {
         let action = vm_action(&diffs, o);
         return Some(change(d, action, diffs, after));
     }
+    if d.kind == Kind::Ct {
+        let action = ct_action(&diffs, o);
+        return Some(change(d, action, diffs, after));
+    }
     let action = match diffs.iter().find(|c| fields::create_only(d.kind, &c.field, ty)) {
         Some(c) if d.kind == Kind::Storage && c.field == "type" => Action::Impossible {
             reason: "a storage definition does not change type; give the new one another id".into(),
@@ -242,6 +259,42 @@ fn update(d: &Object, o: &Object) -> Option<Change> {
 /// What a VM's changes do: a disk never shrinks, a node change is a move, and fields a running
 /// guest cannot take live wait for its restart.
 fn vm_action(diffs: &[FieldChange], o: &Object) -> Action {
+    guest_action(diffs, o, |f| crate::vm::live(f, o.get("hotplug")))
+}
+
+/// What a container's changes do: as a VM's, and a create-only option (`unprivileged`) is never
+/// changed by destroying the container.
+fn ct_action(diffs: &[FieldChange], o: &Object) -> Action {
+    if let Some(c) = diffs
+        .iter()
+        .find(|c| !crate::vm::is_meta(&c.field) && fields::create_only(Kind::Ct, &c.field, None))
+    {
+        return Action::Impossible {
+            reason: format!(
+                "{} is set when a container is created; make a new container (another vmid) and move the data",
+                c.field
+            ),
+        };
+    }
+    // pve-container moves a volume of a stopped container only.
+    let stays_running = o.get("state") == Some("running")
+        && !diffs
+            .iter()
+            .any(|c| c.field == "state" && c.after.as_deref() == Some("stopped"));
+    if stays_running && let Some(c) = diffs.iter().find(|c| c.field.ends_with(".storage")) {
+        return Action::Impossible {
+            reason: format!(
+                "{} moves to another storage only while the container is stopped: set state = \"stopped\" for that apply",
+                crate::vm::key_of(&c.field)
+            ),
+        };
+    }
+    guest_action(diffs, o, crate::ct::live)
+}
+
+/// A guest's changes: a disk never shrinks, a node change is a move, and fields a running guest
+/// does not take `live` wait for its restart.
+fn guest_action(diffs: &[FieldChange], o: &Object, live: impl Fn(&str) -> bool) -> Action {
     let bytes = |v: &Option<String>| v.as_deref().and_then(|s| s.parse::<u64>().ok());
     for c in diffs.iter().filter(|c| c.field.ends_with(".size")) {
         if let (Some(b), Some(a)) = (bytes(&c.before), bytes(&c.after))
@@ -268,7 +321,7 @@ fn vm_action(diffs: &[FieldChange], o: &Object) -> Action {
             .any(|c| c.field == "state" && c.after.as_deref() == Some("stopped"));
     let restart: Vec<String> = diffs
         .iter()
-        .filter(|c| running && !crate::vm::live(&c.field, o.get("hotplug")))
+        .filter(|c| running && !live(&c.field))
         .map(|c| c.field.clone())
         .collect();
     if restart.is_empty() {
@@ -343,8 +396,12 @@ fn check_references(d: &Desired, o: &Observed) -> Result<(), Vec<PlanError>> {
                     need(format!("pool.{p}"), &format!("pool {p}"), "pool");
                 }
             }
-            Kind::Vm => {
+            Kind::Vm | Kind::Ct => {
                 let node = obj.get("node").unwrap_or_default();
+                // A container's template is a volume of a storage (`local:vztmpl/…`).
+                if let Some((s, _)) = obj.get("ostemplate").and_then(|t| t.split_once(':')) {
+                    need(format!("storage.{s}"), &format!("storage {s}"), "ostemplate");
+                }
                 for (k, v) in &obj.fields {
                     if k.ends_with(".storage") {
                         need(format!("storage.{v}"), &format!("storage {v}"), k);

@@ -216,22 +216,39 @@ pub(crate) fn observed(
     config: &BTreeMap<String, String>,
 ) -> Object {
     let mut o = Object::new(Kind::Vm, format!("vm.{vmid}"));
+    observed_into(&mut o, config, |_| true, flatten);
+    guest_meta(&mut o, node, running, pool);
+    o
+}
+
+/// A guest's config keys its create call takes, flattened into `o` (secrets, `digest`, `lock`,
+/// `template`, `unusedN` and what `keep` refuses left out).
+pub(crate) fn observed_into(
+    o: &mut Object,
+    config: &BTreeMap<String, String>,
+    keep: impl Fn(&str) -> bool,
+    flatten: fn(&str, &str, &mut BTreeMap<String, String>),
+) {
     for (k, v) in config {
-        if fields::settable(Kind::Vm, k)
-            && !fields::is_secret(Kind::Vm, k)
+        if fields::settable(o.kind, k)
+            && !fields::is_secret(o.kind, k)
+            && keep(k)
             && !matches!(k.as_str(), "digest" | "lock" | "template")
             && !k.starts_with("unused")
         {
             flatten(k, v, &mut o.fields);
         }
     }
+}
+
+/// The fields of a guest that are not its config: its node, power state and pool.
+pub(crate) fn guest_meta(o: &mut Object, node: &str, running: bool, pool: Option<&str>) {
     o.fields.insert("node".into(), node.to_owned());
     o.fields
         .insert("state".into(), if running { "running" } else { "stopped" }.into());
     if let Some(p) = pool {
         o.fields.insert("pool".into(), p.to_owned());
     }
-    o
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::vm::{is_disk, is_meta, is_net, key_of, unflatten};
 
 const Q: GuestType = GuestType::Qemu;
 
-async fn wait(
+pub(crate) async fn wait(
     c: &PveClient,
     upid: Result<Upid, PveError>,
     addr: &str,
@@ -27,12 +27,13 @@ async fn wait(
     c.wait_task(&upid, t).await.map(|_| ()).map_err(pve(addr, what))
 }
 
-fn vmid_of(ch: &Change) -> u32 {
-    ch.addr.trim_start_matches("vm.").parse().unwrap_or(0)
+/// The VMID of a guest's change (`vm.150`, `ct.200`).
+pub(crate) fn vmid_of(ch: &Change) -> u32 {
+    ch.addr.split_once('.').and_then(|(_, id)| id.parse().ok()).unwrap_or(0)
 }
 
 /// The config keys `fields` touch (drives and NICs once each), without node/state/pool/clone.
-fn keys(fields: impl Iterator<Item = String>) -> Vec<String> {
+pub(crate) fn keys(fields: impl Iterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = fields.filter(|f| !is_meta(f)).map(|f| key_of(&f).to_owned()).collect();
     out.sort();
     out.dedup();
@@ -135,10 +136,41 @@ async fn converge(
             .map_err(pve(&ch.addr, "update"))?;
         steps.push(format!("{}: config updated", ch.addr));
     }
+    finish(c, ch, Q, diff, (resizes, moves), t, steps).await
+}
+
+/// Disks (volumes) to grow, `(key, size)`, and to move, `(key, storage)`.
+pub(crate) type DiskWork = (Vec<(String, String)>, Vec<(String, String)>);
+
+/// The end of a guest's change, after its config: a guest to stop is shut down first (a
+/// container's volume moves only while it is stopped), then disks grow and move, the pool is
+/// set, a guest to start starts, and what PVE keeps pending for the restart is reported (the
+/// plan's prediction, checked).
+pub(crate) async fn finish(
+    c: &PveClient,
+    ch: &Change,
+    ty: GuestType,
+    diff: &[String],
+    (resizes, moves): DiskWork,
+    t: Duration,
+    steps: &mut Vec<String>,
+) -> Result<(), ApplyError> {
+    let vmid = vmid_of(ch);
+    let node = ch.after.get("node").map(String::as_str).unwrap_or_default();
+    let power = diff
+        .iter()
+        .any(|f| f == "state")
+        .then(|| ch.after.get("state").map(String::as_str).unwrap_or("running"));
+    if power == Some("stopped") {
+        // A guest is shut down cleanly (its guest agent, ACPI, or its init), not pulled from the power.
+        let upid = c.power(node, ty, vmid, PowerAction::Shutdown, &Params::new()).await;
+        wait(c, upid, &ch.addr, "shut down", t).await?;
+        steps.push(format!("{}: shut down", ch.addr));
+    }
     for (disk, size) in resizes {
         // A resize answers a task on PVE 8+, nothing on older releases.
         if let Some(upid) = c
-            .resize_disk(node, Q, vmid, &disk, &size)
+            .resize_disk(node, ty, vmid, &disk, &size)
             .await
             .map_err(pve(&ch.addr, "resize"))?
         {
@@ -148,38 +180,93 @@ async fn converge(
     }
     for (disk, storage) in moves {
         // The source goes once the copy is done (PVE removes it only after a successful move).
-        let upid = c.move_disk(node, Q, vmid, &disk, &storage, true).await;
+        let upid = c.move_disk(node, ty, vmid, &disk, &storage, true).await;
         wait(c, upid, &ch.addr, "move disk", t).await?;
         steps.push(format!("{}: {disk} moved to {storage}", ch.addr));
     }
     if diff.iter().any(|f| f == "pool")
-        && let Some(p) = want.get("pool")
+        && let Some(p) = ch.after.get("pool")
     {
         c.update_pool(p, &[vmid], &[], false, true)
             .await
             .map_err(pve(&ch.addr, "pool"))?;
     }
-    if diff.iter().any(|f| f == "state") {
-        // A VM is shut down cleanly (its guest agent or ACPI), not pulled from the power.
-        let (action, done_what) = match want.get("state").map(String::as_str) {
-            Some("stopped") => (PowerAction::Shutdown, "shut down"),
-            _ => (PowerAction::Start, "started"),
-        };
-        let upid = c.power(node, Q, vmid, action, &Params::new()).await;
-        wait(c, upid, &ch.addr, done_what, t).await?;
-        steps.push(format!("{}: {done_what}", ch.addr));
+    if power == Some("running") {
+        let upid = c.power(node, ty, vmid, PowerAction::Start, &Params::new()).await;
+        wait(c, upid, &ch.addr, "started", t).await?;
+        steps.push(format!("{}: started", ch.addr));
     }
     if let Action::UpdateRestart { restart } = &ch.action {
-        // The prediction, checked: PVE keeps these pending until the restart.
-        let pending = c.pending(node, Q, vmid).await.map_err(pve(&ch.addr, "read pending"))?;
-        let waiting: Vec<&str> = restart
+        let pending = c.pending(node, ty, vmid).await.map_err(pve(&ch.addr, "read pending"))?;
+        let mut waiting: Vec<&str> = restart
             .iter()
             .map(|f| key_of(f))
             .filter(|k| pending.iter().any(|p| p.key == *k && p.pending.is_some()))
             .collect();
+        waiting.dedup();
         steps.push(format!("{}: waits for a restart: {}", ch.addr, waiting.join(", ")));
     }
     Ok(())
+}
+
+/// Moves a guest to the node its change names (a running VM live, with its local disks; a
+/// running container by a restart there: containers do not migrate live), and returns the
+/// fields left to converge.
+pub(crate) async fn relocate(
+    c: &PveClient,
+    ch: &Change,
+    ty: GuestType,
+    t: Duration,
+    steps: &mut Vec<String>,
+) -> Result<Vec<String>, ApplyError> {
+    if let Action::Move { to } = &ch.action {
+        let before = |k: &str| ch.before.as_ref().and_then(|b| b.get(k)).cloned();
+        let from = before("node").unwrap_or_default();
+        let running = before("state").is_some_and(|s| s == "running");
+        let vm = ty == GuestType::Qemu;
+        let o = berth_proxmox::client::migrate::MigrateOptions {
+            online: running && vm,
+            restart: running && !vm,
+            with_local_disks: running && vm,
+        };
+        let upid = c.migrate(&from, ty, vmid_of(ch), to, o).await;
+        wait(c, upid, &ch.addr, "migrate", t).await?;
+        let how = if running && !vm { " (restarted there)" } else { "" };
+        steps.push(format!("{}: moved from {from} to {to}{how}", ch.addr));
+    }
+    Ok(ch
+        .fields
+        .iter()
+        .map(|f| f.field.clone())
+        .filter(|f| f != "node")
+        .collect())
+}
+
+/// What every guest's create call carries besides its config: secrets resolved, its pool, and
+/// `start` unless the file keeps it stopped.
+pub(crate) fn creation(ch: &Change, p: &mut Params) -> Result<(), ApplyError> {
+    for (field, reference) in &ch.secrets {
+        p.push(field, crate::apply::resolve(ch, field, reference)?);
+    }
+    if let Some(pool) = ch.after.get("pool") {
+        p.push("pool", pool.clone());
+    }
+    if ch.after.get("state").is_none_or(|s| s == "running") {
+        p.push("start", "1");
+    }
+    Ok(())
+}
+
+/// Deletes a guest: stopped first when it runs, then purged.
+pub(crate) async fn delete(c: &PveClient, ch: &Change, ty: GuestType, t: Duration) -> Result<(), ApplyError> {
+    let before = |k: &str| ch.before.as_ref().and_then(|b| b.get(k)).cloned();
+    let at = before("node").unwrap_or_default();
+    let vmid = vmid_of(ch);
+    if before("state").is_some_and(|s| s == "running") {
+        let upid = c.power(&at, ty, vmid, PowerAction::Stop, &Params::new()).await;
+        wait(c, upid, &ch.addr, "stop", t).await?;
+    }
+    wait(c, c.delete_guest(&at, ty, vmid).await, &ch.addr, "delete", t).await
 }
 
 /// Where a template lives.
@@ -235,65 +322,15 @@ pub(crate) async fn apply_vm(c: &PveClient, ch: &Change, t: Duration) -> Result<
             for (k, v) in unflatten(&ch.after, &refs) {
                 p.push(&k, wire_value(&k, &v));
             }
-            for (field, reference) in &ch.secrets {
-                p.push(field, crate::apply::resolve(ch, field, reference)?);
-            }
-            if let Some(pool) = ch.after.get("pool") {
-                p.push("pool", pool.clone());
-            }
-            if ch.after.get("state").is_none_or(|s| s == "running") {
-                p.push("start", "1");
-            }
+            creation(ch, &mut p)?;
             wait(c, c.create_vm(&node, &p).await, &ch.addr, "create", t).await?;
             steps.push(format!("{}: created on {node}", ch.addr));
         }
         Action::Update | Action::UpdateRestart { .. } | Action::Move { .. } => {
-            let from = ch
-                .before
-                .as_ref()
-                .and_then(|b| b.get("node"))
-                .cloned()
-                .unwrap_or_else(|| node.clone());
-            if let Action::Move { to } = &ch.action {
-                let running = ch
-                    .before
-                    .as_ref()
-                    .and_then(|b| b.get("state"))
-                    .is_some_and(|s| s == "running");
-                let o = berth_proxmox::client::migrate::MigrateOptions {
-                    online: running,
-                    restart: false,
-                    with_local_disks: running,
-                };
-                wait(c, c.migrate(&from, Q, vmid, to, o).await, &ch.addr, "migrate", t).await?;
-                steps.push(format!("{}: moved from {from} to {to}", ch.addr));
-            }
-            let diff: Vec<String> = ch
-                .fields
-                .iter()
-                .map(|f| f.field.clone())
-                .filter(|f| f != "node")
-                .collect();
+            let diff = relocate(c, ch, Q, t, &mut steps).await?;
             converge(c, ch, &node, &diff, t, &mut steps).await?;
         }
-        Action::Delete => {
-            let at = ch
-                .before
-                .as_ref()
-                .and_then(|b| b.get("node"))
-                .cloned()
-                .unwrap_or_default();
-            if ch
-                .before
-                .as_ref()
-                .and_then(|b| b.get("state"))
-                .is_some_and(|s| s == "running")
-            {
-                let upid = c.power(&at, Q, vmid, PowerAction::Stop, &Params::new()).await;
-                wait(c, upid, &ch.addr, "stop", t).await?;
-            }
-            wait(c, c.delete_guest(&at, Q, vmid).await, &ch.addr, "delete", t).await?;
-        }
+        Action::Delete => delete(c, ch, Q, t).await?,
         Action::Replace { .. } | Action::Impossible { .. } => {}
     }
     Ok(steps)

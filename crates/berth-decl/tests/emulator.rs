@@ -291,3 +291,36 @@ async fn a_failed_network_edit_reverts_what_the_apply_staged() {
     apply(&c, &again, ApplyOptions::default()).await.unwrap();
     assert!(plan(&desired, &observe(&c).await.unwrap(), "h").unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_failed_reload_reverts_the_edits_no_node_took() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let desired = berth_decl::parse("site.toml", SITE).unwrap();
+    emu.inject(FaultRule {
+        method: Some("PUT".into()),
+        path_contains: "/nodes/pve1/network".into(),
+        fault: Fault::TaskFailure {
+            message: "ifreload failed".into(),
+        },
+        times: 1,
+    });
+    let p = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
+    let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
+    assert!(e.to_string().starts_with("net.pve1: reload failed"), "{e}");
+    // pve1 failed to take its edits, pve2 was never reloaded: neither keeps them staged.
+    for node in ["pve1", "pve2"] {
+        assert_eq!(c.network(node, None).await.unwrap().changes, None, "{node}");
+        assert!(
+            e.done
+                .steps
+                .iter()
+                .any(|s| s.starts_with(&format!("reverted the network edits staged on {node}"))),
+            "{:?}",
+            e.done.steps
+        );
+    }
+    let again = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
+    apply(&c, &again, ApplyOptions::default()).await.unwrap();
+    assert!(plan(&desired, &observe(&c).await.unwrap(), "h").unwrap().is_empty());
+}

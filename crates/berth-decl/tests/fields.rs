@@ -110,6 +110,14 @@ fn the_field_table_is_what_the_schema_says() {
         ("/nodes/{node}/qemu/{vmid}/config", "PUT"),
         &["node", "vmid"],
     );
+    src += "\n";
+    src += &table(
+        &api,
+        "LXC",
+        ("/nodes/{node}/lxc", "POST"),
+        ("/nodes/{node}/lxc/{vmid}/config", "PUT"),
+        &["node", "vmid"],
+    );
     let path = manifest.join("src/fields_table.rs");
     if std::env::var_os("BERTH_UPDATE_FIELDS").is_some() {
         std::fs::write(&path, &src).unwrap();

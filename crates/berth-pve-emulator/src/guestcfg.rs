@@ -335,14 +335,7 @@ pub(crate) fn update(
     let freed = match kind {
         Kind::Qemu => qemu_apply(g, up.changes, up.delete),
         Kind::Lxc => {
-            for (k, v) in up.changes {
-                g.pending.remove(&k);
-                g.config.insert(k, v);
-            }
-            for k in up.delete {
-                g.pending.remove(&k);
-                g.config.remove(&k);
-            }
+            lxc_apply(g, up.changes, up.delete);
             Vec::new()
         }
     };
@@ -523,6 +516,55 @@ pub(crate) fn qemu_alloc(
         *v = new;
     }
     Ok(())
+}
+
+/// Whether a running container takes a change of `k` at once (pve-container
+/// `vmconfig_hotplug_pending`: `$LXC_FASTPLUG_OPTIONS`, cgroup limits, NICs, and mount points or
+/// devices that are new; `exists` says whether the config has `k` now).
+fn lxc_hotpluggable(k: &str, exists: bool) -> bool {
+    matches!(
+        k,
+        "description"
+            | "onboot"
+            | "startup"
+            | "protection"
+            | "hostname"
+            | "hookscript"
+            | "cores"
+            | "tags"
+            | "lock"
+            | "cpulimit"
+            | "cpuunits"
+            | "memory"
+            | "swap"
+    ) || indexed(k, "net")
+        || ((indexed(k, "mp") || indexed(k, "dev")) && !exists)
+}
+
+/// Writes lxc changes and deletions: pending where a running container cannot take them at once,
+/// else into the config.
+fn lxc_apply(g: &mut Guest, changes: Vec<(String, String)>, delete: Vec<String>) {
+    for (k, v) in changes {
+        if g.running && !lxc_hotpluggable(&k, g.config.contains_key(&k)) {
+            g.pending_delete.remove(&k);
+            g.pending.insert(k, v);
+        } else {
+            g.pending.remove(&k);
+            g.config.insert(k, v);
+        }
+    }
+    for k in delete {
+        g.pending.remove(&k);
+        let live =
+            matches!(k.as_str(), "swap" | "cpulimit" | "cpuunits") || indexed(&k, "net") || indexed(&k, "unused");
+        if g.running && !live && !lxc_hotpluggable(&k, true) {
+            if g.config.contains_key(&k) {
+                g.pending_delete.insert(k);
+            }
+            continue;
+        }
+        g.config.remove(&k);
+    }
 }
 
 /// Writes qemu changes and deletions: pending where a running VM cannot take them live, else into the

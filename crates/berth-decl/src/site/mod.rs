@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::doc::{Item, Node, load};
+
+mod guests;
 use crate::fields;
 use crate::model::{Desired, Kind, Object};
 
@@ -163,18 +165,21 @@ fn read_proxmox(r: &mut Reader<'_>, item: &Item, d: &mut Desired) {
                     let key = format!("{key}[{i}]");
                     let Some(e) = r.table(entry, &key) else { continue };
                     d.objects
-                        .extend(read_vm(r, e, entry.line, &key, default_node.as_deref()));
+                        .extend(guests::read_vm(r, e, entry.line, &key, default_node.as_deref()));
                 }
             }
-            "containers" => r.err(
-                *line,
-                &key,
-                "containers are not managed declaratively yet: VMs, storage, pools, network, backups and cluster are",
-            ),
+            "containers" => {
+                for (i, entry) in r.list(v, &key).iter().enumerate() {
+                    let key = format!("{key}[{i}]");
+                    let Some(e) = r.table(entry, &key) else { continue };
+                    d.objects
+                        .extend(guests::read_ct(r, e, entry.line, &key, default_node.as_deref()));
+                }
+            }
             _ => r.err(
                 *line,
                 &key,
-                "unknown key (expected backend, node, cluster, storage, pools, network, vms, backups)",
+                "unknown key (expected backend, node, cluster, storage, pools, network, vms, containers, backups)",
             ),
         }
     }
@@ -536,169 +541,28 @@ pub fn file_hash(text: &str) -> String {
     hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
-fn read_vm(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str, default_node: Option<&str>) -> Vec<Object> {
-    use crate::vm;
-    let Some(vmid) = e
-        .iter()
-        .find(|(k, _, _)| k == "vmid")
-        .and_then(|(_, _, v)| match v.node {
-            Node::Int(n) if (100..=999_999_999).contains(&n) => Some(n),
-            _ => None,
-        })
-    else {
-        r.err(line, &format!("{key}.vmid"), "missing or not a VMID (100 to 999999999)");
-        return Vec::new();
-    };
-    let mut o = Object::new(Kind::Vm, format!("vm.{vmid}"));
-    o.line = line;
-    let mut ha = None;
-    if let Some(n) = default_node {
-        o.fields.insert("node".into(), n.to_owned());
-    }
-    // A disk or NIC: `{ storage = …, size = … }` / `{ model = …, bridge = … }`.
-    let device = |r: &mut Reader<'_>, slot: &str, v: &Item, fkey: &str, o: &mut Object| {
-        let Some(t) = r.table(v, fkey) else { return };
-        for (k, kline, v) in t {
-            let Some(text) = r.text(v, &format!("{fkey}.{k}")) else {
-                continue;
-            };
-            let field = format!("{slot}.{k}");
-            if k == "size" && !vm::size_bytes(&text).is_some_and(|b| b > 0 && b % (1 << 30) == 0) {
-                r.err(
-                    *kline,
-                    &format!("{fkey}.size"),
-                    format!("'{text}' is not a size in whole GiB like 20G (PVE allocates disks in GiB)"),
-                );
-                continue;
-            }
-            o.fields
-                .insert(field.clone(), fields::normalize(Kind::Vm, &field, &text));
-        }
-    };
-    for (k, kline, v) in e {
-        let fkey = format!("{key}.{k}");
-        match k.as_str() {
-            "vmid" => {}
-            "ensure" => o.absent = ensure(r, v, &fkey),
-            "node" | "name" | "pool" => o.fields.extend(r.text(v, &fkey).map(|t| (k.clone(), t))),
-            "state" => match r.text(v, &fkey).as_deref() {
-                Some(s @ ("running" | "stopped")) => {
-                    o.fields.insert("state".into(), s.to_owned());
-                }
-                _ => r.err(*kline, &fkey, "expected \"running\" or \"stopped\""),
-            },
-            "clone" => match v.node {
-                Node::Int(n) if n >= 100 => {
-                    o.fields.insert("clone".into(), n.to_string());
-                }
-                _ => r.err(*kline, &fkey, "expected the VMID of a template"),
-            },
-            "disks" | "nets" => {
-                let Some(t) = r.table(v, &fkey) else { continue };
-                for (slot, sline, dv) in t {
-                    let ok = if k == "disks" {
-                        vm::is_disk(slot)
-                    } else {
-                        vm::is_net(slot)
-                    };
-                    if !ok {
-                        let want = if k == "disks" {
-                            "scsiN, virtioN, sataN or ideN"
-                        } else {
-                            "netN"
-                        };
-                        r.err(
-                            *sline,
-                            &format!("{fkey}.{slot}"),
-                            format!("not a slot (expected {want})"),
-                        );
-                        continue;
-                    }
-                    device(r, slot, dv, &format!("{fkey}.{slot}"), &mut o);
-                }
-            }
-            // The seed's one-disk and one-NIC shapes.
-            "disk" => device(r, "scsi0", v, &fkey, &mut o),
-            "network" => device(r, "net0", v, &fkey, &mut o),
-            "comment" => o.fields.extend(r.text(v, &fkey).map(|t| ("description".to_owned(), t))),
-            "cipassword" => o
-                .secrets
-                .extend(secret(r, v, &fkey).map(|s| ("cipassword".to_owned(), s))),
-            "ha" => ha = read_ha(r, v, &fkey, vmid, line),
-            "cpu_mitigations" => r.err(
-                *kline,
-                &fkey,
-                "not a PVE option; mitigations are a kernel parameter of the guest",
-            ),
-            f if vm::is_disk(f) || vm::is_net(f) => {
-                r.err(*kline, &fkey, format!("write disks.{f} = {{ … }} / nets.{f} = {{ … }}"))
-            }
-            f if fields::settable(Kind::Vm, f) && !matches!(f, "pool" | "start" | "storage" | "archive") => {
-                if let Some(t) = r.text(v, &fkey) {
-                    o.fields.insert(f.to_owned(), fields::normalize(Kind::Vm, f, &t));
-                }
-            }
-            _ => r.err(*kline, &fkey, "not an option of a VM (see POST /nodes/{node}/qemu)"),
-        }
-    }
-    if !o.absent && !o.fields.contains_key("node") {
-        r.err(
-            line,
-            &format!("{key}.node"),
-            "missing (or set proxmox.node for the whole file)",
-        );
-    }
-    // A guest the file does not say to stop runs (and is checked to be running).
-    if !o.absent {
-        o.fields.entry("state".into()).or_insert_with(|| "running".into());
-    }
-    // A VM that goes takes its HA resource along (PVE's purge).
-    if let Some(h) = &mut ha {
-        h.absent = o.absent;
-    }
-    std::iter::once(o).chain(ha).collect()
-}
-
-/// `ha = { state = "started", nodes = ["pve1:2", "pve2"], max_restart = 1, max_relocate = 1 }`.
-fn read_ha(r: &mut Reader<'_>, v: &Item, key: &str, vmid: i64, line: usize) -> Option<Object> {
-    let t = r.table(v, key)?;
-    let mut o = Object::new(Kind::Ha, format!("ha.vm:{vmid}"));
-    o.line = line;
-    for (k, kline, v) in t {
-        let fkey = format!("{key}.{k}");
-        match k.as_str() {
-            "state" => match r.text(v, &fkey).as_deref() {
-                Some(s @ ("started" | "stopped" | "disabled" | "ignored")) => {
-                    o.fields.insert("state".into(), s.to_owned());
-                }
-                _ => r.err(*kline, &fkey, "expected started, stopped, disabled or ignored"),
-            },
-            "nodes" => o
-                .fields
-                .extend(r.text(v, &fkey).map(|t| ("nodes".to_owned(), crate::ha::nodes(&t)))),
-            "max_restart" | "max_relocate" => match v.node {
-                Node::Int(n) if (0..=10).contains(&n) => {
-                    o.fields.insert(k.clone(), n.to_string());
-                }
-                _ => r.err(*kline, &fkey, "expected a whole number from 0 to 10"),
-            },
-            "comment" => o.fields.extend(r.text(v, &fkey).map(|t| ("comment".to_owned(), t))),
-            _ => r.err(
-                *kline,
-                &fkey,
-                "unknown key (expected state, nodes, max_restart, max_relocate, comment)",
-            ),
-        }
-    }
-    Some(o)
-}
-
 /// Two entries with one address.
 fn check_unique(r: &mut Reader<'_>, d: &Desired) {
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for o in &d.objects {
         if let Some(first) = seen.insert(&o.addr, o.line) {
             r.err(o.line, &o.addr, format!("declared twice (first on line {first})"));
+        }
+    }
+    // VMs and containers share one VMID space.
+    let mut vmids: BTreeMap<&str, (usize, Kind)> = BTreeMap::new();
+    for o in d.objects.iter().filter(|o| matches!(o.kind, Kind::Vm | Kind::Ct)) {
+        if let Some((first, kind)) = vmids.insert(o.id(), (o.line, o.kind))
+            && kind != o.kind
+        {
+            r.err(
+                o.line,
+                &o.addr,
+                format!(
+                    "VMID {} is declared twice (first on line {first}): VMs and containers share VMIDs",
+                    o.id()
+                ),
+            );
         }
     }
 }
