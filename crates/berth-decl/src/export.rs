@@ -150,12 +150,10 @@ pub fn export(observed: &Observed, backend: Option<&str>) -> String {
         let (node, iface) = o.node_iface().unwrap_or_default();
         entry(&mut out, "network", &[("node", node), ("iface", iface)], o);
     }
-    for o in observed.objects.iter().filter(|o| o.kind == Kind::Ct) {
+    let guests = observed.objects.iter().filter(|o| o.kind == Kind::Vm);
+    for o in guests.chain(observed.objects.iter().filter(|o| o.kind == Kind::Ct)) {
         guest_entry(&mut out, o);
-    }
-    for o in observed.objects.iter().filter(|o| o.kind == Kind::Vm) {
-        guest_entry(&mut out, o);
-        if let Some(ha) = observed.find(&format!("ha.vm:{}", o.id())) {
+        if let Some(ha) = observed.find(&format!("ha.{}:{}", o.kind.as_str(), o.id())) {
             let parts: Vec<String> = ha
                 .fields
                 .iter()

@@ -1,7 +1,7 @@
 //! HA in a site file, on the guest it protects: `ha = { state = "started", nodes = ["pve1:2",
-//! "pve2"] }` on a VM. The resource `ha.vm:N` carries its state and restart limits; its nodes
-//! become a node-affinity rule `berth-vm-N` on PVE 9 and a group of that name on PVE 8, where
-//! groups still exist.
+//! "pve2"] }` on a VM or a container. The resource `ha.vm:N` (`ha.ct:N`) carries its state and
+//! restart limits; its nodes become a node-affinity rule `berth-vm-N` (`berth-ct-N`) on PVE 9 and a
+//! group of that name on PVE 8, where groups still exist.
 
 use std::collections::BTreeMap;
 

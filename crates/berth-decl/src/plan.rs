@@ -385,8 +385,9 @@ fn check_references(d: &Desired, o: &Observed) -> Result<(), Vec<PlanError>> {
         };
         match obj.kind {
             Kind::Ha => {
-                let vm = obj.id().replace("vm:", "vm.");
-                need(vm.clone(), &vm, "guest");
+                // `vm:150` → `vm.150`, `ct:210` → `ct.210`.
+                let guest = obj.id().replacen(':', ".", 1);
+                need(guest.clone(), &guest, "guest");
             }
             Kind::Backup => {
                 if let Some(s) = obj.get("storage") {

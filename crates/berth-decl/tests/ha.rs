@@ -1,4 +1,4 @@
-//! HA declared on a VM: the resource with its state, and its nodes as a node-affinity rule (PVE
+//! HA declared on a VM or a container: the resource with its state, and its nodes as a node-affinity rule (PVE
 //! 9) or a group (PVE 8); changed, exported, and gone with the VM.
 
 mod common;
@@ -102,4 +102,36 @@ fn bad_ha_settings_are_named() {
         "{e:?}"
     );
     assert!(e.iter().any(|s| s.contains("ha.level: unknown key")), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_containers_ha_is_its_own_resource() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let ct = |absent: bool| {
+        let ensure = if absent { "ensure = \"absent\"\n" } else { "" };
+        format!(
+            "version = 1\n[proxmox]\n[[proxmox.containers]]\nvmid = 220\nnode = \"pve1\"\nhostname = \"cache\"\n{ensure}\
+             ostemplate = \"local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst\"\n\
+             rootfs = {{ storage = \"local-lvm\", size = \"4G\" }}\n\
+             ha = {{ state = \"started\", nodes = [\"pve2\"] }}\n"
+        )
+    };
+    let p = converge(&c, &ct(false)).await;
+    let made: Vec<(&str, &Action)> = p.changes.iter().map(|c| (c.addr.as_str(), &c.action)).collect();
+    assert_eq!(made, [("ct.220", &Action::Create), ("ha.ct:220", &Action::Create)]);
+    assert_eq!(c.ha_resource("ct:220").await.unwrap().state.as_deref(), Some("started"));
+    assert_eq!(c.ha_rules().await.unwrap()[0].rule.as_deref(), Some("berth-ct-220"));
+    let observed = observe(&c).await.unwrap();
+    let text = berth_decl::export::export(&observed, None);
+    let entry = text.split("vmid = 220").nth(1).unwrap();
+    assert!(
+        entry.contains("ha = { nodes = [\"pve2\"], state = \"started\" }"),
+        "{text}"
+    );
+    let round = plan(&berth_decl::parse("x.toml", &text).unwrap(), &observed, "h").unwrap();
+    assert!(round.is_empty(), "{}", berth_decl::render::human(&round));
+    converge(&c, &ct(true)).await;
+    assert!(c.ha_resources().await.unwrap().is_empty() && c.ha_rules().await.unwrap().is_empty());
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
 }

@@ -83,7 +83,6 @@ pub(super) fn read_vm(
     let Some(mut o) = guest(r, Kind::Vm, e, line, key, default_node) else {
         return Vec::new();
     };
-    let vmid = o.id().parse::<i64>().unwrap_or_default();
     let mut ha = None;
     for (k, kline, v) in e {
         let fkey = format!("{key}.{k}");
@@ -134,7 +133,7 @@ pub(super) fn read_vm(
             "cipassword" => o
                 .secrets
                 .extend(secret(r, v, &fkey).map(|s| ("cipassword".to_owned(), s))),
-            "ha" => ha = read_ha(r, v, &fkey, vmid, line),
+            "ha" => ha = read_ha(r, v, &fkey, &o, line),
             "cpu_mitigations" => r.err(
                 *kline,
                 &fkey,
@@ -151,8 +150,12 @@ pub(super) fn read_vm(
             _ => r.err(*kline, &fkey, "not an option of a VM (see POST /nodes/{node}/qemu)"),
         }
     }
+    with_ha(r, o, ha, line, key)
+}
+
+/// The guest and its HA resource: a guest that goes takes it along (PVE's purge).
+fn with_ha(r: &mut Reader<'_>, mut o: Object, mut ha: Option<Object>, line: usize, key: &str) -> Vec<Object> {
     finish_guest(r, &mut o, line, key);
-    // A VM that goes takes its HA resource along (PVE's purge).
     if let Some(h) = &mut ha {
         h.absent = o.absent;
     }
@@ -160,9 +163,10 @@ pub(super) fn read_vm(
 }
 
 /// `ha = { state = "started", nodes = ["pve1:2", "pve2"], max_restart = 1, max_relocate = 1 }`.
-fn read_ha(r: &mut Reader<'_>, v: &Item, key: &str, vmid: i64, line: usize) -> Option<Object> {
+fn read_ha(r: &mut Reader<'_>, v: &Item, key: &str, guest: &Object, line: usize) -> Option<Object> {
     let t = r.table(v, key)?;
-    let mut o = Object::new(Kind::Ha, format!("ha.vm:{vmid}"));
+    // PVE's service id: `vm:N` or `ct:N`.
+    let mut o = Object::new(Kind::Ha, format!("ha.{}:{}", guest.kind.as_str(), guest.id()));
     o.line = line;
     for (k, kline, v) in t {
         let fkey = format!("{key}.{k}");
@@ -207,6 +211,7 @@ pub(super) fn read_ct(
     let Some(mut o) = guest(r, Kind::Ct, e, line, key, default_node) else {
         return Vec::new();
     };
+    let mut ha = None;
     for (k, kline, v) in e {
         let fkey = format!("{key}.{k}");
         match k.as_str() {
@@ -256,11 +261,7 @@ pub(super) fn read_ct(
                 };
                 o.fields.extend(keys.map(|t| ("ssh-public-keys".to_owned(), t)));
             }
-            "ha" => r.err(
-                *kline,
-                &fkey,
-                "HA of containers is not managed declaratively yet (VMs' is)",
-            ),
+            "ha" => ha = read_ha(r, v, &fkey, &o, line),
             f if ct::is_volume(f) || ct::is_net(f) => {
                 r.err(*kline, &fkey, format!("write mps.{f} = {{ … }} / nets.{f} = {{ … }}"))
             }
@@ -290,6 +291,5 @@ pub(super) fn read_ct(
             ),
         }
     }
-    finish_guest(r, &mut o, line, key);
-    vec![o]
+    with_ha(r, o, ha, line, key)
 }
