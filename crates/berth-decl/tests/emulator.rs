@@ -324,3 +324,36 @@ async fn a_failed_reload_reverts_the_edits_no_node_took() {
     apply(&c, &again, ApplyOptions::default()).await.unwrap();
     assert!(plan(&desired, &observe(&c).await.unwrap(), "h").unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn bond_options_and_ipv6_by_address_are_managed_and_exported() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let site = "version = 1\n[proxmox]\nnode = \"pve1\"\n\
+        [[proxmox.network]]\niface = \"bond0\"\ntype = \"bond\"\nslaves = [\"eno2\"]\nbond_mode = \"active-backup\"\nbond-primary = \"eno2\"\n\
+        [[proxmox.network]]\niface = \"vmbr5\"\ntype = \"bridge\"\nbridge_ports = [\"bond0\"]\naddress6 = \"2001:db8::5\"\nnetmask6 = \"64\"\ncomments6 = \"v6 side\"\n";
+    common::settle_with(&c, site, ApplyOptions::default()).await;
+    let bond = c.network_interface("pve1", "bond0").await.unwrap();
+    assert_eq!(bond.options.get("bond-primary").map(String::as_str), Some("eno2"));
+    let bridge = c.network_interface("pve1", "vmbr5").await.unwrap();
+    assert_eq!(bridge.cidr6.as_deref(), Some("2001:db8::5/64"));
+    let observed = observe(&c).await.unwrap();
+    let text = berth_decl::export::export(&observed, None);
+    assert!(text.contains("bond-primary = \"eno2\""), "{text}");
+    let round = plan(&berth_decl::parse("x.toml", &text).unwrap(), &observed, "h").unwrap();
+    assert!(round.is_empty(), "{}", berth_decl::render::human(&round));
+    // IPv6 written wrong is named.
+    let bad = "version = 1\n[proxmox]\nnode = \"pve1\"\n[[proxmox.network]]\niface = \"vmbr6\"\ntype = \"bridge\"\n\
+        address6 = \"2001:db8::6\"\nnetmask6 = \"200\"\n[[proxmox.network]]\niface = \"vmbr7\"\ntype = \"bridge\"\ncidr6 = \"10.0.0.1/24\"\n";
+    let errors: Vec<String> = berth_decl::parse("site.toml", bad)
+        .unwrap_err()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    for want in [
+        "site.toml:8: proxmox.network[0].netmask6: '200' is not a prefix length (0 to 128)",
+        "site.toml:9: proxmox.network[1].cidr6: '10.0.0.1/24' is not an IPv6 address with a prefix length",
+    ] {
+        assert!(errors.iter().any(|e| e.starts_with(want)), "{want}\n{errors:#?}");
+    }
+}

@@ -391,7 +391,7 @@ fn read_interface(
     };
     let mut o = Object::new(Kind::Interface, format!("net.{node}.{iface}"));
     o.line = line;
-    let mut netmask = None;
+    let (mut netmask, mut netmask6) = (None, None);
     for (k, kline, v) in e {
         let fkey = format!("{key}.{k}");
         // The seed's spellings.
@@ -404,16 +404,12 @@ fn read_interface(
             "iface" | "node" => {}
             "ensure" => o.absent = ensure(r, v, &fkey),
             "netmask" => netmask = r.text(v, &fkey).map(|m| (m, *kline)),
-            f if MODELLED_NET.contains(&f) => {
+            "netmask6" => netmask6 = r.text(v, &fkey).map(|m| (m, *kline)),
+            f if fields::settable(Kind::Interface, f) => {
                 if let Some(t) = r.text(v, &fkey) {
                     o.fields.insert(f.to_owned(), fields::normalize(Kind::Interface, f, &t));
                 }
             }
-            f if fields::settable(Kind::Interface, f) => r.err(
-                *kline,
-                &fkey,
-                "a PVE option Berth does not manage on interfaces yet (bonds' extra options, OVS, IPv6 by address)",
-            ),
             _ => r.err(
                 *kline,
                 &fkey,
@@ -445,13 +441,42 @@ fn read_interface(
             "an address needs a netmask, or write cidr = \"A.B.C.D/N\"",
         );
     }
+    // address6 + netmask6 (a prefix length) is the same as cidr6.
+    match (o.fields.remove("address6"), netmask6) {
+        (Some(a), Some((m, mline))) => match m.parse::<u8>() {
+            Ok(b) if b <= 128 => {
+                o.fields.insert("cidr6".into(), format!("{a}/{b}"));
+            }
+            _ => r.err(
+                mline,
+                &format!("{key}.netmask6"),
+                format!("'{m}' is not a prefix length (0 to 128)"),
+            ),
+        },
+        (None, Some((_, mline))) => r.err(mline, &format!("{key}.netmask6"), "a netmask6 needs an address6"),
+        (Some(_), None) => r.err(
+            line,
+            &format!("{key}.address6"),
+            "an address6 needs a netmask6, or write cidr6 = \"2001:db8::2/64\"",
+        ),
+        (None, None) => {}
+    }
     if let Some(c) = o.fields.get("cidr")
-        && !valid_cidr4(c)
+        && !valid_cidr(c, 32, |a| a.parse::<std::net::Ipv4Addr>().is_ok())
     {
         r.err(
             line,
             &format!("{key}.cidr"),
             format!("'{c}' is not an IPv4 address with a prefix length, like 10.0.0.2/24"),
+        );
+    }
+    if let Some(c) = o.fields.get("cidr6")
+        && !valid_cidr(c, 128, |a| a.parse::<std::net::Ipv6Addr>().is_ok())
+    {
+        r.err(
+            line,
+            &format!("{key}.cidr6"),
+            format!("'{c}' is not an IPv6 address with a prefix length, like 2001:db8::2/64"),
         );
     }
     if !o.absent && !o.fields.contains_key("type") {
@@ -460,9 +485,10 @@ fn read_interface(
     Some(o)
 }
 
-fn valid_cidr4(c: &str) -> bool {
+/// `address/prefix` with a valid address and a prefix length up to `max`.
+fn valid_cidr(c: &str, max: u8, address: impl Fn(&str) -> bool) -> bool {
     c.split_once('/')
-        .is_some_and(|(a, n)| a.parse::<std::net::Ipv4Addr>().is_ok() && n.parse::<u8>().is_ok_and(|n| n <= 32))
+        .is_some_and(|(a, n)| address(a) && n.parse::<u8>().is_ok_and(|n| n <= max))
 }
 
 fn read_backup(r: &mut Reader<'_>, e: &Entries, line: usize, key: &str) -> Option<Object> {

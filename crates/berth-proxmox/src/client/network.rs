@@ -222,9 +222,29 @@ impl NetworkInterface {
             p = p.int("mtu", m);
         }
         p = opt(p, "comments", &self.comments);
+        for (k, v) in self
+            .options
+            .iter()
+            .filter(|(k, _)| WRITABLE_EXTRAS.contains(&k.as_str()))
+        {
+            p = p.str(k, v.clone());
+        }
         p.bool("autostart", self.autostart)
     }
 }
+
+/// Options of PVE's network create/update calls that have no field of their own here: sent from
+/// `options` (the rest of `options`, read-only values a GET returns, never is).
+const WRITABLE_EXTRAS: &[&str] = &[
+    "bond-primary",
+    "bond_xmit_hash_policy",
+    "comments6",
+    "ovs_bonds",
+    "ovs_bridge",
+    "ovs_options",
+    "ovs_ports",
+    "ovs_tag",
+];
 
 fn net_path(node: &str) -> String {
     format!("/nodes/{}/network", path_segment(node))
