@@ -16,6 +16,7 @@ pub mod export;
 mod fields;
 mod fields_table;
 mod ha;
+pub mod ledger;
 pub mod model;
 mod net_apply;
 pub mod observe;

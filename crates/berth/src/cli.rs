@@ -111,6 +111,10 @@ pub struct DeclArgs {
     /// Only these objects (`vm.150`, `storage.nas`, or a glob such as `net.pve1.*`); repeatable.
     #[arg(long)]
     pub target: Vec<String>,
+    /// Also delete what Berth applied from this file that the file no longer names (its ledger,
+    /// next to the audit file, says what that is); plan only.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +134,9 @@ pub struct ApplyArgs {
     /// With --file: only these objects (addresses or globs such as `vm.*`); repeatable.
     #[arg(long, requires = "file")]
     pub target: Vec<String>,
+    /// With --file: also delete what Berth applied from this file that it no longer names.
+    #[arg(long, requires = "file")]
+    pub prune: bool,
     /// Do not ask (needed without a terminal).
     #[arg(long)]
     pub yes: bool,

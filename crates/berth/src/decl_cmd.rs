@@ -24,6 +24,9 @@ struct SavedPlan {
     site: String,
     /// Milliseconds since the epoch; a plan is good for an hour.
     created_at: i64,
+    /// The `--target`s it was limited to (what the ledger records after it is applied).
+    #[serde(default)]
+    targets: Vec<String>,
     plan: Plan,
 }
 
@@ -46,21 +49,60 @@ fn read_site(path: &Path) -> anyhow::Result<(berth_decl::Desired, String)> {
     Ok((desired, berth_decl::site::file_hash(&text)))
 }
 
-async fn make_plan(
-    site: &SiteArgs,
-    file: &Path,
-    targets: &[String],
-) -> anyhow::Result<(Plan, berth_proxmox::PveClient, String)> {
+/// A plan of a site file against the cluster, with what it was made from.
+struct Made {
+    plan: Plan,
+    client: berth_proxmox::PveClient,
+    backend: String,
+    desired: berth_decl::Desired,
+    observed: berth_decl::Observed,
+    ledger: Option<berth_decl::ledger::Ledger>,
+}
+
+/// Plans `file`; with `prune`, what Berth applied from it that it no longer names is deleted.
+/// Without, such objects are named in a note.
+async fn make_plan(site: &SiteArgs, file: &Path, targets: &[String], prune: bool) -> anyhow::Result<Made> {
     let (desired, hash) = read_site(file)?;
     let backend = site.backend.as_deref().or(desired.backend.as_deref());
     let (client, _, backend) = pve_client(&site.config.config, backend, "berth plan")?;
     let observed = observe(&client).await.context("reading the cluster")?;
-    let plan = berth_decl::plan(&desired, &observed, &hash).map_err(|errors| {
+    let ledger = crate::decl_ledger::load(&site.audit, file)?;
+    let removed: Vec<String> = ledger
+        .iter()
+        .flat_map(|l| l.removed_from(&desired))
+        .filter(|a| observed.find(a).is_some())
+        .map(str::to_owned)
+        .collect();
+    let wanted = match (&ledger, prune) {
+        (Some(l), true) => l.prune(&desired, &observed),
+        (None, true) => bail!(
+            "--prune deletes what Berth applied from {} and the file no longer names, but nothing was applied from it yet (no ledger next to {})",
+            file.display(),
+            site.audit.display()
+        ),
+        _ => desired.clone(),
+    };
+    if !prune && !removed.is_empty() {
+        eprintln!(
+            "note: {} object(s) Berth applied from {} are no longer in it: {} (kept; --prune deletes them)",
+            removed.len(),
+            file.display(),
+            removed.join(", ")
+        );
+    }
+    let plan = berth_decl::plan(&wanted, &observed, &hash).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| format!("{}:{e}", file.display())).collect();
         anyhow::anyhow!("the site file names what does not exist:\n{}", lines.join("\n"))
     })?;
     let plan = plan.only(targets);
-    Ok((plan, client, backend))
+    Ok(Made {
+        plan,
+        client,
+        backend,
+        desired,
+        observed,
+        ledger,
+    })
 }
 
 fn print_plan(plan: &Plan, out: OutputFormat) -> anyhow::Result<()> {
@@ -73,13 +115,26 @@ fn print_plan(plan: &Plan, out: OutputFormat) -> anyhow::Result<()> {
 
 /// `berth plan` (and `berth drift`, the same comparison read as "what changed out of band").
 pub async fn plan(a: DeclArgs, out: OutputFormat, drift: bool) -> anyhow::Result<ExitCode> {
-    let (plan, _, backend) = make_plan(&a.site, &a.file, &a.target).await?;
+    let made = make_plan(&a.site, &a.file, &a.target, a.prune && !drift).await?;
+    // Drift against the last apply, when there was one: the cluster's changes outside Berth,
+    // apart from the file's edits not applied yet.
+    if drift && let Some(ledger) = &made.ledger {
+        let d = ledger.drift(&made.desired, &made.observed);
+        crate::decl_ledger::print_drift(&d, &a.file, out)?;
+        return Ok(if d.is_drift() {
+            ExitCode::from(2)
+        } else {
+            ExitCode::SUCCESS
+        });
+    }
+    let (plan, backend) = (made.plan, made.backend);
     print_plan(&plan, out)?;
     if let Some(path) = a.out.as_ref().filter(|_| !drift) {
         let saved = SavedPlan {
             backend,
             site: a.file.display().to_string(),
             created_at: now_ms(),
+            targets: a.target.clone(),
             plan: plan.clone(),
         };
         std::fs::write(path, serde_json::to_vec_pretty(&saved)?)
@@ -122,7 +177,7 @@ pub(crate) fn ask(question: &str, yes: bool) -> anyhow::Result<()> {
 /// the apply itself for `berth checkpoints` / `berth rollback`.
 async fn run_apply(
     client: &berth_proxmox::PveClient,
-    plan: &Plan,
+    (plan, targets): (&Plan, &[String]),
     site: &SiteArgs,
     site_file: &str,
     backend: &str,
@@ -154,7 +209,8 @@ async fn run_apply(
             if !done.checkpoints.is_empty() {
                 println!("checkpoints kept: `berth rollback {}` puts them back", done.apply_id);
             }
-            crate::decl_rollback::keep(&site.audit, backend, done, &origin, None)
+            crate::decl_rollback::keep(&site.audit, backend, done, &origin, None)?;
+            crate::decl_ledger::record(&site.audit, Path::new(site_file), plan, targets)
         }
         Err(failed) => {
             // What was done before the failure, and any checkpoint taken, is kept and audited.
@@ -212,14 +268,17 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         if saved.plan.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        run_apply(&client, &saved.plan, &a.site, &saved.site, backend, options(&a)).await?;
+        let what = (&saved.plan, saved.targets.as_slice());
+        run_apply(&client, what, &a.site, &saved.site, backend, options(&a)).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(id) = &a.resume {
         return resume(&a, id, out).await;
     }
     let file = a.file.as_ref().expect("clap: a plan, --file or --resume");
-    let (plan, client, backend) = make_plan(&a.site, file, &a.target).await?;
+    let Made {
+        plan, client, backend, ..
+    } = make_plan(&a.site, file, &a.target, a.prune).await?;
     print_plan(&plan, out)?;
     if let Some(c) = plan.impossible().next() {
         bail!("the plan cannot be applied: {} is impossible", c.addr);
@@ -232,13 +291,13 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         a.yes,
     )?;
     let site_file = file.display().to_string();
-    run_apply(&client, &plan, &a.site, &site_file, &backend, options(&a)).await?;
+    run_apply(&client, (&plan, &a.target), &a.site, &site_file, &backend, options(&a)).await?;
     converged(&a.site, file, &a.target).await
 }
 
 /// The proof after an apply: planning again finds nothing left to do.
 async fn converged(site: &SiteArgs, file: &Path, targets: &[String]) -> anyhow::Result<ExitCode> {
-    let (again, _, _) = make_plan(site, file, targets).await?;
+    let again = make_plan(site, file, targets, false).await?.plan;
     if again.is_empty() {
         println!("Applied. A new plan shows no changes.");
         Ok(ExitCode::SUCCESS)
@@ -296,7 +355,9 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
         backend: Some(last.backend.clone()),
         ..a.site.clone()
     };
-    let (plan, client, backend) = make_plan(&site, file, &last.addresses).await?;
+    let Made {
+        plan, client, backend, ..
+    } = make_plan(&site, file, &last.addresses, false).await?;
     if last.cluster.is_some() && plan.cluster != last.cluster {
         bail!(
             "apply {id} was made against cluster {}, backend {backend} reaches {}: a resume goes to the same cluster",
@@ -337,7 +398,7 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
         earlier: crate::decl_rollback::ApplyRecord::checkpoints_of(&records, id),
         ..options(a)
     };
-    run_apply(&client, &plan, &site, site_file, &backend, opts).await?;
+    run_apply(&client, (&plan, &last.addresses), &site, site_file, &backend, opts).await?;
     converged(&site, file, &last.addresses).await
 }
 

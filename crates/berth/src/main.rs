@@ -10,6 +10,7 @@ mod cli_api;
 mod cli_error;
 mod decl_audit;
 mod decl_cmd;
+mod decl_ledger;
 mod decl_rollback;
 mod instance_cmd;
 mod keygen;

@@ -360,3 +360,78 @@ async fn a_vm_change_that_failed_after_its_checkpoint_is_resumed_and_rolled_back
     let again = env.run(&["apply", "--resume", &id, "--yes", "--audit", &audit]).await;
     assert!(stderr(&again).contains("was rolled back"), "{}", stderr(&again));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_tells_drift_from_edits_and_prunes_only_what_berth_applied() {
+    let env = start(berth_pve_emulator::Timings::fast()).await;
+    let dir = env.dir.path();
+    let audit = dir.join("audit.jsonl").display().to_string();
+    let pools = |ids: &[&str]| {
+        let mut s = String::from("version = 1\n[proxmox]\n");
+        for id in ids {
+            s.push_str(&format!(
+                "[[proxmox.pools]]\nid = \"{id}\"\ncomment = \"made by berth\"\n"
+            ));
+        }
+        s
+    };
+    let file = site(dir, "site.toml", &pools(&["web", "old"]));
+    let applied = env.run(&["apply", "-f", &file, "--yes", "--audit", &audit]).await;
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    assert!(dir.join("audit.ledger.json").exists());
+    // Someone else's pool (applied from another file, with its own ledger): never this file's to
+    // delete.
+    let hand = dir.join("hand.jsonl").display().to_string();
+    let by_hand = |text: &str| {
+        let f = site(dir, "hand.toml", text);
+        let (env, hand) = (&env, hand.clone());
+        async move {
+            let out = env.run(&["apply", "-f", &f, "--yes", "--audit", &hand]).await;
+            assert!(out.status.success(), "{}", stderr(&out));
+        }
+    };
+    by_hand("version = 1\n[proxmox]\n[[proxmox.pools]]\nid = \"manual\"\n").await;
+
+    // "old" taken out of the file: kept, and said so; --prune deletes it (and only it).
+    site(dir, "site.toml", &pools(&["web"]));
+    let planned = env.run(&["plan", "-f", &file, "--audit", &audit]).await;
+    assert_eq!(planned.status.code(), Some(0), "{}", stdout(&planned));
+    assert!(
+        stderr(&planned).contains("1 object(s) Berth applied from")
+            && stderr(&planned).contains("pool.old (kept; --prune deletes them)"),
+        "{}",
+        stderr(&planned)
+    );
+    // Edited in the file and changed by hand: the drift is only the hand's.
+    site(
+        dir,
+        "site.toml",
+        &pools(&["web"]).replace("made by berth", "front ends"),
+    );
+    by_hand("version = 1\n[proxmox]\n[[proxmox.pools]]\nid = \"web\"\ncomment = \"by hand\"\n").await;
+    let drift = env.run(&["drift", "-f", &file, "--audit", &audit]).await;
+    assert_eq!(drift.status.code(), Some(2), "{}", stdout(&drift));
+    let text = stdout(&drift);
+    for want in [
+        "Changed outside Berth since the last apply:\n  ~ pool.web  comment: \"made by berth\" → \"by hand\"",
+        "Edited in the file since the last apply (not applied yet; not drift):\n  ~ pool.web  comment: \"made by berth\" → \"front ends\"",
+        "  - pool.old  taken out of the file (kept; `berth apply --prune` deletes it)",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+    let pruned = env
+        .run(&["apply", "-f", &file, "--prune", "--yes", "--audit", &audit])
+        .await;
+    assert!(pruned.status.success(), "{}", stderr(&pruned));
+    assert!(stdout(&pruned).contains("- pool.old  delete"), "{}", stdout(&pruned));
+    let exported = env.run(&["discover", "--export"]).await;
+    let left = stdout(&exported);
+    assert!(
+        left.contains("id = \"manual\"") && !left.contains("id = \"old\""),
+        "{left}"
+    );
+    // Now the cluster is as the last apply left it.
+    let drift = env.run(&["drift", "-f", &file, "--audit", &audit]).await;
+    assert_eq!(drift.status.code(), Some(0), "{}", stdout(&drift));
+    assert!(stdout(&drift).starts_with("No drift"), "{}", stdout(&drift));
+}
