@@ -96,6 +96,12 @@ pub(crate) fn create_only(kind: Kind, field: &str, storage_type: Option<&str>) -
     }
 }
 
+/// What a guest is made from that the cluster does not keep (a VM's template, a container's OS
+/// template and first keys): compared only when the guest is created.
+pub(crate) fn creation_input(kind: Kind, field: &str) -> bool {
+    (kind == Kind::Vm && field == "clone") || (kind == Kind::Ct && crate::ct::is_creation_input(field))
+}
+
 /// Written but never read back (pve-storage `sensitive_properties`).
 pub(crate) fn is_secret(kind: Kind, field: &str) -> bool {
     match kind {
@@ -112,7 +118,7 @@ pub(crate) fn is_set(kind: Kind, field: &str) -> bool {
     matches!(
         (kind, field),
         (Kind::Storage, "content" | "nodes")
-            | (Kind::Interface, "bridge_ports" | "slaves")
+            | (Kind::Interface, "bridge_ports" | "slaves" | "ovs_ports" | "ovs_bonds")
             | (Kind::Backup, "vmid" | "exclude")
             | (Kind::Vm | Kind::Ct, "tags")
             | (Kind::Ha, "nodes")

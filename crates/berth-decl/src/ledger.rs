@@ -4,7 +4,7 @@
 //! what was applied is an edit not applied yet. And it is how an object taken out of the file is
 //! known to be Berth's to delete (`--prune`), where an object the file never named is left alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +58,18 @@ impl Drift {
     pub fn is_drift(&self) -> bool {
         !self.outside.is_empty() || !self.gone.is_empty()
     }
+
+    /// Keeps only the objects `targets` (globs) name; none: everything.
+    pub fn retain(&mut self, targets: &[String]) {
+        if targets.is_empty() {
+            return;
+        }
+        let hit = |a: &str| targets.iter().any(|t| crate::model::glob(t, a));
+        self.outside.retain(|f| hit(&f.addr));
+        self.edited.retain(|f| hit(&f.addr));
+        self.gone.retain(|a| hit(a));
+        self.removed.retain(|a| hit(a));
+    }
 }
 
 impl Ledger {
@@ -93,16 +105,29 @@ impl Ledger {
             .map(String::as_str)
     }
 
-    /// `desired` with the objects taken out of the file (and still on the cluster) asked to be
-    /// gone: planning it deletes them. Only what this ledger says Berth applied is pruned.
-    pub fn prune(&self, desired: &Desired, observed: &Observed) -> Desired {
+    /// What pruning deletes: the objects Berth applied from the file that it no longer names,
+    /// still on the cluster, that no other file's ledger (`held`) holds; never a network card's
+    /// stanza (`eth`: the file only configured it).
+    pub fn prunable<'a>(
+        &'a self,
+        desired: &'a Desired,
+        observed: &'a Observed,
+        held: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = &'a Object> {
+        self.removed_from(desired)
+            .filter(|a| !held.contains(*a))
+            .filter_map(|a| observed.find(a))
+            .filter(|o| !(o.kind == Kind::Interface && o.get("type") == Some("eth")))
+    }
+
+    /// `desired` with the [`prunable`](Self::prunable) objects asked to be gone: planning it
+    /// deletes them.
+    pub fn prune(&self, desired: &Desired, observed: &Observed, held: &BTreeSet<String>) -> Desired {
         let mut out = desired.clone();
-        for addr in self.removed_from(desired) {
-            if let Some(o) = observed.find(addr) {
-                let mut gone = Object::new(o.kind, addr);
-                gone.absent = true;
-                out.objects.push(gone);
-            }
+        for o in self.prunable(desired, observed, held) {
+            let mut gone = Object::new(o.kind, &o.addr);
+            gone.absent = true;
+            out.objects.push(gone);
         }
         out
     }
@@ -113,11 +138,16 @@ impl Ledger {
         let differs = |kind: Kind, k: &str, a: Option<&str>, b: Option<&str>| !fields::same(kind, k, a, b);
         for (addr, applied) in &self.objects {
             let kind = applied.kind;
+            let want = desired.find(addr);
             match observed.find(addr) {
+                // Taken out of the file and gone: nothing to say.
+                None if want.is_none() => continue,
                 None => d.gone.push(addr.clone()),
                 Some(live) => {
                     for (k, v) in &applied.fields {
-                        if differs(kind, k, Some(v), live.get(k)) && !write_only(kind, k) {
+                        // A change the file has taken over since (file = cluster) is no drift.
+                        let adopted = want.is_some_and(|w| !differs(kind, k, w.get(k), live.get(k)));
+                        if differs(kind, k, Some(v), live.get(k)) && !fields::creation_input(kind, k) && !adopted {
                             d.outside.push(FieldDrift {
                                 addr: addr.clone(),
                                 field: k.clone(),
@@ -128,7 +158,7 @@ impl Ledger {
                     }
                 }
             }
-            match desired.find(addr) {
+            match want {
                 None => d.removed.push(addr.clone()),
                 Some(want) => {
                     let keys = applied.fields.keys().chain(want.fields.keys());
@@ -151,11 +181,6 @@ impl Ledger {
         }
         d
     }
-}
-
-/// Fields a guest is made from that the cluster does not keep: never drift.
-fn write_only(kind: Kind, field: &str) -> bool {
-    (kind == Kind::Vm && field == "clone") || (kind == Kind::Ct && crate::ct::is_creation_input(field))
 }
 
 #[cfg(test)]
@@ -199,7 +224,7 @@ mod tests {
         assert_eq!(d.removed, ["pool.old"]);
         assert!(d.gone.is_empty() && d.is_drift());
         // Pruning asks only for what Berth applied and the file dropped to be gone.
-        let pruned = ledger.prune(&file, &live);
+        let pruned = ledger.prune(&file, &live, &BTreeSet::new());
         let gone: Vec<&str> = pruned
             .objects
             .iter()
@@ -207,6 +232,9 @@ mod tests {
             .map(|o| o.addr.as_str())
             .collect();
         assert_eq!(gone, ["pool.old"]);
+        // Not what another file's ledger holds.
+        let held = BTreeSet::from(["pool.old".to_owned()]);
+        assert_eq!(ledger.prunable(&file, &live, &held).count(), 0);
         // Gone from the cluster is drift too.
         let empty = Observed::default();
         assert_eq!(ledger.drift(&applied, &empty).gone, ["pool.old", "pool.web"]);

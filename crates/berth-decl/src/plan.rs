@@ -221,8 +221,7 @@ fn update(d: &Object, o: &Object) -> Option<Change> {
         .fields
         .iter()
         // `clone`, `ostemplate` and the first keys only say what a guest was made from.
-        .filter(|(k, _)| !(d.kind == Kind::Vm && k.as_str() == "clone"))
-        .filter(|(k, _)| !(d.kind == Kind::Ct && crate::ct::is_creation_input(k)))
+        .filter(|(k, _)| !fields::creation_input(d.kind, k))
         .filter(|(k, v)| !fields::same(d.kind, k, Some(v), o.get(k)))
         .map(|(k, v)| FieldChange {
             field: k.clone(),

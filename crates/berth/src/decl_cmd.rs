@@ -59,36 +59,46 @@ struct Made {
     ledger: Option<berth_decl::ledger::Ledger>,
 }
 
-/// Plans `file`; with `prune`, what Berth applied from it that it no longer names is deleted.
-/// Without, such objects are named in a note.
-async fn make_plan(site: &SiteArgs, file: &Path, targets: &[String], prune: bool) -> anyhow::Result<Made> {
+/// How a plan treats what Berth applied from the file that it no longer names.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Removed {
+    /// Named in a note, kept.
+    Note,
+    /// Deleted (`--prune`).
+    Prune,
+    /// Neither (drift says it itself; the proof after an apply).
+    Quiet,
+}
+
+/// Plans `file` (see [`Removed`] for what the file no longer names).
+async fn make_plan(site: &SiteArgs, file: &Path, targets: &[String], removed: Removed) -> anyhow::Result<Made> {
     let (desired, hash) = read_site(file)?;
     let backend = site.backend.as_deref().or(desired.backend.as_deref());
     let (client, _, backend) = pve_client(&site.config.config, backend, "berth plan")?;
     let observed = observe(&client).await.context("reading the cluster")?;
-    let ledger = crate::decl_ledger::load(&site.audit, file)?;
-    let removed: Vec<String> = ledger
-        .iter()
-        .flat_map(|l| l.removed_from(&desired))
-        .filter(|a| observed.find(a).is_some())
-        .map(str::to_owned)
-        .collect();
-    let wanted = match (&ledger, prune) {
-        (Some(l), true) => l.prune(&desired, &observed),
-        (None, true) => bail!(
+    let (ledger, held) = crate::decl_ledger::load(&site.audit, file, &backend);
+    let wanted = match (&ledger, removed) {
+        (Some(l), Removed::Prune) => l.prune(&desired, &observed, &held),
+        (None, Removed::Prune) => bail!(
             "--prune deletes what Berth applied from {} and the file no longer names, but nothing was applied from it yet (no ledger next to {})",
             file.display(),
             site.audit.display()
         ),
         _ => desired.clone(),
     };
-    if !prune && !removed.is_empty() {
-        eprintln!(
-            "note: {} object(s) Berth applied from {} are no longer in it: {} (kept; --prune deletes them)",
-            removed.len(),
-            file.display(),
-            removed.join(", ")
-        );
+    if let (Some(l), Removed::Note) = (&ledger, removed) {
+        let kept: Vec<&str> = l
+            .prunable(&desired, &observed, &held)
+            .map(|o| o.addr.as_str())
+            .collect();
+        if !kept.is_empty() {
+            eprintln!(
+                "note: {} object(s) Berth applied from {} are no longer in it: {} (kept; --prune deletes them)",
+                kept.len(),
+                file.display(),
+                kept.join(", ")
+            );
+        }
     }
     let plan = berth_decl::plan(&wanted, &observed, &hash).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| format!("{}:{e}", file.display())).collect();
@@ -115,11 +125,20 @@ fn print_plan(plan: &Plan, out: OutputFormat) -> anyhow::Result<()> {
 
 /// `berth plan` (and `berth drift`, the same comparison read as "what changed out of band").
 pub async fn plan(a: DeclArgs, out: OutputFormat, drift: bool) -> anyhow::Result<ExitCode> {
-    let made = make_plan(&a.site, &a.file, &a.target, a.prune && !drift).await?;
+    if drift && (a.prune || a.out.is_some()) {
+        bail!("--prune and --out belong to berth plan; drift only reports");
+    }
+    let removed = match (drift, a.prune) {
+        (true, _) => Removed::Quiet,
+        (false, true) => Removed::Prune,
+        (false, false) => Removed::Note,
+    };
+    let made = make_plan(&a.site, &a.file, &a.target, removed).await?;
     // Drift against the last apply, when there was one: the cluster's changes outside Berth,
     // apart from the file's edits not applied yet.
     if drift && let Some(ledger) = &made.ledger {
-        let d = ledger.drift(&made.desired, &made.observed);
+        let mut d = ledger.drift(&made.desired, &made.observed);
+        d.retain(&a.target);
         crate::decl_ledger::print_drift(&d, &a.file, out)?;
         return Ok(if d.is_drift() {
             ExitCode::from(2)
@@ -132,7 +151,8 @@ pub async fn plan(a: DeclArgs, out: OutputFormat, drift: bool) -> anyhow::Result
     if let Some(path) = a.out.as_ref().filter(|_| !drift) {
         let saved = SavedPlan {
             backend,
-            site: a.file.display().to_string(),
+            // Absolute: `berth apply PLAN` may run from elsewhere.
+            site: crate::decl_ledger::absolute(&a.file),
             created_at: now_ms(),
             targets: a.target.clone(),
             plan: plan.clone(),
@@ -210,7 +230,8 @@ async fn run_apply(
                 println!("checkpoints kept: `berth rollback {}` puts them back", done.apply_id);
             }
             crate::decl_rollback::keep(&site.audit, backend, done, &origin, None)?;
-            crate::decl_ledger::record(&site.audit, Path::new(site_file), plan, targets)
+            crate::decl_ledger::record(&site.audit, Path::new(site_file), backend, plan, targets);
+            Ok(())
         }
         Err(failed) => {
             // What was done before the failure, and any checkpoint taken, is kept and audited.
@@ -278,12 +299,20 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
     let file = a.file.as_ref().expect("clap: a plan, --file or --resume");
     let Made {
         plan, client, backend, ..
-    } = make_plan(&a.site, file, &a.target, a.prune).await?;
+    } = make_plan(
+        &a.site,
+        file,
+        &a.target,
+        if a.prune { Removed::Prune } else { Removed::Note },
+    )
+    .await?;
     print_plan(&plan, out)?;
     if let Some(c) = plan.impossible().next() {
         bail!("the plan cannot be applied: {} is impossible", c.addr);
     }
     if plan.is_empty() {
+        // Nothing to do: the cluster is as the file says, which is what the ledger records.
+        crate::decl_ledger::record(&a.site.audit, file, &backend, &plan, &a.target);
         return Ok(ExitCode::SUCCESS);
     }
     ask(
@@ -297,7 +326,7 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
 
 /// The proof after an apply: planning again finds nothing left to do.
 async fn converged(site: &SiteArgs, file: &Path, targets: &[String]) -> anyhow::Result<ExitCode> {
-    let again = make_plan(site, file, targets, false).await?.plan;
+    let again = make_plan(site, file, targets, Removed::Quiet).await?.plan;
     if again.is_empty() {
         println!("Applied. A new plan shows no changes.");
         Ok(ExitCode::SUCCESS)
@@ -357,7 +386,7 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
     };
     let Made {
         plan, client, backend, ..
-    } = make_plan(&site, file, &last.addresses, false).await?;
+    } = make_plan(&site, file, &last.addresses, Removed::Quiet).await?;
     if last.cluster.is_some() && plan.cluster != last.cluster {
         bail!(
             "apply {id} was made against cluster {}, backend {backend} reaches {}: a resume goes to the same cluster",

@@ -470,6 +470,14 @@ fn read_interface(
             format!("'{c}' is not an IPv4 address with a prefix length, like 10.0.0.2/24"),
         );
     }
+    // PVE writes an inet6 stanza (and its comments) only for an address.
+    if o.fields.contains_key("comments6") && !o.fields.contains_key("cidr6") {
+        r.err(
+            line,
+            &format!("{key}.comments6"),
+            "comments6 belong to an IPv6 address: set cidr6 (or address6 + netmask6)",
+        );
+    }
     if let Some(c) = o.fields.get("cidr6")
         && !valid_cidr(c, 128, |a| a.parse::<std::net::Ipv6Addr>().is_ok())
     {

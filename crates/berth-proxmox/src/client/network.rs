@@ -227,7 +227,12 @@ impl NetworkInterface {
             .iter()
             .filter(|(k, _)| WRITABLE_EXTRAS.contains(&k.as_str()))
         {
-            p = p.str(k, v.clone());
+            // Port lists go into the interfaces file as they are sent; OVS reads them by space.
+            let v = match k.as_str() {
+                "ovs_ports" | "ovs_bonds" => v.replace(',', " "),
+                _ => v.clone(),
+            };
+            p = p.str(k, v);
         }
         p.bool("autostart", self.autostart)
     }
