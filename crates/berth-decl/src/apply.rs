@@ -107,7 +107,7 @@ pub(crate) fn resolve(c: &Change, field: &str, reference: &str) -> Result<String
 /// Re-reads the cluster and refuses when a touched object is not as planned.
 /// Re-reads the cluster and refuses when a touched object is not as planned; answers the
 /// cluster's PVE major release.
-async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<u32, ApplyError> {
+async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<crate::Observed, ApplyError> {
     if let Some(ch) = plan.impossible().next() {
         let Action::Impossible { reason } = &ch.action else {
             unreachable!()
@@ -176,7 +176,7 @@ async fn check_fresh(c: &PveClient, plan: &Plan, opts: &ApplyOptions) -> Result<
             }
         }
     }
-    Ok(now.pve_major)
+    Ok(now)
 }
 
 /// Whether an interface's addresses include `ip`.
@@ -223,7 +223,8 @@ pub async fn apply(c: &PveClient, plan: &Plan, opts: ApplyOptions) -> Result<App
 }
 
 async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied) -> Result<(), ApplyError> {
-    let pve_major = check_fresh(c, plan, opts).await?;
+    let now = check_fresh(c, plan, opts).await?;
+    let pve_major = now.pve_major;
     let timeout = opts.task_timeout.unwrap_or(Duration::from_secs(1800));
     let apply_id = done.apply_id.clone();
     let mut reload: BTreeSet<String> = BTreeSet::new();
@@ -231,13 +232,15 @@ async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied
     while i < plan.changes.len() {
         let ch = &plan.changes[i];
         // Guests run side by side (each on its own tasks), up to `vm_concurrency` at once.
-        if is_guest(ch.kind) {
+        if crate::guests::is_guest(ch.kind) {
             let run: Vec<&Change> = plan.changes[i..]
                 .iter()
-                .take_while(|x| is_guest(x.kind) && (x.action == Action::Delete) == (ch.action == Action::Delete))
+                .take_while(|x| {
+                    crate::guests::is_guest(x.kind) && (x.action == Action::Delete) == (ch.action == Action::Delete)
+                })
                 .collect();
             i += run.len();
-            let results = vms(c, &run, &apply_id, opts, timeout).await;
+            let results = crate::guests::run(c, &run, &apply_id, opts, timeout, &now.digests).await;
             let mut first_error = None;
             for (r, ch) in results.into_iter().zip(&run) {
                 // A checkpoint taken before a change that then failed is kept all the same.
@@ -294,62 +297,6 @@ async fn run(c: &PveClient, plan: &Plan, opts: &ApplyOptions, done: &mut Applied
         }
     }
     Ok(())
-}
-
-fn is_guest(kind: Kind) -> bool {
-    matches!(kind, Kind::Vm | Kind::Ct)
-}
-
-/// One guest change: its checkpoint (kept even when the change then failed), what was done, and
-/// how it ended.
-struct VmDone {
-    checkpoint: Option<crate::checkpoint::Checkpoint>,
-    steps: Vec<String>,
-    outcome: Result<(), ApplyError>,
-}
-
-/// A run of VM changes, each with its checkpoint first, several at once; results in order.
-async fn vms(c: &PveClient, run: &[&Change], apply_id: &str, opts: &ApplyOptions, timeout: Duration) -> Vec<VmDone> {
-    use futures::StreamExt as _;
-    let one = |ch: &Change| {
-        let ch = ch.clone();
-        async move {
-            let mut done = VmDone {
-                checkpoint: None,
-                steps: Vec::new(),
-                outcome: Ok(()),
-            };
-            if ch.action != Action::Create && crate::checkpoint::needed(&ch) {
-                match crate::checkpoint::take(c, &ch, apply_id, opts, timeout).await {
-                    Ok((taken, step)) => {
-                        done.checkpoint = taken;
-                        done.steps.extend(step);
-                    }
-                    Err(e) => {
-                        done.outcome = Err(e);
-                        return done;
-                    }
-                }
-            }
-            let applied = match ch.kind {
-                Kind::Ct => crate::ct_apply::apply_ct(c, &ch, timeout).await,
-                _ => crate::vm_apply::apply_vm(c, &ch, timeout).await,
-            };
-            match applied {
-                Ok(steps) => done.steps.extend(steps),
-                Err(e) => done.outcome = Err(e),
-            }
-            done
-        }
-    };
-    futures::stream::iter(run.iter().map(|ch| one(ch)))
-        .buffered(if opts.vm_concurrency == 0 {
-            8
-        } else {
-            opts.vm_concurrency
-        })
-        .collect()
-        .await
 }
 
 fn verb(a: &Action) -> &'static str {

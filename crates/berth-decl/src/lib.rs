@@ -15,6 +15,7 @@ mod doc;
 pub mod export;
 mod fields;
 mod fields_table;
+mod guests;
 mod ha;
 pub mod ledger;
 pub mod model;

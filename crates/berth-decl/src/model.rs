@@ -95,6 +95,10 @@ pub struct Observed {
     /// The PVE major release (HA rules from 9).
     #[serde(default)]
     pub pve_major: u32,
+    /// Per guest address, its config's `digest` as read (an apply refuses a guest whose config
+    /// changed after its freshness check).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
 }
 
 impl Observed {

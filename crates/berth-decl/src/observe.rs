@@ -95,8 +95,9 @@ pub(crate) fn backup_object(j: &BackupJob) -> Object {
     object(Kind::Backup, format!("backup.{}", j.id), raw)
 }
 
-/// Every guest (VM or container) that is not a template, with its config (16 reads at a time).
-async fn observe_vms(c: &PveClient) -> Result<Vec<Object>, PveError> {
+/// Every guest (VM or container) that is not a template, with its config and the config's digest
+/// (16 reads at a time).
+async fn observe_vms(c: &PveClient) -> Result<Vec<(Object, Option<String>)>, PveError> {
     use futures::StreamExt as _;
     let vms: Vec<_> = c
         .cluster_resources(Some("vm"))
@@ -113,15 +114,16 @@ async fn observe_vms(c: &PveClient) -> Result<Vec<Object>, PveError> {
         let config: BTreeMap<String, String> = cfg.keys().filter_map(|k| Some((k.to_owned(), cfg.get(k)?))).collect();
         let running = r.status.as_deref() == Some("running");
         let observed = if ct { crate::ct::observed } else { crate::vm::observed };
-        Ok::<Object, PveError>(observed(vmid, &node, running, r.pool.as_deref(), &config))
+        let o = observed(vmid, &node, running, r.pool.as_deref(), &config);
+        Ok::<(Object, Option<String>), PveError>((o, cfg.get("digest")))
     });
-    let mut out: Vec<Object> = futures::stream::iter(read)
+    let mut out: Vec<(Object, Option<String>)> = futures::stream::iter(read)
         .buffer_unordered(16)
         .collect::<Vec<_>>()
         .await
         .into_iter()
         .collect::<Result<_, _>>()?;
-    out.sort_by_key(|o| o.id().parse::<u32>().unwrap_or(0));
+    out.sort_by_key(|(o, _)| o.id().parse::<u32>().unwrap_or(0));
     Ok(out)
 }
 
@@ -163,7 +165,12 @@ pub async fn observe(c: &PveClient) -> Result<Observed, PveError> {
             out.objects.push(interface_object(&node, i));
         }
     }
-    out.objects.extend(observe_vms(c).await?);
+    for (o, digest) in observe_vms(c).await? {
+        if let Some(d) = digest {
+            out.digests.insert(o.addr.clone(), d);
+        }
+        out.objects.push(o);
+    }
     out.objects.extend(crate::ha::observe(c, out.pve_major).await?);
     for j in c.backup_jobs().await? {
         out.objects.push(backup_object(&j));

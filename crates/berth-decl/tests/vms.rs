@@ -288,3 +288,58 @@ async fn a_vm_naming_what_does_not_exist_fails_the_plan() {
         "{e:?}"
     );
 }
+
+/// The freshness check compares the fields a change touches; a guest whose config changes after
+/// it (here while the network reloads, which comes first) is refused before anything is written.
+#[tokio::test]
+async fn a_guest_changed_after_the_freshness_check_is_refused() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    let vm = |memory: u32| {
+        format!(
+            "version = 1\n[proxmox]\nnode = \"pve1\"\n[[proxmox.vms]]\nvmid = 150\nmemory = {memory}\nstate = \"stopped\"\n"
+        )
+    };
+    settle(&c, &vm(512)).await;
+    let text = format!(
+        "{}[[proxmox.network]]\niface = \"vmbr9\"\ntype = \"bridge\"\n",
+        vm(1024)
+    );
+    let d = berth_decl::parse("site.toml", &text).unwrap();
+    let p = plan(&d, &observe(&c).await.unwrap(), "h").unwrap();
+    // The reload, after the check and before the VM, takes 3 s.
+    emu.inject(berth_pve_emulator::FaultRule {
+        method: Some("PUT".into()),
+        path_contains: "/nodes/pve1/network".into(),
+        fault: berth_pve_emulator::Fault::Delay(std::time::Duration::from_secs(3)),
+        times: 1,
+    });
+    // The interface is staged only after the check passed: then someone edits the VM.
+    let staged = || {
+        emu.requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.path.ends_with("/nodes/pve1/network"))
+    };
+    let meanwhile = async {
+        while !staged() {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        c.update_config(
+            "pve1",
+            GuestType::Qemu,
+            150,
+            &berth_proxmox::client::Params::new().str("description", "by hand"),
+        )
+        .await
+        .unwrap();
+    };
+    let (applied, ()) = tokio::join!(apply(&c, &p, ApplyOptions::default()), meanwhile);
+    let e = applied.unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("stale plan: vm.150 changed since it was planned (its config changed while this apply ran"),
+        "{e}"
+    );
+    let cfg = c.guest_config("pve1", GuestType::Qemu, 150).await.unwrap();
+    assert_eq!(cfg.get("memory").as_deref(), Some("512"));
+}
