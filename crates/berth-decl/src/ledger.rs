@@ -97,6 +97,18 @@ impl Ledger {
         self.applied_at = applied_at;
     }
 
+    /// The objects `desired` names that are on the cluster but not in this ledger (all of them
+    /// without one): an apply of the file takes them over.
+    pub fn adopted(ledger: Option<&Ledger>, desired: &Desired, observed: &Observed) -> Vec<String> {
+        desired
+            .objects
+            .iter()
+            .filter(|o| !o.absent && observed.find(&o.addr).is_some())
+            .filter(|o| !ledger.is_some_and(|l| l.objects.contains_key(&o.addr)))
+            .map(|o| o.addr.clone())
+            .collect()
+    }
+
     /// The objects Berth applied from the file that it no longer names.
     pub fn removed_from<'a>(&'a self, desired: &'a Desired) -> impl Iterator<Item = &'a str> {
         self.objects

@@ -80,6 +80,10 @@ pub struct Plan {
     pub cluster: Option<String>,
     #[serde(default)]
     pub nodes: Vec<String>,
+    /// Objects the file names that are on the cluster but that Berth has not applied from this
+    /// file before (not in its ledger): the apply takes them over. No API call; not a change.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adopt: Vec<String>,
 }
 
 /// A problem found while planning (a reference to something that does not exist, a cycle).
@@ -151,6 +155,7 @@ pub fn plan(desired: &Desired, observed: &Observed, file_hash: &str) -> Result<P
         file_hash: file_hash.to_owned(),
         cluster: observed.cluster_name.clone(),
         nodes: observed.nodes.clone(),
+        adopt: Vec::new(),
     })
 }
 

@@ -96,6 +96,17 @@ pub fn human(plan: &Plan) -> String {
     } else {
         plan.summary()
     });
+    if !plan.adopt.is_empty() {
+        const SHOWN: usize = 10;
+        let mut names = plan.adopt.iter().take(SHOWN).cloned().collect::<Vec<_>>().join(", ");
+        if plan.adopt.len() > SHOWN {
+            names.push_str(&format!(" and {} more", plan.adopt.len() - SHOWN));
+        }
+        out.push(format!(
+            "Adopts {} object(s) already on the cluster, managed from this file once applied: {names}",
+            plan.adopt.len()
+        ));
+    }
     out.join("\n")
 }
 

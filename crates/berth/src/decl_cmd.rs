@@ -104,7 +104,16 @@ async fn make_plan(site: &SiteArgs, file: &Path, targets: &[String], removed: Re
         let lines: Vec<String> = errors.iter().map(|e| format!("{}:{e}", file.display())).collect();
         anyhow::anyhow!("the site file names what does not exist:\n{}", lines.join("\n"))
     })?;
-    let plan = plan.only(targets);
+    let mut plan = plan.only(targets);
+    // What the apply takes over, said for a plan to be looked at (not when resuming, drifting or
+    // proving an apply: those continue what an apply began).
+    if removed != Removed::Quiet {
+        let hit = |a: &str| targets.is_empty() || targets.iter().any(|t| berth_decl::model::glob(t, a));
+        plan.adopt = berth_decl::ledger::Ledger::adopted(ledger.as_ref(), &desired, &observed)
+            .into_iter()
+            .filter(|a| hit(a))
+            .collect();
+    }
     Ok(Made {
         plan,
         client,

@@ -391,6 +391,15 @@ async fn the_ledger_tells_drift_from_edits_and_prunes_only_what_berth_applied() 
         }
     };
     by_hand("version = 1\n[proxmox]\n[[proxmox.pools]]\nid = \"manual\"\n").await;
+    // Named in this file now, it is adopted: shown, taken into the ledger by the apply.
+    let grown = site(dir, "site.toml", &pools(&["web", "old", "manual"]));
+    let adopting = env.run(&["plan", "-f", &grown, "--audit", &audit]).await;
+    assert!(
+        stdout(&adopting)
+            .contains("Adopts 1 object(s) already on the cluster, managed from this file once applied: pool.manual"),
+        "{}",
+        stdout(&adopting)
+    );
 
     // "old" taken out of the file: kept, and said so; --prune deletes it (and only it).
     site(dir, "site.toml", &pools(&["web"]));
