@@ -87,9 +87,10 @@ async fn a_backup_taken_while_orders_run_restores_and_finishes_the_work() {
             }
             assert!(
                 Instant::now() < until,
-                "{} still {} after the restore:\n{}",
+                "{} still {} after the restore (last error: {:?}):\n{}",
                 i.name,
                 now.status,
+                now.last_error,
                 s.agent_log()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
