@@ -43,7 +43,7 @@ pub(crate) fn is_guest(kind: Kind) -> bool {
 
 /// One guest change: its checkpoint (kept even when the change then failed), what was done, and
 /// how it ended.
-pub(crate) struct VmDone {
+pub(crate) struct GuestDone {
     pub checkpoint: Option<crate::checkpoint::Checkpoint>,
     pub steps: Vec<String>,
     pub outcome: Result<(), ApplyError>,
@@ -57,12 +57,12 @@ pub(crate) async fn run(
     opts: &ApplyOptions,
     timeout: Duration,
     checked: &BTreeMap<String, String>,
-) -> Vec<VmDone> {
+) -> Vec<GuestDone> {
     use futures::StreamExt as _;
     let one = |ch: &Change| {
         let ch = ch.clone();
         async move {
-            let mut done = VmDone {
+            let mut done = GuestDone {
                 checkpoint: None,
                 steps: Vec::new(),
                 outcome: Ok(()),

@@ -9,8 +9,8 @@ use berth_decl::plan::{Action, plan};
 mod common;
 
 use berth_proxmox::client::Params;
-use berth_pve_emulator::{EmulatorHandle, Fault, FaultRule};
-use common::{client, emulator};
+use berth_pve_emulator::{EmulatorHandle, Fault};
+use common::{client, emulator, fault_once, http_500};
 
 const SITE: &str = r#"version = 1
 [proxmox]
@@ -151,15 +151,7 @@ async fn a_failure_mid_apply_is_finished_by_applying_again() {
     let emu = emulator().await;
     let c = client(&emu);
     let desired = berth_decl::parse("site.toml", SITE).unwrap();
-    emu.inject(FaultRule {
-        method: Some("POST".into()),
-        path_contains: "/cluster/backup".into(),
-        fault: Fault::Http {
-            status: 500,
-            message: "Internal Server Error".into(),
-        },
-        times: 1,
-    });
+    fault_once(&emu, "POST", "/cluster/backup", http_500());
     let p = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
     let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
     assert!(e.to_string().starts_with("backup.nightly: create failed"), "{e}");
@@ -258,15 +250,7 @@ async fn a_failed_network_edit_reverts_what_the_apply_staged() {
     let emu = emulator().await;
     let c = client(&emu);
     let desired = berth_decl::parse("site.toml", SITE).unwrap();
-    emu.inject(FaultRule {
-        method: Some("POST".into()),
-        path_contains: "/nodes/pve2/network".into(),
-        fault: Fault::Http {
-            status: 500,
-            message: "Internal Server Error".into(),
-        },
-        times: 1,
-    });
+    fault_once(&emu, "POST", "/nodes/pve2/network", http_500());
     let p = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
     let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
     assert!(e.to_string().starts_with("net.pve2.vmbr1: create failed"), "{e}");
@@ -297,14 +281,10 @@ async fn a_failed_reload_reverts_the_edits_no_node_took() {
     let emu = emulator().await;
     let c = client(&emu);
     let desired = berth_decl::parse("site.toml", SITE).unwrap();
-    emu.inject(FaultRule {
-        method: Some("PUT".into()),
-        path_contains: "/nodes/pve1/network".into(),
-        fault: Fault::TaskFailure {
-            message: "ifreload failed".into(),
-        },
-        times: 1,
-    });
+    let failed = Fault::TaskFailure {
+        message: "ifreload failed".into(),
+    };
+    fault_once(&emu, "PUT", "/nodes/pve1/network", failed);
     let p = plan(&desired, &observe(&c).await.unwrap(), "h").unwrap();
     let e = apply(&c, &p, ApplyOptions::default()).await.unwrap_err();
     assert!(e.to_string().starts_with("net.pve1: reload failed"), "{e}");

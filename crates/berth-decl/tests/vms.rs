@@ -308,12 +308,8 @@ async fn a_guest_changed_after_the_freshness_check_is_refused() {
     let d = berth_decl::parse("site.toml", &text).unwrap();
     let p = plan(&d, &observe(&c).await.unwrap(), "h").unwrap();
     // The reload, after the check and before the VM, takes 3 s.
-    emu.inject(berth_pve_emulator::FaultRule {
-        method: Some("PUT".into()),
-        path_contains: "/nodes/pve1/network".into(),
-        fault: berth_pve_emulator::Fault::Delay(std::time::Duration::from_secs(3)),
-        times: 1,
-    });
+    let slow = berth_pve_emulator::Fault::Delay(std::time::Duration::from_secs(3));
+    common::fault_once(&emu, "PUT", "/nodes/pve1/network", slow);
     // The interface is staged only after the check passed: then someone edits the VM.
     let staged = || {
         emu.requests()

@@ -41,7 +41,7 @@ pub(crate) fn check_spec(p: &LibvirtProvider, spec: &VmSpec) -> Result<(String, 
             format!("the libvirt backend makes VMs only (got {})", spec.kind),
         ));
     }
-    let user = spec.user.clone().unwrap_or_else(|| p.cfg.user.clone());
+    let user = p.user_of(spec);
     if !is_unix_user(&user) {
         return Err(ProviderError::invalid(
             "user",

@@ -286,7 +286,7 @@ async fn personalise(
         .await?;
     crate::reconfigure::reconfigure(p, &id, &grow).await?;
     let keys: Vec<String> = spec.ssh_keys.iter().map(|k| k.as_str().to_owned()).collect();
-    let user = spec.user.clone().unwrap_or_else(|| p.cfg.user.clone());
+    let user = p.user_of(spec);
     let script = personalise_script(&spec.name, &user, &keys);
     let out = crate::exec::exec(p, &id, &script, PERSONALISE_TIMEOUT)
         .await

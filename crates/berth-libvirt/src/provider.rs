@@ -150,6 +150,11 @@ impl LibvirtProvider {
         }
     }
 
+    /// The login user of `spec`'s guest: its own, else the configured one.
+    pub(crate) fn user_of(&self, spec: &VmSpec) -> String {
+        spec.user.clone().unwrap_or_else(|| self.cfg.user.clone())
+    }
+
     /// The directory holding one instance's disk, seed and console log.
     pub fn instance_dir(&self, id: &InstanceId) -> PathBuf {
         self.cfg.instances_dir.join(id.as_str())
@@ -319,7 +324,7 @@ impl Provider for LibvirtProvider {
 
     async fn create(&self, spec: &VmSpec, progress: &dyn ProgressSink) -> Result<Instance, ProviderError> {
         let mut inst = crate::create::create(self, spec, progress).await?;
-        inst.login_user = Some(spec.user.clone().unwrap_or_else(|| self.cfg.user.clone()));
+        inst.login_user = Some(self.user_of(spec));
         Ok(inst)
     }
 
@@ -346,7 +351,7 @@ impl Provider for LibvirtProvider {
         progress: &dyn ProgressSink,
     ) -> Result<Instance, ProviderError> {
         let mut inst = crate::pool::take(self, from, mark, mode, spec, progress).await?;
-        inst.login_user = Some(spec.user.clone().unwrap_or_else(|| self.cfg.user.clone()));
+        inst.login_user = Some(self.user_of(spec));
         Ok(inst)
     }
 

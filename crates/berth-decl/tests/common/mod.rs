@@ -6,7 +6,7 @@ use std::time::Duration;
 use berth_decl::apply::{ApplyOptions, apply};
 use berth_decl::observe::observe;
 use berth_proxmox::client::{ClientOptions, Fingerprint, PveClient, RetryPolicy, TlsOptions};
-use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Timings};
+use berth_pve_emulator::{Emulator, EmulatorConfig, EmulatorHandle, Fault, FaultRule, Timings};
 
 pub async fn emulator() -> EmulatorHandle {
     Emulator::start(EmulatorConfig {
@@ -44,4 +44,22 @@ pub async fn settle_with(c: &PveClient, text: &str, opts: ApplyOptions) -> berth
     let again = berth_decl::plan(&d, &observe(c).await.unwrap(), "h").unwrap();
     assert!(again.is_empty(), "{}", berth_decl::render::human(&again));
     p
+}
+
+/// The next `method` request whose path holds `path` meets `fault`.
+pub fn fault_once(emu: &EmulatorHandle, method: &str, path: &str, fault: Fault) {
+    emu.inject(FaultRule {
+        method: Some(method.into()),
+        path_contains: path.into(),
+        fault,
+        times: 1,
+    });
+}
+
+/// A 500 answer, as a fault.
+pub fn http_500() -> Fault {
+    Fault::Http {
+        status: 500,
+        message: "Internal Server Error".into(),
+    }
 }
