@@ -1,6 +1,7 @@
-//! The scheduled drift check (`[drift]`): the site file against the Proxmox cluster every
-//! interval, the last result in the heartbeat, and a log line when drift appears, the check
-//! fails, or the cluster is as the file says again.
+//! The scheduled drift check (`[drift]`): the Proxmox cluster every interval against the last
+//! apply of the site file (with the ledger, `[drift] audit`: what changed outside Berth), or
+//! against the file itself (nothing applied from it yet, or no ledger kept); the last result in
+//! the heartbeat, and a log line when drift appears, the check fails, or it is gone again.
 
 use std::sync::{Arc, Mutex};
 
@@ -31,29 +32,39 @@ impl SiteWatch {
     /// One check now; never fails: what went wrong is in `error`.
     pub async fn check(&self) -> SiteDrift {
         let checked_at = crate::lease::now_ms();
-        let (error, changes, more) = match berth_decl::check_site(&self.client, &self.settings.site).await {
-            Ok(plan) => {
-                let more = plan.changes.len().saturating_sub(SiteDrift::MAX_CHANGES);
-                let changes = plan
+        let s = &self.settings;
+        let found = berth_decl::check_site(&self.client, &s.site, s.ledger.as_deref(), &s.backend).await;
+        let (error, applied_at, all) = match found {
+            Ok(berth_decl::SiteCheck::File(plan)) => {
+                let all = plan
                     .changes
                     .iter()
-                    .take(SiteDrift::MAX_CHANGES)
-                    .map(|c| SiteChange {
-                        address: clip(&c.addr, 200),
-                        change: clip(&berth_decl::render::one_line(c), 300),
-                    })
+                    .map(|c| (c.addr.clone(), berth_decl::render::one_line(c)))
                     .collect();
-                (None, changes, more as u32)
+                (None, None, all)
             }
-            Err(e) => (Some(clip(&e, 2000)), Vec::new(), 0),
+            Ok(berth_decl::SiteCheck::SinceApply { drift, applied_at }) => {
+                (None, Some(applied_at), since_apply(&drift))
+            }
+            Err(e) => (Some(clip(&e, 2000)), None, Vec::new()),
         };
+        let more = all.len().saturating_sub(SiteDrift::MAX_CHANGES);
+        let changes = all
+            .into_iter()
+            .take(SiteDrift::MAX_CHANGES)
+            .map(|(addr, change)| SiteChange {
+                address: clip(&addr, 200),
+                change: clip(&change, 300),
+            })
+            .collect();
         SiteDrift {
-            site: self.settings.site.display().to_string(),
-            backend: self.settings.backend.clone(),
+            site: s.site.display().to_string(),
+            backend: s.backend.clone(),
             checked_at,
             error,
+            applied_at,
             changes,
-            more,
+            more: more as u32,
         }
     }
 
@@ -77,6 +88,27 @@ impl SiteWatch {
             }
         }
     }
+}
+
+/// What changed outside Berth since the last apply, one line per object: its fields
+/// (`cores: "2" → "4"`), or that it is gone from the cluster. The file's edits not applied yet
+/// are not drift.
+fn since_apply(d: &berth_decl::ledger::Drift) -> Vec<(String, String)> {
+    let show = |v: &Option<String>| v.as_deref().map_or("(unset)".to_owned(), |s| format!("{s:?}"));
+    let mut by_addr: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for f in &d.outside {
+        by_addr
+            .entry(&f.addr)
+            .or_default()
+            .push(format!("{}: {} → {}", f.field, show(&f.applied), show(&f.now)));
+    }
+    for a in &d.gone {
+        by_addr.entry(a).or_default().push("gone from the cluster".into());
+    }
+    by_addr
+        .into_iter()
+        .map(|(addr, parts)| (addr.to_owned(), parts.join(", ")))
+        .collect()
 }
 
 /// At most `max` bytes of `s` (whole characters), marked when cut: a heartbeat stays well
@@ -104,17 +136,25 @@ fn note(before: Option<&SiteDrift>, now: &SiteDrift) {
     if before.and_then(count) == count(now) && before.map(|b| &b.error) == Some(&now.error) {
         return;
     }
+    let (same, drifted) = match now.applied_at {
+        Some(_) => (
+            "the cluster is as the last apply of the site file left it",
+            "the cluster changed outside Berth since the last apply of the site file (berth drift -f SITE shows it all)",
+        ),
+        None => (
+            "the cluster is as the site file says",
+            "the cluster has drifted from the site file (berth drift -f SITE shows it all)",
+        ),
+    };
     match (&now.error, count(now)) {
         (Some(e), _) => tracing::warn!(site = %now.site, error = %e, "the site drift check failed"),
-        (None, Some(0)) if before.is_some() => {
-            tracing::info!(site = %now.site, "the cluster is as the site file says again")
-        }
-        (None, Some(0)) => tracing::info!(site = %now.site, "the cluster is as the site file says"),
+        (None, Some(0)) if before.is_some() => tracing::info!(site = %now.site, "{same} again"),
+        (None, Some(0)) => tracing::info!(site = %now.site, "{same}"),
         (None, n) => tracing::warn!(
             site = %now.site,
             objects = n.unwrap_or_default(),
             first = %berth_core::text::printable(&now.changes.first().map(|c| format!("{}: {}", c.address, c.change)).unwrap_or_default()),
-            "the cluster has drifted from the site file (berth drift -f SITE shows it all)"
+            "{drifted}"
         ),
     }
 }

@@ -73,11 +73,22 @@ impl Drift {
 }
 
 impl Ledger {
-    /// Records that `plan`, made from `desired` (a file whose text hashes to `file_hash`), was
-    /// applied, limited to `targets` (globs; empty: everything). The objects the file names are
-    /// Berth's as the file says them; those it asks to be gone, and those the plan deleted, leave
-    /// the ledger. An object taken out of the file stays until it is pruned.
-    pub fn record(&mut self, desired: &Desired, plan: &Plan, targets: &[String], file_hash: &str, applied_at: i64) {
+    /// Records that `plan`, made from `desired` (a file whose text hashes to `file_hash`) against
+    /// the cluster `before` (when known), was applied, limited to `targets` (globs; empty:
+    /// everything). The objects the file names are Berth's as the file says them; those it asks
+    /// to be gone, and those the plan deleted, leave the ledger. An object taken out of the file
+    /// stays until it is pruned, or until an apply finds it gone from the cluster (deleted by a
+    /// pruning apply that failed part way, or by hand): a later object under its address is not
+    /// the one Berth applied.
+    pub fn record(
+        &mut self,
+        desired: &Desired,
+        plan: &Plan,
+        targets: &[String],
+        before: Option<&Observed>,
+        file_hash: &str,
+        applied_at: i64,
+    ) {
         let selected = |addr: &str| targets.is_empty() || targets.iter().any(|t| crate::model::glob(t, addr));
         for o in desired.objects.iter().filter(|o| selected(&o.addr)) {
             if o.absent {
@@ -93,8 +104,37 @@ impl Ledger {
         for c in plan.changes.iter().filter(|c| c.action == Action::Delete) {
             self.objects.remove(&c.addr);
         }
+        if let Some(before) = before {
+            self.objects
+                .retain(|addr, _| desired.find(addr).is_some() || before.find(addr).is_some());
+        }
         self.file_hash = file_hash.to_owned();
         self.applied_at = applied_at;
+    }
+
+    /// After a rollback put the guests `addrs` back as they were before an apply: the fields this
+    /// ledger holds for them are taken from the cluster now, so what the rollback restored is not
+    /// drift, and the file's values show as edits not applied yet. Creation inputs (a clone's
+    /// source) are kept: the cluster does not show them.
+    pub fn rolled_back(&mut self, addrs: &[String], observed: &Observed) {
+        for addr in addrs {
+            let (Some(applied), Some(live)) = (self.objects.get_mut(addr), observed.find(addr)) else {
+                continue;
+            };
+            let kind = applied.kind;
+            applied.fields.retain(|k, v| {
+                if fields::creation_input(kind, k) {
+                    return true;
+                }
+                match live.get(k) {
+                    Some(now) => {
+                        now.clone_into(v);
+                        true
+                    }
+                    None => false,
+                }
+            });
+        }
     }
 
     /// The objects `desired` names that are on the cluster but not in this ledger (all of them
@@ -215,7 +255,7 @@ mod tests {
         };
         let mut ledger = Ledger::default();
         let made = crate::plan::plan(&applied, &Observed::default(), "h1").unwrap();
-        ledger.record(&applied, &made, &[], "h1", 1);
+        ledger.record(&applied, &made, &[], None, "h1", 1);
         // The file now: web's comment edited, old taken out, new added.
         let file = Desired {
             objects: vec![obj("pool.web", &[("comment", "front ends")]), obj("pool.new", &[])],
@@ -250,5 +290,23 @@ mod tests {
         // Gone from the cluster is drift too.
         let empty = Observed::default();
         assert_eq!(ledger.drift(&applied, &empty).gone, ["pool.old", "pool.web"]);
+
+        // An apply of the file (without pool.old) keeps pool.old while the cluster has it...
+        let noop = crate::plan::plan(&file, &live, "h2").unwrap();
+        let mut kept = ledger.clone();
+        kept.record(&file, &noop, &[], Some(&live), "h2", 2);
+        assert!(kept.objects.contains_key("pool.old"), "kept until pruned");
+        // ...and forgets it once an apply finds it gone: a pool made later under that id by
+        // someone else is not Berth's to prune.
+        let without_old = Observed {
+            objects: vec![obj("pool.web", &[("comment", "by hand")])],
+            ..Observed::default()
+        };
+        kept.record(&file, &noop, &[], Some(&without_old), "h2", 3);
+        assert!(!kept.objects.contains_key("pool.old"));
+        assert!(
+            kept.objects.contains_key("pool.new"),
+            "what the file names stays, made or not"
+        );
     }
 }

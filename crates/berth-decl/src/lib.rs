@@ -18,6 +18,7 @@ mod fields_table;
 mod guests;
 mod ha;
 pub mod ledger;
+pub mod ledger_file;
 pub mod model;
 mod net_apply;
 pub mod observe;
@@ -31,9 +32,26 @@ pub use model::{Desired, Kind, Object, Observed};
 pub use plan::{Action, Change, Plan, PlanError, plan};
 pub use site::{SiteError, parse};
 
-/// The site file at `path` against the cluster now: the plan that would bring the cluster back
-/// to the file (empty: no drift). Errors in words; the file's own with file:line: key.
-pub async fn check_site(client: &berth_proxmox::PveClient, path: &std::path::Path) -> Result<Plan, String> {
+/// What a scheduled drift check found.
+#[derive(Debug)]
+pub enum SiteCheck {
+    /// Nothing was applied from the file yet (or no ledger is kept): the plan that would bring
+    /// the cluster to the file (empty: no drift).
+    File(Plan),
+    /// The cluster against the last apply of the file (`applied_at`, ms since the epoch): what
+    /// changed outside Berth since, apart from the file's edits not applied yet.
+    SinceApply { drift: ledger::Drift, applied_at: i64 },
+}
+
+/// The site file at `path` against the cluster now, and against the last apply of it through
+/// `backend` when `ledger` (a ledger file) holds one. Errors in words; the file's own with
+/// file:line: key.
+pub async fn check_site(
+    client: &berth_proxmox::PveClient,
+    path: &std::path::Path,
+    ledger: Option<&std::path::Path>,
+    backend: &str,
+) -> Result<SiteCheck, String> {
     let text = tokio::fs::read_to_string(path)
         .await
         .map_err(|e| format!("reading {}: {e}", path.display()))?;
@@ -42,11 +60,22 @@ pub async fn check_site(client: &berth_proxmox::PveClient, path: &std::path::Pat
         let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
         format!("{} problem(s) in the site file: {}", lines.len(), lines.join("; "))
     })?;
+    let applied = match ledger {
+        Some(file) => ledger_file::load(file, path, backend)?.0,
+        None => None,
+    };
     let observed = observe::observe(client)
         .await
         .map_err(|e| format!("reading the cluster: {e}"))?;
-    plan(&desired, &observed, &site::file_hash(&text)).map_err(|errors| {
+    if let Some(l) = applied {
+        return Ok(SiteCheck::SinceApply {
+            drift: l.drift(&desired, &observed),
+            applied_at: l.applied_at,
+        });
+    }
+    let plan = plan(&desired, &observed, &site::file_hash(&text)).map_err(|errors| {
         let lines: Vec<String> = errors.iter().map(|e| format!("{name}:{e}")).collect();
         format!("the site file names what does not exist: {}", lines.join("; "))
-    })
+    })?;
+    Ok(SiteCheck::File(plan))
 }

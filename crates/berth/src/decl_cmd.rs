@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cli::{ApplyArgs, DeclArgs, DiscoverArgs, OutputFormat, SiteArgs};
 use crate::decl_audit;
+use crate::decl_ledger::Job;
 use crate::pve_cmd::pve_client;
 
 /// A plan kept for `berth apply PLAN`.
@@ -161,7 +162,7 @@ pub async fn plan(a: DeclArgs, out: OutputFormat, drift: bool) -> anyhow::Result
         let saved = SavedPlan {
             backend,
             // Absolute: `berth apply PLAN` may run from elsewhere.
-            site: crate::decl_ledger::absolute(&a.file),
+            site: berth_decl::ledger_file::absolute(&a.file),
             created_at: now_ms(),
             targets: a.target.clone(),
             plan: plan.clone(),
@@ -206,12 +207,13 @@ pub(crate) fn ask(question: &str, yes: bool) -> anyhow::Result<()> {
 /// the apply itself for `berth checkpoints` / `berth rollback`.
 async fn run_apply(
     client: &berth_proxmox::PveClient,
-    (plan, targets): (&Plan, &[String]),
+    job: Job<'_>,
     site: &SiteArgs,
     site_file: &str,
     backend: &str,
     opts: ApplyOptions,
 ) -> anyhow::Result<()> {
+    let plan = job.plan;
     let subject = &format!("site:{site_file}");
     let origin = crate::decl_rollback::Origin { site: site_file, plan };
     let mut summary = serde_json::json!({ "file_hash": plan.file_hash, "summary": plan.summary() });
@@ -239,7 +241,7 @@ async fn run_apply(
                 println!("checkpoints kept: `berth rollback {}` puts them back", done.apply_id);
             }
             crate::decl_rollback::keep(&site.audit, backend, done, &origin, None)?;
-            crate::decl_ledger::record(&site.audit, Path::new(site_file), backend, plan, targets);
+            crate::decl_ledger::record(&site.audit, Path::new(site_file), backend, job);
             Ok(())
         }
         Err(failed) => {
@@ -298,8 +300,12 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         if saved.plan.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
-        let what = (&saved.plan, saved.targets.as_slice());
-        run_apply(&client, what, &a.site, &saved.site, backend, options(&a)).await?;
+        let job = Job {
+            plan: &saved.plan,
+            targets: &saved.targets,
+            observed: None,
+        };
+        run_apply(&client, job, &a.site, &saved.site, backend, options(&a)).await?;
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(id) = &a.resume {
@@ -307,7 +313,11 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
     }
     let file = a.file.as_ref().expect("clap: a plan, --file or --resume");
     let Made {
-        plan, client, backend, ..
+        plan,
+        client,
+        backend,
+        observed,
+        ..
     } = make_plan(
         &a.site,
         file,
@@ -315,13 +325,18 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         if a.prune { Removed::Prune } else { Removed::Note },
     )
     .await?;
+    let job = Job {
+        plan: &plan,
+        targets: &a.target,
+        observed: Some(&observed),
+    };
     print_plan(&plan, out)?;
     if let Some(c) = plan.impossible().next() {
         bail!("the plan cannot be applied: {} is impossible", c.addr);
     }
     if plan.is_empty() {
         // Nothing to do: the cluster is as the file says, which is what the ledger records.
-        crate::decl_ledger::record(&a.site.audit, file, &backend, &plan, &a.target);
+        crate::decl_ledger::record(&a.site.audit, file, &backend, job);
         return Ok(ExitCode::SUCCESS);
     }
     ask(
@@ -329,7 +344,7 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         a.yes,
     )?;
     let site_file = file.display().to_string();
-    run_apply(&client, (&plan, &a.target), &a.site, &site_file, &backend, options(&a)).await?;
+    run_apply(&client, job, &a.site, &site_file, &backend, options(&a)).await?;
     converged(&a.site, file, &a.target).await
 }
 
@@ -385,7 +400,7 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
         bail!("apply {id} was recorded without its site file (an older release): plan and apply the file again");
     };
     let file = Path::new(site_file);
-    let (_, now) = read_site(file)?;
+    let (desired, now) = read_site(file)?;
     if &now != hash {
         bail!("{site_file} changed since apply {id}: plan and apply it anew (berth apply -f {site_file})");
     }
@@ -393,9 +408,25 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
         backend: Some(last.backend.clone()),
         ..a.site.clone()
     };
+    // A pruning apply deleted what the file no longer names among the objects it touched: its
+    // resume does the rest of that (within those objects, pruning deletes nothing else).
+    let pruning = last
+        .actions
+        .iter()
+        .any(|(addr, action)| action == "delete" && desired.find(addr).is_none());
     let Made {
-        plan, client, backend, ..
-    } = make_plan(&site, file, &last.addresses, Removed::Quiet).await?;
+        plan,
+        client,
+        backend,
+        observed,
+        ..
+    } = make_plan(
+        &site,
+        file,
+        &last.addresses,
+        if pruning { Removed::Prune } else { Removed::Quiet },
+    )
+    .await?;
     if last.cluster.is_some() && plan.cluster != last.cluster {
         bail!(
             "apply {id} was made against cluster {}, backend {backend} reaches {}: a resume goes to the same cluster",
@@ -417,8 +448,14 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
             ),
         }
     }
+    let job = Job {
+        plan: &plan,
+        targets: &last.addresses,
+        observed: Some(&observed),
+    };
     if plan.is_empty() {
         println!("Nothing left: the cluster is as apply {id} meant.");
+        crate::decl_ledger::record(&site.audit, file, &backend, job);
         return Ok(ExitCode::SUCCESS);
     }
     if let Some(c) = plan.impossible().next() {
@@ -436,7 +473,7 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
         earlier: crate::decl_rollback::ApplyRecord::checkpoints_of(&records, id),
         ..options(a)
     };
-    run_apply(&client, (&plan, &last.addresses), &site, site_file, &backend, opts).await?;
+    run_apply(&client, job, &site, site_file, &backend, opts).await?;
     converged(&site, file, &last.addresses).await
 }
 

@@ -4,73 +4,54 @@
 //! audit file itself); read by `berth plan`/`apply` (`--prune`, and the note about objects taken
 //! out of the file) and by `berth drift` (the three-way comparison).
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::Path;
 
 use anyhow::Context as _;
 use berth_decl::ledger::{Drift, Ledger};
+use berth_decl::ledger_file;
 use berth_decl::plan::Plan;
 
 use crate::cli::OutputFormat;
-
-fn path(audit: &Path) -> PathBuf {
-    audit.with_extension("ledger.json")
-}
-
-/// A site file's absolute path, so `site.toml` and `./site.toml` are one.
-pub(crate) fn absolute(site: &Path) -> String {
-    std::path::absolute(site)
-        .unwrap_or_else(|_| site.to_owned())
-        .display()
-        .to_string()
-}
-
-/// The key of a site file applied through `backend`: one file applied to two clusters has two
-/// ledgers.
-fn key(site: &Path, backend: &str) -> String {
-    format!("{}@{backend}", absolute(site))
-}
-
-fn read_all(audit: &Path) -> anyhow::Result<BTreeMap<String, Ledger>> {
-    let p = path(audit);
-    match std::fs::read(&p) {
-        Ok(bytes) => serde_json::from_slice(&bytes).with_context(|| format!("{} is not a ledger", p.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", p.display())),
-    }
-}
 
 /// What Berth last applied from `site` through `backend`, if anything, and the addresses the
 /// ledgers of other files on that backend hold (never pruned for this one). A ledger that cannot
 /// be read is as none, said so (pruning then refuses).
 pub(crate) fn load(audit: &Path, site: &Path, backend: &str) -> (Option<Ledger>, BTreeSet<String>) {
-    let mut all = match read_all(audit) {
-        Ok(all) => all,
-        Err(e) => {
-            eprintln!("warning: {e:#}; going on without it");
-            return (None, BTreeSet::new());
-        }
-    };
-    let mine = all.remove(&key(site, backend));
-    let suffix = format!("@{backend}");
-    let held = all
-        .into_iter()
-        .filter(|(k, _)| k.ends_with(&suffix))
-        .flat_map(|(_, l)| l.objects.into_keys())
-        .collect();
-    (mine, held)
+    ledger_file::load(&ledger_file::path(audit), site, backend).unwrap_or_else(|e| {
+        eprintln!("warning: {e}; going on without it");
+        (None, BTreeSet::new())
+    })
 }
 
-/// Records a successful apply of `plan` from `site` through `backend` (limited to `targets`), if
-/// the file is still the one it was planned from. A ledger that cannot be written is a warning:
-/// the apply itself is done.
-pub(crate) fn record(audit: &Path, site: &Path, backend: &str, plan: &Plan, targets: &[String]) {
-    if let Err(e) = write(audit, site, backend, plan, targets) {
+/// What an apply ran: the plan, the `--target`s it was limited to, and the cluster it was
+/// planned against (none for a saved plan).
+#[derive(Clone, Copy)]
+pub(crate) struct Job<'a> {
+    pub plan: &'a Plan,
+    pub targets: &'a [String],
+    pub observed: Option<&'a berth_decl::Observed>,
+}
+
+/// Records a successful apply (`job`) from `site` through `backend`, if the file is still the
+/// one it was planned from. A ledger that cannot be written is a warning: the apply itself is
+/// done.
+pub(crate) fn record(audit: &Path, site: &Path, backend: &str, job: Job<'_>) {
+    if let Err(e) = write(audit, site, backend, job) {
         eprintln!("warning: the ledger was not updated: {e:#} (drift and --prune miss this apply)");
     }
 }
 
-fn write(audit: &Path, site: &Path, backend: &str, plan: &Plan, targets: &[String]) -> anyhow::Result<()> {
+fn write(
+    audit: &Path,
+    site: &Path,
+    backend: &str,
+    Job {
+        plan,
+        targets,
+        observed,
+    }: Job<'_>,
+) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(site).with_context(|| format!("reading {}", site.display()))?;
     if berth_decl::site::file_hash(&text) != plan.file_hash {
         eprintln!(
@@ -81,27 +62,36 @@ fn write(audit: &Path, site: &Path, backend: &str, plan: &Plan, targets: &[Strin
     }
     let desired = berth_decl::parse(&site.display().to_string(), &text)
         .map_err(|e| anyhow::anyhow!("{} no longer reads: {}", site.display(), e[0]))?;
-    let mut all = read_all(audit)?;
-    all.entry(key(site, backend)).or_default().record(
+    let p = ledger_file::path(audit);
+    let mut all = ledger_file::read_all(&p).map_err(anyhow::Error::msg)?;
+    all.entry(ledger_file::key(site, backend)).or_default().record(
         &desired,
         plan,
         targets,
+        observed,
         &plan.file_hash,
         crate::decl_cmd::now_ms(),
     );
-    let p = path(audit);
-    let tmp = p.with_extension(format!("json.{}.tmp", std::process::id()));
-    let written = (|| {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec_pretty(&all)?)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &p)
-    })();
-    if written.is_err() {
-        std::fs::remove_file(&tmp).ok();
+    ledger_file::write_all(&p, &all).with_context(|| format!("writing {}", p.display()))
+}
+
+/// After `berth rollback` of an apply of `site` through `backend`: the guests it put back
+/// (`addrs`) are in the ledger as the cluster has them now. A ledger that cannot be updated is a
+/// warning (what was rolled back then shows as drift until the file is applied again).
+pub(crate) fn rolled_back(audit: &Path, site: &Path, backend: &str, addrs: &[String], observed: &berth_decl::Observed) {
+    let p = ledger_file::path(audit);
+    let updated = ledger_file::read_all(&p)
+        .map_err(anyhow::Error::msg)
+        .and_then(|mut all| {
+            let Some(ledger) = all.get_mut(&ledger_file::key(site, backend)) else {
+                return Ok(());
+            };
+            ledger.rolled_back(addrs, observed);
+            ledger_file::write_all(&p, &all).with_context(|| format!("writing {}", p.display()))
+        });
+    if let Err(e) = updated {
+        eprintln!("warning: the ledger was not updated after the rollback: {e:#}");
     }
-    written.with_context(|| format!("writing {}", p.display()))
 }
 
 /// `berth drift` with a ledger: the cluster against the last apply, and the file against it.

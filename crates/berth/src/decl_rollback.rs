@@ -97,7 +97,8 @@ pub(crate) fn keep(
         backend: backend.to_owned(),
         at: now_ms(),
         applied,
-        site: Some(origin.site.to_owned()),
+        // Absolute: a resume or rollback may run from elsewhere.
+        site: Some(berth_decl::ledger_file::absolute(Path::new(origin.site))),
         file_hash: Some(origin.plan.file_hash.clone()),
         addresses: origin.plan.changes.iter().map(|c| c.addr.clone()).collect(),
         actions: origin
@@ -179,6 +180,18 @@ pub async fn rollback(site: &SiteArgs, apply_id: &str, yes: bool) -> anyhow::Res
         Ok(lines) => {
             for l in &lines {
                 println!("{l}");
+            }
+            // The ledger: the guests put back are as the cluster has them now (not drift).
+            if let Some(site_file) = &rec.site {
+                match berth_decl::observe::observe(&client).await {
+                    Ok(observed) => {
+                        let addrs: Vec<String> = checkpoints.iter().map(|c| c.addr().to_owned()).collect();
+                        crate::decl_ledger::rolled_back(&site.audit, Path::new(site_file), backend, &addrs, &observed);
+                    }
+                    Err(e) => {
+                        eprintln!("warning: the ledger was not updated after the rollback: reading the cluster: {e}")
+                    }
+                }
             }
             // Rolled back: `--resume` must not apply it again.
             append(

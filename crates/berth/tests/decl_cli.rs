@@ -244,6 +244,15 @@ async fn checkpoints_are_kept_and_rolled_back() {
         "the rollback undid the change: {}",
         stdout(&drift)
     );
+    // Against the ledger, what the rollback put back is not a change outside Berth: the file's
+    // value is an edit not applied (again) yet.
+    let drift = env.run(&["drift", "-f", &bigger, "--audit", &audit]).await;
+    let text = stdout(&drift);
+    assert_eq!(drift.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("No drift") && text.contains("~ vm.170  cores: \"1\" → \"2\""),
+        "{text}"
+    );
     let verified = env.run(&["audit", "verify", "--file", &audit]).await;
     assert!(verified.status.success(), "{}", stdout(&verified));
     let lines = std::fs::read_to_string(&audit).unwrap();
@@ -303,6 +312,41 @@ async fn an_apply_that_failed_part_way_is_resumed() {
     let refused = env.run(&["apply", "--resume", &id, "--yes", "--audit", &audit]).await;
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("changed since apply"), "{}", stderr(&refused));
+}
+
+/// A pruning apply that fails part way (the pool deleted, the storage not): its resume prunes the
+/// rest, and the ledger forgets both (nothing is left "taken out of the file").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pruning_apply_that_failed_part_way_is_resumed_and_prunes_the_rest() {
+    let env = start(berth_pve_emulator::Timings::fast()).await;
+    let dir = env.dir.path();
+    let audit = dir.join("audit.jsonl").display().to_string();
+    let keep = "version = 1\n[proxmox]\n[[proxmox.pools]]\nid = \"keep\"\n";
+    let old = "[[proxmox.pools]]\nid = \"old\"\n[[proxmox.storage]]\nid = \"old\"\ntype = \"dir\"\npath = \"/srv/old\"\ncontent = [\"backup\"]\n";
+    let file = site(dir, "site.toml", &format!("{keep}{old}"));
+    let made = env.run(&["apply", "-f", &file, "--yes", "--audit", &audit]).await;
+    assert!(made.status.success(), "{}", stderr(&made));
+    site(dir, "site.toml", keep);
+    // Deletes go pools first, storage last: the storage's fails.
+    fail_once(&env, "DELETE", "/storage", 500, "storage busy");
+    let failed = env
+        .run(&["apply", "-f", &file, "--prune", "--yes", "--audit", &audit])
+        .await;
+    assert!(!failed.status.success(), "{}", stdout(&failed));
+    let id = resume_id(&stderr(&failed));
+    let resumed = env.run(&["apply", "--resume", &id, "--yes", "--audit", &audit]).await;
+    let out = stdout(&resumed);
+    assert!(resumed.status.success(), "{out}\n{}", stderr(&resumed));
+    assert!(
+        out.contains("- storage.old  delete") && !out.contains("pool.old"),
+        "{out}"
+    );
+    let exported = stdout(&env.run(&["discover", "--export"]).await);
+    assert!(!exported.contains("\"old\""), "{exported}");
+    let drift = env.run(&["drift", "-f", &file, "--audit", &audit]).await;
+    let text = stdout(&drift);
+    assert_eq!(drift.status.code(), Some(0), "{text}");
+    assert!(text.contains("No drift") && !text.contains("old"), "{text}");
 }
 
 /// A VM change that fails after its checkpoint: the snapshot is kept and listed all the same;

@@ -8,9 +8,9 @@ mod stack;
 
 use std::time::{Duration, Instant};
 
-use berth_api::wire::SiteDrift;
+use berth_api::wire::{SiteChange, SiteDrift};
 use berth_pve_emulator::Timings;
-use stack::{Db, Stack};
+use stack::{Db, Stack, run_berth};
 
 const SITE: &str = r#"version = 1
 [proxmox]
@@ -38,11 +38,16 @@ async fn reported(s: &Stack) -> SiteDrift {
 
 /// A stack whose agent checks `site` (written first: the configuration names an existing file).
 async fn stack_with_site(site: &str) -> (Stack, tempfile::TempDir) {
+    stack_with_site_and(site, "").await
+}
+
+/// As [`stack_with_site`], with more `[drift]` keys.
+async fn stack_with_site_and(site: &str, drift: &str) -> (Stack, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("site.toml");
     std::fs::write(&file, site).unwrap();
     let extra = format!(
-        "[polling]\nheartbeat_interval_seconds = 1\n[drift]\nsite = \"{}\"\ninterval_seconds = 60\n",
+        "[polling]\nheartbeat_interval_seconds = 1\n[drift]\nsite = \"{}\"\ninterval_seconds = 60\n{drift}",
         file.display()
     );
     let s = Stack::start(Db::Sqlite, Timings::fast(), &extra).await.unwrap();
@@ -91,6 +96,68 @@ async fn the_agent_reports_what_differs_from_its_site_file() {
     b.wait_for(".site-drift").await;
     assert!(b.text(".agent").await.contains("pool.ops"));
     b.shot("operator-hypervisors-site-drift").await;
+}
+
+/// With the ledger of the applies (`[drift] audit`), the agent reports what changed on the
+/// cluster outside Berth since the last apply, not the file's edits that are not applied yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_ledger_the_agent_reports_what_changed_outside_berth_since_the_last_apply() {
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = audit_dir.path().join("audit.jsonl");
+    let (mut s, site_dir) = stack_with_site_and(SITE, &format!("audit = \"{}\"\n", audit.display())).await;
+    let config = s.agent_toml.display().to_string();
+    let apply = |file: std::path::PathBuf, audit: std::path::PathBuf| {
+        let config = config.clone();
+        async move {
+            let args = ["apply", "-f", &file.display().to_string(), "--yes", "--audit"]
+                .into_iter()
+                .map(str::to_owned)
+                .chain([audit.display().to_string(), "--config".into(), config])
+                .collect();
+            let out = run_berth(args).await;
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    };
+    let site = site_dir.path().join("site.toml");
+    apply(site.clone(), audit.clone()).await;
+    // Changed by hand (another file, another audit file): drift. Edited in the file and not
+    // applied (a new pool): not drift.
+    let hand = site_dir.path().join("hand.toml");
+    std::fs::write(&hand, SITE.replace("operations", "by hand")).unwrap();
+    apply(hand, audit_dir.path().join("hand.jsonl")).await;
+    std::fs::write(&site, format!("{SITE}[[proxmox.pools]]\nid = \"new\"\n")).unwrap();
+
+    s.spawn_agent();
+    let d = reported(&s).await;
+    assert_eq!(d.error, None, "{d:#?}");
+    assert!(d.applied_at.is_some(), "checked against the last apply: {d:#?}");
+    assert_eq!(
+        d.changes,
+        [SiteChange {
+            address: "pool.ops".into(),
+            change: "comment: \"operations\" → \"by hand\"".into(),
+        }]
+    );
+    let log = s.agent_log();
+    assert!(
+        log.contains("the cluster changed outside Berth since the last apply"),
+        "{log}"
+    );
+
+    let Some(b) = browser::Browser::start(&s.url, "site_drift_ledger").await else {
+        return;
+    };
+    b.sign_in(&s.tokens.provider).await;
+    b.goto("/ui/agents").await;
+    b.wait_for(".site-drift").await;
+    let text = b.text(".agent").await;
+    assert!(
+        text.contains("1 object changed outside Berth since the apply of") && text.contains("by hand"),
+        "{text}"
+    );
+    assert!(!text.contains("pool.new"), "an edit not applied is not drift: {text}");
+    b.shot("hypervisors-site-drift-since-apply").await;
+    b.check_accessibility("hypervisors-site-drift-since-apply").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,6 +14,7 @@ pub(crate) struct RawDrift {
     site: PathBuf,
     backend: Option<String>,
     interval_seconds: Option<u64>,
+    audit: Option<PathBuf>,
 }
 
 /// The scheduled check, settled: the file (absolute), the proxmox backend, how often.
@@ -22,6 +23,9 @@ pub struct DriftSettings {
     pub site: PathBuf,
     pub backend: String,
     pub interval: Duration,
+    /// The ledger of the applies (beside the audit file `berth apply` writes): the check is then
+    /// against the last apply.
+    pub ledger: Option<PathBuf>,
 }
 
 /// Once an hour unless the file says otherwise.
@@ -41,10 +45,27 @@ pub(crate) fn settle(
             format!("expected 60 to 86400 (got {interval})"),
         ));
     }
-    let site = base.join(&raw.site);
+    // Absolute, as `berth apply` keys its ledger.
+    let site = std::path::absolute(base.join(&raw.site)).map_err(|e| err("site", e.to_string()))?;
     if !site.is_file() {
         return Err(err("site", format!("{} is not a readable file", site.display())));
     }
+    let ledger = match raw.audit {
+        Some(audit) => {
+            let audit = std::path::absolute(base.join(audit)).map_err(|e| err("audit", e.to_string()))?;
+            if !audit.parent().is_some_and(Path::is_dir) {
+                return Err(err(
+                    "audit",
+                    format!(
+                        "{}: expected the audit file `berth apply --audit` writes, in a directory that exists",
+                        audit.display()
+                    ),
+                ));
+            }
+            Some(berth_decl::ledger_file::path(&audit))
+        }
+        None => None,
+    };
     let proxmox: Vec<&BackendConfig> = backends.iter().filter(|b| b.kind() == BackendKind::Proxmox).collect();
     let backend = match &raw.backend {
         Some(name) => {
@@ -78,5 +99,6 @@ pub(crate) fn settle(
         site,
         backend,
         interval: Duration::from_secs(interval),
+        ledger,
     })
 }

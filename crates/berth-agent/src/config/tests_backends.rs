@@ -208,6 +208,14 @@ fn a_drift_check_names_its_file_backend_and_interval() {
         ("pve", 3600),
         "the only proxmox backend; hourly"
     );
+    assert_eq!(d.ledger, None, "no audit file named: against the file itself");
+    let with_audit = format!("{pve}[drift]\nsite = \"site.toml\"\naudit = \"berth-decl-audit.jsonl\"\n");
+    let d = parse_config(&path, &with_audit, &|_| None).unwrap().drift.unwrap();
+    assert_eq!(
+        d.ledger,
+        Some(dir.path().join("berth-decl-audit.ledger.json")),
+        "the ledger beside the audit file, relative to the configuration"
+    );
     for (drift, key, says) in [
         ("site = \"nope.toml\"", "drift.site", "not a readable file"),
         (
@@ -222,6 +230,11 @@ fn a_drift_check_names_its_file_backend_and_interval() {
             "no backend named",
         ),
         ("site = \"site.toml\"\ncolor = 1", "drift", "color"),
+        (
+            "site = \"site.toml\"\naudit = \"no/such/dir/audit.jsonl\"",
+            "drift.audit",
+            "in a directory that exists",
+        ),
     ] {
         let err = parse_config(&path, &format!("{pve}{manual}[drift]\n{drift}\n"), &|_| None).unwrap_err();
         assert!(err.to_string().contains(says), "{drift}: {err}");

@@ -17,7 +17,12 @@ pub struct SiteDrift {
     /// Why the check could not be made (the file does not parse, the cluster did not answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// What differs from the file, one line per object (at most 50; `more` counts the rest).
+    /// When the agent keeps the ledger of the applies (`[drift] audit`) and the file was applied
+    /// through this backend: that last apply. `changes` are then what changed on the cluster
+    /// outside Berth since it; absent, they are what differs from the file itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Millis>,
+    /// What differs, one line per object (at most 50; `more` counts the rest).
     #[serde(default)]
     pub changes: Vec<SiteChange>,
     /// Changes beyond those listed.
@@ -35,6 +40,7 @@ impl SiteDrift {
 pub struct SiteChange {
     /// The object's address in the file (`vm.web1`, `storage.backup`).
     pub address: String,
-    /// What applying the file would do, with the fields: `update in place: cores "2" → "4"`.
+    /// What applying the file would do, with the fields (`update in place: cores "2" → "4"`),
+    /// or, against the last apply, what changed (`cores: "2" → "4"`, `gone from the cluster`).
     pub change: String,
 }

@@ -160,8 +160,15 @@ impl Stack {
         s.tokens.customer = c.token.clone();
 
         std::fs::create_dir_all(s.dir.path().join("agent")).unwrap();
+        // Test agents run side by side: none takes the default metrics port unless a test
+        // names an address of its own.
+        let metrics = if agent_extra.contains("metrics_listen") {
+            ""
+        } else {
+            "metrics_listen = \"off\"\n"
+        };
         let toml = format!(
-            "{backend}\n[api]\nendpoint = \"{url}\"\n\n[agent]\nstate_dir = \"state\"\n{agent_extra}\n",
+            "{backend}\n[api]\nendpoint = \"{url}\"\n\n[agent]\nstate_dir = \"state\"\n{metrics}{agent_extra}\n",
             backend = provisioner(&s.emu),
         );
         std::fs::write(&s.agent_toml, toml).unwrap();

@@ -1,0 +1,109 @@
+//! The ledger on disk: one JSON file next to the audit file (`<audit>.ledger.json`) holding, per
+//! site file and backend (`/abs/site.toml@backend`), what Berth last applied from it. `berth
+//! apply` writes it (a temporary file, synced, renamed over it); `berth plan`/`drift` and the
+//! agent's scheduled check read it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use crate::ledger::Ledger;
+
+/// Every site file's ledger in one ledger file, by [`key`].
+pub type Ledgers = BTreeMap<String, Ledger>;
+
+/// The ledger file of an audit file.
+pub fn path(audit: &Path) -> PathBuf {
+    audit.with_extension("ledger.json")
+}
+
+/// A site file's absolute path (not resolving links), so `site.toml` and `./site.toml` are one.
+pub fn absolute(site: &Path) -> String {
+    std::path::absolute(site)
+        .unwrap_or_else(|_| site.to_owned())
+        .display()
+        .to_string()
+}
+
+/// The key of a site file applied through `backend`: one file applied to two clusters has two
+/// ledgers.
+pub fn key(site: &Path, backend: &str) -> String {
+    format!("{}@{backend}", absolute(site))
+}
+
+/// Every ledger the file holds; none when there is no file yet.
+pub fn read_all(file: &Path) -> Result<Ledgers, String> {
+    match std::fs::read(file) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{} is not a ledger: {e}", file.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Ledgers::new()),
+        Err(e) => Err(format!("reading {}: {e}", file.display())),
+    }
+}
+
+/// What Berth last applied from `site` through `backend` (none: nothing yet), and the addresses
+/// the ledgers of other site files on that backend hold.
+pub fn load(file: &Path, site: &Path, backend: &str) -> Result<(Option<Ledger>, BTreeSet<String>), String> {
+    let mut all = read_all(file)?;
+    let mine = all.remove(&key(site, backend));
+    let suffix = format!("@{backend}");
+    let held = all
+        .into_iter()
+        .filter(|(k, _)| k.ends_with(&suffix))
+        .flat_map(|(_, l)| l.objects.into_keys())
+        .collect();
+    Ok((mine, held))
+}
+
+/// Replaces the ledger file with `all`: a temporary file beside it, synced, renamed over it (a
+/// crash leaves the old file or the new one, never half of one).
+pub fn write_all(file: &Path, all: &Ledgers) -> std::io::Result<()> {
+    let tmp = file.with_extension(format!("json.{}.tmp", std::process::id()));
+    let written = (|| {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&serde_json::to_vec_pretty(all)?)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, file)
+    })();
+    if written.is_err() {
+        std::fs::remove_file(&tmp).ok();
+    }
+    written
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ledger_file_round_trips_and_keys_by_absolute_site_and_backend() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = path(&dir.path().join("audit.jsonl"));
+        assert!(file.ends_with("audit.ledger.json"));
+        assert_eq!(read_all(&file).unwrap(), Ledgers::new(), "no file yet: no ledgers");
+        let site = dir.path().join("site.toml");
+        let one = Ledger {
+            file_hash: "h".into(),
+            ..Ledger::default()
+        };
+        let mut all = Ledgers::new();
+        all.insert(key(&site, "pve"), one.clone());
+        let mut other = Ledger::default();
+        other.objects.insert(
+            "pool.b".into(),
+            crate::ledger::Applied {
+                kind: crate::Kind::Pool,
+                fields: BTreeMap::new(),
+            },
+        );
+        all.insert(key(&dir.path().join("other.toml"), "pve"), other.clone());
+        all.insert(key(&dir.path().join("third.toml"), "lab"), other);
+        write_all(&file, &all).unwrap();
+        let dotted = dir.path().join(".").join("site.toml");
+        let (mine, held) = load(&file, &dotted, "pve").unwrap();
+        assert_eq!(mine, Some(one));
+        assert_eq!(held, BTreeSet::from(["pool.b".to_owned()]), "only this backend's");
+        assert_eq!(load(&file, &site, "lab").unwrap().0, None);
+        std::fs::write(&file, "{").unwrap();
+        assert!(read_all(&file).unwrap_err().contains("is not a ledger"));
+    }
+}
