@@ -33,53 +33,60 @@ impl Node {
     }
 }
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// Where each line of a text ends, to tell the line of an offset in O(log n) (counting
+/// newlines from the start for every key made reading a large site file quadratic).
+struct Lines(Vec<usize>);
+
+impl Lines {
+    fn new(text: &str) -> Lines {
+        Lines(text.match_indices('\n').map(|(i, _)| i).collect())
+    }
+
+    /// The 1-based line of byte `offset`.
+    fn of(&self, offset: usize) -> usize {
+        self.0.partition_point(|&nl| nl < offset) + 1
+    }
 }
 
 /// Parses TOML (or JSON when `json`), or answers the line and message of the syntax error.
 pub(crate) fn load(text: &str, json: bool) -> Result<Item, (usize, String)> {
+    let lines = &Lines::new(text);
     if json {
         let mut p = Json {
             s: text.as_bytes(),
             i: 0,
             text,
+            lines,
         };
         p.ws();
         let v = p.value()?;
         p.ws();
         if p.i < p.s.len() {
-            return Err((line_of(text, p.i), "unexpected text after the JSON document".into()));
+            return Err((lines.of(p.i), "unexpected text after the JSON document".into()));
         }
         return Ok(v);
     }
     let doc = toml::de::DeTable::parse(text).map_err(|e| {
-        let line = e.span().map_or(1, |s| line_of(text, s.start));
+        let line = e.span().map_or(1, |s| lines.of(s.start));
         (line, e.message().trim().to_owned())
     })?;
     Ok(Item {
         line: 1,
-        node: toml_table(text, doc.get_ref()),
+        node: toml_table(lines, doc.get_ref()),
     })
 }
 
-fn toml_table(text: &str, t: &toml::de::DeTable<'_>) -> Node {
+fn toml_table(lines: &Lines, t: &toml::de::DeTable<'_>) -> Node {
     Node::Table(
         t.iter()
-            .map(|(k, v)| {
-                (
-                    k.get_ref().to_string(),
-                    line_of(text, k.span().start),
-                    toml_item(text, v),
-                )
-            })
+            .map(|(k, v)| (k.get_ref().to_string(), lines.of(k.span().start), toml_item(lines, v)))
             .collect(),
     )
 }
 
-fn toml_item(text: &str, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Item {
+fn toml_item(lines: &Lines, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Item {
     use toml::de::DeValue as V;
-    let line = line_of(text, v.span().start);
+    let line = lines.of(v.span().start);
     let node = match v.get_ref() {
         V::String(s) => Node::Str(s.to_string()),
         V::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix())
@@ -93,8 +100,8 @@ fn toml_item(text: &str, v: &toml::Spanned<toml::de::DeValue<'_>>) -> Item {
             .unwrap_or(Node::Float(f64::NAN)),
         V::Boolean(b) => Node::Bool(*b),
         V::Datetime(d) => Node::Str(d.to_string()),
-        V::Array(a) => Node::List(a.iter().map(|x| toml_item(text, x)).collect()),
-        V::Table(t) => toml_table(text, t),
+        V::Array(a) => Node::List(a.iter().map(|x| toml_item(lines, x)).collect()),
+        V::Table(t) => toml_table(lines, t),
     };
     Item { node, line }
 }
@@ -104,11 +111,12 @@ struct Json<'a> {
     s: &'a [u8],
     i: usize,
     text: &'a str,
+    lines: &'a Lines,
 }
 
 impl Json<'_> {
     fn line(&self) -> usize {
-        line_of(self.text, self.i)
+        self.lines.of(self.i)
     }
     fn err<T>(&self, msg: impl Into<String>) -> Result<T, (usize, String)> {
         Err((self.line(), msg.into()))
@@ -257,6 +265,16 @@ mod tests {
         match &item.node {
             Node::Table(t) => t.iter().map(|(k, l, _)| (k.clone(), *l)).collect(),
             _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_line_of_an_offset_counts_the_newlines_before_it() {
+        let text = "a\nbc\n\nd";
+        let l = Lines::new(text);
+        for offset in 0..=text.len() + 2 {
+            let counted = text[..offset.min(text.len())].matches('\n').count() + 1;
+            assert_eq!(l.of(offset), counted, "offset {offset}");
         }
     }
 

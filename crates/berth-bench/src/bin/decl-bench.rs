@@ -3,11 +3,14 @@
 //! - plan time for a site of 500 VMs, 20 storages and 50 interfaces (the cluster exported, so the
 //!   plan is empty, and then with one field changed on every VM): wall time of observe + plan,
 //!   and the API requests it takes;
+//! - the same plan as a person runs it: `berth plan -f site.toml`, a new process each time
+//!   (start-up, configuration, TLS, observe, plan, printing), when the `berth` binary is built;
 //! - apply time of 50 VMs made from scratch against the emulator-bound ideal
 //!   ⌈50 / concurrency⌉ × one create's emulated time.
 //!
-//! `cargo build --release -p berth-bench && target/release/decl-bench`
+//! `cargo build --release -p berth -p berth-bench && target/release/decl-bench`
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use berth_decl::apply::{ApplyOptions, apply};
@@ -32,6 +35,9 @@ struct Args {
     /// Emulated duration of one VM create (qmcreate), ms.
     #[arg(long, default_value_t = 2000)]
     create_ms: u64,
+    /// The `berth` binary for the cold CLI plan (skipped when it is not built).
+    #[arg(long, default_value = "target/release/berth")]
+    berth: PathBuf,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -51,6 +57,89 @@ fn client(emu: &berth_pve_emulator::EmulatorHandle) -> anyhow::Result<PveClient>
     };
     o.poll_interval = Duration::from_millis(20);
     Ok(PveClient::new(o)?)
+}
+
+/// `berth plan -f site.toml` as a new process, `runs` times: the site exported, so each exits 0
+/// ("No changes").
+async fn cold_cli(args: &Args, emu: &berth_pve_emulator::EmulatorHandle, site: &str) -> anyhow::Result<()> {
+    if !args.berth.is_file() {
+        println!(
+            "cold CLI plan: skipped ({} is not built: cargo build --release -p berth)",
+            args.berth.display()
+        );
+        return Ok(());
+    }
+    let dir = tempfile::tempdir()?;
+    let (site_file, config) = (dir.path().join("site.toml"), dir.path().join("berth.toml"));
+    std::fs::write(&site_file, site)?;
+    std::fs::write(&config, config_text(emu))?;
+    // What a cold run adds to the plan itself: the process, and reading the site file.
+    let mut starts = Vec::new();
+    let mut parses = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        let berth = args.berth.clone();
+        let out =
+            tokio::task::spawn_blocking(move || std::process::Command::new(berth).arg("--version").output()).await??;
+        anyhow::ensure!(out.status.success(), "berth --version failed");
+        starts.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        std::hint::black_box(berth_decl::parse("site.toml", site).map_err(|e| anyhow::anyhow!("{e:?}"))?);
+        parses.push(t.elapsed().as_secs_f64());
+    }
+    println!(
+        "cold CLI parts: process start (berth --version) median {:.3} s; reading the site file median {:.3} s",
+        median(starts),
+        median(parses)
+    );
+    let mut times = Vec::new();
+    let mut requests = 0;
+    for _ in 0..args.runs {
+        let before = emu.requests().len();
+        let t = Instant::now();
+        let out = plan_process(&args.berth, &site_file, &config, dir.path()).await?;
+        times.push(t.elapsed().as_secs_f64());
+        requests = emu.requests().len() - before;
+        anyhow::ensure!(
+            out.status.code() == Some(0),
+            "berth plan exited {:?}: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    println!(
+        "cold CLI plan (berth plan -f, a new process each run, no change): median {:.3} s over {} runs, {requests} API requests",
+        median(times),
+        args.runs
+    );
+    Ok(())
+}
+
+async fn plan_process(berth: &Path, site: &Path, config: &Path, dir: &Path) -> anyhow::Result<std::process::Output> {
+    let mut cmd = std::process::Command::new(berth);
+    cmd.arg("plan")
+        .arg("-f")
+        .arg(site)
+        .arg("--config")
+        .arg(config)
+        .arg("--audit")
+        .arg(dir.join("audit.jsonl"))
+        .env_remove("BERTH_CONFIG")
+        .env_remove("BERTH_PROXMOX_TOKEN_SECRET");
+    Ok(tokio::task::spawn_blocking(move || cmd.output()).await??)
+}
+
+/// A `berth.toml` whose proxmox backend is the emulator (pinned by its certificate).
+fn config_text(emu: &berth_pve_emulator::EmulatorHandle) -> String {
+    format!(
+        "[provisioner]\ntype = \"proxmox\"\n\n[provisioner.proxmox]\napi_url = \"{url}\"\napi_token_id = \"{token}\"\n\
+         api_token_secret = \"{secret}\"\nnode = \"pve1\"\ntemplate_vmid = 9000\nstorage = \"local-lvm\"\n\
+         tls_fingerprint = \"sha256:{fp}\"\n",
+        url = emu.base_url(),
+        token = emu.token_id(),
+        secret = emu.token_secret(),
+        fp = emu.fingerprint().unwrap_or_default(),
+    )
 }
 
 #[tokio::main]
@@ -128,6 +217,8 @@ async fn main() -> anyhow::Result<()> {
             args.runs
         );
     }
+
+    cold_cli(&args, &emu, &site).await?;
 
     // 50 VMs from scratch.
     let mut text = String::from("version = 1\n[proxmox]\n");
