@@ -151,7 +151,27 @@ pub fn export(observed: &Observed, backend: Option<&str>) -> String {
         entry(&mut out, "network", &[("node", node), ("iface", iface)], o);
     }
     let guests = observed.objects.iter().filter(|o| o.kind == Kind::Vm);
+    let (mut left_out, mut ordered) = (Vec::new(), Vec::new());
     for o in guests.chain(observed.objects.iter().filter(|o| o.kind == Kind::Ct)) {
+        match o.control_plane_owner() {
+            Some(_) => left_out.push(o.addr.as_str()),
+            None => ordered.push(o),
+        }
+    }
+    if !left_out.is_empty() {
+        // Their orders manage them: a site file never touches them.
+        const SHOWN: usize = 20;
+        let mut names = left_out[..left_out.len().min(SHOWN)].join(", ");
+        if left_out.len() > SHOWN {
+            names.push_str(&format!(" and {} more", left_out.len() - SHOWN));
+        }
+        let _ = writeln!(
+            out,
+            "\n# Left out: {} machine(s) of Berth's control plane (their orders manage them): {names}",
+            left_out.len()
+        );
+    }
+    for o in ordered {
         guest_entry(&mut out, o);
         if let Some(ha) = observed.find(&format!("ha.{}:{}", o.kind.as_str(), o.id())) {
             let parts: Vec<String> = ha

@@ -143,7 +143,12 @@ impl Ledger {
         desired
             .objects
             .iter()
-            .filter(|o| !o.absent && observed.find(&o.addr).is_some())
+            .filter(|o| !o.absent)
+            .filter(|o| {
+                observed
+                    .find(&o.addr)
+                    .is_some_and(|live| live.control_plane_owner().is_none())
+            })
             .filter(|o| !ledger.is_some_and(|l| l.objects.contains_key(&o.addr)))
             .map(|o| o.addr.clone())
             .collect()
@@ -159,7 +164,7 @@ impl Ledger {
 
     /// What pruning deletes: the objects Berth applied from the file that it no longer names,
     /// still on the cluster, that no other file's ledger (`held`) holds; never a network card's
-    /// stanza (`eth`: the file only configured it).
+    /// stanza (`eth`: the file only configured it), nor a machine of the control plane.
     pub fn prunable<'a>(
         &'a self,
         desired: &'a Desired,
@@ -170,6 +175,7 @@ impl Ledger {
             .filter(|a| !held.contains(*a))
             .filter_map(|a| observed.find(a))
             .filter(|o| !(o.kind == Kind::Interface && o.get("type") == Some("eth")))
+            .filter(|o| o.control_plane_owner().is_none())
     }
 
     /// `desired` with the [`prunable`](Self::prunable) objects asked to be gone: planning it

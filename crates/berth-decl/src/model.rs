@@ -72,6 +72,17 @@ impl Object {
     pub fn get(&self, field: &str) -> Option<&str> {
         self.fields.get(field).map(String::as_str)
     }
+    /// Whose machine of Berth's control plane this guest is (`instance …`, `warm pool …`), by
+    /// its marker: such a guest belongs to its orders, and a site file never touches it.
+    pub fn control_plane_owner(&self) -> Option<String> {
+        if !matches!(self.kind, Kind::Vm | Kind::Ct) {
+            return None;
+        }
+        berth_proxmox::provider::control_plane_owner(
+            self.get("tags").unwrap_or_default(),
+            self.get("description").unwrap_or_default(),
+        )
+    }
     /// `net.pve1.vmbr1` → (`pve1`, `vmbr1`); the id of other kinds.
     pub fn id(&self) -> &str {
         self.addr.split_once('.').map_or("", |(_, rest)| rest)

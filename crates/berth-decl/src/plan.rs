@@ -129,6 +129,19 @@ pub fn plan(desired: &Desired, observed: &Observed, file_hash: &str) -> Result<P
             (false, None) => Some(create(d, observed)),
             (false, Some(o)) => update(d, o),
         };
+        // A machine of Berth's control plane is its orders' to change, never a site file's.
+        let change = match (change, o.and_then(Object::control_plane_owner)) {
+            (Some(c), Some(owner)) if !matches!(c.action, Action::Impossible { .. }) => Some(Change {
+                action: Action::Impossible {
+                    reason: format!(
+                        "{} is a machine of Berth's control plane ({owner}): its orders change it, never a site file",
+                        d.addr
+                    ),
+                },
+                ..c
+            }),
+            (c, _) => c,
+        };
         match change {
             Some(mut c) => {
                 c.before = o.map(|o| o.fields.clone());
@@ -466,6 +479,14 @@ fn check_references(d: &Desired, o: &Observed) -> Result<(), Vec<PlanError>> {
 }
 
 impl Plan {
+    /// The changes to objects the plan adopts: an apply makes them only when told to (`--adopt`),
+    /// since nothing says the object is Berth's yet.
+    pub fn adopted_changes(&self) -> impl Iterator<Item = &Change> {
+        self.changes
+            .iter()
+            .filter(|c| !matches!(c.action, Action::Impossible { .. }) && self.adopt.contains(&c.addr))
+    }
+
     /// Only the changes to objects matching one of `targets` (`vm.150`, globs with `*`); the
     /// whole plan when empty. References were checked against the whole file.
     pub fn only(mut self, targets: &[String]) -> Plan {

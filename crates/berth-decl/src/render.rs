@@ -106,6 +106,14 @@ pub fn human(plan: &Plan) -> String {
             "Adopts {} object(s) already on the cluster, managed from this file once applied: {names}",
             plan.adopt.len()
         ));
+        let changed: Vec<&str> = plan.adopted_changes().map(|c| c.addr.as_str()).collect();
+        if !changed.is_empty() {
+            out.push(format!(
+                "The plan changes {} of them ({}): `berth apply` needs --adopt to take them over.",
+                changed.len(),
+                changed.join(", ")
+            ));
+        }
     }
     out.join("\n")
 }

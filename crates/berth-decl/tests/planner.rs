@@ -1,9 +1,11 @@
 //! The planner is pure, so its promises are properties over generated clusters and files:
 //! applying a plan converges (a second plan is empty), an exported cluster plans to nothing,
-//! only what the file names is touched, and changes come in dependency order.
+//! only what the file names is touched, nothing unowned without its flag, and changes come in
+//! dependency order.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use berth_decl::ledger::Ledger;
 use berth_decl::model::{Desired, Kind, Object, Observed};
 use berth_decl::plan::{Action, plan, simulate};
 use proptest::prelude::*;
@@ -218,6 +220,39 @@ proptest! {
         // The fingerprint of every touched object is what was observed.
         for c in &p.changes {
             prop_assert_eq!(&p.fingerprints[&c.addr], &berth_decl::plan::fingerprint(observed.find(&c.addr)));
+        }
+    }
+
+    /// Nothing unowned is touched without its flag: with a ledger holding some of the cluster's
+    /// objects, every change to one it does not hold is an adopted change (`--adopt` needed),
+    /// and pruning deletes only what the ledger holds and the file no longer names.
+    #[test]
+    fn nothing_unowned_is_touched_without_its_flag(
+        (observed, desired) in scenario(),
+        owned in prop::collection::vec(any::<bool>(), 16),
+    ) {
+        let past = Desired {
+            objects: observed.objects.iter().zip(&owned).filter(|(_, o)| **o).map(|(x, _)| x.clone()).collect(),
+            ..Desired::default()
+        };
+        let mut ledger = Ledger::default();
+        let nothing = plan(&Desired::default(), &observed, "h0").unwrap();
+        ledger.record(&past, &nothing, &[], Some(&observed), "h0", 0);
+        let pruned = ledger.prune(&desired, &observed, &BTreeSet::new());
+        // Pruning what the file still refers to (a backup job's storage) is an error, not a plan.
+        let Ok(mut p) = plan(&pruned, &observed, "h") else {
+            return Ok(());
+        };
+        p.adopt = Ledger::adopted(Some(&ledger), &desired, &observed);
+        let gated: BTreeSet<&str> = p.adopted_changes().map(|c| c.addr.as_str()).collect();
+        for c in p.changes.iter().filter(|c| !matches!(c.action, Action::Impossible { .. })) {
+            let held = ledger.objects.contains_key(&c.addr);
+            if observed.find(&c.addr).is_some() && !held {
+                prop_assert!(gated.contains(c.addr.as_str()), "{} changes without --adopt", c.addr);
+            }
+            if c.action == Action::Delete {
+                prop_assert!(held && desired.find(&c.addr).is_none(), "{} deleted", c.addr);
+            }
         }
     }
 

@@ -339,3 +339,42 @@ async fn a_guest_changed_after_the_freshness_check_is_refused() {
     let cfg = c.guest_config("pve1", GuestType::Qemu, 150).await.unwrap();
     assert_eq!(cfg.get("memory").as_deref(), Some("512"));
 }
+
+/// A machine of Berth's control plane (a customer's instance, marked by the agent) is its
+/// orders' to change: a site file naming it plans an impossible change, an export leaves it out
+/// (and so still plans to nothing), and it is never adopted.
+#[tokio::test]
+async fn a_machine_of_the_control_plane_is_never_touched() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    emu.add_foreign_vm("pve1", 4000, "customer-web");
+    c.update_config(
+        "pve1",
+        GuestType::Qemu,
+        4000,
+        &berth_proxmox::client::Params::new().str("tags", "berth;berth-a1"),
+    )
+    .await
+    .unwrap();
+    let observed = observe(&c).await.unwrap();
+    let exported = berth_decl::export::export(&observed, None);
+    assert!(
+        exported.contains("# Left out: 1 machine(s) of Berth's control plane (their orders manage them): vm.4000"),
+        "{exported}"
+    );
+    assert!(!exported.contains("vmid = 4000"), "{exported}");
+    let d = berth_decl::parse("site.toml", &exported).unwrap();
+    assert!(plan(&d, &observed, "h").unwrap().is_empty());
+
+    let named = "version = 1\n[proxmox]\nnode = \"pve1\"\n[[proxmox.vms]]\nvmid = 4000\nmemory = 8192\n";
+    let d = berth_decl::parse("site.toml", named).unwrap();
+    let p = plan(&d, &observed, "h").unwrap();
+    match &p.changes[0].action {
+        Action::Impossible { reason } => assert_eq!(
+            reason,
+            "vm.4000 is a machine of Berth's control plane (instance a1): its orders change it, never a site file"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(berth_decl::ledger::Ledger::adopted(None, &d, &observed).is_empty());
+}

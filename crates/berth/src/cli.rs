@@ -140,6 +140,10 @@ pub struct ApplyArgs {
     /// Do not ask (needed without a terminal).
     #[arg(long)]
     pub yes: bool,
+    /// Change objects that are on the cluster but were never applied from this file (the plan
+    /// lists them under "Adopts"): they are managed from it afterwards.
+    #[arg(long)]
+    pub adopt: bool,
     /// Apply even when a node has network edits someone else staged (they are reloaded too).
     #[arg(long)]
     pub adopt_pending_network: bool,

@@ -300,6 +300,7 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         if saved.plan.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
+        refuse_unowned(&saved.plan, a.adopt)?;
         let job = Job {
             plan: &saved.plan,
             targets: &saved.targets,
@@ -339,6 +340,7 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
         crate::decl_ledger::record(&a.site.audit, file, &backend, job);
         return Ok(ExitCode::SUCCESS);
     }
+    refuse_unowned(&plan, a.adopt)?;
     ask(
         &format!("Apply these {} changes through backend {backend}?", plan.changes.len()),
         a.yes,
@@ -346,6 +348,25 @@ pub async fn apply(a: ApplyArgs, out: OutputFormat) -> anyhow::Result<ExitCode> 
     let site_file = file.display().to_string();
     run_apply(&client, job, &a.site, &site_file, &backend, options(&a)).await?;
     converged(&a.site, file, &a.target).await
+}
+
+/// Refuses, before anything is asked or done, to change objects Berth never applied from the
+/// file unless `--adopt` says to take them over.
+fn refuse_unowned(plan: &Plan, adopt: bool) -> anyhow::Result<()> {
+    let unowned: Vec<&str> = plan.adopted_changes().map(|c| c.addr.as_str()).collect();
+    if adopt || unowned.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{} on the cluster but never applied from this file: the plan would change {}; --adopt takes {} over (nothing was applied)",
+        if unowned.len() == 1 {
+            format!("{} is", unowned[0])
+        } else {
+            format!("{} are", unowned.join(", "))
+        },
+        if unowned.len() == 1 { "it" } else { "them" },
+        if unowned.len() == 1 { "it" } else { "them" },
+    )
 }
 
 /// The proof after an apply: planning again finds nothing left to do.

@@ -109,9 +109,28 @@ async fn a_site_is_planned_applied_exported_and_audited() {
         "other.toml",
         "version = 1\n[proxmox]\n[[proxmox.pools]]\nid = \"web\"\ncomment = \"changed\"\n",
     );
-    let unasked = env.run(&["apply", "-f", &other, "--audit", &audit]).await;
+    // pool.web is the first file's: this one changes it only when told to take it over.
+    let planned = env.run(&["plan", "-f", &other, "--audit", &audit]).await;
+    assert!(
+        stdout(&planned)
+            .contains("The plan changes 1 of them (pool.web): `berth apply` needs --adopt to take them over."),
+        "{}",
+        stdout(&planned)
+    );
+    let unowned = env.run(&["apply", "-f", &other, "--yes", "--audit", &audit]).await;
+    assert_eq!(unowned.status.code(), Some(1));
+    assert!(
+        stderr(&unowned).contains(
+            "pool.web is on the cluster but never applied from this file: the plan would change it; --adopt takes it over (nothing was applied)"
+        ),
+        "{}",
+        stderr(&unowned)
+    );
+    let unasked = env.run(&["apply", "-f", &other, "--adopt", "--audit", &audit]).await;
     assert!(stderr(&unasked).contains("confirm with --yes"), "{}", stderr(&unasked));
-    let yes = env.run(&["apply", "-f", &other, "--yes", "--audit", &audit]).await;
+    let yes = env
+        .run(&["apply", "-f", &other, "--yes", "--adopt", "--audit", &audit])
+        .await;
     assert!(
         yes.status.success() && stdout(&yes).contains("Applied. A new plan shows no changes."),
         "{}",
@@ -204,7 +223,9 @@ async fn checkpoints_are_kept_and_rolled_back() {
     let out = env.run(&["apply", "-f", &made, "--yes", "--audit", &audit]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let bigger = site(dir, "vm2.toml", &vm(2));
-    let out = env.run(&["apply", "-f", &bigger, "--yes", "--audit", &audit]).await;
+    let out = env
+        .run(&["apply", "-f", &bigger, "--yes", "--adopt", "--audit", &audit])
+        .await;
     let text = stdout(&out);
     assert!(
         text.contains("~! vm.170  update; takes effect at the next restart (cores not hotpluggable)"),
@@ -369,7 +390,9 @@ async fn a_vm_change_that_failed_after_its_checkpoint_is_resumed_and_rolled_back
     assert!(made.status.success(), "{}", stderr(&made));
     fail_once(&env, "PUT", "/qemu/171/config", 400, "VM is locked (backup)");
     let bigger = site(dir, "vm2.toml", &vm(2));
-    let failed = env.run(&["apply", "-f", &bigger, "--yes", "--audit", &audit]).await;
+    let failed = env
+        .run(&["apply", "-f", &bigger, "--yes", "--adopt", "--audit", &audit])
+        .await;
     assert!(!failed.status.success(), "{}", stdout(&failed));
     assert!(
         stdout(&failed).contains("vm.171: checkpoint snapshot berth-"),
@@ -430,7 +453,9 @@ async fn the_ledger_tells_drift_from_edits_and_prunes_only_what_berth_applied() 
         let f = site(dir, "hand.toml", text);
         let (env, hand) = (&env, hand.clone());
         async move {
-            let out = env.run(&["apply", "-f", &f, "--yes", "--audit", &hand]).await;
+            let out = env
+                .run(&["apply", "-f", &f, "--yes", "--adopt", "--audit", &hand])
+                .await;
             assert!(out.status.success(), "{}", stderr(&out));
         }
     };

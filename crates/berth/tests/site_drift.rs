@@ -109,11 +109,19 @@ async fn with_the_ledger_the_agent_reports_what_changed_outside_berth_since_the_
     let apply = |file: std::path::PathBuf, audit: std::path::PathBuf| {
         let config = config.clone();
         async move {
-            let args = ["apply", "-f", &file.display().to_string(), "--yes", "--audit"]
-                .into_iter()
-                .map(str::to_owned)
-                .chain([audit.display().to_string(), "--config".into(), config])
-                .collect();
+            // --adopt: the hand's file changes what the site file applied.
+            let args = [
+                "apply",
+                "-f",
+                &file.display().to_string(),
+                "--yes",
+                "--adopt",
+                "--audit",
+            ]
+            .into_iter()
+            .map(str::to_owned)
+            .chain([audit.display().to_string(), "--config".into(), config])
+            .collect();
             let out = run_berth(args).await;
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         }

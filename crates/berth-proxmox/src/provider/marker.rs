@@ -64,6 +64,24 @@ pub(crate) fn owner_from_description(desc: &str) -> Option<InstanceId> {
         .and_then(|id| InstanceId::parse(id.trim()).ok())
 }
 
+/// Whose machine of Berth's control plane a guest is, from its config's `tags` (PVE separates
+/// them with `;`, `,` or spaces) and `description`: `instance <id>`, or `warm pool <pool>` for a
+/// pool machine; `None` for any other guest. Such a machine has its owner (its orders, the
+/// agent): the declarative mode never changes, adopts, exports or prunes it.
+pub fn control_plane_owner(tags: &str, description: &str) -> Option<String> {
+    let tags: Vec<String> = tags
+        .split([';', ',', ' '])
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(mark) = pool_from_tags(&tags) {
+        return Some(format!("warm pool {}", mark.pool));
+    }
+    owner_from_tags(&tags)
+        .or_else(|| owner_from_description(description))
+        .map(|id| format!("instance {id}"))
+}
+
 /// Tags to set: what the guest has, plus Berth's two (PVE separates with `;`).
 pub(crate) fn merged_tags(existing: &[String], id: &InstanceId) -> String {
     let mut tags: Vec<String> = existing.to_vec();
@@ -214,6 +232,29 @@ mod tests {
         );
         assert_eq!(owner_from_description("berth-instance-id: Not_Valid"), None);
         assert_eq!(owner_from_description(""), None);
+    }
+
+    #[test]
+    fn a_control_plane_machine_is_known_by_its_tags_or_its_description() {
+        assert_eq!(
+            control_plane_owner("prod;berth;berth-a1", "").as_deref(),
+            Some("instance a1")
+        );
+        assert_eq!(
+            control_plane_owner("berth,berth-a1", "").as_deref(),
+            Some("instance a1")
+        );
+        assert_eq!(
+            control_plane_owner("", &description(&id("b2"))).as_deref(),
+            Some("instance b2")
+        );
+        let pool = pool_tag(&PoolMark::new("small", "k1").unwrap());
+        assert_eq!(
+            control_plane_owner(&format!("berth;{pool}"), "").as_deref(),
+            Some("warm pool small")
+        );
+        assert_eq!(control_plane_owner("berth;prod", "made by hand"), None);
+        assert_eq!(control_plane_owner("", ""), None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod guest;
 mod inventory;
 mod manage;
 mod marker;
+pub use marker::control_plane_owner;
 mod migrate;
 mod network;
 mod pool;
