@@ -81,7 +81,7 @@ impl SiteWatch {
                 _ = stop.cancelled() => return,
             };
             let before = self.last.lock().expect("site drift lock").replace(now.clone());
-            note(before.as_ref(), &now);
+            note(before.as_ref(), &now, self.settings.ledger.as_deref());
             tokio::select! {
                 _ = tokio::time::sleep(self.settings.interval) => {}
                 _ = stop.cancelled() => return,
@@ -130,9 +130,22 @@ fn count(d: &SiteDrift) -> Option<usize> {
 }
 
 /// Logs what changed since the last check: drift appeared (or its count changed), the check
-/// failed, or all is as the file says again.
-fn note(before: Option<&SiteDrift>, now: &SiteDrift) {
+/// failed, or all is as the file says again; and when a ledger is kept (`ledger`) but holds no
+/// apply of this file yet, that the check is against the file.
+fn note(before: Option<&SiteDrift>, now: &SiteDrift, ledger: Option<&std::path::Path>) {
     metrics::gauge!("berth_site_drift", "backend" => now.backend.clone()).set(count(now).map_or(-1.0, |n| n as f64));
+    if let Some(ledger) = ledger
+        && now.error.is_none()
+        && now.applied_at.is_none()
+        && before.is_none_or(|b| b.applied_at.is_some() || b.error.is_some())
+    {
+        tracing::info!(
+            site = %now.site,
+            backend = %now.backend,
+            ledger = %ledger.display(),
+            "no apply of the site file through this backend is in the ledger yet: checking the cluster against the file itself"
+        );
+    }
     if before.and_then(count) == count(now) && before.map(|b| &b.error) == Some(&now.error) {
         return;
     }

@@ -22,12 +22,15 @@ pub enum Checkpoint {
         name: String,
         running: bool,
     },
-    /// A vzdump backup of VM `vmid` on `storage`, written before it was deleted.
+    /// A vzdump backup of guest `vmid` on `storage`, written before it was deleted; `volid` the
+    /// backup volume (none: not found after the backup, or an older record).
     Backup {
         addr: String,
         node: String,
         vmid: u32,
         storage: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        volid: Option<String>,
     },
 }
 
@@ -121,13 +124,28 @@ pub(crate) async fn take(
             .str("mode", "snapshot");
         let upid = c.vzdump(&node, &p).await.map_err(pve(&ch.addr, "backup"))?;
         c.wait_task(&upid, t).await.map_err(pve(&ch.addr, "backup"))?;
+        // The newest backup of this guest on that storage is the one just written.
+        let volid = c
+            .storage_content(&node, &storage, Some("backup"))
+            .await
+            .map_err(pve(&ch.addr, "find the backup"))?
+            .into_iter()
+            .filter(|v| v.vmid == Some(vmid))
+            .max_by_key(|v| (v.ctime, v.volid.clone()))
+            .map(|v| v.volid);
+        let step = format!(
+            "{}: backed up to {} first",
+            ch.addr,
+            volid.as_deref().unwrap_or(&storage)
+        );
         let cp = Checkpoint::Backup {
             addr: ch.addr.clone(),
             node,
             vmid,
-            storage: storage.clone(),
+            storage,
+            volid,
         };
-        return Ok((Some(cp), Some(format!("{}: backed up to {storage} first", ch.addr))));
+        return Ok((Some(cp), Some(step)));
     }
     let name = snapshot_name(apply_id);
     let made = async {
@@ -170,6 +188,11 @@ pub fn rollback_steps(checkpoints: &[Checkpoint]) -> Vec<String> {
                 "roll {addr} back to snapshot {name}{} (writes since are lost)",
                 if *running { ", then start it" } else { "" }
             ),
+            Checkpoint::Backup {
+                addr,
+                volid: Some(volid),
+                ..
+            } => format!("restore {addr} from its backup {volid} (if its VMID is still free)"),
             Checkpoint::Backup { addr, storage, .. } => {
                 let tool = if guest_type(addr) == GuestType::Lxc {
                     "pct restore"
@@ -182,20 +205,49 @@ pub fn rollback_steps(checkpoints: &[Checkpoint]) -> Vec<String> {
         .collect()
 }
 
-/// Puts the snapshotted VMs back (a VM moved since is found where it is now).
+/// Puts the snapshotted guests back (a guest moved since is found where it is now) and restores
+/// the deleted ones from their backups, where their VMID is still free (a guest made there
+/// since is never overwritten: that is said, with the command that would).
 pub async fn rollback(c: &PveClient, checkpoints: &[Checkpoint], t: Duration) -> Result<Vec<String>, ApplyError> {
     let mut done = Vec::new();
     let where_now = c.cluster_resources(Some("vm")).await.map_err(pve("cluster", "read"))?;
     for cp in checkpoints {
-        let Checkpoint::Snapshot {
-            addr,
-            node,
-            vmid,
-            name,
-            running,
-        } = cp
-        else {
-            continue;
+        let (addr, node, vmid, name, running) = match cp {
+            Checkpoint::Snapshot {
+                addr,
+                node,
+                vmid,
+                name,
+                running,
+            } => (addr, node, vmid, name, running),
+            Checkpoint::Backup {
+                addr,
+                node,
+                vmid,
+                volid: Some(volid),
+                ..
+            } => {
+                if let Some(now) = where_now.iter().find(|r| r.vmid == Some(*vmid)) {
+                    let tool = if guest_type(addr) == GuestType::Lxc {
+                        "pct restore --force"
+                    } else {
+                        "qmrestore --force"
+                    };
+                    done.push(format!(
+                        "{addr}: not restored: VMID {vmid} is taken again (on {}); `{tool} {volid} {vmid}` would replace it",
+                        now.node.as_deref().unwrap_or("?")
+                    ));
+                    continue;
+                }
+                let upid = c
+                    .restore_guest(node, guest_type(addr), *vmid, volid)
+                    .await
+                    .map_err(pve(addr, "restore"))?;
+                c.wait_task(&upid, t).await.map_err(pve(addr, "restore"))?;
+                done.push(format!("{addr}: restored from {volid}"));
+                continue;
+            }
+            Checkpoint::Backup { .. } => continue,
         };
         let node = where_now
             .iter()

@@ -138,17 +138,13 @@ impl Ledger {
     }
 
     /// The objects `desired` names that are on the cluster but not in this ledger (all of them
-    /// without one): an apply of the file takes them over.
+    /// without one): an apply of the file takes them over (one it says to be absent, to delete
+    /// it). Never a machine of the control plane nor its HA resource.
     pub fn adopted(ledger: Option<&Ledger>, desired: &Desired, observed: &Observed) -> Vec<String> {
         desired
             .objects
             .iter()
-            .filter(|o| !o.absent)
-            .filter(|o| {
-                observed
-                    .find(&o.addr)
-                    .is_some_and(|live| live.control_plane_owner().is_none())
-            })
+            .filter(|o| observed.find(&o.addr).is_some() && observed.control_plane_owner(&o.addr).is_none())
             .filter(|o| !ledger.is_some_and(|l| l.objects.contains_key(&o.addr)))
             .map(|o| o.addr.clone())
             .collect()
@@ -175,7 +171,7 @@ impl Ledger {
             .filter(|a| !held.contains(*a))
             .filter_map(|a| observed.find(a))
             .filter(|o| !(o.kind == Kind::Interface && o.get("type") == Some("eth")))
-            .filter(|o| o.control_plane_owner().is_none())
+            .filter(|o| observed.control_plane_owner(&o.addr).is_none())
     }
 
     /// `desired` with the [`prunable`](Self::prunable) objects asked to be gone: planning it

@@ -16,9 +16,11 @@ pub fn path(audit: &Path) -> PathBuf {
     audit.with_extension("ledger.json")
 }
 
-/// A site file's absolute path (not resolving links), so `site.toml` and `./site.toml` are one.
+/// A site file's path, absolute with links and `..` resolved (when it exists), so every way of
+/// naming one file (`site.toml`, `./site.toml`, `../etc/site.toml`, a link) is one.
 pub fn absolute(site: &Path) -> String {
-    std::path::absolute(site)
+    std::fs::canonicalize(site)
+        .or_else(|_| std::path::absolute(site))
         .unwrap_or_else(|_| site.to_owned())
         .display()
         .to_string()
@@ -28,6 +30,13 @@ pub fn absolute(site: &Path) -> String {
 /// ledgers.
 pub fn key(site: &Path, backend: &str) -> String {
     format!("{}@{backend}", absolute(site))
+}
+
+/// The key an earlier release wrote for the same file (absolute, links and `..` kept): read as
+/// this file's, replaced on the next write.
+fn earlier_key(site: &Path, backend: &str) -> Option<String> {
+    let plain = format!("{}@{backend}", std::path::absolute(site).ok()?.display());
+    (plain != key(site, backend)).then_some(plain)
 }
 
 /// Every ledger the file holds; none when there is no file yet.
@@ -43,7 +52,8 @@ pub fn read_all(file: &Path) -> Result<Ledgers, String> {
 /// the ledgers of other site files on that backend hold.
 pub fn load(file: &Path, site: &Path, backend: &str) -> Result<(Option<Ledger>, BTreeSet<String>), String> {
     let mut all = read_all(file)?;
-    let mine = all.remove(&key(site, backend));
+    let earlier = earlier_key(site, backend).and_then(|k| all.remove(&k));
+    let mine = all.remove(&key(site, backend)).or(earlier);
     let suffix = format!("@{backend}");
     let held = all
         .into_iter()
@@ -51,6 +61,14 @@ pub fn load(file: &Path, site: &Path, backend: &str) -> Result<(Option<Ledger>, 
         .flat_map(|(_, l)| l.objects.into_keys())
         .collect();
     Ok((mine, held))
+}
+
+/// `site`'s ledger through `backend` in `all`, to be changed (one an earlier release keyed
+/// otherwise is moved to this key).
+pub fn entry<'a>(all: &'a mut Ledgers, site: &Path, backend: &str) -> &'a mut Ledger {
+    let earlier = earlier_key(site, backend).and_then(|k| all.remove(&k));
+    all.entry(key(site, backend))
+        .or_insert_with(|| earlier.unwrap_or_default())
 }
 
 /// Replaces the ledger file with `all`: a temporary file beside it, synced, renamed over it (a
@@ -81,6 +99,7 @@ mod tests {
         assert!(file.ends_with("audit.ledger.json"));
         assert_eq!(read_all(&file).unwrap(), Ledgers::new(), "no file yet: no ledgers");
         let site = dir.path().join("site.toml");
+        std::fs::write(&site, "version = 1\n").unwrap();
         let one = Ledger {
             file_hash: "h".into(),
             ..Ledger::default()
@@ -98,11 +117,27 @@ mod tests {
         all.insert(key(&dir.path().join("other.toml"), "pve"), other.clone());
         all.insert(key(&dir.path().join("third.toml"), "lab"), other);
         write_all(&file, &all).unwrap();
-        let dotted = dir.path().join(".").join("site.toml");
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let dotted = dir.path().join("sub").join("..").join("site.toml");
         let (mine, held) = load(&file, &dotted, "pve").unwrap();
-        assert_eq!(mine, Some(one));
+        assert_eq!(mine, Some(one.clone()));
         assert_eq!(held, BTreeSet::from(["pool.b".to_owned()]), "only this backend's");
         assert_eq!(load(&file, &site, "lab").unwrap().0, None);
+
+        // A key an earlier release wrote (`..` kept) is this file's: read, and moved on write.
+        let mut earlier = Ledgers::new();
+        let plain = format!("{}@pve", std::path::absolute(&dotted).unwrap().display());
+        earlier.insert(plain.clone(), one.clone());
+        write_all(&file, &earlier).unwrap();
+        assert_eq!(
+            load(&file, &site, "pve").unwrap(),
+            (None, BTreeSet::new()),
+            "keyed by another path"
+        );
+        let (mine, held) = load(&file, &dotted, "pve").unwrap();
+        assert_eq!((mine, held), (Some(one.clone()), BTreeSet::new()), "not another file's");
+        entry(&mut earlier, &dotted, "pve").file_hash = "h2".into();
+        assert_eq!(earlier.keys().collect::<Vec<_>>(), [&key(&site, "pve")]);
         std::fs::write(&file, "{").unwrap();
         assert!(read_all(&file).unwrap_err().contains("is not a ledger"));
     }

@@ -116,6 +116,19 @@ impl Observed {
     pub fn find(&self, addr: &str) -> Option<&Object> {
         self.objects.iter().find(|o| o.addr == addr)
     }
+
+    /// Whose machine of Berth's control plane the object at `addr` is, or belongs to: a guest's
+    /// marker, and for its HA resource (`ha.vm:N`, `ha.ct:N`) the guest's.
+    pub fn control_plane_owner(&self, addr: &str) -> Option<String> {
+        let guest = match addr.strip_prefix("ha.") {
+            Some(sid) => {
+                let (kind, id) = sid.split_once(':')?;
+                format!("{kind}.{id}")
+            }
+            None => addr.to_owned(),
+        };
+        self.find(&guest)?.control_plane_owner()
+    }
 }
 
 /// What the file asks for.

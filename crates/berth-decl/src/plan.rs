@@ -130,11 +130,11 @@ pub fn plan(desired: &Desired, observed: &Observed, file_hash: &str) -> Result<P
             (false, Some(o)) => update(d, o),
         };
         // A machine of Berth's control plane is its orders' to change, never a site file's.
-        let change = match (change, o.and_then(Object::control_plane_owner)) {
+        let change = match (change, observed.control_plane_owner(&d.addr)) {
             (Some(c), Some(owner)) if !matches!(c.action, Action::Impossible { .. }) => Some(Change {
                 action: Action::Impossible {
                     reason: format!(
-                        "{} is a machine of Berth's control plane ({owner}): its orders change it, never a site file",
+                        "{} belongs to Berth's control plane ({owner}): its orders change it, never a site file",
                         d.addr
                     ),
                 },

@@ -196,6 +196,15 @@ async fn containers_are_made_changed_moved_and_never_shrunk() {
         done.steps
     );
     assert!(c.guest_config("pve1", GuestType::Lxc, 211).await.is_err());
+    // The rollback restores it (`pct restore`): its rootfs made anew.
+    let t = std::time::Duration::from_secs(30);
+    let steps = berth_decl::checkpoint::rollback(&c, &done.checkpoints, t)
+        .await
+        .unwrap();
+    assert!(steps[0].starts_with("ct.211: restored from "), "{steps:?}");
+    let cfg = c.guest_config("pve1", GuestType::Lxc, 211).await.unwrap();
+    let rootfs = cfg.get("rootfs").unwrap_or_default();
+    assert!(rootfs.contains("-211-disk-"), "{rootfs}");
 }
 
 #[tokio::test]

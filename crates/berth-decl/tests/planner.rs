@@ -230,7 +230,16 @@ proptest! {
     fn nothing_unowned_is_touched_without_its_flag(
         (observed, desired) in scenario(),
         owned in prop::collection::vec(any::<bool>(), 16),
+        absent in prop::collection::vec(any::<bool>(), 16),
     ) {
+        // Some entries say `ensure = "absent"`.
+        let mut desired = desired;
+        for (o, gone) in desired.objects.iter_mut().zip(&absent) {
+            if *gone {
+                o.absent = true;
+                o.fields.clear();
+            }
+        }
         let past = Desired {
             objects: observed.objects.iter().zip(&owned).filter(|(_, o)| **o).map(|(x, _)| x.clone()).collect(),
             ..Desired::default()
@@ -251,7 +260,9 @@ proptest! {
                 prop_assert!(gated.contains(c.addr.as_str()), "{} changes without --adopt", c.addr);
             }
             if c.action == Action::Delete {
-                prop_assert!(held && desired.find(&c.addr).is_none(), "{} deleted", c.addr);
+                let asked = desired.find(&c.addr).is_some_and(|o| o.absent);
+                let pruned = held && desired.find(&c.addr).is_none();
+                prop_assert!(asked || pruned, "{} deleted", c.addr);
             }
         }
     }

@@ -195,7 +195,9 @@ async fn a_vm_is_backed_up_before_it_is_deleted() {
     assert_eq!(p.changes[0].action, Action::Delete);
     let done = apply(&c, &p, ApplyOptions::default()).await.unwrap();
     assert!(
-        done.steps.iter().any(|s| s == "vm.150: backed up to local first"),
+        done.steps
+            .iter()
+            .any(|s| s.starts_with("vm.150: backed up to local:backup/vzdump-qemu-150-")),
         "{:?}",
         done.steps
     );
@@ -206,6 +208,36 @@ async fn a_vm_is_backed_up_before_it_is_deleted() {
     );
     assert!(c.guest_config("pve1", GuestType::Qemu, 150).await.is_err(), "deleted");
     assert!(plan(&d, &observe(&c).await.unwrap(), "h").unwrap().is_empty());
+
+    // The rollback restores it from that backup: its config, its disk made anew.
+    let t = std::time::Duration::from_secs(30);
+    let steps = berth_decl::checkpoint::rollback(&c, &done.checkpoints, t)
+        .await
+        .unwrap();
+    assert!(
+        steps.len() == 1 && steps[0].starts_with("vm.150: restored from local:backup/vzdump-qemu-150-"),
+        "{steps:?}"
+    );
+    let cfg = c.guest_config("pve1", GuestType::Qemu, 150).await.unwrap();
+    assert_eq!(
+        (cfg.get("cores").as_deref(), cfg.get("name").as_deref()),
+        (Some("2"), Some("web"))
+    );
+    let disk = cfg.get("scsi0").unwrap_or_default();
+    let volid = disk.split(',').next().unwrap_or_default();
+    let images = c.storage_content("pve1", "local-lvm", Some("images")).await.unwrap();
+    assert!(
+        images.iter().any(|v| v.volid == volid && v.vmid == Some(150)),
+        "{disk}: {images:?}"
+    );
+    // Rolled back once more, it never overwrites the guest now at that VMID.
+    let again = berth_decl::checkpoint::rollback(&c, &done.checkpoints, t)
+        .await
+        .unwrap();
+    assert!(
+        again[0].starts_with("vm.150: not restored: VMID 150 is taken again (on pve1)"),
+        "{again:?}"
+    );
 }
 
 /// A VM the file does not say to stop is checked to run; a MAC written in lower case matches.
@@ -366,15 +398,30 @@ async fn a_machine_of_the_control_plane_is_never_touched() {
     let d = berth_decl::parse("site.toml", &exported).unwrap();
     assert!(plan(&d, &observed, "h").unwrap().is_empty());
 
-    let named = "version = 1\n[proxmox]\nnode = \"pve1\"\n[[proxmox.vms]]\nvmid = 4000\nmemory = 8192\n";
+    // Named in a file, it and its HA resource are impossible changes; never adopted.
+    let named = "version = 1\n[proxmox]\nnode = \"pve1\"\n[[proxmox.vms]]\nvmid = 4000\nmemory = 8192\nha = { state = \"started\" }\n";
     let d = berth_decl::parse("site.toml", named).unwrap();
     let p = plan(&d, &observed, "h").unwrap();
-    match &p.changes[0].action {
-        Action::Impossible { reason } => assert_eq!(
-            reason,
-            "vm.4000 is a machine of Berth's control plane (instance a1): its orders change it, never a site file"
-        ),
-        other => panic!("{other:?}"),
-    }
+    let reasons: Vec<(&str, &str)> = p
+        .changes
+        .iter()
+        .map(|c| match &c.action {
+            Action::Impossible { reason } => (c.addr.as_str(), reason.as_str()),
+            other => panic!("{}: {other:?}", c.addr),
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            (
+                "vm.4000",
+                "vm.4000 belongs to Berth's control plane (instance a1): its orders change it, never a site file"
+            ),
+            (
+                "ha.vm:4000",
+                "ha.vm:4000 belongs to Berth's control plane (instance a1): its orders change it, never a site file"
+            )
+        ]
+    );
     assert!(berth_decl::ledger::Ledger::adopted(None, &d, &observed).is_empty());
 }

@@ -69,6 +69,8 @@ pub(crate) enum TaskAction {
     CreateCt(Box<CreateCtJob>),
     /// `qmcreate`.
     CreateVm(Box<crate::handlers::CreateVmJob>),
+    /// `qmrestore` / `vzrestore`.
+    Restore(Box<crate::handlers::RestoreJob>),
     Resize {
         node: String,
         kind: Kind,
@@ -143,6 +145,7 @@ pub(crate) fn complete(world: &mut World, action: TaskAction) -> Result<Vec<Stri
             target,
         } => crate::handlers::finish_migrate(world, &node, kind, vmid, &target),
         TaskAction::MoveDisk(m) => crate::handlers::finish_move(world, *m),
+        TaskAction::Restore(job) => crate::handlers::finish_restore(world, *job),
         TaskAction::HaEnforce { kind, vmid } => {
             crate::handlers::ha_enforce(world, kind, vmid);
             Ok(Vec::new())
@@ -246,6 +249,9 @@ pub(crate) fn abort(world: &mut World, action: TaskAction) {
             }
         }
         TaskAction::CreateVm(job) if world.guests.get(&job.vmid).is_some_and(|g| g.lock() == Some("create")) => {
+            remove_partial(world, &job.node, job.vmid);
+        }
+        TaskAction::Restore(job) if world.guests.get(&job.vmid).is_some_and(|g| g.lock() == Some("create")) => {
             remove_partial(world, &job.node, job.vmid);
         }
         TaskAction::CreateCt(job) => {
@@ -507,7 +513,13 @@ fn clone(world: &mut World, job: CloneJob) -> Result<Vec<String>, String> {
     Ok(log)
 }
 
-fn destroy(world: &mut World, node: &str, kind: Kind, vmid: u32, unreferenced: bool) -> Result<Vec<String>, String> {
+pub(crate) fn destroy(
+    world: &mut World,
+    node: &str,
+    kind: Kind,
+    vmid: u32,
+    unreferenced: bool,
+) -> Result<Vec<String>, String> {
     // Its emulated file system goes with it (a later guest on the VMID starts empty).
     let _ = std::fs::remove_dir_all(world.exec.root_of(vmid));
     let g = world

@@ -227,6 +227,15 @@ impl Guest {
     }
 }
 
+/// What a vzdump archive holds, as far as a restore needs: the guest's kind and config, and the
+/// volumes it owned then.
+#[derive(Clone, Debug)]
+pub(crate) struct BackupImage {
+    pub kind: Kind,
+    pub config: BTreeMap<String, String>,
+    pub volumes: Vec<Volume>,
+}
+
 /// Everything the emulator knows. Lock it briefly; never across an await.
 pub(crate) struct World {
     pub nodes: Vec<Node>,
@@ -242,6 +251,8 @@ pub(crate) struct World {
     pub pve_major: u8,
     /// `jobs.cfg`: backup jobs by id.
     pub backup_jobs: BTreeMap<String, BTreeMap<String, String>>,
+    /// What each backup volume (by volid) holds.
+    pub backups: BTreeMap<String, BackupImage>,
     pub guests: BTreeMap<u32, Guest>,
     pub tasks: HashMap<String, Task>,
     pub task_order: Vec<String>,
@@ -268,6 +279,7 @@ impl World {
             pools: BTreeMap::new(),
             networks: BTreeMap::new(),
             backup_jobs: BTreeMap::new(),
+            backups: BTreeMap::new(),
             ha: Default::default(),
             pve_major: 9,
             guests: BTreeMap::new(),

@@ -435,8 +435,17 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
         .actions
         .iter()
         .any(|(addr, action)| action == "delete" && desired.find(addr).is_none());
+    // Every object the apply's attempts touched: a resume that failed too recorded only its rest,
+    // and the ledger must get them all.
+    let mut addresses: Vec<String> = records
+        .iter()
+        .filter(|r| r.applied.apply_id == id)
+        .flat_map(|r| r.addresses.iter().cloned())
+        .collect();
+    addresses.sort();
+    addresses.dedup();
     let Made {
-        plan,
+        mut plan,
         client,
         backend,
         observed,
@@ -444,10 +453,12 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
     } = make_plan(
         &site,
         file,
-        &last.addresses,
+        &addresses,
         if pruning { Removed::Prune } else { Removed::Quiet },
     )
     .await?;
+    // The apply was allowed what it planned (with --adopt if it needed it): nothing to adopt here.
+    plan.adopt.clear();
     if last.cluster.is_some() && plan.cluster != last.cluster {
         bail!(
             "apply {id} was made against cluster {}, backend {backend} reaches {}: a resume goes to the same cluster",
@@ -471,7 +482,7 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
     }
     let job = Job {
         plan: &plan,
-        targets: &last.addresses,
+        targets: &addresses,
         observed: Some(&observed),
     };
     if plan.is_empty() {
@@ -495,7 +506,7 @@ async fn resume(a: &ApplyArgs, id: &str, out: OutputFormat) -> anyhow::Result<Ex
         ..options(a)
     };
     run_apply(&client, job, &site, site_file, &backend, opts).await?;
-    converged(&site, file, &last.addresses).await
+    converged(&site, file, &addresses).await
 }
 
 pub async fn discover(a: DiscoverArgs) -> anyhow::Result<ExitCode> {

@@ -64,7 +64,7 @@ fn write(
         .map_err(|e| anyhow::anyhow!("{} no longer reads: {}", site.display(), e[0]))?;
     let p = ledger_file::path(audit);
     let mut all = ledger_file::read_all(&p).map_err(anyhow::Error::msg)?;
-    all.entry(ledger_file::key(site, backend)).or_default().record(
+    ledger_file::entry(&mut all, site, backend).record(
         &desired,
         plan,
         targets,
@@ -83,10 +83,19 @@ pub(crate) fn rolled_back(audit: &Path, site: &Path, backend: &str, addrs: &[Str
     let updated = ledger_file::read_all(&p)
         .map_err(anyhow::Error::msg)
         .and_then(|mut all| {
-            let Some(ledger) = all.get_mut(&ledger_file::key(site, backend)) else {
+            if ledger_file::load(&p, site, backend)
+                .map_err(anyhow::Error::msg)?
+                .0
+                .is_none()
+            {
+                eprintln!(
+                    "note: nothing applied from {} through {backend} is in {}: no ledger to update",
+                    site.display(),
+                    p.display()
+                );
                 return Ok(());
-            };
-            ledger.rolled_back(addrs, observed);
+            }
+            ledger_file::entry(&mut all, site, backend).rolled_back(addrs, observed);
             ledger_file::write_all(&p, &all).with_context(|| format!("writing {}", p.display()))
         });
     if let Err(e) = updated {

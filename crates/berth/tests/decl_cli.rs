@@ -335,6 +335,56 @@ async fn an_apply_that_failed_part_way_is_resumed() {
     assert!(stderr(&refused).contains("changed since apply"), "{}", stderr(&refused));
 }
 
+/// A guest deleted by an apply is backed up first; `berth rollback` restores it from that backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_vm_is_restored_by_the_rollback() {
+    let env = start(berth_pve_emulator::Timings::fast()).await;
+    let dir = env.dir.path();
+    let audit = dir.join("audit.jsonl").display().to_string();
+    let vm = "version = 1\n[proxmox]\n[[proxmox.vms]]\nvmid = 172\nnode = \"pve1\"\nname = \"old\"\nmemory = 1024\nstate = \"stopped\"\n\
+              disks.scsi0 = { storage = \"local-lvm\", size = \"4G\" }\n";
+    let file = site(dir, "site.toml", vm);
+    let made = env.run(&["apply", "-f", &file, "--yes", "--audit", &audit]).await;
+    assert!(made.status.success(), "{}", stderr(&made));
+    site(
+        dir,
+        "site.toml",
+        "version = 1\n[proxmox]\n[[proxmox.vms]]\nvmid = 172\nensure = \"absent\"\n",
+    );
+    let gone = env.run(&["apply", "-f", &file, "--yes", "--audit", &audit]).await;
+    let text = stdout(&gone);
+    assert!(gone.status.success(), "{text}\n{}", stderr(&gone));
+    assert!(
+        text.contains("vm.172: backed up to local:backup/vzdump-qemu-172-"),
+        "{text}"
+    );
+    let id = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("checkpoints kept: `berth rollback ")
+                .and_then(|r| r.split('`').next())
+        })
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned();
+    let listed = stdout(&env.run(&["checkpoints", "--audit", &audit]).await);
+    assert!(
+        listed.contains("restore vm.172 from its backup local:backup/vzdump-qemu-172-"),
+        "{listed}"
+    );
+    let back = env.run(&["rollback", &id, "--yes", "--audit", &audit]).await;
+    assert!(back.status.success(), "{}", stderr(&back));
+    assert!(
+        stdout(&back).contains("vm.172: restored from local:backup/vzdump-qemu-172-"),
+        "{}",
+        stdout(&back)
+    );
+    let exported = stdout(&env.run(&["discover", "--export"]).await);
+    assert!(
+        exported.contains("vmid = 172") && exported.contains("name = \"old\""),
+        "{exported}"
+    );
+}
+
 /// A pruning apply that fails part way (the pool deleted, the storage not): its resume prunes the
 /// rest, and the ledger forgets both (nothing is left "taken out of the file").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -360,6 +360,20 @@ impl PveClient {
         upid_from(Method::Post, &path, data)
     }
 
+    /// A guest `vmid` from a vzdump backup volume (`archive`), on the storages it was on:
+    /// `POST /nodes/{node}/qemu` with `archive` (`qmrestore`), or `/lxc` with the archive as
+    /// `ostemplate` and `restore=1` (`vzrestore`). Sent once; never over an existing guest.
+    pub async fn restore_guest(&self, node: &str, ty: GuestType, vmid: u32, archive: &str) -> Result<Upid, PveError> {
+        let p = Params::new().str("vmid", vmid.to_string());
+        match ty {
+            GuestType::Qemu => self.create_vm(node, &p.str("archive", archive)).await,
+            GuestType::Lxc => {
+                self.create_container(node, &p.str("ostemplate", archive).str("restore", "1"))
+                    .await
+            }
+        }
+    }
+
     /// `GET …/pending`: every key with its current value and what waits for a restart.
     pub async fn pending(&self, node: &str, ty: GuestType, vmid: u32) -> Result<Vec<PendingEntry>, PveError> {
         self.get(&format!("{}/pending", guest_path(node, ty, vmid)), &Params::new())

@@ -252,6 +252,12 @@ pub struct StorageVolume {
     pub content: Option<String>,
     #[serde(default, deserialize_with = "de_u64")]
     pub size: Option<u64>,
+    /// The guest the volume belongs to (a disk's, a backup's).
+    #[serde(default, deserialize_with = "de_u32")]
+    pub vmid: Option<u32>,
+    /// Made at (unix seconds).
+    #[serde(default, deserialize_with = "de_u64")]
+    pub ctime: Option<u64>,
 }
 
 /// One entry of `GET /pools`.

@@ -376,7 +376,24 @@ pub(crate) fn run_vzdump(
         };
         log.push(format!("INFO: Starting Backup of VM {vmid} ({kind})"));
         log.push(format!("INFO: Backup started at {stamp}, mode {mode}"));
-        world.insert_volume(node, vol);
+        // The archive holds the config and the guest's own volumes (a restore makes them anew).
+        let volumes = g
+            .config
+            .iter()
+            .filter(|(k, v)| {
+                (crate::propstr::is_disk_key(k) && !crate::propstr::is_cdrom(v) && !crate::propstr::is_cloudinit(v))
+                    || k.starts_with("unused")
+            })
+            .filter_map(|(_, v)| crate::propstr::drive_volume(v))
+            .filter_map(|volid| world.volume(node, &volid).filter(|v| v.vmid == Some(vmid)).cloned())
+            .collect();
+        let image = crate::state::BackupImage {
+            kind: g.kind,
+            config: g.config.clone(),
+            volumes,
+        };
+        let volid = world.insert_volume(node, vol);
+        world.backups.insert(volid, image);
         log.push(format!("INFO: Finished Backup of VM {vmid}"));
     }
     if failed { Err("job errors".into()) } else { Ok(log) }

@@ -35,7 +35,7 @@ pub(super) fn create(ctx: &mut Ctx, node: &str) -> ApiResult {
     let vmid = parse_vmid("vmid", p.required("vmid")?)?;
     let ostemplate = p.required("ostemplate")?.to_string();
     if p.flag("restore")? {
-        return Err(ApiError::fail("restore from backup archives is not emulated"));
+        return super::restore::start(ctx, node, Kind::Lxc, &ostemplate);
     }
     let start = p.flag("start")?;
     for b in ["unprivileged", "onboot", "force", "unique", "protection"] {

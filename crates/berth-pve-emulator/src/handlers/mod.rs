@@ -11,6 +11,7 @@ mod network;
 mod pools;
 mod qemu;
 mod qemu_create;
+mod restore;
 mod snapshot;
 mod storage;
 mod storage_config;
@@ -376,6 +377,7 @@ pub(crate) use backup::run_vzdump;
 pub(crate) use ha::HaConfig;
 pub(crate) use migrate::{DiskMove, finish_migrate, finish_move, unlock};
 pub(crate) use qemu_create::{CreateVmJob, finish_create};
+pub(crate) use restore::{RestoreJob, finish as finish_restore};
 
 /// The HA manager's effect on one guest (the `hastart`/`hastop` task).
 pub(crate) fn ha_enforce(world: &mut crate::state::World, kind: Kind, vmid: u32) {

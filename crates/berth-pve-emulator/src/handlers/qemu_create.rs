@@ -37,8 +37,8 @@ pub(crate) struct CreateVmJob {
 pub(super) fn create(ctx: &mut Ctx, node: &str) -> ApiResult {
     let p = ctx.params.clone();
     let vmid = parse_vmid("vmid", p.required("vmid")?)?;
-    if p.get("archive").is_some() {
-        return Err(ApiError::fail("restore from backup archives is not emulated"));
+    if let Some(archive) = p.get("archive") {
+        return super::restore::start(ctx, node, Kind::Qemu, archive);
     }
     let start = p.flag("start")?;
     let pool = p.get("pool").map(str::to_string);
