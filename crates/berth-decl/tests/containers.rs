@@ -205,6 +205,7 @@ async fn containers_are_made_changed_moved_and_never_shrunk() {
     let cfg = c.guest_config("pve1", GuestType::Lxc, 211).await.unwrap();
     let rootfs = cfg.get("rootfs").unwrap_or_default();
     assert!(rootfs.contains("-211-disk-"), "{rootfs}");
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
 }
 
 #[tokio::test]

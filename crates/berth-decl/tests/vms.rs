@@ -238,6 +238,7 @@ async fn a_vm_is_backed_up_before_it_is_deleted() {
         again[0].starts_with("vm.150: not restored: VMID 150 is taken again (on pve1)"),
         "{again:?}"
     );
+    assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
 }
 
 /// A VM the file does not say to stop is checked to run; a MAC written in lower case matches.
