@@ -29,6 +29,18 @@ fn resume_id(stderr: &str) -> String {
         .to_owned()
 }
 
+/// The apply id an apply that kept checkpoints names in "checkpoints kept: `berth rollback ID`".
+fn rollback_id(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("checkpoints kept: `berth rollback ")
+                .and_then(|r| r.split('`').next())
+        })
+        .unwrap_or_else(|| panic!("the apply names its checkpoints: {stdout}"))
+        .to_owned()
+}
+
 fn site(dir: &std::path::Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
@@ -232,14 +244,7 @@ async fn checkpoints_are_kept_and_rolled_back() {
         "{text}"
     );
     assert!(text.contains("vm.170: checkpoint snapshot berth-"), "{text}");
-    let id = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("checkpoints kept: `berth rollback ")
-                .and_then(|r| r.split('`').next())
-        })
-        .unwrap_or_else(|| panic!("{text}"))
-        .to_owned();
+    let id = rollback_id(&text);
     let listed = env.run(&["checkpoints", "--audit", &audit]).await;
     assert!(
         stdout(&listed).contains(&format!("apply {id} at ")),
@@ -358,14 +363,7 @@ async fn a_deleted_vm_is_restored_by_the_rollback() {
         text.contains("vm.172: backed up to local:backup/vzdump-qemu-172-"),
         "{text}"
     );
-    let id = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("checkpoints kept: `berth rollback ")
-                .and_then(|r| r.split('`').next())
-        })
-        .unwrap_or_else(|| panic!("{text}"))
-        .to_owned();
+    let id = rollback_id(&text);
     let listed = stdout(&env.run(&["checkpoints", "--audit", &audit]).await);
     assert!(
         listed.contains("restore vm.172 from its backup local:backup/vzdump-qemu-172-"),
