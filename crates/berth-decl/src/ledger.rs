@@ -126,7 +126,9 @@ impl Ledger {
                 if fields::creation_input(kind, k) {
                     return true;
                 }
-                match live.get(k) {
+                // A field PVE leaves out is at its default: kept as that, so a later change
+                // to it by hand is drift.
+                match live.get(k).or_else(|| fields::default(kind, k)) {
                     Some(now) => {
                         now.clone_into(v);
                         true
@@ -310,5 +312,43 @@ mod tests {
             kept.objects.contains_key("pool.new"),
             "what the file names stays, made or not"
         );
+    }
+
+    #[test]
+    fn a_rollback_sets_the_guests_it_put_back_as_the_cluster_has_them() {
+        let mut applied = Object::new(Kind::Vm, "vm.100");
+        for (k, v) in [("cores", "4"), ("onboot", "1"), ("clone", "9000")] {
+            applied.fields.insert(k.into(), v.into());
+        }
+        let desired = Desired {
+            objects: vec![applied.clone()],
+            ..Desired::default()
+        };
+        let mut ledger = Ledger::default();
+        let nothing = crate::plan::plan(&Desired::default(), &Observed::default(), "h").unwrap();
+        ledger.record(&desired, &nothing, &[], None, "h", 1);
+        let mut live = Object::new(Kind::Vm, "vm.100");
+        live.fields.insert("cores".into(), "2".into());
+        let observed = Observed {
+            objects: vec![live],
+            ..Observed::default()
+        };
+        ledger.rolled_back(&["vm.100".into(), "vm.404".into()], &observed);
+        let fields = &ledger.objects["vm.100"].fields;
+        assert_eq!(fields.get("cores").map(String::as_str), Some("2"));
+        assert_eq!(
+            fields.get("clone").map(String::as_str),
+            Some("9000"),
+            "a creation input stays"
+        );
+        assert_eq!(
+            fields.get("onboot").map(String::as_str),
+            crate::fields::default(Kind::Vm, "onboot"),
+            "left out by PVE: its default"
+        );
+        // The file's values are now edits not applied, not drift.
+        let d = ledger.drift(&desired, &observed);
+        assert!(!d.is_drift(), "{d:?}");
+        assert!(d.edited.iter().any(|f| f.field == "cores"), "{d:?}");
     }
 }
