@@ -10,6 +10,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use crate::*;
 
+/// How far a restore raises unfinished operations' generations: more claims than any one
+/// operation gets between a backup and its restore.
+pub const RESTORE_FENCE: i64 = 1 << 20;
+
 pub struct SqliteStore {
     pool: SqlitePool,
     signals: std::sync::Arc<crate::signal::Signals>,
@@ -46,6 +50,25 @@ impl SqliteStore {
             pool,
             signals: Default::default(),
         })
+    }
+
+    /// After a restore: every lease the restored database holds is void. An agent may have been
+    /// handed later generations of these operations after the backup was taken (a claim is the
+    /// row's generation + 1), so each unfinished operation is queued again with its generation
+    /// raised past any it could have reached since ([`RESTORE_FENCE`]): every such agent's next
+    /// report is `lease_lost`, and the work is claimed afresh (the agent resumes it from its
+    /// journal). Answers how many operations it queued again.
+    pub async fn void_leases(&self, now: Millis) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE operations SET status = 'queued', lease_holder = NULL, lease_expires_at = NULL,
+                 generation = generation + ?1, updated_at = ?2
+             WHERE status IN ('queued', 'running')",
+        )
+        .bind(RESTORE_FENCE)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
     }
 
     /// An online, consistent copy of the whole database into the new file `to` (`VACUUM INTO`):

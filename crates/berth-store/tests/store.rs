@@ -112,3 +112,37 @@ async fn tamper_checks_pg(raw: &sqlx::PgPool, url: &str) {
     let b = s.verify_audit().await.unwrap().unwrap_err();
     assert_eq!(b.seq, 6, "{b}");
 }
+
+/// After a restore, leases the backup holds are void: an agent that was handed the operation
+/// after the backup (with the generation the restored row would hand out again) is refused, and
+/// the work is claimed afresh under a generation past any it could hold.
+#[tokio::test]
+async fn a_restore_voids_every_lease_the_backup_holds() {
+    use berth_store::{NewOperation, Store as _, StoreError};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+    let new = |instance: &str| NewOperation {
+        provider_id: "p".into(),
+        instance_id: instance.into(),
+        kind: "provision".into(),
+        payload: serde_json::json!({}),
+        agent_id: None,
+    };
+    store.enqueue(new("a"), 0).await.unwrap();
+    store.enqueue(new("b"), 0).await.unwrap();
+    let (_, held) = store.claim("p", "agent-1", 60_000, 1).await.unwrap().unwrap();
+    // What the restored row would hand out again, and what that agent may hold.
+    assert_eq!(held.generation, 1);
+    assert_eq!(
+        store.void_leases(2).await.unwrap(),
+        2,
+        "the claimed one and the queued one"
+    );
+    assert!(matches!(
+        store.renew(&held, 60_000, 3).await,
+        Err(StoreError::LeaseLost(_))
+    ));
+    let (op, again) = store.claim("p", "agent-1", 60_000, 4).await.unwrap().unwrap();
+    assert_eq!(op.id, held.operation_id, "the same work, claimed afresh at once");
+    assert_eq!(again.generation, berth_store::sqlite::RESTORE_FENCE + 2);
+}

@@ -75,6 +75,11 @@ pub async fn restore(config: &Path, from: &Path, force: bool) -> anyhow::Result<
         .await
         .with_context(|| format!("{} is not a Berth database", from.display()))?;
     let verified = store.verify_audit().await?;
+    // Leases held when the backup was taken are void: the agents' work is claimed afresh.
+    let requeued = match &verified {
+        Ok(_) => store.void_leases(crate::decl_cmd::now_ms()).await?,
+        Err(_) => 0,
+    };
     store.close().await;
     let v = match verified {
         Ok(v) => v,
@@ -98,7 +103,7 @@ pub async fn restore(config: &Path, from: &Path, force: bool) -> anyhow::Result<
         std::fs::File::open(dir).and_then(|d| d.sync_all())?;
     }
     println!(
-        "restored {} from {} ({} audit entries, chain verified); start `berth server` again",
+        "restored {} from {} ({} audit entries, chain verified; {requeued} unfinished operation(s) queued again, their leases void); start `berth server` again",
         db.display(),
         from.display(),
         v.entries

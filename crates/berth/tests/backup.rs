@@ -73,6 +73,7 @@ async fn a_backup_taken_while_orders_run_restores_and_finishes_the_work() {
         String::from_utf8_lossy(&restored.stderr)
     );
     assert!(text.contains("chain verified"), "{text}");
+    assert!(text.contains("queued again, their leases void"), "{text}");
     assert!(s.dir.path().join("berth.db.before-restore").exists());
 
     // The restarted control plane verifies, and the work the backup holds is finished.
