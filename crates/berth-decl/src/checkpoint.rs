@@ -23,7 +23,9 @@ pub enum Checkpoint {
         running: bool,
     },
     /// A vzdump backup of guest `vmid` on `storage`, written before it was deleted; `volid` the
-    /// backup volume (none: not found after the backup, or an older record).
+    /// backup volume (none: not found after the backup, or an older record); where a restore
+    /// puts it back: its pool, and for a container the storage of its root disk (PVE restores
+    /// every volume of a container to one storage).
     Backup {
         addr: String,
         node: String,
@@ -31,6 +33,10 @@ pub enum Checkpoint {
         storage: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         volid: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        restore_to: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pool: Option<String>,
     },
 }
 
@@ -144,6 +150,10 @@ pub(crate) async fn take(
             vmid,
             storage,
             volid,
+            restore_to: (ty == GuestType::Lxc)
+                .then(|| before.and_then(|b| b.get("rootfs.storage")).cloned())
+                .flatten(),
+            pool: before.and_then(|b| b.get("pool")).cloned(),
         };
         return Ok((Some(cp), Some(step)));
     }
@@ -225,6 +235,8 @@ pub async fn rollback(c: &PveClient, checkpoints: &[Checkpoint], t: Duration) ->
                 node,
                 vmid,
                 volid: Some(volid),
+                restore_to,
+                pool,
                 ..
             } => {
                 if let Some(now) = where_now.iter().find(|r| r.vmid == Some(*vmid)) {
@@ -240,7 +252,14 @@ pub async fn rollback(c: &PveClient, checkpoints: &[Checkpoint], t: Duration) ->
                     continue;
                 }
                 let upid = c
-                    .restore_guest(node, guest_type(addr), *vmid, volid)
+                    .restore_guest(
+                        node,
+                        guest_type(addr),
+                        *vmid,
+                        volid,
+                        restore_to.as_deref(),
+                        pool.as_deref(),
+                    )
                     .await
                     .map_err(pve(addr, "restore"))?;
                 c.wait_task(&upid, t).await.map_err(pve(addr, "restore"))?;

@@ -16,10 +16,23 @@ pub fn path(audit: &Path) -> PathBuf {
     audit.with_extension("ledger.json")
 }
 
-/// A site file's path, absolute with links and `..` resolved (when it exists), so every way of
-/// naming one file (`site.toml`, `./site.toml`, `../etc/site.toml`, a link) is one.
+/// A site file's path, absolute, its directory's links and `..` resolved (when it exists), so
+/// every way of naming one file (`site.toml`, `./site.toml`, `../etc/site.toml`) is one. The file
+/// name itself is kept even when it is a link: a `site.toml` linked to each deploy's release is
+/// one site, not one per release.
 pub fn absolute(site: &Path) -> String {
-    std::fs::canonicalize(site)
+    let resolved = match (site.parent(), site.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            std::fs::canonicalize(dir).map(|d| d.join(name))
+        }
+        _ => std::fs::canonicalize(site),
+    };
+    resolved
         .or_else(|_| std::path::absolute(site))
         .unwrap_or_else(|_| site.to_owned())
         .display()
@@ -138,6 +151,13 @@ mod tests {
         assert_eq!((mine, held), (Some(one.clone()), BTreeSet::new()), "not another file's");
         entry(&mut earlier, &dotted, "pve").file_hash = "h2".into();
         assert_eq!(earlier.keys().collect::<Vec<_>>(), [&key(&site, "pve")]);
+
+        // A site file that is a link (to each deploy's release) keeps its own name.
+        let release = dir.path().join("release-2.toml");
+        std::fs::write(&release, "version = 1\n").unwrap();
+        let link = dir.path().join("linked.toml");
+        std::os::unix::fs::symlink(&release, &link).unwrap();
+        assert!(key(&link, "pve").contains("linked.toml@"), "{}", key(&link, "pve"));
         std::fs::write(&file, "{").unwrap();
         assert!(read_all(&file).unwrap_err().contains("is not a ledger"));
     }

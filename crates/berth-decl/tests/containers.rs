@@ -204,7 +204,12 @@ async fn containers_are_made_changed_moved_and_never_shrunk() {
     assert!(steps[0].starts_with("ct.211: restored from "), "{steps:?}");
     let cfg = c.guest_config("pve1", GuestType::Lxc, 211).await.unwrap();
     let rootfs = cfg.get("rootfs").unwrap_or_default();
-    assert!(rootfs.contains("-211-disk-"), "{rootfs}");
+    let before = p.changes[0].before.as_ref().unwrap();
+    let storage = before.get("rootfs.storage").unwrap();
+    assert!(
+        rootfs.starts_with(&format!("{storage}:")) && rootfs.contains("-211-disk-"),
+        "on the storage it was on ({storage}), not PVE's default `local`: {rootfs}"
+    );
     assert!(emu.schema_violations().is_empty(), "{:?}", emu.schema_violations());
 }
 

@@ -425,7 +425,7 @@ impl World {
 
     /// A volume `vm-{vmid}-{name}` owned by `vmid`: on file-based storage in the `{vmid}/` directory with the
     /// format (else the storage's default) as extension, elsewhere a raw block device.
-    fn new_volume(
+    pub fn new_volume(
         &self,
         storage: &str,
         vmid: u32,

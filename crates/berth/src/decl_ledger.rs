@@ -75,10 +75,19 @@ fn write(
     ledger_file::write_all(&p, &all).with_context(|| format!("writing {}", p.display()))
 }
 
-/// After `berth rollback` of an apply of `site` through `backend`: the guests it put back
-/// (`addrs`) are in the ledger as the cluster has them now. A ledger that cannot be updated is a
-/// warning (what was rolled back then shows as drift until the file is applied again).
-pub(crate) fn rolled_back(audit: &Path, site: &Path, backend: &str, addrs: &[String], observed: &berth_decl::Observed) {
+/// What a rollback put back: the guests (`addrs`), those of them restored from a backup with
+/// their ledger entries from before the apply, and the cluster after it.
+pub(crate) struct RolledBack<'a> {
+    pub addrs: &'a [String],
+    pub restored: std::collections::BTreeMap<String, berth_decl::ledger::Applied>,
+    pub observed: &'a berth_decl::Observed,
+}
+
+/// After `berth rollback` of an apply of `site` through `backend`: the guests it put back are in
+/// the ledger as the cluster has them now (a restored one back in it). A ledger that cannot be
+/// updated is a warning (what was rolled back then shows as drift until the file is applied
+/// again).
+pub(crate) fn rolled_back(audit: &Path, site: &Path, backend: &str, back: RolledBack<'_>) {
     let p = ledger_file::path(audit);
     let updated = ledger_file::read_all(&p)
         .map_err(anyhow::Error::msg)
@@ -95,7 +104,9 @@ pub(crate) fn rolled_back(audit: &Path, site: &Path, backend: &str, addrs: &[Str
                 );
                 return Ok(());
             }
-            ledger_file::entry(&mut all, site, backend).rolled_back(addrs, observed);
+            let ledger = ledger_file::entry(&mut all, site, backend);
+            ledger.objects.extend(back.restored);
+            ledger.rolled_back(back.addrs, back.observed);
             ledger_file::write_all(&p, &all).with_context(|| format!("writing {}", p.display()))
         });
     if let Err(e) = updated {

@@ -40,6 +40,10 @@ pub(crate) struct ApplyRecord {
     /// `berth rollback` put its checkpoints back: it is not to be resumed.
     #[serde(default)]
     pub rolled_back: bool,
+    /// The ledger's entries, from before the apply, of the guests it backed up and deleted: a
+    /// rollback that restores one puts its entry back.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub ledger_before: std::collections::BTreeMap<String, berth_decl::ledger::Applied>,
 }
 
 impl ApplyRecord {
@@ -93,6 +97,17 @@ pub(crate) fn keep(
     origin: &Origin<'_>,
     error: Option<String>,
 ) -> anyhow::Result<()> {
+    // Read before this apply is recorded in the ledger (a deleted guest leaves it then).
+    let (ledger, _) = crate::decl_ledger::load(audit, Path::new(origin.site), backend);
+    let ledger_before = applied
+        .checkpoints
+        .iter()
+        .filter(|cp| matches!(cp, berth_decl::checkpoint::Checkpoint::Backup { .. }))
+        .filter_map(|cp| {
+            let entry = ledger.as_ref()?.objects.get(cp.addr())?;
+            Some((cp.addr().to_owned(), entry.clone()))
+        })
+        .collect();
     let record = ApplyRecord {
         backend: backend.to_owned(),
         at: now_ms(),
@@ -110,6 +125,7 @@ pub(crate) fn keep(
         cluster: origin.plan.cluster.clone(),
         error,
         rolled_back: false,
+        ledger_before,
     };
     append(audit, &record)
 }
@@ -158,6 +174,11 @@ pub async fn rollback(site: &SiteArgs, apply_id: &str, yes: bool) -> anyhow::Res
     // An apply resumed has a record per attempt: their checkpoints together, each once.
     let all = records(&site.audit)?;
     let checkpoints = ApplyRecord::checkpoints_of(&all, apply_id);
+    let all_before: std::collections::BTreeMap<String, berth_decl::ledger::Applied> = all
+        .iter()
+        .filter(|r| r.applied.apply_id == apply_id)
+        .flat_map(|r| r.ledger_before.clone())
+        .collect();
     let rec = all
         .into_iter()
         .find(|r| r.applied.apply_id == apply_id)
@@ -176,7 +197,8 @@ pub async fn rollback(site: &SiteArgs, apply_id: &str, yes: bool) -> anyhow::Res
     let backend = site.backend.as_deref().unwrap_or(&rec.backend);
     let (client, _, _) = pve_client(&site.config.config, Some(backend), "berth rollback")?;
     let subject = format!("apply:{apply_id}");
-    match roll_back(&client, &checkpoints, std::time::Duration::from_secs(300)).await {
+    // As long as an apply waits for a backup: a restore reads it all back.
+    match roll_back(&client, &checkpoints, std::time::Duration::from_secs(1800)).await {
         Ok(lines) => {
             for l in &lines {
                 println!("{l}");
@@ -186,7 +208,18 @@ pub async fn rollback(site: &SiteArgs, apply_id: &str, yes: bool) -> anyhow::Res
                 match berth_decl::observe::observe(&client).await {
                     Ok(observed) => {
                         let addrs: Vec<String> = checkpoints.iter().map(|c| c.addr().to_owned()).collect();
-                        crate::decl_ledger::rolled_back(&site.audit, Path::new(site_file), backend, &addrs, &observed);
+                        // Restored guests are Berth's again, as they were before the apply.
+                        let restored = all_before
+                            .iter()
+                            .filter(|(a, _)| lines.iter().any(|l| l.starts_with(&format!("{a}: restored from "))))
+                            .map(|(a, e)| (a.clone(), e.clone()))
+                            .collect();
+                        let back = crate::decl_ledger::RolledBack {
+                            addrs: &addrs,
+                            restored,
+                            observed: &observed,
+                        };
+                        crate::decl_ledger::rolled_back(&site.audit, Path::new(site_file), backend, back);
                     }
                     Err(e) => {
                         eprintln!("warning: the ledger was not updated after the rollback: reading the cluster: {e}")

@@ -381,6 +381,10 @@ async fn a_deleted_vm_is_restored_by_the_rollback() {
         exported.contains("vmid = 172") && exported.contains("name = \"old\""),
         "{exported}"
     );
+    // Back in the file's ledger, as before the apply: deleting it again needs no --adopt.
+    let again = env.run(&["plan", "-f", &file, "--audit", &audit]).await;
+    let text = stdout(&again);
+    assert!(text.contains("- vm.172  delete") && !text.contains("Adopts"), "{text}");
 }
 
 /// A pruning apply that fails part way (the pool deleted, the storage not): its resume prunes the

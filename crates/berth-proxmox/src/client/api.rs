@@ -360,11 +360,24 @@ impl PveClient {
         upid_from(Method::Post, &path, data)
     }
 
-    /// A guest `vmid` from a vzdump backup volume (`archive`), on the storages it was on:
-    /// `POST /nodes/{node}/qemu` with `archive` (`qmrestore`), or `/lxc` with the archive as
-    /// `ostemplate` and `restore=1` (`vzrestore`). Sent once; never over an existing guest.
-    pub async fn restore_guest(&self, node: &str, ty: GuestType, vmid: u32, archive: &str) -> Result<Upid, PveError> {
-        let p = Params::new().str("vmid", vmid.to_string());
+    /// A guest `vmid` from a vzdump backup volume (`archive`), joining `pool`:
+    /// `POST /nodes/{node}/qemu` with `archive` (`qmrestore`: disks on the storages they were on,
+    /// or all on `storage`), or `/lxc` with the archive as `ostemplate` and `restore=1`
+    /// (`vzrestore`: every volume on `storage`, which PVE takes to be `local` when not given).
+    /// Sent once; never over an existing guest.
+    pub async fn restore_guest(
+        &self,
+        node: &str,
+        ty: GuestType,
+        vmid: u32,
+        archive: &str,
+        storage: Option<&str>,
+        pool: Option<&str>,
+    ) -> Result<Upid, PveError> {
+        let p = Params::new()
+            .str("vmid", vmid.to_string())
+            .opt_str("storage", storage)
+            .opt_str("pool", pool);
         match ty {
             GuestType::Qemu => self.create_vm(node, &p.str("archive", archive)).await,
             GuestType::Lxc => {

@@ -376,13 +376,13 @@ pub(crate) fn run_vzdump(
         };
         log.push(format!("INFO: Starting Backup of VM {vmid} ({kind})"));
         log.push(format!("INFO: Backup started at {stamp}, mode {mode}"));
-        // The archive holds the config and the guest's own volumes (a restore makes them anew).
+        // The archive holds the config and the guest's own volumes (a restore makes them anew);
+        // not unused disks.
         let volumes = g
             .config
             .iter()
             .filter(|(k, v)| {
-                (crate::propstr::is_disk_key(k) && !crate::propstr::is_cdrom(v) && !crate::propstr::is_cloudinit(v))
-                    || k.starts_with("unused")
+                crate::propstr::is_disk_key(k) && !crate::propstr::is_cdrom(v) && !crate::propstr::is_cloudinit(v)
             })
             .filter_map(|(_, v)| crate::propstr::drive_volume(v))
             .filter_map(|volid| world.volume(node, &volid).filter(|v| v.vmid == Some(vmid)).cloned())

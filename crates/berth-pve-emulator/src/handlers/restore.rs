@@ -1,9 +1,11 @@
 //! Restoring a guest from a vzdump archive: `POST /nodes/{node}/qemu` with `archive`
 //! (`qmrestore`) and `POST /nodes/{node}/lxc` with `restore=1` and the archive as `ostemplate`
 //! (`vzrestore`). The archive holds the config and volumes as backed up (`run_vzdump` keeps
-//! them); the restore makes the volumes anew for the VMID (on `storage` when given), points the
-//! config at them and makes a fresh cloud-init drive. Snapshots are not in a backup. Texts as
-//! qemu-server's and pve-container's.
+//! them); the restore allocates the volumes anew for the VMID, points the config at them and
+//! makes a fresh cloud-init drive. Where: a VM's disks on the storages they were on unless
+//! `storage` names one for all (qmrestore); a container's volumes all on `storage`, `local`
+//! when not given (pve-container's `extract_param($param, 'storage') // 'local'`). Snapshots
+//! and unused disks are not in a backup. Texts as qemu-server's and pve-container's.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +13,7 @@ use super::guest::{check_allocate, spawn};
 use crate::actions::TaskAction;
 use crate::api::{ApiError, ApiResult, Ctx, parse_vmid};
 use crate::propstr::{drive_volume, is_cloudinit};
-use crate::state::{Guest, Kind, World, unix_now};
+use crate::state::{Guest, Kind, World};
 
 /// A restore under way.
 #[derive(Clone)]
@@ -35,7 +37,10 @@ pub(super) fn start(ctx: &mut Ctx, node: &str, kind: Kind, archive: &str) -> Api
         return Err(ApiError::fail("starting a guest as it is restored is not emulated"));
     }
     let pool = p.get("pool").map(str::to_string);
-    let storage = p.get("storage").map(str::to_string);
+    let storage = match kind {
+        Kind::Qemu => p.get("storage").map(str::to_string),
+        Kind::Lxc => Some(p.get("storage").unwrap_or("local").to_string()),
+    };
     let shared = ctx.shared.clone();
     let mut world = shared.world();
     check_allocate(&world, &ctx.token, pool.as_deref(), vmid)?;
@@ -53,12 +58,12 @@ pub(super) fn start(ctx: &mut Ctx, node: &str, kind: Kind, archive: &str) -> Api
     }
     if let Some(sid) = &storage {
         let st = world.storage_for_alloc(sid, node).map_err(ApiError::fail)?;
-        let content = if kind == Kind::Qemu { "images" } else { "rootdir" };
+        let (content, what) = match kind {
+            Kind::Qemu => ("images", "vm images"),
+            Kind::Lxc => ("rootdir", "container directories"),
+        };
         if !st.supports(content) {
-            return Err(ApiError::param(
-                "storage",
-                format!("storage '{sid}' does not support {content}"),
-            ));
+            return Err(ApiError::fail(format!("storage '{sid}' does not support {what}")));
         }
     }
     match world.guests.get(&vmid) {
@@ -108,15 +113,6 @@ pub(super) fn start(ctx: &mut Ctx, node: &str, kind: Kind, archive: &str) -> Api
     )
 }
 
-/// `vm-150-disk-0` / `150/vm-150-disk-0.qcow2` of guest `from` as guest `to`'s.
-fn rename(volname: &str, from: u32, to: u32) -> String {
-    let name = volname.replace(&format!("-{from}-"), &format!("-{to}-"));
-    match name.strip_prefix(&format!("{from}/")) {
-        Some(rest) => format!("{to}/{rest}"),
-        None => name,
-    }
-}
-
 /// The worker: the guest at `vmid` replaced (with `force`), the archive's volumes made anew,
 /// the config pointed at them.
 pub(crate) fn finish(world: &mut World, job: RestoreJob) -> Result<Vec<String>, String> {
@@ -142,21 +138,12 @@ pub(crate) fn finish(world: &mut World, job: RestoreJob) -> Result<Vec<String>, 
         log.extend(crate::actions::destroy(world, &node, kind, vmid, true)?);
     }
     let mut config = image.config.clone();
+    config.retain(|k, _| !k.starts_with("unused"));
     for vol in &image.volumes {
         let old = vol.volid();
-        let mut v = vol.clone();
-        if let Some(sid) = &storage {
-            v.storage = sid.clone();
-        }
-        if let Some(from) = vol.vmid {
-            v.volname = rename(&vol.volname, from, vmid);
-        }
-        v.vmid = Some(vmid);
-        v.ctime = unix_now();
-        v.parent = None;
-        if world.volume(&node, &v.volid()).is_some() {
-            return Err(format!("volume '{}' already exists", v.volid()));
-        }
+        let sid = storage.clone().unwrap_or_else(|| vol.storage.clone());
+        let n = world.next_disk_index(&sid, &node, vmid);
+        let v = world.new_volume(&sid, vmid, &format!("disk-{n}"), vol.size, None, &vol.content);
         let new = world.insert_volume(&node, v);
         for value in config.values_mut() {
             if drive_volume(value).as_deref() == Some(old.as_str()) {
@@ -188,14 +175,4 @@ pub(crate) fn finish(world: &mut World, job: RestoreJob) -> Result<Vec<String>, 
     }
     log.push(format!("restore of {} {vmid} finished", kind.label()));
     Ok(log)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn volumes_are_renamed_for_the_new_vmid() {
-        assert_eq!(super::rename("vm-150-disk-0", 150, 151), "vm-151-disk-0");
-        assert_eq!(super::rename("150/vm-150-disk-1.qcow2", 150, 7), "7/vm-7-disk-1.qcow2");
-        assert_eq!(super::rename("subvol-200-disk-0", 200, 200), "subvol-200-disk-0");
-    }
 }
