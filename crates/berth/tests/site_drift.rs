@@ -36,6 +36,16 @@ async fn reported(s: &Stack) -> SiteDrift {
     }
 }
 
+/// A browser signed in as the provider on the Hypervisors page, once it shows the site check
+/// (`None`: no browser here, said so).
+async fn hypervisors_page(s: &Stack, name: &str) -> Option<browser::Browser> {
+    let b = browser::Browser::start(&s.url, name).await?;
+    b.sign_in(&s.tokens.provider).await;
+    b.goto("/ui/agents").await;
+    b.wait_for(".site-drift").await;
+    Some(b)
+}
+
 /// A stack whose agent checks `site` (written first: the configuration names an existing file).
 async fn stack_with_site(site: &str) -> (Stack, tempfile::TempDir) {
     stack_with_site_and(site, "").await
@@ -72,12 +82,9 @@ async fn the_agent_reports_what_differs_from_its_site_file() {
     assert!(log.contains("the cluster has drifted from the site file"), "{log}");
 
     // The provider sees it on the hypervisors page.
-    let Some(b) = browser::Browser::start(&s.url, "site_drift").await else {
+    let Some(b) = hypervisors_page(&s, "site_drift").await else {
         return;
     };
-    b.sign_in(&s.tokens.provider).await;
-    b.goto("/ui/agents").await;
-    b.wait_for(".site-drift").await;
     let text = b.text(".agent").await;
     assert!(
         text.contains("Site file") && text.contains("1 object differs"),
@@ -152,12 +159,9 @@ async fn with_the_ledger_the_agent_reports_what_changed_outside_berth_since_the_
         "{log}"
     );
 
-    let Some(b) = browser::Browser::start(&s.url, "site_drift_ledger").await else {
+    let Some(b) = hypervisors_page(&s, "site_drift_ledger").await else {
         return;
     };
-    b.sign_in(&s.tokens.provider).await;
-    b.goto("/ui/agents").await;
-    b.wait_for(".site-drift").await;
     let text = b.text(".agent").await;
     assert!(
         text.contains("1 object changed outside Berth since the apply of") && text.contains("by hand"),
@@ -178,12 +182,9 @@ async fn a_site_file_that_does_not_parse_is_a_failed_check_naming_its_line() {
     assert!(e.contains("site.toml:5") && e.contains("colour"), "{e}");
     assert!(d.changes.is_empty());
     s.wait_agent_alive().await;
-    let Some(b) = browser::Browser::start(&s.url, "site_drift_failed").await else {
+    let Some(b) = hypervisors_page(&s, "site_drift_failed").await else {
         return;
     };
-    b.sign_in(&s.tokens.provider).await;
-    b.goto("/ui/agents").await;
-    b.wait_for(".site-drift").await;
     let text = b.text(".site-drift").await;
     assert!(text.contains("check failed") && text.contains("colour"), "{text}");
     b.shot("hypervisors-site-check-failed").await;
@@ -198,12 +199,9 @@ async fn a_cluster_as_the_site_file_says_is_shown_so() {
     s.spawn_agent();
     let d = reported(&s).await;
     assert_eq!((d.error.as_deref(), d.changes.len()), (None, 0), "{d:#?}");
-    let Some(b) = browser::Browser::start(&s.url, "site_drift_clean").await else {
+    let Some(b) = hypervisors_page(&s, "site_drift_clean").await else {
         return;
     };
-    b.sign_in(&s.tokens.provider).await;
-    b.goto("/ui/agents").await;
-    b.wait_for(".site-drift").await;
     assert!(b.text(".site-drift").await.contains("as the file says"));
     b.shot("hypervisors-site-clean").await;
     b.set_width(360).await;
