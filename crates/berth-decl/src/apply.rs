@@ -48,6 +48,9 @@ pub enum ApplyError {
         what: String,
         error: Box<PveError>,
     },
+    /// A rollback put back what it could; `lines` says what it did and what failed.
+    #[error("the rollback is incomplete ({failed} checkpoint(s) failed):\n{}", lines.join("\n"))]
+    RollbackIncomplete { failed: usize, lines: Vec<String> },
 }
 
 /// What an apply did, step by step, and what it kept to go back to.

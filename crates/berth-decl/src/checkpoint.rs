@@ -217,68 +217,88 @@ pub fn rollback_steps(checkpoints: &[Checkpoint]) -> Vec<String> {
 
 /// Puts the snapshotted guests back (a guest moved since is found where it is now) and restores
 /// the deleted ones from their backups, where their VMID is still free (a guest made there
-/// since is never overwritten: that is said, with the command that would).
+/// since is never overwritten: that is said, with the command that would). One checkpoint that
+/// fails does not stop the others: the rollback then ends `RollbackIncomplete`, saying each.
 pub async fn rollback(c: &PveClient, checkpoints: &[Checkpoint], t: Duration) -> Result<Vec<String>, ApplyError> {
     let mut done = Vec::new();
+    let mut failed = 0;
     let where_now = c.cluster_resources(Some("vm")).await.map_err(pve("cluster", "read"))?;
     for cp in checkpoints {
-        let (addr, node, vmid, name, running) = match cp {
-            Checkpoint::Snapshot {
-                addr,
-                node,
-                vmid,
-                name,
-                running,
-            } => (addr, node, vmid, name, running),
-            Checkpoint::Backup {
-                addr,
-                node,
-                vmid,
-                volid: Some(volid),
-                restore_to,
-                pool,
-                ..
-            } => {
-                if let Some(now) = where_now.iter().find(|r| r.vmid == Some(*vmid)) {
-                    let tool = if guest_type(addr) == GuestType::Lxc {
-                        "pct restore --force"
-                    } else {
-                        "qmrestore --force"
-                    };
-                    done.push(format!(
-                        "{addr}: not restored: VMID {vmid} is taken again (on {}); `{tool} {volid} {vmid}` would replace it",
-                        now.node.as_deref().unwrap_or("?")
-                    ));
-                    continue;
-                }
-                let upid = c
-                    .restore_guest(
-                        node,
-                        guest_type(addr),
-                        *vmid,
-                        volid,
-                        restore_to.as_deref(),
-                        pool.as_deref(),
-                    )
-                    .await
-                    .map_err(pve(addr, "restore"))?;
-                c.wait_task(&upid, t).await.map_err(pve(addr, "restore"))?;
-                done.push(format!("{addr}: restored from {volid}"));
-                continue;
+        match put_back(c, cp, &where_now, t).await {
+            Ok(Some(line)) => done.push(line),
+            Ok(None) => {}
+            Err(e) => {
+                failed += 1;
+                done.push(format!("FAILED: {e}"));
             }
-            Checkpoint::Backup { .. } => continue,
-        };
-        let node = where_now
-            .iter()
-            .find(|r| r.vmid == Some(*vmid))
-            .and_then(|r| r.node.clone())
-            .unwrap_or_else(|| node.clone());
-        let upid = c
-            .rollback_snapshot(&node, guest_type(addr), *vmid, name, *running)
-            .await
-            .map_err(pve(addr, "rollback"))?;
-        c.wait_task(&upid, t).await.map_err(pve(addr, "rollback"))?;
-        done.push(format!("{addr}: rolled back to {name}"));
+        }
+    }
+    if failed > 0 {
+        return Err(ApplyError::RollbackIncomplete { failed, lines: done });
     }
     Ok(done)
+}
+
+/// One checkpoint put back: what was done (none: nothing to do for it).
+async fn put_back(
+    c: &PveClient,
+    cp: &Checkpoint,
+    where_now: &[berth_proxmox::client::types::ClusterResource],
+    t: Duration,
+) -> Result<Option<String>, ApplyError> {
+    let (addr, node, vmid, name, running) = match cp {
+        Checkpoint::Snapshot {
+            addr,
+            node,
+            vmid,
+            name,
+            running,
+        } => (addr, node, vmid, name, running),
+        Checkpoint::Backup {
+            addr,
+            node,
+            vmid,
+            volid: Some(volid),
+            restore_to,
+            pool,
+            ..
+        } => {
+            if let Some(now) = where_now.iter().find(|r| r.vmid == Some(*vmid)) {
+                let tool = if guest_type(addr) == GuestType::Lxc {
+                    "pct restore --force"
+                } else {
+                    "qmrestore --force"
+                };
+                return Ok(Some(format!(
+                    "{addr}: not restored: VMID {vmid} is taken again (on {}); `{tool} {volid} {vmid}` would replace it",
+                    now.node.as_deref().unwrap_or("?")
+                )));
+            }
+            let upid = c
+                .restore_guest(
+                    node,
+                    guest_type(addr),
+                    *vmid,
+                    volid,
+                    restore_to.as_deref(),
+                    pool.as_deref(),
+                )
+                .await
+                .map_err(pve(addr, "restore"))?;
+            c.wait_task(&upid, t).await.map_err(pve(addr, "restore"))?;
+            return Ok(Some(format!("{addr}: restored from {volid}")));
+        }
+        Checkpoint::Backup { .. } => return Ok(None),
+    };
+    let node = where_now
+        .iter()
+        .find(|r| r.vmid == Some(*vmid))
+        .and_then(|r| r.node.clone())
+        .unwrap_or_else(|| node.clone());
+    let upid = c
+        .rollback_snapshot(&node, guest_type(addr), *vmid, name, *running)
+        .await
+        .map_err(pve(addr, "rollback"))?;
+    c.wait_task(&upid, t).await.map_err(pve(addr, "rollback"))?;
+    Ok(Some(format!("{addr}: rolled back to {name}")))
 }

@@ -426,3 +426,47 @@ async fn a_machine_of_the_control_plane_is_never_touched() {
     );
     assert!(berth_decl::ledger::Ledger::adopted(None, &d, &observed).is_empty());
 }
+
+/// One checkpoint that cannot be put back does not stop the others: the snapshot is rolled back,
+/// the failed restore is said, and the rollback ends incomplete.
+#[tokio::test]
+async fn a_rollback_puts_back_what_it_can_and_says_what_failed() {
+    let emu = emulator().await;
+    let c = client(&emu);
+    settle(&c, &site(2, "8G", "pve2", "web")).await;
+    let web_only = site(4, "8G", "pve2", "web");
+    let web_only = web_only.split("\n[[proxmox.vms]]\nvmid = 151").next().unwrap();
+    let text = format!("{web_only}\n[[proxmox.vms]]\nvmid = 151\nensure = \"absent\"\n");
+    let d = berth_decl::parse("site.toml", &text).unwrap();
+    let p = plan(&d, &observe(&c).await.unwrap(), "h").unwrap();
+    let done = apply(&c, &p, ApplyOptions::default()).await.unwrap();
+    assert_eq!(done.checkpoints.len(), 2, "{:?}", done.checkpoints);
+    // vm.151's restore (on pve2) fails; vm.150's snapshot (on pve1) is rolled back all the same.
+    common::fault_once(&emu, "POST", "/nodes/pve2/qemu", common::http_500());
+    let t = std::time::Duration::from_secs(30);
+    let e = berth_decl::checkpoint::rollback(&c, &done.checkpoints, t)
+        .await
+        .unwrap_err();
+    let berth_decl::apply::ApplyError::RollbackIncomplete { failed, lines } = &e else {
+        panic!("{e}");
+    };
+    assert_eq!(*failed, 1, "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("vm.150: rolled back to berth-")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("FAILED: vm.151: restore failed")),
+        "{lines:?}"
+    );
+    let cfg = c.guest_config("pve1", GuestType::Qemu, 150).await.unwrap();
+    assert_eq!(cfg.get("cores").as_deref(), Some("2"));
+    // Tried once more, the restore goes through.
+    let again = berth_decl::checkpoint::rollback(&c, &done.checkpoints, t)
+        .await
+        .unwrap();
+    assert!(
+        again.iter().any(|l| l.starts_with("vm.151: restored from")),
+        "{again:?}"
+    );
+}

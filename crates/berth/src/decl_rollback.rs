@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use berth_decl::apply::Applied;
 use berth_decl::checkpoint::{rollback as roll_back, rollback_steps};
 use serde::{Deserialize, Serialize};
@@ -198,59 +198,65 @@ pub async fn rollback(site: &SiteArgs, apply_id: &str, yes: bool) -> anyhow::Res
     let (client, _, _) = pve_client(&site.config.config, Some(backend), "berth rollback")?;
     let subject = format!("apply:{apply_id}");
     // As long as an apply waits for a backup: a restore reads it all back.
-    match roll_back(&client, &checkpoints, std::time::Duration::from_secs(1800)).await {
-        Ok(lines) => {
-            for l in &lines {
-                println!("{l}");
-            }
-            // The ledger: the guests put back are as the cluster has them now (not drift).
-            if let Some(site_file) = &rec.site {
-                match berth_decl::observe::observe(&client).await {
-                    Ok(observed) => {
-                        let addrs: Vec<String> = checkpoints.iter().map(|c| c.addr().to_owned()).collect();
-                        // Restored guests are Berth's again, as they were before the apply.
-                        let restored = all_before
-                            .iter()
-                            .filter(|(a, _)| lines.iter().any(|l| l.starts_with(&format!("{a}: restored from "))))
-                            .map(|(a, e)| (a.clone(), e.clone()))
-                            .collect();
-                        let back = crate::decl_ledger::RolledBack {
-                            addrs: &addrs,
-                            restored,
-                            observed: &observed,
-                        };
-                        crate::decl_ledger::rolled_back(&site.audit, Path::new(site_file), backend, back);
-                    }
-                    Err(e) => {
-                        eprintln!("warning: the ledger was not updated after the rollback: reading the cluster: {e}")
-                    }
-                }
-            }
-            // Rolled back: `--resume` must not apply it again.
-            append(
-                &site.audit,
-                &ApplyRecord {
-                    at: now_ms(),
-                    applied: Applied {
-                        apply_id: apply_id.to_owned(),
-                        ..Applied::default()
-                    },
-                    rolled_back: true,
-                    ..rec
-                },
-            )?;
-            decl_audit::append(
-                &site.audit,
-                "decl.rollback",
-                &subject,
-                serde_json::json!({ "steps": lines }),
-            )?;
-            Ok(ExitCode::SUCCESS)
-        }
+    let (lines, failed) = match roll_back(&client, &checkpoints, std::time::Duration::from_secs(1800)).await {
+        Ok(lines) => (lines, 0),
+        // What could be put back was; the rest failed, each said.
+        Err(berth_decl::apply::ApplyError::RollbackIncomplete { failed, lines }) => (lines, failed),
         Err(e) => {
             let detail = serde_json::json!({ "error": e.to_string() });
             decl_audit::append(&site.audit, "decl.rollback.failed", &subject, detail)?;
-            Err(e.into())
+            return Err(e.into());
+        }
+    };
+    for l in &lines {
+        println!("{l}");
+    }
+    // The ledger: the guests put back are as the cluster has them now (not drift).
+    if let Some(site_file) = &rec.site {
+        match berth_decl::observe::observe(&client).await {
+            Ok(observed) => {
+                let addrs: Vec<String> = checkpoints.iter().map(|c| c.addr().to_owned()).collect();
+                // Restored guests are Berth's again, as they were before the apply.
+                let restored = all_before
+                    .iter()
+                    .filter(|(a, _)| lines.iter().any(|l| l.starts_with(&format!("{a}: restored from "))))
+                    .map(|(a, e)| (a.clone(), e.clone()))
+                    .collect();
+                let back = crate::decl_ledger::RolledBack {
+                    addrs: &addrs,
+                    restored,
+                    observed: &observed,
+                };
+                crate::decl_ledger::rolled_back(&site.audit, Path::new(site_file), backend, back);
+            }
+            Err(e) => eprintln!("warning: the ledger was not updated after the rollback: reading the cluster: {e}"),
         }
     }
+    if failed > 0 {
+        let detail = serde_json::json!({ "steps": lines, "failed": failed });
+        decl_audit::append(&site.audit, "decl.rollback.failed", &subject, detail)?;
+        bail!(
+            "{failed} checkpoint(s) of apply {apply_id} could not be put back (above); the others were. `berth rollback {apply_id}` again tries them all once more"
+        );
+    }
+    // Rolled back: `--resume` must not apply it again.
+    append(
+        &site.audit,
+        &ApplyRecord {
+            at: now_ms(),
+            applied: Applied {
+                apply_id: apply_id.to_owned(),
+                ..Applied::default()
+            },
+            rolled_back: true,
+            ..rec
+        },
+    )?;
+    decl_audit::append(
+        &site.audit,
+        "decl.rollback",
+        &subject,
+        serde_json::json!({ "steps": lines }),
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
