@@ -94,13 +94,9 @@ impl SiteWatch {
 /// (`cores: "2" → "4"`), or that it is gone from the cluster. The file's edits not applied yet
 /// are not drift.
 fn since_apply(d: &berth_decl::ledger::Drift) -> Vec<(String, String)> {
-    let show = |v: &Option<String>| v.as_deref().map_or("(unset)".to_owned(), |s| format!("{s:?}"));
     let mut by_addr: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
     for f in &d.outside {
-        by_addr
-            .entry(&f.addr)
-            .or_default()
-            .push(format!("{}: {} → {}", f.field, show(&f.applied), show(&f.now)));
+        by_addr.entry(&f.addr).or_default().push(f.change());
     }
     for a in &d.gone {
         by_addr.entry(a).or_default().push("gone from the cluster".into());

@@ -187,6 +187,14 @@ pub(crate) async fn take(
     Ok((Some(cp), Some(step)))
 }
 
+/// The command that restores a backup of the guest at `addr` by hand.
+fn restore_tool(addr: &str) -> &'static str {
+    match guest_type(addr) {
+        GuestType::Lxc => "pct restore",
+        GuestType::Qemu => "qmrestore",
+    }
+}
+
 /// What `rollback` would do, a line each.
 pub fn rollback_steps(checkpoints: &[Checkpoint]) -> Vec<String> {
     checkpoints
@@ -203,14 +211,10 @@ pub fn rollback_steps(checkpoints: &[Checkpoint]) -> Vec<String> {
                 volid: Some(volid),
                 ..
             } => format!("restore {addr} from its backup {volid} (if its VMID is still free)"),
-            Checkpoint::Backup { addr, storage, .. } => {
-                let tool = if guest_type(addr) == GuestType::Lxc {
-                    "pct restore"
-                } else {
-                    "qmrestore"
-                };
-                format!("{addr} was deleted; its backup is on {storage} (restore it with {tool})")
-            }
+            Checkpoint::Backup { addr, storage, .. } => format!(
+                "{addr} was deleted; its backup is on {storage} (restore it with {})",
+                restore_tool(addr)
+            ),
         })
         .collect()
 }
@@ -264,14 +268,10 @@ async fn put_back(
             ..
         } => {
             if let Some(now) = where_now.iter().find(|r| r.vmid == Some(*vmid)) {
-                let tool = if guest_type(addr) == GuestType::Lxc {
-                    "pct restore --force"
-                } else {
-                    "qmrestore --force"
-                };
                 return Ok(Some(format!(
-                    "{addr}: not restored: VMID {vmid} is taken again (on {}); `{tool} {volid} {vmid}` would replace it",
-                    now.node.as_deref().unwrap_or("?")
+                    "{addr}: not restored: VMID {vmid} is taken again (on {}); `{} --force {volid} {vmid}` would replace it",
+                    now.node.as_deref().unwrap_or("?"),
+                    restore_tool(addr)
                 )));
             }
             let upid = c

@@ -40,6 +40,14 @@ pub struct FieldDrift {
     pub now: Option<String>,
 }
 
+impl FieldDrift {
+    /// `cores: "2" → "4"` (`(unset)` for no value).
+    pub fn change(&self) -> String {
+        let show = |v: &Option<String>| v.as_deref().map_or("(unset)".to_owned(), |s| format!("{s:?}"));
+        format!("{}: {} → {}", self.field, show(&self.applied), show(&self.now))
+    }
+}
+
 /// Drift against the last apply.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Drift {

@@ -79,9 +79,17 @@ pub fn load(file: &Path, site: &Path, backend: &str) -> Result<(Option<Ledger>, 
 /// `site`'s ledger through `backend` in `all`, to be changed (one an earlier release keyed
 /// otherwise is moved to this key).
 pub fn entry<'a>(all: &'a mut Ledgers, site: &Path, backend: &str) -> &'a mut Ledger {
-    let earlier = earlier_key(site, backend).and_then(|k| all.remove(&k));
-    all.entry(key(site, backend))
-        .or_insert_with(|| earlier.unwrap_or_default())
+    existing(all, site, backend);
+    all.entry(key(site, backend)).or_default()
+}
+
+/// As [`entry`], only when `all` holds a ledger of `site` through `backend`.
+pub fn existing<'a>(all: &'a mut Ledgers, site: &Path, backend: &str) -> Option<&'a mut Ledger> {
+    let key = key(site, backend);
+    if let Some(earlier) = earlier_key(site, backend).and_then(|k| all.remove(&k)) {
+        all.entry(key.clone()).or_insert(earlier);
+    }
+    all.get_mut(&key)
 }
 
 /// Replaces the ledger file with `all`: a temporary file beside it, synced, renamed over it (a
@@ -151,6 +159,8 @@ mod tests {
         assert_eq!((mine, held), (Some(one.clone()), BTreeSet::new()), "not another file's");
         entry(&mut earlier, &dotted, "pve").file_hash = "h2".into();
         assert_eq!(earlier.keys().collect::<Vec<_>>(), [&key(&site, "pve")]);
+        assert!(existing(&mut earlier, &dir.path().join("other.toml"), "pve").is_none());
+        assert!(existing(&mut earlier, &site, "pve").is_some());
 
         // A site file that is a link (to each deploy's release) keeps its own name.
         let release = dir.path().join("release-2.toml");

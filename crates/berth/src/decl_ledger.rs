@@ -92,19 +92,14 @@ pub(crate) fn rolled_back(audit: &Path, site: &Path, backend: &str, back: Rolled
     let updated = ledger_file::read_all(&p)
         .map_err(anyhow::Error::msg)
         .and_then(|mut all| {
-            if ledger_file::load(&p, site, backend)
-                .map_err(anyhow::Error::msg)?
-                .0
-                .is_none()
-            {
+            let Some(ledger) = ledger_file::existing(&mut all, site, backend) else {
                 eprintln!(
                     "note: nothing applied from {} through {backend} is in {}: no ledger to update",
                     site.display(),
                     p.display()
                 );
                 return Ok(());
-            }
-            let ledger = ledger_file::entry(&mut all, site, backend);
+            };
             ledger.objects.extend(back.restored);
             ledger.rolled_back(back.addrs, back.observed);
             ledger_file::write_all(&p, &all).with_context(|| format!("writing {}", p.display()))
@@ -143,8 +138,7 @@ pub(crate) fn print_drift(d: &Drift, site: &Path, out: OutputFormat) -> anyhow::
 }
 
 fn print_fields(fields: &[berth_decl::ledger::FieldDrift]) {
-    let show = |v: &Option<String>| v.as_deref().map_or("(unset)".to_owned(), |s| format!("{s:?}"));
     for f in fields {
-        println!("  ~ {}  {}: {} → {}", f.addr, f.field, show(&f.applied), show(&f.now));
+        println!("  ~ {}  {}", f.addr, f.change());
     }
 }

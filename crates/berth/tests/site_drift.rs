@@ -46,6 +46,17 @@ async fn hypervisors_page(s: &Stack, name: &str) -> Option<browser::Browser> {
     Some(b)
 }
 
+/// `berth apply -f FILE --yes --adopt --audit AUDIT` with the stack agent's configuration
+/// (`--adopt`: a hand's file changes what the site file applied).
+async fn apply(s: &Stack, file: &std::path::Path, audit: &std::path::Path) {
+    let [file, audit, config] = [file, audit, s.agent_toml.as_path()].map(|p| p.display().to_string());
+    let args = [
+        "apply", "-f", &file, "--yes", "--adopt", "--audit", &audit, "--config", &config,
+    ];
+    let out = run_berth(args.map(str::to_owned).to_vec()).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// A stack whose agent checks `site` (written first: the configuration names an existing file).
 async fn stack_with_site(site: &str) -> (Stack, tempfile::TempDir) {
     stack_with_site_and(site, "").await
@@ -112,34 +123,13 @@ async fn with_the_ledger_the_agent_reports_what_changed_outside_berth_since_the_
     let audit_dir = tempfile::tempdir().unwrap();
     let audit = audit_dir.path().join("audit.jsonl");
     let (mut s, site_dir) = stack_with_site_and(SITE, &format!("audit = \"{}\"\n", audit.display())).await;
-    let config = s.agent_toml.display().to_string();
-    let apply = |file: std::path::PathBuf, audit: std::path::PathBuf| {
-        let config = config.clone();
-        async move {
-            // --adopt: the hand's file changes what the site file applied.
-            let args = [
-                "apply",
-                "-f",
-                &file.display().to_string(),
-                "--yes",
-                "--adopt",
-                "--audit",
-            ]
-            .into_iter()
-            .map(str::to_owned)
-            .chain([audit.display().to_string(), "--config".into(), config])
-            .collect();
-            let out = run_berth(args).await;
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        }
-    };
     let site = site_dir.path().join("site.toml");
-    apply(site.clone(), audit.clone()).await;
+    apply(&s, &site, &audit).await;
     // Changed by hand (another file, another audit file): drift. Edited in the file and not
     // applied (a new pool): not drift.
     let hand = site_dir.path().join("hand.toml");
     std::fs::write(&hand, SITE.replace("operations", "by hand")).unwrap();
-    apply(hand, audit_dir.path().join("hand.jsonl")).await;
+    apply(&s, &hand, &audit_dir.path().join("hand.jsonl")).await;
     std::fs::write(&site, format!("{SITE}[[proxmox.pools]]\nid = \"new\"\n")).unwrap();
 
     s.spawn_agent();
@@ -170,6 +160,47 @@ async fn with_the_ledger_the_agent_reports_what_changed_outside_berth_since_the_
     assert!(!text.contains("pool.new"), "an edit not applied is not drift: {text}");
     b.shot("hypervisors-site-drift-since-apply").await;
     b.check_accessibility("hypervisors-site-drift-since-apply").await;
+    b.set_width(360).await;
+    b.shot("hypervisors-site-drift-since-apply-360px").await;
+    // The operator sees the same.
+    b.set_width(1280).await;
+    b.sign_out().await;
+    b.sign_in(&s.tokens.operator).await;
+    b.goto("/ui/agents").await;
+    b.wait_for(".site-drift").await;
+    assert!(
+        b.text(".site-drift")
+            .await
+            .contains("changed outside Berth since the apply of")
+    );
+    b.shot("operator-hypervisors-site-drift-since-apply").await;
+}
+
+/// With the ledger and nothing changed since the apply, the check says the cluster is as applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_ledger_a_cluster_as_applied_is_shown_so() {
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit = audit_dir.path().join("audit.jsonl");
+    let (mut s, site_dir) = stack_with_site_and(SITE, &format!("audit = \"{}\"\n", audit.display())).await;
+    apply(&s, &site_dir.path().join("site.toml"), &audit).await;
+    s.spawn_agent();
+    let d = reported(&s).await;
+    assert!(
+        d.applied_at.is_some() && d.error.is_none() && d.changes.is_empty(),
+        "{d:#?}"
+    );
+    let Some(b) = hypervisors_page(&s, "site_drift_as_applied").await else {
+        return;
+    };
+    let text = b.text(".site-drift").await;
+    assert!(
+        text.contains("as applied") && text.contains("nothing changed outside Berth since the apply of"),
+        "{text}"
+    );
+    b.shot("hypervisors-site-as-applied").await;
+    b.check_accessibility("hypervisors-site-as-applied").await;
+    b.set_width(360).await;
+    b.shot("hypervisors-site-as-applied-360px").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
